@@ -1,0 +1,171 @@
+/*
+ * kernels.h - the kernel table: every numeric op of the engine, twice.
+ *
+ * EML_KERNELS_REF is plain, obviously-correct C: the test oracle and the
+ * path for a minimal trusted build.  EML_KERNELS_FAST runs the same ops
+ * through oneDNN (libdnnl) primitives and dnnl_sgemm.  Layers never call a
+ * backend directly; they call through an eml_kernels table, so tests can
+ * check every fast op against its reference.
+ *
+ * All matrix products of linear layers (connected layers, convolutions as
+ * im2col + GEMM) go through ONE dispatch point, eml_gemm(), whose function
+ * can be swapped per context (outsourcing, blinding and Freivalds checks
+ * plug in there later without touching layer code).
+ *
+ * Layout conventions: row-major; activations (batch, c, h, w) contiguous
+ * (NCHW); a (batch, n) matrix has row stride n.  No I/O, no globals that
+ * outlive a kernel state, thread-safe for distinct states.
+ *
+ *     const eml_kernels *k = eml_kernels_get(EML_KERNELS_FAST);
+ *     eml_kstate *ks = NULL;
+ *     if (k->state_new(&ks) != EML_OK) ...
+ *     k->act_forward(ks, x, n, EML_ACT_RELU);
+ *     k->state_free(ks);
+ */
+#ifndef ENCLAVEML_KERNELS_H
+#define ENCLAVEML_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "enclaveml/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Values are only ever appended. */
+typedef enum eml_act {
+    EML_ACT_LINEAR = 0,
+    EML_ACT_RELU = 1,
+    EML_ACT_LEAKY = 2,    /* slope 0.1 for x < 0, as in Darknet */
+    EML_ACT_TANH = 3,
+    EML_ACT_LOGISTIC = 4,
+    EML_ACT_COUNT = 5
+} eml_act;
+
+#define EML_LEAKY_SLOPE 0.1f
+
+typedef enum eml_kernels_kind {
+    EML_KERNELS_REF = 0,
+    EML_KERNELS_FAST = 1,
+    EML_KERNELS_COUNT = 2
+} eml_kernels_kind;
+
+/* Pooling geometry for one call.  Input (batch, c, in_h, in_w), output
+ * (batch, c, out_h, out_w).  Output pixel (oy, ox) covers input rows
+ * oy*stride - pad_t ... + size-1 (same for columns with pad_l); taps outside
+ * the input are ignored (max: never chosen; avg: not counted, i.e. the
+ * average is over the valid taps only).  out_h/out_w are given by the
+ * caller and may make the window run past the bottom/right edge. */
+typedef struct eml_pool_shape {
+    int batch, c;
+    int in_h, in_w;
+    int out_h, out_w;
+    int size_h, size_w;
+    int stride;
+    int pad_t, pad_l;
+} eml_pool_shape;
+
+/* Convolution geometry for im2col/col2im of ONE example.  Input (c, h, w);
+ * column matrix (c*size*size, out_h*out_w), row index (ci*size + ky)*size+kx,
+ * column index oy*out_w + ox, value input[ci][oy*stride-pad+ky][ox*stride-pad+kx]
+ * or 0 outside the input.  Rows of the column matrix are ld floats apart
+ * (ld = 0 means out_h*out_w), so a batch's examples can sit side by side in
+ * one wide matrix (c*size*size, batch*out_h*out_w) and share one GEMM. */
+typedef struct eml_conv_shape {
+    int c, h, w;
+    int size, stride, pad;
+    int out_h, out_w;
+    size_t ld;
+} eml_conv_shape;
+
+/* The row stride of s's column matrix. */
+static inline size_t eml_conv_ld(const eml_conv_shape *s)
+{
+    return s->ld != 0 ? s->ld : (size_t)s->out_h * (size_t)s->out_w;
+}
+
+typedef struct eml_kstate eml_kstate; /* per-network backend state (caches) */
+
+/* C (M x N, row stride ldc) = alpha * op(A) * op(B) + beta * C, row-major.
+ * op(A) is M x K (A stored K x M, row stride lda, when trans_a).  op(B) is
+ * K x N (B stored N x K when trans_b).  beta == 0 means C is not read. */
+typedef eml_status (*eml_gemm_fn)(void *ctx, int trans_a, int trans_b, int M,
+                                  int N, int K, float alpha, const float *A,
+                                  int lda, const float *B, int ldb, float beta,
+                                  float *C, int ldc);
+
+typedef struct eml_kernels {
+    const char *name; /* "ref" or "fast" */
+    eml_kernels_kind kind;
+
+    eml_status (*state_new)(eml_kstate **out);
+    void (*state_free)(eml_kstate *ks); /* NULL is a no-op */
+
+    /* The backend's GEMM; layers reach it only through eml_gemm(). */
+    eml_gemm_fn gemm; /* ctx argument: the eml_kstate * */
+
+    /* y = f(x) in place over n floats. */
+    eml_status (*act_forward)(eml_kstate *ks, float *x, size_t n, eml_act a);
+    /* delta *= f'(.) expressed through the OUTPUT y = f(x), in place. */
+    eml_status (*act_backward)(eml_kstate *ks, float *delta, const float *y,
+                               size_t n, eml_act a);
+
+    /* Max pooling.  ws is backend scratch of maxpool_ws_bytes(s) bytes that
+     * forward fills and backward reads (ref: int32 argmax per output). */
+    size_t (*maxpool_ws_bytes)(const eml_pool_shape *s);
+    eml_status (*maxpool_forward)(eml_kstate *ks, float *out, void *ws,
+                                  const float *in, const eml_pool_shape *s);
+    /* din = (overwritten) gradient w.r.t. the input. */
+    eml_status (*maxpool_backward)(eml_kstate *ks, float *din,
+                                   const float *dout, const void *ws,
+                                   const eml_pool_shape *s);
+    eml_status (*avgpool_forward)(eml_kstate *ks, float *out, const float *in,
+                                  const eml_pool_shape *s);
+    eml_status (*avgpool_backward)(eml_kstate *ks, float *din,
+                                   const float *dout, const eml_pool_shape *s);
+
+    /* Row-wise softmax of a (batch, n) matrix; out may not alias in. */
+    eml_status (*softmax_forward)(eml_kstate *ks, float *out, const float *in,
+                                  int batch, int n);
+
+    /* im2col for one example (see eml_conv_shape); col is overwritten. */
+    void (*im2col)(float *col, const float *in, const eml_conv_shape *s);
+    /* Adds the column gradient back into din (din is accumulated into,
+     * callers zero it first). */
+    void (*col2im)(float *din, const float *col, const eml_conv_shape *s);
+} eml_kernels;
+
+/* The table for a kind; never NULL for a valid kind. */
+const eml_kernels *eml_kernels_get(eml_kernels_kind kind);
+
+/* Parses "ref" / "fast". */
+eml_status eml_kernels_parse(const char *name, eml_kernels_kind *out);
+
+/* ==== the GEMM dispatch point ==== */
+
+/* Where the matrix products of linear layers go.  fn/ctx default to the
+ * kernel table's gemm and its state; a hook (a test counting calls, later an
+ * outsourcing backend) can replace them.  `calls` and `flops` count what
+ * went through. */
+typedef struct eml_gemm_dispatch {
+    eml_gemm_fn fn;
+    void *ctx;
+    uint64_t calls;
+    double flops;
+} eml_gemm_dispatch;
+
+EML_MUST_CHECK eml_status eml_gemm(eml_gemm_dispatch *d, int trans_a,
+                                   int trans_b, int M, int N, int K,
+                                   float alpha, const float *A, int lda,
+                                   const float *B, int ldb, float beta,
+                                   float *C, int ldc);
+
+/* Sets the number of threads used by fast kernels and OpenMP loops. */
+void eml_kernels_set_threads(int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

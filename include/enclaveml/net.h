@@ -1,0 +1,129 @@
+/*
+ * net.h - a network built from an eml_netcfg: forward, backward, loss.
+ *
+ * All trainable parameters live in ONE contiguous float buffer and their
+ * gradients in another of the same layout (layers hold views), so sealing,
+ * mirroring and averaging work on one vector.  Layout: for each layer in
+ * cfg order, its weight then its bias, in PyTorch layouts (conv
+ * [out,in,kh,kw], connected [out,in]); tensor names layers.<i>.weight and
+ * layers.<i>.bias.
+ *
+ * Gradients are SUMS over the examples of a batch (not means); optimisers
+ * divide by the batch size.  eml_net_backward can also return every
+ * example's squared gradient norm (over all parameters), which DP-SGD's
+ * clipping needs.
+ *
+ * Trusted code: no I/O.  The net owns all its buffers.
+ *
+ *     eml_net *net;  eml_net_new(cfg, &opts, &net, &err);
+ *     eml_net_init_params(net, seed);
+ *     fill eml_net_input(net) with n examples (n <= opts.max_batch)
+ *     eml_net_forward(net, n, 1);
+ *     eml_net_loss(net, n, labels, &loss, &correct);   // sets output delta
+ *     eml_net_backward(net, n, NULL);
+ *     ... eml_net_grads(net) ...
+ */
+#ifndef ENCLAVEML_NET_H
+#define ENCLAVEML_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "enclaveml/cfg.h"
+#include "enclaveml/kernels.h"
+#include "enclaveml/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct eml_net eml_net;
+
+typedef struct eml_net_opts {
+    eml_kernels_kind kernels;
+    int max_batch;   /* largest n passed to forward/backward */
+    uint64_t seed;   /* dropout masks */
+} eml_net_opts;
+
+#define EML_NET_MAX_PARAMS ((size_t)1 << 31)
+
+EML_MUST_CHECK eml_status eml_net_new(const eml_netcfg *cfg,
+                                      const eml_net_opts *opts, eml_net **out,
+                                      eml_err *err);
+void eml_net_free(eml_net *net); /* NULL is a no-op */
+
+/* Initialises weights (uniform He for relu/leaky, Glorot otherwise) and
+ * zeroes biases, from seed. */
+void eml_net_init_params(eml_net *net, uint64_t seed);
+
+size_t eml_net_param_count(const eml_net *net);
+float *eml_net_params(eml_net *net);
+float *eml_net_grads(eml_net *net);
+int eml_net_n_layers(const eml_net *net);
+size_t eml_net_input_size(const eml_net *net);  /* per example (c*h*w) */
+size_t eml_net_output_size(const eml_net *net); /* per example */
+float *eml_net_input(eml_net *net);         /* (max_batch, input_size) */
+const float *eml_net_output(const eml_net *net); /* (n, output_size) */
+int eml_net_max_batch(const eml_net *net);
+const eml_kernels *eml_net_kernels(const eml_net *net);
+
+/* Forward n examples from eml_net_input.  train=1 enables dropout. */
+EML_MUST_CHECK eml_status eml_net_forward(eml_net *net, int n, int train);
+
+/* Cross-entropy of the softmax output against labels (each < output_size);
+ * adds the per-batch loss SUM to *loss_sum and the number of correct argmax
+ * predictions to *correct (either may be NULL), and sets the gradient at the
+ * softmax input to (p - onehot).  Needs a network ending in [softmax]. */
+EML_MUST_CHECK eml_status eml_net_loss(eml_net *net, int n,
+                                       const uint8_t *labels,
+                                       double *loss_sum, int *correct);
+
+/* Backward after forward(train=1) + loss: overwrites the gradient buffer with
+ * the sum over the n examples.  If sqnorm is not NULL it receives, per
+ * example, the squared L2 norm of that example's gradient over all
+ * parameters (sqnorm has n entries). */
+EML_MUST_CHECK eml_status eml_net_backward(eml_net *net, int n,
+                                           float *sqnorm);
+
+/* Scales the loss gradient of example b by s[b] (for per-example clipping:
+ * call between eml_net_loss and eml_net_backward). */
+void eml_net_scale_output_delta(eml_net *net, int n, const float *s);
+
+/* The GEMM dispatch point every linear layer of this net goes through. */
+eml_gemm_dispatch *eml_net_gemm(eml_net *net);
+
+/* ==== named tensors (safetensors names and PyTorch shapes) ==== */
+typedef struct eml_net_tensor {
+    char name[64];
+    int ndims;
+    int64_t shape[4];
+    size_t count;
+    size_t offset;   /* into the parameter buffer */
+    int is_weight;   /* 1 for .weight (weight decay applies), 0 for .bias */
+} eml_net_tensor;
+
+size_t eml_net_tensor_count(const eml_net *net);
+const eml_net_tensor *eml_net_tensor_get(const eml_net *net, size_t i);
+
+/* ==== FLOP counts and per-layer timing ==== */
+/* Multiply-adds x2 of the linear layers for ONE example: forward, and
+ * backward (weight and input gradients; the first layer's input gradient is
+ * not computed). */
+double eml_net_flops_forward(const eml_net *net);
+double eml_net_flops_backward(const eml_net *net);
+
+typedef struct eml_layer_stats {
+    eml_layer_type type;
+    char desc[96];      /* e.g. "conv 32 3x3/1 28x28x1 -> 28x28x32" */
+    double fwd_seconds, bwd_seconds; /* accumulated while profiling */
+    double flops;       /* per example, forward */
+    size_t params;
+} eml_layer_stats;
+
+void eml_net_set_profiling(eml_net *net, int on); /* also resets timers */
+void eml_net_layer_stats(const eml_net *net, int i, eml_layer_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,107 @@
+/*
+ * train.h - optimisers, learning-rate policies, the training loop and
+ * evaluation, over in-memory datasets.
+ *
+ * Trusted code (it will run inside the enclave): no I/O.  Progress is
+ * reported through a callback that the host turns into a progress bar.
+ *
+ *     eml_dataset tr = {...}, te = {...};
+ *     eml_train_opts o = eml_train_opts_default(cfg);
+ *     o.epochs = 3; o.seed = 1;
+ *     eml_train_result res;
+ *     eml_train(net, cfg, &tr, &te, &o, &res, &err);
+ */
+#ifndef ENCLAVEML_TRAIN_H
+#define ENCLAVEML_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "enclaveml/cfg.h"
+#include "enclaveml/net.h"
+#include "enclaveml/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Images as unsigned bytes (count, channels*height*width), C,H,W order;
+ * pixels are scaled to [0,1] (value/255) as they enter the net. */
+typedef struct eml_dataset {
+    size_t count;
+    size_t item;            /* bytes per image */
+    const uint8_t *images;  /* borrowed */
+    const uint8_t *labels;  /* borrowed, count entries */
+} eml_dataset;
+
+/* ==== optimiser ==== */
+typedef struct eml_optim eml_optim;
+
+EML_MUST_CHECK eml_status eml_optim_new(const eml_netcfg *cfg, eml_net *net,
+                                        eml_optim **out);
+void eml_optim_free(eml_optim *o);
+/* Learning rate at iteration t (0-based) of a run of total iterations. */
+float eml_lr_at(const eml_netcfg *cfg, float base_lr, long t, long total);
+/* One update from the net's gradient SUM over n examples: uses grad / n. */
+void eml_optim_step(eml_optim *o, float lr, int n);
+
+/* ==== training loop ==== */
+typedef struct eml_train_progress {
+    int epoch, epochs;           /* 1-based epoch */
+    long batch, batches;         /* 1-based batch within the epoch */
+    double loss;                 /* running mean train loss this epoch */
+    double images_per_second;    /* this epoch so far */
+    double seconds;              /* since training started */
+    double eta_seconds;          /* for the whole run */
+    int epoch_done;              /* 1 on the per-epoch call */
+    double test_accuracy;        /* on the per-epoch call, if a test set */
+    double train_accuracy;       /* this epoch, on the per-epoch call */
+} eml_train_progress;
+
+typedef void (*eml_progress_fn)(void *user, const eml_train_progress *p);
+
+typedef struct eml_train_opts {
+    int epochs;
+    int batch;
+    float lr;            /* base learning rate */
+    uint64_t seed;       /* init, shuffling and dropout */
+    int init_params;     /* 1: initialise weights from seed first */
+    int eval_each_epoch; /* evaluate the test set after every epoch */
+    eml_progress_fn progress;
+    void *progress_user;
+} eml_train_opts;
+
+/* Defaults from the cfg: epochs, batch, learning rate; seed 1. */
+eml_train_opts eml_train_opts_default(const eml_netcfg *cfg);
+
+typedef struct eml_train_result {
+    int epochs;
+    long steps;
+    double train_loss;      /* mean over the last epoch */
+    double train_accuracy;  /* last epoch, with dropout active */
+    double test_accuracy;   /* -1 without a test set */
+    double test_loss;
+    double seconds;         /* training only, evaluation excluded */
+    double images_per_second;
+} eml_train_result;
+
+EML_MUST_CHECK eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
+                                    const eml_dataset *train,
+                                    const eml_dataset *test,
+                                    const eml_train_opts *opts,
+                                    eml_train_result *res, eml_err *err);
+
+/* Mean loss and accuracy of the net on a dataset. */
+EML_MUST_CHECK eml_status eml_evaluate(eml_net *net, const eml_dataset *d,
+                                       double *loss, double *accuracy,
+                                       eml_err *err);
+
+/* Loads images [first, first+n) of d (in the order of idx if not NULL) into
+ * the net's input, scaled to [0,1], and their labels into labels. */
+void eml_load_batch(eml_net *net, const eml_dataset *d, const uint32_t *idx,
+                    size_t first, int n, uint8_t *labels);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

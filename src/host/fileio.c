@@ -1,0 +1,97 @@
+/*
+ * fileio.c - whole-file reads and crash-safe writes for the host program.
+ * Untrusted side only: the enclave never touches files.
+ */
+#include "host/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define EML_READ_MAX ((size_t)8 << 30)
+
+eml_status eml_file_read(const char *path, uint8_t **out, size_t *out_len,
+                         eml_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return eml_err_set(err, EML_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return eml_err_set(err, EML_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size > EML_READ_MAX) {
+        close(fd);
+        return eml_err_set(err, EML_ERR_RANGE, "%s: file too large", path);
+    }
+    size_t len = (size_t)sb.st_size;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        close(fd);
+        return eml_err_set(err, EML_ERR_NOMEM, "%s: out of memory", path);
+    }
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, len - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            free(buf);
+            close(fd);
+            return eml_err_set(err, EML_ERR_IO, "%s: read failed: %s", path,
+                               strerror(e));
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *out = buf;
+    *out_len = len;
+    return EML_OK;
+}
+
+eml_status eml_file_write_atomic(const char *path, const void *data,
+                                 size_t len, int mode, eml_err *err)
+{
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    if (tmp == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        eml_status st = eml_err_set(err, EML_ERR_IO, "%s: %s", path,
+                                    strerror(errno));
+        free(tmp);
+        return st;
+    }
+    const uint8_t *p = data;
+    size_t done = 0;
+    int e = 0;
+    while (done < len) {
+        ssize_t w = write(fd, p + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            e = w < 0 ? errno : EIO;
+            break;
+        }
+        done += (size_t)w;
+    }
+    if (e == 0 && fchmod(fd, (mode_t)mode) != 0) e = errno;
+    if (e == 0 && fsync(fd) != 0) e = errno;
+    if (close(fd) != 0 && e == 0) e = errno;
+    if (e == 0 && rename(tmp, path) != 0) e = errno;
+    if (e != 0) {
+        unlink(tmp);
+        free(tmp);
+        return eml_err_set(err, EML_ERR_IO, "%s: write failed: %s", path,
+                           strerror(e));
+    }
+    free(tmp);
+    return EML_OK;
+}

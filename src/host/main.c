@@ -1,0 +1,573 @@
+/*
+ * main.c - the `enclaveml` command line (untrusted host program).
+ *
+ * Each command parses its options strictly, loads files, calls the engine,
+ * and prints either human text on stderr or one JSON object on stdout
+ * (--json).  Every failure ends in exactly one line
+ * "enclaveml: error: ..." on stderr and a non-zero exit.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "enclaveml/cfg.h"
+#include "enclaveml/kernels.h"
+#include "enclaveml/net.h"
+#include "enclaveml/train.h"
+#include "host/hostio.h"
+#include "host/json.h"
+#include "host/progress.h"
+
+#define EXIT_USAGE 2
+
+static int fail(const char *fmt, ...) EML_PRINTF(1, 2);
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("enclaveml: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+static int fail_st(eml_status st, const eml_err *err)
+{
+    return fail("%s", eml_err_msg(err, st));
+}
+
+/* ==== option values ==== */
+
+static int parse_long(const char *opt, const char *s, long lo, long hi,
+                      long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
+        fail("%s: '%s' is not an integer in %ld..%ld", opt, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_u64(const char *opt, const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (s[0] == '-') {
+        fail("%s: '%s' is not a non-negative integer", opt, s);
+        return -1;
+    }
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0') {
+        fail("%s: '%s' is not a non-negative integer", opt, s);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *s, double lo, double hi,
+                       float *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v <= lo ||
+        v > hi) {
+        fail("%s: '%s' is not a number in (%g, %g]", opt, s, lo, hi);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+/* Options shared by the engine commands. */
+typedef struct common_opts {
+    const char *cfg;
+    const char *data;
+    const char *weights;
+    int threads;
+    eml_kernels_kind kernels;
+    int json;
+    long batch;
+} common_opts;
+
+enum {
+    OPT_CFG = 256,
+    OPT_DATA,
+    OPT_EPOCHS,
+    OPT_BATCH,
+    OPT_LR,
+    OPT_SEED,
+    OPT_THREADS,
+    OPT_KERNELS,
+    OPT_OUT,
+    OPT_JSON,
+    OPT_WEIGHTS,
+    OPT_IMAGES,
+    OPT_LIMIT,
+    OPT_HELP,
+    OPT_QUIET,
+};
+
+static int common_opt(common_opts *c, int opt, const char *arg,
+                      const char *name)
+{
+    long v;
+    switch (opt) {
+    case OPT_CFG: c->cfg = arg; return 1;
+    case OPT_DATA: c->data = arg; return 1;
+    case OPT_WEIGHTS: c->weights = arg; return 1;
+    case OPT_JSON: c->json = 1; return 1;
+    case OPT_THREADS:
+        if (parse_long("--threads", arg, 1, 1024, &v)) return -1;
+        c->threads = (int)v;
+        return 1;
+    case OPT_BATCH:
+        if (parse_long("--batch", arg, 1, EML_CFG_MAX_BATCH, &v)) return -1;
+        c->batch = v;
+        return 1;
+    case OPT_KERNELS:
+        if (eml_kernels_parse(arg, &c->kernels) != EML_OK) {
+            fail("--kernels: '%s' is not one of: ref, fast", arg);
+            return -1;
+        }
+        return 1;
+    default:
+        (void)name;
+        return 0;
+    }
+}
+
+static void common_init(common_opts *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->data = EML_DEFAULT_DATA_DIR;
+    c->kernels = EML_KERNELS_FAST;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    c->threads = n > 0 ? (int)n : 1;
+}
+
+static int unknown_option(const char *cmd, int argc, char **argv)
+{
+    (void)argc;
+    const char *bad = optind - 1 < argc ? argv[optind - 1] : "?";
+    return fail("%s: unknown or incomplete option '%s' (see enclaveml %s "
+                "--help)",
+                cmd, bad, cmd);
+}
+
+/* Builds the net for cfg with the common options. */
+static int build_net(const common_opts *c, eml_netcfg **cfg, eml_net **net,
+                     int max_batch, uint64_t seed)
+{
+    eml_err err = {0};
+    eml_status st = eml_cfg_load(c->cfg, cfg, &err);
+    if (st != EML_OK) return fail_st(st, &err);
+    eml_net_opts o = {c->kernels, max_batch, seed};
+    st = eml_net_new(*cfg, &o, net, &err);
+    if (st != EML_OK) {
+        char msg[sizeof(err.msg)];
+        snprintf(msg, sizeof(msg), "%s", eml_err_msg(&err, st));
+        return fail("%s: %s", c->cfg, msg);
+    }
+    eml_kernels_set_threads(c->threads);
+    return 0;
+}
+
+/* ==== train ==== */
+
+static const char train_usage[] =
+    "usage: enclaveml train --cfg F [--data DIR] [--epochs N] [--batch N]\n"
+    "                       [--lr X] [--seed N] [--threads N]\n"
+    "                       [--kernels ref|fast] [--out W.safetensors]\n"
+    "                       [--json] [--quiet]\n"
+    "\n"
+    "Trains the network described by the cfg on the IDX data in DIR\n"
+    "(default " EML_DEFAULT_DATA_DIR "): train-images-idx3-ubyte,\n"
+    "train-labels-idx1-ubyte and the t10k test pair, gzipped or not.\n"
+    "Defaults for epochs, batch and learning rate come from the cfg's [net].\n"
+    "--json prints test_accuracy, train_loss, epochs, images_per_second,\n"
+    "parameters and seconds as one JSON object on stdout.\n";
+
+static int cmd_train(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"cfg", required_argument, 0, OPT_CFG},
+        {"data", required_argument, 0, OPT_DATA},
+        {"epochs", required_argument, 0, OPT_EPOCHS},
+        {"batch", required_argument, 0, OPT_BATCH},
+        {"lr", required_argument, 0, OPT_LR},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"kernels", required_argument, 0, OPT_KERNELS},
+        {"out", required_argument, 0, OPT_OUT},
+        {"json", no_argument, 0, OPT_JSON},
+        {"quiet", no_argument, 0, OPT_QUIET},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
+    common_opts c;
+    common_init(&c);
+    long epochs = 0;
+    float lr = 0;
+    uint64_t seed = 1;
+    const char *out = NULL;
+    int quiet = 0, opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int r = common_opt(&c, opt, optarg, "train");
+        if (r < 0) return 1;
+        if (r > 0) continue;
+        switch (opt) {
+        case OPT_EPOCHS:
+            if (parse_long("--epochs", optarg, 1, 100000, &epochs)) return 1;
+            break;
+        case OPT_LR:
+            if (parse_float("--lr", optarg, 0, 100, &lr)) return 1;
+            break;
+        case OPT_SEED:
+            if (parse_u64("--seed", optarg, &seed)) return 1;
+            break;
+        case OPT_OUT: out = optarg; break;
+        case OPT_QUIET: quiet = 1; break;
+        case OPT_HELP: fputs(train_usage, stdout); return 0;
+        default: return unknown_option("train", argc, argv);
+        }
+    }
+    if (optind < argc)
+        return fail("train: unexpected argument '%s'", argv[optind]);
+    if (c.cfg == NULL) return fail("train: --cfg is required");
+
+    eml_netcfg *cfg = NULL;
+    eml_net *net = NULL;
+    eml_labelled tr, te;
+    memset(&tr, 0, sizeof(tr));
+    memset(&te, 0, sizeof(te));
+    eml_err err = {0};
+    eml_status st;
+    int rc = 1;
+
+    /* Peek at the cfg for the batch size before building the net. */
+    st = eml_cfg_load(c.cfg, &cfg, &err);
+    if (st != EML_OK) return fail_st(st, &err);
+    eml_train_opts to = eml_train_opts_default(cfg);
+    eml_cfg_free(cfg);
+    cfg = NULL;
+    if (c.batch > 0) to.batch = (int)c.batch;
+    if (epochs > 0) to.epochs = (int)epochs;
+    if (lr > 0) to.lr = lr;
+    to.seed = seed;
+    if (build_net(&c, &cfg, &net, to.batch, seed)) goto out;
+
+    st = eml_labelled_load(c.data, "train", &tr, &err);
+    if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
+    if (st != EML_OK) {
+        rc = fail_st(st, &err);
+        goto out;
+    }
+    if (tr.set.item != eml_net_input_size(net) ||
+        te.set.item != eml_net_input_size(net)) {
+        rc = fail("images in %s have %zu values each but %s takes %zu "
+                  "(height x width x channels)",
+                  c.data, tr.set.item, c.cfg,
+                  eml_net_input_size(net));
+        goto out;
+    }
+    eml_progress prog;
+    eml_progress_init(&prog, quiet);
+    to.progress = eml_progress_cb;
+    to.progress_user = &prog;
+    if (!quiet)
+        fprintf(stderr,
+                "training %s: %zu parameters, %zu images, %d epochs, batch "
+                "%d, %s kernels, %d threads\n",
+                c.cfg, eml_net_param_count(net), tr.set.count, to.epochs,
+                to.batch, eml_net_kernels(net)->name, c.threads);
+    eml_train_result res;
+    st = eml_train(net, cfg, &tr.set, &te.set, &to, &res, &err);
+    if (st != EML_OK) {
+        rc = fail_st(st, &err);
+        goto out;
+    }
+    if (out != NULL) {
+        st = eml_weights_save(net, out, &err);
+        if (st != EML_OK) {
+            rc = fail_st(st, &err);
+            goto out;
+        }
+    }
+    if (c.json) {
+        eml_json j;
+        eml_json_begin(&j, stdout);
+        eml_json_num(&j, "test_accuracy", res.test_accuracy);
+        eml_json_num(&j, "test_loss", res.test_loss);
+        eml_json_num(&j, "train_loss", res.train_loss);
+        eml_json_num(&j, "train_accuracy", res.train_accuracy);
+        eml_json_int(&j, "epochs", res.epochs);
+        eml_json_int(&j, "steps", res.steps);
+        eml_json_num(&j, "images_per_second", res.images_per_second);
+        eml_json_int(&j, "parameters", (long long)eml_net_param_count(net));
+        eml_json_num(&j, "seconds", res.seconds);
+        eml_json_str(&j, "kernels", eml_net_kernels(net)->name);
+        eml_json_int(&j, "threads", c.threads);
+        if (out != NULL) eml_json_str(&j, "weights", out);
+        eml_json_end(&j);
+    } else if (!quiet) {
+        fprintf(stderr, "test accuracy %.2f%% after %d epochs (%.1f s, %.0f "
+                        "images/s)%s%s\n",
+                100.0 * res.test_accuracy, res.epochs, res.seconds,
+                res.images_per_second, out ? ", weights written to " : "",
+                out ? out : "");
+    }
+    rc = 0;
+out:
+    eml_labelled_free(&tr);
+    eml_labelled_free(&te);
+    eml_net_free(net);
+    eml_cfg_free(cfg);
+    return rc;
+}
+
+/* ==== eval ==== */
+
+static const char eval_usage[] =
+    "usage: enclaveml eval --cfg F --weights W.safetensors [--data DIR]\n"
+    "                      [--batch N] [--threads N] [--kernels ref|fast]\n"
+    "                      [--json]\n"
+    "\n"
+    "Evaluates the weights on the t10k test pair in DIR; prints\n"
+    "test_accuracy, test_loss and count.\n";
+
+static int cmd_eval(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"cfg", required_argument, 0, OPT_CFG},
+        {"weights", required_argument, 0, OPT_WEIGHTS},
+        {"data", required_argument, 0, OPT_DATA},
+        {"batch", required_argument, 0, OPT_BATCH},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"kernels", required_argument, 0, OPT_KERNELS},
+        {"json", no_argument, 0, OPT_JSON},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
+    common_opts c;
+    common_init(&c);
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int r = common_opt(&c, opt, optarg, "eval");
+        if (r < 0) return 1;
+        if (r > 0) continue;
+        if (opt == OPT_HELP) {
+            fputs(eval_usage, stdout);
+            return 0;
+        }
+        return unknown_option("eval", argc, argv);
+    }
+    if (optind < argc)
+        return fail("eval: unexpected argument '%s'", argv[optind]);
+    if (c.cfg == NULL || c.weights == NULL)
+        return fail("eval: --cfg and --weights are required");
+    eml_netcfg *cfg = NULL;
+    eml_net *net = NULL;
+    eml_labelled te;
+    memset(&te, 0, sizeof(te));
+    eml_err err = {0};
+    int rc = 1;
+    if (build_net(&c, &cfg, &net, c.batch > 0 ? (int)c.batch : 256, 1))
+        goto out;
+    eml_status st = eml_weights_load(net, c.weights, &err);
+    if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
+    double loss = 0, acc = 0;
+    if (st == EML_OK) st = eml_evaluate(net, &te.set, &loss, &acc, &err);
+    if (st != EML_OK) {
+        rc = fail_st(st, &err);
+        goto out;
+    }
+    if (c.json) {
+        eml_json j;
+        eml_json_begin(&j, stdout);
+        eml_json_num(&j, "test_accuracy", acc);
+        eml_json_num(&j, "test_loss", loss);
+        eml_json_int(&j, "count", (long long)te.set.count);
+        eml_json_end(&j);
+    } else {
+        printf("test accuracy %.2f%%, test loss %.4f, %zu images\n",
+               100.0 * acc, loss, te.set.count);
+    }
+    rc = 0;
+out:
+    eml_labelled_free(&te);
+    eml_net_free(net);
+    eml_cfg_free(cfg);
+    return rc;
+}
+
+/* ==== predict ==== */
+
+static const char predict_usage[] =
+    "usage: enclaveml predict --cfg F --weights W.safetensors --images IDX\n"
+    "                         [--limit N] [--threads N]\n"
+    "                         [--kernels ref|fast] [--json]\n"
+    "\n"
+    "Runs the network on the images of an IDX file (gzipped or not) and\n"
+    "prints the outputs of the final layer and the argmax predictions.\n";
+
+static int cmd_predict(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"cfg", required_argument, 0, OPT_CFG},
+        {"weights", required_argument, 0, OPT_WEIGHTS},
+        {"images", required_argument, 0, OPT_IMAGES},
+        {"limit", required_argument, 0, OPT_LIMIT},
+        {"batch", required_argument, 0, OPT_BATCH},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"kernels", required_argument, 0, OPT_KERNELS},
+        {"json", no_argument, 0, OPT_JSON},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
+    common_opts c;
+    common_init(&c);
+    const char *images = NULL;
+    long limit = -1;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        int r = common_opt(&c, opt, optarg, "predict");
+        if (r < 0) return 1;
+        if (r > 0) continue;
+        switch (opt) {
+        case OPT_IMAGES: images = optarg; break;
+        case OPT_LIMIT:
+            if (parse_long("--limit", optarg, 0, LONG_MAX, &limit)) return 1;
+            break;
+        case OPT_HELP: fputs(predict_usage, stdout); return 0;
+        default: return unknown_option("predict", argc, argv);
+        }
+    }
+    if (optind < argc)
+        return fail("predict: unexpected argument '%s'", argv[optind]);
+    if (c.cfg == NULL || c.weights == NULL || images == NULL)
+        return fail("predict: --cfg, --weights and --images are required");
+    eml_netcfg *cfg = NULL;
+    eml_net *net = NULL;
+    eml_idx idx;
+    memset(&idx, 0, sizeof(idx));
+    eml_err err = {0};
+    int rc = 1;
+    int mb = c.batch > 0 ? (int)c.batch : 256;
+    if (build_net(&c, &cfg, &net, mb, 1)) goto out;
+    eml_status st = eml_weights_load(net, c.weights, &err);
+    if (st == EML_OK) st = eml_idx_load(images, &idx, &err);
+    if (st != EML_OK) {
+        rc = fail_st(st, &err);
+        goto out;
+    }
+    if (idx.item != eml_net_input_size(net)) {
+        rc = fail("%s: images have %zu values each but %s takes %zu", images,
+                  idx.item, c.cfg, eml_net_input_size(net));
+        goto out;
+    }
+    size_t count = idx.count;
+    if (limit >= 0 && (size_t)limit < count) count = (size_t)limit;
+    size_t k = eml_net_output_size(net);
+    eml_json j;
+    if (c.json) {
+        eml_json_begin(&j, stdout);
+        eml_json_int(&j, "count", (long long)count);
+        eml_json_array_begin(&j, "outputs");
+    }
+    size_t *pred = malloc((count ? count : 1) * sizeof(size_t));
+    if (pred == NULL) {
+        rc = fail("out of memory");
+        goto out;
+    }
+    for (size_t first = 0; first < count; first += (size_t)mb) {
+        int n = (int)(count - first < (size_t)mb ? count - first : (size_t)mb);
+        float *x = eml_net_input(net);
+        const uint8_t *img = idx.data + first * idx.item;
+        for (size_t p = 0; p < (size_t)n * idx.item; p++)
+            x[p] = (float)img[p] * (1.0f / 255.0f);
+        st = eml_net_forward(net, n, 0);
+        if (st != EML_OK) {
+            free(pred);
+            rc = fail("forward pass failed: %s", eml_status_str(st));
+            goto out;
+        }
+        const float *o = eml_net_output(net);
+        for (int b = 0; b < n; b++) {
+            const float *ob = o + (size_t)b * k;
+            size_t best = 0;
+            for (size_t q = 0; q < k; q++)
+                if (ob[q] > ob[best]) best = q;
+            pred[first + (size_t)b] = best;
+            if (c.json) {
+                eml_json_array_begin(&j, NULL);
+                for (size_t q = 0; q < k; q++) eml_json_num(&j, NULL, ob[q]);
+                eml_json_array_end(&j);
+            }
+        }
+    }
+    if (c.json) {
+        eml_json_array_end(&j);
+        eml_json_array_begin(&j, "predictions");
+        for (size_t i = 0; i < count; i++) eml_json_int(&j, NULL, (long long)pred[i]);
+        eml_json_array_end(&j);
+        eml_json_end(&j);
+    } else {
+        for (size_t i = 0; i < count; i++) printf("%zu\t%zu\n", i, pred[i]);
+    }
+    free(pred);
+    rc = 0;
+out:
+    eml_idx_free(&idx);
+    eml_net_free(net);
+    eml_cfg_free(cfg);
+    return rc;
+}
+
+/* ==== dispatch ==== */
+
+static const char main_usage[] =
+    "usage: enclaveml <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train     train a network described by a Darknet-style cfg\n"
+    "  eval      evaluate weights on a test set\n"
+    "  predict   run a network on the images of an IDX file\n"
+    "\n"
+    "'enclaveml <command> --help' describes each command's options.\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(main_usage, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+        strcmp(cmd, "help") == 0) {
+        fputs(main_usage, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        puts("enclaveml 0.1.0");
+        return 0;
+    }
+    /* getopt_long sees the command's own arguments. */
+    argc--;
+    argv++;
+    opterr = 0;
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc, argv);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc, argv);
+    if (strcmp(cmd, "predict") == 0) return cmd_predict(argc, argv);
+    fail("unknown command '%s' (see enclaveml --help)", cmd);
+    return EXIT_USAGE;
+}

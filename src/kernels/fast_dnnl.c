@@ -1,0 +1,809 @@
+/*
+ * fast_dnnl.c - the kernel table "fast": the same ops as ref.c, through
+ * oneDNN (libdnnl 2.x C API, OpenMP runtime).
+ *
+ * GEMM goes to dnnl_sgemm; activations, pooling and softmax are oneDNN
+ * primitives.  Creating a primitive costs far more than running a small
+ * one, so each eml_kstate keeps an engine, a stream and a small LRU cache of
+ * primitives keyed by op and full shape; the cached memory objects carry no
+ * buffer of their own and are pointed at the caller's arrays on each call.
+ * oneDNN has no im2col, so im2col/col2im are plain C here, written so the
+ * innermost loop touches contiguous memory, OpenMP-parallel when large.
+ *
+ * oneDNN's max pooling keeps the first maximum of a window in row-major
+ * order, as the reference does (test_kernels checks it on tied inputs), so
+ * after a ReLU both send the gradient of a window of zeros to the same tap.
+ *
+ * Shapes oneDNN cannot express (a pooling window that would need negative
+ * or whole-window padding) run the reference op instead.  Never prints,
+ * never aborts: any oneDNN failure comes back as EML_ERR_BACKEND.  Thread
+ * safe for distinct states; one state must not be used by two threads.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "kernels/kernels_impl.h"
+
+/* ==== state and primitive cache ==== */
+
+#define FAST_CACHE_SLOTS 32
+#define FAST_KEY_LEN 12
+#define FAST_MAX_ARGS 4
+
+enum fast_op {
+    FAST_OP_ACT_FWD = 1,
+    FAST_OP_ACT_BWD,
+    FAST_OP_MAXPOOL_FWD,
+    FAST_OP_MAXPOOL_BWD,
+    FAST_OP_AVGPOOL_FWD,
+    FAST_OP_AVGPOOL_BWD,
+    FAST_OP_SOFTMAX_FWD,
+};
+
+/* One created primitive and the memory objects of its arguments, in the
+ * order the op's caller passes pointers to fast_entry_run(). */
+struct fast_entry {
+    int64_t key[FAST_KEY_LEN]; /* op, then the full shape; zero-padded */
+    uint64_t used;             /* tick of last use; 0 = empty slot */
+    dnnl_primitive_t prim;
+    int nargs;
+    dnnl_exec_arg_t args[FAST_MAX_ARGS];
+};
+
+struct eml_fast_state {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    uint64_t tick;
+    struct fast_entry cache[FAST_CACHE_SLOTS];
+};
+
+static void fast_entry_clear(struct fast_entry *e)
+{
+    for (int i = 0; i < e->nargs; i++)
+        if (e->args[i].memory != NULL)
+            dnnl_memory_destroy(e->args[i].memory);
+    if (e->prim != NULL)
+        dnnl_primitive_destroy(e->prim);
+    memset(e, 0, sizeof(*e));
+}
+
+static struct eml_fast_state *fast_of(eml_kstate *ks)
+{
+    if (ks == NULL || ks->kind != EML_KERNELS_FAST)
+        return NULL;
+    return ks->fast;
+}
+
+static struct fast_entry *fast_lookup(struct eml_fast_state *fs,
+                                      const int64_t *key)
+{
+    for (int i = 0; i < FAST_CACHE_SLOTS; i++) {
+        struct fast_entry *e = &fs->cache[i];
+        if (e->used != 0 &&
+            memcmp(e->key, key, sizeof(e->key)) == 0) {
+            e->used = ++fs->tick;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* An empty slot, or the least recently used one, emptied. */
+static struct fast_entry *fast_slot(struct eml_fast_state *fs)
+{
+    struct fast_entry *victim = &fs->cache[0];
+    for (int i = 0; i < FAST_CACHE_SLOTS; i++) {
+        struct fast_entry *e = &fs->cache[i];
+        if (e->used == 0)
+            return e;
+        if (e->used < victim->used)
+            victim = e;
+    }
+    fast_entry_clear(victim);
+    return victim;
+}
+
+/* Fills a cache slot from a primitive descriptor (which the caller still
+ * owns and destroys).  On failure the slot is left empty. */
+static eml_status fast_entry_build(struct eml_fast_state *fs,
+                                   const int64_t *key,
+                                   const_dnnl_primitive_desc_t pd,
+                                   const int *arg_ids, int nargs,
+                                   struct fast_entry **out)
+{
+    struct fast_entry *e = fast_slot(fs);
+    for (int i = 0; i < nargs; i++) {
+        const dnnl_memory_desc_t *md =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md,
+                                         arg_ids[i]);
+        e->args[i].arg = arg_ids[i];
+        e->nargs = i + 1;
+        if (md == NULL ||
+            dnnl_memory_create(&e->args[i].memory, md, fs->engine,
+                               DNNL_MEMORY_NONE) != dnnl_success) {
+            e->args[i].memory = NULL;
+            goto fail;
+        }
+    }
+    if (dnnl_primitive_create(&e->prim, pd) != dnnl_success) {
+        e->prim = NULL;
+        goto fail;
+    }
+    memcpy(e->key, key, sizeof(e->key));
+    e->used = ++fs->tick;
+    *out = e;
+    return EML_OK;
+fail:
+    fast_entry_clear(e);
+    return EML_ERR_BACKEND;
+}
+
+/* Points the entry's memories at the caller's buffers and runs it.  The
+ * pointers are only borrowed for this call. */
+static eml_status fast_entry_run(struct eml_fast_state *fs,
+                                 struct fast_entry *e, void *const *ptrs)
+{
+    for (int i = 0; i < e->nargs; i++)
+        if (dnnl_memory_set_data_handle(e->args[i].memory, ptrs[i]) !=
+            dnnl_success)
+            return EML_ERR_BACKEND;
+    if (dnnl_primitive_execute(e->prim, fs->stream, e->nargs, e->args) !=
+        dnnl_success)
+        return EML_ERR_BACKEND;
+    if (dnnl_stream_wait(fs->stream) != dnnl_success)
+        return EML_ERR_BACKEND;
+    return EML_OK;
+}
+
+static eml_status fast_state_new(eml_kstate **out)
+{
+    if (out == NULL)
+        return EML_ERR_INVALID;
+    *out = NULL;
+    eml_status st = EML_ERR_NOMEM;
+    eml_kstate *ks = calloc(1, sizeof(*ks));
+    struct eml_fast_state *fs = calloc(1, sizeof(*fs));
+    if (ks == NULL || fs == NULL)
+        goto out;
+    st = EML_ERR_BACKEND;
+    if (dnnl_engine_create(&fs->engine, dnnl_cpu, 0) != dnnl_success) {
+        fs->engine = NULL;
+        goto out;
+    }
+    if (dnnl_stream_create(&fs->stream, fs->engine,
+                           dnnl_stream_default_flags) != dnnl_success) {
+        fs->stream = NULL;
+        goto out;
+    }
+    ks->kind = EML_KERNELS_FAST;
+    ks->fast = fs;
+    *out = ks;
+    return EML_OK;
+out:
+    if (fs != NULL && fs->engine != NULL)
+        dnnl_engine_destroy(fs->engine);
+    free(fs);
+    free(ks);
+    return st;
+}
+
+static void fast_state_free(eml_kstate *ks)
+{
+    if (ks == NULL)
+        return;
+    struct eml_fast_state *fs = ks->fast;
+    if (fs != NULL) {
+        for (int i = 0; i < FAST_CACHE_SLOTS; i++)
+            fast_entry_clear(&fs->cache[i]);
+        if (fs->stream != NULL)
+            dnnl_stream_destroy(fs->stream);
+        if (fs->engine != NULL)
+            dnnl_engine_destroy(fs->engine);
+        free(fs);
+    }
+    free(ks);
+}
+
+/* ==== gemm ==== */
+
+/* dnnl_sgemm is row-major with the same meaning of lda/ldb/ldc as our
+ * interface, so the arguments map one to one.  Arguments were checked by
+ * eml_gemm(). */
+static eml_status fast_gemm(void *ctx, int trans_a, int trans_b, int M, int N,
+                            int K, float alpha, const float *A, int lda,
+                            const float *B, int ldb, float beta, float *C,
+                            int ldc)
+{
+    (void)ctx;
+    if (M <= 0 || N <= 0)
+        return EML_OK;
+    if (K == 0) /* only C = beta * C; keep oneDNN out of the corner case */
+        return eml_ref_gemm(ctx, trans_a, trans_b, M, N, K, alpha, A, lda, B,
+                            ldb, beta, C, ldc);
+    dnnl_status_t r =
+        dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha,
+                   A, lda, B, ldb, beta, C, ldc);
+    return r == dnnl_success ? EML_OK : EML_ERR_BACKEND;
+}
+
+/* ==== activations ==== */
+
+/* Forward algorithm, backward algorithm (through dst) and alpha. */
+static int act_algs(eml_act a, dnnl_alg_kind_t *fwd, dnnl_alg_kind_t *bwd,
+                    float *alpha)
+{
+    *alpha = 0.0f;
+    switch (a) {
+    case EML_ACT_RELU:
+        *fwd = dnnl_eltwise_relu;
+        *bwd = dnnl_eltwise_relu_use_dst_for_bwd;
+        return 1;
+    case EML_ACT_LEAKY:
+        *fwd = dnnl_eltwise_relu;
+        *bwd = dnnl_eltwise_relu_use_dst_for_bwd;
+        *alpha = EML_LEAKY_SLOPE;
+        return 1;
+    case EML_ACT_TANH:
+        *fwd = dnnl_eltwise_tanh;
+        *bwd = dnnl_eltwise_tanh_use_dst_for_bwd;
+        return 1;
+    case EML_ACT_LOGISTIC:
+        *fwd = dnnl_eltwise_logistic;
+        *bwd = dnnl_eltwise_logistic_use_dst_for_bwd;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static eml_status fast_act_forward(eml_kstate *ks, float *x, size_t n,
+                                   eml_act a)
+{
+    struct eml_fast_state *fs = fast_of(ks);
+    if (fs == NULL || (int)a < 0 || a >= EML_ACT_COUNT ||
+        (x == NULL && n > 0))
+        return EML_ERR_INVALID;
+    if (a == EML_ACT_LINEAR || n == 0)
+        return EML_OK;
+    if (n > (size_t)INT64_MAX)
+        return EML_ERR_RANGE;
+
+    int64_t key[FAST_KEY_LEN] = {FAST_OP_ACT_FWD, (int64_t)a, (int64_t)n};
+    struct fast_entry *e = fast_lookup(fs, key);
+    if (e == NULL) {
+        dnnl_alg_kind_t fwd, bwd;
+        float alpha;
+        (void)act_algs(a, &fwd, &bwd, &alpha);
+        dnnl_dims_t dims = {(dnnl_dim_t)n};
+        dnnl_memory_desc_t md;
+        dnnl_eltwise_desc_t d;
+        dnnl_primitive_desc_t pd = NULL;
+        if (dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_f32, dnnl_a) !=
+                dnnl_success ||
+            dnnl_eltwise_forward_desc_init(&d, dnnl_forward_training, fwd,
+                                           &md, alpha, 0.0f) !=
+                dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &d, NULL, fs->engine, NULL) !=
+                dnnl_success)
+            return EML_ERR_BACKEND;
+        static const int ids[] = {DNNL_ARG_SRC, DNNL_ARG_DST};
+        eml_status st = fast_entry_build(fs, key, pd, ids, 2, &e);
+        dnnl_primitive_desc_destroy(pd);
+        if (st != EML_OK)
+            return st;
+    }
+    void *ptrs[] = {x, x}; /* in place */
+    return fast_entry_run(fs, e, ptrs);
+}
+
+static eml_status fast_act_backward(eml_kstate *ks, float *delta,
+                                    const float *y, size_t n, eml_act a)
+{
+    struct eml_fast_state *fs = fast_of(ks);
+    if (fs == NULL || (int)a < 0 || a >= EML_ACT_COUNT ||
+        ((delta == NULL || y == NULL) && n > 0))
+        return EML_ERR_INVALID;
+    if (a == EML_ACT_LINEAR || n == 0)
+        return EML_OK;
+    if (n > (size_t)INT64_MAX)
+        return EML_ERR_RANGE;
+
+    int64_t key[FAST_KEY_LEN] = {FAST_OP_ACT_BWD, (int64_t)a, (int64_t)n};
+    struct fast_entry *e = fast_lookup(fs, key);
+    if (e == NULL) {
+        dnnl_alg_kind_t fwd, bwd;
+        float alpha;
+        (void)act_algs(a, &fwd, &bwd, &alpha);
+        dnnl_dims_t dims = {(dnnl_dim_t)n};
+        dnnl_memory_desc_t md;
+        dnnl_eltwise_desc_t fd, bd;
+        dnnl_primitive_desc_t hint = NULL, pd = NULL;
+        eml_status st = EML_ERR_BACKEND;
+        if (dnnl_memory_desc_init_by_tag(&md, 1, dims, dnnl_f32, dnnl_a) !=
+                dnnl_success ||
+            dnnl_eltwise_forward_desc_init(&fd, dnnl_forward_training, bwd,
+                                           &md, alpha, 0.0f) !=
+                dnnl_success ||
+            dnnl_primitive_desc_create(&hint, &fd, NULL, fs->engine,
+                                       NULL) != dnnl_success)
+            goto out;
+        if (dnnl_eltwise_backward_desc_init(&bd, bwd, &md, &md, alpha,
+                                            0.0f) != dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &bd, NULL, fs->engine, hint) !=
+                dnnl_success)
+            goto out;
+        static const int ids[] = {DNNL_ARG_DST, DNNL_ARG_DIFF_DST,
+                                  DNNL_ARG_DIFF_SRC};
+        st = fast_entry_build(fs, key, pd, ids, 3, &e);
+    out:
+        if (pd != NULL)
+            dnnl_primitive_desc_destroy(pd);
+        if (hint != NULL)
+            dnnl_primitive_desc_destroy(hint);
+        if (st != EML_OK)
+            return st;
+    }
+    void *ptrs[] = {(void *)(uintptr_t)y, delta, delta}; /* in place */
+    return fast_entry_run(fs, e, ptrs);
+}
+
+/* ==== pooling ==== */
+
+/* oneDNN wants explicit bottom/right padding consistent with the output
+ * size: pad_b = (out_h-1)*stride + size_h - in_h - pad_t.  It cannot express
+ * a negative one (window stops short of the edge) and we do not hand it a
+ * window lying wholly in padding; those shapes take the reference path. */
+static int pool_pads(const eml_pool_shape *s, dnnl_dims_t pad_l,
+                     dnnl_dims_t pad_r)
+{
+    int64_t pb = (int64_t)(s->out_h - 1) * s->stride + s->size_h - s->in_h -
+                 s->pad_t;
+    int64_t pr = (int64_t)(s->out_w - 1) * s->stride + s->size_w - s->in_w -
+                 s->pad_l;
+    if (pb < 0 || pr < 0 || pb >= s->size_h || pr >= s->size_w ||
+        s->pad_t >= s->size_h || s->pad_l >= s->size_w)
+        return 0;
+    pad_l[0] = s->pad_t;
+    pad_l[1] = s->pad_l;
+    pad_r[0] = pb;
+    pad_r[1] = pr;
+    return 1;
+}
+
+static void pool_key(int64_t *key, enum fast_op op, const eml_pool_shape *s)
+{
+    int64_t k[FAST_KEY_LEN] = {op,        s->batch,  s->c,      s->in_h,
+                               s->in_w,   s->out_h,  s->out_w,  s->size_h,
+                               s->size_w, s->stride, s->pad_t,  s->pad_l};
+    memcpy(key, k, sizeof(k));
+}
+
+/* Forward (training) pooling descriptor; also the hint for backward. */
+static eml_status pool_fwd_pd(dnnl_engine_t engine, const eml_pool_shape *s,
+                              dnnl_alg_kind_t alg,
+                              dnnl_primitive_desc_t *out)
+{
+    dnnl_dims_t pl, pr;
+    if (!pool_pads(s, pl, pr))
+        return EML_ERR_UNSUPPORTED;
+    dnnl_dims_t src_dims = {s->batch, s->c, s->in_h, s->in_w};
+    dnnl_dims_t dst_dims = {s->batch, s->c, s->out_h, s->out_w};
+    dnnl_dims_t strides = {s->stride, s->stride};
+    dnnl_dims_t kernel = {s->size_h, s->size_w};
+    dnnl_dims_t dilation = {0, 0}; /* oneDNN counts dilation from 0 */
+    dnnl_memory_desc_t src, dst;
+    dnnl_pooling_v2_desc_t d;
+    *out = NULL;
+    if (dnnl_memory_desc_init_by_tag(&src, 4, src_dims, dnnl_f32,
+                                     dnnl_nchw) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&dst, 4, dst_dims, dnnl_f32,
+                                     dnnl_nchw) != dnnl_success ||
+        dnnl_pooling_v2_forward_desc_init(&d, dnnl_forward_training, alg,
+                                          &src, &dst, strides, kernel,
+                                          dilation, pl, pr) != dnnl_success ||
+        dnnl_primitive_desc_create(out, &d, NULL, engine, NULL) !=
+            dnnl_success) {
+        *out = NULL;
+        return EML_ERR_BACKEND;
+    }
+    return EML_OK;
+}
+
+static eml_status pool_bwd_pd(dnnl_engine_t engine, const eml_pool_shape *s,
+                              dnnl_alg_kind_t alg,
+                              const_dnnl_primitive_desc_t hint,
+                              dnnl_primitive_desc_t *out)
+{
+    dnnl_dims_t pl, pr;
+    if (!pool_pads(s, pl, pr))
+        return EML_ERR_UNSUPPORTED;
+    dnnl_dims_t src_dims = {s->batch, s->c, s->in_h, s->in_w};
+    dnnl_dims_t dst_dims = {s->batch, s->c, s->out_h, s->out_w};
+    dnnl_dims_t strides = {s->stride, s->stride};
+    dnnl_dims_t kernel = {s->size_h, s->size_w};
+    dnnl_dims_t dilation = {0, 0};
+    dnnl_memory_desc_t dsrc, ddst;
+    dnnl_pooling_v2_desc_t d;
+    *out = NULL;
+    if (dnnl_memory_desc_init_by_tag(&dsrc, 4, src_dims, dnnl_f32,
+                                     dnnl_nchw) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&ddst, 4, dst_dims, dnnl_f32,
+                                     dnnl_nchw) != dnnl_success ||
+        dnnl_pooling_v2_backward_desc_init(&d, alg, &dsrc, &ddst, strides,
+                                           kernel, dilation, pl,
+                                           pr) != dnnl_success ||
+        dnnl_primitive_desc_create(out, &d, NULL, engine, hint) !=
+            dnnl_success) {
+        *out = NULL;
+        return EML_ERR_BACKEND;
+    }
+    return EML_OK;
+}
+
+/* Builds (or finds) the forward or backward pooling primitive of shape s. */
+static eml_status pool_entry(struct eml_fast_state *fs, enum fast_op op,
+                             const eml_pool_shape *s, struct fast_entry **out)
+{
+    int64_t key[FAST_KEY_LEN];
+    pool_key(key, op, s);
+    *out = fast_lookup(fs, key);
+    if (*out != NULL)
+        return EML_OK;
+
+    int is_max = op == FAST_OP_MAXPOOL_FWD || op == FAST_OP_MAXPOOL_BWD;
+    int is_fwd = op == FAST_OP_MAXPOOL_FWD || op == FAST_OP_AVGPOOL_FWD;
+    dnnl_alg_kind_t alg =
+        is_max ? dnnl_pooling_max : dnnl_pooling_avg_exclude_padding;
+    static const int max_fwd[] = {DNNL_ARG_SRC, DNNL_ARG_DST,
+                                  DNNL_ARG_WORKSPACE};
+    static const int max_bwd[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WORKSPACE,
+                                  DNNL_ARG_DIFF_SRC};
+    static const int avg_fwd[] = {DNNL_ARG_SRC, DNNL_ARG_DST};
+    static const int avg_bwd[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC};
+    const int *ids = is_max ? (is_fwd ? max_fwd : max_bwd)
+                            : (is_fwd ? avg_fwd : avg_bwd);
+    int nargs = is_max ? 3 : 2;
+
+    dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
+    eml_status st = pool_fwd_pd(fs->engine, s, alg, &fpd);
+    if (st == EML_OK && !is_fwd)
+        st = pool_bwd_pd(fs->engine, s, alg, fpd, &bpd);
+    if (st == EML_OK)
+        st = fast_entry_build(fs, key, is_fwd ? fpd : bpd, ids, nargs, out);
+    if (bpd != NULL)
+        dnnl_primitive_desc_destroy(bpd);
+    if (fpd != NULL)
+        dnnl_primitive_desc_destroy(fpd);
+    return st;
+}
+
+/* The size of oneDNN's workspace for this shape.  The table entry has no
+ * state, so a throwaway engine answers the query; it is called once per
+ * layer, not per step.  Shapes run by the reference keep its int32 argmax;
+ * if oneDNN cannot answer, the int32-per-output size is returned, which
+ * bounds oneDNN's (u8 or s32 per output) workspace as well. */
+static size_t fast_maxpool_ws_bytes(const eml_pool_shape *s)
+{
+    size_t ref_bytes = eml_ref_maxpool_ws_bytes(s);
+    dnnl_dims_t pl, pr;
+    if (ref_bytes == 0 || !pool_pads(s, pl, pr))
+        return ref_bytes;
+    size_t bytes = ref_bytes;
+    dnnl_engine_t engine = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
+        return ref_bytes;
+    if (pool_fwd_pd(engine, s, dnnl_pooling_max, &pd) == EML_OK) {
+        const dnnl_memory_desc_t *md =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
+        if (md != NULL && dnnl_memory_desc_get_size(md) > 0)
+            bytes = dnnl_memory_desc_get_size(md);
+        dnnl_primitive_desc_destroy(pd);
+    }
+    dnnl_engine_destroy(engine);
+    return bytes;
+}
+
+static eml_status fast_maxpool_forward(eml_kstate *ks, float *out, void *ws,
+                                       const float *in,
+                                       const eml_pool_shape *s)
+{
+    struct eml_fast_state *fs = fast_of(ks);
+    eml_status st = eml_pool_shape_check(s, NULL, NULL);
+    if (st != EML_OK)
+        return st;
+    if (fs == NULL || out == NULL || ws == NULL || in == NULL)
+        return EML_ERR_INVALID;
+    dnnl_dims_t pl, pr;
+    if (!pool_pads(s, pl, pr))
+        return eml_ref_maxpool_forward(ks, out, ws, in, s);
+    struct fast_entry *e;
+    if ((st = pool_entry(fs, FAST_OP_MAXPOOL_FWD, s, &e)) != EML_OK)
+        return st;
+    void *ptrs[] = {(void *)(uintptr_t)in, out, ws};
+    return fast_entry_run(fs, e, ptrs);
+}
+
+static eml_status fast_maxpool_backward(eml_kstate *ks, float *din,
+                                        const float *dout, const void *ws,
+                                        const eml_pool_shape *s)
+{
+    struct eml_fast_state *fs = fast_of(ks);
+    eml_status st = eml_pool_shape_check(s, NULL, NULL);
+    if (st != EML_OK)
+        return st;
+    if (fs == NULL || din == NULL || dout == NULL || ws == NULL)
+        return EML_ERR_INVALID;
+    dnnl_dims_t pl, pr;
+    if (!pool_pads(s, pl, pr))
+        return eml_ref_maxpool_backward(ks, din, dout, ws, s);
+    struct fast_entry *e;
+    if ((st = pool_entry(fs, FAST_OP_MAXPOOL_BWD, s, &e)) != EML_OK)
+        return st;
+    void *ptrs[] = {(void *)(uintptr_t)dout, (void *)(uintptr_t)ws, din};
+    return fast_entry_run(fs, e, ptrs);
+}
+
+static eml_status fast_avgpool_forward(eml_kstate *ks, float *out,
+                                       const float *in,
+                                       const eml_pool_shape *s)
+{
+    struct eml_fast_state *fs = fast_of(ks);
+    eml_status st = eml_pool_shape_check(s, NULL, NULL);
+    if (st != EML_OK)
+        return st;
+    if (fs == NULL || out == NULL || in == NULL)
+        return EML_ERR_INVALID;
+    dnnl_dims_t pl, pr;
+    if (!pool_pads(s, pl, pr))
+        return eml_ref_avgpool_forward(ks, out, in, s);
+    struct fast_entry *e;
+    if ((st = pool_entry(fs, FAST_OP_AVGPOOL_FWD, s, &e)) != EML_OK)
+        return st;
+    void *ptrs[] = {(void *)(uintptr_t)in, out};
+    return fast_entry_run(fs, e, ptrs);
+}
+
+static eml_status fast_avgpool_backward(eml_kstate *ks, float *din,
+                                        const float *dout,
+                                        const eml_pool_shape *s)
+{
+    struct eml_fast_state *fs = fast_of(ks);
+    eml_status st = eml_pool_shape_check(s, NULL, NULL);
+    if (st != EML_OK)
+        return st;
+    if (fs == NULL || din == NULL || dout == NULL)
+        return EML_ERR_INVALID;
+    dnnl_dims_t pl, pr;
+    if (!pool_pads(s, pl, pr))
+        return eml_ref_avgpool_backward(ks, din, dout, s);
+    struct fast_entry *e;
+    if ((st = pool_entry(fs, FAST_OP_AVGPOOL_BWD, s, &e)) != EML_OK)
+        return st;
+    void *ptrs[] = {(void *)(uintptr_t)dout, din};
+    return fast_entry_run(fs, e, ptrs);
+}
+
+/* ==== softmax ==== */
+
+static eml_status fast_softmax_forward(eml_kstate *ks, float *out,
+                                       const float *in, int batch, int n)
+{
+    struct eml_fast_state *fs = fast_of(ks);
+    if (fs == NULL || batch < 0 || n < 0)
+        return EML_ERR_INVALID;
+    if (batch == 0 || n == 0)
+        return EML_OK;
+    if (out == NULL || in == NULL || out == in)
+        return EML_ERR_INVALID;
+
+    int64_t key[FAST_KEY_LEN] = {FAST_OP_SOFTMAX_FWD, batch, n};
+    struct fast_entry *e = fast_lookup(fs, key);
+    if (e == NULL) {
+        dnnl_dims_t dims = {batch, n};
+        dnnl_memory_desc_t md;
+        dnnl_softmax_v2_desc_t d;
+        dnnl_primitive_desc_t pd = NULL;
+        if (dnnl_memory_desc_init_by_tag(&md, 2, dims, dnnl_f32, dnnl_ab) !=
+                dnnl_success ||
+            dnnl_softmax_v2_forward_desc_init(&d, dnnl_forward_inference,
+                                              dnnl_softmax_accurate, &md,
+                                              &md, 1) != dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &d, NULL, fs->engine, NULL) !=
+                dnnl_success)
+            return EML_ERR_BACKEND;
+        static const int ids[] = {DNNL_ARG_SRC, DNNL_ARG_DST};
+        eml_status st = fast_entry_build(fs, key, pd, ids, 2, &e);
+        dnnl_primitive_desc_destroy(pd);
+        if (st != EML_OK)
+            return st;
+    }
+    void *ptrs[] = {(void *)(uintptr_t)in, out};
+    return fast_entry_run(fs, e, ptrs);
+}
+
+/* ==== im2col / col2im ==== */
+
+/* oneDNN has no im2col (its convolutions never materialize columns), so
+ * these are C.  Fork/join of a parallel region costs more than a whole
+ * per-example im2col of the Fashion-MNIST nets (about 10 us for 32x14x14,
+ * 3x3) and far more on a busy machine, so only big column matrices
+ * (1 MiB and up) are split among threads. */
+#define FAST_PAR_MIN_ELEMS ((size_t)1 << 18)
+
+/* Output columns [*ox0, *ox1) whose input column ox*stride - pad + kx lies
+ * inside [0, w); the rest of a row is zero padding. */
+static void valid_cols(const eml_conv_shape *s, int kx, int *ox0, int *ox1)
+{
+    int lo = s->pad - kx;            /* smallest ox*stride allowed */
+    int hi = s->w - 1 + s->pad - kx; /* largest ox*stride allowed */
+    int a = lo > 0 ? (lo + s->stride - 1) / s->stride : 0;
+    int b = hi >= 0 ? hi / s->stride + 1 : 0;
+    if (a > s->out_w)
+        a = s->out_w;
+    if (b > s->out_w)
+        b = s->out_w;
+    if (b < a)
+        b = a;
+    *ox0 = a;
+    *ox1 = b;
+}
+
+/* Output rows [*oy0, *oy1) whose input row oy*stride - pad + ky lies
+ * inside [0, h). */
+static void valid_rows(const eml_conv_shape *s, int ky, int *oy0, int *oy1)
+{
+    eml_conv_shape t = *s; /* the same arithmetic along the other axis */
+    t.w = s->h;
+    t.out_w = s->out_h;
+    valid_cols(&t, ky, oy0, oy1);
+}
+
+/* One row (ci, ky, kx) of the column matrix: out_h x out_w values written
+ * front to back. */
+static void im2col_row(float *restrict dst, const float *restrict x,
+                       const eml_conv_shape *s, int ky, int kx)
+{
+    const size_t ow = (size_t)s->out_w;
+    const int off = kx - s->pad;
+    int ox0, ox1, oy0, oy1;
+    valid_cols(s, kx, &ox0, &ox1);
+    valid_rows(s, ky, &oy0, &oy1);
+    if (ox0 == ox1 || oy0 == oy1) {
+        memset(dst, 0, (size_t)s->out_h * ow * sizeof(float));
+        return;
+    }
+    memset(dst, 0, (size_t)oy0 * ow * sizeof(float));
+    memset(dst + (size_t)oy1 * ow, 0,
+           (size_t)(s->out_h - oy1) * ow * sizeof(float));
+    if (s->stride == 1 && s->out_w == s->w) {
+        /* Input and output rows have the same length, so the valid block
+         * is one shifted copy; the columns that wrapped around from the
+         * neighbouring row are zeroed after. */
+        size_t start = (size_t)oy0 * ow + (size_t)ox0;
+        size_t len = (size_t)(oy1 - oy0 - 1) * ow + (size_t)(ox1 - ox0);
+        memcpy(dst + start,
+               x + (size_t)(oy0 - s->pad + ky) * (size_t)s->w +
+                   (size_t)(ox0 + off),
+               len * sizeof(float));
+        for (int oy = oy0; oy < oy1; oy++) {
+            float *d = dst + (size_t)oy * ow;
+            for (int ox = 0; ox < ox0; ox++)
+                d[ox] = 0.0f;
+            for (int ox = ox1; ox < s->out_w; ox++)
+                d[ox] = 0.0f;
+        }
+        return;
+    }
+    for (int oy = oy0; oy < oy1; oy++) {
+        float *restrict d = dst + (size_t)oy * ow;
+        const float *restrict xr =
+            x + (size_t)(oy * s->stride - s->pad + ky) * (size_t)s->w;
+        for (int ox = 0; ox < ox0; ox++)
+            d[ox] = 0.0f;
+        if (s->stride == 1) {
+#pragma omp simd
+            for (int ox = ox0; ox < ox1; ox++)
+                d[ox] = xr[ox + off];
+        } else {
+            for (int ox = ox0; ox < ox1; ox++)
+                d[ox] = xr[ox * s->stride + off];
+        }
+        for (int ox = ox1; ox < s->out_w; ox++)
+            d[ox] = 0.0f;
+    }
+}
+
+/* Rows are independent, so big matrices share them among threads. */
+static void fast_im2col(float *col, const float *in, const eml_conv_shape *s)
+{
+    if (col == NULL || in == NULL || !eml_conv_shape_ok(s))
+        return;
+    const int ksz = s->size;
+    const int rows = s->c * ksz * ksz;
+    const size_t cols = eml_conv_ld(s);
+    const size_t plane = (size_t)s->h * (size_t)s->w;
+    const int par = (size_t)rows * (size_t)s->out_h * (size_t)s->out_w >=
+                    FAST_PAR_MIN_ELEMS;
+    (void)par;
+
+#pragma omp parallel for schedule(static) if (par)
+    for (int r = 0; r < rows; r++) {
+        const int ci = r / (ksz * ksz);
+        im2col_row(col + (size_t)r * cols, in + (size_t)ci * plane, s,
+                   (r / ksz) % ksz, r % ksz);
+    }
+}
+
+/* Channels are independent (rows of one channel all add into the same
+ * input plane), so threads split channels.  Within a channel the order of
+ * additions is the reference's, which makes the result bit-identical. */
+static void fast_col2im(float *din, const float *col, const eml_conv_shape *s)
+{
+    if (din == NULL || col == NULL || !eml_conv_shape_ok(s))
+        return;
+    const int ksz = s->size;
+    const size_t cols = eml_conv_ld(s);
+    const size_t plane = (size_t)s->h * (size_t)s->w;
+    const int par = (size_t)s->c * (size_t)ksz * (size_t)ksz *
+                            (size_t)s->out_h * (size_t)s->out_w >=
+                        FAST_PAR_MIN_ELEMS &&
+        s->c > 1;
+    (void)par;
+
+#pragma omp parallel for schedule(static) if (par)
+    for (int ci = 0; ci < s->c; ci++) {
+        float *x = din + (size_t)ci * plane; /* (h, w) */
+        for (int ky = 0; ky < ksz; ky++) {
+            int oy0, oy1;
+            valid_rows(s, ky, &oy0, &oy1);
+            for (int kx = 0; kx < ksz; kx++) {
+                const float *src =
+                    col + ((size_t)(ci * ksz + ky) * (size_t)ksz +
+                           (size_t)kx) *
+                              cols; /* (out_h, out_w) */
+                const int off = kx - s->pad;
+                int ox0, ox1;
+                valid_cols(s, kx, &ox0, &ox1);
+                for (int oy = oy0; oy < oy1; oy++) {
+                    float *restrict xr =
+                        x + (size_t)(oy * s->stride - s->pad + ky) *
+                                (size_t)s->w;
+                    const float *restrict sr =
+                        src + (size_t)oy * (size_t)s->out_w;
+                    if (s->stride == 1) {
+#pragma omp simd
+                        for (int ox = ox0; ox < ox1; ox++)
+                            xr[ox + off] += sr[ox];
+                    } else {
+                        for (int ox = ox0; ox < ox1; ox++)
+                            xr[ox * s->stride + off] += sr[ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ==== the table ==== */
+
+const eml_kernels eml_kernels_fast_table = {
+    .name = "fast",
+    .kind = EML_KERNELS_FAST,
+    .state_new = fast_state_new,
+    .state_free = fast_state_free,
+    .gemm = fast_gemm,
+    .act_forward = fast_act_forward,
+    .act_backward = fast_act_backward,
+    .maxpool_ws_bytes = fast_maxpool_ws_bytes,
+    .maxpool_forward = fast_maxpool_forward,
+    .maxpool_backward = fast_maxpool_backward,
+    .avgpool_forward = fast_avgpool_forward,
+    .avgpool_backward = fast_avgpool_backward,
+    .softmax_forward = fast_softmax_forward,
+    .im2col = fast_im2col,
+    .col2im = fast_col2im,
+};

@@ -1,0 +1,429 @@
+/*
+ * ref.c - the reference kernel table "ref": plain C loops, one thread,
+ * deterministic.  It is the oracle every fast kernel is tested against and
+ * the path for reproducible training and a minimal trusted build, so each
+ * op is written to be obviously correct first and quick second.
+ *
+ * No I/O, no globals, no threads.  Buffers are borrowed from the caller;
+ * nothing here allocates except state_new.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels_impl.h"
+
+/* ==== state ==== */
+
+static eml_status ref_state_new(eml_kstate **out)
+{
+    if (out == NULL)
+        return EML_ERR_INVALID;
+    eml_kstate *ks = calloc(1, sizeof(*ks));
+    if (ks == NULL)
+        return EML_ERR_NOMEM;
+    ks->kind = EML_KERNELS_REF;
+    ks->fast = NULL;
+    *out = ks;
+    return EML_OK;
+}
+
+static void ref_state_free(eml_kstate *ks)
+{
+    free(ks);
+}
+
+/* ==== gemm ==== */
+
+/* C = alpha * op(A) * op(B) + beta * C.  Arguments were checked by
+ * eml_gemm().  Two loop orders, both plain: with B untransposed the inner
+ * loop is an axpy over a row of B, otherwise a dot product over a row of B;
+ * either way the inner loop walks contiguous memory. */
+eml_status eml_ref_gemm(void *ctx, int trans_a, int trans_b, int M, int N,
+                        int K, float alpha, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C,
+                        int ldc)
+{
+    (void)ctx;
+    for (int i = 0; i < M; i++) {
+        float *c = C + (size_t)i * (size_t)ldc; /* (N) */
+        if (beta == 0.0f) {
+            for (int j = 0; j < N; j++)
+                c[j] = 0.0f; /* never read: garbage and NaN vanish */
+        } else if (beta != 1.0f) {
+            for (int j = 0; j < N; j++)
+                c[j] *= beta;
+        }
+        if (alpha == 0.0f)
+            continue; /* as in BLAS: A and B are not read */
+        if (!trans_b) {
+            for (int k = 0; k < K; k++) {
+                float a = trans_a ? A[(size_t)k * (size_t)lda + (size_t)i]
+                                  : A[(size_t)i * (size_t)lda + (size_t)k];
+                float aa = alpha * a;
+                const float *b = B + (size_t)k * (size_t)ldb; /* (N) */
+                for (int j = 0; j < N; j++)
+                    c[j] += aa * b[j];
+            }
+        } else {
+            for (int j = 0; j < N; j++) {
+                const float *b = B + (size_t)j * (size_t)ldb; /* (K) */
+                float sum = 0.0f;
+                for (int k = 0; k < K; k++) {
+                    float a = trans_a
+                                  ? A[(size_t)k * (size_t)lda + (size_t)i]
+                                  : A[(size_t)i * (size_t)lda + (size_t)k];
+                    sum += a * b[k];
+                }
+                c[j] += alpha * sum;
+            }
+        }
+    }
+    return EML_OK;
+}
+
+/* ==== activations ==== */
+
+eml_status eml_ref_act_forward(eml_kstate *ks, float *x, size_t n, eml_act a)
+{
+    (void)ks;
+    if ((int)a < 0 || a >= EML_ACT_COUNT || (x == NULL && n > 0))
+        return EML_ERR_INVALID;
+    switch (a) {
+    case EML_ACT_LINEAR:
+        break;
+    case EML_ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    case EML_ACT_LEAKY:
+        for (size_t i = 0; i < n; i++)
+            x[i] = x[i] > 0.0f ? x[i] : EML_LEAKY_SLOPE * x[i];
+        break;
+    case EML_ACT_TANH:
+        for (size_t i = 0; i < n; i++)
+            x[i] = tanhf(x[i]);
+        break;
+    case EML_ACT_LOGISTIC:
+        for (size_t i = 0; i < n; i++)
+            x[i] = 1.0f / (1.0f + expf(-x[i]));
+        break;
+    case EML_ACT_COUNT:
+        return EML_ERR_INVALID;
+    }
+    return EML_OK;
+}
+
+/* f'(x) written through y = f(x), so the forward input need not be kept. */
+eml_status eml_ref_act_backward(eml_kstate *ks, float *delta, const float *y,
+                                size_t n, eml_act a)
+{
+    (void)ks;
+    if ((int)a < 0 || a >= EML_ACT_COUNT ||
+        ((delta == NULL || y == NULL) && n > 0))
+        return EML_ERR_INVALID;
+    switch (a) {
+    case EML_ACT_LINEAR:
+        break;
+    case EML_ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            delta[i] *= y[i] > 0.0f ? 1.0f : 0.0f;
+        break;
+    case EML_ACT_LEAKY:
+        for (size_t i = 0; i < n; i++)
+            delta[i] *= y[i] > 0.0f ? 1.0f : EML_LEAKY_SLOPE;
+        break;
+    case EML_ACT_TANH:
+        for (size_t i = 0; i < n; i++)
+            delta[i] *= 1.0f - y[i] * y[i];
+        break;
+    case EML_ACT_LOGISTIC:
+        for (size_t i = 0; i < n; i++)
+            delta[i] *= y[i] * (1.0f - y[i]);
+        break;
+    case EML_ACT_COUNT:
+        return EML_ERR_INVALID;
+    }
+    return EML_OK;
+}
+
+/* ==== pooling ==== */
+
+/* Workspace: one int32 per output, the argmax's index inside its input
+ * plane (iy * in_w + ix), or -1 when the window holds no input tap. */
+size_t eml_ref_maxpool_ws_bytes(const eml_pool_shape *s)
+{
+    size_t n_out = 0;
+    if (eml_pool_shape_check(s, NULL, &n_out) != EML_OK)
+        return 0;
+    return n_out * sizeof(int32_t);
+}
+
+eml_status eml_ref_maxpool_forward(eml_kstate *ks, float *out, void *ws,
+                                   const float *in, const eml_pool_shape *s)
+{
+    (void)ks;
+    eml_status st = eml_pool_shape_check(s, NULL, NULL);
+    if (st != EML_OK)
+        return st;
+    if (out == NULL || ws == NULL || in == NULL)
+        return EML_ERR_INVALID;
+    int32_t *arg = ws; /* (batch, c, out_h, out_w) */
+    size_t plane_in = (size_t)s->in_h * (size_t)s->in_w;
+    size_t plane_out = (size_t)s->out_h * (size_t)s->out_w;
+    size_t planes = (size_t)s->batch * (size_t)s->c;
+    for (size_t p = 0; p < planes; p++) {
+        const float *x = in + p * plane_in;    /* (in_h, in_w) */
+        float *y = out + p * plane_out;        /* (out_h, out_w) */
+        int32_t *am = arg + p * plane_out;     /* (out_h, out_w) */
+        for (int oy = 0; oy < s->out_h; oy++) {
+            for (int ox = 0; ox < s->out_w; ox++) {
+                float best = 0.0f;
+                int32_t best_i = -1;
+                for (int ky = 0; ky < s->size_h; ky++) {
+                    int iy = oy * s->stride - s->pad_t + ky;
+                    if (iy < 0 || iy >= s->in_h)
+                        continue;
+                    for (int kx = 0; kx < s->size_w; kx++) {
+                        int ix = ox * s->stride - s->pad_l + kx;
+                        if (ix < 0 || ix >= s->in_w)
+                            continue;
+                        int32_t i = iy * s->in_w + ix;
+                        /* strict >: ties keep the first in row-major order */
+                        if (best_i < 0 || x[i] > best) {
+                            best = x[i];
+                            best_i = i;
+                        }
+                    }
+                }
+                y[oy * s->out_w + ox] = best;
+                am[oy * s->out_w + ox] = best_i;
+            }
+        }
+    }
+    return EML_OK;
+}
+
+eml_status eml_ref_maxpool_backward(eml_kstate *ks, float *din,
+                                    const float *dout, const void *ws,
+                                    const eml_pool_shape *s)
+{
+    (void)ks;
+    size_t n_in = 0;
+    eml_status st = eml_pool_shape_check(s, &n_in, NULL);
+    if (st != EML_OK)
+        return st;
+    if (din == NULL || dout == NULL || ws == NULL)
+        return EML_ERR_INVALID;
+    const int32_t *arg = ws;
+    int32_t plane_in = s->in_h * s->in_w;
+    size_t plane_out = (size_t)s->out_h * (size_t)s->out_w;
+    size_t planes = (size_t)s->batch * (size_t)s->c;
+    memset(din, 0, n_in * sizeof(float));
+    for (size_t p = 0; p < planes; p++) {
+        float *dx = din + p * (size_t)plane_in;
+        const float *dy = dout + p * plane_out;
+        const int32_t *am = arg + p * plane_out;
+        for (size_t o = 0; o < plane_out; o++) {
+            if (am[o] < 0)
+                continue;
+            if (am[o] >= plane_in)
+                return EML_ERR_INVALID; /* not a workspace from forward */
+            dx[am[o]] += dy[o];
+        }
+    }
+    return EML_OK;
+}
+
+/* Number of valid taps of window (oy, ox) and its clipped row/col range. */
+static int avg_window(const eml_pool_shape *s, int oy, int ox, int *y0,
+                      int *y1, int *x0, int *x1)
+{
+    *y0 = oy * s->stride - s->pad_t;
+    *x0 = ox * s->stride - s->pad_l;
+    *y1 = *y0 + s->size_h;
+    *x1 = *x0 + s->size_w;
+    if (*y0 < 0)
+        *y0 = 0;
+    if (*x0 < 0)
+        *x0 = 0;
+    if (*y1 > s->in_h)
+        *y1 = s->in_h;
+    if (*x1 > s->in_w)
+        *x1 = s->in_w;
+    if (*y1 <= *y0 || *x1 <= *x0)
+        return 0;
+    return (*y1 - *y0) * (*x1 - *x0);
+}
+
+eml_status eml_ref_avgpool_forward(eml_kstate *ks, float *out,
+                                   const float *in, const eml_pool_shape *s)
+{
+    (void)ks;
+    eml_status st = eml_pool_shape_check(s, NULL, NULL);
+    if (st != EML_OK)
+        return st;
+    if (out == NULL || in == NULL)
+        return EML_ERR_INVALID;
+    size_t plane_in = (size_t)s->in_h * (size_t)s->in_w;
+    size_t plane_out = (size_t)s->out_h * (size_t)s->out_w;
+    size_t planes = (size_t)s->batch * (size_t)s->c;
+    for (size_t p = 0; p < planes; p++) {
+        const float *x = in + p * plane_in;
+        float *y = out + p * plane_out;
+        for (int oy = 0; oy < s->out_h; oy++) {
+            for (int ox = 0; ox < s->out_w; ox++) {
+                int y0, y1, x0, x1;
+                int count = avg_window(s, oy, ox, &y0, &y1, &x0, &x1);
+                float sum = 0.0f;
+                for (int iy = y0; iy < y1; iy++)
+                    for (int ix = x0; ix < x1; ix++)
+                        sum += x[(size_t)iy * (size_t)s->in_w + (size_t)ix];
+                y[oy * s->out_w + ox] = count > 0 ? sum / (float)count : 0.0f;
+            }
+        }
+    }
+    return EML_OK;
+}
+
+eml_status eml_ref_avgpool_backward(eml_kstate *ks, float *din,
+                                    const float *dout,
+                                    const eml_pool_shape *s)
+{
+    (void)ks;
+    size_t n_in = 0;
+    eml_status st = eml_pool_shape_check(s, &n_in, NULL);
+    if (st != EML_OK)
+        return st;
+    if (din == NULL || dout == NULL)
+        return EML_ERR_INVALID;
+    size_t plane_in = (size_t)s->in_h * (size_t)s->in_w;
+    size_t plane_out = (size_t)s->out_h * (size_t)s->out_w;
+    size_t planes = (size_t)s->batch * (size_t)s->c;
+    memset(din, 0, n_in * sizeof(float));
+    for (size_t p = 0; p < planes; p++) {
+        float *dx = din + p * plane_in;
+        const float *dy = dout + p * plane_out;
+        for (int oy = 0; oy < s->out_h; oy++) {
+            for (int ox = 0; ox < s->out_w; ox++) {
+                int y0, y1, x0, x1;
+                int count = avg_window(s, oy, ox, &y0, &y1, &x0, &x1);
+                if (count == 0)
+                    continue;
+                float g = dy[oy * s->out_w + ox] / (float)count;
+                for (int iy = y0; iy < y1; iy++)
+                    for (int ix = x0; ix < x1; ix++)
+                        dx[(size_t)iy * (size_t)s->in_w + (size_t)ix] += g;
+            }
+        }
+    }
+    return EML_OK;
+}
+
+/* ==== softmax ==== */
+
+/* Subtracting the row maximum keeps expf() finite for any logits. */
+eml_status eml_ref_softmax_forward(eml_kstate *ks, float *out,
+                                   const float *in, int batch, int n)
+{
+    (void)ks;
+    if (batch < 0 || n < 0)
+        return EML_ERR_INVALID;
+    if (batch == 0 || n == 0)
+        return EML_OK;
+    if (out == NULL || in == NULL || out == in)
+        return EML_ERR_INVALID;
+    for (int b = 0; b < batch; b++) {
+        const float *x = in + (size_t)b * (size_t)n;
+        float *y = out + (size_t)b * (size_t)n;
+        float max = x[0];
+        for (int i = 1; i < n; i++)
+            if (x[i] > max)
+                max = x[i];
+        float sum = 0.0f;
+        for (int i = 0; i < n; i++) {
+            y[i] = expf(x[i] - max);
+            sum += y[i];
+        }
+        for (int i = 0; i < n; i++)
+            y[i] /= sum;
+    }
+    return EML_OK;
+}
+
+/* ==== im2col / col2im ==== */
+
+/* Exactly the formula of eml_conv_shape: row (ci*size + ky)*size + kx,
+ * column oy*out_w + ox. */
+void eml_ref_im2col(float *col, const float *in, const eml_conv_shape *s)
+{
+    if (col == NULL || in == NULL || !eml_conv_shape_ok(s))
+        return;
+    size_t cols = eml_conv_ld(s);
+    int rows = s->c * s->size * s->size;
+    for (int r = 0; r < rows; r++) {
+        int ci = r / (s->size * s->size);
+        int ky = (r / s->size) % s->size;
+        int kx = r % s->size;
+        for (int oy = 0; oy < s->out_h; oy++) {
+            for (int ox = 0; ox < s->out_w; ox++) {
+                int iy = oy * s->stride - s->pad + ky;
+                int ix = ox * s->stride - s->pad + kx;
+                float v = 0.0f;
+                if (iy >= 0 && iy < s->h && ix >= 0 && ix < s->w)
+                    v = in[((size_t)ci * (size_t)s->h + (size_t)iy) *
+                               (size_t)s->w +
+                           (size_t)ix];
+                col[(size_t)r * cols + (size_t)oy * (size_t)s->out_w +
+                    (size_t)ox] = v;
+            }
+        }
+    }
+}
+
+/* The adjoint of im2col: each column entry goes back to the input pixel
+ * it was copied from. */
+void eml_ref_col2im(float *din, const float *col, const eml_conv_shape *s)
+{
+    if (din == NULL || col == NULL || !eml_conv_shape_ok(s))
+        return;
+    size_t cols = eml_conv_ld(s);
+    int rows = s->c * s->size * s->size;
+    for (int r = 0; r < rows; r++) {
+        int ci = r / (s->size * s->size);
+        int ky = (r / s->size) % s->size;
+        int kx = r % s->size;
+        for (int oy = 0; oy < s->out_h; oy++) {
+            for (int ox = 0; ox < s->out_w; ox++) {
+                int iy = oy * s->stride - s->pad + ky;
+                int ix = ox * s->stride - s->pad + kx;
+                if (iy >= 0 && iy < s->h && ix >= 0 && ix < s->w)
+                    din[((size_t)ci * (size_t)s->h + (size_t)iy) *
+                            (size_t)s->w +
+                        (size_t)ix] +=
+                        col[(size_t)r * cols + (size_t)oy * (size_t)s->out_w +
+                            (size_t)ox];
+            }
+        }
+    }
+}
+
+/* ==== the table ==== */
+
+const eml_kernels eml_kernels_ref_table = {
+    .name = "ref",
+    .kind = EML_KERNELS_REF,
+    .state_new = ref_state_new,
+    .state_free = ref_state_free,
+    .gemm = eml_ref_gemm,
+    .act_forward = eml_ref_act_forward,
+    .act_backward = eml_ref_act_backward,
+    .maxpool_ws_bytes = eml_ref_maxpool_ws_bytes,
+    .maxpool_forward = eml_ref_maxpool_forward,
+    .maxpool_backward = eml_ref_maxpool_backward,
+    .avgpool_forward = eml_ref_avgpool_forward,
+    .avgpool_backward = eml_ref_avgpool_backward,
+    .softmax_forward = eml_ref_softmax_forward,
+    .im2col = eml_ref_im2col,
+    .col2im = eml_ref_col2im,
+};

@@ -1,0 +1,2 @@
+# .cfg network description parser (src/nn/cfg.c).
+eml_add_test(test_cfg LABELS unit SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_cfg.c)

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# test_cli.sh BIN SRCDIR - end-to-end tests of the enclaveml command line.
+# Builds a tiny IDX dataset from Debian's Fashion-MNIST, trains, evaluates,
+# predicts, checks reproducibility, and feeds bad input of every kind.
+set -u
+bin=$1
+src=$2
+fm=/usr/share/datasets/fashion-mnist
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0
+failed=0
+
+ok() { passed=$((passed + 1)); echo "ok: $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
+
+# expect_error NAME NEEDLE CMD... : exit non-zero, exactly one stderr line,
+# starting with "enclaveml: error:" and containing NEEDLE, nothing on stdout.
+expect_error() {
+  local name=$1 needle=$2
+  shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$tmp/err")
+  if [[ $rc -ne 0 && $rc -lt 128 && $lines -eq 1 ]] &&
+     grep -q '^enclaveml: error: ' "$tmp/err" &&
+     grep -qF -- "$needle" "$tmp/err" && [[ ! -s "$tmp/out" ]]; then
+    ok "$name ($(cat "$tmp/err"))"
+  else
+    bad "$name: rc=$rc, stderr: $(head -c 400 "$tmp/err")"
+  fi
+}
+
+# ---- a tiny dataset: the first 300 training and 100 test images
+mkidx() { # mkidx SRC.gz DST COUNT ITEMBYTES NDIMS
+  local hdr
+  if [[ $5 -eq 3 ]]; then
+    hdr=$(printf '\\x00\\x00\\x08\\x03\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x1c\\x00\\x00\\x00\\x1c' \
+      $(($3 >> 24 & 255)) $(($3 >> 16 & 255)) $(($3 >> 8 & 255)) $(($3 & 255)))
+    skip=17
+  else
+    hdr=$(printf '\\x00\\x00\\x08\\x01\\x%02x\\x%02x\\x%02x\\x%02x' \
+      $(($3 >> 24 & 255)) $(($3 >> 16 & 255)) $(($3 >> 8 & 255)) $(($3 & 255)))
+    skip=9
+  fi
+  { printf "$hdr"; gzip -dc "$1" | tail -c +$skip | head -c $(($3 * $4)); } >"$2"
+}
+d=$tmp/data
+mkdir -p "$d"
+mkidx $fm/train-images-idx3-ubyte.gz $d/train-images-idx3-ubyte 300 784 3
+mkidx $fm/train-labels-idx1-ubyte.gz $d/train-labels-idx1-ubyte 300 1 1
+mkidx $fm/t10k-images-idx3-ubyte.gz $d/t10k-images-idx3-ubyte 100 784 3
+gzip -c $d/t10k-images-idx3-ubyte >$d/t10k-images-idx3-ubyte.gz
+rm $d/t10k-images-idx3-ubyte    # one gzipped file in the mix
+mkidx $fm/t10k-labels-idx1-ubyte.gz $d/t10k-labels-idx1-ubyte 100 1 1
+cfg=$src/cfg/fmnist-tanh.cfg
+
+# ---- happy paths
+if "$bin" train --cfg "$cfg" --data "$d" --epochs 2 --batch 32 --seed 3 \
+     --threads 1 --kernels ref --out "$tmp/a.safetensors" --json \
+     >"$tmp/train.json" 2>"$tmp/train.err"; then
+  if grep -q '"test_accuracy":' "$tmp/train.json" &&
+     grep -q '"train_loss":' "$tmp/train.json" &&
+     grep -q '"epochs":2' "$tmp/train.json" &&
+     grep -q '"images_per_second":' "$tmp/train.json" &&
+     grep -q '"parameters":26010' "$tmp/train.json" &&
+     grep -q '"seconds":' "$tmp/train.json" &&
+     [[ $(wc -l <"$tmp/train.json") -eq 1 ]] &&
+     grep -q '^epoch 2/2' "$tmp/train.err"; then
+    ok "train --json (26010 parameters, a line per epoch on stderr)"
+  else
+    bad "train --json output: $(cat "$tmp/train.json" "$tmp/train.err")"
+  fi
+else
+  bad "train failed: $(cat "$tmp/train.err")"
+fi
+"$bin" train --cfg "$cfg" --data "$d" --epochs 2 --batch 32 --seed 3 \
+  --threads 1 --kernels ref --out "$tmp/b.safetensors" --quiet
+if cmp -s "$tmp/a.safetensors" "$tmp/b.safetensors"; then
+  ok "--kernels ref --threads 1 --seed 3 twice: byte-identical weights"
+else
+  bad "weights differ between two identical seeded runs"
+fi
+if "$bin" eval --cfg "$cfg" --weights "$tmp/a.safetensors" --data "$d" \
+     --json >"$tmp/eval.json" && grep -q '"count":100' "$tmp/eval.json" &&
+   grep -q '"test_accuracy":' "$tmp/eval.json" &&
+   grep -q '"test_loss":' "$tmp/eval.json"; then
+  ok "eval --json"
+else
+  bad "eval --json: $(cat "$tmp/eval.json")"
+fi
+if "$bin" predict --cfg "$cfg" --weights "$tmp/a.safetensors" \
+     --images $d/t10k-images-idx3-ubyte.gz --limit 3 --json \
+     >"$tmp/pred.json" && grep -q '"predictions":\[[0-9],[0-9],[0-9]\]' \
+     "$tmp/pred.json" && grep -q '"outputs":\[\[' "$tmp/pred.json"; then
+  ok "predict --json"
+else
+  bad "predict --json: $(cat "$tmp/pred.json")"
+fi
+for c in train eval predict; do
+  if "$bin" $c --help | grep -q "usage: enclaveml $c"; then ok "$c --help";
+  else bad "$c --help"; fi
+done
+
+# ---- bad input
+w=$tmp/a.safetensors
+expect_error "unknown command" "unknown command" "$bin" frobnicate
+expect_error "unknown option" "--bogus" "$bin" train --cfg "$cfg" --bogus
+expect_error "missing --cfg" "--cfg is required" "$bin" train
+expect_error "bad --epochs" "--epochs" "$bin" train --cfg "$cfg" --epochs x
+expect_error "bad --kernels" "--kernels" "$bin" train --cfg "$cfg" --kernels gpu
+expect_error "missing cfg file" "nope.cfg" "$bin" train --cfg "$tmp/nope.cfg"
+printf '[net]\nheight=28\nwidth=28\nchannels=1\n[bogus]\n' >"$tmp/s.cfg"
+expect_error "unknown section" "s.cfg:5" "$bin" train --cfg "$tmp/s.cfg" --data "$d"
+printf '[net]\nheight=28\nwidth=28\nchannels=1\n[connected]\noutput=10\nfoo=1\n[softmax]\n' >"$tmp/k.cfg"
+expect_error "unknown key" "k.cfg:7" "$bin" train --cfg "$tmp/k.cfg" --data "$d"
+printf '[net]\nheight=28\nwidth=28\nchannels=1\n[convolutional]\nsize=3\n[softmax]\n' >"$tmp/m.cfg"
+expect_error "missing key" "filters" "$bin" train --cfg "$tmp/m.cfg" --data "$d"
+printf '[net]\nheight=28\nwidth=28\nchannels=1\n[connected]\noutput=99999999\n[softmax]\n' >"$tmp/z.cfg"
+expect_error "absurd size" "z.cfg:6" "$bin" train --cfg "$tmp/z.cfg" --data "$d"
+printf '[net]\nheight=28\nwidth=28\nchannels=1\n[maxpool]\nsize=2\nstride=2\n[convolutional]\nfilters=4\nsize=20\nactivation=relu\n[softmax]\n' >"$tmp/c.cfg"
+expect_error "shapes do not chain" "does not fit" "$bin" train --cfg "$tmp/c.cfg" --data "$d"
+printf '[net]\nheight=20\nwidth=20\nchannels=1\n[connected]\noutput=10\n[softmax]\n' >"$tmp/h.cfg"
+expect_error "data does not fit the cfg" "784" "$bin" train --cfg "$tmp/h.cfg" --data "$d"
+
+t=$tmp/trunc
+mkdir -p "$t"
+cp $d/* "$t/"
+head -c 5000 $d/train-images-idx3-ubyte >"$t/train-images-idx3-ubyte"
+expect_error "truncated IDX" "train-images" "$bin" train --cfg "$cfg" --data "$t"
+cp $d/train-images-idx3-ubyte "$t/"
+gz=$t/t10k-images-idx3-ubyte.gz
+head -c 3000 $d/t10k-images-idx3-ubyte.gz >"$gz"
+expect_error "truncated gzip" "t10k-images" "$bin" train --cfg "$cfg" --data "$t"
+cp $d/t10k-images-idx3-ubyte.gz "$gz"
+printf '\xff' | dd of="$gz" bs=1 seek=200 conv=notrunc status=none
+expect_error "corrupt gzip" "t10k-images" "$bin" train --cfg "$cfg" --data "$t"
+expect_error "missing data dir" "not found" "$bin" train --cfg "$cfg" --data "$tmp/none"
+
+head -c 100 "$w" >"$tmp/t.safetensors"
+expect_error "truncated safetensors" "t.safetensors" "$bin" eval --cfg "$cfg" --weights "$tmp/t.safetensors" --data "$d"
+printf 'garbage that is not safetensors at all' >"$tmp/g.safetensors"
+expect_error "corrupt safetensors" "g.safetensors" "$bin" eval --cfg "$cfg" --weights "$tmp/g.safetensors" --data "$d"
+sed 's/filters=16/filters=8/' "$cfg" >"$tmp/other.cfg"
+expect_error "weights do not match the cfg" "layers.0.weight" "$bin" eval --cfg "$tmp/other.cfg" --weights "$w" --data "$d"
+expect_error "predict: labels file is not images" "values each" "$bin" predict --cfg "$cfg" --weights "$w" --images $d/t10k-labels-idx1-ubyte
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

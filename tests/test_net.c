@@ -1,0 +1,466 @@
+/*
+ * test_net.c - the network as a whole: gradients of every layer type
+ * against finite differences, per-example gradient norms against
+ * batch-size-1 gradients, ref vs fast kernels at network level, the GEMM
+ * dispatch point, weights round trips and mismatches, shape errors, and
+ * reproducible training.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "enclaveml/cfg.h"
+#include "enclaveml/net.h"
+#include "enclaveml/rng.h"
+#include "enclaveml/train.h"
+#include "host/hostio.h"
+
+static eml_net *make_net(const char *text, eml_kernels_kind kind, int batch,
+                         eml_netcfg **cfg_out)
+{
+    eml_netcfg *cfg = NULL;
+    eml_err err = {0};
+    eml_status st = eml_cfg_parse(text, strlen(text), "test.cfg", &cfg, &err);
+    if (st != EML_OK) fail_msg("cfg: %s", eml_err_msg(&err, st));
+    eml_net_opts o = {kind, batch, 7};
+    eml_net *net = NULL;
+    st = eml_net_new(cfg, &o, &net, &err);
+    if (st != EML_OK) fail_msg("net: %s", eml_err_msg(&err, st));
+    eml_net_init_params(net, 3);
+    if (cfg_out != NULL)
+        *cfg_out = cfg;
+    else
+        eml_cfg_free(cfg);
+    return net;
+}
+
+static void random_input(eml_net *net, int n, uint64_t seed)
+{
+    eml_rng r;
+    eml_rng_seed(&r, seed);
+    float *x = eml_net_input(net);
+    for (size_t i = 0; i < (size_t)n * eml_net_input_size(net); i++)
+        x[i] = eml_rng_uniform(&r);
+}
+
+static double loss_of(eml_net *net, int n, const uint8_t *labels)
+{
+    double loss = 0;
+    assert_int_equal(eml_net_forward(net, n, 0), EML_OK);
+    assert_int_equal(eml_net_loss(net, n, labels, &loss, NULL), EML_OK);
+    return loss;
+}
+
+/* Small networks, one per layer type, all without dropout (its mask changes
+ * between passes) and with smooth activations where possible. */
+static const char *const fd_nets[] = {
+    /* connected + every activation */
+    "[net]\nheight=3\nwidth=3\nchannels=2\n"
+    "[connected]\noutput=7\nactivation=tanh\n"
+    "[connected]\noutput=6\nactivation=logistic\n"
+    "[connected]\noutput=5\nactivation=leaky\n"
+    "[connected]\noutput=5\nactivation=relu\n"
+    "[connected]\noutput=4\nactivation=linear\n[softmax]\n",
+    /* convolution with padding and stride, maxpool with Darknet padding */
+    "[net]\nheight=9\nwidth=8\nchannels=2\n"
+    "[convolutional]\nfilters=3\nsize=3\nstride=2\npad=1\nactivation=tanh\n"
+    "[maxpool]\nsize=2\nstride=1\n"
+    "[convolutional]\nfilters=4\nsize=2\nstride=1\npadding=0\n"
+    "activation=logistic\n"
+    "[connected]\noutput=3\nactivation=linear\n[softmax]\n",
+    /* maxpool stride 2, avgpool windowed and global */
+    "[net]\nheight=8\nwidth=8\nchannels=1\n"
+    "[convolutional]\nfilters=2\nsize=3\npad=1\nactivation=tanh\n"
+    "[maxpool]\nsize=2\nstride=2\n"
+    "[avgpool]\nsize=2\nstride=1\n"
+    "[convolutional]\nfilters=3\nsize=1\nactivation=linear\n"
+    "[avgpool]\n[softmax]\n",
+};
+
+static void test_finite_differences(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < sizeof(fd_nets) / sizeof(fd_nets[0]); t++) {
+        const int n = 3;
+        eml_net *net = make_net(fd_nets[t], EML_KERNELS_REF, n, NULL);
+        size_t k = eml_net_output_size(net);
+        uint8_t labels[3] = {0, (uint8_t)(1 % k), (uint8_t)(2 % k)};
+        random_input(net, n, 11 + t);
+        /* Make weights larger so gradients are well above float noise. */
+        float *w = eml_net_params(net);
+        size_t np = eml_net_param_count(net);
+        eml_rng r;
+        eml_rng_seed(&r, 5 + t);
+        for (size_t i = 0; i < np; i++) w[i] = 2.0f * eml_rng_uniform(&r) - 1;
+        double loss = loss_of(net, n, labels);
+        (void)loss;
+        assert_int_equal(eml_net_forward(net, n, 1), EML_OK);
+        assert_int_equal(eml_net_loss(net, n, labels, NULL, NULL), EML_OK);
+        assert_int_equal(eml_net_backward(net, n, NULL), EML_OK);
+        float *g = malloc(np * sizeof(float));
+        memcpy(g, eml_net_grads(net), np * sizeof(float));
+        double max_err = 0;
+        const float h = 1e-2f;
+        for (size_t i = 0; i < np; i++) {
+            float keep = w[i];
+            w[i] = keep + h;
+            double lp = loss_of(net, n, labels);
+            w[i] = keep - h;
+            double lm = loss_of(net, n, labels);
+            w[i] = keep;
+            double fd = (lp - lm) / (2.0 * h);
+            double e = fabs(fd - g[i]) / (1e-2 + fmax(fabs(fd), fabs(g[i])));
+            if (e > max_err) max_err = e;
+        }
+        printf("net %zu: %zu parameters, max relative |fd - backward| = %g\n",
+               t, np, max_err);
+        assert_true(max_err < 3e-2);
+        free(g);
+        eml_net_free(net);
+    }
+}
+
+/* Per-example squared norms from one backward pass equal the norms of the
+ * gradients computed with batch size 1. */
+static void test_per_example_norms(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < sizeof(fd_nets) / sizeof(fd_nets[0]); t++) {
+        const int n = 5;
+        eml_net *net = make_net(fd_nets[t], EML_KERNELS_REF, n, NULL);
+        size_t k = eml_net_output_size(net);
+        size_t in = eml_net_input_size(net);
+        size_t np = eml_net_param_count(net);
+        uint8_t labels[5];
+        for (int b = 0; b < n; b++) labels[b] = (uint8_t)(b % k);
+        random_input(net, n, 99);
+        float *x = malloc((size_t)n * in * sizeof(float));
+        memcpy(x, eml_net_input(net), (size_t)n * in * sizeof(float));
+        float sq[5];
+        assert_int_equal(eml_net_forward(net, n, 1), EML_OK);
+        assert_int_equal(eml_net_loss(net, n, labels, NULL, NULL), EML_OK);
+        assert_int_equal(eml_net_backward(net, n, sq), EML_OK);
+        double max_diff = 0;
+        for (int b = 0; b < n; b++) {
+            memcpy(eml_net_input(net), x + (size_t)b * in, in * sizeof(float));
+            assert_int_equal(eml_net_forward(net, 1, 1), EML_OK);
+            assert_int_equal(eml_net_loss(net, 1, &labels[b], NULL, NULL),
+                             EML_OK);
+            assert_int_equal(eml_net_backward(net, 1, NULL), EML_OK);
+            double s = 0;
+            const float *g = eml_net_grads(net);
+            for (size_t i = 0; i < np; i++) s += (double)g[i] * g[i];
+            double d = fabs(sqrt(s) - sqrt((double)sq[b]));
+            if (d > max_diff) max_diff = d;
+        }
+        printf("net %zu: max |per-example norm - batch-1 norm| = %g\n", t,
+               max_diff);
+        assert_true(max_diff < 1e-5);
+        free(x);
+        eml_net_free(net);
+    }
+}
+
+/* The same network through ref and fast kernels gives the same outputs and
+ * gradients. */
+static void test_ref_vs_fast(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < sizeof(fd_nets) / sizeof(fd_nets[0]); t++) {
+        const int n = 4;
+        eml_net *a = make_net(fd_nets[t], EML_KERNELS_REF, n, NULL);
+        eml_net *b = make_net(fd_nets[t], EML_KERNELS_FAST, n, NULL);
+        size_t k = eml_net_output_size(a);
+        uint8_t labels[4] = {0, (uint8_t)(1 % k), (uint8_t)(2 % k), 0};
+        random_input(a, n, 5);
+        random_input(b, n, 5);
+        eml_net *nets[2] = {a, b};
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(eml_net_forward(nets[i], n, 1), EML_OK);
+            assert_int_equal(eml_net_loss(nets[i], n, labels, NULL, NULL),
+                             EML_OK);
+            assert_int_equal(eml_net_backward(nets[i], n, NULL), EML_OK);
+        }
+        double dout = 0, dgrad = 0;
+        for (size_t i = 0; i < (size_t)n * k; i++)
+            dout = fmax(dout, fabs(eml_net_output(a)[i] - eml_net_output(b)[i]));
+        for (size_t i = 0; i < eml_net_param_count(a); i++)
+            dgrad = fmax(dgrad,
+                         fabs(eml_net_grads(a)[i] - eml_net_grads(b)[i]));
+        printf("net %zu: max |fast - ref| output %g, gradient %g\n", t, dout,
+               dgrad);
+        assert_true(dout < 1e-5);
+        assert_true(dgrad < 1e-4);
+        eml_net_free(a);
+        eml_net_free(b);
+    }
+}
+
+/* ==== the GEMM dispatch point ==== */
+
+typedef struct hook {
+    eml_gemm_fn inner;
+    void *inner_ctx;
+    int calls;
+} hook;
+
+static eml_status counting_gemm(void *ctx, int ta, int tb, int M, int N, int K,
+                                float alpha, const float *A, int lda,
+                                const float *B, int ldb, float beta, float *C,
+                                int ldc)
+{
+    hook *h = ctx;
+    h->calls++;
+    return h->inner(h->inner_ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb,
+                    beta, C, ldc);
+}
+
+static void test_gemm_dispatch(void **state)
+{
+    (void)state;
+    const int n = 2;
+    eml_net *net = make_net(fd_nets[1], EML_KERNELS_REF, n, NULL);
+    eml_gemm_dispatch *d = eml_net_gemm(net);
+    hook h = {d->fn, d->ctx, 0};
+    d->fn = counting_gemm;
+    d->ctx = &h;
+    uint8_t labels[2] = {0, 1};
+    random_input(net, n, 1);
+    assert_int_equal(eml_net_forward(net, n, 1), EML_OK);
+    /* 2 convolutions (one GEMM each for the whole batch) + 1 connected */
+    assert_int_equal(h.calls, 3);
+    assert_int_equal(eml_net_loss(net, n, labels, NULL, NULL), EML_OK);
+    assert_int_equal(eml_net_backward(net, n, NULL), EML_OK);
+    /* backward: connected dW + dX; conv2 dW + dX; conv1 dW (the first
+     * layer computes no input gradient) */
+    assert_int_equal(h.calls, 3 + 2 + 2 + 1);
+    assert_int_equal((int)d->calls, h.calls);
+    double expect = 2 * (eml_net_flops_forward(net) +
+                         eml_net_flops_backward(net));
+    printf("dispatch: %d calls, %g flops (expected %g)\n", h.calls, d->flops,
+           expect);
+    assert_true(fabs(d->flops - expect) < 1e-6 * expect);
+    eml_net_free(net);
+}
+
+/* ==== construction errors ==== */
+
+static void expect_net_error(const char *text, eml_status want,
+                             const char *needle)
+{
+    eml_netcfg *cfg = NULL;
+    eml_err err = {0};
+    assert_int_equal(eml_cfg_parse(text, strlen(text), "x.cfg", &cfg, &err),
+                     EML_OK);
+    eml_net_opts o = {EML_KERNELS_REF, 4, 1};
+    eml_net *net = NULL;
+    eml_status st = eml_net_new(cfg, &o, &net, &err);
+    printf("expected error: %s\n", eml_err_msg(&err, st));
+    assert_int_equal(st, want);
+    assert_null(net);
+    assert_non_null(strstr(err.msg, needle));
+    eml_cfg_free(cfg);
+}
+
+static void test_shape_errors(void **state)
+{
+    (void)state;
+    expect_net_error("[net]\nheight=4\nwidth=4\nchannels=1\n"
+                     "[convolutional]\nfilters=2\nsize=7\nactivation=relu\n"
+                     "[softmax]\n",
+                     EML_ERR_SHAPE, "does not fit");
+    expect_net_error("[net]\nheight=4\nwidth=4\nchannels=1\n"
+                     "[softmax]\n[connected]\noutput=3\n",
+                     EML_ERR_SHAPE, "softmax");
+    expect_net_error("[net]\nheight=2\nwidth=2\nchannels=1\n"
+                     "[maxpool]\nsize=5\nstride=1\npadding=0\n[softmax]\n",
+                     EML_ERR_SHAPE, "does not fit");
+    expect_net_error("[net]\nheight=4096\nwidth=4096\nchannels=4096\n"
+                     "[connected]\noutput=65536\n[softmax]\n",
+                     EML_ERR_RANGE, "large");
+}
+
+/* ==== weights ==== */
+
+static void test_weights_roundtrip_and_mismatch(void **state)
+{
+    (void)state;
+    eml_net *a = make_net(fd_nets[1], EML_KERNELS_REF, 2, NULL);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(eml_weights_encode(a, &buf, &len), EML_OK);
+    eml_net *b = make_net(fd_nets[1], EML_KERNELS_REF, 2, NULL);
+    memset(eml_net_params(b), 0, eml_net_param_count(b) * sizeof(float));
+    eml_err err = {0};
+    assert_int_equal(eml_weights_decode(b, buf, len, "w.safetensors", &err),
+                     EML_OK);
+    assert_memory_equal(eml_net_params(a), eml_net_params(b),
+                        eml_net_param_count(a) * sizeof(float));
+    /* Tensor names and PyTorch shapes. */
+    const eml_net_tensor *t0 = eml_net_tensor_get(a, 0);
+    assert_string_equal(t0->name, "layers.0.weight");
+    assert_int_equal(t0->ndims, 4);
+    assert_int_equal(t0->shape[0], 3);
+    assert_int_equal(t0->shape[1], 2);
+    assert_int_equal(t0->shape[2], 3);
+    assert_string_equal(eml_net_tensor_get(a, 5)->name, "layers.3.bias");
+
+    /* The same file into a net whose layer 0 has another shape. */
+    const char *other =
+        "[net]\nheight=9\nwidth=8\nchannels=2\n"
+        "[convolutional]\nfilters=5\nsize=3\nstride=2\npad=1\n"
+        "activation=tanh\n[maxpool]\nsize=2\nstride=1\n"
+        "[convolutional]\nfilters=4\nsize=2\nstride=1\npadding=0\n"
+        "activation=logistic\n[connected]\noutput=3\nactivation=linear\n"
+        "[softmax]\n";
+    eml_net *c = make_net(other, EML_KERNELS_REF, 2, NULL);
+    memset(&err, 0, sizeof(err));
+    eml_status st = eml_weights_decode(c, buf, len, "w.safetensors", &err);
+    printf("expected error: %s\n", err.msg);
+    assert_int_equal(st, EML_ERR_SHAPE);
+    assert_non_null(strstr(err.msg, "layers.0.weight"));
+    assert_non_null(strstr(err.msg, "[3, 2, 3, 3]"));
+    assert_non_null(strstr(err.msg, "[5, 2, 3, 3]"));
+
+    /* A net with an extra layer: a tensor is missing from the file. */
+    const char *more =
+        "[net]\nheight=9\nwidth=8\nchannels=2\n"
+        "[convolutional]\nfilters=3\nsize=3\nstride=2\npad=1\n"
+        "activation=tanh\n[maxpool]\nsize=2\nstride=1\n"
+        "[convolutional]\nfilters=4\nsize=2\nstride=1\npadding=0\n"
+        "activation=logistic\n[connected]\noutput=3\nactivation=linear\n"
+        "[connected]\noutput=3\nactivation=linear\n[softmax]\n";
+    eml_net *d = make_net(more, EML_KERNELS_REF, 2, NULL);
+    memset(&err, 0, sizeof(err));
+    st = eml_weights_decode(d, buf, len, "w.safetensors", &err);
+    printf("expected error: %s\n", err.msg);
+    assert_int_equal(st, EML_ERR_SHAPE);
+    assert_non_null(strstr(err.msg, "layers.4.weight"));
+    assert_non_null(strstr(err.msg, "missing"));
+
+    /* Truncated files are errors. */
+    for (size_t cut = 0; cut < len; cut += 7) {
+        memset(&err, 0, sizeof(err));
+        assert_int_not_equal(eml_weights_decode(b, buf, cut, "w", &err),
+                             EML_OK);
+    }
+    free(buf);
+    eml_net_free(a);
+    eml_net_free(b);
+    eml_net_free(c);
+    eml_net_free(d);
+}
+
+/* ==== training ==== */
+
+/* A tiny synthetic problem: the label is the brightest quadrant. */
+static void make_quadrants(uint8_t *img, uint8_t *lab, size_t count,
+                           uint64_t seed)
+{
+    eml_rng r;
+    eml_rng_seed(&r, seed);
+    for (size_t i = 0; i < count; i++) {
+        uint8_t q = (uint8_t)eml_rng_below(&r, 4);
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++) {
+                int qq = (y >= 4) * 2 + (x >= 4);
+                int v = (int)eml_rng_below(&r, 100) + (qq == q ? 120 : 0);
+                img[i * 64 + (size_t)(y * 8 + x)] = (uint8_t)v;
+            }
+        lab[i] = q;
+    }
+}
+
+static const char quad_cfg[] =
+    "[net]\nbatch=16\nheight=8\nwidth=8\nchannels=1\nlearning_rate=0.05\n"
+    "momentum=0.9\ndecay=0.0005\nepochs=3\n"
+    "[convolutional]\nfilters=4\nsize=3\npad=1\nactivation=relu\n"
+    "[maxpool]\nsize=2\nstride=2\n"
+    "[dropout]\nprobability=0.1\n"
+    "[connected]\noutput=4\nactivation=linear\n[softmax]\n";
+
+static void train_quadrants(eml_kernels_kind kind, float *params_out,
+                            size_t *np_out, double *acc_out)
+{
+    enum { N = 512, T = 128 };
+    static uint8_t img[N * 64], lab[N], timg[T * 64], tlab[T];
+    make_quadrants(img, lab, N, 1);
+    make_quadrants(timg, tlab, T, 2);
+    eml_netcfg *cfg = NULL;
+    eml_net *net = make_net(quad_cfg, kind, 16, &cfg);
+    eml_dataset tr = {N, 64, img, lab}, te = {T, 64, timg, tlab};
+    eml_train_opts o = eml_train_opts_default(cfg);
+    o.seed = 1234;
+    eml_train_result res;
+    eml_err err = {0};
+    eml_status st = eml_train(net, cfg, &tr, &te, &o, &res, &err);
+    if (st != EML_OK) fail_msg("train: %s", eml_err_msg(&err, st));
+    *np_out = eml_net_param_count(net);
+    memcpy(params_out, eml_net_params(net), *np_out * sizeof(float));
+    *acc_out = res.test_accuracy;
+    eml_net_free(net);
+    eml_cfg_free(cfg);
+}
+
+static void test_training_learns_and_is_reproducible(void **state)
+{
+    (void)state;
+    eml_kernels_set_threads(1);
+    static float p1[4096], p2[4096];
+    size_t n1, n2;
+    double a1, a2;
+    train_quadrants(EML_KERNELS_REF, p1, &n1, &a1);
+    train_quadrants(EML_KERNELS_REF, p2, &n2, &a2);
+    printf("quadrants: test accuracy %.3f\n", a1);
+    assert_true(a1 > 0.9);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(p1, p2, n1 * sizeof(float));
+    train_quadrants(EML_KERNELS_FAST, p2, &n2, &a2);
+    printf("quadrants (fast): test accuracy %.3f\n", a2);
+    assert_true(a2 > 0.9);
+}
+
+static void test_lr_policies(void **state)
+{
+    (void)state;
+    eml_netcfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.policy = EML_LR_STEPS;
+    cfg.n_steps = 2;
+    cfg.steps[0] = 10;
+    cfg.steps[1] = 20;
+    cfg.scales[0] = 0.1f;
+    cfg.scales[1] = 0.5f;
+    assert_float_equal(eml_lr_at(&cfg, 1.0f, 9, 100), 1.0f, 1e-7);
+    assert_float_equal(eml_lr_at(&cfg, 1.0f, 10, 100), 0.1f, 1e-7);
+    assert_float_equal(eml_lr_at(&cfg, 1.0f, 25, 100), 0.05f, 1e-7);
+    cfg.policy = EML_LR_COSINE;
+    cfg.lr_min = 0.01f;
+    assert_float_equal(eml_lr_at(&cfg, 1.0f, 0, 101), 1.0f, 1e-6);
+    assert_float_equal(eml_lr_at(&cfg, 1.0f, 50, 101), 0.505f, 1e-6);
+    assert_float_equal(eml_lr_at(&cfg, 1.0f, 100, 101), 0.01f, 1e-6);
+    cfg.policy = EML_LR_CONSTANT;
+    assert_float_equal(eml_lr_at(&cfg, 0.3f, 77, 100), 0.3f, 1e-7);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_finite_differences),
+        cmocka_unit_test(test_per_example_norms),
+        cmocka_unit_test(test_ref_vs_fast),
+        cmocka_unit_test(test_gemm_dispatch),
+        cmocka_unit_test(test_shape_errors),
+        cmocka_unit_test(test_weights_roundtrip_and_mismatch),
+        cmocka_unit_test(test_training_learns_and_is_reproducible),
+        cmocka_unit_test(test_lr_policies),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
