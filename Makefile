@@ -48,7 +48,8 @@ fuzz:
 	    echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
 	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
 	        build-fuzz/corpus-$$name $$( [ -d $$corpus ] && echo $$corpus ) \
-	        2>&1 | tail -n 2 || exit 1; \
+	        >build-fuzz/$$name.log 2>&1 || { tail -n 40 build-fuzz/$$name.log; exit 1; }; \
+	    tail -n 1 build-fuzz/$$name.log; \
 	done
 
 clean:

@@ -105,6 +105,17 @@ typedef struct eml_net_tensor {
 size_t eml_net_tensor_count(const eml_net *net);
 const eml_net_tensor *eml_net_tensor_get(const eml_net *net, size_t i);
 
+/* ==== weights as safetensors bytes ==== */
+/* Encodes every tensor (malloc'd buffer, caller frees).  Deterministic. */
+EML_MUST_CHECK eml_status eml_weights_encode(eml_net *net, uint8_t **out,
+                                             size_t *len);
+/* Loads every tensor from a safetensors buffer; name is used in messages.
+ * Nothing is changed unless every tensor is present with the right shape
+ * and there is no extra one. */
+EML_MUST_CHECK eml_status eml_weights_decode(eml_net *net, const uint8_t *buf,
+                                             size_t len, const char *name,
+                                             eml_err *err);
+
 /* ==== FLOP counts and per-layer timing ==== */
 /* Multiply-adds x2 of the linear layers for ONE example: forward, and
  * backward (weight and input gradients; the first layer's input gradient is

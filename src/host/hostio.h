@@ -39,10 +39,4 @@ EML_MUST_CHECK eml_status eml_weights_save(eml_net *net, const char *path,
                                            eml_err *err);
 EML_MUST_CHECK eml_status eml_weights_load(eml_net *net, const char *path,
                                            eml_err *err);
-/* In-memory variants (used by the file ones and by tests). */
-EML_MUST_CHECK eml_status eml_weights_encode(eml_net *net, uint8_t **out,
-                                             size_t *len);
-EML_MUST_CHECK eml_status eml_weights_decode(eml_net *net, const uint8_t *buf,
-                                             size_t len, const char *name,
-                                             eml_err *err);
 #endif

@@ -20,76 +20,14 @@
 #include "enclaveml/kernels.h"
 #include "enclaveml/net.h"
 #include "enclaveml/train.h"
+#include "host/cli.h"
+#include "host/cmd_crypto.h"
+#include "host/cmd_enclave.h"
 #include "host/hostio.h"
 #include "host/json.h"
 #include "host/progress.h"
 
 #define EXIT_USAGE 2
-
-static int fail(const char *fmt, ...) EML_PRINTF(1, 2);
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("enclaveml: error: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-static int fail_st(eml_status st, const eml_err *err)
-{
-    return fail("%s", eml_err_msg(err, st));
-}
-
-/* ==== option values ==== */
-
-static int parse_long(const char *opt, const char *s, long lo, long hi,
-                      long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
-        fail("%s: '%s' is not an integer in %ld..%ld", opt, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_u64(const char *opt, const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (s[0] == '-') {
-        fail("%s: '%s' is not a non-negative integer", opt, s);
-        return -1;
-    }
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0') {
-        fail("%s: '%s' is not a non-negative integer", opt, s);
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
-
-static int parse_float(const char *opt, const char *s, double lo, double hi,
-                       float *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v <= lo ||
-        v > hi) {
-        fail("%s: '%s' is not a number in (%g, %g]", opt, s, lo, hi);
-        return -1;
-    }
-    *out = (float)v;
-    return 0;
-}
 
 /* Options shared by the engine commands. */
 typedef struct common_opts {
@@ -118,6 +56,11 @@ enum {
     OPT_LIMIT,
     OPT_HELP,
     OPT_QUIET,
+    OPT_GRANT,
+    OPT_RECIPIENT,
+    OPT_REPORT_OUT,
+    OPT_ENCLAVE,
+    OPT_HEAP,
 };
 
 static int common_opt(common_opts *c, int opt, const char *arg,
@@ -130,16 +73,16 @@ static int common_opt(common_opts *c, int opt, const char *arg,
     case OPT_WEIGHTS: c->weights = arg; return 1;
     case OPT_JSON: c->json = 1; return 1;
     case OPT_THREADS:
-        if (parse_long("--threads", arg, 1, 1024, &v)) return -1;
+        if (eml_opt_long("--threads", arg, 1, 1024, &v)) return -1;
         c->threads = (int)v;
         return 1;
     case OPT_BATCH:
-        if (parse_long("--batch", arg, 1, EML_CFG_MAX_BATCH, &v)) return -1;
+        if (eml_opt_long("--batch", arg, 1, EML_CFG_MAX_BATCH, &v)) return -1;
         c->batch = v;
         return 1;
     case OPT_KERNELS:
         if (eml_kernels_parse(arg, &c->kernels) != EML_OK) {
-            fail("--kernels: '%s' is not one of: ref, fast", arg);
+            eml_fail("--kernels: '%s' is not one of: ref, fast", arg);
             return -1;
         }
         return 1;
@@ -158,28 +101,19 @@ static void common_init(common_opts *c)
     c->threads = n > 0 ? (int)n : 1;
 }
 
-static int unknown_option(const char *cmd, int argc, char **argv)
-{
-    (void)argc;
-    const char *bad = optind - 1 < argc ? argv[optind - 1] : "?";
-    return fail("%s: unknown or incomplete option '%s' (see enclaveml %s "
-                "--help)",
-                cmd, bad, cmd);
-}
-
 /* Builds the net for cfg with the common options. */
 static int build_net(const common_opts *c, eml_netcfg **cfg, eml_net **net,
                      int max_batch, uint64_t seed)
 {
     eml_err err = {0};
     eml_status st = eml_cfg_load(c->cfg, cfg, &err);
-    if (st != EML_OK) return fail_st(st, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
     eml_net_opts o = {c->kernels, max_batch, seed};
     st = eml_net_new(*cfg, &o, net, &err);
     if (st != EML_OK) {
         char msg[sizeof(err.msg)];
         snprintf(msg, sizeof(msg), "%s", eml_err_msg(&err, st));
-        return fail("%s: %s", c->cfg, msg);
+        return eml_fail("%s: %s", c->cfg, msg);
     }
     eml_kernels_set_threads(c->threads);
     return 0;
@@ -192,13 +126,23 @@ static const char train_usage[] =
     "                       [--lr X] [--seed N] [--threads N]\n"
     "                       [--kernels ref|fast] [--out W.safetensors]\n"
     "                       [--json] [--quiet]\n"
+    "       enclaveml train --cfg F --data DIR --grant G [--data DIR2 --grant\n"
+    "                       G2 ...] --recipient M.pub --out model.emlm\n"
+    "                       [--report-out T.json] [--enclave sim|none]\n"
+    "                       [--heap-mb M] [...]\n"
     "\n"
     "Trains the network described by the cfg on the IDX data in DIR\n"
     "(default " EML_DEFAULT_DATA_DIR "): train-images-idx3-ubyte,\n"
     "train-labels-idx1-ubyte and the t10k test pair, gzipped or not.\n"
     "Defaults for epochs, batch and learning rate come from the cfg's [net].\n"
     "--json prints test_accuracy, train_loss, epochs, images_per_second,\n"
-    "parameters and seconds as one JSON object on stdout.\n";
+    "parameters and seconds as one JSON object on stdout.\n"
+    "\n"
+    "With --grant, training is confidential: each DIR holds one owner's\n"
+    "encrypted files (<name>.emlc), the enclave (default backend sim) opens\n"
+    "them with the owners' grants, and the model leaves encrypted to\n"
+    "--recipient, with a training report signed by the enclave.  Plaintext\n"
+    "data (no grant) is only trained outside an enclave (--enclave none).\n";
 
 static int cmd_train(int argc, char **argv)
 {
@@ -214,38 +158,93 @@ static int cmd_train(int argc, char **argv)
         {"out", required_argument, 0, OPT_OUT},
         {"json", no_argument, 0, OPT_JSON},
         {"quiet", no_argument, 0, OPT_QUIET},
+        {"grant", required_argument, 0, OPT_GRANT},
+        {"recipient", required_argument, 0, OPT_RECIPIENT},
+        {"report-out", required_argument, 0, OPT_REPORT_OUT},
+        {"enclave", required_argument, 0, OPT_ENCLAVE},
+        {"heap-mb", required_argument, 0, OPT_HEAP},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     common_opts c;
     common_init(&c);
+    eml_confidential_args ca;
+    memset(&ca, 0, sizeof(ca));
+    ca.heap_mb = EML_DEFAULT_HEAP_MB;
+    int have_backend = 0;
     long epochs = 0;
     float lr = 0;
     uint64_t seed = 1;
     const char *out = NULL;
     int quiet = 0, opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == OPT_DATA) {
+            if (ca.n_dirs == EML_OWNERS_MAX)
+                return eml_fail("train: at most %d --data", EML_OWNERS_MAX);
+            ca.dirs[ca.n_dirs++] = optarg;
+        }
         int r = common_opt(&c, opt, optarg, "train");
         if (r < 0) return 1;
         if (r > 0) continue;
         switch (opt) {
+        case OPT_GRANT:
+            if (ca.n_grants == EML_OWNERS_MAX)
+                return eml_fail("train: at most %d --grant", EML_OWNERS_MAX);
+            ca.grants[ca.n_grants++] = optarg;
+            break;
+        case OPT_RECIPIENT: ca.recipient = optarg; break;
+        case OPT_REPORT_OUT: ca.report_out = optarg; break;
+        case OPT_ENCLAVE:
+            if (eml_backend_parse(optarg, &ca.backend) != EML_OK)
+                return eml_fail("--enclave: '%s' is not one of: sim, none",
+                                optarg);
+            have_backend = 1;
+            break;
+        case OPT_HEAP: {
+            long v;
+            if (eml_opt_long("--heap-mb", optarg, 64, 1 << 20, &v)) return 1;
+            ca.heap_mb = (unsigned)v;
+            break;
+        }
         case OPT_EPOCHS:
-            if (parse_long("--epochs", optarg, 1, 100000, &epochs)) return 1;
+            if (eml_opt_long("--epochs", optarg, 1, 100000, &epochs)) return 1;
             break;
         case OPT_LR:
-            if (parse_float("--lr", optarg, 0, 100, &lr)) return 1;
+            if (eml_opt_float("--lr", optarg, 0, 100, &lr)) return 1;
             break;
         case OPT_SEED:
-            if (parse_u64("--seed", optarg, &seed)) return 1;
+            if (eml_opt_u64("--seed", optarg, &seed)) return 1;
             break;
         case OPT_OUT: out = optarg; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: fputs(train_usage, stdout); return 0;
-        default: return unknown_option("train", argc, argv);
+        default: return eml_opt_unknown("train", argc, argv);
         }
     }
     if (optind < argc)
-        return fail("train: unexpected argument '%s'", argv[optind]);
-    if (c.cfg == NULL) return fail("train: --cfg is required");
+        return eml_fail("train: unexpected argument '%s'", argv[optind]);
+    if (c.cfg == NULL) return eml_fail("train: --cfg is required");
+    if (ca.n_grants > 0) {
+        ca.cfg = c.cfg;
+        ca.out = out;
+        ca.epochs = (int)epochs;
+        ca.batch = (int)c.batch;
+        ca.lr = lr;
+        ca.seed = seed;
+        ca.threads = c.threads;
+        ca.kernels = c.kernels;
+        ca.json = c.json;
+        ca.quiet = quiet;
+        if (!have_backend) ca.backend = EML_BACKEND_SIM;
+        return eml_train_confidential(&ca);
+    }
+    if (have_backend && ca.backend == EML_BACKEND_SIM)
+        return eml_fail("train: the enclave only takes encrypted data: give "
+                        "one --grant per --data directory (plaintext data "
+                        "trains with --enclave none)");
+    if (ca.recipient != NULL || ca.report_out != NULL)
+        return eml_fail("train: --recipient and --report-out need --grant");
+    if (ca.n_dirs > 1)
+        return eml_fail("train: several --data directories need --grant");
 
     eml_netcfg *cfg = NULL;
     eml_net *net = NULL;
@@ -258,7 +257,7 @@ static int cmd_train(int argc, char **argv)
 
     /* Peek at the cfg for the batch size before building the net. */
     st = eml_cfg_load(c.cfg, &cfg, &err);
-    if (st != EML_OK) return fail_st(st, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
     eml_train_opts to = eml_train_opts_default(cfg);
     eml_cfg_free(cfg);
     cfg = NULL;
@@ -271,12 +270,12 @@ static int cmd_train(int argc, char **argv)
     st = eml_labelled_load(c.data, "train", &tr, &err);
     if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
     if (st != EML_OK) {
-        rc = fail_st(st, &err);
+        rc = eml_fail_st(st, &err);
         goto out;
     }
     if (tr.set.item != eml_net_input_size(net) ||
         te.set.item != eml_net_input_size(net)) {
-        rc = fail("images in %s have %zu values each but %s takes %zu "
+        rc = eml_fail("images in %s have %zu values each but %s takes %zu "
                   "(height x width x channels)",
                   c.data, tr.set.item, c.cfg,
                   eml_net_input_size(net));
@@ -295,13 +294,13 @@ static int cmd_train(int argc, char **argv)
     eml_train_result res;
     st = eml_train(net, cfg, &tr.set, &te.set, &to, &res, &err);
     if (st != EML_OK) {
-        rc = fail_st(st, &err);
+        rc = eml_fail_st(st, &err);
         goto out;
     }
     if (out != NULL) {
         st = eml_weights_save(net, out, &err);
         if (st != EML_OK) {
-            rc = fail_st(st, &err);
+            rc = eml_fail_st(st, &err);
             goto out;
         }
     }
@@ -370,12 +369,12 @@ static int cmd_eval(int argc, char **argv)
             fputs(eval_usage, stdout);
             return 0;
         }
-        return unknown_option("eval", argc, argv);
+        return eml_opt_unknown("eval", argc, argv);
     }
     if (optind < argc)
-        return fail("eval: unexpected argument '%s'", argv[optind]);
+        return eml_fail("eval: unexpected argument '%s'", argv[optind]);
     if (c.cfg == NULL || c.weights == NULL)
-        return fail("eval: --cfg and --weights are required");
+        return eml_fail("eval: --cfg and --weights are required");
     eml_netcfg *cfg = NULL;
     eml_net *net = NULL;
     eml_labelled te;
@@ -389,7 +388,7 @@ static int cmd_eval(int argc, char **argv)
     double loss = 0, acc = 0;
     if (st == EML_OK) st = eml_evaluate(net, &te.set, &loss, &acc, &err);
     if (st != EML_OK) {
-        rc = fail_st(st, &err);
+        rc = eml_fail_st(st, &err);
         goto out;
     }
     if (c.json) {
@@ -446,16 +445,16 @@ static int cmd_predict(int argc, char **argv)
         switch (opt) {
         case OPT_IMAGES: images = optarg; break;
         case OPT_LIMIT:
-            if (parse_long("--limit", optarg, 0, LONG_MAX, &limit)) return 1;
+            if (eml_opt_long("--limit", optarg, 0, LONG_MAX, &limit)) return 1;
             break;
         case OPT_HELP: fputs(predict_usage, stdout); return 0;
-        default: return unknown_option("predict", argc, argv);
+        default: return eml_opt_unknown("predict", argc, argv);
         }
     }
     if (optind < argc)
-        return fail("predict: unexpected argument '%s'", argv[optind]);
+        return eml_fail("predict: unexpected argument '%s'", argv[optind]);
     if (c.cfg == NULL || c.weights == NULL || images == NULL)
-        return fail("predict: --cfg, --weights and --images are required");
+        return eml_fail("predict: --cfg, --weights and --images are required");
     eml_netcfg *cfg = NULL;
     eml_net *net = NULL;
     eml_idx idx;
@@ -467,11 +466,11 @@ static int cmd_predict(int argc, char **argv)
     eml_status st = eml_weights_load(net, c.weights, &err);
     if (st == EML_OK) st = eml_idx_load(images, &idx, &err);
     if (st != EML_OK) {
-        rc = fail_st(st, &err);
+        rc = eml_fail_st(st, &err);
         goto out;
     }
     if (idx.item != eml_net_input_size(net)) {
-        rc = fail("%s: images have %zu values each but %s takes %zu", images,
+        rc = eml_fail("%s: images have %zu values each but %s takes %zu", images,
                   idx.item, c.cfg, eml_net_input_size(net));
         goto out;
     }
@@ -486,7 +485,7 @@ static int cmd_predict(int argc, char **argv)
     }
     size_t *pred = malloc((count ? count : 1) * sizeof(size_t));
     if (pred == NULL) {
-        rc = fail("out of memory");
+        rc = eml_fail("out of memory");
         goto out;
     }
     for (size_t first = 0; first < count; first += (size_t)mb) {
@@ -498,7 +497,7 @@ static int cmd_predict(int argc, char **argv)
         st = eml_net_forward(net, n, 0);
         if (st != EML_OK) {
             free(pred);
-            rc = fail("forward pass failed: %s", eml_status_str(st));
+            rc = eml_fail("forward pass failed: %s", eml_status_str(st));
             goto out;
         }
         const float *o = eml_net_output(net);
@@ -542,6 +541,14 @@ static const char main_usage[] =
     "  train     train a network described by a Darknet-style cfg\n"
     "  eval      evaluate weights on a test set\n"
     "  predict   run a network on the images of an IDX file\n"
+    "  keygen    make an owner's key pair (NAME.key, NAME.pub)\n"
+    "  encrypt   encrypt a file into the chunked container (.emlc)\n"
+    "  decrypt   decrypt a container\n"
+    "  measure   print the enclave program's measurement\n"
+    "  attest    get the enclave's signed attestation report\n"
+    "  verify    check an attestation or training report\n"
+    "  grant     release a data key to an attested enclave\n"
+    "  privacy   compute epsilon (or the noise for a target epsilon)\n"
     "\n"
     "'enclaveml <command> --help' describes each command's options.\n";
 
@@ -568,6 +575,13 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "train") == 0) return cmd_train(argc, argv);
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc, argv);
     if (strcmp(cmd, "predict") == 0) return cmd_predict(argc, argv);
-    fail("unknown command '%s' (see enclaveml --help)", cmd);
+    if (strcmp(cmd, "keygen") == 0) return eml_cmd_keygen(argc, argv);
+    if (strcmp(cmd, "encrypt") == 0) return eml_cmd_encrypt(argc, argv);
+    if (strcmp(cmd, "decrypt") == 0) return eml_cmd_decrypt(argc, argv);
+    if (strcmp(cmd, "measure") == 0) return eml_cmd_measure(argc, argv);
+    if (strcmp(cmd, "attest") == 0) return eml_cmd_attest(argc, argv);
+    if (strcmp(cmd, "verify") == 0) return eml_cmd_verify(argc, argv);
+    if (strcmp(cmd, "grant") == 0) return eml_cmd_grant(argc, argv);
+    eml_fail("unknown command '%s' (see enclaveml --help)", cmd);
     return EXIT_USAGE;
 }

@@ -1,0 +1,118 @@
+/*
+ * enclave.h - the trusted runtime: identity, sealing, attestation reports,
+ * grants, and the ecall loop that serves the host over one channel.
+ *
+ * Everything here is trusted code: memory and the channel fd only, no
+ * files, sockets or processes.  The "platform" (hardware in SGX; simulated
+ * by `sim` from a per-machine key file) hands the runtime its measurement,
+ * a report-signing key and a sealing secret at start.
+ *
+ *     eml_platform plat = {...};           // from the simulated platform
+ *     eml_enclave *e;  eml_enclave_new(&plat, &e);
+ *     eml_enclave_serve(e, fd);             // until SHUTDOWN or EOF
+ *     eml_enclave_free(e);
+ *
+ * Formats (byte by byte in docs/enclave.md):
+ *   sealed identity  "EMLSEAL1" | nonce[12] | AES-256-GCM(x25519_sk ||
+ *                    ed25519_sk)[64] | tag[16]; key = HKDF(seal secret,
+ *                    salt = measurement, "enclaveml seal v1"), AAD = magic ||
+ *                    measurement.
+ *   grant            see eml_grant_*.
+ *   reports          JSON objects whose last member is "signature": the
+ *                    Ed25519 signature over the file's bytes before
+ *                    ',"signature":' followed by '}'.
+ */
+#ifndef ENCLAVEML_ENCLAVE_H
+#define ENCLAVEML_ENCLAVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "enclaveml/edl.h"
+#include "enclaveml/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EML_MEASUREMENT_BYTES 32
+
+typedef struct eml_platform {
+    uint8_t measurement[EML_MEASUREMENT_BYTES];
+    uint8_t sign_sk[32];     /* platform report-signing key (Ed25519) */
+    uint8_t seal_secret[32]; /* platform sealing secret */
+    char policy[EML_POLICY_MAX]; /* the enclave's configuration, measured */
+    int sim;                 /* 1: simulated platform */
+} eml_platform;
+
+typedef struct eml_enclave eml_enclave;
+
+/* Copies the platform secrets into locked memory; the caller wipes its
+ * copy. */
+EML_MUST_CHECK eml_status eml_enclave_new(const eml_platform *plat,
+                                          eml_enclave **out);
+void eml_enclave_free(eml_enclave *e); /* wipes every secret */
+/* Serves ecalls on fd until SHUTDOWN (EML_OK) or a channel error. */
+EML_MUST_CHECK eml_status eml_enclave_serve(eml_enclave *e, int fd);
+
+/* ==== measurement ==== */
+/* measurement = SHA-256("enclaveml measurement v1" || SHA-256(image) ||
+ * u32 len(policy) || policy). */
+EML_MUST_CHECK eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
+                                      const uint8_t image_sha256[32],
+                                      const char *policy);
+
+/* ==== grants ==== */
+/* A grant releases an owner's 32-byte data key to one attested enclave:
+ *   "EMLGRNT1" | u16 version 1 | u16 flags (bit 0: max_epsilon set) |
+ *   measurement[32] | enclave_x25519_pk[32] | key_id[16] | f64 max_epsilon
+ *   | grant_id[16] | eph_pk[32] | wrapped_key[32] | tag[16]    (196 bytes)
+ * wrap key = HKDF(X25519(eph_sk, enclave_pk), salt = grant_id,
+ *                 "enclaveml grant v1"), AAD = the bytes before wrapped_key,
+ * nonce all zero (the wrap key is fresh per grant). */
+#define EML_GRANT_BYTES 196
+
+typedef struct eml_grant_info {
+    uint8_t measurement[32];
+    uint8_t enclave_pk[32];
+    uint8_t key_id[16];
+    uint8_t grant_id[16];
+    int has_max_epsilon;
+    double max_epsilon;
+} eml_grant_info;
+
+EML_MUST_CHECK eml_status eml_grant_build(uint8_t out[EML_GRANT_BYTES],
+                                          const eml_grant_info *info,
+                                          const uint8_t data_key[32]);
+/* Parses without opening (anyone can read the public fields). */
+EML_MUST_CHECK eml_status eml_grant_parse(const uint8_t *buf, size_t len,
+                                          eml_grant_info *info, eml_err *err);
+/* Opens a grant with the enclave's X25519 secret key; checks it was made
+ * for this measurement and key.  data_key is wiped on failure. */
+EML_MUST_CHECK eml_status eml_grant_open(const uint8_t *buf, size_t len,
+                                         const uint8_t measurement[32],
+                                         const uint8_t x25519_sk[32],
+                                         const uint8_t x25519_pk[32],
+                                         eml_grant_info *info,
+                                         uint8_t data_key[32], eml_err *err);
+
+/* ==== signed JSON reports ==== */
+/* Signs a JSON object given without its closing brace ("{...") and returns
+ * "{...,\"signature\":\"<hex>\"}\n" (malloc'd). */
+EML_MUST_CHECK eml_status eml_report_sign(const char *body_open,
+                                          const uint8_t sk[32], char **out,
+                                          size_t *out_len);
+/* Checks a signed report's signature with pk; on success *signed_len is the
+ * length of the signed prefix (the object without its signature). */
+EML_MUST_CHECK eml_status eml_report_verify(const char *text, size_t len,
+                                            const uint8_t pk[32]);
+
+/* Lowercase hex of n bytes into out (2n+1 bytes). */
+void eml_hex(char *out, const uint8_t *p, size_t n);
+/* Parses exactly n bytes of hex (either case); -1 on anything else. */
+int eml_unhex(uint8_t *out, size_t n, const char *s, size_t slen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,245 @@
+/*
+ * attest.c - measurement, grants and signed JSON reports.
+ *
+ * Shared by the trusted runtime (which opens grants and signs reports) and
+ * the host tools (which build grants and verify reports): pure functions on
+ * memory, no I/O.  Grants are parsed strictly at a fixed size; reports are
+ * verified over their exact bytes before anything in them is believed.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "enclaveml/crypto.h"
+#include "enclaveml/enclave.h"
+
+/* ==== hex ==== */
+
+void eml_hex(char *out, const uint8_t *p, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int eml_unhex(uint8_t *out, size_t n, const char *s, size_t slen)
+{
+    if (slen != 2 * n) return -1;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+        if (hi < 0 || lo < 0) return -1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+/* ==== measurement ==== */
+
+eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
+                       const uint8_t image_sha256[32], const char *policy)
+{
+    static const char tag[] = "enclaveml measurement v1";
+    size_t plen = strlen(policy);
+    if (plen >= EML_POLICY_MAX) return EML_ERR_RANGE;
+    uint8_t buf[sizeof(tag) - 1 + 32 + 4 + EML_POLICY_MAX];
+    size_t k = 0;
+    memcpy(buf, tag, sizeof(tag) - 1);
+    k += sizeof(tag) - 1;
+    memcpy(buf + k, image_sha256, 32);
+    k += 32;
+    for (int i = 0; i < 4; i++) buf[k++] = (uint8_t)(plen >> (8 * i));
+    memcpy(buf + k, policy, plen);
+    k += plen;
+    return eml_sha256(out, buf, k);
+}
+
+/* ==== grants ==== */
+
+#define GRANT_MAGIC "EMLGRNT1"
+#define OFF_FLAGS 10
+#define OFF_MEAS 12
+#define OFF_EPK 44
+#define OFF_KEYID 76
+#define OFF_MAXEPS 92
+#define OFF_GID 100
+#define OFF_EPH 116
+#define OFF_WRAP 148
+#define OFF_TAG 180
+_Static_assert(OFF_TAG + 16 == EML_GRANT_BYTES, "grant layout");
+
+static eml_status wrap_key(uint8_t key[32], const uint8_t shared[32],
+                           const uint8_t grant_id[16])
+{
+    static const char info[] = "enclaveml grant v1";
+    return eml_hkdf_sha256(key, 32, shared, 32, grant_id, 16,
+                           (const uint8_t *)info, sizeof(info) - 1);
+}
+
+eml_status eml_grant_build(uint8_t out[EML_GRANT_BYTES],
+                           const eml_grant_info *info,
+                           const uint8_t data_key[32])
+{
+    uint8_t eph_sk[32], shared[32], key[32];
+    static const uint8_t zero_nonce[12];
+    memset(out, 0, EML_GRANT_BYTES);
+    memcpy(out, GRANT_MAGIC, 8);
+    out[8] = 1;
+    out[9] = 0;
+    out[OFF_FLAGS] = info->has_max_epsilon ? 1 : 0;
+    memcpy(out + OFF_MEAS, info->measurement, 32);
+    memcpy(out + OFF_EPK, info->enclave_pk, 32);
+    memcpy(out + OFF_KEYID, info->key_id, 16);
+    double eps = info->has_max_epsilon ? info->max_epsilon : 0.0;
+    uint64_t bits;
+    memcpy(&bits, &eps, 8);
+    for (int i = 0; i < 8; i++) out[OFF_MAXEPS + i] = (uint8_t)(bits >> (8 * i));
+    eml_status st = eml_random(out + OFF_GID, 16);
+    if (st == EML_OK) st = eml_x25519_keygen(eph_sk, out + OFF_EPH);
+    if (st == EML_OK) st = eml_x25519_shared(shared, eph_sk, info->enclave_pk);
+    if (st == EML_OK) st = wrap_key(key, shared, out + OFF_GID);
+    if (st == EML_OK)
+        st = eml_aes256gcm_seal(out + OFF_WRAP, data_key, 32, out, OFF_WRAP,
+                                zero_nonce, key);
+    eml_wipe(eph_sk, sizeof(eph_sk));
+    eml_wipe(shared, sizeof(shared));
+    eml_wipe(key, sizeof(key));
+    if (st != EML_OK) eml_wipe(out, EML_GRANT_BYTES);
+    return st;
+}
+
+eml_status eml_grant_parse(const uint8_t *buf, size_t len,
+                           eml_grant_info *info, eml_err *err)
+{
+    memset(info, 0, sizeof(*info));
+    if (len != EML_GRANT_BYTES)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "grant is %zu bytes, expected %d", len,
+                           EML_GRANT_BYTES);
+    if (memcmp(buf, GRANT_MAGIC, 8) != 0)
+        return eml_err_set(err, EML_ERR_FORMAT, "not a grant (bad magic)");
+    if (buf[8] != 1 || buf[9] != 0)
+        return eml_err_set(err, EML_ERR_UNSUPPORTED,
+                           "grant version %u is not supported",
+                           buf[8] | buf[9] << 8);
+    if (buf[OFF_FLAGS] > 1 || buf[OFF_FLAGS + 1] != 0)
+        return eml_err_set(err, EML_ERR_FORMAT, "grant has unknown flags");
+    memcpy(info->measurement, buf + OFF_MEAS, 32);
+    memcpy(info->enclave_pk, buf + OFF_EPK, 32);
+    memcpy(info->key_id, buf + OFF_KEYID, 16);
+    memcpy(info->grant_id, buf + OFF_GID, 16);
+    info->has_max_epsilon = buf[OFF_FLAGS];
+    uint64_t bits = 0;
+    for (int i = 7; i >= 0; i--) bits = bits << 8 | buf[OFF_MAXEPS + i];
+    memcpy(&info->max_epsilon, &bits, 8);
+    if (info->has_max_epsilon &&
+        (!isfinite(info->max_epsilon) || info->max_epsilon <= 0))
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "grant's max_epsilon is not a positive number");
+    if (!info->has_max_epsilon && bits != 0)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "grant has a max_epsilon but no flag for it");
+    return EML_OK;
+}
+
+eml_status eml_grant_open(const uint8_t *buf, size_t len,
+                          const uint8_t measurement[32],
+                          const uint8_t x25519_sk[32],
+                          const uint8_t x25519_pk[32], eml_grant_info *info,
+                          uint8_t data_key[32], eml_err *err)
+{
+    static const uint8_t zero_nonce[12];
+    memset(data_key, 0, 32);
+    eml_status st = eml_grant_parse(buf, len, info, err);
+    if (st != EML_OK) return st;
+    if (!eml_ct_equal(info->measurement, measurement, 32))
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "grant was made for another enclave measurement");
+    if (!eml_ct_equal(info->enclave_pk, x25519_pk, 32))
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "grant was made for another enclave key (a grant "
+                           "from an earlier identity, or a foreign one)");
+    uint8_t shared[32], key[32];
+    st = eml_x25519_shared(shared, x25519_sk, buf + OFF_EPH);
+    if (st == EML_OK) st = wrap_key(key, shared, buf + OFF_GID);
+    if (st == EML_OK)
+        st = eml_aes256gcm_open(data_key, buf + OFF_WRAP, 48, buf, OFF_WRAP,
+                                zero_nonce, key);
+    eml_wipe(shared, sizeof(shared));
+    eml_wipe(key, sizeof(key));
+    if (st != EML_OK) {
+        eml_wipe(data_key, 32);
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "grant does not authenticate (tampered or forged)");
+    }
+    return EML_OK;
+}
+
+/* ==== signed reports ==== */
+
+static const char sig_key[] = ",\"signature\":\"";
+
+eml_status eml_report_sign(const char *body_open, const uint8_t sk[32],
+                           char **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    size_t blen = strlen(body_open);
+    if (blen == 0 || body_open[0] != '{') return EML_ERR_INVALID;
+    /* The signed message is the body closed with '}'. */
+    char *msg = malloc(blen + 2);
+    if (msg == NULL) return EML_ERR_NOMEM;
+    memcpy(msg, body_open, blen);
+    msg[blen] = '}';
+    msg[blen + 1] = '\0';
+    uint8_t sig[64];
+    eml_status st = eml_ed25519_sign(sig, msg, blen + 1, sk);
+    free(msg);
+    if (st != EML_OK) return st;
+    size_t total = blen + sizeof(sig_key) - 1 + 128 + 3;
+    char *r = malloc(total + 1);
+    if (r == NULL) return EML_ERR_NOMEM;
+    char hex[129];
+    eml_hex(hex, sig, 64);
+    snprintf(r, total + 1, "%s%s%s\"}\n", body_open, sig_key, hex);
+    *out = r;
+    *out_len = total;
+    return EML_OK;
+}
+
+eml_status eml_report_verify(const char *text, size_t len,
+                             const uint8_t pk[32])
+{
+    /* Suffix: ,"signature":"<128 hex>"}  and an optional newline. */
+    size_t n = len;
+    if (n > 0 && text[n - 1] == '\n') n--;
+    size_t tail = sizeof(sig_key) - 1 + 128 + 2;
+    if (n < tail + 2 || text[0] != '{') return EML_ERR_FORMAT;
+    size_t body = n - tail;
+    if (memcmp(text + body, sig_key, sizeof(sig_key) - 1) != 0 ||
+        text[n - 2] != '"' || text[n - 1] != '}')
+        return EML_ERR_FORMAT;
+    uint8_t sig[64];
+    if (eml_unhex(sig, 64, text + body + sizeof(sig_key) - 1, 128) != 0)
+        return EML_ERR_FORMAT;
+    for (size_t i = 0; i < body; i++)
+        if (text[i] == '\0') return EML_ERR_FORMAT;
+    char *msg = malloc(body + 1);
+    if (msg == NULL) return EML_ERR_NOMEM;
+    memcpy(msg, text, body);
+    msg[body] = '}';
+    eml_status st = eml_ed25519_verify(sig, msg, body + 1, pk);
+    free(msg);
+    return st == EML_OK ? EML_OK : EML_ERR_AUTH;
+}

@@ -1,0 +1,896 @@
+/*
+ * enclave.c - the trusted runtime: identity and sealing, attestation
+ * reports, and the ecalls (INIT, ATTEST, TRAIN, PING, PROBE, SHUTDOWN).
+ *
+ * Everything that arrives from the host is decoded with eml_msg_get_* and
+ * range-checked before use; data only ever arrives as ciphertext, which is
+ * authenticated chunk by chunk before any plaintext is used.  The only
+ * things that leave are: public keys, signed reports, the model encrypted
+ * to its recipient, progress numbers (loss, rates), and error messages that
+ * name what failed (never key or data bytes).
+ *
+ * No files, sockets or processes: the host serves FILE_* and OUTPUT ocalls.
+ * Secrets (identity keys, data keys) live in locked memory and are wiped.
+ */
+#define _DEFAULT_SOURCE 1 /* syscall() for the sandbox probe */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "enclaveml/cfg.h"
+#include "enclaveml/container.h"
+#include "enclaveml/crypto.h"
+#include "enclaveml/enclave.h"
+#include "enclaveml/idx.h"
+#include "enclaveml/net.h"
+#include "enclaveml/train.h"
+
+typedef struct secrets {
+    uint8_t sign_sk[32];     /* platform */
+    uint8_t seal_secret[32]; /* platform */
+    uint8_t x_sk[32];        /* identity */
+    uint8_t ed_sk[32];       /* identity */
+} secrets;
+
+struct eml_enclave {
+    eml_channel ch;
+    secrets *sec; /* locked memory */
+    uint8_t measurement[32];
+    uint8_t x_pk[32], ed_pk[32], platform_pk[32];
+    char policy[EML_POLICY_MAX];
+    int sim;
+    int has_identity;
+};
+
+eml_status eml_enclave_new(const eml_platform *plat, eml_enclave **out)
+{
+    *out = NULL;
+    if (strnlen(plat->policy, EML_POLICY_MAX) >= EML_POLICY_MAX)
+        return EML_ERR_INVALID;
+    eml_enclave *e = calloc(1, sizeof(*e));
+    if (e == NULL) return EML_ERR_NOMEM;
+    e->sec = eml_secure_alloc(sizeof(secrets));
+    if (e->sec == NULL) {
+        free(e);
+        return EML_ERR_NOMEM;
+    }
+    memcpy(e->sec->sign_sk, plat->sign_sk, 32);
+    memcpy(e->sec->seal_secret, plat->seal_secret, 32);
+    memcpy(e->measurement, plat->measurement, 32);
+    memcpy(e->policy, plat->policy, strlen(plat->policy) + 1);
+    e->sim = plat->sim;
+    eml_status st = eml_ed25519_public(e->platform_pk, e->sec->sign_sk);
+    if (st != EML_OK) {
+        eml_enclave_free(e);
+        return st;
+    }
+    *out = e;
+    return EML_OK;
+}
+
+void eml_enclave_free(eml_enclave *e)
+{
+    if (e == NULL) return;
+    eml_secure_free(e->sec, sizeof(secrets));
+    eml_channel_free(&e->ch);
+    eml_wipe(e, sizeof(*e));
+    free(e);
+}
+
+/* ==== replies ==== */
+
+static eml_status send_error(eml_enclave *e, eml_status st, const char *msg)
+{
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_ERROR);
+    eml_msg_put_u64(&m, (uint64_t)(int64_t)st);
+    size_t n = strnlen(msg, EML_ERRMSG_MAX);
+    eml_msg_put_bytes(&m, msg, n);
+    eml_status s2 = eml_msg_send(&e->ch, &m);
+    eml_msg_free(&m);
+    return s2;
+}
+
+/* Sends an ocall and waits for its reply of type `want` (an ERROR reply
+ * from the host becomes EML_ERR_IO with its text). */
+static eml_status ocall(eml_enclave *e, eml_msg *m, uint16_t want,
+                        eml_msg_reader *r, eml_err *err)
+{
+    eml_status st = eml_msg_send(&e->ch, m);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "cannot reach the host: %s",
+                           eml_status_str(st));
+    uint16_t type;
+    const uint8_t *p;
+    size_t n;
+    st = eml_msg_recv(&e->ch, &type, &p, &n);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "bad reply from the host: %s",
+                           eml_status_str(st));
+    eml_msg_reader_init(r, p, n);
+    if (type == EML_MSG_ERROR) {
+        uint64_t code;
+        const uint8_t *txt;
+        size_t tl;
+        if (eml_msg_get_u64(r, &code) == EML_OK &&
+            eml_msg_get_bytes(r, EML_ERRMSG_MAX, &txt, &tl) == EML_OK)
+            return eml_err_set(err, EML_ERR_IO, "host: %.*s", (int)tl,
+                               (const char *)txt);
+        return eml_err_set(err, EML_ERR_IO, "host reported an error");
+    }
+    if (type != want)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "host answered %s where %s was expected",
+                           eml_msg_type_name(type), eml_msg_type_name(want));
+    return EML_OK;
+}
+
+/* ==== identity and sealing ==== */
+
+#define SEAL_MAGIC "EMLSEAL1"
+#define SEALED_BYTES (8 + 12 + 64 + 16)
+
+static eml_status seal_key(eml_enclave *e, uint8_t key[32])
+{
+    static const char info[] = "enclaveml seal v1";
+    return eml_hkdf_sha256(key, 32, e->sec->seal_secret, 32, e->measurement,
+                           32, (const uint8_t *)info, sizeof(info) - 1);
+}
+
+static eml_status seal_identity(eml_enclave *e, uint8_t out[SEALED_BYTES])
+{
+    uint8_t key[32], aad[8 + 32];
+    memcpy(out, SEAL_MAGIC, 8);
+    memcpy(aad, SEAL_MAGIC, 8);
+    memcpy(aad + 8, e->measurement, 32);
+    eml_status st = eml_random(out + 8, 12);
+    if (st == EML_OK) st = seal_key(e, key);
+    if (st == EML_OK) /* x_sk and ed_sk are adjacent in secrets */
+        st = eml_aes256gcm_seal(out + 20, e->sec->x_sk, 64, aad, sizeof(aad),
+                                out + 8, key);
+    eml_wipe(key, sizeof(key));
+    return st;
+}
+
+static eml_status unseal_identity(eml_enclave *e, const uint8_t *blob,
+                                  size_t len, eml_err *err)
+{
+    if (len != SEALED_BYTES || memcmp(blob, SEAL_MAGIC, 8) != 0)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "sealed identity is malformed (%zu bytes)", len);
+    uint8_t key[32], aad[8 + 32];
+    memcpy(aad, SEAL_MAGIC, 8);
+    memcpy(aad + 8, e->measurement, 32);
+    eml_status st = seal_key(e, key);
+    if (st == EML_OK)
+        st = eml_aes256gcm_open(e->sec->x_sk, blob + 20, 64 + 16, aad,
+                                sizeof(aad), blob + 8, key);
+    eml_wipe(key, sizeof(key));
+    if (st != EML_OK)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "sealed identity does not authenticate for this "
+                           "enclave measurement and platform");
+    return EML_OK;
+}
+
+static eml_status ecall_init(eml_enclave *e, eml_msg_reader *r, eml_err *err)
+{
+    const uint8_t *blob;
+    size_t blen;
+    eml_status st = eml_msg_get_bytes(r, EML_SEALED_MAX, &blob, &blen);
+    if (st == EML_OK) st = eml_msg_get_end(r);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "malformed INIT message");
+    uint8_t sealed[SEALED_BYTES];
+    size_t sealed_len = 0;
+    if (blen == 0) {
+        st = eml_x25519_keygen(e->sec->x_sk, e->x_pk);
+        if (st == EML_OK) st = eml_ed25519_keygen(e->sec->ed_sk, e->ed_pk);
+        if (st == EML_OK) st = seal_identity(e, sealed);
+        if (st != EML_OK)
+            return eml_err_set(err, st, "cannot create the enclave identity");
+        sealed_len = sizeof(sealed);
+    } else {
+        st = unseal_identity(e, blob, blen, err);
+        if (st == EML_OK) st = eml_x25519_public(e->x_pk, e->sec->x_sk);
+        if (st == EML_OK) st = eml_ed25519_public(e->ed_pk, e->sec->ed_sk);
+        if (st != EML_OK) return eml_err_set(err, st, "cannot unseal");
+    }
+    e->has_identity = 1;
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_INIT_OK);
+    eml_msg_put_bytes(&m, e->measurement, 32);
+    eml_msg_put_bytes(&m, e->x_pk, 32);
+    eml_msg_put_bytes(&m, e->ed_pk, 32);
+    eml_msg_put_bytes(&m, e->policy, strlen(e->policy));
+    eml_msg_put_bytes(&m, sealed, sealed_len);
+    st = eml_msg_send(&e->ch, &m);
+    eml_msg_free(&m);
+    return st;
+}
+
+/* ==== attestation ==== */
+
+static eml_status ecall_attest(eml_enclave *e, eml_msg_reader *r,
+                               eml_err *err)
+{
+    const uint8_t *nonce;
+    size_t nlen;
+    eml_status st = eml_msg_get_bytes(r, EML_NONCE_MAX, &nonce, &nlen);
+    if (st == EML_OK) st = eml_msg_get_end(r);
+    if (st != EML_OK) return eml_err_set(err, st, "malformed ATTEST message");
+    if (!e->has_identity)
+        return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
+    /* report_data = SHA-256(x25519 pk || ed25519 pk || nonce || policy) */
+    uint8_t rd_in[32 + 32 + EML_NONCE_MAX + EML_POLICY_MAX], rd[32];
+    size_t k = 0, plen = strlen(e->policy);
+    memcpy(rd_in + k, e->x_pk, 32);
+    k += 32;
+    memcpy(rd_in + k, e->ed_pk, 32);
+    k += 32;
+    memcpy(rd_in + k, nonce, nlen);
+    k += nlen;
+    memcpy(rd_in + k, e->policy, plen);
+    k += plen;
+    st = eml_sha256(rd, rd_in, k);
+    if (st != EML_OK) return eml_err_set(err, st, "hash failed");
+    char meas[65], xh[65], eh[65], nh[2 * EML_NONCE_MAX + 1], rdh[65], ph[65];
+    eml_hex(meas, e->measurement, 32);
+    eml_hex(xh, e->x_pk, 32);
+    eml_hex(eh, e->ed_pk, 32);
+    eml_hex(nh, nonce, nlen);
+    eml_hex(rdh, rd, 32);
+    eml_hex(ph, e->platform_pk, 32);
+    /* The policy is our own configuration string: letters, digits, '=',
+     * ';', '.', '_' only (checked at start), so it needs no escaping. */
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"type\":\"enclaveml-attestation\",\"version\":1,"
+             "\"sim\":%s,\"measurement\":\"%s\",\"x25519\":\"%s\","
+             "\"ed25519\":\"%s\",\"nonce\":\"%s\",\"policy\":\"%s\","
+             "\"report_data\":\"%s\",\"platform_key\":\"%s\"",
+             e->sim ? "true" : "false", meas, xh, eh, nh, e->policy, rdh, ph);
+    char *report = NULL;
+    size_t rlen = 0;
+    st = eml_report_sign(body, e->sec->sign_sk, &report, &rlen);
+    if (st != EML_OK) return eml_err_set(err, st, "cannot sign the report");
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_REPORT);
+    eml_msg_put_bytes(&m, report, rlen);
+    st = eml_msg_send(&e->ch, &m);
+    eml_msg_free(&m);
+    free(report);
+    return st;
+}
+
+/* ==== confidential training ==== */
+
+typedef struct owner_file {
+    uint8_t *plain; /* decrypted bytes (wiped on free) */
+    size_t len;
+    uint8_t digest[32]; /* SHA-256 of the ciphertext as read */
+} owner_file;
+
+static void owner_file_free(owner_file *f)
+{
+    if (f->plain != NULL) {
+        eml_wipe(f->plain, f->len);
+        free(f->plain);
+    }
+    memset(f, 0, sizeof(*f));
+}
+
+static const char *const kind_names[EML_FILE_KINDS] = {
+    "train-images", "train-labels", "test-images", "test-labels"};
+
+/* Streams one encrypted file from the host, authenticating every chunk,
+ * and returns its plaintext. */
+static eml_status read_owner_file(eml_enclave *e, uint64_t file_id,
+                                  const uint8_t data_key[32],
+                                  const uint8_t key_id[16], owner_file *out,
+                                  eml_err *err)
+{
+    char what[48];
+    snprintf(what, sizeof(what), "owner %u %s",
+             (unsigned)(file_id / EML_FILE_KINDS) + 1,
+             kind_names[file_id % EML_FILE_KINDS]);
+    memset(out, 0, sizeof(*out));
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_FILE_OPEN);
+    eml_msg_put_u64(&m, file_id);
+    eml_status st = ocall(e, &m, EML_MSG_FILE_INFO, &r, err);
+    eml_msg_free(&m);
+    if (st != EML_OK) return st;
+    uint64_t size;
+    st = eml_msg_get_u64(&r, &size);
+    if (st == EML_OK) st = eml_msg_get_end(&r);
+    if (st != EML_OK) return eml_err_set(err, st, "malformed FILE_INFO");
+
+    eml_cr *cr = NULL;
+    eml_sha256_ctx *h = NULL;
+    uint8_t *buf = NULL, *chunk_pt = NULL;
+    size_t cap = 0, chunk_size = 0;
+    uint64_t off = 0;
+    st = eml_sha256_new(&h);
+    if (st != EML_OK) goto out;
+
+    /* The header: its first bytes say how long it is. */
+    uint8_t header[EML_CONTAINER_HEADER_MAX];
+    size_t hlen = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t want = pass == 0 ? EML_CONTAINER_PREFIX : hlen;
+        eml_msg_init(&m, EML_MSG_FILE_READ);
+        eml_msg_put_u64(&m, file_id);
+        eml_msg_put_u64(&m, 0);
+        eml_msg_put_u64(&m, want);
+        st = ocall(e, &m, EML_MSG_FILE_DATA, &r, err);
+        eml_msg_free(&m);
+        if (st != EML_OK) goto out;
+        const uint8_t *p;
+        size_t n;
+        st = eml_msg_get_bytes(&r, want, &p, &n);
+        if (st == EML_OK) st = eml_msg_get_end(&r);
+        if (st != EML_OK || n != want) {
+            st = eml_err_set(err, EML_ERR_TRUNCATED,
+                             "%s: file ends inside the container header",
+                             what);
+            goto out;
+        }
+        memcpy(header, p, n);
+        if (pass == 0) {
+            st = eml_cr_header_len(header, n, &hlen, err);
+            if (st != EML_OK) goto out;
+            if (hlen > sizeof(header)) {
+                st = eml_err_set(err, EML_ERR_FORMAT, "%s: bad header",
+                                 what);
+                goto out;
+            }
+        }
+    }
+    eml_container_info info;
+    st = eml_container_peek(header, hlen, &info, err);
+    if (st != EML_OK) goto out;
+    if (info.mode != EML_CONTAINER_SYMMETRIC ||
+        !eml_ct_equal(info.key_id, key_id, 16)) {
+        st = eml_err_set(err, EML_ERR_AUTH,
+                         "%s is not encrypted under the key of that owner's "
+                         "grant (a swapped or foreign file)",
+                         what);
+        goto out;
+    }
+    eml_container_keys keys = {data_key, NULL};
+    st = eml_cr_new(header, hlen, &keys, &cr, err);
+    if (st != EML_OK) goto out;
+    st = eml_sha256_update(h, header, hlen);
+    if (st != EML_OK) goto out;
+    off = hlen;
+    chunk_size = eml_cr_chunk_size(cr);
+    chunk_pt = malloc(chunk_size);
+    if (chunk_pt == NULL) {
+        st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
+        goto out;
+    }
+    for (;;) {
+        uint64_t want = (uint64_t)chunk_size + EML_CONTAINER_TAG_BYTES;
+        eml_msg_init(&m, EML_MSG_FILE_READ);
+        eml_msg_put_u64(&m, file_id);
+        eml_msg_put_u64(&m, off);
+        eml_msg_put_u64(&m, want);
+        st = ocall(e, &m, EML_MSG_FILE_DATA, &r, err);
+        eml_msg_free(&m);
+        if (st != EML_OK) goto out;
+        const uint8_t *p;
+        size_t n;
+        st = eml_msg_get_bytes(&r, (size_t)want, &p, &n);
+        if (st == EML_OK) st = eml_msg_get_end(&r);
+        if (st != EML_OK) {
+            st = eml_err_set(err, st, "%s: malformed FILE_DATA", what);
+            goto out;
+        }
+        int last = n < want || off + n >= size;
+        size_t pl = 0;
+        st = eml_cr_open(cr, p, n, last, chunk_pt, &pl, err);
+        if (st != EML_OK) {
+            char inner[sizeof(err->msg)];
+            snprintf(inner, sizeof(inner), "%s", eml_err_msg(err, st));
+            if (err != NULL) err->msg[0] = '\0';
+            st = eml_err_set(err, st, "%s: %s", what, inner);
+            goto out;
+        }
+        st = eml_sha256_update(h, p, n);
+        if (st != EML_OK) goto out;
+        if (pl > EML_IDX_MAX_BYTES - out->len) {
+            st = eml_err_set(err, EML_ERR_RANGE, "%s is too large", what);
+            goto out;
+        }
+        if (out->len + pl > cap) {
+            size_t ncap = cap ? cap : ((size_t)1 << 20);
+            while (ncap < out->len + pl) ncap *= 2;
+            uint8_t *nb = malloc(ncap);
+            if (nb == NULL) {
+                st = eml_err_set(err, EML_ERR_NOMEM,
+                                 "enclave heap budget exhausted while "
+                                 "reading %s",
+                                 what);
+                goto out;
+            }
+            if (buf != NULL) {
+                memcpy(nb, buf, out->len);
+                eml_wipe(buf, cap);
+                free(buf);
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        memcpy(buf + out->len, chunk_pt, pl);
+        out->len += pl;
+        off += n;
+        if (last) break;
+    }
+    st = eml_cr_finish(cr, err);
+    if (st != EML_OK) goto out;
+    st = eml_sha256_final(h, out->digest);
+    h = NULL;
+out:
+    eml_sha256_free(h);
+    eml_cr_free(cr);
+    if (chunk_pt != NULL) {
+        eml_wipe(chunk_pt, chunk_size);
+        free(chunk_pt);
+    }
+    if (st != EML_OK) {
+        if (buf != NULL) {
+            eml_wipe(buf, cap);
+            free(buf);
+        }
+        out->len = 0;
+        return st;
+    }
+    out->plain = buf;
+    return EML_OK;
+}
+
+/* Appends the images and labels of one owner's pair to a dataset. */
+typedef struct data_acc {
+    uint8_t *images, *labels;
+    size_t count, item;
+} data_acc;
+
+static void data_acc_free(data_acc *a)
+{
+    if (a->images != NULL) {
+        eml_wipe(a->images, a->count * a->item);
+        free(a->images);
+    }
+    if (a->labels != NULL) {
+        eml_wipe(a->labels, a->count);
+        free(a->labels);
+    }
+    memset(a, 0, sizeof(*a));
+}
+
+static eml_status data_acc_add(data_acc *a, const owner_file *img,
+                               const owner_file *lab, const char *what,
+                               eml_err *err)
+{
+    eml_idx ii, li;
+    memset(&ii, 0, sizeof(ii));
+    memset(&li, 0, sizeof(li));
+    eml_status st = eml_idx_parse(img->plain, img->len, what, &ii, err);
+    if (st == EML_OK) st = eml_idx_parse(lab->plain, lab->len, what, &li, err);
+    if (st != EML_OK) goto out;
+    if (ii.ndims < 2 || li.ndims != 1 || ii.count != li.count) {
+        st = eml_err_set(err, EML_ERR_FORMAT,
+                         "%s: %zu images but %zu labels (or bad dims)", what,
+                         ii.count, li.count);
+        goto out;
+    }
+    if (a->count > 0 && ii.item != a->item) {
+        st = eml_err_set(err, EML_ERR_SHAPE,
+                         "%s: images of %zu values, other owners have %zu",
+                         what, ii.item, a->item);
+        goto out;
+    }
+    size_t n = a->count + ii.count;
+    if (n < a->count || ii.item == 0 || n > SIZE_MAX / ii.item) {
+        st = eml_err_set(err, EML_ERR_RANGE, "%s: too many images", what);
+        goto out;
+    }
+    uint8_t *ni = malloc(n * ii.item + 1), *nl = malloc(n + 1);
+    if (ni == NULL || nl == NULL) {
+        free(ni);
+        free(nl);
+        st = eml_err_set(err, EML_ERR_NOMEM,
+                         "enclave heap budget exhausted (%s)", what);
+        goto out;
+    }
+    if (a->count > 0) {
+        memcpy(ni, a->images, a->count * a->item);
+        memcpy(nl, a->labels, a->count);
+    }
+    memcpy(ni + a->count * ii.item, ii.data, ii.count * ii.item);
+    memcpy(nl + a->count, li.data, li.count);
+    size_t item = ii.item;
+    data_acc_free(a);
+    a->images = ni;
+    a->labels = nl;
+    a->count = n;
+    a->item = item;
+out:
+    eml_idx_free(&ii);
+    eml_idx_free(&li);
+    return st;
+}
+
+typedef struct progress_ctx {
+    eml_enclave *e;
+    int failed;
+} progress_ctx;
+
+static void send_progress(void *user, const eml_train_progress *p)
+{
+    progress_ctx *pc = user;
+    if (pc->failed) return;
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_PROGRESS);
+    eml_msg_put_u64(&m, (uint64_t)p->epoch);
+    eml_msg_put_u64(&m, (uint64_t)p->epochs);
+    eml_msg_put_u64(&m, (uint64_t)p->batch);
+    eml_msg_put_u64(&m, (uint64_t)p->batches);
+    eml_msg_put_f64(&m, p->loss);
+    eml_msg_put_f64(&m, p->images_per_second);
+    eml_msg_put_f64(&m, p->seconds);
+    eml_msg_put_f64(&m, p->eta_seconds);
+    eml_msg_put_u64(&m, (uint64_t)p->epoch_done);
+    eml_msg_put_f64(&m, p->test_accuracy);
+    eml_msg_put_f64(&m, p->train_accuracy);
+    if (eml_msg_send(&pc->e->ch, &m) != EML_OK) pc->failed = 1;
+    eml_msg_free(&m);
+}
+
+/* Encrypts the weights to the recipient and streams them out. */
+static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
+                             const uint8_t recipient[32], eml_err *err)
+{
+    eml_cw *w = NULL;
+    uint8_t header[EML_CONTAINER_HEADER_MAX];
+    size_t hlen = 0;
+    eml_status st = eml_cw_new(EML_CONTAINER_RECIPIENT, recipient, 0, &w,
+                               header, &hlen, err);
+    if (st != EML_OK) return st;
+    size_t cs = eml_cw_chunk_size(w);
+    uint8_t *ct = malloc(cs + EML_CONTAINER_TAG_BYTES);
+    if (ct == NULL) {
+        eml_cw_free(w);
+        return eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
+    }
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_OUTPUT);
+    eml_msg_put_u64(&m, 0);
+    eml_msg_put_bytes(&m, header, hlen);
+    eml_msg_put_u64(&m, 0);
+    st = ocall(e, &m, EML_MSG_OUTPUT_OK, &r, err);
+    eml_msg_free(&m);
+    size_t off = 0;
+    while (st == EML_OK) {
+        size_t n = len - off < cs ? len - off : cs;
+        int final = off + n == len;
+        size_t cl = 0;
+        st = eml_cw_seal(w, pt + off, n, final, ct, &cl, err);
+        if (st != EML_OK) break;
+        eml_msg_init(&m, EML_MSG_OUTPUT);
+        eml_msg_put_u64(&m, 0);
+        eml_msg_put_bytes(&m, ct, cl);
+        eml_msg_put_u64(&m, (uint64_t)final);
+        st = ocall(e, &m, EML_MSG_OUTPUT_OK, &r, err);
+        eml_msg_free(&m);
+        off += n;
+        if (final) break;
+    }
+    free(ct);
+    eml_cw_free(w);
+    return st;
+}
+
+typedef struct train_req {
+    const uint8_t *cfg_text;
+    size_t cfg_len;
+    uint64_t epochs, batch, seed, threads, kernels, n_owners;
+    double lr;
+    uint8_t recipient[32];
+    const uint8_t *grants[EML_OWNERS_MAX];
+    size_t grant_len[EML_OWNERS_MAX];
+} train_req;
+
+static eml_status decode_train(eml_msg_reader *r, train_req *q)
+{
+    memset(q, 0, sizeof(*q));
+    eml_status st = eml_msg_get_bytes(r, EML_CFG_TEXT_MAX, &q->cfg_text,
+                                      &q->cfg_len);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 100000, &q->epochs);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, EML_CFG_MAX_BATCH, &q->batch);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &q->lr);
+    if (st == EML_OK) st = eml_msg_get_u64(r, &q->seed);
+    if (st == EML_OK) st = eml_msg_get_range(r, 1, 256, &q->threads);
+    if (st == EML_OK)
+        st = eml_msg_get_range(r, 0, EML_KERNELS_COUNT - 1, &q->kernels);
+    if (st == EML_OK) st = eml_msg_get_fixed(r, q->recipient, 32);
+    if (st == EML_OK) st = eml_msg_get_range(r, 1, EML_OWNERS_MAX, &q->n_owners);
+    for (uint64_t i = 0; st == EML_OK && i < q->n_owners; i++)
+        st = eml_msg_get_bytes(r, EML_GRANT_MAX, &q->grants[i],
+                               &q->grant_len[i]);
+    if (st == EML_OK) st = eml_msg_get_end(r);
+    if (st == EML_OK && (q->lr < 0 || q->lr > 100)) st = EML_ERR_RANGE;
+    return st;
+}
+
+static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
+{
+    train_req q;
+    eml_status st = decode_train(r, &q);
+    if (st != EML_OK) return eml_err_set(err, st, "malformed TRAIN message");
+    if (!e->has_identity)
+        return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
+
+    uint8_t *keys = eml_secure_alloc(32 * (size_t)q.n_owners);
+    eml_grant_info *ginfo = calloc((size_t)q.n_owners, sizeof(*ginfo));
+    data_acc train_set, test_set;
+    memset(&train_set, 0, sizeof(train_set));
+    memset(&test_set, 0, sizeof(test_set));
+    eml_netcfg *cfg = NULL;
+    eml_net *net = NULL;
+    uint8_t *weights = NULL;
+    size_t wlen = 0;
+    char *report = NULL;
+    size_t rlen = 0;
+    uint8_t digests[EML_OWNERS_MAX][EML_FILE_KINDS][32];
+    if (keys == NULL || ginfo == NULL) {
+        st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
+        goto out;
+    }
+    /* Grants first: nothing is decrypted unless every grant opens. */
+    for (uint64_t o = 0; o < q.n_owners; o++) {
+        eml_err gerr = {0};
+        st = eml_grant_open(q.grants[o], q.grant_len[o], e->measurement,
+                            e->sec->x_sk, e->x_pk, &ginfo[o], keys + 32 * o,
+                            &gerr);
+        if (st != EML_OK) {
+            st = eml_err_set(err, st, "grant %u: %s", (unsigned)o + 1,
+                             eml_err_msg(&gerr, st));
+            goto out;
+        }
+        for (uint64_t p = 0; p < o; p++)
+            if (memcmp(ginfo[p].grant_id, ginfo[o].grant_id, 16) == 0) {
+                st = eml_err_set(err, EML_ERR_AUTH,
+                                 "grant %u replays grant %u",
+                                 (unsigned)o + 1, (unsigned)p + 1);
+                goto out;
+            }
+        if (ginfo[o].has_max_epsilon) {
+            st = eml_err_set(err, EML_ERR_AUTH,
+                             "grant %u allows only differentially private "
+                             "training (max epsilon %g); this run is not "
+                             "private",
+                             (unsigned)o + 1, ginfo[o].max_epsilon);
+            goto out;
+        }
+    }
+    /* The network, before any data is decrypted. */
+    st = eml_cfg_parse((const char *)q.cfg_text, q.cfg_len, "cfg", &cfg, err);
+    if (st != EML_OK) goto out;
+    eml_train_opts to = eml_train_opts_default(cfg);
+    if (q.epochs > 0) to.epochs = (int)q.epochs;
+    if (q.batch > 0) to.batch = (int)q.batch;
+    if (q.lr > 0) to.lr = (float)q.lr;
+    to.seed = q.seed;
+    eml_net_opts no = {(eml_kernels_kind)q.kernels, to.batch, q.seed};
+    st = eml_net_new(cfg, &no, &net, err);
+    if (st != EML_OK) goto out;
+    eml_kernels_set_threads((int)q.threads);
+
+    for (uint64_t o = 0; o < q.n_owners; o++) {
+        owner_file f[EML_FILE_KINDS];
+        memset(f, 0, sizeof(f));
+        for (int k = 0; k < EML_FILE_KINDS && st == EML_OK; k++) {
+            st = read_owner_file(e, o * EML_FILE_KINDS + (uint64_t)k,
+                                 keys + 32 * o, ginfo[o].key_id, &f[k], err);
+            if (st == EML_OK) memcpy(digests[o][k], f[k].digest, 32);
+        }
+        char what[32];
+        snprintf(what, sizeof(what), "owner %u", (unsigned)o + 1);
+        if (st == EML_OK)
+            st = data_acc_add(&train_set, &f[0], &f[1], what, err);
+        if (st == EML_OK) st = data_acc_add(&test_set, &f[2], &f[3], what, err);
+        for (int k = 0; k < EML_FILE_KINDS; k++) owner_file_free(&f[k]);
+        if (st != EML_OK) goto out;
+    }
+    eml_secure_free(keys, 32 * (size_t)q.n_owners);
+    keys = NULL;
+
+    eml_dataset tr = {train_set.count, train_set.item, train_set.images,
+                      train_set.labels};
+    eml_dataset te = {test_set.count, test_set.item, test_set.images,
+                      test_set.labels};
+    progress_ctx pc = {e, 0};
+    to.progress = send_progress;
+    to.progress_user = &pc;
+    eml_train_result res;
+    st = eml_train(net, cfg, &tr, &te, &to, &res, err);
+    if (st != EML_OK) goto out;
+    if (pc.failed) {
+        st = eml_err_set(err, EML_ERR_IO, "lost the host during training");
+        goto out;
+    }
+    st = eml_weights_encode(net, &weights, &wlen);
+    if (st != EML_OK) {
+        st = eml_err_set(err, st, "cannot encode the weights");
+        goto out;
+    }
+    uint8_t model_hash[32], cfg_hash[32];
+    st = eml_sha256(model_hash, weights, wlen);
+    if (st == EML_OK) st = eml_sha256(cfg_hash, q.cfg_text, q.cfg_len);
+    if (st == EML_OK) st = send_model(e, weights, wlen, q.recipient, err);
+    if (st != EML_OK) goto out;
+
+    /* The signed training report. */
+    size_t cap = 2048 + (size_t)q.n_owners * EML_FILE_KINDS * 66;
+    char *body = malloc(cap);
+    if (body == NULL) {
+        st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
+        goto out;
+    }
+    char meas[65], edh[65], mh[65], ch[65], rh[65];
+    eml_hex(meas, e->measurement, 32);
+    eml_hex(edh, e->ed_pk, 32);
+    eml_hex(mh, model_hash, 32);
+    eml_hex(ch, cfg_hash, 32);
+    eml_hex(rh, q.recipient, 32);
+    size_t k = (size_t)snprintf(
+        body, cap,
+        "{\"type\":\"enclaveml-training-report\",\"version\":1,\"sim\":%s,"
+        "\"measurement\":\"%s\",\"ed25519\":\"%s\",\"cfg_sha256\":\"%s\","
+        "\"model_sha256\":\"%s\",\"recipient\":\"%s\",\"owners\":%u,"
+        "\"train_images\":%zu,\"test_images\":%zu,\"epochs\":%d,"
+        "\"steps\":%ld,\"parameters\":%zu,\"train_loss\":%.9g,"
+        "\"test_accuracy\":%.9g,\"test_loss\":%.9g,\"seconds\":%.6g,"
+        "\"images_per_second\":%.6g,\"dp\":false,\"datasets\":\"",
+        e->sim ? "true" : "false", meas, edh, ch, mh, rh,
+        (unsigned)q.n_owners, train_set.count, test_set.count, res.epochs,
+        res.steps, eml_net_param_count(net), res.train_loss,
+        res.test_accuracy, res.test_loss, res.seconds, res.images_per_second);
+    for (uint64_t o = 0; o < q.n_owners; o++)
+        for (int f = 0; f < EML_FILE_KINDS; f++) {
+            char dh[65];
+            eml_hex(dh, digests[o][f], 32);
+            k += (size_t)snprintf(body + k, cap - k, "%s%s",
+                                  (o == 0 && f == 0) ? "" : ",", dh);
+        }
+    snprintf(body + k, cap - k, "\"");
+    st = eml_report_sign(body, e->sec->ed_sk, &report, &rlen);
+    free(body);
+    if (st != EML_OK) {
+        st = eml_err_set(err, st, "cannot sign the training report");
+        goto out;
+    }
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_TRAIN_DONE);
+    eml_msg_put_bytes(&m, report, rlen);
+    st = eml_msg_send(&e->ch, &m);
+    eml_msg_free(&m);
+out:
+    if (keys != NULL) eml_secure_free(keys, 32 * (size_t)q.n_owners);
+    free(ginfo);
+    data_acc_free(&train_set);
+    data_acc_free(&test_set);
+    if (weights != NULL) {
+        eml_wipe(weights, wlen);
+        free(weights);
+    }
+    free(report);
+    eml_net_free(net); /* parameters are wiped by the allocator below */
+    eml_cfg_free(cfg);
+    return st;
+}
+
+/* ==== sandbox probe ==== */
+
+/* Tries calls the sandbox forbids, with harmless arguments, through raw
+ * syscall numbers (the trusted code has no file or socket functions). */
+static eml_status ecall_probe(eml_enclave *e, eml_msg_reader *r, eml_err *err)
+{
+    eml_status st = eml_msg_get_end(r);
+    if (st != EML_OK) return eml_err_set(err, st, "malformed PROBE");
+    uint64_t refused = 0, attempted = 0;
+    long rc;
+    attempted |= EML_PROBE_OPENAT;
+    rc = syscall(SYS_openat, -100 /* AT_FDCWD */, "/proc/self/status", 0);
+    if (rc < 0) refused |= EML_PROBE_OPENAT;
+    else close((int)rc);
+    attempted |= EML_PROBE_SOCKET;
+    rc = syscall(SYS_socket, 2 /* AF_INET */, 1 /* SOCK_STREAM */, 0);
+    if (rc < 0) refused |= EML_PROBE_SOCKET;
+    else close((int)rc);
+    attempted |= EML_PROBE_EXECVE;
+    char *const argv0[] = {NULL};
+    rc = syscall(SYS_execve, "/bin/true", argv0, argv0);
+    if (rc < 0) refused |= EML_PROBE_EXECVE;
+    attempted |= EML_PROBE_PTRACE;
+    rc = syscall(SYS_ptrace, 0 /* PTRACE_TRACEME */, 0, 0, 0);
+    if (rc < 0) refused |= EML_PROBE_PTRACE;
+    attempted |= EML_PROBE_CONNECT;
+    rc = syscall(SYS_connect, -1, NULL, 0);
+    if (rc < 0) refused |= EML_PROBE_CONNECT;
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_PROBE_OK);
+    eml_msg_put_u64(&m, refused);
+    eml_msg_put_u64(&m, attempted);
+    st = eml_msg_send(&e->ch, &m);
+    eml_msg_free(&m);
+    return st;
+}
+
+/* ==== the loop ==== */
+
+eml_status eml_enclave_serve(eml_enclave *e, int fd)
+{
+    eml_channel_init(&e->ch, fd);
+    for (;;) {
+        uint16_t type;
+        const uint8_t *p;
+        size_t n;
+        eml_status st = eml_msg_recv(&e->ch, &type, &p, &n);
+        if (st == EML_ERR_TRUNCATED) return EML_OK; /* host went away */
+        if (st != EML_OK) {
+            /* A frame we cannot even parse: say so, then stop, since the
+             * stream may be out of step. */
+            if (send_error(e, st, "malformed frame from the host") != EML_OK)
+                return EML_ERR_IO;
+            return st;
+        }
+        eml_msg_reader r;
+        eml_msg_reader_init(&r, p, n);
+        eml_err err = {0};
+        switch (type) {
+        case EML_MSG_INIT: st = ecall_init(e, &r, &err); break;
+        case EML_MSG_ATTEST: st = ecall_attest(e, &r, &err); break;
+        case EML_MSG_TRAIN: st = ecall_train(e, &r, &err); break;
+        case EML_MSG_PROBE: st = ecall_probe(e, &r, &err); break;
+        case EML_MSG_PING: {
+            const uint8_t *q;
+            size_t ql;
+            st = eml_msg_get_bytes(&r, EML_CHUNK_MAX, &q, &ql);
+            if (st == EML_OK) st = eml_msg_get_end(&r);
+            if (st != EML_OK) {
+                eml_err_set(&err, st, "malformed PING");
+                break;
+            }
+            eml_msg m;
+            eml_msg_init(&m, EML_MSG_PONG);
+            eml_msg_put_bytes(&m, q, ql);
+            st = eml_msg_send(&e->ch, &m);
+            eml_msg_free(&m);
+            break;
+        }
+        case EML_MSG_SHUTDOWN: {
+            st = eml_msg_get_end(&r);
+            eml_msg m;
+            eml_msg_init(&m, EML_MSG_SHUTDOWN_OK);
+            eml_status sst = eml_msg_send(&e->ch, &m);
+            eml_msg_free(&m);
+            return st == EML_OK ? sst : st;
+        }
+        default:
+            st = eml_err_set(&err, EML_ERR_FORMAT, "%s is not an ecall",
+                             eml_msg_type_name(type));
+        }
+        if (st != EML_OK) {
+            if (send_error(e, st, eml_err_msg(&err, st)) != EML_OK)
+                return EML_ERR_IO;
+        }
+    }
+}

@@ -1,0 +1,329 @@
+/*
+ * msg.c - the boundary's frame codec and channel (see edl.h).
+ *
+ * Used on both sides: the enclave decodes what the host sends and the host
+ * decodes what the enclave sends, and neither trusts the other's bytes.
+ * Every length is checked before use; building a message has a sticky
+ * error flag checked once at send (the rio habit).  Only read()/write() on
+ * the channel fd: no files, no sockets opened here.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "enclaveml/crypto.h"
+#include "enclaveml/edl.h"
+
+static const char *const type_names[EML_MSG_TYPE_END] = {
+    [EML_MSG_ERROR] = "ERROR",
+    [EML_MSG_INIT] = "INIT",
+    [EML_MSG_INIT_OK] = "INIT_OK",
+    [EML_MSG_ATTEST] = "ATTEST",
+    [EML_MSG_REPORT] = "REPORT",
+    [EML_MSG_TRAIN] = "TRAIN",
+    [EML_MSG_TRAIN_DONE] = "TRAIN_DONE",
+    [EML_MSG_FILE_OPEN] = "FILE_OPEN",
+    [EML_MSG_FILE_INFO] = "FILE_INFO",
+    [EML_MSG_FILE_READ] = "FILE_READ",
+    [EML_MSG_FILE_DATA] = "FILE_DATA",
+    [EML_MSG_OUTPUT] = "OUTPUT",
+    [EML_MSG_OUTPUT_OK] = "OUTPUT_OK",
+    [EML_MSG_PROGRESS] = "PROGRESS",
+    [EML_MSG_PING] = "PING",
+    [EML_MSG_PONG] = "PONG",
+    [EML_MSG_PROBE] = "PROBE",
+    [EML_MSG_PROBE_OK] = "PROBE_OK",
+    [EML_MSG_SHUTDOWN] = "SHUTDOWN",
+    [EML_MSG_SHUTDOWN_OK] = "SHUTDOWN_OK",
+};
+
+const char *eml_msg_type_name(uint32_t type)
+{
+    if (type == 0 || type >= EML_MSG_TYPE_END || type_names[type] == NULL)
+        return "?";
+    return type_names[type];
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* ==== building ==== */
+
+static int reserve(eml_msg *m, size_t extra)
+{
+    if (m->failed) return 0;
+    if (extra > EML_MSG_MAX + EML_MSG_HEADER - m->len) {
+        m->failed = 1;
+        return 0;
+    }
+    if (m->len + extra <= m->cap) return 1;
+    size_t cap = m->cap ? m->cap : 256;
+    while (cap < m->len + extra) cap *= 2;
+    uint8_t *nb = malloc(cap);
+    if (nb == NULL) {
+        m->failed = 1;
+        return 0;
+    }
+    if (m->buf != NULL) {
+        memcpy(nb, m->buf, m->len);
+        eml_wipe(m->buf, m->cap);
+        free(m->buf);
+    }
+    m->buf = nb;
+    m->cap = cap;
+    return 1;
+}
+
+void eml_msg_init(eml_msg *m, eml_msg_type type)
+{
+    memset(m, 0, sizeof(*m));
+    m->type = (uint16_t)type;
+    if (reserve(m, EML_MSG_HEADER)) {
+        memset(m->buf, 0, EML_MSG_HEADER);
+        m->len = EML_MSG_HEADER;
+    }
+}
+
+void eml_msg_put_u64(eml_msg *m, uint64_t v)
+{
+    if (!reserve(m, 8)) return;
+    for (int i = 0; i < 8; i++) m->buf[m->len++] = (uint8_t)(v >> (8 * i));
+}
+
+void eml_msg_put_f64(eml_msg *m, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof(bits));
+    eml_msg_put_u64(m, bits);
+}
+
+void eml_msg_put_bytes(eml_msg *m, const void *p, size_t n)
+{
+    if (n > UINT32_MAX || !reserve(m, 4 + n)) {
+        m->failed = 1;
+        return;
+    }
+    put_le32(m->buf + m->len, (uint32_t)n);
+    m->len += 4;
+    if (n > 0) memcpy(m->buf + m->len, p, n);
+    m->len += n;
+}
+
+void eml_msg_free(eml_msg *m)
+{
+    if (m->buf != NULL) {
+        eml_wipe(m->buf, m->cap);
+        free(m->buf);
+    }
+    memset(m, 0, sizeof(*m));
+}
+
+/* ==== reading ==== */
+
+void eml_msg_reader_init(eml_msg_reader *r, const uint8_t *p, size_t len)
+{
+    r->p = p;
+    r->len = len;
+    r->pos = 0;
+    r->failed = 0;
+}
+
+static eml_status reader_fail(eml_msg_reader *r)
+{
+    r->failed = 1;
+    return EML_ERR_FORMAT;
+}
+
+eml_status eml_msg_get_u64(eml_msg_reader *r, uint64_t *v)
+{
+    *v = 0;
+    if (r->failed || r->len - r->pos < 8) return reader_fail(r);
+    *v = get_le64(r->p + r->pos);
+    r->pos += 8;
+    return EML_OK;
+}
+
+eml_status eml_msg_get_range(eml_msg_reader *r, uint64_t lo, uint64_t hi,
+                             uint64_t *v)
+{
+    eml_status st = eml_msg_get_u64(r, v);
+    if (st != EML_OK) return st;
+    if (*v < lo || *v > hi) {
+        *v = 0;
+        r->failed = 1;
+        return EML_ERR_RANGE;
+    }
+    return EML_OK;
+}
+
+eml_status eml_msg_get_f64(eml_msg_reader *r, double *v)
+{
+    uint64_t bits;
+    *v = 0;
+    eml_status st = eml_msg_get_u64(r, &bits);
+    if (st != EML_OK) return st;
+    double d;
+    memcpy(&d, &bits, sizeof(d));
+    if (!isfinite(d)) return reader_fail(r);
+    *v = d;
+    return EML_OK;
+}
+
+eml_status eml_msg_get_bytes(eml_msg_reader *r, size_t max, const uint8_t **p,
+                             size_t *n)
+{
+    *p = NULL;
+    *n = 0;
+    if (r->failed || r->len - r->pos < 4) return reader_fail(r);
+    uint32_t len = get_le32(r->p + r->pos);
+    if (len > max) {
+        r->failed = 1;
+        return EML_ERR_RANGE;
+    }
+    if (r->len - r->pos - 4 < len) return reader_fail(r);
+    *p = r->p + r->pos + 4;
+    *n = len;
+    r->pos += 4 + (size_t)len;
+    return EML_OK;
+}
+
+eml_status eml_msg_get_fixed(eml_msg_reader *r, void *out, size_t n)
+{
+    const uint8_t *p;
+    size_t got;
+    eml_status st = eml_msg_get_bytes(r, n, &p, &got);
+    if (st != EML_OK) return st;
+    if (got != n) return reader_fail(r);
+    memcpy(out, p, n);
+    return EML_OK;
+}
+
+eml_status eml_msg_get_end(eml_msg_reader *r)
+{
+    if (r->failed || r->pos != r->len) return reader_fail(r);
+    return EML_OK;
+}
+
+/* ==== channel ==== */
+
+void eml_channel_init(eml_channel *c, int fd)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = fd;
+}
+
+void eml_channel_free(eml_channel *c)
+{
+    if (c->rbuf != NULL) {
+        eml_wipe(c->rbuf, c->rcap);
+        free(c->rbuf);
+    }
+    c->rbuf = NULL;
+    c->rcap = 0;
+}
+
+static eml_status write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return EML_ERR_IO;
+        p += w;
+        n -= (size_t)w;
+    }
+    return EML_OK;
+}
+
+static eml_status read_all(int fd, uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r == 0) return EML_ERR_TRUNCATED;
+        if (r < 0) return EML_ERR_IO;
+        p += r;
+        n -= (size_t)r;
+    }
+    return EML_OK;
+}
+
+eml_status eml_msg_send(eml_channel *c, eml_msg *m)
+{
+    if (m->failed || m->buf == NULL) return EML_ERR_NOMEM;
+    size_t payload = m->len - EML_MSG_HEADER;
+    if (payload > EML_MSG_MAX) return EML_ERR_RANGE;
+    put_le32(m->buf, EML_MSG_MAGIC);
+    m->buf[4] = EML_MSG_VERSION & 0xff;
+    m->buf[5] = EML_MSG_VERSION >> 8;
+    m->buf[6] = (uint8_t)(m->type & 0xff);
+    m->buf[7] = (uint8_t)(m->type >> 8);
+    put_le32(m->buf + 8, (uint32_t)payload);
+    put_le32(m->buf + 12, c->seq_out++);
+    if (c->tap != NULL) c->tap(c->tap_user, 1, m->buf, m->len);
+    return write_all(c->fd, m->buf, m->len);
+}
+
+eml_status eml_msg_parse_header(const uint8_t hdr[16], uint16_t *type,
+                                uint32_t *len)
+{
+    *type = 0;
+    *len = 0;
+    if (get_le32(hdr) != EML_MSG_MAGIC) return EML_ERR_FORMAT;
+    uint16_t version = (uint16_t)(hdr[4] | hdr[5] << 8);
+    if (version != EML_MSG_VERSION) return EML_ERR_UNSUPPORTED;
+    uint16_t t = (uint16_t)(hdr[6] | hdr[7] << 8);
+    if (t == 0 || t >= EML_MSG_TYPE_END) return EML_ERR_FORMAT;
+    uint32_t n = get_le32(hdr + 8);
+    if (n > EML_MSG_MAX) return EML_ERR_RANGE;
+    *type = t;
+    *len = n;
+    return EML_OK;
+}
+
+eml_status eml_msg_recv(eml_channel *c, uint16_t *type,
+                        const uint8_t **payload, size_t *len)
+{
+    uint8_t hdr[EML_MSG_HEADER];
+    *payload = NULL;
+    *len = 0;
+    eml_status st = read_all(c->fd, hdr, sizeof(hdr));
+    if (st != EML_OK) return st;
+    uint32_t n;
+    st = eml_msg_parse_header(hdr, type, &n);
+    if (st != EML_OK) return st;
+    if (n > c->rcap) {
+        size_t cap = c->rcap ? c->rcap : 4096;
+        while (cap < n) cap *= 2;
+        uint8_t *nb = malloc(cap);
+        if (nb == NULL) return EML_ERR_NOMEM;
+        eml_channel_free(c);
+        c->rbuf = nb;
+        c->rcap = cap;
+    }
+    st = read_all(c->fd, c->rbuf, n);
+    if (st != EML_OK) return st;
+    if (c->tap != NULL) {
+        c->tap(c->tap_user, 0, hdr, sizeof(hdr));
+        c->tap(c->tap_user, 0, c->rbuf, n);
+    }
+    *payload = c->rbuf;
+    *len = n;
+    return EML_OK;
+}

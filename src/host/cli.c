@@ -1,0 +1,101 @@
+/*
+ * cli.c - the command line's shared helpers (see cli.h).
+ */
+#include "host/cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "enclaveml/enclave.h"
+
+int eml_fail(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("enclaveml: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+int eml_fail_st(eml_status st, const eml_err *err)
+{
+    return eml_fail("%s", eml_err_msg(err, st));
+}
+
+int eml_opt_long(const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
+        eml_fail("%s: '%s' is not an integer in %ld..%ld", opt, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int eml_opt_u64(const char *opt, const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (s[0] == '-' || s[0] == '\0') {
+        eml_fail("%s: '%s' is not a non-negative integer", opt, s);
+        return -1;
+    }
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0') {
+        eml_fail("%s: '%s' is not a non-negative integer", opt, s);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int eml_opt_double(const char *opt, const char *s, double lo, double hi,
+                   double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v <= lo ||
+        v > hi) {
+        eml_fail("%s: '%s' is not a number in (%g, %g]", opt, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int eml_opt_float(const char *opt, const char *s, double lo, double hi,
+                  float *out)
+{
+    double v;
+    if (eml_opt_double(opt, s, lo, hi, &v) != 0) return -1;
+    *out = (float)v;
+    return 0;
+}
+
+int eml_opt_unknown(const char *cmd, int argc, char **argv)
+{
+    const char *bad = optind - 1 < argc && optind >= 1 ? argv[optind - 1] : "?";
+    return eml_fail("%s: unknown or incomplete option '%s' (see enclaveml %s "
+                    "--help)",
+                    cmd, bad, cmd);
+}
+
+int eml_opt_hex(const char *opt, const char *s, uint8_t *out, size_t n)
+{
+    if (eml_unhex(out, n, s, strlen(s)) != 0) {
+        eml_fail("%s: expected %zu hex digits", opt, 2 * n);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,693 @@
+/*
+ * cmd_enclave.c - the commands around the enclave: measure, attest,
+ * verify, grant, and confidential training (train with --grant).
+ *
+ * Host side.  Verification always checks a signature over the exact bytes
+ * of a report before believing any field in it.  Outputs are written to a
+ * temporary file and renamed only when everything has checked, so a
+ * failure leaves no output file behind.
+ */
+#include "host/cmd_enclave.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "enclaveml/container.h"
+#include "enclaveml/crypto.h"
+#include "enclaveml/enclave.h"
+#include "host/cli.h"
+#include "host/enclave_host.h"
+#include "host/fileio.h"
+#include "host/flatjson.h"
+#include "host/json.h"
+#include "host/keyfile.h"
+#include "host/progress.h"
+#include "sim/platform.h"
+
+enum {
+    O_HEAP = 300, O_JSON, O_HELP, O_NONCE, O_OUT, O_ENCLAVE, O_MEAS,
+    O_ALLOW_SIM, O_REPORT, O_KEY, O_MAXEPS, O_CFG, O_DATA, O_GRANT,
+    O_RECIPIENT, O_REPORT_OUT, O_EPOCHS, O_BATCH, O_LR, O_SEED, O_THREADS,
+    O_KERNELS, O_QUIET,
+};
+
+static int opt_heap(const char *s, unsigned *out)
+{
+    long v;
+    if (eml_opt_long("--heap-mb", s, 64, 1 << 20, &v) != 0) return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+/* ==== measure ==== */
+
+static const char measure_usage[] =
+    "usage: enclaveml measure [--heap-mb M] [--json]\n"
+    "\n"
+    "Prints the measurement of the enclave program (SHA-256 over its image\n"
+    "and its configuration) without starting it.\n";
+
+int eml_cmd_measure(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"heap-mb", required_argument, 0, O_HEAP},
+        {"json", no_argument, 0, O_JSON},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0}};
+    unsigned heap = EML_DEFAULT_HEAP_MB;
+    int json = 0, opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case O_HEAP: if (opt_heap(optarg, &heap)) return 1; break;
+        case O_JSON: json = 1; break;
+        case O_HELP: fputs(measure_usage, stdout); return 0;
+        default: return eml_opt_unknown("measure", argc, argv);
+        }
+    }
+    if (optind < argc)
+        return eml_fail("measure: unexpected argument '%s'", argv[optind]);
+    uint8_t meas[32];
+    char policy[EML_POLICY_MAX], hex[65];
+    eml_err err = {0};
+    eml_status st = eml_host_measure(heap, meas, policy, sizeof(policy), &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    eml_hex(hex, meas, 32);
+    if (json) {
+        eml_json j;
+        eml_json_begin(&j, stdout);
+        eml_json_str(&j, "measurement", hex);
+        eml_json_str(&j, "policy", policy);
+        eml_json_end(&j);
+    } else {
+        printf("%s\n", hex);
+    }
+    return 0;
+}
+
+/* ==== attest ==== */
+
+static const char attest_usage[] =
+    "usage: enclaveml attest [--nonce HEX] --out R.json [--heap-mb M]\n"
+    "                        [--enclave sim|none]\n"
+    "\n"
+    "Starts the enclave and writes its attestation report: measurement,\n"
+    "public keys, nonce and policy, signed by the platform (simulated\n"
+    "platforms mark the report \"sim\": true).\n";
+
+static int parse_nonce(const char *s, uint8_t *out, size_t *n)
+{
+    size_t len = strlen(s);
+    if (len % 2 != 0 || len / 2 > EML_NONCE_MAX ||
+        eml_unhex(out, len / 2, s, len) != 0) {
+        eml_fail("--nonce: expected an even number of hex digits, at most %d",
+                 2 * EML_NONCE_MAX);
+        return -1;
+    }
+    *n = len / 2;
+    return 0;
+}
+
+int eml_cmd_attest(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"nonce", required_argument, 0, O_NONCE},
+        {"out", required_argument, 0, O_OUT},
+        {"heap-mb", required_argument, 0, O_HEAP},
+        {"enclave", required_argument, 0, O_ENCLAVE},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0}};
+    eml_host_opts ho = {EML_BACKEND_SIM, EML_DEFAULT_HEAP_MB, 1};
+    uint8_t nonce[EML_NONCE_MAX];
+    size_t nlen = 0;
+    const char *out = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case O_NONCE: if (parse_nonce(optarg, nonce, &nlen)) return 1; break;
+        case O_OUT: out = optarg; break;
+        case O_HEAP: if (opt_heap(optarg, &ho.heap_mb)) return 1; break;
+        case O_ENCLAVE:
+            if (eml_backend_parse(optarg, &ho.backend) != EML_OK)
+                return eml_fail("--enclave: '%s' is not one of: sim, none",
+                                optarg);
+            break;
+        case O_HELP: fputs(attest_usage, stdout); return 0;
+        default: return eml_opt_unknown("attest", argc, argv);
+        }
+    }
+    if (optind < argc)
+        return eml_fail("attest: unexpected argument '%s'", argv[optind]);
+    if (out == NULL) return eml_fail("attest: --out is required");
+    eml_enclave_host h;
+    eml_err err = {0};
+    eml_status st = eml_host_start(&h, &ho, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_ATTEST);
+    eml_msg_put_bytes(&m, nonce, nlen);
+    st = eml_host_call(&h, &m, EML_MSG_REPORT, &r, &err);
+    eml_msg_free(&m);
+    const uint8_t *rep;
+    size_t rlen = 0;
+    if (st == EML_OK) {
+        st = eml_msg_get_bytes(&r, 8192, &rep, &rlen);
+        if (st == EML_OK) st = eml_msg_get_end(&r);
+        if (st != EML_OK) eml_err_set(&err, st, "malformed REPORT");
+    }
+    if (st == EML_OK) st = eml_file_write_atomic(out, rep, rlen, 0644, &err);
+    eml_host_stop(&h);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    fprintf(stderr, "attestation report written to %s\n", out);
+    return 0;
+}
+
+/* ==== verification ==== */
+
+typedef struct attested {
+    uint8_t measurement[32], x25519[32], ed25519[32];
+    int sim;
+} attested;
+
+static int hex_field(const eml_flatjson *j, const char *key, uint8_t *out,
+                     size_t n, const char *path)
+{
+    const char *s = eml_flatjson_str(j, key);
+    if (s == NULL || eml_unhex(out, n, s, strlen(s)) != 0) {
+        eml_fail("%s: field \"%s\" is missing or not %zu bytes of hex", path,
+                 key, n);
+        return -1;
+    }
+    return 0;
+}
+
+static int read_text(const char *path, char **text, size_t *len)
+{
+    uint8_t *buf = NULL;
+    eml_err err = {0};
+    eml_status st = eml_file_read(path, &buf, len, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    if (*len > EML_FLATJSON_MAX_TEXT) {
+        free(buf);
+        return eml_fail("%s: too large for a report", path);
+    }
+    *text = (char *)buf;
+    return 0;
+}
+
+/* Verifies an attestation report file; fills a on success. */
+static int verify_attestation(const char *path, const uint8_t meas[32],
+                              const uint8_t *nonce, size_t nlen, int have_nonce,
+                              int allow_sim, attested *a)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (read_text(path, &text, &len)) return 1;
+    eml_err err = {0};
+    char home[4096];
+    uint8_t platform_pk[32];
+    eml_status st = eml_platform_home(home, sizeof(home), &err);
+    if (st == EML_OK) st = eml_platform_provision(home, &err);
+    if (st == EML_OK) st = eml_platform_load_pub(home, platform_pk, &err);
+    if (st != EML_OK) {
+        free(text);
+        return eml_fail_st(st, &err);
+    }
+    /* The signature first: nothing in the file is believed before. */
+    st = eml_report_verify(text, len, platform_pk);
+    if (st != EML_OK) {
+        free(text);
+        return eml_fail("%s: %s", path,
+                        st == EML_ERR_AUTH
+                            ? "platform signature does not verify (forged or "
+                              "altered report, or another platform)"
+                            : "not a signed enclaveml report");
+    }
+    eml_flatjson j;
+    st = eml_flatjson_parse(text, len, &j, &err);
+    free(text);
+    if (st != EML_OK) return eml_fail("%s: %s", path, eml_err_msg(&err, st));
+    int rc = 1;
+    const char *type = eml_flatjson_str(&j, "type");
+    const char *policy = eml_flatjson_str(&j, "policy");
+    const char *nonce_hex = eml_flatjson_str(&j, "nonce");
+    uint8_t rd[32], ppk[32], rn[EML_NONCE_MAX];
+    if (type == NULL || strcmp(type, "enclaveml-attestation") != 0) {
+        eml_fail("%s: not an attestation report", path);
+        goto out;
+    }
+    if (eml_flatjson_bool(&j, "sim", &a->sim) != 0 || policy == NULL ||
+        nonce_hex == NULL) {
+        eml_fail("%s: report lacks sim, policy or nonce", path);
+        goto out;
+    }
+    if (hex_field(&j, "measurement", a->measurement, 32, path) ||
+        hex_field(&j, "x25519", a->x25519, 32, path) ||
+        hex_field(&j, "ed25519", a->ed25519, 32, path) ||
+        hex_field(&j, "report_data", rd, 32, path) ||
+        hex_field(&j, "platform_key", ppk, 32, path))
+        goto out;
+    if (a->sim && !allow_sim) {
+        eml_fail("%s: simulated attestation refused (a `sim` platform proves "
+                 "nothing about hardware; pass --allow-sim to accept it)",
+                 path);
+        goto out;
+    }
+    if (!eml_ct_equal(ppk, platform_pk, 32)) {
+        eml_fail("%s: signed by another platform key", path);
+        goto out;
+    }
+    if (!eml_ct_equal(a->measurement, meas, 32)) {
+        char h[65];
+        eml_hex(h, a->measurement, 32);
+        eml_fail("%s: measurement %s is not the expected one", path, h);
+        goto out;
+    }
+    size_t rnl = strlen(nonce_hex);
+    if (rnl % 2 != 0 || rnl / 2 > EML_NONCE_MAX ||
+        eml_unhex(rn, rnl / 2, nonce_hex, rnl) != 0) {
+        eml_fail("%s: malformed nonce", path);
+        goto out;
+    }
+    if (have_nonce && (rnl / 2 != nlen || memcmp(rn, nonce, nlen) != 0)) {
+        eml_fail("%s: nonce does not match (a replayed report?)", path);
+        goto out;
+    }
+    /* report_data binds keys, nonce and policy. */
+    size_t plen = strlen(policy);
+    if (plen >= EML_POLICY_MAX) {
+        eml_fail("%s: policy too long", path);
+        goto out;
+    }
+    uint8_t in[64 + EML_NONCE_MAX + EML_POLICY_MAX], want[32];
+    memcpy(in, a->x25519, 32);
+    memcpy(in + 32, a->ed25519, 32);
+    memcpy(in + 64, rn, rnl / 2);
+    memcpy(in + 64 + rnl / 2, policy, plen);
+    if (eml_sha256(want, in, 64 + rnl / 2 + plen) != EML_OK ||
+        !eml_ct_equal(want, rd, 32)) {
+        eml_fail("%s: report_data does not bind its keys, nonce and policy",
+                 path);
+        goto out;
+    }
+    rc = 0;
+out:
+    eml_flatjson_free(&j);
+    return rc;
+}
+
+static int verify_training(const char *path, const attested *a, int json)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (read_text(path, &text, &len)) return 1;
+    eml_status st = eml_report_verify(text, len, a->ed25519);
+    if (st != EML_OK) {
+        free(text);
+        return eml_fail("%s: %s", path,
+                        st == EML_ERR_AUTH
+                            ? "enclave signature does not verify (forged or "
+                              "altered, or signed by another enclave)"
+                            : "not a signed enclaveml report");
+    }
+    eml_flatjson j;
+    eml_err err = {0};
+    st = eml_flatjson_parse(text, len, &j, &err);
+    free(text);
+    if (st != EML_OK) return eml_fail("%s: %s", path, eml_err_msg(&err, st));
+    int rc = 1, sim;
+    uint8_t meas[32];
+    const char *type = eml_flatjson_str(&j, "type");
+    if (type == NULL || strcmp(type, "enclaveml-training-report") != 0) {
+        eml_fail("%s: not a training report", path);
+        goto out;
+    }
+    if (hex_field(&j, "measurement", meas, 32, path)) goto out;
+    if (!eml_ct_equal(meas, a->measurement, 32)) {
+        eml_fail("%s: made by another enclave measurement", path);
+        goto out;
+    }
+    if (eml_flatjson_bool(&j, "sim", &sim) != 0 || sim != a->sim) {
+        eml_fail("%s: sim flag differs from the attestation", path);
+        goto out;
+    }
+    double acc = 0;
+    (void)eml_flatjson_num(&j, "test_accuracy", &acc);
+    if (json) {
+        eml_json o;
+        eml_json_begin(&o, stdout);
+        eml_json_bool(&o, "verified", 1);
+        for (size_t i = 0; i < j.n; i++) {
+            const eml_flatjson_member *m = &j.m[i];
+            if (m->kind == EML_JSON_STRING) eml_json_str(&o, m->key, m->str);
+            else if (m->kind == EML_JSON_NUMBER) eml_json_num(&o, m->key, m->num);
+            else eml_json_bool(&o, m->key, m->boolean);
+        }
+        eml_json_end(&o);
+    } else {
+        printf("training report verified: signed by the attested enclave, "
+               "test accuracy %.2f%%\n",
+               100.0 * acc);
+    }
+    rc = 0;
+out:
+    eml_flatjson_free(&j);
+    return rc;
+}
+
+static const char verify_usage[] =
+    "usage: enclaveml verify R.json --measurement HEX [--nonce HEX]\n"
+    "                        [--allow-sim] [--json]\n"
+    "       enclaveml verify T.json --report R.json --measurement HEX\n"
+    "                        [--allow-sim] [--json]\n"
+    "\n"
+    "Checks an attestation report (platform signature, measurement, nonce,\n"
+    "binding of keys and policy), or a training report against the\n"
+    "attestation of the enclave that signed it.  Exits 0 only if everything\n"
+    "checks.  Simulated reports are refused without --allow-sim.\n";
+
+int eml_cmd_verify(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"measurement", required_argument, 0, O_MEAS},
+        {"nonce", required_argument, 0, O_NONCE},
+        {"allow-sim", no_argument, 0, O_ALLOW_SIM},
+        {"report", required_argument, 0, O_REPORT},
+        {"json", no_argument, 0, O_JSON},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0}};
+    uint8_t meas[32], nonce[EML_NONCE_MAX];
+    size_t nlen = 0;
+    int have_meas = 0, have_nonce = 0, allow_sim = 0, json = 0, opt;
+    const char *report = NULL;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case O_MEAS:
+            if (eml_opt_hex("--measurement", optarg, meas, 32)) return 1;
+            have_meas = 1;
+            break;
+        case O_NONCE:
+            if (parse_nonce(optarg, nonce, &nlen)) return 1;
+            have_nonce = 1;
+            break;
+        case O_ALLOW_SIM: allow_sim = 1; break;
+        case O_REPORT: report = optarg; break;
+        case O_JSON: json = 1; break;
+        case O_HELP: fputs(verify_usage, stdout); return 0;
+        default: return eml_opt_unknown("verify", argc, argv);
+        }
+    }
+    if (optind + 1 != argc)
+        return eml_fail("verify: give exactly one report file");
+    if (!have_meas) return eml_fail("verify: --measurement is required");
+    const char *path = argv[optind];
+    attested a;
+    if (report != NULL) {
+        if (verify_attestation(report, meas, nonce, nlen, have_nonce,
+                               allow_sim, &a))
+            return 1;
+        return verify_training(path, &a, json);
+    }
+    if (verify_attestation(path, meas, nonce, nlen, have_nonce, allow_sim, &a))
+        return 1;
+    if (json) {
+        char h[65];
+        eml_json o;
+        eml_json_begin(&o, stdout);
+        eml_json_bool(&o, "verified", 1);
+        eml_hex(h, a.measurement, 32);
+        eml_json_str(&o, "measurement", h);
+        eml_hex(h, a.x25519, 32);
+        eml_json_str(&o, "x25519", h);
+        eml_hex(h, a.ed25519, 32);
+        eml_json_str(&o, "ed25519", h);
+        eml_json_bool(&o, "sim", a.sim);
+        eml_json_end(&o);
+    } else {
+        printf("attestation verified%s\n", a.sim ? " (simulated platform)" : "");
+    }
+    return 0;
+}
+
+/* ==== grant ==== */
+
+static const char grant_usage[] =
+    "usage: enclaveml grant --key NAME.key --report R.json --measurement HEX\n"
+    "                       [--nonce HEX] [--allow-sim] [--max-epsilon E]\n"
+    "                       --out NAME.grant\n"
+    "\n"
+    "Verifies the enclave's attestation report, then wraps the owner's data\n"
+    "key to the enclave's X25519 key, bound to the measurement (and to a\n"
+    "privacy budget with --max-epsilon).\n";
+
+int eml_cmd_grant(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"key", required_argument, 0, O_KEY},
+        {"report", required_argument, 0, O_REPORT},
+        {"measurement", required_argument, 0, O_MEAS},
+        {"nonce", required_argument, 0, O_NONCE},
+        {"allow-sim", no_argument, 0, O_ALLOW_SIM},
+        {"max-epsilon", required_argument, 0, O_MAXEPS},
+        {"out", required_argument, 0, O_OUT},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0}};
+    const char *key = NULL, *report = NULL, *out = NULL;
+    uint8_t meas[32], nonce[EML_NONCE_MAX];
+    size_t nlen = 0;
+    int have_meas = 0, have_nonce = 0, allow_sim = 0, opt;
+    eml_grant_info gi;
+    memset(&gi, 0, sizeof(gi));
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case O_KEY: key = optarg; break;
+        case O_REPORT: report = optarg; break;
+        case O_OUT: out = optarg; break;
+        case O_MEAS:
+            if (eml_opt_hex("--measurement", optarg, meas, 32)) return 1;
+            have_meas = 1;
+            break;
+        case O_NONCE:
+            if (parse_nonce(optarg, nonce, &nlen)) return 1;
+            have_nonce = 1;
+            break;
+        case O_ALLOW_SIM: allow_sim = 1; break;
+        case O_MAXEPS:
+            if (eml_opt_double("--max-epsilon", optarg, 0, 1e6,
+                               &gi.max_epsilon))
+                return 1;
+            gi.has_max_epsilon = 1;
+            break;
+        case O_HELP: fputs(grant_usage, stdout); return 0;
+        default: return eml_opt_unknown("grant", argc, argv);
+        }
+    }
+    if (optind < argc)
+        return eml_fail("grant: unexpected argument '%s'", argv[optind]);
+    if (key == NULL || report == NULL || out == NULL || !have_meas)
+        return eml_fail("grant: --key, --report, --measurement and --out are "
+                        "required");
+    attested a;
+    if (verify_attestation(report, meas, nonce, nlen, have_nonce, allow_sim,
+                           &a))
+        return 1;
+    eml_keyfile *k = NULL;
+    eml_err err = {0};
+    eml_status st = eml_keyfile_load(key, &k, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    memcpy(gi.measurement, a.measurement, 32);
+    memcpy(gi.enclave_pk, a.x25519, 32);
+    uint8_t g[EML_GRANT_BYTES];
+    st = eml_container_key_id(gi.key_id, k->data_key);
+    if (st == EML_OK) st = eml_grant_build(g, &gi, k->data_key);
+    eml_keyfile_free(k);
+    if (st == EML_OK) st = eml_file_write_atomic(out, g, sizeof(g), 0644, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    fprintf(stderr, "grant written to %s\n", out);
+    return 0;
+}
+
+/* ==== confidential training ==== */
+
+#define MAX_DIRS EML_OWNERS_MAX
+
+static const char *const enc_names[EML_FILE_KINDS] = {
+    "train-images-idx3-ubyte.emlc", "train-labels-idx1-ubyte.emlc",
+    "t10k-images-idx3-ubyte.emlc", "t10k-labels-idx1-ubyte.emlc"};
+
+int eml_train_confidential(const eml_confidential_args *a)
+{
+    eml_err err = {0};
+    eml_status st;
+    if (a->n_grants != a->n_dirs)
+        return eml_fail("train: %d --data directories but %d --grant files: "
+                        "one grant per owner's directory",
+                        a->n_dirs, a->n_grants);
+    if (a->recipient == NULL || a->out == NULL)
+        return eml_fail("train: --recipient and --out are required with "
+                        "--grant");
+    uint8_t rpk[32];
+    st = eml_pubfile_load(a->recipient, rpk, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    uint8_t *cfg = NULL, *grants[MAX_DIRS] = {0};
+    size_t cfg_len = 0, glen[MAX_DIRS] = {0};
+    st = eml_file_read(a->cfg, &cfg, &cfg_len, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    int rc = 1;
+    for (int i = 0; i < a->n_grants; i++) {
+        st = eml_file_read(a->grants[i], &grants[i], &glen[i], &err);
+        if (st != EML_OK) {
+            rc = eml_fail_st(st, &err);
+            goto out_files;
+        }
+    }
+    /* The files the enclave may ask for. */
+    size_t nf = (size_t)a->n_dirs * EML_FILE_KINDS;
+    char **paths = calloc(nf, sizeof(char *));
+    int *fds = malloc(nf * sizeof(int));
+    if (paths == NULL || fds == NULL) {
+        free(paths);
+        free(fds);
+        rc = eml_fail("out of memory");
+        goto out_files;
+    }
+    for (size_t i = 0; i < nf; i++) {
+        fds[i] = -1;
+        size_t cap = strlen(a->dirs[i / EML_FILE_KINDS]) + 64;
+        paths[i] = malloc(cap);
+        if (paths[i] != NULL)
+            snprintf(paths[i], cap, "%s/%s", a->dirs[i / EML_FILE_KINDS],
+                     enc_names[i % EML_FILE_KINDS]);
+    }
+
+    char tmp_model[PATH_MAX];
+    snprintf(tmp_model, sizeof(tmp_model), "%s.tmp.XXXXXX", a->out);
+    int out_fd = mkstemp(tmp_model);
+    if (out_fd < 0) {
+        rc = eml_fail("%s: %s", a->out, strerror(errno));
+        goto out_paths;
+    }
+    eml_enclave_host h;
+    eml_host_opts ho = {a->backend, a->heap_mb, a->threads};
+    st = eml_host_start(&h, &ho, &err);
+    if (st != EML_OK) {
+        rc = eml_fail_st(st, &err);
+        close(out_fd);
+        unlink(tmp_model);
+        goto out_paths;
+    }
+    h.files.n = nf;
+    h.files.paths = paths;
+    h.files.fds = fds;
+    h.out_fd = out_fd;
+    eml_progress prog;
+    eml_progress_init(&prog, a->quiet);
+    h.progress = eml_progress_cb;
+    h.progress_user = &prog;
+    if (!a->quiet) {
+        char mh[65];
+        eml_hex(mh, h.measurement, 32);
+        fprintf(stderr,
+                "confidential training in the enclave (backend %s, "
+                "measurement %.16s...), %d owner(s)\n",
+                a->backend == EML_BACKEND_SIM ? "sim" : "none", mh,
+                a->n_dirs);
+    }
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_TRAIN);
+    eml_msg_put_bytes(&m, cfg, cfg_len);
+    eml_msg_put_u64(&m, (uint64_t)a->epochs);
+    eml_msg_put_u64(&m, (uint64_t)a->batch);
+    eml_msg_put_f64(&m, a->lr);
+    eml_msg_put_u64(&m, a->seed);
+    eml_msg_put_u64(&m, (uint64_t)a->threads);
+    eml_msg_put_u64(&m, (uint64_t)a->kernels);
+    eml_msg_put_bytes(&m, rpk, 32);
+    eml_msg_put_u64(&m, (uint64_t)a->n_grants);
+    for (int i = 0; i < a->n_grants; i++)
+        eml_msg_put_bytes(&m, grants[i], glen[i]);
+    st = eml_host_call(&h, &m, EML_MSG_TRAIN_DONE, &r, &err);
+    eml_msg_free(&m);
+    const uint8_t *rep = NULL;
+    size_t rlen = 0;
+    if (st == EML_OK) {
+        st = eml_msg_get_bytes(&r, 1 << 20, &rep, &rlen);
+        if (st == EML_OK) st = eml_msg_get_end(&r);
+        if (st != EML_OK) eml_err_set(&err, st, "malformed TRAIN_DONE");
+    }
+    char *report = NULL;
+    if (st == EML_OK) {
+        report = malloc(rlen + 1);
+        if (report == NULL) st = eml_err_set(&err, EML_ERR_NOMEM, "out of memory");
+        else {
+            memcpy(report, rep, rlen);
+            report[rlen] = '\0';
+        }
+    }
+    /* The report must verify against the enclave we talked to before the
+     * model is kept. */
+    if (st == EML_OK && eml_report_verify(report, rlen, h.ed_pk) != EML_OK)
+        st = eml_err_set(&err, EML_ERR_AUTH,
+                         "the training report does not verify");
+    if (st == EML_OK && fsync(out_fd) != 0)
+        st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a->out, strerror(errno));
+    h.files.paths = NULL;
+    h.files.fds = NULL;
+    h.files.n = 0;
+    for (size_t i = 0; i < nf; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    eml_host_stop(&h);
+    if (close(out_fd) != 0 && st == EML_OK)
+        st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a->out, strerror(errno));
+    if (st == EML_OK && a->report_out != NULL)
+        st = eml_file_write_atomic(a->report_out, report, rlen, 0644, &err);
+    if (st == EML_OK && rename(tmp_model, a->out) != 0)
+        st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a->out, strerror(errno));
+    if (st != EML_OK) {
+        unlink(tmp_model);
+        free(report);
+        rc = eml_fail_st(st, &err);
+        goto out_paths;
+    }
+    if (a->json) {
+        /* The signed report's fields, and where things went. */
+        eml_flatjson j;
+        if (eml_flatjson_parse(report, rlen, &j, &err) == EML_OK) {
+            eml_json o;
+            eml_json_begin(&o, stdout);
+            for (size_t i = 0; i < j.n; i++) {
+                const eml_flatjson_member *mm = &j.m[i];
+                if (mm->kind == EML_JSON_STRING)
+                    eml_json_str(&o, mm->key, mm->str);
+                else if (mm->kind == EML_JSON_NUMBER)
+                    eml_json_num(&o, mm->key, mm->num);
+                else
+                    eml_json_bool(&o, mm->key, mm->boolean);
+            }
+            eml_json_str(&o, "model", a->out);
+            eml_json_end(&o);
+            eml_flatjson_free(&j);
+        }
+    } else if (!a->quiet) {
+        fprintf(stderr, "encrypted model written to %s%s%s\n", a->out,
+                a->report_out ? ", signed report to " : "",
+                a->report_out ? a->report_out : "");
+    }
+    free(report);
+    rc = 0;
+out_paths:
+    for (size_t i = 0; i < nf; i++) free(paths[i]);
+    free(paths);
+    free(fds);
+out_files:
+    free(cfg);
+    for (int i = 0; i < a->n_grants; i++) free(grants[i]);
+    return rc;
+}

@@ -1,0 +1,35 @@
+/*
+ * cmd_enclave.h - commands around the enclave (measure, attest, verify,
+ * grant) and the confidential path of `train`.  Host side.
+ */
+#ifndef EML_HOST_CMD_ENCLAVE_H
+#define EML_HOST_CMD_ENCLAVE_H
+
+#include <stdint.h>
+
+#include "enclaveml/edl.h"
+#include "enclaveml/kernels.h"
+#include "host/enclave_host.h"
+
+int eml_cmd_measure(int argc, char **argv);
+int eml_cmd_attest(int argc, char **argv);
+int eml_cmd_verify(int argc, char **argv);
+int eml_cmd_grant(int argc, char **argv);
+
+typedef struct eml_confidential_args {
+    const char *cfg;
+    const char *dirs[EML_OWNERS_MAX];
+    int n_dirs;
+    const char *grants[EML_OWNERS_MAX];
+    int n_grants;
+    const char *recipient, *out, *report_out;
+    eml_backend backend;
+    unsigned heap_mb;
+    int epochs, batch, threads, json, quiet;
+    double lr;
+    uint64_t seed;
+    eml_kernels_kind kernels;
+} eml_confidential_args;
+
+int eml_train_confidential(const eml_confidential_args *a);
+#endif

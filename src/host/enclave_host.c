@@ -1,0 +1,479 @@
+/*
+ * enclave_host.c - starting the enclave and serving its ocalls (see
+ * enclave_host.h).  Untrusted side.  What the enclave sends is decoded as
+ * strictly as the enclave decodes what we send: a compromised or buggy
+ * enclave program must not crash the host either.
+ */
+#include "host/enclave_host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "enclaveml/crypto.h"
+#include "host/fileio.h"
+#include "sim/platform.h"
+
+eml_status eml_backend_parse(const char *s, eml_backend *out)
+{
+    if (strcmp(s, "sim") == 0) *out = EML_BACKEND_SIM;
+    else if (strcmp(s, "none") == 0) *out = EML_BACKEND_NONE;
+    else return EML_ERR_INVALID;
+    return EML_OK;
+}
+
+eml_status eml_enclave_path(char *out, size_t cap, eml_err *err)
+{
+    const char *env = getenv("ENCLAVEML_ENCLAVE");
+    if (env != NULL && env[0] != '\0') {
+        snprintf(out, cap, "%s", env);
+        return EML_OK;
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        return eml_err_set(err, EML_ERR_IO, "cannot find this program: %s",
+                           strerror(errno));
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash != NULL) *slash = '\0';
+    snprintf(out, cap, "%s/enclaveml-enclave", self);
+    if (access(out, X_OK) != 0)
+        return eml_err_set(err, EML_ERR_NOTFOUND,
+                           "%s not found (set ENCLAVEML_ENCLAVE)", out);
+    return EML_OK;
+}
+
+eml_status eml_host_measure(unsigned heap_mb, uint8_t out[32], char *policy,
+                            size_t policy_cap, eml_err *err)
+{
+    char path[PATH_MAX];
+    uint8_t image[32];
+    eml_status st = eml_enclave_path(path, sizeof(path), err);
+    if (st == EML_OK) st = eml_file_sha256(path, image, err);
+    if (st != EML_OK) return st;
+    eml_policy_string(policy, policy_cap, heap_mb);
+    return eml_measure(out, image, policy);
+}
+
+/* ==== trace ==== */
+
+static void trace_tap(void *user, int outgoing, const uint8_t *p, size_t n)
+{
+    (void)outgoing;
+    FILE *f = user;
+    fwrite(p, 1, n, f);
+}
+
+/* ==== backend none: the runtime on a thread ==== */
+
+typedef struct none_ctx {
+    pthread_t tid;
+    eml_enclave *e;
+    int fd;
+} none_ctx;
+
+static void *none_main(void *arg)
+{
+    none_ctx *c = arg;
+    if (eml_enclave_serve(c->e, c->fd) != EML_OK) {
+        /* the host sees the channel close */
+    }
+    close(c->fd);
+    return NULL;
+}
+
+static eml_status start_none(eml_enclave_host *h, int fd, eml_err *err)
+{
+    eml_platform plat;
+    memset(&plat, 0, sizeof(plat));
+    char path[PATH_MAX];
+    uint8_t image[32];
+    eml_status st = eml_platform_load(h->home, &plat, err);
+    if (st == EML_OK) st = eml_enclave_path(path, sizeof(path), err);
+    if (st == EML_OK) st = eml_file_sha256(path, image, err);
+    eml_policy_string(plat.policy, sizeof(plat.policy), h->opts.heap_mb);
+    if (st == EML_OK) st = eml_measure(plat.measurement, image, plat.policy);
+    plat.sim = 1;
+    none_ctx *c = calloc(1, sizeof(*c));
+    if (st == EML_OK && c == NULL) st = EML_ERR_NOMEM;
+    if (st == EML_OK) st = eml_enclave_new(&plat, &c->e);
+    eml_wipe(&plat, sizeof(plat));
+    if (st != EML_OK) {
+        free(c);
+        return eml_err_set(err, st, "cannot start the in-process enclave");
+    }
+    c->fd = fd;
+    if (pthread_create(&c->tid, NULL, none_main, c) != 0) {
+        eml_enclave_free(c->e);
+        free(c);
+        return eml_err_set(err, EML_ERR_IO, "cannot start a thread");
+    }
+    h->thread = c;
+    return EML_OK;
+}
+
+/* ==== backend sim: the sandboxed process ==== */
+
+static eml_status start_sim(eml_enclave_host *h, int fd, eml_err *err)
+{
+    char path[PATH_MAX];
+    eml_status st = eml_enclave_path(path, sizeof(path), err);
+    if (st != EML_OK) return st;
+    char heap[16], threads[16];
+    snprintf(heap, sizeof(heap), "%u", h->opts.heap_mb);
+    snprintf(threads, sizeof(threads), "%d", h->opts.threads);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return eml_err_set(err, EML_ERR_IO, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        if (fd != 3) {
+            if (dup2(fd, 3) < 0) _exit(126);
+            close(fd);
+        }
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            dup2(devnull, 1);
+            if (devnull > 3) close(devnull);
+        }
+        long maxfd = sysconf(_SC_OPEN_MAX);
+        for (long i = 4; i < (maxfd > 0 && maxfd < 65536 ? maxfd : 1024); i++)
+            close((int)i);
+        char *argv[] = {"enclaveml-enclave", "--fd", "3", "--heap-mb", heap,
+                        "--threads", threads, NULL};
+        execv(path, argv);
+        _exit(127);
+    }
+    close(fd);
+    h->pid = pid;
+    return EML_OK;
+}
+
+/* ==== ocalls ==== */
+
+static eml_status reply_error(eml_enclave_host *h, const char *fmt, ...)
+    EML_PRINTF(2, 3);
+static eml_status reply_error(eml_enclave_host *h, const char *fmt, ...)
+{
+    char msg[EML_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_ERROR);
+    eml_msg_put_u64(&m, (uint64_t)(int64_t)EML_ERR_IO);
+    eml_msg_put_bytes(&m, msg, strlen(msg));
+    eml_status st = eml_msg_send(&h->ch, &m);
+    eml_msg_free(&m);
+    return st;
+}
+
+static eml_status serve_file_open(eml_enclave_host *h, eml_msg_reader *r)
+{
+    uint64_t id;
+    if (eml_msg_get_u64(r, &id) != EML_OK || eml_msg_get_end(r) != EML_OK)
+        return EML_ERR_FORMAT;
+    if (id >= h->files.n) return reply_error(h, "no file %llu", (unsigned long long)id);
+    if (h->files.fds[id] < 0) {
+        h->files.fds[id] = open(h->files.paths[id], O_RDONLY | O_CLOEXEC);
+        if (h->files.fds[id] < 0)
+            return reply_error(h, "%s: %s", h->files.paths[id],
+                               strerror(errno));
+    }
+    struct stat sb;
+    if (fstat(h->files.fds[id], &sb) != 0)
+        return reply_error(h, "%s: %s", h->files.paths[id], strerror(errno));
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_FILE_INFO);
+    eml_msg_put_u64(&m, (uint64_t)sb.st_size);
+    eml_status st = eml_msg_send(&h->ch, &m);
+    eml_msg_free(&m);
+    return st;
+}
+
+static eml_status serve_file_read(eml_enclave_host *h, eml_msg_reader *r)
+{
+    uint64_t id, off, len;
+    if (eml_msg_get_u64(r, &id) != EML_OK ||
+        eml_msg_get_u64(r, &off) != EML_OK ||
+        eml_msg_get_range(r, 0, EML_CHUNK_MAX + 64, &len) != EML_OK ||
+        eml_msg_get_end(r) != EML_OK)
+        return EML_ERR_FORMAT;
+    if (id >= h->files.n || h->files.fds[id] < 0 || off > (uint64_t)LLONG_MAX)
+        return reply_error(h, "file %llu is not open", (unsigned long long)id);
+    uint8_t *buf = malloc(len ? (size_t)len : 1);
+    if (buf == NULL) return reply_error(h, "out of memory");
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(h->files.fds[id], buf + got, (size_t)len - got,
+                          (off_t)(off + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            free(buf);
+            return reply_error(h, "%s: %s", h->files.paths[id],
+                               strerror(errno));
+        }
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_FILE_DATA);
+    eml_msg_put_bytes(&m, buf, got);
+    free(buf);
+    eml_status st = eml_msg_send(&h->ch, &m);
+    eml_msg_free(&m);
+    return st;
+}
+
+static eml_status serve_output(eml_enclave_host *h, eml_msg_reader *r)
+{
+    uint64_t stream, last;
+    const uint8_t *p;
+    size_t n;
+    if (eml_msg_get_u64(r, &stream) != EML_OK ||
+        eml_msg_get_bytes(r, EML_CHUNK_MAX + 64, &p, &n) != EML_OK ||
+        eml_msg_get_range(r, 0, 1, &last) != EML_OK ||
+        eml_msg_get_end(r) != EML_OK)
+        return EML_ERR_FORMAT;
+    if (stream != 0 || h->out_fd < 0)
+        return reply_error(h, "no output stream %llu",
+                           (unsigned long long)stream);
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = write(h->out_fd, p + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return reply_error(h, "cannot write the output: %s",
+                                       strerror(errno));
+        done += (size_t)w;
+    }
+    h->out_bytes += n;
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_OUTPUT_OK);
+    eml_status st = eml_msg_send(&h->ch, &m);
+    eml_msg_free(&m);
+    return st;
+}
+
+static eml_status serve_progress(eml_enclave_host *h, eml_msg_reader *r)
+{
+    eml_train_progress p;
+    uint64_t u[5];
+    memset(&p, 0, sizeof(p));
+    eml_status st = eml_msg_get_range(r, 0, INT_MAX, &u[0]);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, INT_MAX, &u[1]);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, LONG_MAX, &u[2]);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, LONG_MAX, &u[3]);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &p.loss);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &p.images_per_second);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &p.seconds);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &p.eta_seconds);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &u[4]);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &p.test_accuracy);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &p.train_accuracy);
+    if (st == EML_OK) st = eml_msg_get_end(r);
+    if (st != EML_OK) return EML_ERR_FORMAT;
+    p.epoch = (int)u[0];
+    p.epochs = (int)u[1];
+    p.batch = (long)u[2];
+    p.batches = (long)u[3];
+    p.epoch_done = (int)u[4];
+    if (h->progress != NULL) h->progress(h->progress_user, &p);
+    return EML_OK;
+}
+
+eml_status eml_host_call(eml_enclave_host *h, eml_msg *m, uint16_t want,
+                         eml_msg_reader *r, eml_err *err)
+{
+    eml_status st = eml_msg_send(&h->ch, m);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "the enclave is not reachable");
+    for (;;) {
+        uint16_t type;
+        const uint8_t *p;
+        size_t n;
+        st = eml_msg_recv(&h->ch, &type, &p, &n);
+        if (st != EML_OK)
+            return eml_err_set(err, st,
+                               "the enclave stopped answering (%s)",
+                               eml_status_str(st));
+        eml_msg_reader_init(r, p, n);
+        if (type == want) return EML_OK;
+        switch (type) {
+        case EML_MSG_ERROR: {
+            uint64_t code;
+            const uint8_t *txt;
+            size_t tl;
+            if (eml_msg_get_u64(r, &code) != EML_OK ||
+                eml_msg_get_bytes(r, EML_ERRMSG_MAX, &txt, &tl) != EML_OK)
+                return eml_err_set(err, EML_ERR_FORMAT,
+                                   "malformed error from the enclave");
+            int64_t sc = (int64_t)code;
+            eml_status es = sc < 0 && sc > -EML_STATUS_COUNT ? (eml_status)sc
+                                                             : EML_ERR_FORMAT;
+            /* Printable ASCII only: the text goes to a terminal. */
+            char clean[EML_ERRMSG_MAX + 1];
+            for (size_t i = 0; i < tl; i++)
+                clean[i] = txt[i] >= 0x20 && txt[i] < 0x7f ? (char)txt[i] : '?';
+            clean[tl] = '\0';
+            return eml_err_set(err, es, "enclave: %s", clean);
+        }
+        case EML_MSG_FILE_OPEN: st = serve_file_open(h, r); break;
+        case EML_MSG_FILE_READ: st = serve_file_read(h, r); break;
+        case EML_MSG_OUTPUT: st = serve_output(h, r); break;
+        case EML_MSG_PROGRESS: st = serve_progress(h, r); break;
+        default: st = EML_ERR_FORMAT;
+        }
+        if (st != EML_OK)
+            return eml_err_set(err, st, "protocol error: unexpected or "
+                                        "malformed %s from the enclave",
+                               eml_msg_type_name(type));
+    }
+}
+
+/* ==== start / stop ==== */
+
+static void sealed_path(const eml_enclave_host *h, const uint8_t meas[32],
+                        char *out, size_t cap)
+{
+    char hex[65];
+    eml_hex(hex, meas, 32);
+    snprintf(out, cap, "%s/sealed-%s.bin", h->home, hex);
+}
+
+eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
+                          eml_err *err)
+{
+    memset(h, 0, sizeof(*h));
+    h->opts = *o;
+    h->out_fd = -1;
+    h->pid = -1;
+    eml_status st = eml_platform_home(h->home, sizeof(h->home), err);
+    if (st == EML_OK) st = eml_platform_provision(h->home, err);
+    if (st != EML_OK) return st;
+    /* Which sealed blob to offer: the one for this configuration's
+     * measurement (the enclave checks it anyway). */
+    uint8_t meas[32];
+    st = eml_host_measure(o->heap_mb, meas, h->policy, sizeof(h->policy), err);
+    if (st != EML_OK) return st;
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return eml_err_set(err, EML_ERR_IO, "socketpair: %s", strerror(errno));
+    /* The child's end must survive exec: clear CLOEXEC on it there. */
+    if (o->backend == EML_BACKEND_SIM) {
+        int flags = fcntl(sv[1], F_GETFD);
+        fcntl(sv[1], F_SETFD, flags & ~FD_CLOEXEC);
+        st = start_sim(h, sv[1], err);
+    } else {
+        st = start_none(h, sv[1], err);
+    }
+    if (st != EML_OK) {
+        close(sv[0]);
+        close(sv[1]);
+        return st;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    eml_channel_init(&h->ch, sv[0]);
+    const char *trace = getenv("ENCLAVEML_TRACE");
+    if (trace != NULL && trace[0] != '\0') {
+        h->trace = fopen(trace, "ab");
+        if (h->trace == NULL) {
+            st = eml_err_set(err, EML_ERR_IO, "ENCLAVEML_TRACE %s: %s", trace,
+                             strerror(errno));
+            eml_host_stop(h);
+            return st;
+        }
+        h->ch.tap = trace_tap;
+        h->ch.tap_user = h->trace;
+    }
+
+    char spath[4400];
+    sealed_path(h, meas, spath, sizeof(spath));
+    uint8_t *blob = NULL;
+    size_t blen = 0;
+    eml_err ignore = {0};
+    if (access(spath, F_OK) == 0 &&
+        eml_file_read(spath, &blob, &blen, &ignore) != EML_OK) {
+        blob = NULL;
+        blen = 0;
+    }
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_INIT);
+    eml_msg_put_bytes(&m, blob, blen);
+    free(blob);
+    st = eml_host_call(h, &m, EML_MSG_INIT_OK, &r, err);
+    eml_msg_free(&m);
+    const uint8_t *pol, *sealed;
+    size_t pl, sl;
+    if (st == EML_OK) {
+        st = eml_msg_get_fixed(&r, h->measurement, 32);
+        if (st == EML_OK) st = eml_msg_get_fixed(&r, h->x_pk, 32);
+        if (st == EML_OK) st = eml_msg_get_fixed(&r, h->ed_pk, 32);
+        if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_POLICY_MAX - 1, &pol, &pl);
+        if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_SEALED_MAX, &sealed, &sl);
+        if (st == EML_OK) st = eml_msg_get_end(&r);
+        if (st != EML_OK)
+            eml_err_set(err, st, "malformed INIT_OK from the enclave");
+    }
+    if (st == EML_OK && memcmp(h->measurement, meas, 32) != 0)
+        st = eml_err_set(err, EML_ERR_AUTH,
+                         "the enclave reports another measurement than its "
+                         "file on disk (was it replaced?)");
+    if (st == EML_OK && sl > 0)
+        st = eml_file_write_atomic(spath, sealed, sl, 0600, err);
+    if (st != EML_OK) {
+        eml_host_stop(h);
+        return st;
+    }
+    return EML_OK;
+}
+
+void eml_host_stop(eml_enclave_host *h)
+{
+    if (h->ch.fd > 0) {
+        eml_msg m;
+        eml_msg_reader r;
+        eml_err ignore = {0};
+        eml_msg_init(&m, EML_MSG_SHUTDOWN);
+        if (eml_host_call(h, &m, EML_MSG_SHUTDOWN_OK, &r, &ignore) != EML_OK) {
+            /* already gone: waitpid below collects it */
+        }
+        eml_msg_free(&m);
+        close(h->ch.fd);
+        h->ch.fd = -1;
+    }
+    eml_channel_free(&h->ch);
+    if (h->pid > 0) {
+        int status;
+        while (waitpid(h->pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        h->pid = -1;
+    }
+    if (h->thread != NULL) {
+        none_ctx *c = h->thread;
+        pthread_join(c->tid, NULL);
+        eml_enclave_free(c->e);
+        free(c);
+        h->thread = NULL;
+    }
+    if (h->trace != NULL) {
+        fclose(h->trace);
+        h->trace = NULL;
+    }
+    for (size_t i = 0; i < h->files.n; i++)
+        if (h->files.fds != NULL && h->files.fds[i] >= 0) close(h->files.fds[i]);
+}

@@ -1,0 +1,45 @@
+/*
+ * flatjson.h - a strict parser for flat JSON objects (string, number and
+ * boolean members only), enough for enclaveml's signed reports.  Host side;
+ * a libFuzzer target covers it.
+ *
+ *     eml_flatjson j;
+ *     if (eml_flatjson_parse(text, len, &j, &err) != EML_OK) ...
+ *     const char *m = eml_flatjson_str(&j, "measurement");
+ *     double acc; eml_flatjson_num(&j, "test_accuracy", &acc);
+ *     eml_flatjson_free(&j);
+ */
+#ifndef EML_HOST_FLATJSON_H
+#define EML_HOST_FLATJSON_H
+
+#include <stddef.h>
+
+#include "enclaveml/status.h"
+
+#define EML_FLATJSON_MAX_MEMBERS 64
+#define EML_FLATJSON_MAX_TEXT ((size_t)1 << 20)
+
+typedef enum { EML_JSON_STRING, EML_JSON_NUMBER, EML_JSON_BOOL } eml_json_kind;
+
+typedef struct eml_flatjson_member {
+    char *key;
+    eml_json_kind kind;
+    char *str;     /* EML_JSON_STRING (NUL-free, decoded) */
+    double num;    /* EML_JSON_NUMBER */
+    int boolean;   /* EML_JSON_BOOL */
+} eml_flatjson_member;
+
+typedef struct eml_flatjson {
+    size_t n;
+    eml_flatjson_member m[EML_FLATJSON_MAX_MEMBERS];
+} eml_flatjson;
+
+EML_MUST_CHECK eml_status eml_flatjson_parse(const char *text, size_t len,
+                                             eml_flatjson *out, eml_err *err);
+void eml_flatjson_free(eml_flatjson *j);
+/* NULL if absent or not a string. */
+const char *eml_flatjson_str(const eml_flatjson *j, const char *key);
+/* 0 on success, -1 if absent or not a number / boolean. */
+int eml_flatjson_num(const eml_flatjson *j, const char *key, double *out);
+int eml_flatjson_bool(const eml_flatjson *j, const char *key, int *out);
+#endif
