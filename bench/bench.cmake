@@ -1,3 +1,7 @@
 add_executable(bench_train ${CMAKE_CURRENT_SOURCE_DIR}/bench_train.c)
 target_include_directories(bench_train PRIVATE ${PROJECT_SOURCE_DIR}/src ${DNNL_INCLUDE})
 target_link_libraries(bench_train PRIVATE eml_host)
+add_executable(bench_enclave ${CMAKE_CURRENT_SOURCE_DIR}/bench_enclave.c)
+target_include_directories(bench_enclave PRIVATE ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(bench_enclave PRIVATE eml_host)
+add_dependencies(bench_enclave enclaveml-enclave)

@@ -1,18 +1,97 @@
 #!/usr/bin/env bash
-# make demo: train cfg/fmnist-cnn.cfg on Fashion-MNIST for a few epochs,
-# evaluate the weights it wrote, and print the result.
+# make demo: the confidential flow on Fashion-MNIST.
+#
+# Two data owners (a hospital and a bank, say) each hold half of
+# Fashion-MNIST; a model owner wants a model trained on both.  Nobody hands
+# plaintext to the host: the owners encrypt their shards, check the
+# enclave's attestation and grant it their keys; the enclave trains and
+# sends the model out encrypted to the model owner with a signed report.
 set -euo pipefail
-build=${1:-build}
+build=$(cd "${1:-build}" && pwd)
 epochs=${DEMO_EPOCHS:-3}
-out=$build/demo
-mkdir -p "$out"
+fm=/usr/share/datasets/fashion-mnist
 bin=$build/enclaveml
-echo "== enclaveml demo: train cfg/fmnist-cnn.cfg on Fashion-MNIST ($epochs epochs)"
-"$bin" train --cfg cfg/fmnist-cnn.cfg --epochs "$epochs" --seed 1 \
-    --out "$out/fmnist-cnn.safetensors"
-echo "== evaluate the saved weights on the 10,000 test images"
-"$bin" eval --cfg cfg/fmnist-cnn.cfg --weights "$out/fmnist-cnn.safetensors"
-echo "== predict the first 8 test images"
-"$bin" predict --cfg cfg/fmnist-cnn.cfg --weights "$out/fmnist-cnn.safetensors" \
-    --images /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \
-    --limit 8
+work=$build/demo
+rm -rf "$work"
+mkdir -p "$work"/{alice,bob,model-owner,host}
+export ENCLAVEML_HOME=$work/platform   # the simulated platform's keys
+cfg=$(pwd)/cfg/fmnist-cnn.cfg
+cd "$work"
+
+step() { printf '\n== %s\n' "$*"; }
+
+# Writes the records [first, first+count) of a raw IDX file as a new IDX
+# file: the same header with the new count, then the records.
+idx_slice() { # SRC DST FIRST COUNT RECORD_BYTES
+  local src=$1 dst=$2 first=$3 count=$4 rec=$5
+  local ndims count_bytes
+  ndims=$(od -An -tu1 -j3 -N1 "$src" | tr -d ' ')
+  count_bytes=$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $((count >> 24 & 255)) \
+    $((count >> 16 & 255)) $((count >> 8 & 255)) $((count & 255)))
+  {
+    dd if="$src" bs=4 count=1 status=none
+    printf "$count_bytes"
+    dd if="$src" iflag=skip_bytes,count_bytes skip=8 count=$((4 * ndims - 4)) status=none
+    dd if="$src" iflag=skip_bytes,count_bytes bs=1M skip=$((4 + 4 * ndims + first * rec)) \
+      count=$((count * rec)) status=none
+  } >"$dst"
+}
+
+step "1. Alice, Bob and the model owner each make a key pair"
+"$bin" keygen --out alice/alice
+"$bin" keygen --out bob/bob
+"$bin" keygen --out model-owner/model
+
+step "2. Alice and Bob split Fashion-MNIST: each keeps half (30,000 training and 5,000 test images)"
+mkdir -p full
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  gzip -dc $fm/$f.gz >full/$f
+done
+for who in alice:0 bob:1; do
+  name=${who%:*}; half=${who#*:}
+  idx_slice full/train-images-idx3-ubyte $name/train-images-idx3-ubyte $((half * 30000)) 30000 784
+  idx_slice full/train-labels-idx1-ubyte $name/train-labels-idx1-ubyte $((half * 30000)) 30000 1
+  idx_slice full/t10k-images-idx3-ubyte $name/t10k-images-idx3-ubyte $((half * 5000)) 5000 784
+  idx_slice full/t10k-labels-idx1-ubyte $name/t10k-labels-idx1-ubyte $((half * 5000)) 5000 1
+done
+rm -rf full
+
+step "3. Each owner encrypts its shard; only the ciphertext goes to the host"
+for name in alice bob; do
+  mkdir -p host/$name
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    "$bin" encrypt --key $name/$name.key --in $name/$f --out host/$name/$f.emlc 2>/dev/null
+  done
+  echo "$name: $(ls host/$name | wc -l) encrypted files in host/$name"
+done
+
+step "4. The host starts the enclave and publishes its attestation report"
+measurement=$("$bin" measure)
+echo "expected enclave measurement (published with the enclave's source): $measurement"
+"$bin" attest --nonce 0a11ce0b0b --out host/report.json
+
+step "5. Alice and Bob verify the report and grant the enclave their keys"
+for name in alice bob; do
+  "$bin" verify host/report.json --measurement "$measurement" --nonce 0a11ce0b0b --allow-sim
+  "$bin" grant --key $name/$name.key --report host/report.json --measurement "$measurement" \
+    --nonce 0a11ce0b0b --allow-sim --out host/$name.grant
+done
+
+step "6. The enclave trains cfg/fmnist-cnn.cfg on both shards ($epochs epochs); the host sees only ciphertext"
+"$bin" train --cfg "$cfg" --epochs "$epochs" --seed 1 \
+  --data host/alice --grant host/alice.grant \
+  --data host/bob --grant host/bob.grant \
+  --recipient model-owner/model.pub --out host/model.emlm \
+  --report-out host/training-report.json
+
+step "7. The model owner verifies the signed training report and decrypts the model"
+"$bin" verify host/training-report.json --report host/report.json \
+  --measurement "$measurement" --allow-sim
+"$bin" decrypt --key model-owner/model.key --in host/model.emlm \
+  --out model-owner/fmnist-cnn.safetensors
+"$bin" eval --cfg "$cfg" --weights model-owner/fmnist-cnn.safetensors
+
+step "8. What the host holds: ciphertext, a grant per owner, signed reports"
+ls -l host host/alice | sed 's/^/  /'
+echo
+echo "demo finished: the files are in $work"

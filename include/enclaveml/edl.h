@@ -192,6 +192,8 @@ typedef struct eml_channel {
     size_t rcap;
     eml_msg_tap tap;
     void *tap_user;
+    uint8_t *ibuf; /* read-ahead: a frame usually arrives in one read() */
+    size_t ipos, ilen;
 } eml_channel;
 
 void eml_channel_init(eml_channel *c, int fd);

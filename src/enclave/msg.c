@@ -11,6 +11,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "enclaveml/crypto.h"
@@ -229,7 +231,9 @@ void eml_channel_init(eml_channel *c, int fd)
     c->fd = fd;
 }
 
-void eml_channel_free(eml_channel *c)
+#define CHANNEL_READAHEAD 65536
+
+static void free_rbuf(eml_channel *c)
 {
     if (c->rbuf != NULL) {
         eml_wipe(c->rbuf, c->rcap);
@@ -237,6 +241,17 @@ void eml_channel_free(eml_channel *c)
     }
     c->rbuf = NULL;
     c->rcap = 0;
+}
+
+void eml_channel_free(eml_channel *c)
+{
+    free_rbuf(c);
+    if (c->ibuf != NULL) {
+        eml_wipe(c->ibuf, CHANNEL_READAHEAD);
+        free(c->ibuf);
+    }
+    c->ibuf = NULL;
+    c->ipos = c->ilen = 0;
 }
 
 static eml_status write_all(int fd, const uint8_t *p, size_t n)
@@ -251,15 +266,72 @@ static eml_status write_all(int fd, const uint8_t *p, size_t n)
     return EML_OK;
 }
 
-static eml_status read_all(int fd, uint8_t *p, size_t n)
+/* A reply usually comes within microseconds; blocking at once would add
+ * two scheduler wake-ups to every round trip.  So poll without blocking for
+ * a short while (CHANNEL_SPIN_NS), then block. */
+#define CHANNEL_SPIN_NS 60000L
+
+static long elapsed_ns(const struct timespec *t0)
 {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
+}
+
+static ssize_t spin_read(int fd, uint8_t *p, size_t n)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        ssize_t r = recv(fd, p, n, MSG_DONTWAIT);
+        if (r >= 0) return r;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            if (errno == ENOTSOCK) break; /* a pipe or file: just block */
+            return r;
+        }
+        if (elapsed_ns(&t0) > CHANNEL_SPIN_NS) break;
+    }
+    return read(fd, p, n);
+}
+
+/* Reads exactly n bytes: first from the read-ahead buffer, then small
+ * requests refill it with whatever the peer has sent (usually the whole
+ * frame, so a round trip costs one read() per side), and large ones go
+ * straight to the destination. */
+static eml_status read_all(eml_channel *c, uint8_t *p, size_t n)
+{
+    if (c->ibuf == NULL) {
+        c->ibuf = malloc(CHANNEL_READAHEAD);
+        if (c->ibuf == NULL) return EML_ERR_NOMEM;
+        c->ipos = c->ilen = 0;
+    }
     while (n > 0) {
-        ssize_t r = read(fd, p, n);
+        if (c->ipos < c->ilen) {
+            size_t k = c->ilen - c->ipos < n ? c->ilen - c->ipos : n;
+            memcpy(p, c->ibuf + c->ipos, k);
+            c->ipos += k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        ssize_t r;
+        if (n >= CHANNEL_READAHEAD) {
+            r = read(c->fd, p, n);
+            if (r > 0) {
+                p += r;
+                n -= (size_t)r;
+            }
+        } else {
+            r = spin_read(c->fd, c->ibuf, CHANNEL_READAHEAD);
+            if (r > 0) {
+                c->ipos = 0;
+                c->ilen = (size_t)r;
+            }
+        }
         if (r < 0 && errno == EINTR) continue;
         if (r == 0) return EML_ERR_TRUNCATED;
         if (r < 0) return EML_ERR_IO;
-        p += r;
-        n -= (size_t)r;
     }
     return EML_OK;
 }
@@ -303,7 +375,7 @@ eml_status eml_msg_recv(eml_channel *c, uint16_t *type,
     uint8_t hdr[EML_MSG_HEADER];
     *payload = NULL;
     *len = 0;
-    eml_status st = read_all(c->fd, hdr, sizeof(hdr));
+    eml_status st = read_all(c, hdr, sizeof(hdr));
     if (st != EML_OK) return st;
     uint32_t n;
     st = eml_msg_parse_header(hdr, type, &n);
@@ -313,11 +385,11 @@ eml_status eml_msg_recv(eml_channel *c, uint16_t *type,
         while (cap < n) cap *= 2;
         uint8_t *nb = malloc(cap);
         if (nb == NULL) return EML_ERR_NOMEM;
-        eml_channel_free(c);
+        free_rbuf(c);
         c->rbuf = nb;
         c->rcap = cap;
     }
-    st = read_all(c->fd, c->rbuf, n);
+    st = read_all(c, c->rbuf, n);
     if (st != EML_OK) return st;
     if (c->tap != NULL) {
         c->tap(c->tap_user, 0, hdr, sizeof(hdr));

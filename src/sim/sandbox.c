@@ -54,6 +54,7 @@ eml_status eml_sandbox_prepare(int threads, eml_err *err)
 
 static const int allowed[] = {
     SCMP_SYS(read),          SCMP_SYS(write),        SCMP_SYS(readv),
+    SCMP_SYS(recvfrom),
     SCMP_SYS(writev),        SCMP_SYS(close),        SCMP_SYS(mmap),
     SCMP_SYS(munmap),        SCMP_SYS(mprotect),     SCMP_SYS(mremap),
     SCMP_SYS(brk),           SCMP_SYS(madvise),      SCMP_SYS(mlock),
