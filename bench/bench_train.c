@@ -92,7 +92,7 @@ static int time_steps(const eml_netcfg *cfg, eml_kernels_kind kind, int batch,
             eml_net_loss(net, batch, labels, NULL, NULL) != EML_OK ||
             eml_net_backward(net, batch, NULL) != EML_OK)
             return -1;
-        eml_optim_step(opt, 0.001f, batch);
+        eml_optim_step(opt, 0.001f, (float)batch);
     }
     double dt = now() - t0;
     res->seconds_per_step = dt / steps;

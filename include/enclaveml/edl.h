@@ -75,7 +75,10 @@ typedef enum eml_msg_type {
     EML_MSG_TRAIN = 6,
     /* ecall: bytes cfg_text | u64 epochs (0 = cfg) | u64 batch (0 = cfg) |
      *        f64 lr (0 = cfg) | u64 seed | u64 threads | u64 kernels |
-     *        bytes recipient_pk[32] | u64 n_owners (1..EML_OWNERS_MAX) |
+     *        bytes recipient_pk[32] | u64 dp (0/1) | f64 clip | f64 noise
+     *        (< 0: derive from target_epsilon) | f64 delta | f64
+     *        target_epsilon (0 = none) | u64 fixed_batches (0/1) |
+     *        u64 insecure_seed (0/1) | u64 n_owners (1..EML_OWNERS_MAX) |
      *        n_owners x bytes grant (..EML_GRANT_MAX)
      * During the ecall the enclave sends FILE_OPEN/FILE_READ ocalls for
      * owner o's files (file id o*4 + kind, kind = eml_file_kind), PROGRESS

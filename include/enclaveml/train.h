@@ -42,8 +42,9 @@ EML_MUST_CHECK eml_status eml_optim_new(const eml_netcfg *cfg, eml_net *net,
 void eml_optim_free(eml_optim *o);
 /* Learning rate at iteration t (0-based) of a run of total iterations. */
 float eml_lr_at(const eml_netcfg *cfg, float base_lr, long t, long total);
-/* One update from the net's gradient SUM over n examples: uses grad / n. */
-void eml_optim_step(eml_optim *o, float lr, int n);
+/* One update from the net's gradient SUM over n examples: uses grad / n
+ * (n may be fractional: DP-SGD divides by the expected batch size). */
+void eml_optim_step(eml_optim *o, float lr, float n);
 
 /* ==== training loop ==== */
 typedef struct eml_train_progress {
@@ -60,6 +61,29 @@ typedef struct eml_train_progress {
 
 typedef void (*eml_progress_fn)(void *user, const eml_train_progress *p);
 
+/* Differentially private SGD (Abadi et al. 2016) with the RDP accountant
+ * of dp.h.  Every example's gradient is clipped to L2 norm `clip` over all
+ * parameters; Gaussian noise of standard deviation noise * clip is added to
+ * the sum, which is divided by the expected batch size.  Batches are
+ * Poisson samples (each example joins a step with probability q =
+ * batch / count), unless fixed_batches (shuffled fixed-size batches, whose
+ * accounting then ASSUMES Poisson sampling: the report says so).  Noise and
+ * sampling come from a CSPRNG seeded by the OS; insecure_seed seeds it
+ * from the training seed instead (tests only; the report says so). */
+typedef struct eml_dp_opts {
+    int enabled;
+    double clip;           /* C > 0 */
+    double noise;          /* sigma >= 0 (the noise multiplier) */
+    double delta;          /* in (0, 1) */
+    double target_epsilon; /* > 0: never take a step past it; 0: no limit */
+    int fixed_batches;
+    int insecure_seed;
+} eml_dp_opts;
+
+/* The sampling rate and number of steps a DP run of `epochs` epochs over
+ * `count` examples with expected batch size `batch` takes. */
+void eml_dp_plan(size_t count, int batch, int epochs, double *q, long *steps);
+
 typedef struct eml_train_opts {
     int epochs;
     int batch;
@@ -69,6 +93,7 @@ typedef struct eml_train_opts {
     int eval_each_epoch; /* evaluate the test set after every epoch */
     eml_progress_fn progress;
     void *progress_user;
+    eml_dp_opts dp;
 } eml_train_opts;
 
 /* Defaults from the cfg: epochs, batch, learning rate; seed 1. */
@@ -83,6 +108,11 @@ typedef struct eml_train_result {
     double test_loss;
     double seconds;         /* training only, evaluation excluded */
     double images_per_second;
+    /* DP runs */
+    double epsilon;         /* spent, at dp.delta */
+    double order;           /* the RDP order that gave it */
+    double sampling_rate;
+    int dp_stopped_early;   /* 1: the target epsilon ended the run */
 } eml_train_result;
 
 EML_MUST_CHECK eml_status eml_train(eml_net *net, const eml_netcfg *cfg,

@@ -23,6 +23,7 @@
 #include "enclaveml/cfg.h"
 #include "enclaveml/container.h"
 #include "enclaveml/crypto.h"
+#include "enclaveml/dp.h"
 #include "enclaveml/enclave.h"
 #include "enclaveml/idx.h"
 #include "enclaveml/net.h"
@@ -184,6 +185,8 @@ static eml_status ecall_init(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     if (st == EML_OK) st = eml_msg_get_end(r);
     if (st != EML_OK)
         return eml_err_set(err, st, "malformed INIT message");
+    if (e->has_identity) /* a failed unseal would wipe the live identity */
+        return eml_err_set(err, EML_ERR_INVALID, "enclave already initialised");
     uint8_t sealed[SEALED_BYTES];
     size_t sealed_len = 0;
     if (blen == 0) {
@@ -434,7 +437,6 @@ static eml_status read_owner_file(eml_enclave *e, uint64_t file_id,
     st = eml_cr_finish(cr, err);
     if (st != EML_OK) goto out;
     st = eml_sha256_final(h, out->digest);
-    h = NULL;
 out:
     eml_sha256_free(h);
     eml_cr_free(cr);
@@ -603,6 +605,7 @@ typedef struct train_req {
     uint64_t epochs, batch, seed, threads, kernels, n_owners;
     double lr;
     uint8_t recipient[32];
+    eml_dp_opts dp;
     const uint8_t *grants[EML_OWNERS_MAX];
     size_t grant_len[EML_OWNERS_MAX];
 } train_req;
@@ -620,6 +623,17 @@ static eml_status decode_train(eml_msg_reader *r, train_req *q)
     if (st == EML_OK)
         st = eml_msg_get_range(r, 0, EML_KERNELS_COUNT - 1, &q->kernels);
     if (st == EML_OK) st = eml_msg_get_fixed(r, q->recipient, 32);
+    uint64_t dp = 0, fixed = 0, insecure = 0;
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &dp);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.clip);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.noise);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.delta);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.target_epsilon);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &fixed);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &insecure);
+    q->dp.enabled = (int)dp;
+    q->dp.fixed_batches = (int)fixed;
+    q->dp.insecure_seed = (int)insecure;
     if (st == EML_OK) st = eml_msg_get_range(r, 1, EML_OWNERS_MAX, &q->n_owners);
     for (uint64_t i = 0; st == EML_OK && i < q->n_owners; i++)
         st = eml_msg_get_bytes(r, EML_GRANT_MAX, &q->grants[i],
@@ -627,6 +641,107 @@ static eml_status decode_train(eml_msg_reader *r, train_req *q)
     if (st == EML_OK) st = eml_msg_get_end(r);
     if (st == EML_OK && (q->lr < 0 || q->lr > 100)) st = EML_ERR_RANGE;
     return st;
+}
+
+/* The training-set size, from the sizes of the owners' label containers
+ * (a raw IDX labels file holds 8 header bytes and one byte per example),
+ * known before anything is decrypted; checked against the decrypted data
+ * later. */
+static eml_status claimed_count(eml_enclave *e, uint64_t n_owners,
+                                size_t *out, eml_err *err)
+{
+    size_t total = 0;
+    for (uint64_t o = 0; o < n_owners; o++) {
+        uint64_t id = o * EML_FILE_KINDS + EML_FILE_TRAIN_LABELS;
+        eml_msg m;
+        eml_msg_reader r;
+        eml_msg_init(&m, EML_MSG_FILE_OPEN);
+        eml_msg_put_u64(&m, id);
+        eml_status st = ocall(e, &m, EML_MSG_FILE_INFO, &r, err);
+        eml_msg_free(&m);
+        uint64_t size = 0;
+        if (st == EML_OK) st = eml_msg_get_u64(&r, &size);
+        if (st == EML_OK) st = eml_msg_get_end(&r);
+        if (st != EML_OK) return eml_err_set(err, st, "malformed FILE_INFO");
+        eml_msg_init(&m, EML_MSG_FILE_READ);
+        eml_msg_put_u64(&m, id);
+        eml_msg_put_u64(&m, 0);
+        eml_msg_put_u64(&m, EML_CONTAINER_HEADER_MAX);
+        st = ocall(e, &m, EML_MSG_FILE_DATA, &r, err);
+        eml_msg_free(&m);
+        if (st != EML_OK) return st;
+        const uint8_t *p;
+        size_t n;
+        eml_container_info info;
+        st = eml_msg_get_bytes(&r, EML_CONTAINER_HEADER_MAX, &p, &n);
+        if (st == EML_OK) st = eml_msg_get_end(&r);
+        size_t hlen = 0;
+        if (st == EML_OK) st = eml_cr_header_len(p, n, &hlen, err);
+        if (st == EML_OK && hlen > n) st = EML_ERR_TRUNCATED;
+        if (st == EML_OK) st = eml_container_peek(p, hlen, &info, err);
+        if (st != EML_OK)
+            return eml_err_set(err, st, "owner %u: bad label container",
+                               (unsigned)o + 1);
+        if (size < hlen + EML_CONTAINER_TAG_BYTES)
+            return eml_err_set(err, EML_ERR_TRUNCATED,
+                               "owner %u: label container too short",
+                               (unsigned)o + 1);
+        uint64_t body = size - hlen;
+        uint64_t per = (uint64_t)info.chunk_size + EML_CONTAINER_TAG_BYTES;
+        uint64_t chunks = (body + per - 1) / per;
+        uint64_t pt = body - chunks * EML_CONTAINER_TAG_BYTES;
+        if (pt < 8 || pt - 8 > SIZE_MAX - total)
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "owner %u: label file too small",
+                               (unsigned)o + 1);
+        total += (size_t)(pt - 8);
+    }
+    *out = total;
+    return EML_OK;
+}
+
+/* Fixes the noise and checks the privacy budget, before any data is
+ * decrypted: a run whose planned epsilon exceeds the smallest max_epsilon
+ * of its grants is refused, and training never takes a step past the
+ * smaller of the target and that budget. */
+static eml_status plan_dp(eml_enclave *e, train_req *q, int batch,
+                          int epochs, double budget, size_t *claimed,
+                          eml_err *err)
+{
+    eml_dp_opts *dp = &q->dp;
+    if (!(dp->clip > 0) || !(dp->delta > 0 && dp->delta < 1) ||
+        dp->target_epsilon < 0)
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "DP needs clip > 0 and delta in (0, 1)");
+    eml_status st = claimed_count(e, q->n_owners, claimed, err);
+    if (st != EML_OK) return st;
+    double rate;
+    long steps;
+    eml_dp_plan(*claimed, batch, epochs, &rate, &steps);
+    if (dp->noise < 0) {
+        if (!(dp->target_epsilon > 0))
+            return eml_err_set(err, EML_ERR_INVALID,
+                               "DP needs a noise multiplier or a target "
+                               "epsilon");
+        st = eml_dp_noise_for_epsilon(rate, steps, dp->delta,
+                                      dp->target_epsilon, &dp->noise, err);
+        if (st != EML_OK) return st;
+    }
+    double planned, order;
+    st = eml_dp_epsilon(rate, dp->noise, steps, dp->delta, &planned, &order,
+                        err);
+    if (st != EML_OK) return st;
+    if (isfinite(budget) && planned > budget * (1 + 1e-9))
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the planned run spends epsilon %.4g (q %.6g, "
+                           "noise %.4g, %ld steps, delta %g) but a grant "
+                           "allows at most %.4g: refused before any data "
+                           "was decrypted",
+                           planned, rate, dp->noise, steps, dp->delta,
+                           budget);
+    if (dp->target_epsilon <= 0 || dp->target_epsilon > budget)
+        dp->target_epsilon = isfinite(budget) ? budget : 0;
+    return EML_OK;
 }
 
 static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
@@ -653,7 +768,9 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
         goto out;
     }
-    /* Grants first: nothing is decrypted unless every grant opens. */
+    /* Grants first: nothing is decrypted unless every grant opens.  The
+     * smallest max_epsilon among them is the run's privacy budget. */
+    double budget = INFINITY;
     for (uint64_t o = 0; o < q.n_owners; o++) {
         eml_err gerr = {0};
         st = eml_grant_open(q.grants[o], q.grant_len[o], e->measurement,
@@ -672,16 +789,25 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
                 goto out;
             }
         if (ginfo[o].has_max_epsilon) {
-            st = eml_err_set(err, EML_ERR_AUTH,
-                             "grant %u allows only differentially private "
-                             "training (max epsilon %g); this run is not "
-                             "private",
-                             (unsigned)o + 1, ginfo[o].max_epsilon);
-            goto out;
+            if (!q.dp.enabled) {
+                st = eml_err_set(err, EML_ERR_AUTH,
+                                 "grant %u allows only differentially "
+                                 "private training (max epsilon %g); this "
+                                 "run is not private",
+                                 (unsigned)o + 1, ginfo[o].max_epsilon);
+                goto out;
+            }
+            if (!(budget <= ginfo[o].max_epsilon))
+                budget = ginfo[o].max_epsilon;
         }
     }
-    /* The network, before any data is decrypted. */
-    st = eml_cfg_parse((const char *)q.cfg_text, q.cfg_len, "cfg", &cfg, err);
+    /* The network, before any data is decrypted.  The cfg text lies in the
+     * received frame, which the ocalls below reuse: hash it now. */
+    uint8_t cfg_hash[32];
+    st = eml_sha256(cfg_hash, q.cfg_text, q.cfg_len);
+    if (st == EML_OK)
+        st = eml_cfg_parse((const char *)q.cfg_text, q.cfg_len, "cfg", &cfg,
+                           err);
     if (st != EML_OK) goto out;
     eml_train_opts to = eml_train_opts_default(cfg);
     if (q.epochs > 0) to.epochs = (int)q.epochs;
@@ -692,6 +818,13 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     st = eml_net_new(cfg, &no, &net, err);
     if (st != EML_OK) goto out;
     eml_kernels_set_threads((int)q.threads);
+
+    size_t claimed = 0;
+    if (q.dp.enabled) {
+        st = plan_dp(e, &q, to.batch, to.epochs, budget, &claimed, err);
+        if (st != EML_OK) goto out;
+        to.dp = q.dp;
+    }
 
     for (uint64_t o = 0; o < q.n_owners; o++) {
         owner_file f[EML_FILE_KINDS];
@@ -711,6 +844,15 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     }
     eml_secure_free(keys, 32 * (size_t)q.n_owners);
     keys = NULL;
+    if (q.dp.enabled && train_set.count != claimed) {
+        st = eml_err_set(err, EML_ERR_FORMAT,
+                         "the privacy budget was planned for %zu training "
+                         "images (from the label files' sizes) but they hold "
+                         "%zu: encrypt raw, not gzipped, label files for DP "
+                         "runs",
+                         claimed, train_set.count);
+        goto out;
+    }
 
     eml_dataset tr = {train_set.count, train_set.item, train_set.images,
                       train_set.labels};
@@ -731,9 +873,8 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         st = eml_err_set(err, st, "cannot encode the weights");
         goto out;
     }
-    uint8_t model_hash[32], cfg_hash[32];
+    uint8_t model_hash[32];
     st = eml_sha256(model_hash, weights, wlen);
-    if (st == EML_OK) st = eml_sha256(cfg_hash, q.cfg_text, q.cfg_len);
     if (st == EML_OK) st = send_model(e, weights, wlen, q.recipient, err);
     if (st != EML_OK) goto out;
 
@@ -758,11 +899,12 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         "\"train_images\":%zu,\"test_images\":%zu,\"epochs\":%d,"
         "\"steps\":%ld,\"parameters\":%zu,\"train_loss\":%.9g,"
         "\"test_accuracy\":%.9g,\"test_loss\":%.9g,\"seconds\":%.6g,"
-        "\"images_per_second\":%.6g,\"dp\":false,\"datasets\":\"",
+        "\"images_per_second\":%.6g,\"dp\":%s,\"datasets\":\"",
         e->sim ? "true" : "false", meas, edh, ch, mh, rh,
         (unsigned)q.n_owners, train_set.count, test_set.count, res.epochs,
         res.steps, eml_net_param_count(net), res.train_loss,
-        res.test_accuracy, res.test_loss, res.seconds, res.images_per_second);
+        res.test_accuracy, res.test_loss, res.seconds, res.images_per_second,
+        q.dp.enabled ? "true" : "false");
     for (uint64_t o = 0; o < q.n_owners; o++)
         for (int f = 0; f < EML_FILE_KINDS; f++) {
             char dh[65];
@@ -770,7 +912,20 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
             k += (size_t)snprintf(body + k, cap - k, "%s%s",
                                   (o == 0 && f == 0) ? "" : ",", dh);
         }
-    snprintf(body + k, cap - k, "\"");
+    k += (size_t)snprintf(body + k, cap - k, "\"");
+    if (q.dp.enabled)
+        snprintf(body + k, cap - k,
+                 ",\"epsilon\":%.9g,\"delta\":%.9g,\"noise\":%.9g,"
+                 "\"clip\":%.9g,\"sampling_rate\":%.9g,\"dp_steps\":%ld,"
+                 "\"budget\":%.9g,\"stopped_at_budget\":%s,"
+                 "\"sampling\":\"%s\",\"insecure_seed\":%s,"
+                 "\"accountant\":\"rdp-sampled-gaussian%s\"",
+                 res.epsilon, q.dp.delta, q.dp.noise, q.dp.clip,
+                 res.sampling_rate, res.steps,
+                 q.dp.target_epsilon, res.dp_stopped_early ? "true" : "false",
+                 q.dp.fixed_batches ? "fixed" : "poisson",
+                 q.dp.insecure_seed ? "true" : "false",
+                 q.dp.fixed_batches ? " (assumes poisson sampling)" : "");
     st = eml_report_sign(body, e->sec->ed_sk, &report, &rlen);
     free(body);
     if (st != EML_OK) {

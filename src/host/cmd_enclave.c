@@ -610,6 +610,13 @@ int eml_train_confidential(const eml_confidential_args *a)
     eml_msg_put_u64(&m, (uint64_t)a->threads);
     eml_msg_put_u64(&m, (uint64_t)a->kernels);
     eml_msg_put_bytes(&m, rpk, 32);
+    eml_msg_put_u64(&m, (uint64_t)a->dp.enabled);
+    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.clip : 0.0);
+    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.noise : 0.0);
+    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.delta : 0.0);
+    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.target_epsilon : 0.0);
+    eml_msg_put_u64(&m, (uint64_t)a->dp.fixed_batches);
+    eml_msg_put_u64(&m, (uint64_t)a->dp.insecure_seed);
     eml_msg_put_u64(&m, (uint64_t)a->n_grants);
     for (int i = 0; i < a->n_grants; i++)
         eml_msg_put_bytes(&m, grants[i], glen[i]);

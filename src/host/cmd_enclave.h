@@ -9,6 +9,7 @@
 
 #include "enclaveml/edl.h"
 #include "enclaveml/kernels.h"
+#include "enclaveml/train.h"
 #include "host/enclave_host.h"
 
 int eml_cmd_measure(int argc, char **argv);
@@ -29,6 +30,7 @@ typedef struct eml_confidential_args {
     double lr;
     uint64_t seed;
     eml_kernels_kind kernels;
+    eml_dp_opts dp;
 } eml_confidential_args;
 
 int eml_train_confidential(const eml_confidential_args *a);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "enclaveml/cfg.h"
+#include "enclaveml/dp.h"
 #include "enclaveml/kernels.h"
 #include "enclaveml/net.h"
 #include "enclaveml/train.h"
@@ -61,6 +62,13 @@ enum {
     OPT_REPORT_OUT,
     OPT_ENCLAVE,
     OPT_HEAP,
+    OPT_DP,
+    OPT_CLIP,
+    OPT_NOISE,
+    OPT_TARGET_EPS,
+    OPT_DELTA,
+    OPT_DP_FIXED,
+    OPT_INSECURE_SEED,
 };
 
 static int common_opt(common_opts *c, int opt, const char *arg,
@@ -163,10 +171,22 @@ static int cmd_train(int argc, char **argv)
         {"report-out", required_argument, 0, OPT_REPORT_OUT},
         {"enclave", required_argument, 0, OPT_ENCLAVE},
         {"heap-mb", required_argument, 0, OPT_HEAP},
+        {"dp", no_argument, 0, OPT_DP},
+        {"clip", required_argument, 0, OPT_CLIP},
+        {"noise", required_argument, 0, OPT_NOISE},
+        {"target-epsilon", required_argument, 0, OPT_TARGET_EPS},
+        {"delta", required_argument, 0, OPT_DELTA},
+        {"dp-fixed-batches", no_argument, 0, OPT_DP_FIXED},
+        {"insecure-seed", no_argument, 0, OPT_INSECURE_SEED},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     common_opts c;
     common_init(&c);
+    eml_dp_opts dp;
+    memset(&dp, 0, sizeof(dp));
+    dp.delta = 1e-5;
+    dp.noise = -1;
+    int have_seed = 0, have_clip = 0;
     eml_confidential_args ca;
     memset(&ca, 0, sizeof(ca));
     ca.heap_mb = EML_DEFAULT_HEAP_MB;
@@ -213,7 +233,32 @@ static int cmd_train(int argc, char **argv)
             break;
         case OPT_SEED:
             if (eml_opt_u64("--seed", optarg, &seed)) return 1;
+            have_seed = 1;
             break;
+        case OPT_DP: dp.enabled = 1; break;
+        case OPT_CLIP:
+            if (eml_opt_double("--clip", optarg, 0, 1e6, &dp.clip)) return 1;
+            have_clip = 1;
+            break;
+        case OPT_NOISE:
+            if (eml_opt_double("--noise", optarg, -1e300, 1e4, &dp.noise))
+                return 1;
+            if (dp.noise < 0)
+                return eml_fail("--noise: the noise multiplier must be >= 0 "
+                                "(got %s)", optarg);
+            break;
+        case OPT_TARGET_EPS:
+            if (eml_opt_double("--target-epsilon", optarg, 0, 1e6,
+                               &dp.target_epsilon))
+                return 1;
+            break;
+        case OPT_DELTA:
+            if (eml_opt_double("--delta", optarg, 0, 1, &dp.delta)) return 1;
+            if (dp.delta >= 1)
+                return eml_fail("--delta: must be in (0, 1)");
+            break;
+        case OPT_DP_FIXED: dp.fixed_batches = 1; break;
+        case OPT_INSECURE_SEED: dp.insecure_seed = 1; break;
         case OPT_OUT: out = optarg; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: fputs(train_usage, stdout); return 0;
@@ -223,6 +268,23 @@ static int cmd_train(int argc, char **argv)
     if (optind < argc)
         return eml_fail("train: unexpected argument '%s'", argv[optind]);
     if (c.cfg == NULL) return eml_fail("train: --cfg is required");
+    if (!dp.enabled && (have_clip || dp.noise >= 0 || dp.target_epsilon > 0 ||
+                        dp.fixed_batches || dp.insecure_seed))
+        return eml_fail("train: --clip, --noise, --target-epsilon, "
+                        "--dp-fixed-batches and --insecure-seed need --dp");
+    if (dp.enabled) {
+        if (!have_clip) return eml_fail("train: --dp needs --clip C");
+        if ((dp.noise >= 0) == (dp.target_epsilon > 0))
+            return eml_fail("train: --dp needs exactly one of --noise SIGMA "
+                            "and --target-epsilon E");
+        if (have_seed && !dp.insecure_seed)
+            return eml_fail("train: --seed cannot seed a DP run's noise and "
+                            "sampling (they come from a CSPRNG); add "
+                            "--insecure-seed to seed them anyway (the report "
+                            "then says so)");
+        if (!have_seed && !dp.insecure_seed) seed = 1;
+    }
+    ca.dp = dp;
     if (ca.n_grants > 0) {
         ca.cfg = c.cfg;
         ca.out = out;
@@ -281,6 +343,29 @@ static int cmd_train(int argc, char **argv)
                   eml_net_input_size(net));
         goto out;
     }
+    to.dp = dp;
+    if (dp.enabled) {
+        double q;
+        long steps;
+        eml_dp_plan(tr.set.count, to.batch, to.epochs, &q, &steps);
+        if (dp.target_epsilon > 0) {
+            st = eml_dp_noise_for_epsilon(q, steps, dp.delta,
+                                          dp.target_epsilon, &to.dp.noise,
+                                          &err);
+            if (st != EML_OK) {
+                rc = eml_fail_st(st, &err);
+                goto out;
+            }
+        }
+        if (!quiet)
+            fprintf(stderr,
+                    "DP-SGD: clip %g, noise multiplier %.4g, sampling rate "
+                    "%.6g, %ld steps, delta %g%s\n",
+                    dp.clip, to.dp.noise, q, steps, dp.delta,
+                    dp.fixed_batches ? ", fixed batches (the bound assumes "
+                                       "Poisson sampling)"
+                                     : ", Poisson sampling");
+    }
     eml_progress prog;
     eml_progress_init(&prog, quiet);
     to.progress = eml_progress_cb;
@@ -318,9 +403,29 @@ static int cmd_train(int argc, char **argv)
         eml_json_num(&j, "seconds", res.seconds);
         eml_json_str(&j, "kernels", eml_net_kernels(net)->name);
         eml_json_int(&j, "threads", c.threads);
+        if (dp.enabled) {
+            eml_json_bool(&j, "dp", 1);
+            eml_json_num(&j, "epsilon", res.epsilon);
+            eml_json_num(&j, "delta", dp.delta);
+            eml_json_num(&j, "noise", to.dp.noise);
+            eml_json_num(&j, "clip", dp.clip);
+            eml_json_num(&j, "sampling_rate", res.sampling_rate);
+            eml_json_str(&j, "accountant",
+                         dp.fixed_batches
+                             ? "rdp-sampled-gaussian (assumes Poisson "
+                               "sampling; batches were fixed)"
+                             : "rdp-sampled-gaussian (Mironov et al. 2019)");
+            eml_json_bool(&j, "insecure_seed", dp.insecure_seed);
+            eml_json_bool(&j, "stopped_at_target", res.dp_stopped_early);
+        }
         if (out != NULL) eml_json_str(&j, "weights", out);
         eml_json_end(&j);
     } else if (!quiet) {
+        if (dp.enabled)
+            fprintf(stderr, "privacy spent: epsilon %.3f at delta %g (RDP "
+                            "order %g)%s\n",
+                    res.epsilon, dp.delta, res.order,
+                    res.dp_stopped_early ? ", stopped at the target" : "");
         fprintf(stderr, "test accuracy %.2f%% after %d epochs (%.1f s, %.0f "
                         "images/s)%s%s\n",
                 100.0 * res.test_accuracy, res.epochs, res.seconds,

@@ -507,11 +507,14 @@ static eml_status conv_forward(eml_net *net, layer *l, const float *in, int n)
     int ckk = l->c * l->size * l->size;
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)s.ld;
+    /* Examples are independent: each thread fills its own columns. */
+#pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++)
         net->k->im2col(l->col + (size_t)b * hw, in + (size_t)b * l->n_in, &s);
     eml_status st = eml_gemm(&net->gemm, 0, 0, f, wide, ckk, 1.0f, l->wt, ckk,
                              l->col, wide, 0.0f, l->wide, wide);
     if (st != EML_OK) return st;
+#pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++) {
         float *o = l->out + (size_t)b * l->n_out;
         for (int j = 0; j < f; j++) {
@@ -535,22 +538,35 @@ static eml_status conv_backward(eml_net *net, layer *l, float *din, int n,
     eml_status st = net->k->act_backward(net->ks, l->delta, l->out,
                                          (size_t)n * l->n_out, l->act);
     if (st != EML_OK) return st;
-    /* delta (n, f, hw) -> wide (f, n*hw); bias gradients on the way. */
-    for (int b = 0; b < n; b++) {
-        const float *d = l->delta + (size_t)b * l->n_out;
-        double bias_sq = 0;
-        for (int j = 0; j < f; j++) {
-            const float *src = d + (size_t)j * hw;
+    /* delta (n, f, hw) -> wide (f, n*hw).  Threads split the filters and
+     * each sums its bias gradient over examples in order, so the result
+     * does not depend on the number of threads. */
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < f; j++) {
+        float total = 0;
+        for (int b = 0; b < n; b++) {
+            const float *src = l->delta + (size_t)b * l->n_out + (size_t)j * hw;
             float *dst = l->wide + (size_t)j * s.ld + (size_t)b * hw;
             float sum = 0;
             for (size_t p = 0; p < hw; p++) {
                 dst[p] = src[p];
                 sum += src[p];
             }
-            l->db[j] += sum;
-            bias_sq += (double)sum * sum;
+            total += sum;
         }
-        if (sqnorm != NULL) sqnorm[b] += (float)bias_sq;
+        l->db[j] += total;
+    }
+    if (sqnorm != NULL) {
+        for (int b = 0; b < n; b++) {
+            double bias_sq = 0;
+            for (int j = 0; j < f; j++) {
+                const float *src = l->wide + (size_t)j * s.ld + (size_t)b * hw;
+                float sum = 0;
+                for (size_t p = 0; p < hw; p++) sum += src[p];
+                bias_sq += (double)sum * sum;
+            }
+            sqnorm[b] += (float)bias_sq;
+        }
     }
     if (sqnorm != NULL) {
         /* dw_b (f, ckk) = delta_b (f, hw) * col_b^T (hw, ckk) */
@@ -579,6 +595,7 @@ static eml_status conv_backward(eml_net *net, layer *l, float *din, int n,
                   wide, 0.0f, l->col, wide);
     if (st != EML_OK) return st;
     memset(din, 0, (size_t)n * l->n_in * sizeof(float));
+#pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++)
         net->k->col2im(din + (size_t)b * l->n_in, l->col + (size_t)b * hw, &s);
     return EML_OK;

@@ -83,11 +83,11 @@ float eml_lr_at(const eml_netcfg *cfg, float base_lr, long t, long total)
     }
 }
 
-void eml_optim_step(eml_optim *o, float lr, int n)
+void eml_optim_step(eml_optim *o, float lr, float n)
 {
     float *w = eml_net_params(o->net);
     const float *g = eml_net_grads(o->net);
-    float inv_n = 1.0f / (float)(n > 0 ? n : 1);
+    float inv_n = 1.0f / (n > 0 ? n : 1.0f);
     float decay = o->decay;
     size_t count = o->n;
     o->t++;

@@ -6,10 +6,13 @@
  * test set after each epoch.  Trusted code: no I/O; progress goes to a
  * callback.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "enclaveml/crypto.h"
+#include "enclaveml/dp.h"
 #include "enclaveml/rng.h"
 #include "enclaveml/train.h"
 
@@ -98,6 +101,233 @@ eml_status eml_evaluate(eml_net *net, const eml_dataset *d, double *loss,
     return EML_OK;
 }
 
+/* ==== differentially private SGD ==== */
+
+void eml_dp_plan(size_t count, int batch, int epochs, double *q, long *steps)
+{
+    double n = count > 0 ? (double)count : 1.0;
+    *q = (double)batch / n;
+    if (*q > 1.0) *q = 1.0;
+    double s = ceil((double)epochs * n / (double)batch);
+    *steps = s < 1 ? 1 : (long)s;
+}
+
+static eml_status check_dp(const eml_dp_opts *dp, eml_err *err)
+{
+    if (!(dp->clip > 0) || !isfinite(dp->clip))
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "--clip must be a positive number (got %g)",
+                           dp->clip);
+    if (!(dp->noise >= 0) || !isfinite(dp->noise))
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "--noise must be >= 0 (got %g)", dp->noise);
+    if (!(dp->delta > 0 && dp->delta < 1))
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "--delta must be in (0, 1) (got %g)", dp->delta);
+    if (dp->target_epsilon < 0 || !isfinite(dp->target_epsilon))
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "--target-epsilon must be positive");
+    return EML_OK;
+}
+
+/* One DP step over the examples sel[0..m): clipped per-example gradients
+ * summed (in chunks of the net's batch size) into acc, then noise. */
+static eml_status dp_step(eml_net *net, const eml_dataset *d,
+                          const uint32_t *sel, size_t m, float *acc,
+                          float *sq, float *scale, uint8_t *labels,
+                          double clip, double *loss_sum, long *correct)
+{
+    size_t np = eml_net_param_count(net);
+    int mb = eml_net_max_batch(net);
+    memset(acc, 0, np * sizeof(float));
+    for (size_t first = 0; first < m; first += (size_t)mb) {
+        int n = (int)(m - first < (size_t)mb ? m - first : (size_t)mb);
+        int right = 0;
+        eml_load_batch(net, d, sel, first, n, labels);
+        eml_status st = eml_net_forward(net, n, 1);
+        if (st == EML_OK) st = eml_net_loss(net, n, labels, loss_sum, &right);
+        if (st == EML_OK) st = eml_net_backward(net, n, sq);
+        if (st != EML_OK) return st;
+        /* Flat clipping: scale example b by min(1, C / |g_b|); the loss
+         * gradient is linear in what flows back, so a second backward pass
+         * gives the sum of the clipped gradients. */
+        for (int b = 0; b < n; b++) {
+            double norm = sqrt((double)sq[b]);
+            scale[b] = norm > clip ? (float)(clip / norm) : 1.0f;
+        }
+        eml_net_scale_output_delta(net, n, scale);
+        st = eml_net_backward(net, n, NULL);
+        if (st != EML_OK) return st;
+        const float *g = eml_net_grads(net);
+        for (size_t i = 0; i < np; i++) acc[i] += g[i];
+        *correct += right;
+    }
+    return EML_OK;
+}
+
+static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
+                           const eml_dataset *train, const eml_dataset *test,
+                           const eml_train_opts *opts, eml_optim *opt,
+                           eml_train_result *res, eml_err *err)
+{
+    const eml_dp_opts *dp = &opts->dp;
+    eml_status st = check_dp(dp, err);
+    if (st != EML_OK) return st;
+    double q;
+    long total;
+    eml_dp_plan(train->count, opts->batch, opts->epochs, &q, &total);
+    if (cfg->max_batches > 0 && cfg->max_batches < total)
+        total = cfg->max_batches;
+    long per_epoch = (long)ceil((double)train->count / (double)opts->batch);
+    size_t np = eml_net_param_count(net);
+    int mb = eml_net_max_batch(net);
+    eml_csprng *rng = NULL;
+    uint32_t *sel = malloc(train->count * sizeof(uint32_t));
+    float *acc = malloc(np * sizeof(float));
+    float *noise = malloc(np * sizeof(float));
+    float *sq = malloc((size_t)mb * sizeof(float));
+    float *scale = malloc((size_t)mb * sizeof(float));
+    uint8_t *labels = malloc((size_t)mb);
+    if (sel == NULL || acc == NULL || noise == NULL || sq == NULL ||
+        scale == NULL || labels == NULL) {
+        st = eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    st = dp->insecure_seed ? eml_csprng_new_seeded(opts->seed, &rng, err)
+                           : eml_csprng_new(&rng, err);
+    if (st != EML_OK) goto out;
+    eml_dp_accountant accnt;
+    eml_dp_accountant_init(&accnt);
+    res->sampling_rate = q;
+    double t_train = 0;
+    long step = 0, total_seen = 0;
+    double expected = q * (double)train->count;
+    for (int epoch = 1; step < total; epoch++) {
+        double t_epoch = now_seconds(), loss_sum = 0;
+        long seen = 0, correct = 0;
+        if (dp->fixed_batches) {
+            for (size_t i = 0; i < train->count; i++) sel[i] = (uint32_t)i;
+            for (size_t i = train->count; i > 1; i--) {
+                uint64_t r;
+                eml_csprng_bytes(rng, &r, sizeof(r));
+                /* rejection keeps the permutation unbiased */
+                uint64_t lim = UINT64_MAX - UINT64_MAX % i;
+                while (r >= lim) eml_csprng_bytes(rng, &r, sizeof(r));
+                size_t j = (size_t)(r % i);
+                uint32_t t = sel[i - 1];
+                sel[i - 1] = sel[j];
+                sel[j] = t;
+            }
+        }
+        long bi;
+        for (bi = 0; bi < per_epoch && step < total; bi++) {
+            if (dp->target_epsilon > 0) {
+                double eps_next, ord;
+                st = eml_dp_accountant_epsilon_after(&accnt, q, dp->noise, 1,
+                                                     dp->delta, &eps_next,
+                                                     &ord, err);
+                if (st != EML_OK) goto out;
+                if (eps_next > dp->target_epsilon) {
+                    res->dp_stopped_early = 1;
+                    total = step;
+                    break;
+                }
+            }
+            const uint32_t *batch;
+            size_t m;
+            if (dp->fixed_batches) {
+                size_t first = (size_t)bi * (size_t)opts->batch;
+                m = train->count - first < (size_t)opts->batch
+                        ? train->count - first
+                        : (size_t)opts->batch;
+                batch = sel + first;
+            } else {
+                m = 0;
+                for (size_t i = 0; i < train->count; i++)
+                    if (eml_dp_bernoulli(rng, q)) sel[m++] = (uint32_t)i;
+                batch = sel;
+            }
+            st = dp_step(net, train, batch, m, acc, sq, scale, labels,
+                         dp->clip, &loss_sum, &correct);
+            if (st != EML_OK) {
+                eml_err_set(err, st, "DP training step %ld failed: %s", step,
+                            eml_status_str(st));
+                goto out;
+            }
+            st = eml_dp_gaussian_fill(rng, noise, np, dp->noise * dp->clip);
+            if (st != EML_OK) {
+                eml_err_set(err, st, "noise generation failed");
+                goto out;
+            }
+            float *g = eml_net_grads(net);
+            for (size_t i = 0; i < np; i++) g[i] = acc[i] + noise[i];
+            eml_optim_step(opt, eml_lr_at(cfg, opts->lr, step, total),
+                           (float)expected);
+            st = eml_dp_accountant_add(&accnt, q, dp->noise, 1, err);
+            if (st != EML_OK) goto out;
+            step++;
+            seen += (long)m;
+            total_seen += (long)m;
+            if (opts->progress != NULL) {
+                eml_train_progress p;
+                memset(&p, 0, sizeof(p));
+                double el = now_seconds() - t_epoch;
+                p.epoch = epoch;
+                p.epochs = (int)((total + per_epoch - 1) / per_epoch);
+                p.batch = bi + 1;
+                p.batches = per_epoch;
+                p.loss = seen ? loss_sum / (double)seen : 0;
+                p.images_per_second = el > 0 ? (double)seen / el : 0;
+                p.seconds = t_train + el;
+                p.eta_seconds =
+                    (double)(total - step) * (p.seconds / (double)step);
+                opts->progress(opts->progress_user, &p);
+            }
+        }
+        double el = now_seconds() - t_epoch;
+        t_train += el;
+        res->epochs = epoch;
+        res->train_loss = loss_sum / (double)(seen ? seen : 1);
+        res->train_accuracy = (double)correct / (double)(seen ? seen : 1);
+        int last = step >= total;
+        if (test != NULL && test->count > 0 && (opts->eval_each_epoch || last)) {
+            st = eml_evaluate(net, test, &res->test_loss, &res->test_accuracy,
+                              err);
+            if (st != EML_OK) goto out;
+        }
+        if (opts->progress != NULL) {
+            eml_train_progress p;
+            memset(&p, 0, sizeof(p));
+            p.epoch = epoch;
+            p.epochs = (int)((total + per_epoch - 1) / per_epoch);
+            p.batch = p.batches = per_epoch;
+            p.loss = res->train_loss;
+            p.images_per_second = el > 0 ? (double)seen / el : 0;
+            p.seconds = t_train;
+            p.epoch_done = 1;
+            p.test_accuracy = res->test_accuracy;
+            p.train_accuracy = res->train_accuracy;
+            opts->progress(opts->progress_user, &p);
+        }
+        if (bi == 0 && step >= total) break;
+    }
+    res->steps = step;
+    res->seconds = t_train;
+    res->images_per_second = t_train > 0 ? (double)total_seen / t_train : 0;
+    st = eml_dp_accountant_epsilon(&accnt, dp->delta, &res->epsilon,
+                                   &res->order, err);
+out:
+    eml_csprng_free(rng);
+    free(sel);
+    if (acc != NULL) eml_wipe(acc, np * sizeof(float));
+    free(acc);
+    free(noise);
+    free(sq);
+    free(scale);
+    free(labels);
+    return st;
+}
+
 eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
                      const eml_dataset *train, const eml_dataset *test,
                      const eml_train_opts *opts, eml_train_result *res,
@@ -132,6 +362,10 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
         goto out;
     }
     if (opts->init_params) eml_net_init_params(net, opts->seed);
+    if (opts->dp.enabled) {
+        st = train_dp(net, cfg, train, test, opts, opt, res, err);
+        goto out;
+    }
     eml_rng rng;
     eml_rng_seed(&rng, opts->seed ^ 0x5851f42d4c957f2dULL);
     for (size_t i = 0; i < train->count; i++) idx[i] = (uint32_t)i;
@@ -164,7 +398,8 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
                             eml_status_str(st));
                 goto out;
             }
-            eml_optim_step(opt, eml_lr_at(cfg, opts->lr, step, total), n);
+            eml_optim_step(opt, eml_lr_at(cfg, opts->lr, step, total),
+                           (float)n);
             step++;
             seen += n;
             total_seen += n;

@@ -177,7 +177,6 @@ eml_status eml_file_sha256(const char *path, uint8_t out[32], eml_err *err)
     close(fd);
     if (st == EML_OK) {
         st = eml_sha256_final(h, out);
-        h = NULL;
     }
     eml_sha256_free(h);
     return st;

@@ -1,0 +1,1212 @@
+/*
+ * test_enclave.c - the enclave boundary from the host's side: the frame
+ * codec (every truncation, ranges, non-finite numbers, trailing bytes,
+ * headers), the sandbox of the `sim` enclave process as the kernel shows
+ * it (/proc: seccomp filter, no new privileges, heap and core limits, no
+ * stray descriptors, not dumpable), the PROBE of forbidden calls, PING
+ * round trips, and hostile ecalls: each malformed one gets an ERROR reply
+ * and the enclave keeps serving; a frame that cannot even be parsed gets
+ * an ERROR and the enclave exits.
+ *
+ * Runs with ENCLAVEML_HOME in a fresh temporary directory and the enclave
+ * program from $EML_BINARY_DIR (set by CTest), or beside this test's
+ * build directory when run by hand.
+ */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "enclaveml/container.h"
+#include "enclaveml/crypto.h"
+#include "enclaveml/edl.h"
+#include "enclaveml/enclave.h"
+#include "host/enclave_host.h"
+
+/* The sim heap budget (RLIMIT_DATA) cannot hold under AddressSanitizer,
+ * whose shadow memory counts against it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+
+static char g_home[64];
+
+/* A small network: 784 -> 10. */
+static const char small_cfg[] =
+    "[net]\nheight=28\nwidth=28\nchannels=1\nbatch=32\nlearning_rate=0.1\n"
+    "[connected]\noutput=10\nactivation=linear\n[softmax]\n";
+/* 784 x 16384 weights: 51 MB of parameters, more again for gradients. */
+static const char big_cfg[] =
+    "[net]\nheight=28\nwidth=28\nchannels=1\nbatch=32\nlearning_rate=0.1\n"
+    "[connected]\noutput=16384\nactivation=linear\n"
+    "[connected]\noutput=10\nactivation=linear\n[softmax]\n";
+
+/* ==== fixtures ==== */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag,
+                    struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    snprintf(g_home, sizeof(g_home), "/tmp/eml-test-enclave-XXXXXX");
+    if (mkdtemp(g_home) == NULL) return -1;
+    setenv("ENCLAVEML_HOME", g_home, 1);
+    unsetenv("ENCLAVEML_TRACE");
+    char path[PATH_MAX];
+    const char *bin = getenv("EML_BINARY_DIR");
+    if (bin != NULL && bin[0] != '\0') {
+        snprintf(path, sizeof(path), "%s/enclaveml-enclave", bin);
+    } else {
+        /* build/tests/test_enclave -> build/enclaveml-enclave */
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n <= 0) return -1;
+        self[n] = '\0';
+        char *s = strrchr(self, '/');
+        if (s != NULL) *s = '\0';
+        s = strrchr(self, '/');
+        if (s != NULL) *s = '\0';
+        snprintf(path, sizeof(path), "%s/enclaveml-enclave", self);
+    }
+    if (access(path, X_OK) != 0) {
+        fprintf(stderr, "test_enclave: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    setenv("ENCLAVEML_ENCLAVE", path, 1);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (g_home[0] != '\0')
+        nftw(g_home, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+static void start(eml_enclave_host *h, eml_backend backend, unsigned heap_mb)
+{
+    eml_host_opts o = {backend, heap_mb, 1};
+    eml_err err = {0};
+    eml_status st = eml_host_start(h, &o, &err);
+    if (st != EML_OK)
+        fail_msg("eml_host_start: %s", eml_err_msg(&err, st));
+    if (backend == EML_BACKEND_SIM) assert_true(h->pid > 0);
+}
+
+/* Sends m; the reply must be an ERROR from the enclave whose message holds
+ * needle (NULL: any).  Returns its status. */
+static eml_status expect_error_reply(eml_enclave_host *h, eml_msg *m,
+                                     const char *needle)
+{
+    eml_msg_reader r;
+    eml_err err = {0};
+    eml_status st = eml_host_call(h, m, EML_MSG_TYPE_END, &r, &err);
+    eml_msg_free(m);
+    if (st == EML_OK) fail_msg("expected an ERROR reply, got a reply");
+    if (strncmp(err.msg, "enclave: ", 9) != 0)
+        fail_msg("not an ERROR reply from the enclave: %s", err.msg);
+    if (needle != NULL && strstr(err.msg, needle) == NULL)
+        fail_msg("error \"%s\" lacks \"%s\"", err.msg, needle);
+    return st;
+}
+
+static void fill_pattern(uint8_t *p, size_t n, uint32_t seed)
+{
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        p[i] = (uint8_t)x;
+    }
+}
+
+/* PING with n bytes; the PONG must echo them. */
+static void ping(eml_enclave_host *h, size_t n)
+{
+    uint8_t *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    fill_pattern(p, n, (uint32_t)n);
+    eml_msg m;
+    eml_msg_reader r;
+    eml_err err = {0};
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_bytes(&m, p, n);
+    eml_status st = eml_host_call(h, &m, EML_MSG_PONG, &r, &err);
+    eml_msg_free(&m);
+    if (st != EML_OK) fail_msg("PING %zu: %s", n, eml_err_msg(&err, st));
+    const uint8_t *q;
+    size_t qn;
+    assert_int_equal(eml_msg_get_bytes(&r, EML_CHUNK_MAX, &q, &qn), EML_OK);
+    assert_int_equal(eml_msg_get_end(&r), EML_OK);
+    assert_int_equal(qn, n);
+    if (n > 0) assert_memory_equal(q, p, n);
+    free(p);
+}
+
+/* The fields of a TRAIN ecall, valid unless a test changes one. */
+typedef struct train_fields {
+    const char *cfg;
+    uint64_t epochs, batch;
+    double lr;
+    uint64_t seed, threads, kernels;
+    size_t recipient_len;
+    uint64_t n_owners;
+    const uint8_t *grant;
+    size_t grant_len;
+    size_t n_grants; /* grants actually sent */
+    int trailing;    /* append a stray u64 */
+} train_fields;
+
+static train_fields train_default(void)
+{
+    static const uint8_t junk_grant[EML_GRANT_BYTES];
+    train_fields t = {small_cfg, 1, 32, 0.1, 1, 1, 0, 32, 1,
+                      junk_grant, sizeof(junk_grant), 1, 0};
+    return t;
+}
+
+static void put_train(eml_msg *m, const train_fields *t)
+{
+    uint8_t rcpt[64] = {9};
+    eml_msg_init(m, EML_MSG_TRAIN);
+    eml_msg_put_bytes(m, t->cfg, strlen(t->cfg));
+    eml_msg_put_u64(m, t->epochs);
+    eml_msg_put_u64(m, t->batch);
+    eml_msg_put_f64(m, t->lr);
+    eml_msg_put_u64(m, t->seed);
+    eml_msg_put_u64(m, t->threads);
+    eml_msg_put_u64(m, t->kernels);
+    eml_msg_put_bytes(m, rcpt, t->recipient_len);
+    eml_msg_put_u64(m, t->n_owners);
+    for (size_t i = 0; i < t->n_grants; i++)
+        eml_msg_put_bytes(m, t->grant, t->grant_len);
+    if (t->trailing) eml_msg_put_u64(m, 0);
+}
+
+/* A real grant for the running enclave, for a random data key. */
+static void make_grant(const eml_enclave_host *h, uint8_t g[EML_GRANT_BYTES])
+{
+    uint8_t key[32];
+    eml_grant_info gi;
+    memset(&gi, 0, sizeof(gi));
+    assert_int_equal(eml_random(key, sizeof(key)), EML_OK);
+    memcpy(gi.measurement, h->measurement, 32);
+    memcpy(gi.enclave_pk, h->x_pk, 32);
+    assert_int_equal(eml_container_key_id(gi.key_id, key), EML_OK);
+    assert_int_equal(eml_grant_build(g, &gi, key), EML_OK);
+    eml_wipe(key, sizeof(key));
+}
+
+/* Reads /proc/<pid>/<file> into buf; returns the length or -1. */
+static ssize_t read_proc(pid_t pid, const char *file, char *buf, size_t cap)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + got, cap - 1 - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+        if (got == cap - 1) break;
+    }
+    close(fd);
+    buf[got] = '\0';
+    return (ssize_t)got;
+}
+
+/* The value after "Key:" on a line of /proc/<pid>/status, or "". */
+static void status_field(const char *status, const char *key, char *out,
+                         size_t cap)
+{
+    out[0] = '\0';
+    size_t kl = strlen(key);
+    for (const char *p = status; p != NULL && *p; ) {
+        if (strncmp(p, key, kl) == 0 && p[kl] == ':') {
+            p += kl + 1;
+            while (*p == ' ' || *p == '\t') p++;
+            size_t n = strcspn(p, "\n");
+            if (n >= cap) n = cap - 1;
+            memcpy(out, p, n);
+            out[n] = '\0';
+            return;
+        }
+        p = strchr(p, '\n');
+        if (p != NULL) p++;
+    }
+}
+
+/* Soft and hard values of a /proc/<pid>/limits line ("Max data size"). */
+static void limit_values(const char *limits, const char *name, char *soft,
+                         char *hard)
+{
+    soft[0] = hard[0] = '\0';
+    const char *p = strstr(limits, name);
+    if (p == NULL) return;
+    p += strlen(name);
+    if (sscanf(p, " %31s %31s", soft, hard) != 2) soft[0] = hard[0] = '\0';
+}
+
+/* ==== codec ==== */
+
+static void test_codec_roundtrip(void **state)
+{
+    (void)state;
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_TRAIN);
+    eml_msg_put_u64(&m, 0x0102030405060708u);
+    eml_msg_put_f64(&m, -2.5);
+    eml_msg_put_bytes(&m, "abc", 3);
+    eml_msg_put_bytes(&m, NULL, 0);
+    eml_msg_put_u64(&m, UINT64_MAX);
+    assert_false(m.failed);
+    assert_int_equal(m.len, EML_MSG_HEADER + 8 + 8 + 7 + 4 + 8);
+    const uint8_t *pl = m.buf + EML_MSG_HEADER;
+    /* little-endian on the wire */
+    assert_int_equal(pl[0], 0x08);
+    assert_int_equal(pl[7], 0x01);
+    assert_int_equal(pl[16], 3);
+    assert_int_equal(pl[17], 0);
+
+    eml_msg_reader r;
+    uint64_t u;
+    double d;
+    const uint8_t *p;
+    size_t n;
+    eml_msg_reader_init(&r, pl, m.len - EML_MSG_HEADER);
+    assert_int_equal(eml_msg_get_u64(&r, &u), EML_OK);
+    assert_true(u == 0x0102030405060708u);
+    assert_int_equal(eml_msg_get_f64(&r, &d), EML_OK);
+    assert_true(d == -2.5);
+    assert_int_equal(eml_msg_get_bytes(&r, 3, &p, &n), EML_OK);
+    assert_int_equal(n, 3);
+    assert_memory_equal(p, "abc", 3);
+    assert_int_equal(eml_msg_get_bytes(&r, 0, &p, &n), EML_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(eml_msg_get_range(&r, 0, UINT64_MAX, &u), EML_OK);
+    assert_true(u == UINT64_MAX);
+    assert_int_equal(eml_msg_get_end(&r), EML_OK);
+    /* Past the end: fails, and stays failed. */
+    assert_int_not_equal(eml_msg_get_u64(&r, &u), EML_OK);
+    assert_int_not_equal(eml_msg_get_end(&r), EML_OK);
+    eml_msg_free(&m);
+    assert_null(m.buf);
+    eml_msg_free(&m); /* twice is fine */
+}
+
+/* Decodes a payload shaped like TRAIN with one grant; EML_OK only if every
+ * field and the end check pass. */
+static eml_status decode_train_like(const uint8_t *p, size_t n)
+{
+    eml_msg_reader r;
+    const uint8_t *b;
+    size_t bl;
+    uint64_t u;
+    double d;
+    uint8_t fixed[32];
+    eml_msg_reader_init(&r, p, n);
+    eml_status st = eml_msg_get_bytes(&r, EML_CFG_TEXT_MAX, &b, &bl);
+    if (st == EML_OK) st = eml_msg_get_range(&r, 0, 100000, &u);
+    if (st == EML_OK) st = eml_msg_get_range(&r, 0, 65536, &u);
+    if (st == EML_OK) st = eml_msg_get_f64(&r, &d);
+    if (st == EML_OK) st = eml_msg_get_u64(&r, &u);
+    if (st == EML_OK) st = eml_msg_get_range(&r, 1, 256, &u);
+    if (st == EML_OK) st = eml_msg_get_range(&r, 0, 1, &u);
+    if (st == EML_OK) st = eml_msg_get_fixed(&r, fixed, 32);
+    if (st == EML_OK) st = eml_msg_get_range(&r, 1, EML_OWNERS_MAX, &u);
+    if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_GRANT_MAX, &b, &bl);
+    if (st == EML_OK) st = eml_msg_get_end(&r);
+    /* Whatever failed, the reader must now refuse everything. */
+    if (st != EML_OK) assert_int_not_equal(eml_msg_get_end(&r), EML_OK);
+    return st;
+}
+
+static void test_codec_truncations(void **state)
+{
+    (void)state;
+    train_fields t = train_default();
+    eml_msg m;
+    put_train(&m, &t);
+    assert_false(m.failed);
+    const uint8_t *pl = m.buf + EML_MSG_HEADER;
+    size_t n = m.len - EML_MSG_HEADER;
+    assert_int_equal(decode_train_like(pl, n), EML_OK);
+    for (size_t k = 0; k < n; k++)
+        if (decode_train_like(pl, k) == EML_OK)
+            fail_msg("a %zu-byte prefix of a %zu-byte frame decoded", k, n);
+    /* One byte more: every field decodes, the end check does not. */
+    uint8_t *longer = malloc(n + 1);
+    assert_non_null(longer);
+    memcpy(longer, pl, n);
+    longer[n] = 0;
+    assert_int_not_equal(decode_train_like(longer, n + 1), EML_OK);
+    eml_msg_reader r;
+    const uint8_t *b;
+    size_t bl;
+    eml_msg_reader_init(&r, longer, n + 1);
+    assert_int_equal(eml_msg_get_bytes(&r, EML_CFG_TEXT_MAX, &b, &bl), EML_OK);
+    assert_int_not_equal(eml_msg_get_end(&r), EML_OK);
+    free(longer);
+    eml_msg_free(&m);
+}
+
+static void test_codec_range(void **state)
+{
+    (void)state;
+    const uint64_t vals[] = {4, 5, 9, 10, 0, UINT64_MAX};
+    const int good[] = {0, 1, 1, 0, 0, 0}; /* in [5, 9] */
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        eml_msg m;
+        eml_msg_init(&m, EML_MSG_PING);
+        eml_msg_put_u64(&m, vals[i]);
+        eml_msg_put_u64(&m, 7);
+        eml_msg_reader r;
+        uint64_t v = 123;
+        eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, 16);
+        eml_status st = eml_msg_get_range(&r, 5, 9, &v);
+        if (good[i]) {
+            assert_int_equal(st, EML_OK);
+            assert_true(v == vals[i]);
+            assert_int_equal(eml_msg_get_range(&r, 7, 7, &v), EML_OK);
+            assert_int_equal(eml_msg_get_end(&r), EML_OK);
+        } else {
+            assert_int_equal(st, EML_ERR_RANGE);
+            assert_true(v == 0); /* never the out-of-range value */
+            /* sticky: the next, valid field is refused too */
+            assert_int_not_equal(eml_msg_get_u64(&r, &v), EML_OK);
+            assert_int_not_equal(eml_msg_get_end(&r), EML_OK);
+        }
+        eml_msg_free(&m);
+    }
+}
+
+static void test_codec_f64(void **state)
+{
+    (void)state;
+    const double bad[] = {NAN, -NAN, INFINITY, -INFINITY};
+    const double good[] = {0.0, -0.0, 1e-310, 1.7976931348623157e308, -1.0};
+    for (size_t i = 0; i < 4; i++) {
+        eml_msg m;
+        eml_msg_init(&m, EML_MSG_PING);
+        eml_msg_put_f64(&m, bad[i]);
+        eml_msg_reader r;
+        double d = 5;
+        eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, 8);
+        assert_int_not_equal(eml_msg_get_f64(&r, &d), EML_OK);
+        assert_true(d == 0);
+        assert_int_not_equal(eml_msg_get_end(&r), EML_OK);
+        eml_msg_free(&m);
+    }
+    /* Every NaN payload, not just the canonical one. */
+    uint64_t nan_bits = 0x7ff0000000000001u;
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_u64(&m, nan_bits);
+    eml_msg_reader r;
+    double d;
+    eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, 8);
+    assert_int_not_equal(eml_msg_get_f64(&r, &d), EML_OK);
+    eml_msg_free(&m);
+    for (size_t i = 0; i < 5; i++) {
+        eml_msg_init(&m, EML_MSG_PING);
+        eml_msg_put_f64(&m, good[i]);
+        eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, 8);
+        assert_int_equal(eml_msg_get_f64(&r, &d), EML_OK);
+        assert_memory_equal(&d, &good[i], sizeof(d));
+        assert_int_equal(eml_msg_get_end(&r), EML_OK);
+        eml_msg_free(&m);
+    }
+}
+
+static void test_codec_bytes(void **state)
+{
+    (void)state;
+    uint8_t buf[64];
+    memset(buf, 0xab, sizeof(buf));
+    eml_msg m;
+    eml_msg_reader r;
+    const uint8_t *p;
+    size_t n;
+    /* more than the field's maximum */
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_bytes(&m, buf, 33);
+    eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, m.len - EML_MSG_HEADER);
+    assert_int_equal(eml_msg_get_bytes(&r, 32, &p, &n), EML_ERR_RANGE);
+    assert_null(p);
+    assert_int_equal(n, 0);
+    assert_int_not_equal(eml_msg_get_end(&r), EML_OK);
+    /* exactly the maximum */
+    eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, m.len - EML_MSG_HEADER);
+    assert_int_equal(eml_msg_get_bytes(&r, 33, &p, &n), EML_OK);
+    assert_int_equal(eml_msg_get_end(&r), EML_OK);
+    /* get_fixed of another size */
+    uint8_t out[40];
+    eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, m.len - EML_MSG_HEADER);
+    assert_int_not_equal(eml_msg_get_fixed(&r, out, 32), EML_OK);
+    eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, m.len - EML_MSG_HEADER);
+    assert_int_not_equal(eml_msg_get_fixed(&r, out, 34), EML_OK);
+    eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, m.len - EML_MSG_HEADER);
+    assert_int_equal(eml_msg_get_fixed(&r, out, 33), EML_OK);
+    assert_memory_equal(out, buf, 33);
+    eml_msg_free(&m);
+    /* a length field past the end of the frame: 100 claimed, 4 there */
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_u64(&m, 100);
+    eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, 8);
+    assert_int_not_equal(eml_msg_get_bytes(&r, 1000, &p, &n), EML_OK);
+    assert_null(p);
+    eml_msg_free(&m);
+    /* a length of 0xffffffff: no overflow in the bounds check */
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_u64(&m, 0xffffffffu);
+    eml_msg_reader_init(&r, m.buf + EML_MSG_HEADER, 8);
+    assert_int_not_equal(eml_msg_get_bytes(&r, SIZE_MAX, &p, &n), EML_OK);
+    eml_msg_free(&m);
+    /* fewer than 4 bytes for the length */
+    static const uint8_t three[3] = {1, 0, 0};
+    eml_msg_reader_init(&r, three, 3);
+    assert_int_not_equal(eml_msg_get_bytes(&r, 10, &p, &n), EML_OK);
+}
+
+static void test_codec_header(void **state)
+{
+    (void)state;
+    uint8_t h[16];
+    uint16_t type;
+    uint32_t len;
+    const uint8_t good[16] = {'E', 'M', 'L', 'M', 1, 0, EML_MSG_PING, 0,
+                              0x10, 0, 0, 0, 7, 0, 0, 0};
+    assert_int_equal(eml_msg_parse_header(good, &type, &len), EML_OK);
+    assert_int_equal(type, EML_MSG_PING);
+    assert_int_equal(len, 16);
+    memcpy(h, good, 16);
+    h[0] = 'X';
+    assert_int_not_equal(eml_msg_parse_header(h, &type, &len), EML_OK);
+    assert_int_equal(type, 0);
+    memcpy(h, good, 16);
+    h[4] = 2;
+    assert_int_not_equal(eml_msg_parse_header(h, &type, &len), EML_OK);
+    memcpy(h, good, 16);
+    h[5] = 1;
+    assert_int_not_equal(eml_msg_parse_header(h, &type, &len), EML_OK);
+    memcpy(h, good, 16);
+    h[6] = 0;
+    assert_int_not_equal(eml_msg_parse_header(h, &type, &len), EML_OK);
+    memcpy(h, good, 16);
+    h[6] = EML_MSG_TYPE_END;
+    assert_int_not_equal(eml_msg_parse_header(h, &type, &len), EML_OK);
+    memcpy(h, good, 16);
+    h[7] = 1; /* type 256 + PING */
+    assert_int_not_equal(eml_msg_parse_header(h, &type, &len), EML_OK);
+    /* length: EML_MSG_MAX is the largest */
+    memcpy(h, good, 16);
+    uint32_t max = (uint32_t)EML_MSG_MAX;
+    for (int i = 0; i < 4; i++) h[8 + i] = (uint8_t)(max >> (8 * i));
+    assert_int_equal(eml_msg_parse_header(h, &type, &len), EML_OK);
+    assert_true(len == max);
+    max++;
+    for (int i = 0; i < 4; i++) h[8 + i] = (uint8_t)(max >> (8 * i));
+    assert_int_not_equal(eml_msg_parse_header(h, &type, &len), EML_OK);
+    assert_int_equal(len, 0);
+    memset(h + 8, 0xff, 4);
+    assert_int_not_equal(eml_msg_parse_header(h, &type, &len), EML_OK);
+    /* names */
+    assert_string_equal(eml_msg_type_name(EML_MSG_TRAIN), "TRAIN");
+    assert_string_equal(eml_msg_type_name(0), "?");
+    assert_string_equal(eml_msg_type_name(EML_MSG_TYPE_END), "?");
+    assert_string_equal(eml_msg_type_name(UINT32_MAX), "?");
+    for (uint32_t t = 1; t < EML_MSG_TYPE_END; t++)
+        assert_string_not_equal(eml_msg_type_name(t), "?");
+}
+
+static void test_codec_builder_limits(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    eml_channel c;
+    eml_channel_init(&c, sv[0]);
+    static const uint8_t small[8];
+    eml_msg m;
+    /* A field beyond the frame maximum: refused before any copy. */
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_bytes(&m, small, EML_MSG_MAX + 1);
+    assert_true(m.failed);
+    eml_msg_put_u64(&m, 1); /* sticky */
+    assert_int_not_equal(eml_msg_send(&c, &m), EML_OK);
+    eml_msg_free(&m);
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_bytes(&m, small, (size_t)UINT32_MAX + 1);
+    assert_true(m.failed);
+    assert_int_not_equal(eml_msg_send(&c, &m), EML_OK);
+    eml_msg_free(&m);
+    /* Nothing was written. */
+    uint8_t b;
+    assert_true(recv(sv[1], &b, 1, MSG_DONTWAIT) < 0);
+    eml_channel_free(&c);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+typedef struct tap_count {
+    size_t in, out;
+} tap_count;
+
+static void count_tap(void *user, int outgoing, const uint8_t *p, size_t n)
+{
+    (void)p;
+    tap_count *t = user;
+    if (outgoing) t->out += n;
+    else t->in += n;
+}
+
+static void test_channel_frames(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    eml_channel a, b;
+    eml_channel_init(&a, sv[0]);
+    eml_channel_init(&b, sv[1]);
+    tap_count ta = {0, 0}, tb = {0, 0};
+    a.tap = count_tap;
+    a.tap_user = &ta;
+    b.tap = count_tap;
+    b.tap_user = &tb;
+    /* Three frames in a row, of growing size (the receive buffer grows). */
+    size_t sizes[3] = {0, 10, 70000};
+    uint8_t *big = malloc(sizes[2]);
+    assert_non_null(big);
+    fill_pattern(big, sizes[2], 3);
+    eml_msg m;
+    size_t sent = 0;
+    for (int i = 0; i < 3; i++) {
+        eml_msg_init(&m, EML_MSG_PING);
+        eml_msg_put_bytes(&m, big, sizes[i]);
+        sent += m.len;
+        if (i < 2) assert_int_equal(eml_msg_send(&a, &m), EML_OK);
+        eml_msg_free(&m);
+    }
+    /* The big one from a thread-free writer: send after the reads of the
+     * first two are possible, the socket buffer holds it in parts. */
+    for (int i = 0; i < 2; i++) {
+        uint16_t type;
+        const uint8_t *p;
+        size_t n;
+        assert_int_equal(eml_msg_recv(&b, &type, &p, &n), EML_OK);
+        assert_int_equal(type, EML_MSG_PING);
+        assert_int_equal(n, 4 + sizes[i]);
+    }
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        eml_msg_init(&m, EML_MSG_PING);
+        eml_msg_put_bytes(&m, big, sizes[2]);
+        _exit(eml_msg_send(&a, &m) == EML_OK ? 0 : 1);
+    }
+    uint16_t type;
+    const uint8_t *p;
+    size_t n;
+    assert_int_equal(eml_msg_recv(&b, &type, &p, &n), EML_OK);
+    assert_int_equal(n, 4 + sizes[2]);
+    assert_memory_equal(p + 4, big, sizes[2]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(ta.out, sent - (EML_MSG_HEADER + 4 + sizes[2]));
+    assert_int_equal(tb.in, sent);
+    /* Sequence numbers count up from 0. */
+    eml_msg_init(&m, EML_MSG_SHUTDOWN);
+    assert_int_equal(eml_msg_send(&a, &m), EML_OK);
+    eml_msg_free(&m);
+    uint8_t hdr[16];
+    assert_int_equal(read(sv[1], hdr, 16), 16);
+    assert_int_equal(hdr[12], 2);
+    /* A frame cut short by the peer closing: TRUNCATED, not a hang. */
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_bytes(&m, big, 100);
+    m.len -= 30;
+    assert_int_equal(eml_msg_send(&a, &m), EML_OK);
+    eml_msg_free(&m);
+    shutdown(sv[0], SHUT_WR);
+    assert_int_equal(eml_msg_recv(&b, &type, &p, &n), EML_ERR_TRUNCATED);
+    eml_channel_free(&a);
+    eml_channel_free(&b);
+    close(sv[0]);
+    close(sv[1]);
+    /* A header that does not parse. */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    eml_channel_init(&b, sv[1]);
+    static const uint8_t junk[16] = "GET / HTTP/1.1\r\n";
+    assert_int_equal(write(sv[0], junk, 16), 16);
+    assert_int_equal(eml_msg_recv(&b, &type, &p, &n), EML_ERR_FORMAT);
+    eml_channel_free(&b);
+    close(sv[0]);
+    close(sv[1]);
+    free(big);
+}
+
+/* ==== the sim enclave process ==== */
+
+static void test_sim_sandbox(void **state)
+{
+    (void)state;
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 256);
+    char buf[8192], v[64];
+    assert_true(read_proc(h.pid, "status", buf, sizeof(buf)) > 0);
+    status_field(buf, "Seccomp", v, sizeof(v));
+    if (strcmp(v, "2") != 0) fail_msg("Seccomp: '%s', expected 2 (filter)", v);
+    status_field(buf, "NoNewPrivs", v, sizeof(v));
+    if (strcmp(v, "1") != 0) fail_msg("NoNewPrivs: '%s', expected 1", v);
+    char soft[32], hard[32];
+    assert_true(read_proc(h.pid, "limits", buf, sizeof(buf)) > 0);
+    limit_values(buf, "Max core file size", soft, hard);
+    if (strcmp(soft, "0") != 0 || strcmp(hard, "0") != 0)
+        fail_msg("core file limit %s/%s, expected 0/0", soft, hard);
+    limit_values(buf, "Max data size", soft, hard);
+    if (TEST_ASAN) {
+        print_message("AddressSanitizer build: the heap budget is not "
+                      "enforced (data limit %s)\n", soft);
+    } else {
+        char want[32];
+        snprintf(want, sizeof(want), "%llu", 256ull << 20);
+        if (strcmp(soft, want) != 0 || strcmp(hard, want) != 0)
+            fail_msg("data limit %s/%s, expected %s (the heap budget)", soft,
+                     hard, want);
+    }
+    /* Only stdin/stdout (/dev/null), stderr and the channel are open: no
+     * host descriptor leaked into the enclave. */
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%ld/fd", (long)h.pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.') continue;
+        int fd = atoi(de->d_name);
+        if (fd > 3) {
+            char link[PATH_MAX], target[PATH_MAX];
+            snprintf(link, sizeof(link), "%s/%s", path, de->d_name);
+            ssize_t n = readlink(link, target, sizeof(target) - 1);
+            target[n > 0 ? n : 0] = '\0';
+            closedir(d);
+            fail_msg("the enclave holds fd %d (%s)", fd, target);
+        }
+    }
+    closedir(d);
+    /* Still serving after being looked at. */
+    ping(&h, 3);
+    eml_host_stop(&h);
+}
+
+/* Non-dumpable: the kernel then shows /proc/<pid> as owned by root.  As a
+ * normal user that is visible directly.  As root, a child switches to
+ * another group first: an ordinary program it runs shows that group, the
+ * enclave shows root's. */
+static int dumpable_child(void)
+{
+    gid_t g = 65534;
+    if (setgid(g) != 0) return 77;
+    eml_enclave_host h;
+    eml_host_opts o = {EML_BACKEND_SIM, 256, 1};
+    eml_err err = {0};
+    if (eml_host_start(&h, &o, &err) != EML_OK) return 10;
+    char path[64];
+    struct stat sb;
+    snprintf(path, sizeof(path), "/proc/%ld/status", (long)h.pid);
+    int enclave_gid = stat(path, &sb) == 0 ? (int)sb.st_gid : -1;
+    eml_host_stop(&h);
+    /* the control: sleep(1) run the same way */
+    pid_t pid = fork();
+    if (pid < 0) return 11;
+    if (pid == 0) {
+        execl("/bin/sleep", "sleep", "5", (char *)NULL);
+        _exit(127);
+    }
+    snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+    int control_gid = -1;
+    for (int i = 0; i < 400; i++) {
+        char comm[32] = "";
+        int fd = open(path, O_RDONLY);
+        if (fd >= 0) {
+            ssize_t n = read(fd, comm, sizeof(comm) - 1);
+            comm[n > 0 ? n : 0] = '\0';
+            close(fd);
+        }
+        if (strncmp(comm, "sleep", 5) == 0) {
+            snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+            if (stat(path, &sb) == 0) control_gid = (int)sb.st_gid;
+            break;
+        }
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    if (control_gid != (int)g) return 12; /* the method does not work here */
+    return enclave_gid == 0 ? 0 : 13;
+}
+
+static void test_sim_not_dumpable(void **state)
+{
+    (void)state;
+    if (getuid() != 0) {
+        eml_enclave_host h;
+        start(&h, EML_BACKEND_SIM, 256);
+        char path[64];
+        struct stat sb;
+        snprintf(path, sizeof(path), "/proc/%ld/status", (long)h.pid);
+        assert_int_equal(stat(path, &sb), 0);
+        uid_t owner = sb.st_uid;
+        eml_host_stop(&h);
+        if (owner != 0)
+            fail_msg("/proc/<enclave>/status owned by uid %ld: the enclave "
+                     "is dumpable", (long)owner);
+        return;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(dumpable_child());
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    switch (WEXITSTATUS(status)) {
+    case 0: break;
+    case 77: skip(); break; /* no CAP_SETGID here */
+    case 12: fail_msg("control process does not show its group in /proc");
+    case 13: fail_msg("the enclave is dumpable (/proc shows its own group)");
+    default: fail_msg("dumpable check: child failed (%d)", WEXITSTATUS(status));
+    }
+}
+
+static void test_sim_probe(void **state)
+{
+    (void)state;
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 256);
+    eml_msg m;
+    eml_msg_reader r;
+    eml_err err = {0};
+    eml_msg_init(&m, EML_MSG_PROBE);
+    eml_status st = eml_host_call(&h, &m, EML_MSG_PROBE_OK, &r, &err);
+    eml_msg_free(&m);
+    if (st != EML_OK) fail_msg("PROBE: %s", eml_err_msg(&err, st));
+    uint64_t refused, attempted;
+    assert_int_equal(eml_msg_get_u64(&r, &refused), EML_OK);
+    assert_int_equal(eml_msg_get_u64(&r, &attempted), EML_OK);
+    assert_int_equal(eml_msg_get_end(&r), EML_OK);
+    const uint64_t must = EML_PROBE_OPENAT | EML_PROBE_SOCKET |
+                          EML_PROBE_EXECVE | EML_PROBE_PTRACE |
+                          EML_PROBE_CONNECT;
+    if ((attempted & must) != must)
+        fail_msg("PROBE attempted 0x%llx, expected at least 0x%llx",
+                 (unsigned long long)attempted, (unsigned long long)must);
+    if (refused != attempted)
+        fail_msg("sandbox let through 0x%llx (attempted 0x%llx, refused "
+                 "0x%llx)",
+                 (unsigned long long)(attempted & ~refused),
+                 (unsigned long long)attempted,
+                 (unsigned long long)refused);
+    /* PROBE with a stray field is malformed. */
+    eml_msg_init(&m, EML_MSG_PROBE);
+    eml_msg_put_u64(&m, 1);
+    expect_error_reply(&h, &m, "PROBE");
+    ping(&h, 1);
+    eml_host_stop(&h);
+}
+
+static void test_sim_ping(void **state)
+{
+    (void)state;
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 256);
+    ping(&h, 0);
+    ping(&h, 1);
+    ping(&h, (size_t)1 << 20);
+    ping(&h, 5);
+    ping(&h, EML_CHUNK_MAX);
+    /* One byte over the PING maximum: refused, still serving. */
+    uint8_t *p = calloc(EML_CHUNK_MAX + 1, 1);
+    assert_non_null(p);
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_bytes(&m, p, EML_CHUNK_MAX + 1);
+    free(p);
+    expect_error_reply(&h, &m, "PING");
+    ping(&h, 2);
+    eml_host_stop(&h);
+}
+
+static void test_sim_malformed_ecalls(void **state)
+{
+    (void)state;
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 256);
+    eml_msg m;
+    train_fields t;
+
+    /* Types that are not ecalls. */
+    const eml_msg_type not_ecalls[] = {
+        EML_MSG_ERROR, EML_MSG_INIT_OK, EML_MSG_REPORT, EML_MSG_TRAIN_DONE,
+        EML_MSG_FILE_OPEN, EML_MSG_FILE_INFO, EML_MSG_FILE_READ,
+        EML_MSG_FILE_DATA, EML_MSG_OUTPUT, EML_MSG_OUTPUT_OK,
+        EML_MSG_PROGRESS, EML_MSG_PONG, EML_MSG_PROBE_OK,
+        EML_MSG_SHUTDOWN_OK};
+    for (size_t i = 0; i < sizeof(not_ecalls) / sizeof(not_ecalls[0]); i++) {
+        eml_msg_init(&m, not_ecalls[i]);
+        eml_msg_put_u64(&m, 1);
+        expect_error_reply(&h, &m, "not an ecall");
+    }
+    ping(&h, 1);
+
+    /* PING: a length past the frame, trailing bytes, nothing at all. */
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_u64(&m, 100); /* u32 length 100, then 4 bytes */
+    expect_error_reply(&h, &m, "PING");
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_bytes(&m, "ab", 2);
+    eml_msg_put_u64(&m, 0);
+    expect_error_reply(&h, &m, "PING");
+    eml_msg_init(&m, EML_MSG_PING);
+    expect_error_reply(&h, &m, "PING");
+    ping(&h, 1);
+
+    /* ATTEST: a nonce over the maximum; INIT again (a second identity
+     * would replace the attested one). */
+    uint8_t nonce[EML_NONCE_MAX + 1] = {0};
+    eml_msg_init(&m, EML_MSG_ATTEST);
+    eml_msg_put_bytes(&m, nonce, sizeof(nonce));
+    expect_error_reply(&h, &m, "ATTEST");
+    eml_msg_init(&m, EML_MSG_ATTEST);
+    eml_msg_put_bytes(&m, nonce, 4);
+    eml_msg_put_u64(&m, 0);
+    expect_error_reply(&h, &m, "ATTEST");
+
+    /* TRAIN, one bad field at a time. */
+    t = train_default();
+    t.trailing = 1;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.n_owners = 1000;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.n_owners = UINT64_MAX;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.n_owners = 0;
+    t.n_grants = 0;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.n_owners = 3; /* three announced, one sent */
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    const double bad_lr[] = {NAN, INFINITY, -INFINITY, -0.5, 1e9};
+    for (size_t i = 0; i < 5; i++) {
+        t = train_default();
+        t.lr = bad_lr[i];
+        put_train(&m, &t);
+        expect_error_reply(&h, &m, "malformed TRAIN");
+    }
+    t = train_default();
+    t.threads = 0;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.kernels = 99;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.epochs = UINT64_MAX;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.batch = (uint64_t)1 << 40;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.recipient_len = 31;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.grant_len = 0;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "grant 1");
+    /* A cfg length field past the frame. */
+    eml_msg_init(&m, EML_MSG_TRAIN);
+    eml_msg_put_u64(&m, 0x7fffffff);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    /* A grant that is not one (the junk grant of the defaults). */
+    t = train_default();
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "grant 1");
+    /* A real grant, then a cfg that does not parse: refused by name,
+     * before any file is asked for. */
+    uint8_t g[EML_GRANT_BYTES];
+    make_grant(&h, g);
+    t = train_default();
+    t.grant = g;
+    t.cfg = "[net]\nheight=28\nwidth=28\nchannels=1\n[bogus]\n";
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "cfg:5");
+    /* The same grant twice. */
+    t = train_default();
+    t.grant = g;
+    t.n_owners = 2;
+    t.n_grants = 2;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "replays");
+    /* Valid: the enclave asks the host for owner 1's files, which this
+     * host does not have; the host's refusal comes back as the error. */
+    t = train_default();
+    t.grant = g;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "no file 0");
+    ping(&h, (size_t)1 << 16);
+    /* SHUTDOWN still works after all that. */
+    eml_host_stop(&h);
+}
+
+/* A second INIT must not touch the identity that was attested: grants made
+ * for it must still open afterwards. */
+static void test_sim_reinit(void **state)
+{
+    (void)state;
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 256);
+    uint8_t blob[100];
+    memset(blob, 0x5a, sizeof(blob));
+    memcpy(blob, "EMLSEAL1", 8);
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_INIT);
+    eml_msg_put_bytes(&m, blob, sizeof(blob));
+    expect_error_reply(&h, &m, NULL);
+    eml_msg_init(&m, EML_MSG_INIT);
+    eml_msg_put_bytes(&m, NULL, 0);
+    eml_msg_reader r;
+    eml_err err = {0};
+    eml_status st = eml_host_call(&h, &m, EML_MSG_INIT_OK, &r, &err);
+    eml_msg_free(&m);
+    if (st == EML_OK) {
+        /* Allowed only if it kept the same keys. */
+        uint8_t meas[32], x[32];
+        assert_int_equal(eml_msg_get_fixed(&r, meas, 32), EML_OK);
+        assert_int_equal(eml_msg_get_fixed(&r, x, 32), EML_OK);
+        assert_memory_equal(x, h.x_pk, 32);
+    }
+    uint8_t g[EML_GRANT_BYTES];
+    make_grant(&h, g);
+    train_fields t = train_default();
+    t.grant = g;
+    put_train(&m, &t);
+    /* The grant opens: the enclave goes on to ask for files. */
+    expect_error_reply(&h, &m, "no file 0");
+    eml_host_stop(&h);
+}
+
+/* Writes a raw 16-byte header; the enclave must answer ERROR and exit. */
+static void unparseable(const uint8_t hdr[16], const char *what)
+{
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 256);
+    ping(&h, 1);
+    assert_int_equal(write(h.ch.fd, hdr, 16), 16);
+    uint16_t type;
+    const uint8_t *p;
+    size_t n;
+    eml_status st = eml_msg_recv(&h.ch, &type, &p, &n);
+    if (st != EML_OK)
+        fail_msg("%s: no reply (%s)", what, eml_status_str(st));
+    if (type != EML_MSG_ERROR)
+        fail_msg("%s: reply %s, expected ERROR", what,
+                 eml_msg_type_name(type));
+    eml_msg_reader r;
+    uint64_t code;
+    const uint8_t *txt;
+    size_t tl;
+    eml_msg_reader_init(&r, p, n);
+    assert_int_equal(eml_msg_get_u64(&r, &code), EML_OK);
+    assert_true((int64_t)code < 0);
+    assert_int_equal(eml_msg_get_bytes(&r, EML_ERRMSG_MAX, &txt, &tl), EML_OK);
+    assert_int_equal(eml_msg_get_end(&r), EML_OK);
+    /* Then the channel closes and the process exits with a failure. */
+    st = eml_msg_recv(&h.ch, &type, &p, &n);
+    if (st != EML_ERR_TRUNCATED)
+        fail_msg("%s: after the ERROR: %s, expected the channel to close",
+                 what, eml_status_str(st));
+    int status;
+    assert_int_equal(waitpid(h.pid, &status, 0), h.pid);
+    h.pid = -1;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) == 0)
+        fail_msg("%s: enclave status 0x%x, expected a failing exit", what,
+                 status);
+    eml_host_stop(&h);
+}
+
+static void test_sim_unparseable_frames(void **state)
+{
+    (void)state;
+    const uint8_t good[16] = {'E', 'M', 'L', 'M', 1, 0, EML_MSG_PING, 0,
+                              4, 0, 0, 0, 9, 0, 0, 0};
+    uint8_t h[16];
+    memcpy(h, good, 16);
+    h[0] = 'X';
+    unparseable(h, "bad magic");
+    memcpy(h, good, 16);
+    h[4] = 7;
+    unparseable(h, "version 7");
+    memcpy(h, good, 16);
+    h[6] = 0;
+    unparseable(h, "type 0");
+    memcpy(h, good, 16);
+    h[6] = 99;
+    unparseable(h, "type 99");
+    memcpy(h, good, 16);
+    h[11] = 0x7f; /* 2 GiB payload */
+    unparseable(h, "length over the maximum");
+}
+
+/* The host going away (EOF) ends the enclave quietly. */
+static void test_sim_host_eof(void **state)
+{
+    (void)state;
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 256);
+    ping(&h, 1);
+    /* half a frame, then EOF */
+    static const uint8_t part[10] = {'E', 'M', 'L', 'M', 1, 0, 15, 0, 4, 0};
+    assert_int_equal(write(h.ch.fd, part, sizeof(part)), (ssize_t)sizeof(part));
+    shutdown(h.ch.fd, SHUT_WR);
+    int status;
+    assert_int_equal(waitpid(h.pid, &status, 0), h.pid);
+    h.pid = -1;
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    eml_host_stop(&h);
+}
+
+/* The heap budget: a network that does not fit in 64 MiB is refused with
+ * EML_ERR_NOMEM, one that fits goes on to ask for data, and the enclave
+ * keeps serving. */
+static void test_sim_heap_budget(void **state)
+{
+    (void)state;
+    if (TEST_ASAN) {
+        print_message("AddressSanitizer build: no heap budget to test\n");
+        skip();
+    }
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 64);
+    assert_string_equal(h.policy, "heap_mb=64");
+    uint8_t g[EML_GRANT_BYTES];
+    make_grant(&h, g);
+    eml_msg m;
+    train_fields t = train_default();
+    t.grant = g;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "no file 0");
+    t.cfg = big_cfg;
+    put_train(&m, &t);
+    eml_status st = expect_error_reply(&h, &m, NULL);
+    assert_int_equal(st, EML_ERR_NOMEM);
+    ping(&h, (size_t)1 << 20);
+    eml_host_stop(&h);
+    /* The same network fits a 1 GiB budget. */
+    start(&h, EML_BACKEND_SIM, 1024);
+    make_grant(&h, g);
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "no file 0");
+    eml_host_stop(&h);
+}
+
+/* Backend none: the same runtime on a thread, same answers. */
+static void test_none_backend(void **state)
+{
+    (void)state;
+    eml_enclave_host h, s;
+    start(&h, EML_BACKEND_NONE, 256);
+    assert_true(h.pid <= 0);
+    ping(&h, 0);
+    ping(&h, (size_t)1 << 20);
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_PONG);
+    expect_error_reply(&h, &m, "not an ecall");
+    train_fields t = train_default();
+    t.trailing = 1;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    /* The identity is the one sealed for this measurement: the sim
+     * enclave unseals the same keys. */
+    start(&s, EML_BACKEND_SIM, 256);
+    assert_memory_equal(h.measurement, s.measurement, 32);
+    assert_memory_equal(h.x_pk, s.x_pk, 32);
+    assert_memory_equal(h.ed_pk, s.ed_pk, 32);
+    eml_host_stop(&s);
+    eml_host_stop(&h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_codec_roundtrip),
+        cmocka_unit_test(test_codec_truncations),
+        cmocka_unit_test(test_codec_range),
+        cmocka_unit_test(test_codec_f64),
+        cmocka_unit_test(test_codec_bytes),
+        cmocka_unit_test(test_codec_header),
+        cmocka_unit_test(test_codec_builder_limits),
+        cmocka_unit_test(test_channel_frames),
+        cmocka_unit_test(test_sim_sandbox),
+        cmocka_unit_test(test_sim_not_dumpable),
+        cmocka_unit_test(test_sim_probe),
+        cmocka_unit_test(test_sim_ping),
+        cmocka_unit_test(test_sim_malformed_ecalls),
+        cmocka_unit_test(test_sim_reinit),
+        cmocka_unit_test(test_sim_unparseable_frames),
+        cmocka_unit_test(test_sim_host_eof),
+        cmocka_unit_test(test_sim_heap_budget),
+        cmocka_unit_test(test_none_backend),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

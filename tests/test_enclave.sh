@@ -1,0 +1,452 @@
+#!/usr/bin/env bash
+# test_enclave.sh BIN SRCDIR - end-to-end checks of confidential training
+# through the sandboxed `sim` enclave: what must never leave it (a canary
+# record planted in an owner's data, the trained weights), and every kind of
+# tampering with data, grants and reports, each refused with one
+# "enclaveml: error:" line, a non-zero exit and no output file left behind.
+#
+# Small data (300/100 and 200/50 images), one epoch, one thread: well under
+# a minute.  Binary searches are done on hex dumps (od), so nothing beyond
+# coreutils, grep and gzip is needed.
+set -u
+bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+src=$(cd "$2" && pwd)
+fm=/usr/share/datasets/fashion-mnist
+cfg=$src/cfg/fmnist-tanh.cfg
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export ENCLAVEML_HOME=$tmp/home
+unset ENCLAVEML_TRACE
+export LC_ALL=C
+passed=0
+failed=0
+
+ok() { passed=$((passed + 1)); echo "ok: $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
+
+# expect_error NAME NEEDLE CMD... : exit non-zero (not a signal), exactly
+# one stderr line starting "enclaveml: error:" and containing NEEDLE, and
+# nothing on stdout.
+expect_error() {
+  local name=$1 needle=$2
+  shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$tmp/err")
+  if [[ $rc -ne 0 && $rc -lt 128 && $lines -eq 1 ]] &&
+     grep -q '^enclaveml: error: ' "$tmp/err" &&
+     grep -qF -- "$needle" "$tmp/err" && [[ ! -s "$tmp/out" ]]; then
+    ok "$name ($(cat "$tmp/err"))"
+  else
+    bad "$name: rc=$rc, stdout: $(head -c 200 "$tmp/out"), stderr: $(head -c 600 "$tmp/err")"
+  fi
+}
+
+# ---- data: owner A (300 train with a canary record, 100 test), owner B
+# (200 train, 50 test, other images).  The owners' plaintext lives in
+# $plain; everything the untrusted side ever touches lives in $w.
+mkidx() { # mkidx SRC.gz DST SKIP_ITEMS COUNT ITEMBYTES NDIMS
+  local n=$4 hdr skip
+  if [[ $6 -eq 3 ]]; then
+    hdr=$(printf '\\x00\\x00\\x08\\x03\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x1c\\x00\\x00\\x00\\x1c' \
+      $((n >> 24 & 255)) $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))
+    skip=16
+  else
+    hdr=$(printf '\\x00\\x00\\x08\\x01\\x%02x\\x%02x\\x%02x\\x%02x' \
+      $((n >> 24 & 255)) $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))
+    skip=8
+  fi
+  { printf "$hdr"
+    gzip -dc "$1" | tail -c +$((skip + $3 * $5 + 1)) | head -c $((n * $5)); } >"$2"
+}
+# Lowercase hex of a file, one line.
+hexof() { od -An -v -tx1 "$1" | tr -d ' \n'; }
+# windows FILE OFFSET LENGTH WIDTH STEP: hex of every WIDTH-byte window of
+# FILE[OFFSET, OFFSET+LENGTH) starting STEP bytes apart, one per line.
+windows() {
+  local h
+  h=$(tail -c +$(($2 + 1)) "$1" | head -c "$3" | od -An -v -tx1 | tr -d ' \n')
+  local i
+  for ((i = 0; i + $4 <= $3; i += $5)); do echo "${h:2*i:2*$4}"; done
+}
+# leaks PATTERNS DIR [EXCLUDED...]: the files under DIR (but EXCLUDED) whose
+# bytes contain any of the hex windows in PATTERNS.
+leaks() {
+  local pat=$1 dir=$2 f x skip
+  shift 2
+  find "$dir" -type f | sort | while read -r f; do
+    skip=0
+    for x in "$@"; do [[ $f == "$x" ]] && skip=1; done
+    [[ $skip -eq 1 ]] && continue
+    if hexof "$f" | grep -qF -f "$pat"; then echo "$f"; fi
+  done
+}
+
+plain=$tmp/plain
+w=$tmp/w
+o=$tmp/o
+mkdir -p "$plain/a" "$plain/b" "$w" "$o"
+head -c 784 /dev/urandom >"$plain/canary.img"
+mkidx $fm/train-images-idx3-ubyte.gz "$plain/a/train-images-idx3-ubyte" 0 299 784 3
+mkidx $fm/train-labels-idx1-ubyte.gz "$plain/a/train-labels-idx1-ubyte" 0 299 1 1
+# The canary: the 300th record, random pixels and label 7.
+cat "$plain/canary.img" >>"$plain/a/train-images-idx3-ubyte"
+printf '\x07' >>"$plain/a/train-labels-idx1-ubyte"
+printf '\x00\x00\x01\x2c' | dd of="$plain/a/train-images-idx3-ubyte" bs=1 seek=4 conv=notrunc status=none
+printf '\x00\x00\x01\x2c' | dd of="$plain/a/train-labels-idx1-ubyte" bs=1 seek=4 conv=notrunc status=none
+mkidx $fm/t10k-images-idx3-ubyte.gz "$plain/a/t10k-images-idx3-ubyte" 0 100 784 3
+mkidx $fm/t10k-labels-idx1-ubyte.gz "$plain/a/t10k-labels-idx1-ubyte" 0 100 1 1
+mkidx $fm/train-images-idx3-ubyte.gz "$plain/b/train-images-idx3-ubyte" 1000 200 784 3
+mkidx $fm/train-labels-idx1-ubyte.gz "$plain/b/train-labels-idx1-ubyte" 1000 200 1 1
+mkidx $fm/t10k-images-idx3-ubyte.gz "$plain/b/t10k-images-idx3-ubyte" 500 50 784 3
+mkidx $fm/t10k-labels-idx1-ubyte.gz "$plain/b/t10k-labels-idx1-ubyte" 500 50 1 1
+files="train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte"
+if [[ $(wc -c <"$plain/a/train-images-idx3-ubyte") -eq $((16 + 300 * 784)) &&
+      $(wc -c <"$plain/b/t10k-labels-idx1-ubyte") -eq $((8 + 50)) ]]; then
+  ok "tiny owner datasets built (A: 300+100 with a canary, B: 200+50)"
+else
+  bad "could not build the datasets from $fm"
+fi
+
+cd "$w" || exit 1
+"$bin" keygen --out alice --quiet 2>/dev/null
+"$bin" keygen --out bob --quiet 2>/dev/null
+"$bin" keygen --out model --quiet 2>/dev/null
+mkdir -p a b
+for f in $files; do
+  # 4 KiB chunks: the training images are 58 chunks, the tests cut them.
+  "$bin" encrypt --key alice.key --in "$plain/a/$f" --out "a/$f.emlc" \
+    --chunk-size 4096 --quiet
+  "$bin" encrypt --key bob.key --in "$plain/b/$f" --out "b/$f.emlc" \
+    --chunk-size 4096 --quiet
+done
+
+M=$("$bin" measure)
+M512=$("$bin" measure --heap-mb 512)
+if [[ ${#M} -eq 64 && ${#M512} -eq 64 && $M != "$M512" ]]; then
+  ok "measure: $M (another heap budget, another measurement)"
+else
+  bad "measure: '$M' '$M512'"
+fi
+if "$bin" attest --nonce 0011 --out r.json 2>attest.err &&
+   "$bin" verify r.json --measurement "$M" --nonce 0011 --allow-sim >verify.out &&
+   grep -q '"sim":true' r.json; then
+  ok "attest + verify (simulated platform)"
+else
+  bad "attest/verify: $(cat attest.err verify.out)"
+fi
+"$bin" grant --key alice.key --report r.json --measurement "$M" --allow-sim \
+  --out a.grant 2>/dev/null
+"$bin" grant --key bob.key --report r.json --measurement "$M" --allow-sim \
+  --out b.grant 2>/dev/null
+if [[ $(wc -c <a.grant) -eq 196 && $(wc -c <b.grant) -eq 196 ]]; then
+  ok "grants for owners A and B"
+else
+  bad "grant files missing or of the wrong size"
+fi
+
+train() { # train ARGS... (common options of every confidential run)
+  "$bin" train --cfg "$cfg" --recipient "$w/model.pub" --epochs 1 --batch 32 \
+    --threads 1 --seed 5 "$@"
+}
+
+# ==== the canary and the weights never leave the enclave in clear ====
+if ENCLAVEML_TRACE=trace.bin train --data a --grant a.grant --out model.emlm \
+     --report-out t.json --json >train.out 2>train.err &&
+   [[ -s model.emlm && -s t.json && -s trace.bin ]]; then
+  ok "confidential training, one owner ($(wc -c <trace.bin) bytes of trace)"
+else
+  bad "confidential training: $(cat train.err)"
+fi
+if "$bin" verify t.json --report r.json --measurement "$M" --allow-sim \
+     >tv.out 2>tv.err && grep -q 'training report verified' tv.out &&
+   grep -q '"train_images":300' t.json && grep -q '"owners":1' t.json &&
+   grep -q "\"measurement\":\"$M\"" t.json &&
+   grep -q '"train_images":300' train.out; then
+  ok "training report verifies against the attestation"
+else
+  bad "training report: $(cat tv.out tv.err t.json)"
+fi
+# The report names the cfg that was trained, by its SHA-256.
+cfg_sha=$(sha256sum "$cfg" | cut -c1-64)
+if grep -q "\"cfg_sha256\":\"$cfg_sha\"" t.json; then
+  ok "the signed report's cfg_sha256 is the cfg's SHA-256"
+else
+  bad "cfg_sha256 in the report is not sha256($cfg) = $cfg_sha: $(grep -o '"cfg_sha256":"[0-9a-f]*"' t.json)"
+fi
+# The trace must hold FILE_OPEN ocalls (type 8: "EMLM" 01 00 08 00) for
+# the later check that a refused grant opens no file to mean anything.
+if hexof trace.bin | grep -q '454d4c4d01000800'; then
+  ok "trace holds the FILE_OPEN ocalls"
+else
+  bad "no FILE_OPEN frame in the trace"
+fi
+windows "$plain/canary.img" 0 784 32 1 >"$tmp/canary.pat"
+# The canary's label in context: the last 32 labels of A's training set.
+windows "$plain/a/train-labels-idx1-ubyte" $((8 + 268)) 32 32 1 >>"$tmp/canary.pat"
+# Control: the search finds the canary where it is.
+if [[ -n $(leaks "$tmp/canary.pat" "$plain/a") ]]; then
+  ok "canary search finds the canary in A's plaintext ($(wc -l <"$tmp/canary.pat") windows)"
+else
+  bad "canary search does not find the canary in A's own plaintext"
+fi
+# Control: the same search sees the ciphertext the host moved in the trace.
+windows "$w/a/train-images-idx3-ubyte.emlc" $((64 + 5 * 4112)) 32 32 1 >"$tmp/ct.pat"
+if [[ $(leaks "$tmp/ct.pat" "$w") == "$w/a/train-images-idx3-ubyte.emlc"$'\n'"$w/trace.bin" ]]; then
+  ok "the search sees the ciphertext the host carried in the trace"
+else
+  bad "ciphertext control: $(leaks "$tmp/ct.pat" "$w")"
+fi
+found=$(leaks "$tmp/canary.pat" "$w"; leaks "$tmp/canary.pat" "$ENCLAVEML_HOME")
+if [[ -z $found ]]; then
+  ok "no 32-byte window of the canary record (or its labels) in the trace, stdout, stderr or any file of the work directory or ENCLAVEML_HOME"
+else
+  bad "canary bytes found in: $found"
+fi
+if "$bin" decrypt --key model.key --in model.emlm --out model.safetensors \
+     --quiet && [[ -s model.safetensors ]]; then
+  ok "the model owner decrypts the model"
+else
+  bad "decrypt model.emlm"
+fi
+# Data section of the safetensors: after the u64 header length and header.
+hl=$(od -An -tu8 -N8 model.safetensors | tr -d ' ')
+size=$(wc -c <model.safetensors)
+dlen=$((size - 8 - hl))
+: >"$tmp/model.pat"
+for frac in 0 1 2 3; do
+  windows model.safetensors $((8 + hl + frac * dlen / 4)) 64 64 64 >>"$tmp/model.pat"
+done
+windows model.safetensors $((size - 64)) 64 64 64 >>"$tmp/model.pat"
+if [[ $dlen -gt 1000 && $(wc -l <"$tmp/model.pat") -eq 5 &&
+      -n $(leaks "$tmp/model.pat" "$w") ]]; then
+  found=$(leaks "$tmp/model.pat" "$w" "$w/model.safetensors"
+          leaks "$tmp/model.pat" "$ENCLAVEML_HOME")
+  if [[ -z $found ]]; then
+    ok "no 64-byte window of the weights anywhere but the decrypted model ($dlen bytes of data)"
+  else
+    bad "plaintext weights found in: $found"
+  fi
+else
+  bad "could not cut windows out of model.safetensors (header $hl, data $dlen)"
+fi
+
+# ==== two owners ====
+if train --data a --grant a.grant --data b --grant b.grant --out m2.emlm \
+     --report-out t2.json --quiet >/dev/null 2>t2.err &&
+   "$bin" verify t2.json --report r.json --measurement "$M" --allow-sim \
+     >/dev/null 2>>t2.err &&
+   grep -q '"owners":2' t2.json && grep -q '"train_images":500' t2.json &&
+   grep -q '"test_images":150' t2.json; then
+  ok "two owners: train_images 300+200=500, test_images 100+50=150 in the signed report"
+else
+  bad "two owners: $(cat t2.err t2.json 2>/dev/null)"
+fi
+
+# ==== tampering with the data ====
+H=64          # header bytes of a data container
+C=$((4096 + 16)) # ciphertext bytes of a full chunk
+tamper_dir() { # a fresh copy of A's encrypted dir in $w/x
+  rm -rf "$w/x"
+  cp -r "$w/a" "$w/x"
+}
+img=$w/x/train-images-idx3-ubyte.emlc
+flip() { # flip FILE OFFSET: xor one bit
+  local v
+  v=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  printf "\\$(printf '%03o' $((v ^ 4)))" |
+    dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+chunk() { tail -c +$((H + $2 * C + 1)) "$1" | head -c $C; } # chunk FILE I
+# expect_train_error NAME NEEDLE ARGS...: the run fails cleanly and leaves
+# no model, report or temporary file behind.
+expect_train_error() {
+  local name=$1 needle=$2
+  shift 2
+  rm -rf "$o"
+  mkdir -p "$o"
+  expect_error "$name" "$needle" train "$@" --out "$o/m.emlm" \
+    --report-out "$o/t.json" --quiet
+  if [[ -n $(ls -A "$o") ]]; then
+    bad "$name: left behind: $(ls -A "$o")"
+  fi
+}
+tamper_dir
+flip "$img" 40
+expect_train_error "flipped bit in a data file's header" "train-images" \
+  --data x --grant a.grant
+tamper_dir
+flip "$img" $((H + 10 * C + 100))
+expect_train_error "flipped bit in a middle chunk" "train-images" \
+  --data x --grant a.grant
+tamper_dir
+flip "$img" $((H + C - 3))
+expect_train_error "flipped bit in a chunk's tag" "train-images" \
+  --data x --grant a.grant
+tamper_dir
+head -c $((H + 20 * C)) "$w/a/train-images-idx3-ubyte.emlc" >"$img"
+expect_train_error "data file truncated at a chunk boundary" "train-images" \
+  --data x --grant a.grant
+tamper_dir
+head -c $((H + 20 * C + 1000)) "$w/a/train-images-idx3-ubyte.emlc" >"$img"
+expect_train_error "data file truncated mid-chunk" "train-images" \
+  --data x --grant a.grant
+tamper_dir
+s=$w/a/train-images-idx3-ubyte.emlc
+{ head -c $((H + 2 * C)) "$s"; chunk "$s" 3; chunk "$s" 2
+  tail -c +$((H + 4 * C + 1)) "$s"; } >"$img"
+expect_train_error "two chunks reordered" "train-images" --data x --grant a.grant
+tamper_dir
+{ head -c $((H + 3 * C)) "$s"; chunk "$s" 2; tail -c +$((H + 4 * C + 1)) "$s"; } >"$img"
+expect_train_error "a chunk duplicated over the next" "train-images" \
+  --data x --grant a.grant
+tamper_dir
+{ head -c $((H + 5 * C)) "$s"; tail -c +$((H + 6 * C + 1)) "$s"; } >"$img"
+expect_train_error "a chunk dropped" "train-images" --data x --grant a.grant
+tamper_dir
+cp "$w/a/t10k-images-idx3-ubyte.emlc" "$img"
+expect_train_error "owner's own test images in place of its train images" \
+  "owner 1" --data x --grant a.grant
+if [[ $(wc -c <"$s") -eq $((H + 57 * C + 1744 + 16)) ]]; then
+  ok "the tampered file has the expected layout (header + 57 full chunks + 1)"
+else
+  bad "unexpected container size $(wc -c <"$s")"
+fi
+tamper_dir
+cp "$w/b/train-labels-idx1-ubyte.emlc" "$w/x/train-labels-idx1-ubyte.emlc"
+expect_train_error "owner B's train-labels swapped into A's directory" \
+  "train-labels" --data x --grant a.grant
+rm -rf "$w/x"
+
+# ==== tampering with grants ====
+expect_train_error "a grant replayed for a second directory" "replays" \
+  --data a --grant a.grant --data b --grant a.grant
+# A foreign enclave identity: attest in another home (another platform and
+# another sealed identity), grant against that report there.
+other=$tmp/home2
+ENCLAVEML_HOME=$other "$bin" attest --nonce 0011 --out r2.json 2>/dev/null
+ENCLAVEML_HOME=$other "$bin" grant --key alice.key --report r2.json \
+  --measurement "$M" --allow-sim --out foreign.grant 2>/dev/null
+if [[ -s foreign.grant ]]; then
+  ok "grant made against the other home's enclave"
+else
+  bad "could not make the foreign grant"
+fi
+expect_train_error "a grant for another enclave's key" "another enclave key" \
+  --data a --grant foreign.grant
+rm -f wrong.grant
+expect_error "grant: the report's measurement is not the one asked for" \
+  "not the expected one" "$bin" grant --key alice.key --report r.json \
+  --measurement "$M512" --allow-sim --out wrong.grant
+if [[ ! -e wrong.grant ]]; then ok "grant refused: no grant file"; else bad "wrong.grant written"; fi
+"$bin" attest --nonce 0011 --heap-mb 512 --out r512.json 2>/dev/null
+"$bin" grant --key alice.key --report r512.json --measurement "$M512" \
+  --allow-sim --out g512.grant 2>/dev/null
+expect_train_error "a grant for the 512 MiB enclave used with the default one" \
+  "another enclave measurement" --data a --grant g512.grant
+# A forged grant: one bit of the wrapped key.
+cp a.grant forged.grant
+flip forged.grant 150
+expect_train_error "a grant with a flipped bit" "grant 1" --data a --grant forged.grant
+# A privacy budget refuses non-DP training before any data file is opened.
+"$bin" grant --key alice.key --report r.json --measurement "$M" --allow-sim \
+  --max-epsilon 3 --out eps.grant 2>/dev/null
+rm -f eps.trace
+ENCLAVEML_TRACE=eps.trace expect_train_error \
+  "a grant with --max-epsilon refuses non-private training" "epsilon" \
+  --data a --grant eps.grant
+if [[ -s eps.trace ]] && ! hexof eps.trace | grep -q '454d4c4d01000800'; then
+  ok "refused before any data: no FILE_OPEN in the trace"
+else
+  bad "the epsilon-bound run opened data files (or left no trace)"
+fi
+rm -f eps.trace
+
+# ==== tampering with reports ====
+expect_error "verify: wrong nonce" "nonce" "$bin" verify r.json \
+  --measurement "$M" --nonce 0022 --allow-sim
+expect_error "verify: a sim report without --allow-sim" "allow-sim" \
+  "$bin" verify r.json --measurement "$M" --nonce 0011
+expect_error "verify: a report from another platform" "platform" \
+  "$bin" verify r2.json --measurement "$M" --allow-sim
+# flip_member FILE KEY: change the first hex digit of a string member.
+flip_member() {
+  sed "s/\"$2\":\"0/\"$2\":\"1/;t;s/\"$2\":\"./\"$2\":\"0/" "$1"
+}
+flip_member r.json signature >rs.json
+sed 's/"heap_mb=2048"/"heap_mb=2049"/' r.json >rb.json
+if [[ -s rs.json && -s rb.json ]] && ! cmp -s r.json rs.json &&
+   ! cmp -s r.json rb.json; then
+  ok "forged reports made (signature digit, body byte)"
+else
+  bad "could not alter r.json"
+fi
+expect_error "verify: attestation with a forged signature" "signature" \
+  "$bin" verify rs.json --measurement "$M" --allow-sim
+expect_error "verify: attestation with an altered body" "signature" \
+  "$bin" verify rb.json --measurement "$M" --allow-sim
+flip_member t.json signature >ts.json
+sed 's/"train_images":300/"train_images":301/' t.json >tb.json
+if [[ -s ts.json && -s tb.json ]] && ! cmp -s t.json ts.json &&
+   ! cmp -s t.json tb.json; then
+  ok "forged training reports made"
+else
+  bad "could not alter t.json"
+fi
+expect_error "verify: training report with a forged signature" "signature" \
+  "$bin" verify ts.json --report r.json --measurement "$M" --allow-sim
+expect_error "verify: training report with an altered body" "signature" \
+  "$bin" verify tb.json --report r.json --measurement "$M" --allow-sim
+expect_error "verify: training report against another enclave's attestation" \
+  "signature" "$bin" verify t.json --report r512.json --measurement "$M512" \
+  --allow-sim
+expect_error "grant: a forged attestation" "signature" "$bin" grant \
+  --key alice.key --report rb.json --measurement "$M" --allow-sim \
+  --out never.grant
+if [[ ! -e never.grant ]]; then ok "no grant from a forged report"; else bad "never.grant written"; fi
+
+# ==== tampering with the model ====
+cp model.emlm mt.emlm
+flip mt.emlm $(( $(wc -c <mt.emlm) / 2 ))
+rm -f mt.safetensors
+expect_error "decrypt: a tampered model" "mt.emlm" "$bin" decrypt \
+  --key model.key --in mt.emlm --out mt.safetensors
+if [[ -z $(ls -A | grep '^mt\.safetensors') ]]; then
+  ok "no plaintext left from the tampered model"
+else
+  bad "plaintext left: $(ls -A | grep '^mt\.safetensors')"
+fi
+expect_error "decrypt: the model with the wrong key" "model.emlm" "$bin" \
+  decrypt --key alice.key --in model.emlm --out wk.safetensors
+if [[ -z $(ls -A | grep '^wk\.safetensors') ]]; then
+  ok "no output from the wrong key"
+else
+  bad "output left by the wrong key"
+fi
+
+# ==== backends and plaintext ====
+expect_error "plaintext training with --enclave sim is refused" "grant" \
+  "$bin" train --cfg "$cfg" --data "$plain/a" --enclave sim --epochs 1 \
+  --batch 32 --threads 1 --quiet
+if "$bin" train --cfg "$cfg" --data "$plain/a" --enclave none --epochs 1 \
+     --batch 32 --threads 1 --out plain.safetensors --json \
+     >plain.out 2>plain.err && grep -q '"test_accuracy":' plain.out &&
+   [[ -s plain.safetensors ]]; then
+  ok "plaintext training with --enclave none"
+else
+  bad "plain training: $(cat plain.err)"
+fi
+if train --data a --grant a.grant --enclave none --out mn.emlm \
+     --report-out tn.json --quiet >/dev/null 2>tn.err &&
+   grep -q "\"measurement\":\"$M\"" tn.json &&
+   "$bin" verify tn.json --report r.json --measurement "$M" --allow-sim \
+     >/dev/null 2>>tn.err &&
+   "$bin" decrypt --key model.key --in mn.emlm --out mn.safetensors --quiet; then
+  ok "confidential training with --enclave none: same measurement, report verifies"
+else
+  bad "--enclave none: $(cat tn.err)"
+fi
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
