@@ -29,7 +29,7 @@ test-asan: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DEML_WERROR=ON \
 	    -DEML_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j$(NPROC)
-	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 \
+	@cd build-asan && \
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    UBSAN_OPTIONS=print_stacktrace=1 \
 	    ctest --output-on-failure -j2 -LE slow

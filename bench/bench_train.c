@@ -11,6 +11,7 @@
  * per-layer forward/backward times; then the ref kernels against fast on
  * one thread as a ratio.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include "enclaveml/cfg.h"
+#include "enclaveml/dp.h"
 #include "enclaveml/net.h"
 #include "enclaveml/rng.h"
 #include "enclaveml/train.h"
@@ -60,8 +62,11 @@ typedef struct step_result {
     double seconds_per_step;
 } step_result;
 
+/* dp: 0 plain step; 1 a DP-SGD step as train.c takes it: Poisson
+ * sampling over a 60,000-example set, forward, per-example norms, clipping
+ * by a second backward pass, discrete Gaussian noise, update. */
 static int time_steps(const eml_netcfg *cfg, eml_kernels_kind kind, int batch,
-                      int steps, int profile, step_result *res)
+                      int steps, int profile, step_result *res, int dp)
 {
     eml_net_opts o = {kind, batch, 1};
     eml_net *net = NULL;
@@ -82,16 +87,38 @@ static int time_steps(const eml_netcfg *cfg, eml_kernels_kind kind, int batch,
     uint8_t *labels = malloc((size_t)batch);
     for (int b = 0; b < batch; b++)
         labels[b] = (uint8_t)(b % (int)eml_net_output_size(net));
+    size_t np = eml_net_param_count(net);
+    float *sq = malloc((size_t)batch * sizeof(float));
+    float *scale = malloc((size_t)batch * sizeof(float));
+    float *noise = malloc(np * sizeof(float));
+    eml_csprng *rng = NULL;
+    if (eml_csprng_new(&rng, &err) != EML_OK) return -1;
     double t0 = 0;
     for (int s = -2; s < steps; s++) { /* two warm-up steps */
         if (s == 0) {
             eml_net_set_profiling(net, profile);
             t0 = now();
         }
+        if (dp) {
+            int m = 0;
+            for (int i = 0; i < 60000; i++)
+                m += eml_dp_bernoulli(rng, (double)batch / 60000.0);
+            (void)m; /* the timed batch stays at its expected size */
+        }
         if (eml_net_forward(net, batch, 1) != EML_OK ||
             eml_net_loss(net, batch, labels, NULL, NULL) != EML_OK ||
-            eml_net_backward(net, batch, NULL) != EML_OK)
+            eml_net_backward(net, batch, dp ? sq : NULL) != EML_OK)
             return -1;
+        if (dp) {
+            for (int b = 0; b < batch; b++)
+                scale[b] = sq[b] > 1.0f ? 1.0f / sqrtf(sq[b]) : 1.0f;
+            eml_net_scale_output_delta(net, batch, scale);
+            if (eml_net_backward(net, batch, NULL) != EML_OK ||
+                eml_dp_gaussian_fill(rng, noise, np, 1.0) != EML_OK)
+                return -1;
+            float *g = eml_net_grads(net);
+            for (size_t i = 0; i < np; i++) g[i] += noise[i];
+        }
         eml_optim_step(opt, 0.001f, (float)batch);
     }
     double dt = now() - t0;
@@ -117,6 +144,10 @@ static int time_steps(const eml_netcfg *cfg, eml_kernels_kind kind, int batch,
                "total", 1e3 * total / steps, 1e3 * res->seconds_per_step);
     }
     free(labels);
+    free(sq);
+    free(scale);
+    free(noise);
+    eml_csprng_free(rng);
     eml_optim_free(opt);
     eml_net_free(net);
     return 0;
@@ -127,6 +158,7 @@ int main(int argc, char **argv)
     const char *cfg_path = "cfg/fmnist-cnn.cfg";
     int batch = 128, steps = 30, ref_steps = 3, gemm_n = 2048;
     const char *threads_list = "1,2";
+    int dp_ratio = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--cfg") && i + 1 < argc)
             cfg_path = argv[++i];
@@ -140,6 +172,8 @@ int main(int argc, char **argv)
             threads_list = argv[++i];
         else if (!strcmp(argv[i], "--gemm") && i + 1 < argc)
             gemm_n = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--dp-ratio"))
+            dp_ratio = 1;
         else {
             fprintf(stderr,
                     "usage: bench_train [--cfg F] [--batch N] [--steps N] "
@@ -168,6 +202,25 @@ int main(int argc, char **argv)
     double flops_img = flops_fwd + eml_net_flops_backward(probe);
     size_t params = eml_net_param_count(probe);
     eml_net_free(probe);
+    if (dp_ratio) {
+        int t = atoi(threads_list);
+        eml_kernels_set_threads(t > 0 ? t : 1);
+        step_result a, b;
+        /* interleaved, best of two, to damp the machine's noise */
+        double pa = 0, pb = 0;
+        for (int r = 0; r < 2; r++) {
+            if (time_steps(cfg, EML_KERNELS_FAST, batch, steps, 0, &a, 0) ||
+                time_steps(cfg, EML_KERNELS_FAST, batch, steps, 0, &b, 1))
+                return 1;
+            if (a.images_per_second > pa) pa = a.images_per_second;
+            if (b.images_per_second > pb) pb = b.images_per_second;
+        }
+        printf("  %s, batch %d, %d thread(s): plain %.0f images/s, DP-SGD "
+               "%.0f images/s: a DP step costs %.2fx a plain one\n",
+               cfg_path, batch, t > 0 ? t : 1, pa, pb, pa / pb);
+        eml_cfg_free(cfg);
+        return 0;
+    }
     printf("bench_train: %s, %zu parameters, batch %d, %d timed steps\n",
            cfg_path, params, batch, steps);
     printf("  step FLOPs counted from the cfg: %.2f MFLOP/image "
@@ -183,7 +236,7 @@ int main(int argc, char **argv)
         eml_kernels_set_threads(t);
         double peak = gemm_peak(gemm_n);
         step_result r;
-        if (time_steps(cfg, EML_KERNELS_FAST, batch, steps, 1, &r) != 0) {
+        if (time_steps(cfg, EML_KERNELS_FAST, batch, steps, 1, &r, 0) != 0) {
             fprintf(stderr, "bench_train: training step failed\n");
             return 1;
         }
@@ -197,12 +250,12 @@ int main(int argc, char **argv)
     eml_kernels_set_threads(1);
     if (fast1 <= 0) {
         step_result r;
-        if (time_steps(cfg, EML_KERNELS_FAST, batch, steps, 0, &r) != 0)
+        if (time_steps(cfg, EML_KERNELS_FAST, batch, steps, 0, &r, 0) != 0)
             return 1;
         fast1 = r.images_per_second;
     }
     step_result rr;
-    if (time_steps(cfg, EML_KERNELS_REF, batch, ref_steps, 0, &rr) != 0) {
+    if (time_steps(cfg, EML_KERNELS_REF, batch, ref_steps, 0, &rr, 0) != 0) {
         fprintf(stderr, "bench_train: ref training step failed\n");
         return 1;
     }

@@ -41,10 +41,12 @@
  *     eml_cr_free(r);
  *
  * Plaintext is released only after its chunk's tag verified; a failed
- * open wipes pt.  A reader or writer that failed once refuses everything
- * after (sticky error).  Readers and writers hold the file key in locked
- * memory and wipe it in _free.  Plaintext in memory of any chunk belongs to
- * the caller, who wipes it.
+ * open wipes pt.  A reader that failed once refuses everything after
+ * (sticky error).  Readers and writers live in locked memory; the
+ * intermediate secrets (content key, wrap key, file key, shared secret) are
+ * wiped as soon as the file key's AES key schedule is set up, and that
+ * schedule (inside OpenSSL's cipher context) is cleared by _free.  The
+ * plaintext of every chunk belongs to the caller, who wipes it.
  */
 #ifndef ENCLAVEML_CONTAINER_H
 #define ENCLAVEML_CONTAINER_H
@@ -153,8 +155,9 @@ EML_MUST_CHECK eml_status eml_cr_new(const uint8_t *header, size_t len,
                                      eml_cr **out, eml_err *err);
 
 /* Opens the next chunk (ciphertext || tag, len bytes) into pt (room for
- * chunk_size bytes).  is_last: the caller has no more bytes after this one
- * (end of file or of the stream); the chunk must then be the final chunk.
+ * len - 16 bytes, which is at most chunk_size).  is_last: the caller has
+ * no more bytes after this one (end of file or of the stream); the chunk
+ * must then be the final chunk.
  * A chunk that is not last must be exactly chunk_size + 16 bytes.  Any
  * tampering is EML_ERR_AUTH with pt wiped and *pt_len 0; after a failure
  * the reader refuses everything. */

@@ -44,7 +44,7 @@ extern "C" {
 #define EML_SHA256_BYTES 32
 #define EML_GCM_NONCE_BYTES 12
 #define EML_GCM_TAG_BYTES 16
-#define EML_X25519_BYTES 32       /* secret keys, public keys, shared secrets */
+#define EML_X25519_BYTES 32       /* secret, public keys; shared secrets */
 #define EML_ED25519_SK_BYTES 32   /* the RFC 8032 seed */
 #define EML_ED25519_PK_BYTES 32
 #define EML_ED25519_SIG_BYTES 64
@@ -77,7 +77,9 @@ EML_MUST_CHECK eml_status eml_random_secret(void *out, size_t n);
  * Returns NULL when out of memory.  The pointer is 64-byte aligned. */
 void *eml_secure_alloc(size_t n);
 /* Wipes, unlocks and unmaps memory from eml_secure_alloc.  n is the size
- * asked for (checked against what was recorded).  NULL is a no-op. */
+ * asked for; it is checked against what was recorded, and a mismatch
+ * leaves the memory alone rather than unmap the wrong range.  NULL is a
+ * no-op. */
 void eml_secure_free(void *p, size_t n);
 /* How many eml_secure_alloc calls so far could not lock their memory
  * (typically RLIMIT_MEMLOCK); 0 means every secret was locked. */
@@ -139,18 +141,19 @@ EML_MUST_CHECK eml_status eml_aes256gcm_open(
 
 /* A GCM context bound to one key, for many messages under it (the
  * container's chunks): the key schedule is computed once.  Opaque; holds
- * the expanded key, wiped by _free.  Same contracts as the one-shot calls. */
+ * the expanded key, wiped by _free.  Same contracts as the one-shot calls.
+ * One thread at a time per context. */
 typedef struct eml_gcm eml_gcm;
 EML_MUST_CHECK eml_status eml_gcm_new(const uint8_t key[EML_KEY_BYTES],
                                       eml_gcm **out);
-EML_MUST_CHECK eml_status eml_gcm_seal(eml_gcm *g, uint8_t *out,
-                                       const uint8_t *pt, size_t len,
-                                       const uint8_t *aad, size_t aad_len,
-                                       const uint8_t nonce[EML_GCM_NONCE_BYTES]);
-EML_MUST_CHECK eml_status eml_gcm_open(eml_gcm *g, uint8_t *out,
-                                       const uint8_t *ct, size_t ct_len,
-                                       const uint8_t *aad, size_t aad_len,
-                                       const uint8_t nonce[EML_GCM_NONCE_BYTES]);
+EML_MUST_CHECK eml_status eml_gcm_seal(
+    eml_gcm *g, uint8_t *out, const uint8_t *pt, size_t len,
+    const uint8_t *aad, size_t aad_len,
+    const uint8_t nonce[EML_GCM_NONCE_BYTES]);
+EML_MUST_CHECK eml_status eml_gcm_open(
+    eml_gcm *g, uint8_t *out, const uint8_t *ct, size_t ct_len,
+    const uint8_t *aad, size_t aad_len,
+    const uint8_t nonce[EML_GCM_NONCE_BYTES]);
 void eml_gcm_free(eml_gcm *g);
 
 /* ==== X25519 (RFC 7748) ==== */
@@ -173,9 +176,9 @@ EML_MUST_CHECK eml_status eml_ed25519_keygen(uint8_t sk[EML_ED25519_SK_BYTES],
                                              uint8_t pk[EML_ED25519_PK_BYTES]);
 EML_MUST_CHECK eml_status eml_ed25519_public(
     uint8_t pk[EML_ED25519_PK_BYTES], const uint8_t sk[EML_ED25519_SK_BYTES]);
-EML_MUST_CHECK eml_status eml_ed25519_sign(uint8_t sig[EML_ED25519_SIG_BYTES],
-                                           const void *msg, size_t len,
-                                           const uint8_t sk[EML_ED25519_SK_BYTES]);
+EML_MUST_CHECK eml_status eml_ed25519_sign(
+    uint8_t sig[EML_ED25519_SIG_BYTES], const void *msg, size_t len,
+    const uint8_t sk[EML_ED25519_SK_BYTES]);
 /* EML_OK for a valid signature, EML_ERR_AUTH for anything else (including
  * a malformed public key or signature). */
 EML_MUST_CHECK eml_status eml_ed25519_verify(

@@ -12,7 +12,7 @@
  *     double eps, order;
  *     eml_err err = {0};
  *     if (eml_dp_epsilon(256.0 / 60000, 1.1, 14063, 1e-5, &eps, &order,
- *                        &err) != EML_OK) ...;      // eps ~ 2.7 at order 13
+ *                        &err) != EML_OK) ...;      // eps 2.60 at order 8.1
  *     // Which noise reaches epsilon 3 instead?
  *     double sigma;
  *     eml_dp_noise_for_epsilon(256.0 / 60000, 14063, 1e-5, 3.0, &sigma, &err);
@@ -65,10 +65,11 @@ size_t eml_dp_orders(const double **orders);
 /* Renyi DP, at order alpha > 1, of ONE step of the sampled Gaussian
  * mechanism: each record is in the batch with probability q (Poisson
  * sampling), and Gaussian noise of standard deviation sigma times the L2
- * sensitivity is added.  Exact (to ~1e-12 relative) at integer and
- * fractional orders.  q = 1 is the plain Gaussian, alpha / (2 sigma^2);
+ * sensitivity is added.  Integer orders to ~1e-12 relative; fractional
+ * orders by the exact series, to ~3e-13 absolute (1e-8 relative where the
+ * value is >= 1e-5).  q = 1 is the plain Gaussian, alpha / (2 sigma^2);
  * sigma = 0 gives +inf.  Returns NaN for arguments outside q in (0, 1],
- * sigma >= 0, alpha > 1 (all finite). */
+ * sigma >= 0, alpha in (1, 1e6] (all finite). */
 double eml_dp_rdp(double q, double sigma, double alpha);
 
 /* (epsilon, delta)-DP of `steps` steps of the mechanism above: the minimum
@@ -168,6 +169,13 @@ int eml_dp_bernoulli(eml_csprng *rng, double q);
  * [2^-100, 2^100]. */
 EML_MUST_CHECK eml_status eml_dp_gaussian_fill(eml_csprng *rng, float *out,
                                                size_t n, double stddev);
+
+/* The grid step h of eml_dp_gaussian_fill's noise for this stddev (a
+ * power of two); 0 for stddev 0 or outside [2^-100, 2^100].  A value
+ * rounded to a multiple of h before the noise is added stays on the grid,
+ * which keeps the float sum free of artefacts (docs/dp.md, "Using the
+ * noise"). */
+double eml_dp_noise_grid(double stddev);
 
 /* out[0..n) = exact samples of the discrete Gaussian N_Z(0, sigma2):
  * P(k) proportional to exp(-k^2 / (2 sigma2)).  EML_ERR_RANGE unless

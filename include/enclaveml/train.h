@@ -84,6 +84,19 @@ typedef struct eml_dp_opts {
  * `count` examples with expected batch size `batch` takes. */
 void eml_dp_plan(size_t count, int batch, int epochs, double *q, long *steps);
 
+/* The clipped gradient sum is rounded to the noise grid h (dp.h) before the
+ * discrete noise is added, which can move it by h/2 per coordinate: the
+ * sensitivity grows from C to C + h sqrt(d), so the accountant is charged
+ * with the smaller multiplier sigma / (1 + h sqrt(d) / C). */
+double eml_dp_effective_noise(double sigma, double clip, size_t n_params);
+/* The smallest multiplier whose effective noise reaches target_eps. */
+EML_MUST_CHECK eml_status eml_dp_noise_for_target(double q, long steps,
+                                                  double delta,
+                                                  double target_eps,
+                                                  double clip,
+                                                  size_t n_params,
+                                                  double *sigma, eml_err *err);
+
 typedef struct eml_train_opts {
     int epochs;
     int batch;

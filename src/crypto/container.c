@@ -692,7 +692,7 @@ eml_status eml_container_seal_buffer(eml_container_mode mode,
                                      eml_err *err)
 {
     uint8_t hdr[EML_CONTAINER_HEADER_MAX];
-    size_t hlen = 0, pos, off = 0;
+    size_t hlen = 0, pos = 0, off = 0;
     uint64_t total = 0;
     eml_cw *w = NULL;
 
@@ -742,7 +742,7 @@ eml_status eml_container_open_buffer(const uint8_t *buf, size_t len,
                                      uint8_t **out, size_t *out_len,
                                      eml_err *err)
 {
-    size_t hlen = 0, pos, got = 0, cap;
+    size_t hlen = 0, pos = 0, got = 0, cap = 0;
     uint8_t *pt = NULL;
     eml_cr *r = NULL;
 

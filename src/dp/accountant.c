@@ -5,8 +5,8 @@
  * (epsilon, delta)-DP after Balle et al., "Hypothesis Testing
  * Interpretations and Renyi Differential Privacy" (AISTATS 2020).
  *
- * One step at order alpha has RDP log(A_alpha) / (alpha - 1) with
- *     A_alpha = E_{z ~ N(0, sigma^2)} [((1 - q) + q exp((2z - 1) / (2 sigma^2)))^alpha].
+ * One step at order alpha has RDP log(A) / (alpha - 1) with
+ *     A = E_{z ~ N(0, sigma^2)} [(1 - q + q e^((2z-1)/(2 sigma^2)))^alpha].
  * Integer orders expand the power binomially (a finite sum); fractional
  * orders split the integral at the point z0 where the two mixture parts
  * are equal and expand each side in a convergent series (Section 3.3 of
@@ -97,10 +97,11 @@ static slog slog_add(slog x, int sy, double ly)
 
 /* ==== one step at one order ==== */
 
-/* log A_alpha for an integer alpha >= 2.  The binomial expansion
- *     A = sum_k C(alpha,k) (1-q)^(alpha-k) q^k exp((k^2 - k) / (2 sigma^2))
+/* log A_alpha for an integer alpha >= 2.  With s = 2 sigma^2, the binomial
+ * expansion
+ *     A = sum_k C(alpha,k) (1-q)^(alpha-k) q^k exp((k^2 - k) / s)
  * has terms that sum to 1 without the exponential, so
- *     A - 1 = sum_{k>=2} C(alpha,k) (1-q)^(alpha-k) q^k expm1((k^2-k)/(2 sigma^2)),
+ *     A - 1 = sum_{k>=2} C(alpha,k) (1-q)^(alpha-k) q^k expm1((k^2 - k) / s),
  * all terms positive: log A = log1p(A - 1) loses nothing when A is near 1
  * (large sigma), and the log-space sum cannot overflow (small sigma). */
 static double log_a_int(double q, double sigma, long alpha)
@@ -120,13 +121,17 @@ static double log_a_int(double q, double sigma, long alpha)
     return log1p_exp(acc);
 }
 
-/* Terms of the fractional series smaller than the sum by this factor (in
- * log) end it; the tail alternates in sign with shrinking terms, so it is
- * smaller than the first term left out.  MAX_TERMS only bounds the work in
- * extreme corners (the slowest case, alpha = 1.1 with q = 1/2 and
- * sigma ~ 1, needs about 10^4 terms). */
-#define SERIES_REL_TOL 36.0
-#define MAX_TERMS 2000000L
+/* The fractional series stops once i > alpha + 1 and its terms have
+ * fallen below the sum by this factor (in log); from there on the terms
+ * alternate in sign and shrink, so the tail left out is smaller than the
+ * last term, which is added to the sum (erring towards less privacy by
+ * e^-32 relative, below 1e-13).  The terms shrink only polynomially, like
+ * i^-(alpha+2), so the series is long when the two mixture parts overlap
+ * (q near 1/2, large sigma, alpha near 1): 3e4 terms at q = 1/2, sigma = 1,
+ * alpha = 1.1.  MAX_TERMS bounds the work in the most extreme corners; the
+ * added last term keeps the result an upper bound there too. */
+#define SERIES_REL_TOL 32.0
+#define MAX_TERMS 4000000L
 
 /* log A_alpha for a fractional alpha > 1 (Mironov et al. 2019, Sec. 3.3):
  * with z0 = sigma^2 log(1/q - 1) + 1/2,
@@ -167,10 +172,7 @@ static double log_a_frac(double q, double sigma, double alpha)
     }
     slog sum = slog_add(a0, a1.sign, a1.lg);
     if (sum.sign <= 0) return INFINITY; /* cannot happen; be conservative */
-    /* The tail left out is below the last term: count that in, so that the
-     * result errs towards less privacy (by e^-36 relative at most, unless
-     * MAX_TERMS cut the series short). */
-    return log_add(sum.lg, last);
+    return log_add(sum.lg, last); /* the tail bound, see SERIES_REL_TOL */
 }
 
 /* Largest order handled (the sums have about alpha terms or more). */
@@ -183,6 +185,9 @@ double eml_dp_rdp(double q, double sigma, double alpha)
         return NAN;
     if (sigma == 0) return INFINITY;
     if (q == 1) return alpha / (2 * sigma * sigma);
+    /* Past 1e100 the sums would overflow sigma^2; the RDP is then
+     * alpha q^2 / (2 sigma^2) to first order, and twice that bounds it. */
+    if (sigma > 1e100) return (alpha * q / sigma) * (q / sigma);
     double la = alpha == floor(alpha) ? log_a_int(q, sigma, (long)alpha)
                                       : log_a_frac(q, sigma, alpha);
     double rdp = la / (alpha - 1);
@@ -259,10 +264,11 @@ eml_status eml_dp_epsilon(double q, double sigma, long steps, double delta,
     return EML_OK;
 }
 
-/* The search keeps eps(lo) > target >= eps(hi) and halves the ratio hi/lo
- * (in log space) until it is below 1 + NOISE_REL_TOL; then
- * hi * (1 - 1e-4) < lo, which misses the target since epsilon only grows
- * as the noise shrinks. */
+/* The search brackets the answer by doubling or halving from sigma = 1
+ * (large sigma makes the fractional series long, so it is not visited
+ * unless needed), then bisects in log space keeping eps(lo) > target >=
+ * eps(hi) until hi / lo < 1 + NOISE_REL_TOL.  Then hi * (1 - 1e-4) < lo
+ * misses the target, since epsilon only grows as the noise shrinks. */
 #define NOISE_REL_TOL 1e-5
 
 eml_status eml_dp_noise_for_epsilon(double q, long steps, double delta,
@@ -278,23 +284,43 @@ eml_status eml_dp_noise_for_epsilon(double q, long steps, double delta,
                            target_eps);
     if (sigma == NULL)
         return eml_err_set(err, EML_ERR_INVALID, "sigma is NULL");
-    double e_hi, e_lo;
-    st = eml_dp_epsilon(q, EML_DP_SIGMA_MAX, steps, delta, &e_hi, NULL, err);
+    double lo = 1, hi = 1, e;
+    st = eml_dp_epsilon(q, 1, steps, delta, &e, NULL, err);
     if (st != EML_OK) return st;
-    if (e_hi > target_eps)
-        return eml_err_set(err, EML_ERR_RANGE,
-                           "target epsilon %g is out of reach: even noise "
-                           "multiplier %g gives epsilon %g",
-                           target_eps, EML_DP_SIGMA_MAX, e_hi);
-    st = eml_dp_epsilon(q, EML_DP_SIGMA_MIN, steps, delta, &e_lo, NULL, err);
-    if (st != EML_OK) return st;
-    if (e_lo <= target_eps) {
-        *sigma = EML_DP_SIGMA_MIN;
-        return EML_OK;
+    if (e <= target_eps) {
+        /* lo meets the target: halve until it does not, or the floor. */
+        for (;;) {
+            if (lo <= EML_DP_SIGMA_MIN) {
+                *sigma = EML_DP_SIGMA_MIN;
+                return EML_OK;
+            }
+            double next = lo / 2 > EML_DP_SIGMA_MIN ? lo / 2
+                                                    : EML_DP_SIGMA_MIN;
+            st = eml_dp_epsilon(q, next, steps, delta, &e, NULL, err);
+            if (st != EML_OK) return st;
+            hi = lo;
+            lo = next;
+            if (e > target_eps) break;
+        }
+    } else {
+        /* hi misses the target: double until it meets it, or the cap. */
+        for (;;) {
+            if (hi >= EML_DP_SIGMA_MAX)
+                return eml_err_set(err, EML_ERR_RANGE,
+                                   "target epsilon %g is out of reach: even "
+                                   "noise multiplier %g gives epsilon %g",
+                                   target_eps, EML_DP_SIGMA_MAX, e);
+            double next = hi * 2 < EML_DP_SIGMA_MAX ? hi * 2
+                                                    : EML_DP_SIGMA_MAX;
+            st = eml_dp_epsilon(q, next, steps, delta, &e, NULL, err);
+            if (st != EML_OK) return st;
+            lo = hi;
+            hi = next;
+            if (e <= target_eps) break;
+        }
     }
-    double lo = EML_DP_SIGMA_MIN, hi = EML_DP_SIGMA_MAX;
     while (hi > lo * (1 + NOISE_REL_TOL)) {
-        double mid = sqrt(lo * hi), e;
+        double mid = sqrt(lo * hi);
         st = eml_dp_epsilon(q, mid, steps, delta, &e, NULL, err);
         if (st != EML_OK) return st;
         if (e <= target_eps)

@@ -27,7 +27,11 @@
 #include <string.h>
 #include <sys/random.h>
 
-/* Unsigned 128-bit products and quotients (GCC and Clang on 64-bit). */
+#if !defined(__GNUC__)
+#error "noise.c needs GCC or Clang: vector extensions, __int128, __builtin_clz"
+#endif
+
+/* Unsigned 128-bit integers for products of 64-bit values. */
 __extension__ typedef unsigned __int128 u128;
 
 /* ==== ChaCha20 (RFC 8439 block function, 64-bit counter) ==== */
@@ -77,7 +81,6 @@ static void store32le(unsigned char *p, uint32_t v)
         c += d; b ^= c; b = ROTL32(b, 7);                                  \
     } while (0)
 
-#if defined(__GNUC__)
 /* Eight blocks at once in vector registers (AVX2 with the trusted build's
  * -march=x86-64-v3, plain SSE2 otherwise). */
 typedef uint32_t v8u __attribute__((vector_size(32)));
@@ -118,40 +121,11 @@ static void chacha_blocks(const uint32_t key[8], uint64_t counter,
         for (int i = 0; i < 16; i++)
             store32le(out + (size_t)j * CHACHA_BLOCK + 4 * (size_t)i,
                       w[i][j]);
+    /* The key and the state are secrets: leave no copy on the stack. */
     wipe(w, sizeof(w));
     wipe(x, sizeof(x));
+    wipe(in, sizeof(in));
 }
-#else
-static void chacha_blocks(const uint32_t key[8], uint64_t counter,
-                          unsigned char *out)
-{
-    for (int j = 0; j < CHACHA_LANES; j++) {
-        uint32_t in[16] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574};
-        uint64_t c = counter + (uint64_t)j;
-        for (int i = 0; i < 8; i++) in[4 + i] = key[i];
-        in[12] = (uint32_t)c;
-        in[13] = (uint32_t)(c >> 32);
-        in[14] = in[15] = 0;
-        uint32_t x[16];
-        memcpy(x, in, sizeof(x));
-        for (int r = 0; r < 10; r++) {
-            QR(x[0], x[4], x[8], x[12]);
-            QR(x[1], x[5], x[9], x[13]);
-            QR(x[2], x[6], x[10], x[14]);
-            QR(x[3], x[7], x[11], x[15]);
-            QR(x[0], x[5], x[10], x[15]);
-            QR(x[1], x[6], x[11], x[12]);
-            QR(x[2], x[7], x[8], x[13]);
-            QR(x[3], x[4], x[9], x[14]);
-        }
-        for (int i = 0; i < 16; i++)
-            store32le(out + (size_t)j * CHACHA_BLOCK + 4 * (size_t)i,
-                      x[i] + in[i]);
-        wipe(x, sizeof(x));
-        wipe(in, sizeof(in));
-    }
-}
-#endif
 
 /* Fills buf with the keystream of the current key (block counter from 0),
  * then takes the first 32 bytes as the next key and wipes them: the
@@ -262,11 +236,9 @@ typedef struct bitsrc {
     unsigned nwin; /* valid bits in win */
 } bitsrc;
 
-#if defined(__GNUC__)
+/* The samplers' helpers are inlined so that the bit window stays in
+ * registers. */
 #define HOT static inline __attribute__((always_inline))
-#else
-#define HOT static inline
-#endif
 
 static uint64_t take64(eml_csprng *r)
 {
@@ -480,6 +452,12 @@ eml_status eml_dp_discrete_gaussian(eml_csprng *rng, int64_t *out, size_t n,
     for (size_t i = 0; i < n; i++) out[i] = dgauss_one(&b, &g);
     bits_close(&b);
     return EML_OK;
+}
+
+double eml_dp_noise_grid(double stddev)
+{
+    if (!(stddev >= 0x1p-100 && stddev <= 0x1p100)) return 0;
+    return ldexp(1.0, ilogb(stddev) - EML_DP_GRID_BITS);
 }
 
 eml_status eml_dp_gaussian_fill(eml_csprng *rng, float *out, size_t n,

@@ -705,8 +705,8 @@ static eml_status claimed_count(eml_enclave *e, uint64_t n_owners,
  * of its grants is refused, and training never takes a step past the
  * smaller of the target and that budget. */
 static eml_status plan_dp(eml_enclave *e, train_req *q, int batch,
-                          int epochs, double budget, size_t *claimed,
-                          eml_err *err)
+                          int epochs, size_t n_params, double budget,
+                          size_t *claimed, eml_err *err)
 {
     eml_dp_opts *dp = &q->dp;
     if (!(dp->clip > 0) || !(dp->delta > 0 && dp->delta < 1) ||
@@ -723,13 +723,15 @@ static eml_status plan_dp(eml_enclave *e, train_req *q, int batch,
             return eml_err_set(err, EML_ERR_INVALID,
                                "DP needs a noise multiplier or a target "
                                "epsilon");
-        st = eml_dp_noise_for_epsilon(rate, steps, dp->delta,
-                                      dp->target_epsilon, &dp->noise, err);
+        st = eml_dp_noise_for_target(rate, steps, dp->delta,
+                                     dp->target_epsilon, dp->clip, n_params,
+                                     &dp->noise, err);
         if (st != EML_OK) return st;
     }
     double planned, order;
-    st = eml_dp_epsilon(rate, dp->noise, steps, dp->delta, &planned, &order,
-                        err);
+    st = eml_dp_epsilon(rate,
+                        eml_dp_effective_noise(dp->noise, dp->clip, n_params),
+                        steps, dp->delta, &planned, &order, err);
     if (st != EML_OK) return st;
     if (isfinite(budget) && planned > budget * (1 + 1e-9))
         return eml_err_set(err, EML_ERR_AUTH,
@@ -821,7 +823,8 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
 
     size_t claimed = 0;
     if (q.dp.enabled) {
-        st = plan_dp(e, &q, to.batch, to.epochs, budget, &claimed, err);
+        st = plan_dp(e, &q, to.batch, to.epochs, eml_net_param_count(net),
+                     budget, &claimed, err);
         if (st != EML_OK) goto out;
         to.dp = q.dp;
     }

@@ -481,9 +481,10 @@ int eml_cmd_encrypt(int argc, char **argv)
     }
     if (!quiet)
         fprintf(stderr,
-                "enclaveml: encrypted %s -> %s: %" PRIu64 " bytes in %" PRIu64
+                "enclaveml: encrypted %s -> %s: %" PRIu64 " byte%s in %" PRIu64
                 " chunk%s of %" PRIu32 ", %s key id %s\n",
-                in, out, total, chunks, chunks == 1 ? "" : "s", cs,
+                in, out, total, total == 1 ? "" : "s", chunks,
+                chunks == 1 ? "" : "s", cs,
                 mode == EML_CONTAINER_SYMMETRIC ? "data" : "recipient",
                 id_hex);
     rc = 0;
@@ -635,8 +636,9 @@ int eml_cmd_decrypt(int argc, char **argv)
         goto out;
     }
     if (!quiet)
-        fprintf(stderr, "enclaveml: decrypted %s -> %s: %" PRIu64 " bytes\n",
-                in, out, eml_cr_plaintext_bytes(r));
+        fprintf(stderr, "enclaveml: decrypted %s -> %s: %" PRIu64 " byte%s\n",
+                in, out, eml_cr_plaintext_bytes(r),
+                eml_cr_plaintext_bytes(r) == 1 ? "" : "s");
     rc = 0;
 out:
     out_abort(&of);

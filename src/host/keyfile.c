@@ -45,8 +45,10 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 static void fsync_parent(const char *path)
 {
     const char *slash = strrchr(path, '/');
-    char *dir = slash == NULL ? path_with(".", "")
-                              : strndup(path, slash == path ? 1 : (size_t)(slash - path));
+    size_t dlen = slash == NULL   ? 0
+                  : slash == path ? 1
+                                  : (size_t)(slash - path);
+    char *dir = slash == NULL ? path_with(".", "") : strndup(path, dlen);
     if (dir == NULL) return;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {

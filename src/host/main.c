@@ -24,6 +24,7 @@
 #include "host/cli.h"
 #include "host/cmd_crypto.h"
 #include "host/cmd_enclave.h"
+#include "host/cmd_privacy.h"
 #include "host/hostio.h"
 #include "host/json.h"
 #include "host/progress.h"
@@ -349,9 +350,10 @@ static int cmd_train(int argc, char **argv)
         long steps;
         eml_dp_plan(tr.set.count, to.batch, to.epochs, &q, &steps);
         if (dp.target_epsilon > 0) {
-            st = eml_dp_noise_for_epsilon(q, steps, dp.delta,
-                                          dp.target_epsilon, &to.dp.noise,
-                                          &err);
+            st = eml_dp_noise_for_target(q, steps, dp.delta,
+                                         dp.target_epsilon, dp.clip,
+                                         eml_net_param_count(net),
+                                         &to.dp.noise, &err);
             if (st != EML_OK) {
                 rc = eml_fail_st(st, &err);
                 goto out;
@@ -683,6 +685,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "keygen") == 0) return eml_cmd_keygen(argc, argv);
     if (strcmp(cmd, "encrypt") == 0) return eml_cmd_encrypt(argc, argv);
     if (strcmp(cmd, "decrypt") == 0) return eml_cmd_decrypt(argc, argv);
+    if (strcmp(cmd, "privacy") == 0) return eml_cmd_privacy(argc, argv);
     if (strcmp(cmd, "measure") == 0) return eml_cmd_measure(argc, argv);
     if (strcmp(cmd, "attest") == 0) return eml_cmd_attest(argc, argv);
     if (strcmp(cmd, "verify") == 0) return eml_cmd_verify(argc, argv);

@@ -112,6 +112,35 @@ void eml_dp_plan(size_t count, int batch, int epochs, double *q, long *steps)
     *steps = s < 1 ? 1 : (long)s;
 }
 
+double eml_dp_effective_noise(double sigma, double clip, size_t n_params)
+{
+    if (!(sigma > 0) || !(clip > 0)) return sigma;
+    double h = eml_dp_noise_grid(sigma * clip);
+    return sigma / (1.0 + h * sqrt((double)n_params) / clip);
+}
+
+eml_status eml_dp_noise_for_target(double q, long steps, double delta,
+                                   double target_eps, double clip,
+                                   size_t n_params, double *sigma,
+                                   eml_err *err)
+{
+    double need;
+    eml_status st = eml_dp_noise_for_epsilon(q, steps, delta, target_eps,
+                                             &need, err);
+    if (st != EML_OK) return st;
+    /* The grid step grows with sigma, so step up until the effective
+     * multiplier reaches what the target needs (a few iterations). */
+    double s = need;
+    for (int i = 0; i < 200 && eml_dp_effective_noise(s, clip, n_params) < need;
+         i++)
+        s *= 1.0 + 1e-4;
+    if (eml_dp_effective_noise(s, clip, n_params) < need)
+        return eml_err_set(err, EML_ERR_RANGE,
+                           "cannot reach epsilon %g with this grid", target_eps);
+    *sigma = s;
+    return EML_OK;
+}
+
 static eml_status check_dp(const eml_dp_opts *dp, eml_err *err)
 {
     if (!(dp->clip > 0) || !isfinite(dp->clip))
@@ -199,6 +228,8 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
     eml_dp_accountant accnt;
     eml_dp_accountant_init(&accnt);
     res->sampling_rate = q;
+    double grid = dp->noise > 0 ? eml_dp_noise_grid(dp->noise * dp->clip) : 0;
+    double sigma_acc = eml_dp_effective_noise(dp->noise, dp->clip, np);
     double t_train = 0;
     long step = 0, total_seen = 0;
     double expected = q * (double)train->count;
@@ -223,7 +254,7 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
         for (bi = 0; bi < per_epoch && step < total; bi++) {
             if (dp->target_epsilon > 0) {
                 double eps_next, ord;
-                st = eml_dp_accountant_epsilon_after(&accnt, q, dp->noise, 1,
+                st = eml_dp_accountant_epsilon_after(&accnt, q, sigma_acc, 1,
                                                      dp->delta, &eps_next,
                                                      &ord, err);
                 if (st != EML_OK) goto out;
@@ -259,11 +290,19 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                 eml_err_set(err, st, "noise generation failed");
                 goto out;
             }
+            /* Snap the clipped sum to the noise grid, then add the noise:
+             * the double sum is exactly on the grid (free of floating-point
+             * artefacts); rounding it to float is post-processing. */
             float *g = eml_net_grads(net);
-            for (size_t i = 0; i < np; i++) g[i] = acc[i] + noise[i];
+            if (grid > 0)
+                for (size_t i = 0; i < np; i++)
+                    g[i] = (float)(rint((double)acc[i] / grid) * grid +
+                                   (double)noise[i]);
+            else
+                for (size_t i = 0; i < np; i++) g[i] = acc[i];
             eml_optim_step(opt, eml_lr_at(cfg, opts->lr, step, total),
                            (float)expected);
-            st = eml_dp_accountant_add(&accnt, q, dp->noise, 1, err);
+            st = eml_dp_accountant_add(&accnt, q, sigma_acc, 1, err);
             if (st != EML_OK) goto out;
             step++;
             seen += (long)m;

@@ -25,6 +25,17 @@
 #include "enclaveml/crypto.h"
 #include "enclaveml/kernels.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define EML_SANITIZER_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EML_SANITIZER_BUILD 1
+#endif
+#endif
+#ifndef EML_SANITIZER_BUILD
+#define EML_SANITIZER_BUILD 0
+#endif
+
 eml_status eml_sandbox_prepare(int threads, eml_err *err)
 {
     /* OpenSSL: load providers and seed the RNG now. */
@@ -80,9 +91,15 @@ eml_status eml_sandbox_enter(unsigned heap_mb, eml_err *err)
         return eml_err_set(err, EML_ERR_IO, "RLIMIT_CORE: %s",
                            strerror(errno));
     struct rlimit heap = {(rlim_t)heap_mb << 20, (rlim_t)heap_mb << 20};
+#if EML_SANITIZER_BUILD
+    /* AddressSanitizer reserves terabytes of shadow memory; a data limit
+     * would make it abort.  Sanitizer builds are for tests, not for data. */
+    (void)heap;
+#else
     if (setrlimit(RLIMIT_DATA, &heap) != 0)
         return eml_err_set(err, EML_ERR_IO, "RLIMIT_DATA: %s",
                            strerror(errno));
+#endif
 
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
     if (ctx == NULL)

@@ -1,0 +1,252 @@
+/*
+ * fuzz_msg_host.c - libFuzzer target for the host side of the boundary:
+ * eml_host_call (src/host/enclave_host.c) and the parsing the commands do
+ * of the enclave's replies, fed a hostile enclave.
+ *
+ * The input is the byte stream an enclave program sends: replies
+ * (INIT_OK, REPORT, TRAIN_DONE, PONG, SHUTDOWN_OK, ERROR) and, during
+ * TRAIN, ocalls (FILE_OPEN, FILE_READ, OUTPUT, PROGRESS).  No enclave is
+ * started: a thread writes the input into one end of a socketpair (and
+ * drains what the host sends), the host's channel is the other end.  The
+ * host makes the calls of a confidential training run in order: INIT,
+ * ATTEST, TRAIN, PING, SHUTDOWN, and decodes each reply as the commands
+ * do (INIT_OK fields, report signature and JSON).  Its ocall services work
+ * for real: four readable files, and OUTPUT into /dev/null.  Beyond the
+ * sanitizers, nothing must hang or crash.
+ *
+ *   ./build-fuzz/fuzz/fuzz_msg_host -max_total_time=60 fuzz/corpus/msg_host
+ *
+ * Seeds: recorded sessions (see fuzz_msg_enclave.c for the generator).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "enclaveml/crypto.h"
+#include "enclaveml/edl.h"
+#include "enclaveml/enclave.h"
+#include "host/enclave_host.h"
+#include "host/flatjson.h"
+
+#define N_FILES 4
+
+static char g_dir[] = "/tmp/eml-fuzz-host-XXXXXX";
+static char *g_paths[N_FILES];
+static int g_null = -1;
+static uint8_t g_platform_pk[32];
+
+typedef struct feeder {
+    int fd;
+    const uint8_t *p;
+    size_t n;
+} feeder;
+
+/* Writes the input and drains the host's messages, never blocking. */
+static void *feed(void *arg)
+{
+    feeder *f = arg;
+    size_t off = 0;
+    int wdone = 0;
+    uint8_t sink[65536];
+    if (f->n == 0) {
+        wdone = 1;
+        shutdown(f->fd, SHUT_WR);
+    }
+    for (;;) {
+        struct pollfd pf = {f->fd, (short)(POLLIN | (wdone ? 0 : POLLOUT)), 0};
+        if (poll(&pf, 1, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (!wdone && (pf.revents & (POLLOUT | POLLERR | POLLHUP))) {
+            ssize_t w = send(f->fd, f->p + off, f->n - off,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w > 0) off += (size_t)w;
+            else if (w < 0 && errno != EAGAIN && errno != EINTR) off = f->n;
+            if (off == f->n) {
+                wdone = 1;
+                shutdown(f->fd, SHUT_WR);
+            }
+        }
+        if (pf.revents & (POLLIN | POLLERR | POLLHUP)) {
+            ssize_t r = recv(f->fd, sink, sizeof(sink), MSG_DONTWAIT);
+            if (r == 0) break;
+            if (r < 0 && errno != EAGAIN && errno != EINTR) break;
+        }
+    }
+    return NULL;
+}
+
+static void cleanup(void)
+{
+    for (int i = 0; i < N_FILES; i++)
+        if (g_paths[i] != NULL) unlink(g_paths[i]);
+    rmdir(g_dir);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    if (mkdtemp(g_dir) == NULL) abort();
+    atexit(cleanup);
+    /* Files of 0, 100, 5000 and 70000 bytes for FILE_OPEN / FILE_READ. */
+    static const size_t sizes[N_FILES] = {0, 100, 5000, 70000};
+    for (int i = 0; i < N_FILES; i++) {
+        g_paths[i] = malloc(sizeof(g_dir) + 16);
+        if (g_paths[i] == NULL) abort();
+        snprintf(g_paths[i], sizeof(g_dir) + 16, "%s/f%d", g_dir, i);
+        FILE *f = fopen(g_paths[i], "wb");
+        if (f == NULL) abort();
+        for (size_t k = 0; k < sizes[i]; k++) fputc((int)(k * 31 % 251), f);
+        fclose(f);
+    }
+    g_null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (g_null < 0) abort();
+    /* fuzz_msg_enclave.c's fixed platform key: secret bytes 1..32. */
+    uint8_t sk[32];
+    for (int i = 0; i < 32; i++) sk[i] = (uint8_t)(i + 1);
+    if (eml_ed25519_public(g_platform_pk, sk) != EML_OK) abort();
+    return 0;
+}
+
+static volatile double g_sink;
+
+static void progress(void *user, const eml_train_progress *p)
+{
+    (void)user;
+    g_sink = p->loss + p->images_per_second + p->seconds + p->eta_seconds +
+             p->test_accuracy + p->train_accuracy + p->epoch + p->epochs +
+             (double)p->batch + (double)p->batches + p->epoch_done;
+}
+
+/* What the commands do with a signed report: verify, then parse. */
+static void report(const uint8_t *p, size_t n, const uint8_t pk[32])
+{
+    char *text = malloc(n + 1);
+    if (text == NULL) return;
+    memcpy(text, p, n);
+    text[n] = '\0';
+    if (eml_report_verify(text, n, pk) != EML_OK) {
+        /* forged: the commands stop here, but parse anyway */
+    }
+    eml_flatjson j;
+    eml_err err = {0};
+    if (eml_flatjson_parse(text, n, &j, &err) == EML_OK) {
+        for (size_t i = 0; i < j.n; i++) {
+            double d;
+            int b;
+            g_sink = (double)strlen(j.m[i].key);
+            if (eml_flatjson_str(&j, j.m[i].key) != NULL)
+                g_sink = (double)strlen(eml_flatjson_str(&j, j.m[i].key));
+            if (eml_flatjson_num(&j, j.m[i].key, &d) == 0) g_sink = d;
+            if (eml_flatjson_bool(&j, j.m[i].key, &b) == 0) g_sink = b;
+        }
+        eml_flatjson_free(&j);
+    }
+    free(text);
+}
+
+static eml_status call(eml_enclave_host *h, eml_msg *m, uint16_t want,
+                       eml_msg_reader *r)
+{
+    eml_err err = {0};
+    eml_status st = eml_host_call(h, m, want, r, &err);
+    eml_msg_free(m);
+    if (st != EML_OK && (err.msg[0] == '\0' || strchr(err.msg, '\n') != NULL))
+        abort(); /* every failure names itself, on one line */
+    return st;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) abort();
+    feeder f = {sv[1], data, size};
+    pthread_t tid;
+    if (pthread_create(&tid, NULL, feed, &f) != 0) abort();
+
+    eml_enclave_host h;
+    memset(&h, 0, sizeof(h));
+    h.pid = -1;
+    eml_channel_init(&h.ch, sv[0]);
+    int fds[N_FILES];
+    for (int i = 0; i < N_FILES; i++) fds[i] = -1;
+    h.files.n = N_FILES;
+    h.files.paths = g_paths;
+    h.files.fds = fds;
+    h.out_fd = g_null;
+    h.progress = progress;
+
+    eml_msg m;
+    eml_msg_reader r;
+    const uint8_t *p, *q;
+    size_t n, k;
+
+    /* INIT -> INIT_OK, decoded as eml_host_start does. */
+    eml_msg_init(&m, EML_MSG_INIT);
+    eml_msg_put_bytes(&m, NULL, 0);
+    if (call(&h, &m, EML_MSG_INIT_OK, &r) == EML_OK) {
+        if (eml_msg_get_fixed(&r, h.measurement, 32) == EML_OK &&
+            eml_msg_get_fixed(&r, h.x_pk, 32) == EML_OK &&
+            eml_msg_get_fixed(&r, h.ed_pk, 32) == EML_OK &&
+            eml_msg_get_bytes(&r, EML_POLICY_MAX - 1, &p, &n) == EML_OK &&
+            eml_msg_get_bytes(&r, EML_SEALED_MAX, &q, &k) == EML_OK &&
+            eml_msg_get_end(&r) == EML_OK) {
+            memcpy(h.policy, p, n);
+            h.policy[n] = '\0';
+        }
+    }
+    /* ATTEST -> REPORT, signed by the platform. */
+    eml_msg_init(&m, EML_MSG_ATTEST);
+    eml_msg_put_bytes(&m, "\x00\x11", 2);
+    if (call(&h, &m, EML_MSG_REPORT, &r) == EML_OK &&
+        eml_msg_get_bytes(&r, 8192, &p, &n) == EML_OK &&
+        eml_msg_get_end(&r) == EML_OK)
+        report(p, n, g_platform_pk);
+    /* TRAIN -> ocalls, then TRAIN_DONE signed by the enclave. */
+    uint8_t grant[EML_GRANT_BYTES] = {0}, rcpt[32] = {0};
+    eml_msg_init(&m, EML_MSG_TRAIN);
+    eml_msg_put_bytes(&m, "[net]\n", 6);
+    for (int i = 0; i < 3; i++) eml_msg_put_u64(&m, 1);
+    eml_msg_put_u64(&m, 0);
+    eml_msg_put_bytes(&m, rcpt, 32);
+    eml_msg_put_u64(&m, 1);
+    eml_msg_put_bytes(&m, grant, sizeof(grant));
+    if (call(&h, &m, EML_MSG_TRAIN_DONE, &r) == EML_OK &&
+        eml_msg_get_bytes(&r, 1 << 20, &p, &n) == EML_OK &&
+        eml_msg_get_end(&r) == EML_OK)
+        report(p, n, h.ed_pk);
+    /* PING -> PONG */
+    eml_msg_init(&m, EML_MSG_PING);
+    eml_msg_put_bytes(&m, "ping", 4);
+    if (call(&h, &m, EML_MSG_PONG, &r) == EML_OK &&
+        eml_msg_get_bytes(&r, EML_CHUNK_MAX, &p, &n) == EML_OK &&
+        eml_msg_get_end(&r) == EML_OK)
+        g_sink = (double)n;
+    /* SHUTDOWN -> SHUTDOWN_OK */
+    eml_msg_init(&m, EML_MSG_SHUTDOWN);
+    if (call(&h, &m, EML_MSG_SHUTDOWN_OK, &r) == EML_OK &&
+        eml_msg_get_end(&r) == EML_OK)
+        g_sink = 0;
+
+    close(sv[0]);
+    pthread_join(tid, NULL);
+    close(sv[1]);
+    eml_channel_free(&h.ch);
+    for (int i = 0; i < N_FILES; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    return 0;
+}
