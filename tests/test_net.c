@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "enclaveml/cfg.h"
+#include "enclaveml/dp.h"
 #include "enclaveml/net.h"
 #include "enclaveml/rng.h"
 #include "enclaveml/train.h"
@@ -427,6 +428,96 @@ static void test_training_learns_and_is_reproducible(void **state)
     assert_true(a2 > 0.9);
 }
 
+/* DP-SGD's clipping: with one example and no noise, the clipped gradient
+ * has norm min(norm, C). */
+static void test_dp_clipping(void **state)
+{
+    (void)state;
+    eml_net *net = make_net(fd_nets[1], EML_KERNELS_REF, 1, NULL);
+    size_t np = eml_net_param_count(net);
+    const double clips[] = {1e-3, 0.05, 1.0, 1e3};
+    for (size_t c = 0; c < 4; c++) {
+        uint8_t label = 1;
+        float sq, scale;
+        random_input(net, 1, 17);
+        assert_int_equal(eml_net_forward(net, 1, 1), EML_OK);
+        assert_int_equal(eml_net_loss(net, 1, &label, NULL, NULL), EML_OK);
+        assert_int_equal(eml_net_backward(net, 1, &sq), EML_OK);
+        double norm = sqrt((double)sq);
+        scale = norm > clips[c] ? (float)(clips[c] / norm) : 1.0f;
+        eml_net_scale_output_delta(net, 1, &scale);
+        assert_int_equal(eml_net_backward(net, 1, NULL), EML_OK);
+        double s = 0;
+        for (size_t i = 0; i < np; i++)
+            s += (double)eml_net_grads(net)[i] * eml_net_grads(net)[i];
+        double want = norm < clips[c] ? norm : clips[c];
+        printf("clip %g: norm %g -> %g (want %g)\n", clips[c], norm, sqrt(s),
+               want);
+        assert_true(fabs(sqrt(s) - want) <= 1e-6 * (1 + want));
+    }
+    eml_net_free(net);
+}
+
+/* A DP run: finite epsilon, the target is never passed, batches may be
+ * empty (expected batch size 1 over 512 examples), seeded runs repeat. */
+static void test_dp_training(void **state)
+{
+    (void)state;
+    enum { N = 512 };
+    static uint8_t img[N * 64], lab[N];
+    make_quadrants(img, lab, N, 3);
+    eml_dataset tr = {N, 64, img, lab};
+    float p1[4096];
+    for (int run = 0; run < 3; run++) {
+        eml_netcfg *cfg = NULL;
+        eml_net *net = make_net(quad_cfg, EML_KERNELS_REF, 4, &cfg);
+        eml_train_opts o = eml_train_opts_default(cfg);
+        o.epochs = 2;
+        o.batch = run == 2 ? 1 : 4;
+        o.seed = 5;
+        o.dp.enabled = 1;
+        o.dp.clip = 1.0;
+        o.dp.noise = 1.0;
+        o.dp.delta = 1e-5;
+        o.dp.insecure_seed = 1;
+        long planned_steps = 0;
+        if (run == 2) {
+            /* A target below what the whole run would spend. */
+            double q, full, order;
+            eml_dp_plan(N, o.batch, o.epochs, &q, &planned_steps);
+            eml_err e2 = {0};
+            assert_int_equal(
+                eml_dp_epsilon(q,
+                               eml_dp_effective_noise(
+                                   1.0, 1.0, eml_net_param_count(net)),
+                               planned_steps / 2, 1e-5, &full, &order, &e2),
+                EML_OK);
+            /* what half the run spends (summing step by step rounds a
+             * little differently from multiplying) */
+            o.dp.target_epsilon = full * (1 + 1e-9);
+        }
+        eml_train_result res;
+        eml_err err = {0};
+        eml_status st = eml_train(net, cfg, &tr, NULL, &o, &res, &err);
+        if (st != EML_OK) fail_msg("dp train: %s", eml_err_msg(&err, st));
+        printf("dp run %d: %ld steps, epsilon %g, stopped %d\n", run,
+               res.steps, res.epsilon, res.dp_stopped_early);
+        assert_true(isfinite(res.epsilon) && res.epsilon > 0);
+        if (run == 2) {
+            assert_true(res.epsilon <= o.dp.target_epsilon);
+            assert_true(res.dp_stopped_early);
+            assert_true(res.steps >= planned_steps / 2 &&
+                        res.steps < planned_steps);
+        }
+        size_t np = eml_net_param_count(net);
+        if (run == 0) memcpy(p1, eml_net_params(net), np * sizeof(float));
+        if (run == 1)
+            assert_memory_equal(p1, eml_net_params(net), np * sizeof(float));
+        eml_net_free(net);
+        eml_cfg_free(cfg);
+    }
+}
+
 static void test_lr_policies(void **state)
 {
     (void)state;
@@ -461,6 +552,8 @@ int main(void)
         cmocka_unit_test(test_weights_roundtrip_and_mismatch),
         cmocka_unit_test(test_training_learns_and_is_reproducible),
         cmocka_unit_test(test_lr_policies),
+        cmocka_unit_test(test_dp_clipping),
+        cmocka_unit_test(test_dp_training),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

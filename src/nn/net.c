@@ -37,7 +37,8 @@ typedef struct layer {
 
     float *out;   /* (max_batch, n_out) */
     float *delta; /* (max_batch, n_out): dL/d(out); softmax: dL/d(input) */
-    float *col;   /* conv: (c*k*k, n*out_h*out_w), then its gradient */
+    float *col;   /* conv: (c*k*k, n*out_h*out_w) */
+    float *dcol;  /* conv after the first layer: the columns' gradient */
     float *wide;  /* conv: (out_c, n*out_h*out_w) outputs or their deltas */
     float *dw_ex; /* conv: one example's weight gradient (per-example norms) */
     void *ws;     /* maxpool workspace */
@@ -329,6 +330,10 @@ eml_status eml_net_new(const eml_netcfg *cfg, const eml_net_opts *opts,
             size_t ckk = (size_t)l->c * (size_t)l->size * (size_t)l->size;
             size_t hw = (size_t)l->out_h * (size_t)l->out_w;
             l->col = alloc_floats(mul_size(mul_size(mb, ckk), hw));
+            if (i > 0) {
+                l->dcol = alloc_floats(mul_size(mul_size(mb, ckk), hw));
+                if (l->dcol == NULL) goto nomem;
+            }
             l->wide = alloc_floats(n_out);
             l->dw_ex = alloc_floats(l->n_w);
             if (mul_size(mb, hw) > INT32_MAX || l->col == NULL ||
@@ -369,6 +374,7 @@ void eml_net_free(eml_net *net)
             if (l->type != EML_LAYER_SOFTMAX) free(l->delta);
             free(l->col);
             free(l->wide);
+            free(l->dcol);
             free(l->dw_ex);
             free(l->ws);
             free(l->mask);
@@ -589,15 +595,15 @@ static eml_status conv_backward(eml_net *net, layer *l, float *din, int n,
         if (st != EML_OK) return st;
     }
     if (din == NULL) return EML_OK;
-    /* dcol (ckk, n*hw) = w^T (ckk, f) * delta' (f, n*hw), written over the
-     * columns, which are no longer needed. */
+    /* dcol (ckk, n*hw) = w^T (ckk, f) * delta' (f, n*hw).  Not written over
+     * the columns: a second backward pass (DP clipping) needs them. */
     st = eml_gemm(&net->gemm, 1, 0, ckk, wide, f, 1.0f, l->wt, ckk, l->wide,
-                  wide, 0.0f, l->col, wide);
+                  wide, 0.0f, l->dcol, wide);
     if (st != EML_OK) return st;
     memset(din, 0, (size_t)n * l->n_in * sizeof(float));
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++)
-        net->k->col2im(din + (size_t)b * l->n_in, l->col + (size_t)b * hw, &s);
+        net->k->col2im(din + (size_t)b * l->n_in, l->dcol + (size_t)b * hw, &s);
     return EML_OK;
 }
 
