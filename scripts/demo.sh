@@ -8,7 +8,7 @@
 # sends the model out encrypted to the model owner with a signed report.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
-epochs=${DEMO_EPOCHS:-3}
+epochs=${DEMO_EPOCHS:-4}
 fm=/usr/share/datasets/fashion-mnist
 bin=$build/enclaveml
 work=$build/demo

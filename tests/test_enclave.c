@@ -638,8 +638,8 @@ static void test_channel_frames(void **state)
         if (i < 2) assert_int_equal(eml_msg_send(&a, &m), EML_OK);
         eml_msg_free(&m);
     }
-    /* The big one from a thread-free writer: send after the reads of the
-     * first two are possible, the socket buffer holds it in parts. */
+    /* The first two fit the socket buffer; the big one is written by a
+     * child process while this one reads it, in parts. */
     for (int i = 0; i < 2; i++) {
         uint16_t type;
         const uint8_t *p;
@@ -687,7 +687,7 @@ static void test_channel_frames(void **state)
     /* A header that does not parse. */
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     eml_channel_init(&b, sv[1]);
-    static const uint8_t junk[16] = "GET / HTTP/1.1\r\n";
+    static const uint8_t junk[17] = "GET / HTTP/1.1\r\n";
     assert_int_equal(write(sv[0], junk, 16), 16);
     assert_int_equal(eml_msg_recv(&b, &type, &p, &n), EML_ERR_FORMAT);
     eml_channel_free(&b);
@@ -1235,6 +1235,10 @@ static void test_none_backend(void **state)
     t.trailing = 1;
     put_train(&m, &t);
     expect_error_reply(&h, &m, "malformed TRAIN");
+    /* No sandbox here: the probe must not try forbidden calls (execve
+     * would replace this process). */
+    eml_msg_init(&m, EML_MSG_PROBE);
+    expect_error_reply(&h, &m, "needs the sim sandbox");
     /* The identity is the one sealed for this measurement: the sim
      * enclave unseals the same keys. */
     start(&s, EML_BACKEND_SIM, 256);

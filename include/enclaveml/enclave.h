@@ -43,6 +43,8 @@ typedef struct eml_platform {
     uint8_t seal_secret[32]; /* platform sealing secret */
     char policy[EML_POLICY_MAX]; /* the enclave's configuration, measured */
     int sim;                 /* 1: simulated platform */
+    int sandboxed;           /* 1: running in the sim sandbox (PROBE may try
+                                forbidden calls; never outside it) */
 } eml_platform;
 
 typedef struct eml_enclave eml_enclave;

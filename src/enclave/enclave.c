@@ -43,6 +43,7 @@ struct eml_enclave {
     uint8_t x_pk[32], ed_pk[32], platform_pk[32];
     char policy[EML_POLICY_MAX];
     int sim;
+    int sandboxed;
     int has_identity;
 };
 
@@ -63,6 +64,7 @@ eml_status eml_enclave_new(const eml_platform *plat, eml_enclave **out)
     memcpy(e->measurement, plat->measurement, 32);
     memcpy(e->policy, plat->policy, strlen(plat->policy) + 1);
     e->sim = plat->sim;
+    e->sandboxed = plat->sandboxed;
     eml_status st = eml_ed25519_public(e->platform_pk, e->sec->sign_sk);
     if (st != EML_OK) {
         eml_enclave_free(e);
@@ -963,6 +965,12 @@ static eml_status ecall_probe(eml_enclave *e, eml_msg_reader *r, eml_err *err)
 {
     eml_status st = eml_msg_get_end(r);
     if (st != EML_OK) return eml_err_set(err, st, "malformed PROBE");
+    /* Outside the sandbox these calls would succeed (execve would replace
+     * the host process of the `none` backend): refuse to try. */
+    if (!e->sandboxed)
+        return eml_err_set(err, EML_ERR_UNSUPPORTED,
+                           "PROBE needs the sim sandbox (this backend has "
+                           "none)");
     uint64_t refused = 0, attempted = 0;
     long rc;
     attempted |= EML_PROBE_OPENAT;
@@ -983,6 +991,10 @@ static eml_status ecall_probe(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     attempted |= EML_PROBE_CONNECT;
     rc = syscall(SYS_connect, -1, NULL, 0);
     if (rc < 0) refused |= EML_PROBE_CONNECT;
+    attempted |= EML_PROBE_FORK;
+    rc = syscall(SYS_fork);
+    if (rc == 0) syscall(SYS_exit_group, 0); /* never: fork is refused */
+    if (rc < 0) refused |= EML_PROBE_FORK;
     eml_msg m;
     eml_msg_init(&m, EML_MSG_PROBE_OK);
     eml_msg_put_u64(&m, refused);

@@ -29,6 +29,12 @@ __attribute__((visibility("default"))) const char *__asan_default_options(void)
 {
     return "detect_leaks=0";
 }
+/* ... and this one ASAN_OPTIONS cannot override. */
+int __lsan_is_turned_off(void);
+__attribute__((visibility("default"))) int __lsan_is_turned_off(void)
+{
+    return 1;
+}
 #endif
 
 static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
@@ -84,6 +90,7 @@ int main(int argc, char **argv)
     eml_platform plat;
     memset(&plat, 0, sizeof(plat));
     plat.sim = 1;
+    plat.sandboxed = 1;
     eml_policy_string(plat.policy, sizeof(plat.policy), heap_mb);
     char home[4096];
     uint8_t image[32];
