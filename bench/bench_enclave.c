@@ -133,7 +133,7 @@ static int bench_container(size_t mb)
             if (eml_cr_open(rd, ct + pos, k, pos + k == ct_len, chunk, &pl,
                             &err) != EML_OK)
                 return -1;
-            ok &= memcmp(chunk, pt + got, pl) == 0 || r > 0;
+            ok &= r > 0 || memcmp(chunk, pt + got, pl) == 0;
             pos += k;
             got += pl;
         }

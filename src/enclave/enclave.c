@@ -271,6 +271,47 @@ static eml_status ecall_attest(eml_enclave *e, eml_msg_reader *r,
     return st;
 }
 
+/* ==== file ocalls ==== */
+
+/* FILE_OPEN: the size of file id as the host reports it (untrusted: only
+ * a hint; the container's authentication decides). */
+static eml_status file_open(eml_enclave *e, uint64_t id, uint64_t *size,
+                            eml_err *err)
+{
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_FILE_OPEN);
+    eml_msg_put_u64(&m, id);
+    eml_status st = ocall(e, &m, EML_MSG_FILE_INFO, &r, err);
+    eml_msg_free(&m);
+    if (st != EML_OK) return st;
+    st = eml_msg_get_u64(&r, size);
+    if (st == EML_OK) st = eml_msg_get_end(&r);
+    if (st != EML_OK) return eml_err_set(err, st, "malformed FILE_INFO");
+    return EML_OK;
+}
+
+/* FILE_READ: up to want bytes at off; *p points into the channel's
+ * receive buffer, valid until the next message. */
+static eml_status file_read(eml_enclave *e, uint64_t id, uint64_t off,
+                            size_t want, const uint8_t **p, size_t *n,
+                            eml_err *err)
+{
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_FILE_READ);
+    eml_msg_put_u64(&m, id);
+    eml_msg_put_u64(&m, off);
+    eml_msg_put_u64(&m, want);
+    eml_status st = ocall(e, &m, EML_MSG_FILE_DATA, &r, err);
+    eml_msg_free(&m);
+    if (st != EML_OK) return st;
+    st = eml_msg_get_bytes(&r, want, p, n);
+    if (st == EML_OK) st = eml_msg_get_end(&r);
+    if (st != EML_OK) return eml_err_set(err, st, "malformed FILE_DATA");
+    return EML_OK;
+}
+
 /* ==== confidential training ==== */
 
 typedef struct owner_file {
@@ -303,17 +344,9 @@ static eml_status read_owner_file(eml_enclave *e, uint64_t file_id,
              (unsigned)(file_id / EML_FILE_KINDS) + 1,
              kind_names[file_id % EML_FILE_KINDS]);
     memset(out, 0, sizeof(*out));
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_FILE_OPEN);
-    eml_msg_put_u64(&m, file_id);
-    eml_status st = ocall(e, &m, EML_MSG_FILE_INFO, &r, err);
-    eml_msg_free(&m);
-    if (st != EML_OK) return st;
     uint64_t size;
-    st = eml_msg_get_u64(&r, &size);
-    if (st == EML_OK) st = eml_msg_get_end(&r);
-    if (st != EML_OK) return eml_err_set(err, st, "malformed FILE_INFO");
+    eml_status st = file_open(e, file_id, &size, err);
+    if (st != EML_OK) return st;
 
     eml_cr *cr = NULL;
     eml_sha256_ctx *h = NULL;
@@ -328,18 +361,11 @@ static eml_status read_owner_file(eml_enclave *e, uint64_t file_id,
     size_t hlen = 0;
     for (int pass = 0; pass < 2; pass++) {
         size_t want = pass == 0 ? EML_CONTAINER_PREFIX : hlen;
-        eml_msg_init(&m, EML_MSG_FILE_READ);
-        eml_msg_put_u64(&m, file_id);
-        eml_msg_put_u64(&m, 0);
-        eml_msg_put_u64(&m, want);
-        st = ocall(e, &m, EML_MSG_FILE_DATA, &r, err);
-        eml_msg_free(&m);
-        if (st != EML_OK) goto out;
         const uint8_t *p;
         size_t n;
-        st = eml_msg_get_bytes(&r, want, &p, &n);
-        if (st == EML_OK) st = eml_msg_get_end(&r);
-        if (st != EML_OK || n != want) {
+        st = file_read(e, file_id, 0, want, &p, &n, err);
+        if (st != EML_OK) goto out;
+        if (n != want) {
             st = eml_err_set(err, EML_ERR_TRUNCATED,
                              "%s: file ends inside the container header",
                              what);
@@ -380,20 +406,15 @@ static eml_status read_owner_file(eml_enclave *e, uint64_t file_id,
         goto out;
     }
     for (;;) {
-        uint64_t want = (uint64_t)chunk_size + EML_CONTAINER_TAG_BYTES;
-        eml_msg_init(&m, EML_MSG_FILE_READ);
-        eml_msg_put_u64(&m, file_id);
-        eml_msg_put_u64(&m, off);
-        eml_msg_put_u64(&m, want);
-        st = ocall(e, &m, EML_MSG_FILE_DATA, &r, err);
-        eml_msg_free(&m);
-        if (st != EML_OK) goto out;
+        size_t want = chunk_size + EML_CONTAINER_TAG_BYTES;
         const uint8_t *p;
         size_t n;
-        st = eml_msg_get_bytes(&r, (size_t)want, &p, &n);
-        if (st == EML_OK) st = eml_msg_get_end(&r);
+        st = file_read(e, file_id, off, want, &p, &n, err);
         if (st != EML_OK) {
-            st = eml_err_set(err, st, "%s: malformed FILE_DATA", what);
+            char inner[sizeof(err->msg)];
+            snprintf(inner, sizeof(inner), "%s", eml_err_msg(err, st));
+            if (err != NULL) err->msg[0] = '\0';
+            st = eml_err_set(err, st, "%s: %s", what, inner);
             goto out;
         }
         int last = n < want || off + n >= size;
@@ -655,28 +676,14 @@ static eml_status claimed_count(eml_enclave *e, uint64_t n_owners,
     size_t total = 0;
     for (uint64_t o = 0; o < n_owners; o++) {
         uint64_t id = o * EML_FILE_KINDS + EML_FILE_TRAIN_LABELS;
-        eml_msg m;
-        eml_msg_reader r;
-        eml_msg_init(&m, EML_MSG_FILE_OPEN);
-        eml_msg_put_u64(&m, id);
-        eml_status st = ocall(e, &m, EML_MSG_FILE_INFO, &r, err);
-        eml_msg_free(&m);
         uint64_t size = 0;
-        if (st == EML_OK) st = eml_msg_get_u64(&r, &size);
-        if (st == EML_OK) st = eml_msg_get_end(&r);
-        if (st != EML_OK) return eml_err_set(err, st, "malformed FILE_INFO");
-        eml_msg_init(&m, EML_MSG_FILE_READ);
-        eml_msg_put_u64(&m, id);
-        eml_msg_put_u64(&m, 0);
-        eml_msg_put_u64(&m, EML_CONTAINER_HEADER_MAX);
-        st = ocall(e, &m, EML_MSG_FILE_DATA, &r, err);
-        eml_msg_free(&m);
-        if (st != EML_OK) return st;
         const uint8_t *p;
         size_t n;
         eml_container_info info;
-        st = eml_msg_get_bytes(&r, EML_CONTAINER_HEADER_MAX, &p, &n);
-        if (st == EML_OK) st = eml_msg_get_end(&r);
+        eml_status st = file_open(e, id, &size, err);
+        if (st == EML_OK)
+            st = file_read(e, id, 0, EML_CONTAINER_HEADER_MAX, &p, &n, err);
+        if (st != EML_OK) return st;
         size_t hlen = 0;
         if (st == EML_OK) st = eml_cr_header_len(p, n, &hlen, err);
         if (st == EML_OK && hlen > n) st = EML_ERR_TRUNCATED;

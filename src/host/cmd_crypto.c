@@ -28,29 +28,12 @@
 
 #include "enclaveml/container.h"
 #include "enclaveml/crypto.h"
+#include "host/cli.h"
+#include "host/fileio.h"
 #include "host/keyfile.h"
 
 /* ==== printing ==== */
 
-static int fail(const char *fmt, ...) EML_PRINTF(1, 2);
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("enclaveml: error: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-static int unknown_option(const char *cmd, int argc, char **argv)
-{
-    const char *bad = optind - 1 < argc ? argv[optind - 1] : "?";
-    return fail("%s: unknown or incomplete option '%s' (see enclaveml %s "
-                "--help)",
-                cmd, bad, cmd);
-}
 
 static void hex(char *out, const uint8_t *p, size_t n)
 {
@@ -97,29 +80,18 @@ static ssize_t read_full(int fd, uint8_t *buf, size_t n)
     return (ssize_t)got;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return w < 0 ? errno : EIO;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
 
 static int open_input(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        fail("%s: %s", path, strerror(errno));
+        eml_fail("%s: %s", path, strerror(errno));
         return -1;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || S_ISDIR(sb.st_mode)) {
         close(fd);
-        fail("%s: is a directory", path);
+        eml_fail("%s: is a directory", path);
         return -1;
     }
     return fd;
@@ -255,7 +227,7 @@ static int parse_chunk_size(const char *s, uint32_t *out)
     *out = (uint32_t)v;
     return 0;
 bad:
-    fail("--chunk-size: '%s' is not a power of two from 4K to 16M bytes "
+    eml_fail("--chunk-size: '%s' is not a power of two from 4K to 16M bytes "
          "(e.g. 65536, 64K, 1M)",
          s);
     return -1;
@@ -300,13 +272,13 @@ int eml_cmd_keygen(int argc, char **argv)
         case OPT_FORCE: force = 1; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: fputs(keygen_usage, stdout); return 0;
-        default: return unknown_option("keygen", argc, argv);
+        default: return eml_opt_unknown("keygen", argc, argv);
         }
     }
     if (optind < argc)
-        return fail("keygen: unexpected argument '%s'", argv[optind]);
-    if (name == NULL) return fail("keygen: --out NAME is required");
-    if (name[0] == '\0') return fail("keygen: --out: empty name");
+        return eml_fail("keygen: unexpected argument '%s'", argv[optind]);
+    if (name == NULL) return eml_fail("keygen: --out NAME is required");
+    if (name[0] == '\0') return eml_fail("keygen: --out: empty name");
 
     eml_err err = {0};
     char *kp = NULL, *pp = NULL;
@@ -314,14 +286,14 @@ int eml_cmd_keygen(int argc, char **argv)
     uint8_t data_id[16], rcpt_id[16];
     char data_hex[33], rcpt_hex[33];
     eml_status st = eml_keyfile_generate(name, force, &kp, &pp, &err);
-    if (st != EML_OK) return fail("%s", eml_err_msg(&err, st));
+    if (st != EML_OK) return eml_fail("%s", eml_err_msg(&err, st));
     /* Read back what was written: proves the files load, and names them. */
     st = eml_keyfile_load(kp, &k, &err);
     if (st == EML_OK) st = eml_container_key_id(data_id, k->data_key);
     if (st == EML_OK) st = eml_container_key_id(rcpt_id, k->x25519_pk);
     eml_keyfile_free(k);
     if (st != EML_OK) {
-        int rc = fail("%s", eml_err_msg(&err, st));
+        int rc = eml_fail("%s", eml_err_msg(&err, st));
         free(kp);
         free(pp);
         return rc;
@@ -380,16 +352,16 @@ int eml_cmd_encrypt(int argc, char **argv)
             break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: fputs(encrypt_usage, stdout); return 0;
-        default: return unknown_option("encrypt", argc, argv);
+        default: return eml_opt_unknown("encrypt", argc, argv);
         }
     }
     if (optind < argc)
-        return fail("encrypt: unexpected argument '%s'", argv[optind]);
+        return eml_fail("encrypt: unexpected argument '%s'", argv[optind]);
     if ((key_path == NULL) == (rcpt_path == NULL))
-        return fail("encrypt: give exactly one of --key NAME.key and "
+        return eml_fail("encrypt: give exactly one of --key NAME.key and "
                     "--recipient NAME.pub");
-    if (in == NULL) return fail("encrypt: --in FILE is required");
-    if (out == NULL) return fail("encrypt: --out FILE is required");
+    if (in == NULL) return eml_fail("encrypt: --in FILE is required");
+    if (out == NULL) return eml_fail("encrypt: --out FILE is required");
 
     eml_err err = {0};
     eml_status st;
@@ -409,11 +381,11 @@ int eml_cmd_encrypt(int argc, char **argv)
 
     if (key_path != NULL) {
         st = eml_keyfile_load(key_path, &k, &err);
-        if (st != EML_OK) return fail("%s", eml_err_msg(&err, st));
+        if (st != EML_OK) return eml_fail("%s", eml_err_msg(&err, st));
         key = k->data_key;
     } else {
         st = eml_pubfile_load(rcpt_path, rcpt_pk, &err);
-        if (st != EML_OK) return fail("%s", eml_err_msg(&err, st));
+        if (st != EML_OK) return eml_fail("%s", eml_err_msg(&err, st));
         key = rcpt_pk;
     }
     in_fd = open_input(in);
@@ -421,7 +393,7 @@ int eml_cmd_encrypt(int argc, char **argv)
     st = eml_cw_new(mode, key, cs, &w, hdr, &hlen, &err);
     if (st == EML_OK) st = eml_container_key_id(id, key);
     if (st != EML_OK) {
-        fail("%s: %s", out, eml_err_msg(&err, st));
+        eml_fail("%s: %s", out, eml_err_msg(&err, st));
         goto out;
     }
     hex(id_hex, id, 16);
@@ -431,18 +403,18 @@ int eml_cmd_encrypt(int argc, char **argv)
     b = eml_secure_alloc(cs);
     ct = malloc((size_t)cs + EML_CONTAINER_TAG_BYTES);
     if (a == NULL || b == NULL || ct == NULL) {
-        fail("encrypt: out of memory for %" PRIu32 "-byte chunks", cs);
+        eml_fail("encrypt: out of memory for %" PRIu32 "-byte chunks", cs);
         goto out;
     }
     e = out_open(&of, out, 0644);
-    if (e == 0) e = write_all(of.fd, hdr, hlen);
+    if (e == 0) e = eml_fd_write_all(of.fd, hdr, hlen);
     if (e != 0) {
-        fail("%s: %s", out, strerror(e));
+        eml_fail("%s: %s", out, strerror(e));
         goto out;
     }
     ssize_t n = read_full(in_fd, a, cs);
     if (n < 0) {
-        fail("%s: read failed: %s", in, strerror(errno));
+        eml_fail("%s: read failed: %s", in, strerror(errno));
         goto out;
     }
     for (;;) {
@@ -450,7 +422,7 @@ int eml_cmd_encrypt(int argc, char **argv)
         if ((size_t)n == cs) {
             m = read_full(in_fd, b, cs);
             if (m < 0) {
-                fail("%s: read failed: %s", in, strerror(errno));
+                eml_fail("%s: read failed: %s", in, strerror(errno));
                 goto out;
             }
         }
@@ -458,12 +430,12 @@ int eml_cmd_encrypt(int argc, char **argv)
         size_t got = 0;
         st = eml_cw_seal(w, a, (size_t)n, final, ct, &got, &err);
         if (st != EML_OK) {
-            fail("%s: %s", out, eml_err_msg(&err, st));
+            eml_fail("%s: %s", out, eml_err_msg(&err, st));
             goto out;
         }
-        e = write_all(of.fd, ct, got);
+        e = eml_fd_write_all(of.fd, ct, got);
         if (e != 0) {
-            fail("%s: write failed: %s", out, strerror(e));
+            eml_fail("%s: write failed: %s", out, strerror(e));
             goto out;
         }
         total += (uint64_t)n;
@@ -476,7 +448,7 @@ int eml_cmd_encrypt(int argc, char **argv)
     }
     e = out_commit(&of);
     if (e != 0) {
-        fail("%s: write failed: %s", out, strerror(e));
+        eml_fail("%s: write failed: %s", out, strerror(e));
         goto out;
     }
     if (!quiet)
@@ -530,14 +502,14 @@ int eml_cmd_decrypt(int argc, char **argv)
         case OPT_OUT: out = optarg; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: fputs(decrypt_usage, stdout); return 0;
-        default: return unknown_option("decrypt", argc, argv);
+        default: return eml_opt_unknown("decrypt", argc, argv);
         }
     }
     if (optind < argc)
-        return fail("decrypt: unexpected argument '%s'", argv[optind]);
-    if (key_path == NULL) return fail("decrypt: --key NAME.key is required");
-    if (in == NULL) return fail("decrypt: --in FILE is required");
-    if (out == NULL) return fail("decrypt: --out FILE is required");
+        return eml_fail("decrypt: unexpected argument '%s'", argv[optind]);
+    if (key_path == NULL) return eml_fail("decrypt: --key NAME.key is required");
+    if (in == NULL) return eml_fail("decrypt: --in FILE is required");
+    if (out == NULL) return eml_fail("decrypt: --out FILE is required");
 
     eml_err err = {0};
     eml_status st;
@@ -552,12 +524,12 @@ int eml_cmd_decrypt(int argc, char **argv)
     ssize_t n;
 
     st = eml_keyfile_load(key_path, &k, &err);
-    if (st != EML_OK) return fail("%s", eml_err_msg(&err, st));
+    if (st != EML_OK) return eml_fail("%s", eml_err_msg(&err, st));
     in_fd = open_input(in);
     if (in_fd < 0) goto out;
     n = read_full(in_fd, hdr, EML_CONTAINER_PREFIX);
     if (n < 0) {
-        fail("%s: read failed: %s", in, strerror(errno));
+        eml_fail("%s: read failed: %s", in, strerror(errno));
         goto out;
     }
     st = eml_cr_header_len(hdr, (size_t)n, &hlen, &err);
@@ -565,7 +537,7 @@ int eml_cmd_decrypt(int argc, char **argv)
         n = read_full(in_fd, hdr + EML_CONTAINER_PREFIX,
                       hlen - EML_CONTAINER_PREFIX);
         if (n < 0) {
-            fail("%s: read failed: %s", in, strerror(errno));
+            eml_fail("%s: read failed: %s", in, strerror(errno));
             goto out;
         }
         eml_container_keys keys = {k->data_key, k->x25519_sk};
@@ -573,7 +545,7 @@ int eml_cmd_decrypt(int argc, char **argv)
                         &err);
     }
     if (st != EML_OK) {
-        fail("%s: %s", in, eml_err_msg(&err, st));
+        eml_fail("%s: %s", in, eml_err_msg(&err, st));
         goto out;
     }
     eml_keyfile_free(k); /* the reader holds what it needs */
@@ -586,17 +558,17 @@ int eml_cmd_decrypt(int argc, char **argv)
     b = malloc(full);
     pt = eml_secure_alloc(cs);
     if (a == NULL || b == NULL || pt == NULL) {
-        fail("decrypt: out of memory for %zu-byte chunks", cs);
+        eml_fail("decrypt: out of memory for %zu-byte chunks", cs);
         goto out;
     }
     e = out_open(&of, out, 0600);
     if (e != 0) {
-        fail("%s: %s", out, strerror(e));
+        eml_fail("%s: %s", out, strerror(e));
         goto out;
     }
     n = read_full(in_fd, a, full);
     if (n < 0) {
-        fail("%s: read failed: %s", in, strerror(errno));
+        eml_fail("%s: read failed: %s", in, strerror(errno));
         goto out;
     }
     while (n > 0) {
@@ -604,20 +576,20 @@ int eml_cmd_decrypt(int argc, char **argv)
         if ((size_t)n == full) {
             m = read_full(in_fd, b, full);
             if (m < 0) {
-                fail("%s: read failed: %s", in, strerror(errno));
+                eml_fail("%s: read failed: %s", in, strerror(errno));
                 goto out;
             }
         }
         size_t got = 0;
         st = eml_cr_open(r, a, (size_t)n, m == 0, pt, &got, &err);
         if (st != EML_OK) {
-            fail("%s: %s", in, eml_err_msg(&err, st));
+            eml_fail("%s: %s", in, eml_err_msg(&err, st));
             goto out;
         }
-        e = write_all(of.fd, pt, got);
+        e = eml_fd_write_all(of.fd, pt, got);
         eml_wipe(pt, got);
         if (e != 0) {
-            fail("%s: write failed: %s", out, strerror(e));
+            eml_fail("%s: write failed: %s", out, strerror(e));
             goto out;
         }
         uint8_t *t = a;
@@ -627,12 +599,12 @@ int eml_cmd_decrypt(int argc, char **argv)
     }
     st = eml_cr_finish(r, &err);
     if (st != EML_OK) {
-        fail("%s: %s", in, eml_err_msg(&err, st));
+        eml_fail("%s: %s", in, eml_err_msg(&err, st));
         goto out;
     }
     e = out_commit(&of);
     if (e != 0) {
-        fail("%s: write failed: %s", out, strerror(e));
+        eml_fail("%s: write failed: %s", out, strerror(e));
         goto out;
     }
     if (!quiet)

@@ -175,6 +175,20 @@ typedef struct attested {
     int sim;
 } attested;
 
+/* Copies a parsed report's members into --json output. */
+static void json_members(eml_json *o, const eml_flatjson *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        const eml_flatjson_member *m = &j->m[i];
+        if (m->kind == EML_JSON_STRING)
+            eml_json_str(o, m->key, m->str);
+        else if (m->kind == EML_JSON_NUMBER)
+            eml_json_num(o, m->key, m->num);
+        else
+            eml_json_bool(o, m->key, m->boolean);
+    }
+}
+
 static int hex_field(const eml_flatjson *j, const char *key, uint8_t *out,
                      size_t n, const char *path)
 {
@@ -343,12 +357,7 @@ static int verify_training(const char *path, const attested *a, int json)
         eml_json o;
         eml_json_begin(&o, stdout);
         eml_json_bool(&o, "verified", 1);
-        for (size_t i = 0; i < j.n; i++) {
-            const eml_flatjson_member *m = &j.m[i];
-            if (m->kind == EML_JSON_STRING) eml_json_str(&o, m->key, m->str);
-            else if (m->kind == EML_JSON_NUMBER) eml_json_num(&o, m->key, m->num);
-            else eml_json_bool(&o, m->key, m->boolean);
-        }
+        json_members(&o, &j);
         eml_json_end(&o);
     } else {
         printf("training report verified: signed by the attested enclave, "
@@ -669,15 +678,7 @@ int eml_train_confidential(const eml_confidential_args *a)
         if (eml_flatjson_parse(report, rlen, &j, &err) == EML_OK) {
             eml_json o;
             eml_json_begin(&o, stdout);
-            for (size_t i = 0; i < j.n; i++) {
-                const eml_flatjson_member *mm = &j.m[i];
-                if (mm->kind == EML_JSON_STRING)
-                    eml_json_str(&o, mm->key, mm->str);
-                else if (mm->kind == EML_JSON_NUMBER)
-                    eml_json_num(&o, mm->key, mm->num);
-                else
-                    eml_json_bool(&o, mm->key, mm->boolean);
-            }
+            json_members(&o, &j);
             eml_json_str(&o, "model", a->out);
             eml_json_end(&o);
             eml_flatjson_free(&j);

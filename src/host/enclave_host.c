@@ -251,14 +251,9 @@ static eml_status serve_output(eml_enclave_host *h, eml_msg_reader *r)
     if (stream != 0 || h->out_fd < 0)
         return reply_error(h, "no output stream %llu",
                            (unsigned long long)stream);
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = write(h->out_fd, p + done, n - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return reply_error(h, "cannot write the output: %s",
-                                       strerror(errno));
-        done += (size_t)w;
-    }
+    int e = eml_fd_write_all(h->out_fd, p, n);
+    if (e != 0)
+        return reply_error(h, "cannot write the output: %s", strerror(e));
     h->out_bytes += n;
     eml_msg m;
     eml_msg_init(&m, EML_MSG_OUTPUT_OK);

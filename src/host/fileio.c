@@ -70,18 +70,7 @@ eml_status eml_file_write_atomic(const char *path, const void *data,
         free(tmp);
         return st;
     }
-    const uint8_t *p = data;
-    size_t done = 0;
-    int e = 0;
-    while (done < len) {
-        ssize_t w = write(fd, p + done, len - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            e = w < 0 ? errno : EIO;
-            break;
-        }
-        done += (size_t)w;
-    }
+    int e = eml_fd_write_all(fd, data, len);
     if (e == 0 && fchmod(fd, (mode_t)mode) != 0) e = errno;
     if (e == 0 && fsync(fd) != 0) e = errno;
     if (close(fd) != 0 && e == 0) e = errno;
@@ -94,4 +83,17 @@ eml_status eml_file_write_atomic(const char *path, const void *data,
     }
     free(tmp);
     return EML_OK;
+}
+
+int eml_fd_write_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return w < 0 ? errno : EIO;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
 }

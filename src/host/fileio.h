@@ -17,4 +17,7 @@ EML_MUST_CHECK eml_status eml_file_read(const char *path, uint8_t **out,
 EML_MUST_CHECK eml_status eml_file_write_atomic(const char *path,
                                                 const void *data, size_t len,
                                                 int mode, eml_err *err);
+/* Writes all len bytes to fd (retrying short writes and EINTR); 0 or an
+ * errno value. */
+int eml_fd_write_all(int fd, const void *p, size_t len);
 #endif

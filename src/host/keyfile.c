@@ -6,6 +6,8 @@
  */
 #include "host/keyfile.h"
 
+#include "host/fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -28,17 +30,6 @@ static char *path_with(const char *name, const char *suffix)
     return p;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return w < 0 ? errno : EIO;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
 
 /* Makes path sync'd in its directory, best effort: a key that vanishes
  * after a crash is better noticed than silently lost. */
@@ -80,7 +71,7 @@ static int write_small(const char *path, const uint8_t *data, size_t len,
             return e;
         }
     }
-    e = write_all(fd, data, len);
+    e = eml_fd_write_all(fd, data, len);
     if (e == 0 && fchmod(fd, mode) != 0) e = errno;
     if (e == 0 && fsync(fd) != 0) e = errno;
     if (close(fd) != 0 && e == 0) e = errno;
