@@ -146,5 +146,35 @@ sed 's/filters=16/filters=8/' "$cfg" >"$tmp/other.cfg"
 expect_error "weights do not match the cfg" "layers.0.weight" "$bin" eval --cfg "$tmp/other.cfg" --weights "$w" --data "$d"
 expect_error "predict: labels file is not images" "values each" "$bin" predict --cfg "$cfg" --weights "$w" --images $d/t10k-labels-idx1-ubyte
 
+# ---- differential privacy: the accountant and bad DP input
+if "$bin" privacy --sampling-rate 0.004266667 --noise 1.1 --steps 14070 \
+     --delta 1e-5 --json >"$tmp/priv.json" &&
+   grep -q '"epsilon":2\.59' "$tmp/priv.json" && grep -q '"order":8.1' "$tmp/priv.json"; then
+  ok "privacy: q=256/60000, sigma 1.1, 60 epochs -> epsilon 2.59 at order 8.1"
+else
+  bad "privacy --json: $(cat "$tmp/priv.json")"
+fi
+if "$bin" privacy --sampling-rate 0.01 --steps 1000 --delta 1e-5 \
+     --target-epsilon 2 --json >"$tmp/priv2.json" && grep -q '"noise":' "$tmp/priv2.json"; then
+  ok "privacy --target-epsilon gives a noise multiplier"
+else
+  bad "privacy --target-epsilon: $(cat "$tmp/priv2.json")"
+fi
+if "$bin" train --cfg "$cfg" --data "$d" --epochs 1 --batch 32 --threads 1 \
+     --dp --clip 1 --target-epsilon 2 --json >"$tmp/dp.json" 2>"$tmp/dp.err" &&
+   grep -q '"dp":true' "$tmp/dp.json" && grep -q '"epsilon":' "$tmp/dp.json" &&
+   grep -q '"sampling_rate":' "$tmp/dp.json"; then
+  ok "train --dp --target-epsilon: epsilon, noise and sampling rate reported"
+else
+  bad "train --dp: $(cat "$tmp/dp.json" "$tmp/dp.err")"
+fi
+expect_error "DP: clip <= 0" "--clip" "$bin" train --cfg "$cfg" --data "$d" --dp --clip 0 --noise 1
+expect_error "DP: sigma < 0" "--noise" "$bin" train --cfg "$cfg" --data "$d" --dp --clip 1 --noise -0.5
+expect_error "DP: delta outside (0, 1)" "--delta" "$bin" train --cfg "$cfg" --data "$d" --dp --clip 1 --noise 1 --delta 1
+expect_error "DP: q outside (0, 1]" "--sampling-rate" "$bin" privacy --sampling-rate 1.5 --noise 1 --steps 10 --delta 1e-5
+expect_error "DP: unreachable target epsilon" "out of reach" "$bin" train --cfg "$cfg" --data "$d" --dp --clip 1 --target-epsilon 0.00001
+expect_error "DP: --seed without --insecure-seed" "--insecure-seed" "$bin" train --cfg "$cfg" --data "$d" --dp --clip 1 --noise 1 --seed 3
+expect_error "DP: both --noise and --target-epsilon" "exactly one" "$bin" train --cfg "$cfg" --data "$d" --dp --clip 1 --noise 1 --target-epsilon 2
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -254,9 +254,10 @@ static int cmd_train(int argc, char **argv)
                 return 1;
             break;
         case OPT_DELTA:
-            if (eml_opt_double("--delta", optarg, 0, 1, &dp.delta)) return 1;
-            if (dp.delta >= 1)
-                return eml_fail("--delta: must be in (0, 1)");
+            if (eml_opt_double("--delta", optarg, -1e300, 1e300, &dp.delta) ||
+                !(dp.delta > 0 && dp.delta < 1))
+                return eml_fail("--delta: '%s' is not a number in (0, 1)",
+                                optarg);
             break;
         case OPT_DP_FIXED: dp.fixed_batches = 1; break;
         case OPT_INSECURE_SEED: dp.insecure_seed = 1; break;
