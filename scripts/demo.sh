@@ -16,6 +16,8 @@ rm -rf "$work"
 mkdir -p "$work"/{alice,bob,model-owner,host}
 export ENCLAVEML_HOME=$work/platform   # the simulated platform's keys
 cfg=$(pwd)/cfg/fmnist-cnn.cfg
+dpcfg=$(pwd)/cfg/fmnist-dp.cfg
+dp_epochs=${DEMO_DP_EPOCHS:-10}
 cd "$work"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -91,7 +93,31 @@ step "7. The model owner verifies the signed training report and decrypts the mo
   --out model-owner/fmnist-cnn.safetensors
 "$bin" eval --cfg "$cfg" --weights model-owner/fmnist-cnn.safetensors
 
-step "8. What the host holds: ciphertext, a grant per owner, signed reports"
+step "8. The owners now set a privacy budget: epsilon <= 3 (delta 1e-5) in new grants"
+for name in alice bob; do
+  "$bin" grant --key $name/$name.key --report host/report.json --measurement "$measurement" \
+    --nonce 0a11ce0b0b --allow-sim --max-epsilon 3 --out host/$name-dp.grant
+done
+echo "a run that is not differentially private is refused by the enclave:"
+if "$bin" train --cfg "$dpcfg" --epochs 1 --data host/alice --grant host/alice-dp.grant \
+     --data host/bob --grant host/bob-dp.grant --recipient model-owner/model.pub \
+     --out host/refused.emlm --quiet; then
+  echo "demo: the enclave accepted a non-private run against a budget" >&2
+  exit 1
+fi
+echo "so the enclave trains cfg/fmnist-dp.cfg with DP-SGD, never past epsilon 3 ($dp_epochs epochs):"
+"$bin" train --cfg "$dpcfg" --epochs "$dp_epochs" \
+  --dp --clip 0.1 --target-epsilon 3 --delta 1e-5 \
+  --data host/alice --grant host/alice-dp.grant \
+  --data host/bob --grant host/bob-dp.grant \
+  --recipient model-owner/model.pub --out host/model-dp.emlm \
+  --report-out host/training-report-dp.json
+"$bin" verify host/training-report-dp.json --report host/report.json \
+  --measurement "$measurement" --allow-sim --json |
+  tr ',' '\n' | grep -E '"(epsilon|delta|noise|clip|sampling_rate|dp_steps|test_accuracy)"' |
+  sed 's/^/  /'
+
+step "9. What the host holds: ciphertext, grants, signed reports"
 ls -l host host/alice | sed 's/^/  /'
 echo
 echo "demo finished: the files are in $work"

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "enclaveml/crypto.h"
 #include "enclaveml/rng.h"
 
 typedef struct layer {
@@ -364,12 +365,25 @@ out:
     return st;
 }
 
+/* Frees a buffer of n floats after wiping it: parameters, gradients and
+ * activations of a confidential model are secrets of the model owner. */
+static void free_wiped(float *p, size_t n)
+{
+    if (p == NULL) return;
+    eml_wipe(p, n * sizeof(float));
+    free(p);
+}
+
 void eml_net_free(eml_net *net)
 {
     if (net == NULL) return;
+    size_t mb = (size_t)net->max_batch;
     if (net->layers != NULL) {
         for (int i = 0; i < net->n_layers; i++) {
             layer *l = &net->layers[i];
+            if (l->out != NULL) eml_wipe(l->out, mb * l->n_out * sizeof(float));
+            if (l->delta != NULL && l->type != EML_LAYER_SOFTMAX)
+                eml_wipe(l->delta, mb * l->n_out * sizeof(float));
             free(l->out);
             if (l->type != EML_LAYER_SOFTMAX) free(l->delta);
             free(l->col);
@@ -383,9 +397,12 @@ void eml_net_free(eml_net *net)
     if (net->k != NULL && net->ks != NULL) net->k->state_free(net->ks);
     free(net->layers);
     free(net->tensors);
-    free(net->params);
-    free(net->grads);
-    free(net->input);
+    free_wiped(net->params, net->n_params);
+    free_wiped(net->grads, net->n_params);
+    if (net->layers != NULL)
+        free_wiped(net->input, mb * net->layers[0].n_in);
+    else
+        free(net->input);
     free(net);
 }
 

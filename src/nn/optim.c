@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "enclaveml/crypto.h"
 #include "enclaveml/train.h"
 
 #define EML_PI 3.14159265358979323846
@@ -56,6 +57,9 @@ eml_status eml_optim_new(const eml_netcfg *cfg, eml_net *net, eml_optim **out)
 void eml_optim_free(eml_optim *o)
 {
     if (o == NULL) return;
+    /* Moments are derived from the (confidential) gradients. */
+    if (o->m != NULL) eml_wipe(o->m, o->n * sizeof(float));
+    if (o->v != NULL) eml_wipe(o->v, o->n * sizeof(float));
     free(o->m);
     free(o->v);
     free(o->decays);
