@@ -665,24 +665,28 @@ static void dropout_forward(eml_net *net, layer *l, const float *in, int n,
         return;
     }
     float scale = 1.0f / (1.0f - l->prob);
-    /* Each 64-bit draw decides two units: drop when a 32-bit half is below
-     * prob * 2^32. */
+    /* One draw from the net's generator per call, then a counter-based
+     * stream: unit pair k gets splitmix64(base + k), each 32-bit half
+     * deciding one unit (dropped when below prob * 2^32).  The mask is the
+     * same whatever the number of threads. */
     uint64_t thresh = (uint64_t)((double)l->prob * 4294967296.0);
-    size_t j = 0;
-    for (; j + 1 < total; j += 2) {
-        uint64_t r = eml_rng_next(&net->rng);
-        float m0 = (r & 0xffffffffu) < thresh ? 0.0f : scale;
-        float m1 = (r >> 32) < thresh ? 0.0f : scale;
-        l->mask[j] = m0;
-        l->mask[j + 1] = m1;
-        l->out[j] = in[j] * m0;
-        l->out[j + 1] = in[j + 1] * m1;
-    }
-    if (j < total) {
-        uint64_t r = eml_rng_next(&net->rng);
-        float m0 = (r & 0xffffffffu) < thresh ? 0.0f : scale;
+    uint64_t base = eml_rng_next(&net->rng);
+    size_t pairs = (total + 1) / 2;
+#pragma omp parallel for schedule(static) if (total > 65536)
+    for (size_t k = 0; k < pairs; k++) {
+        uint64_t z = base + 0x9e3779b97f4a7c15ULL * (k + 1);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        size_t j = 2 * k;
+        float m0 = (z & 0xffffffffu) < thresh ? 0.0f : scale;
         l->mask[j] = m0;
         l->out[j] = in[j] * m0;
+        if (j + 1 < total) {
+            float m1 = (z >> 32) < thresh ? 0.0f : scale;
+            l->mask[j + 1] = m1;
+            l->out[j + 1] = in[j + 1] * m1;
+        }
     }
 }
 
@@ -802,6 +806,7 @@ eml_status eml_net_backward(eml_net *net, int n, float *sqnorm)
         case EML_LAYER_DROPOUT:
             if (din != NULL) {
                 size_t total = (size_t)n * l->n_out;
+#pragma omp parallel for schedule(static) if (total > 65536)
                 for (size_t j = 0; j < total; j++)
                     din[j] = l->delta[j] * l->mask[j];
             }
