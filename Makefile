@@ -46,7 +46,7 @@ fuzz:
 	    name=$$(basename $$f); corpus=fuzz/corpus/$${name#fuzz_}; \
 	    mkdir -p build-fuzz/corpus-$$name; \
 	    echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
-	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 -artifact_prefix=build-fuzz/ \
 	        build-fuzz/corpus-$$name $$( [ -d $$corpus ] && echo $$corpus ) \
 	        >build-fuzz/$$name.log 2>&1 || { tail -n 40 build-fuzz/$$name.log; exit 1; }; \
 	    tail -n 1 build-fuzz/$$name.log; \

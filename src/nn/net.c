@@ -395,14 +395,12 @@ void eml_net_free(eml_net *net)
         }
     }
     if (net->k != NULL && net->ks != NULL) net->k->state_free(net->ks);
+    size_t n_in = net->layers != NULL ? net->layers[0].n_in : 0;
     free(net->layers);
     free(net->tensors);
     free_wiped(net->params, net->n_params);
     free_wiped(net->grads, net->n_params);
-    if (net->layers != NULL)
-        free_wiped(net->input, mb * net->layers[0].n_in);
-    else
-        free(net->input);
+    free_wiped(net->input, mb * n_in);
     free(net);
 }
 
