@@ -175,7 +175,13 @@ static void test_net_all_keys(void **state)
 
     c = parse_ok(NET "policy=constant\n" ONE_LAYER);
     assert_int_equal(c->policy, EML_LR_CONSTANT);
+    assert_float_equal(c->ema, 0.0f, 0);
     eml_cfg_free(c);
+
+    c = parse_ok(NET "ema=0.99\n" ONE_LAYER);
+    assert_float_equal(c->ema, 0.99f, 0);
+    eml_cfg_free(c);
+    expect_err(NET "ema=1\n" ONE_LAYER, EML_ERR_RANGE, "ema=1 must be in [0, 1)");
 }
 
 static void test_net_errors(void **state)

@@ -92,6 +92,9 @@ typedef struct eml_netcfg {
     float lr_min;           /* cosine floor, extension key lr_min, default 0 */
     int epochs;             /* extension: default training length, 10 */
     int max_batches;        /* Darknet's key; 0 = use epochs */
+    float ema;              /* extension: decay of an exponential moving
+                               average of the weights, which evaluation and
+                               the saved model use; 0 = off */
 
     int n_layers;
     eml_layer_cfg *layers;  /* n_layers entries, owned */

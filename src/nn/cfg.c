@@ -95,13 +95,13 @@ enum {
     NET_BATCH, NET_SUBDIVISIONS, NET_HEIGHT, NET_WIDTH, NET_CHANNELS,
     NET_LEARNING_RATE, NET_MOMENTUM, NET_DECAY, NET_ADAM, NET_B1, NET_B2,
     NET_EPS, NET_POLICY, NET_STEPS, NET_SCALES, NET_LR_MIN, NET_EPOCHS,
-    NET_MAX_BATCHES, NET_N_KEYS
+    NET_MAX_BATCHES, NET_EMA, NET_N_KEYS
 };
 static const char *const net_keys[NET_N_KEYS] = {
     "batch", "subdivisions", "height", "width", "channels",
     "learning_rate", "momentum", "decay", "adam", "B1", "B2",
     "eps", "policy", "steps", "scales", "lr_min", "epochs",
-    "max_batches",
+    "max_batches", "ema",
 };
 
 enum {
@@ -583,6 +583,9 @@ static eml_status resolve_net(parser *p)
 
     if ((st = get_int(p, NET_EPOCHS, 1, CFG_MAX_EPOCHS, 10, &c->epochs)))
         return st;
+    if ((st = get_float(p, NET_EMA, 0.0f, &c->ema))) return st;
+    if (!(c->ema >= 0.0f && c->ema < 1.0f))
+        return bad_value(p, NET_EMA, "must be in [0, 1)");
     return get_int(p, NET_MAX_BATCHES, 0, CFG_MAX_MAX_BATCHES, 0,
                    &c->max_batches);
 }

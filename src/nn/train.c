@@ -101,6 +101,73 @@ eml_status eml_evaluate(eml_net *net, const eml_dataset *d, double *loss,
     return EML_OK;
 }
 
+/* ==== weight averaging ==== */
+
+/* An exponential moving average of the parameters (Polyak averaging; for
+ * DP-SGD it is post-processing, so it costs no privacy).  The decay ramps
+ * up as min(d, (1 + t) / (10 + t)) so early weights do not dominate. */
+typedef struct ema {
+    float *avg; /* NULL when off */
+    float decay;
+    long t;
+} ema;
+
+static eml_status ema_init(ema *a, const eml_netcfg *cfg, eml_net *net)
+{
+    memset(a, 0, sizeof(*a));
+    if (!(cfg->ema > 0)) return EML_OK;
+    size_t n = eml_net_param_count(net);
+    a->avg = malloc((n ? n : 1) * sizeof(float));
+    if (a->avg == NULL) return EML_ERR_NOMEM;
+    memcpy(a->avg, eml_net_params(net), n * sizeof(float));
+    a->decay = cfg->ema;
+    return EML_OK;
+}
+
+static void ema_update(ema *a, eml_net *net)
+{
+    if (a->avg == NULL) return;
+    a->t++;
+    float d = (1.0f + (float)a->t) / (10.0f + (float)a->t);
+    if (d > a->decay) d = a->decay;
+    const float *w = eml_net_params(net);
+    size_t n = eml_net_param_count(net);
+    for (size_t i = 0; i < n; i++) a->avg[i] = d * a->avg[i] + (1 - d) * w[i];
+}
+
+/* Exchanges the live parameters and the average (evaluation uses the
+ * average; a second call restores the live ones). */
+static void ema_swap(ema *a, eml_net *net)
+{
+    if (a->avg == NULL) return;
+    float *w = eml_net_params(net);
+    size_t n = eml_net_param_count(net);
+    for (size_t i = 0; i < n; i++) {
+        float t = w[i];
+        w[i] = a->avg[i];
+        a->avg[i] = t;
+    }
+}
+
+static void ema_free(ema *a, eml_net *net)
+{
+    if (a->avg == NULL) return;
+    eml_wipe(a->avg, eml_net_param_count(net) * sizeof(float));
+    free(a->avg);
+    a->avg = NULL;
+}
+
+/* Evaluates the test set with the averaged weights, if any. */
+static eml_status eval_epoch(eml_net *net, ema *a, const eml_dataset *test,
+                             eml_train_result *res, eml_err *err)
+{
+    ema_swap(a, net);
+    eml_status st = eml_evaluate(net, test, &res->test_loss,
+                                 &res->test_accuracy, err);
+    ema_swap(a, net);
+    return st;
+}
+
 /* ==== differentially private SGD ==== */
 
 void eml_dp_plan(size_t count, int batch, int epochs, double *q, long *steps)
@@ -197,7 +264,7 @@ static eml_status dp_step(eml_net *net, const eml_dataset *d,
 static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                            const eml_dataset *train, const eml_dataset *test,
                            const eml_train_opts *opts, eml_optim *opt,
-                           eml_train_result *res, eml_err *err)
+                           ema *avg, eml_train_result *res, eml_err *err)
 {
     const eml_dp_opts *dp = &opts->dp;
     eml_status st = check_dp(dp, err);
@@ -302,6 +369,7 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                 for (size_t i = 0; i < np; i++) g[i] = acc[i];
             eml_optim_step(opt, eml_lr_at(cfg, opts->lr, step, total),
                            (float)expected);
+            ema_update(avg, net);
             st = eml_dp_accountant_add(&accnt, q, sigma_acc, 1, err);
             if (st != EML_OK) goto out;
             step++;
@@ -330,8 +398,7 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
         res->train_accuracy = (double)correct / (double)(seen ? seen : 1);
         int last = step >= total;
         if (test != NULL && test->count > 0 && (opts->eval_each_epoch || last)) {
-            st = eml_evaluate(net, test, &res->test_loss, &res->test_accuracy,
-                              err);
+            st = eval_epoch(net, avg, test, res, err);
             if (st != EML_OK) goto out;
         }
         if (opts->progress != NULL) {
@@ -393,6 +460,8 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
     }
 
     eml_optim *opt = NULL;
+    ema avg;
+    memset(&avg, 0, sizeof(avg));
     uint32_t *idx = malloc(train->count * sizeof(uint32_t));
     uint8_t *labels = malloc((size_t)opts->batch);
     st = eml_optim_new(cfg, net, &opt);
@@ -401,8 +470,13 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
         goto out;
     }
     if (opts->init_params) eml_net_init_params(net, opts->seed);
+    st = ema_init(&avg, cfg, net);
+    if (st != EML_OK) {
+        eml_err_set(err, st, "out of memory");
+        goto out;
+    }
     if (opts->dp.enabled) {
-        st = train_dp(net, cfg, train, test, opts, opt, res, err);
+        st = train_dp(net, cfg, train, test, opts, opt, &avg, res, err);
         goto out;
     }
     eml_rng rng;
@@ -439,6 +513,7 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
             }
             eml_optim_step(opt, eml_lr_at(cfg, opts->lr, step, total),
                            (float)n);
+            ema_update(&avg, net);
             step++;
             seen += n;
             total_seen += n;
@@ -466,8 +541,7 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
         res->images_per_second = el > 0 ? (double)seen / el : 0;
         int last = epoch == opts->epochs || step >= total;
         if (test != NULL && test->count > 0 && (opts->eval_each_epoch || last)) {
-            st = eml_evaluate(net, test, &res->test_loss, &res->test_accuracy,
-                              err);
+            st = eval_epoch(net, &avg, test, res, err);
             if (st != EML_OK) goto out;
         }
         if (opts->progress != NULL) {
@@ -490,6 +564,9 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
     res->seconds = t_train;
     res->images_per_second = t_train > 0 ? (double)total_seen / t_train : 0;
 out:
+    /* The model that leaves is the average, when there is one. */
+    if (st == EML_OK) ema_swap(&avg, net);
+    ema_free(&avg, net);
     eml_optim_free(opt);
     free(idx);
     free(labels);
