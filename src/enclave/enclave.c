@@ -14,6 +14,7 @@
  */
 #define _DEFAULT_SOURCE 1 /* syscall() for the sandbox probe */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -755,6 +756,22 @@ static eml_status plan_dp(eml_enclave *e, train_req *q, int batch,
     return EML_OK;
 }
 
+/* snprintf that never runs past cap (the report body is sized for its
+ * contents; this keeps a mistake there from becoming an overflow). */
+static void append(char *buf, size_t cap, size_t *k, const char *fmt, ...)
+    EML_PRINTF(4, 5);
+static void append(char *buf, size_t cap, size_t *k, const char *fmt, ...)
+{
+    if (*k + 1 >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *k, cap - *k, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    *k += (size_t)n;
+    if (*k >= cap) *k = cap - 1;
+}
+
 static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
 {
     train_req q;
@@ -917,22 +934,26 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         res.steps, eml_net_param_count(net), res.train_loss,
         res.test_accuracy, res.test_loss, res.seconds, res.images_per_second,
         q.dp.enabled ? "true" : "false");
+    if (k >= cap) k = cap - 1;
     for (uint64_t o = 0; o < q.n_owners; o++)
         for (int f = 0; f < EML_FILE_KINDS; f++) {
             char dh[65];
             eml_hex(dh, digests[o][f], 32);
-            k += (size_t)snprintf(body + k, cap - k, "%s%s",
-                                  (o == 0 && f == 0) ? "" : ",", dh);
+            append(body, cap, &k, "%s%s", (o == 0 && f == 0) ? "" : ",", dh);
         }
-    k += (size_t)snprintf(body + k, cap - k, "\"");
+    append(body, cap, &k, "\"");
+    if (q.dp.enabled && !isfinite(res.epsilon))
+        append(body, cap, &k, ",\"epsilon\":\"inf\"");
+    else if (q.dp.enabled)
+        append(body, cap, &k, ",\"epsilon\":%.9g", res.epsilon);
     if (q.dp.enabled)
-        snprintf(body + k, cap - k,
-                 ",\"epsilon\":%.9g,\"delta\":%.9g,\"noise\":%.9g,"
+        append(body, cap, &k,
+                 ",\"delta\":%.9g,\"noise\":%.9g,"
                  "\"clip\":%.9g,\"sampling_rate\":%.9g,\"dp_steps\":%ld,"
                  "\"budget\":%.9g,\"stopped_at_budget\":%s,"
                  "\"sampling\":\"%s\",\"insecure_seed\":%s,"
                  "\"accountant\":\"rdp-sampled-gaussian%s\"",
-                 res.epsilon, q.dp.delta, q.dp.noise, q.dp.clip,
+                 q.dp.delta, q.dp.noise, q.dp.clip,
                  res.sampling_rate, res.steps,
                  q.dp.target_epsilon, res.dp_stopped_early ? "true" : "false",
                  q.dp.fixed_batches ? "fixed" : "poisson",
