@@ -39,6 +39,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "feeder.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
@@ -83,46 +84,6 @@ static void fixed_platform(eml_platform *p)
 
 /* Writes the input into fd and drains whatever comes back, without ever
  * blocking (the enclave may be writing a reply while we write). */
-typedef struct feeder {
-    int fd;
-    const uint8_t *p;
-    size_t n;
-} feeder;
-
-static void *feed(void *arg)
-{
-    feeder *f = arg;
-    size_t off = 0;
-    int wdone = 0;
-    uint8_t sink[65536];
-    if (f->n == 0) {
-        wdone = 1;
-        shutdown(f->fd, SHUT_WR);
-    }
-    for (;;) {
-        struct pollfd pf = {f->fd, (short)(POLLIN | (wdone ? 0 : POLLOUT)), 0};
-        if (poll(&pf, 1, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (!wdone && (pf.revents & (POLLOUT | POLLERR | POLLHUP))) {
-            ssize_t w = send(f->fd, f->p + off, f->n - off,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (w > 0) off += (size_t)w;
-            else if (w < 0 && errno != EAGAIN && errno != EINTR) off = f->n;
-            if (off == f->n) {
-                wdone = 1;
-                shutdown(f->fd, SHUT_WR);
-            }
-        }
-        if (pf.revents & (POLLIN | POLLERR | POLLHUP)) {
-            ssize_t r = recv(f->fd, sink, sizeof(sink), MSG_DONTWAIT);
-            if (r == 0) break;
-            if (r < 0 && errno != EAGAIN && errno != EINTR) break;
-        }
-    }
-    return NULL;
-}
 
 /* Walks the frames as the enclave will read them and turns each PROBE
  * into a PING (stops where a header would not parse: so does the

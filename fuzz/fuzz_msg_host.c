@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "feeder.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
@@ -43,47 +44,6 @@ static char *g_paths[N_FILES];
 static int g_null = -1;
 static uint8_t g_platform_pk[32];
 
-typedef struct feeder {
-    int fd;
-    const uint8_t *p;
-    size_t n;
-} feeder;
-
-/* Writes the input and drains the host's messages, never blocking. */
-static void *feed(void *arg)
-{
-    feeder *f = arg;
-    size_t off = 0;
-    int wdone = 0;
-    uint8_t sink[65536];
-    if (f->n == 0) {
-        wdone = 1;
-        shutdown(f->fd, SHUT_WR);
-    }
-    for (;;) {
-        struct pollfd pf = {f->fd, (short)(POLLIN | (wdone ? 0 : POLLOUT)), 0};
-        if (poll(&pf, 1, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (!wdone && (pf.revents & (POLLOUT | POLLERR | POLLHUP))) {
-            ssize_t w = send(f->fd, f->p + off, f->n - off,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (w > 0) off += (size_t)w;
-            else if (w < 0 && errno != EAGAIN && errno != EINTR) off = f->n;
-            if (off == f->n) {
-                wdone = 1;
-                shutdown(f->fd, SHUT_WR);
-            }
-        }
-        if (pf.revents & (POLLIN | POLLERR | POLLHUP)) {
-            ssize_t r = recv(f->fd, sink, sizeof(sink), MSG_DONTWAIT);
-            if (r == 0) break;
-            if (r < 0 && errno != EAGAIN && errno != EINTR) break;
-        }
-    }
-    return NULL;
-}
 
 static void cleanup(void)
 {

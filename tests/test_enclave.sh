@@ -362,6 +362,8 @@ else
   bad "the epsilon-bound run opened data files (or left no trace)"
 fi
 rm -f eps.trace
+expect_train_error "a budget refuses a host-seeded DP run" "insecure-seed" \
+  --data a --grant eps.grant --dp --clip 1 --noise 1 --seed 3 --insecure-seed
 
 # ==== tampering with reports ====
 expect_error "verify: wrong nonce" "nonce" "$bin" verify r.json \

@@ -848,6 +848,15 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     eml_kernels_set_threads((int)q.threads);
 
     size_t claimed = 0;
+    /* --insecure-seed lets the host choose the noise and the sampling:
+     * never against an owner's budget. */
+    if (q.dp.enabled && q.dp.insecure_seed && isfinite(budget)) {
+        st = eml_err_set(err, EML_ERR_AUTH,
+                         "a grant sets a privacy budget, so the noise must "
+                         "come from the enclave's own randomness: "
+                         "--insecure-seed is refused");
+        goto out;
+    }
     if (q.dp.enabled) {
         st = plan_dp(e, &q, to.batch, to.epochs, eml_net_param_count(net),
                      budget, &claimed, err);

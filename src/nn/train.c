@@ -101,6 +101,55 @@ eml_status eml_evaluate(eml_net *net, const eml_dataset *d, double *loss,
     return EML_OK;
 }
 
+/* ==== progress ==== */
+
+static double eta(double seconds, long step, long total)
+{
+    return step > 0 ? (double)(total - step) * (seconds / (double)step) : 0;
+}
+
+/* After a batch: the running loss and rate of this epoch. */
+static void report_step(const eml_train_opts *o, int epoch, int epochs,
+                        long batch, long batches, double loss_sum, long seen,
+                        double t_epoch, double t_train, long step, long total)
+{
+    if (o->progress == NULL) return;
+    eml_train_progress p;
+    memset(&p, 0, sizeof(p));
+    double el = now_seconds() - t_epoch;
+    p.epoch = epoch;
+    p.epochs = epochs;
+    p.batch = batch;
+    p.batches = batches;
+    p.loss = seen > 0 ? loss_sum / (double)seen : 0;
+    p.images_per_second = el > 0 ? (double)seen / el : 0;
+    p.seconds = t_train + el;
+    p.eta_seconds = eta(p.seconds, step, total);
+    o->progress(o->progress_user, &p);
+}
+
+/* At the end of an epoch, with its results. */
+static void report_epoch(const eml_train_opts *o, int epoch, int epochs,
+                         long batches, const eml_train_result *res,
+                         double images_per_second, double t_train, long step,
+                         long total)
+{
+    if (o->progress == NULL) return;
+    eml_train_progress p;
+    memset(&p, 0, sizeof(p));
+    p.epoch = epoch;
+    p.epochs = epochs;
+    p.batch = p.batches = batches;
+    p.loss = res->train_loss;
+    p.images_per_second = images_per_second;
+    p.seconds = t_train;
+    p.eta_seconds = eta(t_train, step, total);
+    p.epoch_done = 1;
+    p.test_accuracy = res->test_accuracy;
+    p.train_accuracy = res->train_accuracy;
+    o->progress(o->progress_user, &p);
+}
+
 /* ==== weight averaging ==== */
 
 /* An exponential moving average of the parameters (Polyak averaging; for
@@ -375,21 +424,9 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
             step++;
             seen += (long)m;
             total_seen += (long)m;
-            if (opts->progress != NULL) {
-                eml_train_progress p;
-                memset(&p, 0, sizeof(p));
-                double el = now_seconds() - t_epoch;
-                p.epoch = epoch;
-                p.epochs = (int)((total + per_epoch - 1) / per_epoch);
-                p.batch = bi + 1;
-                p.batches = per_epoch;
-                p.loss = seen ? loss_sum / (double)seen : 0;
-                p.images_per_second = el > 0 ? (double)seen / el : 0;
-                p.seconds = t_train + el;
-                p.eta_seconds =
-                    (double)(total - step) * (p.seconds / (double)step);
-                opts->progress(opts->progress_user, &p);
-            }
+            report_step(opts, epoch, (int)((total + per_epoch - 1) / per_epoch),
+                        bi + 1, per_epoch, loss_sum, seen, t_epoch, t_train,
+                        step, total);
         }
         double el = now_seconds() - t_epoch;
         t_train += el;
@@ -401,20 +438,9 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
             st = eval_epoch(net, avg, test, res, err);
             if (st != EML_OK) goto out;
         }
-        if (opts->progress != NULL) {
-            eml_train_progress p;
-            memset(&p, 0, sizeof(p));
-            p.epoch = epoch;
-            p.epochs = (int)((total + per_epoch - 1) / per_epoch);
-            p.batch = p.batches = per_epoch;
-            p.loss = res->train_loss;
-            p.images_per_second = el > 0 ? (double)seen / el : 0;
-            p.seconds = t_train;
-            p.epoch_done = 1;
-            p.test_accuracy = res->test_accuracy;
-            p.train_accuracy = res->train_accuracy;
-            opts->progress(opts->progress_user, &p);
-        }
+        report_epoch(opts, epoch, (int)((total + per_epoch - 1) / per_epoch),
+                     per_epoch, res, el > 0 ? (double)seen / el : 0, t_train,
+                     step, total);
         if (bi == 0 && step >= total) break;
     }
     res->steps = step;
@@ -518,20 +544,8 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
             seen += n;
             total_seen += n;
             correct += right;
-            if (opts->progress != NULL) {
-                eml_train_progress p;
-                memset(&p, 0, sizeof(p));
-                double el = now_seconds() - t_epoch;
-                p.epoch = epoch;
-                p.epochs = opts->epochs;
-                p.batch = bi + 1;
-                p.batches = batches;
-                p.loss = loss_sum / (double)seen;
-                p.images_per_second = el > 0 ? (double)seen / el : 0;
-                p.seconds = t_train + el;
-                p.eta_seconds = (double)(total - step) * (p.seconds / (double)step);
-                opts->progress(opts->progress_user, &p);
-            }
+            report_step(opts, epoch, opts->epochs, bi + 1, batches, loss_sum,
+                        seen, t_epoch, t_train, step, total);
         }
         double el = now_seconds() - t_epoch;
         t_train += el;
@@ -544,21 +558,8 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
             st = eval_epoch(net, &avg, test, res, err);
             if (st != EML_OK) goto out;
         }
-        if (opts->progress != NULL) {
-            eml_train_progress p;
-            memset(&p, 0, sizeof(p));
-            p.epoch = epoch;
-            p.epochs = opts->epochs;
-            p.batch = p.batches = batches;
-            p.loss = res->train_loss;
-            p.images_per_second = res->images_per_second;
-            p.seconds = t_train;
-            p.eta_seconds = (double)(total - step) * (t_train / (double)step);
-            p.epoch_done = 1;
-            p.test_accuracy = res->test_accuracy;
-            p.train_accuracy = res->train_accuracy;
-            opts->progress(opts->progress_user, &p);
-        }
+        report_epoch(opts, epoch, opts->epochs, batches, res,
+                     res->images_per_second, t_train, step, total);
     }
     res->steps = step;
     res->seconds = t_train;
