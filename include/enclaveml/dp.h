@@ -144,6 +144,10 @@ EML_MUST_CHECK eml_status eml_csprng_new_seeded(uint64_t seed,
                                                 eml_err *err);
 /* Wipes and frees; NULL is a no-op. */
 void eml_csprng_free(eml_csprng *rng);
+/* The generator's whole state as *n plain bytes (no pointers): a mirror
+ * saves them, and writing them back resumes exactly the same stream.  They
+ * are as secret as the noise they will produce. */
+void *eml_csprng_state(eml_csprng *rng, size_t *n);
 /* 1 if rng came from eml_csprng_new_seeded. */
 int eml_csprng_is_seeded(const eml_csprng *rng);
 /* n uniformly random bytes. */

@@ -59,6 +59,9 @@ void eml_net_init_params(eml_net *net, uint64_t seed);
 size_t eml_net_param_count(const eml_net *net);
 float *eml_net_params(eml_net *net);
 float *eml_net_grads(eml_net *net);
+/* The generator behind dropout masks (its state is part of a training
+ * state that a mirror saves and restores). */
+struct eml_rng *eml_net_rng(eml_net *net);
 int eml_net_n_layers(const eml_net *net);
 size_t eml_net_input_size(const eml_net *net);  /* per example (c*h*w) */
 size_t eml_net_output_size(const eml_net *net); /* per example */

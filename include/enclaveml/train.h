@@ -40,6 +40,11 @@ typedef struct eml_optim eml_optim;
 EML_MUST_CHECK eml_status eml_optim_new(const eml_netcfg *cfg, eml_net *net,
                                         eml_optim **out);
 void eml_optim_free(eml_optim *o);
+/* The optimiser's state, for mirroring: n floats at *m (momentum or Adam's
+ * first moment), at *v (Adam's second moment; NULL otherwise), and the
+ * step counter *t. */
+void eml_optim_state(eml_optim *o, float **m, float **v, size_t *n,
+                     long **t);
 /* Learning rate at iteration t (0-based) of a run of total iterations. */
 float eml_lr_at(const eml_netcfg *cfg, float base_lr, long t, long total);
 /* One update from the net's gradient SUM over n examples: uses grad / n
@@ -57,6 +62,12 @@ typedef struct eml_train_progress {
     int epoch_done;              /* 1 on the per-epoch call */
     double test_accuracy;        /* on the per-epoch call, if a test set */
     double train_accuracy;       /* this epoch, on the per-epoch call */
+    /* One call before the first step of a run with a mirror and resume:
+     * resume_event = 1, resumed_step = the step the run continues from, or
+     * -1 when the mirror held no committed state (a fresh start); batches
+     * is then the run's total number of steps. */
+    int resume_event;
+    long resumed_step;
 } eml_train_progress;
 
 typedef void (*eml_progress_fn)(void *user, const eml_train_progress *p);
@@ -107,6 +118,12 @@ typedef struct eml_train_opts {
     eml_progress_fn progress;
     void *progress_user;
     eml_dp_opts dp;
+    /* Mirroring (mirror.h): the whole training state (parameters, optimiser
+     * and averaging state, step, epoch, data order, generators, privacy
+     * accountant) is saved every eml_mirror_every(mirror) steps; NULL: off.
+     * resume: continue from the mirror's newest committed state, if any. */
+    struct eml_mirror *mirror;
+    int resume;
 } eml_train_opts;
 
 /* Defaults from the cfg: epochs, batch, learning rate; seed 1. */
@@ -126,6 +143,10 @@ typedef struct eml_train_result {
     double order;           /* the RDP order that gave it */
     double sampling_rate;
     int dp_stopped_early;   /* 1: the target epsilon ended the run */
+    /* mirror */
+    long resumed_step;      /* -1: started from the beginning */
+    long mirror_saves;
+    double mirror_seconds;  /* spent saving */
 } eml_train_result;
 
 EML_MUST_CHECK eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
@@ -133,6 +154,18 @@ EML_MUST_CHECK eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
                                     const eml_dataset *test,
                                     const eml_train_opts *opts,
                                     eml_train_result *res, eml_err *err);
+
+/* SHA-256 naming a run for its mirror: the cfg text and every option that
+ * changes what training computes (epochs, batch, learning rate, seed,
+ * initialisation, DP settings).  Threads and kernels are not part of it. */
+EML_MUST_CHECK eml_status eml_train_run_digest(uint8_t out[32],
+                                               const uint8_t *cfg_text,
+                                               size_t cfg_len,
+                                               const eml_train_opts *o);
+/* SHA-256 over the images and labels of both sets (test may be NULL). */
+EML_MUST_CHECK eml_status eml_dataset_digest(uint8_t out[32],
+                                             const eml_dataset *train,
+                                             const eml_dataset *test);
 
 /* Mean loss and accuracy of the net on a dataset. */
 EML_MUST_CHECK eml_status eml_evaluate(eml_net *net, const eml_dataset *d,

@@ -197,6 +197,12 @@ eml_status eml_csprng_new_seeded(uint64_t seed, eml_csprng **out,
     return csprng_make(key, 1, out, err);
 }
 
+void *eml_csprng_state(eml_csprng *rng, size_t *n)
+{
+    *n = sizeof(*rng);
+    return rng;
+}
+
 void eml_csprng_free(eml_csprng *rng)
 {
     if (rng == NULL) return;

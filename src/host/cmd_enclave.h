@@ -31,6 +31,10 @@ typedef struct eml_confidential_args {
     uint64_t seed;
     eml_kernels_kind kernels;
     eml_dp_opts dp;
+    /* the training-state mirror (a libpmem2 pool) or disk checkpoint */
+    const char *mirror, *checkpoint;
+    long save_every;
+    int resume;
 } eml_confidential_args;
 
 int eml_train_confidential(const eml_confidential_args *a);

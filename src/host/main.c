@@ -27,6 +27,11 @@
 #include "host/cmd_privacy.h"
 #include "host/hostio.h"
 #include "host/json.h"
+#include "host/pool.h"
+#include "sim/platform.h"
+#include "enclaveml/crypto.h"
+#include "enclaveml/mirror.h"
+#include "host/fileio.h"
 #include "host/progress.h"
 
 #define EXIT_USAGE 2
@@ -71,6 +76,11 @@ enum {
     OPT_DELTA,
     OPT_DP_FIXED,
     OPT_INSECURE_SEED,
+    OPT_MIRROR,
+    OPT_MIRROR_EVERY,
+    OPT_CHECKPOINT,
+    OPT_CHECKPOINT_EVERY,
+    OPT_RESUME,
 };
 
 static int common_opt(common_opts *c, int opt, const char *arg,
@@ -154,6 +164,44 @@ static const char train_usage[] =
     "--recipient, with a training report signed by the enclave.  Plaintext\n"
     "data (no grant) is only trained outside an enclave (--enclave none).\n";
 
+/* The mirror of an in-process run: keyed with this machine's platform
+ * sealing secret (as the sim enclave's would be), and bound to the cfg,
+ * the options and the data. */
+static eml_status open_mirror(const eml_confidential_args *ca,
+                              const char *cfg_path, const eml_train_opts *to,
+                              const eml_dataset *tr, const eml_dataset *te,
+                              int quiet, eml_store **store,
+                              eml_mirror **mirror, eml_err *err)
+{
+    static const char label[] = "enclaveml in-process v1";
+    char home[4096];
+    eml_platform plat;
+    eml_mirror_opts mo;
+    uint8_t *text = NULL;
+    size_t tlen = 0;
+    memset(&plat, 0, sizeof(plat));
+    memset(&mo, 0, sizeof(mo));
+    eml_status st = eml_store_setup(ca->mirror, ca->checkpoint, ca->resume,
+                                    quiet, store, err);
+    if (st == EML_OK) st = eml_platform_home(home, sizeof(home), err);
+    if (st == EML_OK) st = eml_platform_provision(home, err);
+    if (st == EML_OK) st = eml_platform_load(home, &plat, err);
+    if (st == EML_OK)
+        st = eml_sha256(plat.measurement, label, sizeof(label) - 1);
+    if (st == EML_OK) st = eml_file_read(cfg_path, &text, &tlen, err);
+    if (st == EML_OK) st = eml_train_run_digest(mo.cfg_digest, text, tlen, to);
+    if (st == EML_OK) st = eml_dataset_digest(mo.data_digest, tr, te);
+    if (st == EML_OK) {
+        mo.seal_secret = plat.seal_secret;
+        mo.measurement = plat.measurement;
+        mo.every = ca->save_every;
+        st = eml_mirror_new(&mo, eml_store_ops_of(*store), mirror, err);
+    }
+    eml_wipe(&plat, sizeof(plat));
+    free(text);
+    return st;
+}
+
 static int cmd_train(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -180,6 +228,11 @@ static int cmd_train(int argc, char **argv)
         {"delta", required_argument, 0, OPT_DELTA},
         {"dp-fixed-batches", no_argument, 0, OPT_DP_FIXED},
         {"insecure-seed", no_argument, 0, OPT_INSECURE_SEED},
+        {"mirror", required_argument, 0, OPT_MIRROR},
+        {"mirror-every", required_argument, 0, OPT_MIRROR_EVERY},
+        {"checkpoint", required_argument, 0, OPT_CHECKPOINT},
+        {"checkpoint-every", required_argument, 0, OPT_CHECKPOINT_EVERY},
+        {"resume", no_argument, 0, OPT_RESUME},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     common_opts c;
@@ -193,6 +246,8 @@ static int cmd_train(int argc, char **argv)
     memset(&ca, 0, sizeof(ca));
     ca.heap_mb = EML_DEFAULT_HEAP_MB;
     int have_backend = 0;
+    int have_mirror_every = 0, have_ckpt_every = 0;
+    ca.save_every = 1;
     long epochs = 0;
     float lr = 0;
     uint64_t seed = 1;
@@ -262,6 +317,21 @@ static int cmd_train(int argc, char **argv)
             break;
         case OPT_DP_FIXED: dp.fixed_batches = 1; break;
         case OPT_INSECURE_SEED: dp.insecure_seed = 1; break;
+        case OPT_MIRROR: ca.mirror = optarg; break;
+        case OPT_CHECKPOINT: ca.checkpoint = optarg; break;
+        case OPT_MIRROR_EVERY:
+        case OPT_CHECKPOINT_EVERY: {
+            long v;
+            if (eml_opt_long(opt == OPT_MIRROR_EVERY ? "--mirror-every"
+                                                     : "--checkpoint-every",
+                             optarg, 1, 1000000000L, &v))
+                return 1;
+            if (opt == OPT_MIRROR_EVERY) have_mirror_every = 1;
+            else have_ckpt_every = 1;
+            ca.save_every = v;
+            break;
+        }
+        case OPT_RESUME: ca.resume = 1; break;
         case OPT_OUT: out = optarg; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: fputs(train_usage, stdout); return 0;
@@ -271,6 +341,15 @@ static int cmd_train(int argc, char **argv)
     if (optind < argc)
         return eml_fail("train: unexpected argument '%s'", argv[optind]);
     if (c.cfg == NULL) return eml_fail("train: --cfg is required");
+    if (ca.mirror != NULL && ca.checkpoint != NULL)
+        return eml_fail("train: give --mirror or --checkpoint, not both");
+    if (have_mirror_every && ca.mirror == NULL)
+        return eml_fail("train: --mirror-every needs --mirror PATH");
+    if (have_ckpt_every && ca.checkpoint == NULL)
+        return eml_fail("train: --checkpoint-every needs --checkpoint FILE");
+    if (ca.resume && ca.mirror == NULL && ca.checkpoint == NULL)
+        return eml_fail("train: --resume needs --mirror PATH or --checkpoint "
+                        "FILE");
     if (!dp.enabled && (have_clip || dp.noise >= 0 || dp.target_epsilon > 0 ||
                         dp.fixed_batches || dp.insecure_seed))
         return eml_fail("train: --clip, --noise, --target-epsilon, "
@@ -313,6 +392,8 @@ static int cmd_train(int argc, char **argv)
 
     eml_netcfg *cfg = NULL;
     eml_net *net = NULL;
+    eml_store *store = NULL;
+    eml_mirror *mirror = NULL;
     eml_labelled tr, te;
     memset(&tr, 0, sizeof(tr));
     memset(&te, 0, sizeof(te));
@@ -374,6 +455,16 @@ static int cmd_train(int argc, char **argv)
     eml_progress_init(&prog, quiet);
     to.progress = eml_progress_cb;
     to.progress_user = &prog;
+    if (ca.mirror != NULL || ca.checkpoint != NULL) {
+        st = open_mirror(&ca, c.cfg, &to, &tr.set, &te.set, quiet, &store,
+                         &mirror, &err);
+        if (st != EML_OK) {
+            rc = eml_fail_st(st, &err);
+            goto out;
+        }
+        to.mirror = mirror;
+        to.resume = ca.resume;
+    }
     if (!quiet)
         fprintf(stderr,
                 "training %s: %zu parameters, %zu images, %d epochs, batch "
@@ -423,6 +514,13 @@ static int cmd_train(int argc, char **argv)
             eml_json_bool(&j, "stopped_at_target", res.dp_stopped_early);
         }
         if (out != NULL) eml_json_str(&j, "weights", out);
+        if (mirror != NULL) {
+            eml_json_int(&j, "resumed_step", res.resumed_step);
+            eml_json_int(&j, "mirror_saves", res.mirror_saves);
+            eml_json_num(&j, "mirror_seconds", res.mirror_seconds);
+            eml_json_str(&j, ca.mirror ? "mirror_mode" : "checkpoint_mode",
+                         eml_store_mode(store));
+        }
         eml_json_end(&j);
     } else if (!quiet) {
         if (dp.enabled)
@@ -436,8 +534,17 @@ static int cmd_train(int argc, char **argv)
                 res.images_per_second, out ? ", weights written to " : "",
                 out ? out : "");
     }
+    if (mirror != NULL && !quiet && !c.json)
+        fprintf(stderr, "%s: %ld saves, %.3f s in all (%.2f ms each)\n",
+                ca.mirror ? "mirror" : "checkpoint", res.mirror_saves,
+                res.mirror_seconds,
+                res.mirror_saves ? 1e3 * res.mirror_seconds /
+                                       (double)res.mirror_saves
+                                 : 0.0);
     rc = 0;
 out:
+    eml_mirror_free(mirror);
+    eml_store_close(store);
     eml_labelled_free(&tr);
     eml_labelled_free(&te);
     eml_net_free(net);

@@ -39,6 +39,17 @@ void eml_progress_cb(void *user, const eml_train_progress *tp)
     char eta[32], el[32];
     fmt_time(eta, sizeof(eta), tp->eta_seconds);
     fmt_time(el, sizeof(el), tp->seconds);
+    if (tp->resume_event) {
+        if (tp->resumed_step < 0)
+            fprintf(stderr, "resume: the mirror holds no committed state yet; "
+                            "starting from the beginning\n");
+        else
+            fprintf(stderr, "resume: continuing from step %ld of %ld (epoch "
+                            "%d)\n",
+                    tp->resumed_step, tp->batches, tp->epoch);
+        fflush(stderr);
+        return;
+    }
     if (tp->epoch_done) {
         if (p->tty) fputs("\r\033[K", stderr);
         fprintf(stderr,

@@ -431,6 +431,7 @@ void eml_net_init_params(eml_net *net, uint64_t seed)
 size_t eml_net_param_count(const eml_net *net) { return net->n_params; }
 float *eml_net_params(eml_net *net) { return net->params; }
 float *eml_net_grads(eml_net *net) { return net->grads; }
+eml_rng *eml_net_rng(eml_net *net) { return &net->rng; }
 int eml_net_n_layers(const eml_net *net) { return net->n_layers; }
 int eml_net_max_batch(const eml_net *net) { return net->max_batch; }
 const eml_kernels *eml_net_kernels(const eml_net *net) { return net->k; }

@@ -54,6 +54,15 @@ eml_status eml_optim_new(const eml_netcfg *cfg, eml_net *net, eml_optim **out)
     return EML_OK;
 }
 
+void eml_optim_state(eml_optim *o, float **m, float **v, size_t *n,
+                     long **t)
+{
+    *m = o->m;
+    *v = o->v;
+    *n = o->n;
+    *t = &o->t;
+}
+
 void eml_optim_free(eml_optim *o)
 {
     if (o == NULL) return;

@@ -13,6 +13,7 @@
 
 #include "enclaveml/crypto.h"
 #include "enclaveml/dp.h"
+#include "enclaveml/mirror.h"
 #include "enclaveml/rng.h"
 #include "enclaveml/train.h"
 
@@ -217,6 +218,217 @@ static eml_status eval_epoch(eml_net *net, ema *a, const eml_dataset *test,
     return st;
 }
 
+/* ==== the training state, for mirrors ==== */
+
+/* Where a training loop is: everything besides the big buffers. */
+typedef struct loop_pos {
+    int epoch;           /* 1-based */
+    long bi;             /* next batch within the epoch */
+    long step, total, seen, correct, total_seen;
+    double loss_sum;     /* this epoch */
+    double t_train;      /* finished epochs' seconds */
+    double t_epoch0;     /* when this epoch started (clock) */
+} loop_pos;
+
+#define STATE_MAGIC 0x31544154534c4d45ULL /* "EMLSTAT1" */
+
+/* The scalars of a saved state (first segment), native layout: the state
+ * only ever travels sealed and is read back by the same program. */
+typedef struct run_scalars {
+    uint64_t magic, n_params, count, dp;
+    int64_t epoch, bi, step, total, seen, correct, total_seen;
+    double loss_sum, t_train, t_epoch;
+    uint64_t shuffle_rng[4], net_rng[4];
+    int64_t optim_t, ema_t, acc_steps;
+    double acc_rdp[EML_DP_N_ORDERS];
+} run_scalars;
+
+typedef struct run_state {
+    run_scalars sc;
+    eml_seg segs[8];
+    int nseg;
+} run_state;
+
+static void add_seg(run_state *rs, void *p, size_t n)
+{
+    if (p == NULL || n == 0) return;
+    rs->segs[rs->nseg].p = p;
+    rs->segs[rs->nseg].n = n;
+    rs->nseg++;
+}
+
+/* The state is: scalars | parameters | optimiser moments | weight average
+ * | data order (perm, if the loop keeps one) | CSPRNG (DP). */
+static void run_state_layout(run_state *rs, eml_net *net, eml_optim *opt,
+                             ema *avg, uint32_t *perm, size_t count,
+                             eml_csprng *rng)
+{
+    memset(rs, 0, sizeof(*rs));
+    float *m, *v;
+    size_t n;
+    long *t;
+    eml_optim_state(opt, &m, &v, &n, &t);
+    size_t np = eml_net_param_count(net);
+    add_seg(rs, &rs->sc, sizeof(rs->sc));
+    add_seg(rs, eml_net_params(net), np * sizeof(float));
+    add_seg(rs, m, n * sizeof(float));
+    add_seg(rs, v, n * sizeof(float));
+    add_seg(rs, avg->avg, np * sizeof(float));
+    add_seg(rs, perm, count * sizeof(uint32_t));
+    if (rng != NULL) {
+        size_t k;
+        void *p = eml_csprng_state(rng, &k);
+        add_seg(rs, p, k);
+    }
+}
+
+static eml_status mirror_save(run_state *rs, const eml_train_opts *o,
+                              const loop_pos *lp, eml_net *net,
+                              eml_optim *opt, const ema *avg,
+                              const eml_rng *shuffle,
+                              const eml_dp_accountant *acc, size_t count,
+                              eml_train_result *res, eml_err *err)
+{
+    double t0 = now_seconds();
+    run_scalars *s = &rs->sc;
+    float *m, *v;
+    size_t n;
+    long *t;
+    eml_optim_state(opt, &m, &v, &n, &t);
+    memset(s, 0, sizeof(*s));
+    s->magic = STATE_MAGIC;
+    s->n_params = eml_net_param_count(net);
+    s->count = count;
+    s->dp = acc != NULL;
+    s->epoch = lp->epoch;
+    s->bi = lp->bi;
+    s->step = lp->step;
+    s->total = lp->total;
+    s->seen = lp->seen;
+    s->correct = lp->correct;
+    s->total_seen = lp->total_seen;
+    s->loss_sum = lp->loss_sum;
+    s->t_train = lp->t_train;
+    s->t_epoch = t0 - lp->t_epoch0;
+    if (shuffle != NULL) memcpy(s->shuffle_rng, shuffle->s, sizeof(shuffle->s));
+    memcpy(s->net_rng, eml_net_rng(net)->s, sizeof(s->net_rng));
+    s->optim_t = *t;
+    s->ema_t = avg->t;
+    if (acc != NULL) {
+        s->acc_steps = acc->steps;
+        memcpy(s->acc_rdp, acc->rdp, sizeof(s->acc_rdp));
+    }
+    eml_status st = eml_mirror_save(o->mirror, rs->segs, rs->nseg, err);
+    memset(s, 0, sizeof(*s));
+    res->mirror_saves++;
+    res->mirror_seconds += now_seconds() - t0;
+    return st;
+}
+
+/* Loads the mirror's newest state, if resuming and there is one; tells the
+ * progress callback either way.  res->resumed_step is -1 otherwise. */
+static eml_status mirror_resume(run_state *rs, const eml_train_opts *o,
+                                loop_pos *lp, eml_net *net, eml_optim *opt,
+                                ema *avg, eml_rng *shuffle,
+                                eml_dp_accountant *acc, size_t count,
+                                eml_train_result *res, eml_err *err)
+{
+    res->resumed_step = -1;
+    if (o->mirror == NULL || !o->resume) return EML_OK;
+    int found = 0;
+    eml_status st = eml_mirror_load(o->mirror, rs->segs, rs->nseg, &found,
+                                    err);
+    if (st != EML_OK) return st;
+    const run_scalars *s = &rs->sc;
+    if (found) {
+        if (s->magic != STATE_MAGIC ||
+            s->n_params != eml_net_param_count(net) || s->count != count ||
+            s->dp != (acc != NULL) || s->epoch < 1 || s->bi < 0 ||
+            s->step < 0 || s->step > s->total || s->total != lp->total ||
+            s->acc_steps < 0)
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "the mirror's state does not fit this run");
+        lp->epoch = (int)s->epoch;
+        lp->bi = (long)s->bi;
+        lp->step = (long)s->step;
+        lp->seen = (long)s->seen;
+        lp->correct = (long)s->correct;
+        lp->total_seen = (long)s->total_seen;
+        lp->loss_sum = s->loss_sum;
+        lp->t_train = s->t_train;
+        lp->t_epoch0 = now_seconds() - s->t_epoch;
+        if (shuffle != NULL)
+            memcpy(shuffle->s, s->shuffle_rng, sizeof(shuffle->s));
+        memcpy(eml_net_rng(net)->s, s->net_rng, sizeof(s->net_rng));
+        float *m, *v;
+        size_t n;
+        long *t;
+        eml_optim_state(opt, &m, &v, &n, &t);
+        *t = (long)s->optim_t;
+        avg->t = (long)s->ema_t;
+        if (acc != NULL) {
+            eml_dp_accountant_init(acc);
+            acc->steps = (long)s->acc_steps;
+            memcpy(acc->rdp, s->acc_rdp, sizeof(acc->rdp));
+        }
+        res->resumed_step = lp->step;
+    }
+    if (o->progress != NULL) {
+        eml_train_progress p;
+        memset(&p, 0, sizeof(p));
+        p.resume_event = 1;
+        p.resumed_step = res->resumed_step;
+        p.epoch = found ? lp->epoch : 1;
+        p.batch = found ? lp->step : 0;
+        p.batches = lp->total;
+        o->progress(o->progress_user, &p);
+    }
+    return EML_OK;
+}
+
+eml_status eml_train_run_digest(uint8_t out[32], const uint8_t *cfg_text,
+                                size_t cfg_len, const eml_train_opts *o)
+{
+    static const char label[] = "enclaveml run v1";
+    eml_sha256_ctx *h = NULL;
+    eml_status st = eml_sha256_new(&h);
+    double v[12] = {(double)o->epochs, (double)o->batch, (double)o->lr,
+                    (double)(o->seed >> 32), (double)(o->seed & 0xffffffffu),
+                    (double)o->init_params, (double)o->dp.enabled,
+                    o->dp.clip, o->dp.noise, o->dp.delta,
+                    o->dp.target_epsilon,
+                    (double)(o->dp.fixed_batches * 2 + o->dp.insecure_seed)};
+    uint64_t len = cfg_len;
+    if (st == EML_OK) st = eml_sha256_update(h, label, sizeof(label) - 1);
+    if (st == EML_OK) st = eml_sha256_update(h, &len, sizeof(len));
+    if (st == EML_OK) st = eml_sha256_update(h, cfg_text, cfg_len);
+    if (st == EML_OK) st = eml_sha256_update(h, v, sizeof(v));
+    if (st == EML_OK) st = eml_sha256_final(h, out);
+    eml_sha256_free(h);
+    return st;
+}
+
+eml_status eml_dataset_digest(uint8_t out[32], const eml_dataset *train,
+                              const eml_dataset *test)
+{
+    static const char label[] = "enclaveml data v1";
+    eml_sha256_ctx *h = NULL;
+    eml_status st = eml_sha256_new(&h);
+    if (st == EML_OK) st = eml_sha256_update(h, label, sizeof(label) - 1);
+    for (int k = 0; k < 2 && st == EML_OK; k++) {
+        const eml_dataset *d = k == 0 ? train : test;
+        uint64_t dims[2] = {d ? d->count : 0, d ? d->item : 0};
+        st = eml_sha256_update(h, dims, sizeof(dims));
+        if (st == EML_OK && d != NULL)
+            st = eml_sha256_update(h, d->images, d->count * d->item);
+        if (st == EML_OK && d != NULL)
+            st = eml_sha256_update(h, d->labels, d->count);
+    }
+    if (st == EML_OK) st = eml_sha256_final(h, out);
+    eml_sha256_free(h);
+    return st;
+}
+
 /* ==== differentially private SGD ==== */
 
 void eml_dp_plan(size_t count, int batch, int epochs, double *q, long *steps)
@@ -346,13 +558,31 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
     res->sampling_rate = q;
     double grid = dp->noise > 0 ? eml_dp_noise_grid(dp->noise * dp->clip) : 0;
     double sigma_acc = eml_dp_effective_noise(dp->noise, dp->clip, np);
-    double t_train = 0;
-    long step = 0, total_seen = 0;
     double expected = q * (double)train->count;
-    for (int epoch = 1; step < total; epoch++) {
-        double t_epoch = now_seconds(), loss_sum = 0;
-        long seen = 0, correct = 0;
-        if (dp->fixed_batches) {
+    loop_pos lp;
+    memset(&lp, 0, sizeof(lp));
+    lp.total = total;
+    lp.epoch = 1;
+    run_state rs;
+    run_state_layout(&rs, net, opt, avg, dp->fixed_batches ? sel : NULL,
+                     train->count, rng);
+    st = mirror_resume(&rs, opts, &lp, net, opt, avg, NULL, &accnt,
+                       train->count, res, err);
+    if (st != EML_OK) goto out;
+    int resumed = res->resumed_step >= 0;
+    int epochs_n = (int)((total + per_epoch - 1) / per_epoch);
+    for (int epoch = lp.epoch;
+         lp.step < lp.total || (resumed && epoch == lp.epoch); epoch++) {
+        long bi = 0;
+        if (resumed && epoch == lp.epoch) {
+            bi = lp.bi;
+        } else {
+            lp.epoch = epoch;
+            lp.t_epoch0 = now_seconds();
+            lp.loss_sum = 0;
+            lp.seen = lp.correct = 0;
+        }
+        if (dp->fixed_batches && !(resumed && epoch == lp.epoch && bi > 0)) {
             for (size_t i = 0; i < train->count; i++) sel[i] = (uint32_t)i;
             for (size_t i = train->count; i > 1; i--) {
                 uint64_t r;
@@ -366,8 +596,8 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                 sel[j] = t;
             }
         }
-        long bi;
-        for (bi = 0; bi < per_epoch && step < total; bi++) {
+        int stopped = 0;
+        for (; bi < per_epoch && lp.step < lp.total; bi++) {
             if (dp->target_epsilon > 0) {
                 double eps_next, ord;
                 st = eml_dp_accountant_epsilon_after(&accnt, q, sigma_acc, 1,
@@ -376,7 +606,8 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                 if (st != EML_OK) goto out;
                 if (eps_next > dp->target_epsilon) {
                     res->dp_stopped_early = 1;
-                    total = step;
+                    lp.total = lp.step;
+                    stopped = 1;
                     break;
                 }
             }
@@ -395,10 +626,10 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                 batch = sel;
             }
             st = dp_step(net, train, batch, m, acc, sq, scale, labels,
-                         dp->clip, &loss_sum, &correct);
+                         dp->clip, &lp.loss_sum, &lp.correct);
             if (st != EML_OK) {
-                eml_err_set(err, st, "DP training step %ld failed: %s", step,
-                            eml_status_str(st));
+                eml_err_set(err, st, "DP training step %ld failed: %s",
+                            lp.step, eml_status_str(st));
                 goto out;
             }
             st = eml_dp_gaussian_fill(rng, noise, np, dp->noise * dp->clip);
@@ -416,36 +647,46 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                                    (double)noise[i]);
             else
                 for (size_t i = 0; i < np; i++) g[i] = acc[i];
-            eml_optim_step(opt, eml_lr_at(cfg, opts->lr, step, total),
+            eml_optim_step(opt, eml_lr_at(cfg, opts->lr, lp.step, total),
                            (float)expected);
             ema_update(avg, net);
             st = eml_dp_accountant_add(&accnt, q, sigma_acc, 1, err);
             if (st != EML_OK) goto out;
-            step++;
-            seen += (long)m;
-            total_seen += (long)m;
-            report_step(opts, epoch, (int)((total + per_epoch - 1) / per_epoch),
-                        bi + 1, per_epoch, loss_sum, seen, t_epoch, t_train,
-                        step, total);
+            lp.step++;
+            lp.seen += (long)m;
+            lp.total_seen += (long)m;
+            lp.bi = bi + 1;
+            if (opts->mirror != NULL &&
+                lp.step % eml_mirror_every(opts->mirror) == 0) {
+                st = mirror_save(&rs, opts, &lp, net, opt, avg, NULL, &accnt,
+                                 train->count, res, err);
+                if (st != EML_OK) goto out;
+            }
+            report_step(opts, epoch, epochs_n, bi + 1, per_epoch,
+                        lp.loss_sum, lp.seen, lp.t_epoch0, lp.t_train,
+                        lp.step, lp.total);
         }
-        double el = now_seconds() - t_epoch;
-        t_train += el;
+        double el = now_seconds() - lp.t_epoch0;
+        lp.t_train += el;
         res->epochs = epoch;
-        res->train_loss = loss_sum / (double)(seen ? seen : 1);
-        res->train_accuracy = (double)correct / (double)(seen ? seen : 1);
-        int last = step >= total;
+        res->train_loss = lp.loss_sum / (double)(lp.seen ? lp.seen : 1);
+        res->train_accuracy =
+            (double)lp.correct / (double)(lp.seen ? lp.seen : 1);
+        int last = lp.step >= lp.total;
         if (test != NULL && test->count > 0 && (opts->eval_each_epoch || last)) {
             st = eval_epoch(net, avg, test, res, err);
             if (st != EML_OK) goto out;
         }
-        report_epoch(opts, epoch, (int)((total + per_epoch - 1) / per_epoch),
-                     per_epoch, res, el > 0 ? (double)seen / el : 0, t_train,
-                     step, total);
-        if (bi == 0 && step >= total) break;
+        report_epoch(opts, epoch, epochs_n, per_epoch, res,
+                     el > 0 ? (double)lp.seen / el : 0, lp.t_train, lp.step,
+                     lp.total);
+        resumed = 0;
+        if (stopped || last) break;
     }
-    res->steps = step;
-    res->seconds = t_train;
-    res->images_per_second = t_train > 0 ? (double)total_seen / t_train : 0;
+    res->steps = lp.step;
+    res->seconds = lp.t_train;
+    res->images_per_second =
+        lp.t_train > 0 ? (double)lp.total_seen / lp.t_train : 0;
     st = eml_dp_accountant_epsilon(&accnt, dp->delta, &res->epsilon,
                                    &res->order, err);
 out:
@@ -514,14 +755,31 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
     long total = batches * opts->epochs;
     if (cfg->max_batches > 0 && cfg->max_batches < total)
         total = cfg->max_batches;
-    double t_train = 0;
-    long step = 0, total_seen = 0;
-    for (int epoch = 1; epoch <= opts->epochs && step < total; epoch++) {
-        eml_rng_shuffle(&rng, idx, train->count);
-        double t_epoch = now_seconds();
-        double loss_sum = 0;
-        long seen = 0, correct = 0;
-        for (long bi = 0; bi < batches && step < total; bi++) {
+    loop_pos lp;
+    memset(&lp, 0, sizeof(lp));
+    lp.total = total;
+    lp.epoch = 1;
+    run_state rs;
+    run_state_layout(&rs, net, opt, &avg, idx, train->count, NULL);
+    st = mirror_resume(&rs, opts, &lp, net, opt, &avg, &rng, NULL,
+                       train->count, res, err);
+    if (st != EML_OK) goto out;
+    int resumed = res->resumed_step >= 0;
+    for (int epoch = lp.epoch;
+         epoch <= opts->epochs &&
+         (lp.step < total || (resumed && epoch == lp.epoch));
+         epoch++) {
+        long bi = 0;
+        if (resumed && epoch == lp.epoch) {
+            bi = lp.bi; /* the order and the generator were restored */
+        } else {
+            eml_rng_shuffle(&rng, idx, train->count);
+            lp.epoch = epoch;
+            lp.t_epoch0 = now_seconds();
+            lp.loss_sum = 0;
+            lp.seen = lp.correct = 0;
+        }
+        for (; bi < batches && lp.step < total; bi++) {
             size_t first = (size_t)bi * (size_t)opts->batch;
             int n = (int)(train->count - first < (size_t)opts->batch
                               ? train->count - first
@@ -530,40 +788,51 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
             eml_load_batch(net, train, idx, first, n, labels);
             st = eml_net_forward(net, n, 1);
             if (st == EML_OK)
-                st = eml_net_loss(net, n, labels, &loss_sum, &right);
+                st = eml_net_loss(net, n, labels, &lp.loss_sum, &right);
             if (st == EML_OK) st = eml_net_backward(net, n, NULL);
             if (st != EML_OK) {
-                eml_err_set(err, st, "training step %ld failed: %s", step,
+                eml_err_set(err, st, "training step %ld failed: %s", lp.step,
                             eml_status_str(st));
                 goto out;
             }
-            eml_optim_step(opt, eml_lr_at(cfg, opts->lr, step, total),
+            eml_optim_step(opt, eml_lr_at(cfg, opts->lr, lp.step, total),
                            (float)n);
             ema_update(&avg, net);
-            step++;
-            seen += n;
-            total_seen += n;
-            correct += right;
-            report_step(opts, epoch, opts->epochs, bi + 1, batches, loss_sum,
-                        seen, t_epoch, t_train, step, total);
+            lp.step++;
+            lp.seen += n;
+            lp.total_seen += n;
+            lp.correct += right;
+            lp.bi = bi + 1;
+            if (opts->mirror != NULL &&
+                lp.step % eml_mirror_every(opts->mirror) == 0) {
+                st = mirror_save(&rs, opts, &lp, net, opt, &avg, &rng, NULL,
+                                 train->count, res, err);
+                if (st != EML_OK) goto out;
+            }
+            report_step(opts, epoch, opts->epochs, bi + 1, batches,
+                        lp.loss_sum, lp.seen, lp.t_epoch0, lp.t_train,
+                        lp.step, total);
         }
-        double el = now_seconds() - t_epoch;
-        t_train += el;
+        double el = now_seconds() - lp.t_epoch0;
+        lp.t_train += el;
         res->epochs = epoch;
-        res->train_loss = loss_sum / (double)(seen ? seen : 1);
-        res->train_accuracy = (double)correct / (double)(seen ? seen : 1);
-        res->images_per_second = el > 0 ? (double)seen / el : 0;
-        int last = epoch == opts->epochs || step >= total;
+        res->train_loss = lp.loss_sum / (double)(lp.seen ? lp.seen : 1);
+        res->train_accuracy =
+            (double)lp.correct / (double)(lp.seen ? lp.seen : 1);
+        res->images_per_second = el > 0 ? (double)lp.seen / el : 0;
+        int last = epoch == opts->epochs || lp.step >= total;
         if (test != NULL && test->count > 0 && (opts->eval_each_epoch || last)) {
             st = eval_epoch(net, &avg, test, res, err);
             if (st != EML_OK) goto out;
         }
         report_epoch(opts, epoch, opts->epochs, batches, res,
-                     res->images_per_second, t_train, step, total);
+                     res->images_per_second, lp.t_train, lp.step, total);
+        resumed = 0;
     }
-    res->steps = step;
-    res->seconds = t_train;
-    res->images_per_second = t_train > 0 ? (double)total_seen / t_train : 0;
+    res->steps = lp.step;
+    res->seconds = lp.t_train;
+    res->images_per_second =
+        lp.t_train > 0 ? (double)lp.total_seen / lp.t_train : 0;
 out:
     /* The model that leaves is the average, when there is one. */
     if (st == EML_OK) ema_swap(&avg, net);
