@@ -5,7 +5,7 @@ BUILD ?= build
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release -DEML_WERROR=ON
 FUZZ_SECONDS ?= 20
 
-.PHONY: all deps build demo test test-fast test-asan bench fuzz clean
+.PHONY: all deps build demo test test-fast test-asan bench fuzz crashtest clean
 
 all: build
 
@@ -36,6 +36,11 @@ test-asan: deps
 
 bench: build
 	@bash scripts/bench.sh $(BUILD)
+
+# 300 SIGKILL-and-resume trials of the training-state mirror.
+CRASH_TRIALS ?= 300
+crashtest: build
+	@bash tests/test_crash.sh $(BUILD)/enclaveml . $(CRASH_TRIALS)
 
 fuzz:
 	@bash scripts/install-deps.sh --fuzz

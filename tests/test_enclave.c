@@ -191,6 +191,7 @@ typedef struct train_fields {
     const uint8_t *grant;
     size_t grant_len;
     size_t n_grants; /* grants actually sent */
+    uint64_t mirror, save_every, resume;
     int trailing;    /* append a stray u64 */
 } train_fields;
 
@@ -199,7 +200,7 @@ static train_fields train_default(void)
     static const uint8_t junk_grant[EML_GRANT_BYTES];
     train_fields t = {small_cfg, 1, 32, 0.1, 1, 1, 0, 32,
                       0, 1.0, 1.0, 1e-5, 0, 0, 0,
-                      1, junk_grant, sizeof(junk_grant), 1, 0};
+                      1, junk_grant, sizeof(junk_grant), 1, 0, 1, 0, 0};
     return t;
 }
 
@@ -225,6 +226,9 @@ static void put_train(eml_msg *m, const train_fields *t)
     eml_msg_put_u64(m, t->n_owners);
     for (size_t i = 0; i < t->n_grants; i++)
         eml_msg_put_bytes(m, t->grant, t->grant_len);
+    eml_msg_put_u64(m, t->mirror);
+    eml_msg_put_u64(m, t->save_every);
+    eml_msg_put_u64(m, t->resume);
     if (t->trailing) eml_msg_put_u64(m, 0);
 }
 
@@ -366,6 +370,9 @@ static eml_status decode_train_like(const uint8_t *p, size_t n)
     if (st == EML_OK) st = eml_msg_get_range(&r, 0, 1, &u);
     if (st == EML_OK) st = eml_msg_get_range(&r, 1, EML_OWNERS_MAX, &u);
     if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_GRANT_MAX, &b, &bl);
+    if (st == EML_OK) st = eml_msg_get_range(&r, 0, 1, &u);
+    if (st == EML_OK) st = eml_msg_get_range(&r, 1, 1000000000, &u);
+    if (st == EML_OK) st = eml_msg_get_range(&r, 0, 1, &u);
     if (st == EML_OK) st = eml_msg_get_end(&r);
     /* Whatever failed, the reader must now refuse everything. */
     if (st != EML_OK) assert_int_not_equal(eml_msg_get_end(&r), EML_OK);
@@ -903,7 +910,9 @@ static void test_sim_malformed_ecalls(void **state)
         EML_MSG_FILE_OPEN, EML_MSG_FILE_INFO, EML_MSG_FILE_READ,
         EML_MSG_FILE_DATA, EML_MSG_OUTPUT, EML_MSG_OUTPUT_OK,
         EML_MSG_PROGRESS, EML_MSG_PONG, EML_MSG_PROBE_OK,
-        EML_MSG_SHUTDOWN_OK};
+        EML_MSG_SHUTDOWN_OK, EML_MSG_MIRROR_HEADER, EML_MSG_MIRROR_DATA,
+        EML_MSG_MIRROR_CREATE, EML_MSG_MIRROR_WRITE, EML_MSG_MIRROR_COMMIT,
+        EML_MSG_MIRROR_READ, EML_MSG_MIRROR_OK};
     for (size_t i = 0; i < sizeof(not_ecalls) / sizeof(not_ecalls[0]); i++) {
         eml_msg_init(&m, not_ecalls[i]);
         eml_msg_put_u64(&m, 1);
@@ -1001,6 +1010,18 @@ static void test_sim_malformed_ecalls(void **state)
     expect_error_reply(&h, &m, "malformed TRAIN");
     t = train_default();
     t.insecure_seed = UINT64_MAX;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.mirror = 2;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.save_every = 0;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "malformed TRAIN");
+    t = train_default();
+    t.resume = 7;
     put_train(&m, &t);
     expect_error_reply(&h, &m, "malformed TRAIN");
     t = train_default();

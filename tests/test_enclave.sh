@@ -450,5 +450,81 @@ else
   bad "--enclave none: $(cat tn.err)"
 fi
 
+# ==== the training-state mirror, through the enclave ====
+# Owner A's run with a mirror on /dev/shm (emulated persistent memory): the
+# host only ever holds the sealed state.  --epochs 3 so a kill can land in
+# the middle; the resumed run must end with the weights of an uninterrupted
+# one.
+pool=$(mktemp -u /dev/shm/enclaveml-test.XXXXXX)
+trap 'rm -rf "$tmp" "$pool" "$pool.2"' EXIT
+mtrain() { train --data a --grant a.grant --epochs 3 --kernels ref "$@"; }
+if mtrain --out ref3.emlm --quiet 2>m0.err &&
+   "$bin" decrypt --key model.key --in ref3.emlm --out ref3.safetensors --quiet &&
+   mtrain --out m1.emlm --mirror "$pool" --report-out m1.json 2>m1.err &&
+   grep -q "mirror: $pool: emulated persistent memory" m1.err &&
+   grep -q '"mirror":true' m1.json && grep -q '"resumed_step":-1' m1.json &&
+   "$bin" decrypt --key model.key --in m1.emlm --out m1.safetensors --quiet &&
+   cmp -s ref3.safetensors m1.safetensors; then
+  ok "a mirrored confidential run ends with the unmirrored run's weights"
+else
+  bad "mirrored confidential run: $(cat m0.err m1.err | tail -5)"
+fi
+# The pool holds the final state: no window of the final weights in it.
+wpat=$(windows m1.safetensors 200 4096 16 64)
+if [[ -n $wpat ]] && ! hexof "$pool" | grep -qF -f <(printf '%s\n' "$wpat"); then
+  ok "no 16-byte window of the trained weights appears in the pool"
+else
+  bad "the pool holds plaintext weights"
+fi
+expect_error "a pool that holds a state is not overwritten without --resume" \
+  "--resume" mtrain --out m2.emlm --mirror "$pool" --quiet
+# Kill the host at a random moment, resume until done.
+rm -f "$pool"
+steps=""
+for k in 1 2; do
+  (exec "$bin" train --cfg "$cfg" --recipient "$w/model.pub" --batch 32 \
+     --threads 1 --seed 5 --data a --grant a.grant --epochs 3 --kernels ref \
+     --mirror "$pool" --resume --out mk.emlm) 2>mk.err >/dev/null &
+  pid=$!
+  sleep "0.$((3 + RANDOM % 6))"
+  kill -9 $pid 2>/dev/null
+  wait $pid 2>/dev/null
+  steps="$steps $(sed -n 's/^resume: continuing from step \([0-9]*\) .*/\1/p' mk.err)"
+done
+if mtrain --out mk.emlm --mirror "$pool" --resume --report-out mk.json \
+     2>mk.err && grep -q '^resume: ' mk.err &&
+   "$bin" decrypt --key model.key --in mk.emlm --out mk.safetensors --quiet &&
+   cmp -s ref3.safetensors mk.safetensors; then
+  ok "killed twice and resumed (at:$steps $(sed -n 's/.*"resumed_step":\([-0-9]*\).*/\1/p' mk.json)): the same weights"
+else
+  bad "kill and resume through the enclave: $(tail -3 mk.err)"
+fi
+# Tampering with the pool, and a pool used with other data, are refused.
+cp "$pool" "$pool.2"
+size=$(wc -c <"$pool")
+# In the committed slot (the low bit of the commit word at offset 64); the
+# other slot is not read, so a torn write there never matters.
+cslot=$(($(od -An -tu1 -j64 -N1 "$pool") & 1))
+cap=$(od -An -tu8 -j32 -N8 "$pool" | tr -d ' ')
+printf '\x5a' | dd of="$pool" bs=1 seek=$((4096 + cslot * cap + 300)) \
+  conv=notrunc status=none
+expect_error "a flipped byte in the pool is refused" "authentication" \
+  mtrain --out m3.emlm --mirror "$pool" --resume --quiet
+cp "$pool.2" "$pool"
+expect_error "the pool of owner A's run is refused for owner B's data" \
+  "other data" train --data b --grant b.grant --epochs 3 --kernels ref \
+  --out m4.emlm --mirror "$pool" --resume --quiet
+expect_error "a pool resumed with other options is refused" "options" \
+  mtrain --out m5.emlm --lr 0.5 --mirror "$pool" --resume --quiet
+head -c $((size - 4096)) "$pool.2" >"$pool"
+expect_error "a truncated pool is refused" "truncated" \
+  mtrain --out m6.emlm --mirror "$pool" --resume --quiet
+if [[ ! -e m3.emlm && ! -e m4.emlm && ! -e m5.emlm && ! -e m6.emlm ]]; then
+  ok "no model left by a refused resume"
+else
+  bad "a refused resume left a model"
+fi
+rm -f "$pool" "$pool.2"
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

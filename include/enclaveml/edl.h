@@ -79,10 +79,13 @@ typedef enum eml_msg_type {
      *        (< 0: derive from target_epsilon) | f64 delta | f64
      *        target_epsilon (0 = none) | u64 fixed_batches (0/1) |
      *        u64 insecure_seed (0/1) | u64 n_owners (1..EML_OWNERS_MAX) |
-     *        n_owners x bytes grant (..EML_GRANT_MAX)
+     *        n_owners x bytes grant (..EML_GRANT_MAX) | u64 mirror (0 =
+     *        none, 1 = save the training state through MIRROR_* ocalls) |
+     *        u64 save_every (1..1e9) | u64 resume (0/1)
      * During the ecall the enclave sends FILE_OPEN/FILE_READ ocalls for
      * owner o's files (file id o*4 + kind, kind = eml_file_kind), PROGRESS
-     * notifications and OUTPUT ocalls.  reply TRAIN_DONE */
+     * notifications, OUTPUT ocalls, and MIRROR_* ocalls when mirroring.
+     * reply TRAIN_DONE */
     EML_MSG_TRAIN_DONE = 7,
     /* reply: bytes training report (signed JSON) */
 
@@ -105,7 +108,9 @@ typedef enum eml_msg_type {
     EML_MSG_PROGRESS = 14,
     /* notify: u64 epoch | u64 epochs | u64 batch | u64 batches |
      *         f64 loss | f64 images_per_second | f64 seconds | f64 eta |
-     *         u64 epoch_done | f64 test_accuracy | f64 train_accuracy */
+     *         u64 epoch_done | f64 test_accuracy | f64 train_accuracy |
+     *         u64 resume_event (0/1) | u64 resumed_step + 1 (0: a fresh
+     *         start) */
 
     EML_MSG_PING = 15,
     /* ecall: bytes payload (..EML_CHUNK_MAX)   reply PONG with the same */
@@ -122,7 +127,29 @@ typedef enum eml_msg_type {
     /* ecall: (no fields); the enclave exits after replying SHUTDOWN_OK */
     EML_MSG_SHUTDOWN_OK = 20,
 
-    EML_MSG_TYPE_END = 21
+    /* The training-state mirror (mirror.h): the enclave seals, the host
+     * stores the sealed bytes in its pool or checkpoint file. */
+    EML_MSG_MIRROR_HEADER = 21,
+    /* ocall: (no fields)   reply MIRROR_DATA with the store's first
+     * EML_POOL_HEADER_BYTES (zeros if it does not exist) */
+    EML_MSG_MIRROR_DATA = 22,
+    /* reply: bytes data (exactly what was asked for) */
+    EML_MSG_MIRROR_CREATE = 23,
+    /* ocall: bytes header (EML_POOL_HEADER_BYTES) | u64 slot capacity
+     * reply MIRROR_OK */
+    EML_MSG_MIRROR_WRITE = 24,
+    /* ocall: u64 slot (0/1) | u64 offset | bytes data (..EML_CHUNK_MAX+64)
+     * reply MIRROR_OK */
+    EML_MSG_MIRROR_COMMIT = 25,
+    /* ocall: u64 slot | u64 length | u64 commit word: persist the slot's
+     * first `length` bytes, then the commit word.  reply MIRROR_OK */
+    EML_MSG_MIRROR_READ = 26,
+    /* ocall: u64 slot | u64 offset | u64 length (..EML_CHUNK_MAX+64)
+     * reply MIRROR_DATA */
+    EML_MSG_MIRROR_OK = 27,
+    /* reply: (no fields) */
+
+    EML_MSG_TYPE_END = 28
 } eml_msg_type;
 
 typedef enum eml_file_kind {

@@ -27,6 +27,7 @@
 #include "enclaveml/dp.h"
 #include "enclaveml/enclave.h"
 #include "enclaveml/idx.h"
+#include "enclaveml/mirror.h"
 #include "enclaveml/net.h"
 #include "enclaveml/train.h"
 
@@ -574,6 +575,8 @@ static void send_progress(void *user, const eml_train_progress *p)
     eml_msg_put_u64(&m, (uint64_t)p->epoch_done);
     eml_msg_put_f64(&m, p->test_accuracy);
     eml_msg_put_f64(&m, p->train_accuracy);
+    eml_msg_put_u64(&m, (uint64_t)p->resume_event);
+    eml_msg_put_u64(&m, p->resume_event ? (uint64_t)(p->resumed_step + 1) : 0);
     if (eml_msg_send(&pc->e->ch, &m) != EML_OK) pc->failed = 1;
     eml_msg_free(&m);
 }
@@ -623,10 +626,94 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
     return st;
 }
 
+/* ==== the mirror's store, served by the host ==== */
+
+/* The host's MIRROR_DATA reply must be exactly n bytes. */
+static eml_status mirror_data(eml_enclave *e, eml_msg *m, uint8_t *out,
+                              size_t n, eml_err *err)
+{
+    eml_msg_reader r;
+    eml_status st = ocall(e, m, EML_MSG_MIRROR_DATA, &r, err);
+    eml_msg_free(m);
+    if (st != EML_OK) return st;
+    const uint8_t *p;
+    size_t got;
+    st = eml_msg_get_bytes(&r, EML_CHUNK_MAX + 64, &p, &got);
+    if (st == EML_OK) st = eml_msg_get_end(&r);
+    if (st != EML_OK || got != n)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "the host sent %zu mirror bytes where %zu were "
+                           "asked for",
+                           got, n);
+    memcpy(out, p, n);
+    return EML_OK;
+}
+
+static eml_status mirror_ok(eml_enclave *e, eml_msg *m, eml_err *err)
+{
+    eml_msg_reader r;
+    eml_status st = ocall(e, m, EML_MSG_MIRROR_OK, &r, err);
+    eml_msg_free(m);
+    if (st == EML_OK && eml_msg_get_end(&r) != EML_OK)
+        st = eml_err_set(err, EML_ERR_FORMAT, "malformed MIRROR_OK");
+    return st;
+}
+
+static eml_status ms_read_header(void *u, uint8_t *hdr, eml_err *err)
+{
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_MIRROR_HEADER);
+    return mirror_data(u, &m, hdr, EML_POOL_HEADER_BYTES, err);
+}
+
+static eml_status ms_create(void *u, const uint8_t *hdr, uint64_t cap,
+                            eml_err *err)
+{
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_MIRROR_CREATE);
+    eml_msg_put_bytes(&m, hdr, EML_POOL_HEADER_BYTES);
+    eml_msg_put_u64(&m, cap);
+    return mirror_ok(u, &m, err);
+}
+
+static eml_status ms_write(void *u, int slot, uint64_t off, const uint8_t *p,
+                           size_t n, eml_err *err)
+{
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_MIRROR_WRITE);
+    eml_msg_put_u64(&m, (uint64_t)slot);
+    eml_msg_put_u64(&m, off);
+    eml_msg_put_bytes(&m, p, n);
+    return mirror_ok(u, &m, err);
+}
+
+static eml_status ms_commit(void *u, int slot, uint64_t len, uint64_t word,
+                            eml_err *err)
+{
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_MIRROR_COMMIT);
+    eml_msg_put_u64(&m, (uint64_t)slot);
+    eml_msg_put_u64(&m, len);
+    eml_msg_put_u64(&m, word);
+    return mirror_ok(u, &m, err);
+}
+
+static eml_status ms_read(void *u, int slot, uint64_t off, uint8_t *p,
+                          size_t n, eml_err *err)
+{
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_MIRROR_READ);
+    eml_msg_put_u64(&m, (uint64_t)slot);
+    eml_msg_put_u64(&m, off);
+    eml_msg_put_u64(&m, n);
+    return mirror_data(u, &m, p, n, err);
+}
+
 typedef struct train_req {
     const uint8_t *cfg_text;
     size_t cfg_len;
     uint64_t epochs, batch, seed, threads, kernels, n_owners;
+    uint64_t mirror, save_every, resume;
     double lr;
     uint8_t recipient[32];
     eml_dp_opts dp;
@@ -662,6 +749,10 @@ static eml_status decode_train(eml_msg_reader *r, train_req *q)
     for (uint64_t i = 0; st == EML_OK && i < q->n_owners; i++)
         st = eml_msg_get_bytes(r, EML_GRANT_MAX, &q->grants[i],
                                &q->grant_len[i]);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &q->mirror);
+    if (st == EML_OK)
+        st = eml_msg_get_range(r, 1, 1000000000, &q->save_every);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &q->resume);
     if (st == EML_OK) st = eml_msg_get_end(r);
     if (st == EML_OK && (q->lr < 0 || q->lr > 100)) st = EML_ERR_RANGE;
     return st;
@@ -792,6 +883,7 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     char *report = NULL;
     size_t rlen = 0;
     uint8_t digests[EML_OWNERS_MAX][EML_FILE_KINDS][32];
+    eml_mirror *mirror = NULL;
     if (keys == NULL || ginfo == NULL) {
         st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
         goto out;
@@ -899,6 +991,22 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     progress_ctx pc = {e, 0};
     to.progress = send_progress;
     to.progress_user = &pc;
+    if (q.mirror) {
+        /* Sealed to this measurement, bound to the run and its data. */
+        eml_store_ops ops = {e, ms_read_header, ms_create, NULL, ms_write,
+                             ms_commit, ms_read};
+        eml_mirror_opts mo;
+        memset(&mo, 0, sizeof(mo));
+        mo.seal_secret = e->sec->seal_secret;
+        mo.measurement = e->measurement;
+        mo.every = (long)q.save_every;
+        st = eml_train_run_digest(mo.cfg_digest, cfg_hash, 32, &to);
+        if (st == EML_OK) st = eml_dataset_digest(mo.data_digest, &tr, &te);
+        if (st == EML_OK) st = eml_mirror_new(&mo, &ops, &mirror, err);
+        if (st != EML_OK) goto out;
+        to.mirror = mirror;
+        to.resume = (int)q.resume;
+    }
     eml_train_result res;
     st = eml_train(net, cfg, &tr, &te, &to, &res, err);
     if (st != EML_OK) goto out;
@@ -937,11 +1045,13 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         "\"train_images\":%zu,\"test_images\":%zu,\"epochs\":%d,"
         "\"steps\":%ld,\"parameters\":%zu,\"train_loss\":%.9g,"
         "\"test_accuracy\":%.9g,\"test_loss\":%.9g,\"seconds\":%.6g,"
-        "\"images_per_second\":%.6g,\"dp\":%s,\"datasets\":\"",
+        "\"images_per_second\":%.6g,\"mirror\":%s,\"resumed_step\":%ld,"
+        "\"mirror_saves\":%ld,\"dp\":%s,\"datasets\":\"",
         e->sim ? "true" : "false", meas, edh, ch, mh, rh,
         (unsigned)q.n_owners, train_set.count, test_set.count, res.epochs,
         res.steps, eml_net_param_count(net), res.train_loss,
         res.test_accuracy, res.test_loss, res.seconds, res.images_per_second,
+        q.mirror ? "true" : "false", res.resumed_step, res.mirror_saves,
         q.dp.enabled ? "true" : "false");
     if (k >= cap) k = cap - 1;
     for (uint64_t o = 0; o < q.n_owners; o++)
@@ -980,6 +1090,7 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     st = eml_msg_send(&e->ch, &m);
     eml_msg_free(&m);
 out:
+    eml_mirror_free(mirror);
     if (keys != NULL) eml_secure_free(keys, 32 * (size_t)q.n_owners);
     free(ginfo);
     data_acc_free(&train_set);

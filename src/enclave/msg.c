@@ -39,6 +39,13 @@ static const char *const type_names[EML_MSG_TYPE_END] = {
     [EML_MSG_PROBE_OK] = "PROBE_OK",
     [EML_MSG_SHUTDOWN] = "SHUTDOWN",
     [EML_MSG_SHUTDOWN_OK] = "SHUTDOWN_OK",
+    [EML_MSG_MIRROR_HEADER] = "MIRROR_HEADER",
+    [EML_MSG_MIRROR_DATA] = "MIRROR_DATA",
+    [EML_MSG_MIRROR_CREATE] = "MIRROR_CREATE",
+    [EML_MSG_MIRROR_WRITE] = "MIRROR_WRITE",
+    [EML_MSG_MIRROR_COMMIT] = "MIRROR_COMMIT",
+    [EML_MSG_MIRROR_READ] = "MIRROR_READ",
+    [EML_MSG_MIRROR_OK] = "MIRROR_OK",
 };
 
 const char *eml_msg_type_name(uint32_t type)

@@ -549,6 +549,13 @@ int eml_train_confidential(const eml_confidential_args *a)
     st = eml_file_read(a->cfg, &cfg, &cfg_len, &err);
     if (st != EML_OK) return eml_fail_st(st, &err);
     int rc = 1;
+    eml_store *store = NULL;
+    st = eml_store_setup(a->mirror, a->checkpoint, a->resume, a->quiet,
+                         &store, &err);
+    if (st != EML_OK) {
+        rc = eml_fail_st(st, &err);
+        goto out_files;
+    }
     for (int i = 0; i < a->n_grants; i++) {
         st = eml_file_read(a->grants[i], &grants[i], &glen[i], &err);
         if (st != EML_OK) {
@@ -595,6 +602,7 @@ int eml_train_confidential(const eml_confidential_args *a)
     h.files.paths = paths;
     h.files.fds = fds;
     h.out_fd = out_fd;
+    h.store = store;
     eml_progress prog;
     eml_progress_init(&prog, a->quiet);
     h.progress = eml_progress_cb;
@@ -629,6 +637,9 @@ int eml_train_confidential(const eml_confidential_args *a)
     eml_msg_put_u64(&m, (uint64_t)a->n_grants);
     for (int i = 0; i < a->n_grants; i++)
         eml_msg_put_bytes(&m, grants[i], glen[i]);
+    eml_msg_put_u64(&m, store != NULL);
+    eml_msg_put_u64(&m, (uint64_t)(a->save_every > 0 ? a->save_every : 1));
+    eml_msg_put_u64(&m, (uint64_t)(a->resume != 0));
     st = eml_host_call(&h, &m, EML_MSG_TRAIN_DONE, &r, &err);
     eml_msg_free(&m);
     const uint8_t *rep = NULL;
@@ -695,6 +706,7 @@ out_paths:
     free(paths);
     free(fds);
 out_files:
+    eml_store_close(store);
     free(cfg);
     for (int i = 0; i < a->n_grants; i++) free(grants[i]);
     return rc;

@@ -278,7 +278,12 @@ static eml_status serve_progress(eml_enclave_host *h, eml_msg_reader *r)
     if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &u[4]);
     if (st == EML_OK) st = eml_msg_get_f64(r, &p.test_accuracy);
     if (st == EML_OK) st = eml_msg_get_f64(r, &p.train_accuracy);
+    uint64_t rev = 0, rstep = 0;
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &rev);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, LONG_MAX, &rstep);
     if (st == EML_OK) st = eml_msg_get_end(r);
+    p.resume_event = (int)rev;
+    p.resumed_step = (long)rstep - 1;
     if (st != EML_OK) return EML_ERR_FORMAT;
     p.epoch = (int)u[0];
     p.epochs = (int)u[1];
@@ -287,6 +292,79 @@ static eml_status serve_progress(eml_enclave_host *h, eml_msg_reader *r)
     p.epoch_done = (int)u[4];
     if (h->progress != NULL) h->progress(h->progress_user, &p);
     return EML_OK;
+}
+
+/* The mirror's store: the host keeps the sealed bytes and never sees the
+ * key; the enclave checks everything it reads back. */
+static eml_status serve_mirror(eml_enclave_host *h, uint16_t type,
+                               eml_msg_reader *r)
+{
+    if (h->store == NULL) return reply_error(h, "no mirror was asked for");
+    const eml_store_ops *ops = eml_store_ops_of(h->store);
+    eml_err err = {0};
+    eml_status st = EML_OK;
+    uint64_t slot = 0, off = 0, len = 0, word = 0;
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    uint8_t *buf = NULL;
+    eml_msg m;
+    switch (type) {
+    case EML_MSG_MIRROR_HEADER:
+        if (eml_msg_get_end(r) != EML_OK) return EML_ERR_FORMAT;
+        n = EML_POOL_HEADER_BYTES;
+        buf = malloc(n);
+        if (buf == NULL) return reply_error(h, "out of memory");
+        st = ops->read_header(ops->user, buf, &err);
+        break;
+    case EML_MSG_MIRROR_CREATE:
+        if (eml_msg_get_bytes(r, EML_POOL_HEADER_BYTES, &p, &n) != EML_OK ||
+            eml_msg_get_u64(r, &len) != EML_OK ||
+            eml_msg_get_end(r) != EML_OK || n != EML_POOL_HEADER_BYTES)
+            return EML_ERR_FORMAT;
+        st = ops->create(ops->user, p, len, &err);
+        break;
+    case EML_MSG_MIRROR_WRITE:
+        if (eml_msg_get_range(r, 0, 1, &slot) != EML_OK ||
+            eml_msg_get_u64(r, &off) != EML_OK ||
+            eml_msg_get_bytes(r, EML_CHUNK_MAX + 64, &p, &n) != EML_OK ||
+            eml_msg_get_end(r) != EML_OK)
+            return EML_ERR_FORMAT;
+        st = ops->write(ops->user, (int)slot, off, p, n, &err);
+        break;
+    case EML_MSG_MIRROR_COMMIT:
+        if (eml_msg_get_range(r, 0, 1, &slot) != EML_OK ||
+            eml_msg_get_u64(r, &len) != EML_OK ||
+            eml_msg_get_u64(r, &word) != EML_OK ||
+            eml_msg_get_end(r) != EML_OK)
+            return EML_ERR_FORMAT;
+        st = ops->commit(ops->user, (int)slot, len, word, &err);
+        break;
+    default: /* MIRROR_READ */
+        if (eml_msg_get_range(r, 0, 1, &slot) != EML_OK ||
+            eml_msg_get_u64(r, &off) != EML_OK ||
+            eml_msg_get_range(r, 0, EML_CHUNK_MAX + 64, &len) != EML_OK ||
+            eml_msg_get_end(r) != EML_OK)
+            return EML_ERR_FORMAT;
+        n = (size_t)len;
+        buf = malloc(n ? n : 1);
+        if (buf == NULL) return reply_error(h, "out of memory");
+        st = ops->read(ops->user, (int)slot, off, buf, n, &err);
+        break;
+    }
+    if (st != EML_OK) {
+        free(buf);
+        return reply_error(h, "%s", eml_err_msg(&err, st));
+    }
+    if (buf != NULL) {
+        eml_msg_init(&m, EML_MSG_MIRROR_DATA);
+        eml_msg_put_bytes(&m, buf, n);
+        free(buf);
+    } else {
+        eml_msg_init(&m, EML_MSG_MIRROR_OK);
+    }
+    st = eml_msg_send(&h->ch, &m);
+    eml_msg_free(&m);
+    return st;
 }
 
 eml_status eml_host_call(eml_enclave_host *h, eml_msg *m, uint16_t want,
@@ -329,6 +407,11 @@ eml_status eml_host_call(eml_enclave_host *h, eml_msg *m, uint16_t want,
         case EML_MSG_FILE_READ: st = serve_file_read(h, r); break;
         case EML_MSG_OUTPUT: st = serve_output(h, r); break;
         case EML_MSG_PROGRESS: st = serve_progress(h, r); break;
+        case EML_MSG_MIRROR_HEADER:
+        case EML_MSG_MIRROR_CREATE:
+        case EML_MSG_MIRROR_WRITE:
+        case EML_MSG_MIRROR_COMMIT:
+        case EML_MSG_MIRROR_READ: st = serve_mirror(h, type, r); break;
         default: st = EML_ERR_FORMAT;
         }
         if (st != EML_OK)

@@ -18,6 +18,7 @@
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
 #include "enclaveml/train.h"
+#include "host/pool.h"
 
 typedef enum eml_backend {
     EML_BACKEND_SIM = 0,
@@ -56,6 +57,7 @@ typedef struct eml_enclave_host {
     uint64_t out_bytes;
     eml_progress_fn progress;
     void *progress_user;
+    struct eml_store *store; /* MIRROR_* ocalls go here (NULL: refused) */
 } eml_enclave_host;
 
 /* Path of the enclave program: $ENCLAVEML_ENCLAVE, or enclaveml-enclave

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -215,6 +216,16 @@ eml_status eml_store_open_pool(const char *path, eml_store **out,
     if (!S_ISREG(sb.st_mode)) {
         st = eml_err_set(err, EML_ERR_INVALID,
                          "the mirror %s is not a regular file", path);
+        goto fail;
+    }
+    /* One writer at a time: two runs saving into one pool would each
+     * overwrite the slot the other committed. */
+    if (flock(s->fd, LOCK_EX | LOCK_NB) != 0) {
+        st = errno == EWOULDBLOCK
+                 ? eml_err_set(err, EML_ERR_IO,
+                               "the mirror %s is in use by another process",
+                               path)
+                 : sys_err(err, "cannot lock the mirror", path);
         goto fail;
     }
     snprintf(s->mode, sizeof(s->mode), "not mapped yet");
