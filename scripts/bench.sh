@@ -4,12 +4,13 @@
 # ratios from one run are what we report).  Record results in
 # docs/BENCHMARKS.md with the machine and the command.
 #
-#   BENCH_QUICK=1 make bench   shorter runs (fewer steps, smaller buffers)
+#   BENCH_QUICK=1 make bench   shorter runs (fewer steps, smaller buffers,
+#                              no 100M-parameter mirror state)
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 quick=${BENCH_QUICK:-0}
-steps=30; pings=20000; mb=256; epochs=1
-if [[ $quick == 1 ]]; then steps=8; pings=3000; mb=64; fi
+steps=30; pings=20000; mb=256; epochs=1; mirror_sizes=1,10,100
+if [[ $quick == 1 ]]; then steps=8; pings=3000; mb=64; mirror_sizes=1,10; fi
 bin=$build/enclaveml
 export ENCLAVEML_ENCLAVE=$build/enclaveml-enclave
 # The same OpenMP waiting as the enclaveml command sets for itself.
@@ -66,3 +67,32 @@ awk -v s="${ips[sim]}" -v n="${ips[none]}" 'BEGIN {
   split(s, a); split(n, b);
   sa = (a[1] > a[2]) ? a[1] : a[2]; nb = (b[1] > b[2]) ? b[1] : b[2];
   printf "  best of two: sim %.0f, none %.0f images/s: sim costs %.1f%%\n", sa, nb, 100 * (nb - sa) / nb }'
+
+echo
+echo "== 5. the sealed mirror against the disk checkpoint (issue: mirror)"
+# Pools in /dev/shm and in \$TMPDIR (else the build dir); the files are removed.
+"$build/bench/bench_mirror" --sizes $mirror_sizes --reps 5
+
+echo
+echo "== 6. training with a mirror after every step against none (issue: mirror)"
+# The confidential run of section 4 (sim), with --mirror on /dev/shm.
+pool=$(mktemp -u /dev/shm/enclaveml-bench.XXXXXX)
+trap 'rm -rf "$tmp" "$pool"' EXIT
+declare -A mips
+for mode in plain mirror plain mirror; do
+  extra=()
+  [[ $mode == mirror ]] && extra=(--mirror "$pool" --mirror-every 1)
+  rm -f "$pool"
+  out=$("$bin" train --cfg cfg/fmnist-cnn.cfg --epochs $epochs --threads 1 \
+    --data "$tmp/data" --grant "$tmp/owner.grant" --recipient "$tmp/model.pub" \
+    --out "$tmp/model.emlm" --json --quiet "${extra[@]}")
+  v=$(printf '%s' "$out" | sed -n 's/.*"images_per_second":\([0-9.e+-]*\).*/\1/p')
+  saves=$(printf '%s' "$out" | sed -n 's/.*"mirror_saves":\([0-9]*\).*/\1/p')
+  echo "  $mode: $v images/s${saves:+, $saves saves}"
+  mips[$mode]="${mips[$mode]:-} $v"
+done
+rm -f "$pool"
+awk -v m="${mips[mirror]}" -v p="${mips[plain]}" 'BEGIN {
+  split(m, a); split(p, b);
+  ma = (a[1] > a[2]) ? a[1] : a[2]; pb = (b[1] > b[2]) ? b[1] : b[2];
+  printf "  best of two: mirror %.0f, plain %.0f images/s: --mirror-every 1 costs %.1f%% (aim <= 10%%)\n", ma, pb, 100 * (pb - ma) / pb }'

@@ -18,6 +18,7 @@ export ENCLAVEML_HOME=$work/platform   # the simulated platform's keys
 cfg=$(pwd)/cfg/fmnist-cnn.cfg
 dpcfg=$(pwd)/cfg/fmnist-dp.cfg
 dp_epochs=${DEMO_DP_EPOCHS:-10}
+kill_after=${DEMO_KILL_AFTER:-30}
 cd "$work"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -80,11 +81,25 @@ for name in alice bob; do
 done
 
 step "6. The enclave trains cfg/fmnist-cnn.cfg on both shards ($epochs epochs); the host sees only ciphertext"
-"$bin" train --cfg "$cfg" --epochs "$epochs" --seed 1 \
-  --data host/alice --grant host/alice.grant \
-  --data host/bob --grant host/bob.grant \
-  --recipient model-owner/model.pub --out host/model.emlm \
-  --report-out host/training-report.json
+echo "The enclave mirrors its whole training state, sealed, into a persistent-memory"
+echo "pool after every step (here /dev/shm, emulated PM).  The host is killed with"
+echo "SIGKILL ${kill_after} s into the run, and the run resumes from the pool."
+pool=$(mktemp -u /dev/shm/enclaveml-demo.XXXXXX)
+trap 'rm -f "$pool"' EXIT
+train6=("$bin" train --cfg "$cfg" --epochs "$epochs" --seed 1
+  --data host/alice --grant host/alice.grant
+  --data host/bob --grant host/bob.grant
+  --recipient model-owner/model.pub --out host/model.emlm
+  --report-out host/training-report.json --mirror "$pool")
+"${train6[@]}" &
+pid=$!
+sleep "$kill_after"
+kill -9 $pid 2>/dev/null || true
+wait $pid 2>/dev/null || true
+echo
+echo "-- host killed; $(ls host/model.emlm 2>/dev/null || echo 'no model was written'); resuming:"
+"${train6[@]}" --resume
+rm -f "$pool"
 
 step "7. The model owner verifies the signed training report and decrypts the model"
 "$bin" verify host/training-report.json --report host/report.json \
