@@ -29,6 +29,7 @@ struct eml_mirror {
     int fresh;    /* the store has no layout yet */
     uint64_t capacity;
     uint64_t commit;
+    uint64_t state_len; /* of this run's states, once known (0: not yet) */
     uint8_t *buf; /* one sealed chunk */
     double t_total, t_crypto;
 };
@@ -326,6 +327,9 @@ eml_status eml_mirror_save(eml_mirror *m, const eml_seg *segs, int nseg,
     uint64_t len = segs_total(segs, nseg);
     uint64_t need = round_page(eml_slot_bytes(len));
     eml_status st;
+    if (m->state_len != 0 && len != m->state_len)
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "the training state changed size during the run");
     if (m->fresh) {
         uint8_t ph[EML_POOL_HEADER_BYTES];
         eml_pool_header_build(ph, m->run_id, need, 0);
@@ -380,6 +384,7 @@ eml_status eml_mirror_save(eml_mirror *m, const eml_seg *segs, int nseg,
     st = m->ops.commit(m->ops.user, slot, out_off, word, err);
     if (st != EML_OK) return st;
     m->commit = word;
+    m->state_len = len;
     seen_put(m->run_id, seq);
     m->t_total = now_s() - t0;
     m->t_crypto = tc;
@@ -435,10 +440,17 @@ eml_status eml_mirror_load(eml_mirror *m, const eml_seg *segs, int nseg,
 {
     double t0 = now_s(), tc = 0;
     *found = 0;
-    if (m->fresh || m->commit == 0) return EML_OK;
+    uint64_t newest = seen_get(m->run_id);
+    if (m->fresh) return EML_OK; /* a new pool: a new run id */
+    if (m->commit == 0 && newest > 0)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the mirror says nothing was committed, but this "
+                           "process already saw its state %llu: refusing a "
+                           "rollback",
+                           (unsigned long long)newest);
+    if (m->commit == 0) return EML_OK;
     int slot = (int)(m->commit & 1);
     uint64_t seq = m->commit >> 1;
-    uint64_t newest = seen_get(m->run_id);
     if (seq < newest)
         return eml_err_set(err, EML_ERR_AUTH,
                            "the mirror's state %llu is older than state %llu "
@@ -506,6 +518,7 @@ eml_status eml_mirror_load(eml_mirror *m, const eml_seg *segs, int nseg,
         return st;
     }
     seen_put(m->run_id, seq);
+    m->state_len = len;
     *found = 1;
     m->t_total = now_s() - t0;
     m->t_crypto = tc;

@@ -320,7 +320,7 @@ static eml_status mirror_save(run_state *rs, const eml_train_opts *o,
     }
     eml_status st = eml_mirror_save(o->mirror, rs->segs, rs->nseg, err);
     memset(s, 0, sizeof(*s));
-    res->mirror_saves++;
+    if (st == EML_OK) res->mirror_saves++;
     res->mirror_seconds += now_seconds() - t0;
     return st;
 }
