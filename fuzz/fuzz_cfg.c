@@ -49,6 +49,11 @@ static void check_layer(const eml_layer_cfg *l)
         break;
     case EML_LAYER_SOFTMAX:
         break;
+    case EML_LAYER_SCATTERING:
+        CHECK(l->scales >= 1 && l->scales <= 3);
+        CHECK(l->angles >= 1 && l->angles <= 16);
+        CHECK(l->groups >= 0);
+        break;
     default:
         abort();
     }

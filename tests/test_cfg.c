@@ -76,7 +76,7 @@ static void test_names(void **state)
     (void)state;
     static const char *const types[EML_LAYER_COUNT] = {
         "connected", "convolutional", "maxpool", "avgpool", "dropout",
-        "softmax"};
+        "softmax", "scattering"};
     for (int i = 0; i < EML_LAYER_COUNT; i++) {
         assert_string_equal(eml_layer_type_name((eml_layer_type)i), types[i]);
     }

@@ -36,7 +36,8 @@ typedef enum eml_layer_type {
     EML_LAYER_AVGPOOL = 3,
     EML_LAYER_DROPOUT = 4,
     EML_LAYER_SOFTMAX = 5,
-    EML_LAYER_COUNT = 6
+    EML_LAYER_SCATTERING = 6, /* extension: fixed scattering features */
+    EML_LAYER_COUNT = 7
 } eml_layer_type;
 
 typedef enum eml_optimizer {
@@ -74,6 +75,8 @@ typedef struct eml_layer_cfg {
     int output;
     /* dropout */
     float probability; /* probability of DROPPING a unit (Darknet) */
+    /* scattering (scatter.h): scales J, angles L, normalisation groups */
+    int scales, angles, groups;
 } eml_layer_cfg;
 
 typedef struct eml_netcfg {

@@ -72,6 +72,17 @@ const eml_kernels *eml_net_kernels(const eml_net *net);
 
 /* Forward n examples from eml_net_input.  train=1 enables dropout. */
 EML_MUST_CHECK eml_status eml_net_forward(eml_net *net, int n, int train);
+/* Layers [first, end) only; layer first reads eml_net_input (first = 0) or
+ * the output of layer first - 1, as left there or written by the caller. */
+EML_MUST_CHECK eml_status eml_net_forward_range(eml_net *net, int first,
+                                                int end, int n, int train);
+/* Leading layers that are fixed functions of one example (a [scattering]
+ * feature extractor): 0 or 1.  The training loop computes their output
+ * once per image and starts later passes after them. */
+int eml_net_fixed_layers(const eml_net *net);
+/* Layer i's output buffer, (max_batch, eml_net_layer_output_size). */
+float *eml_net_layer_output(eml_net *net, int i);
+size_t eml_net_layer_output_size(const eml_net *net, int i);
 
 /* Cross-entropy of the softmax output against labels (each < output_size);
  * adds the per-batch loss SUM to *loss_sum and the number of correct argmax

@@ -42,6 +42,7 @@
 
 static const char *const layer_type_names[EML_LAYER_COUNT] = {
     "connected", "convolutional", "maxpool", "avgpool", "dropout", "softmax",
+    "scattering",
 };
 _Static_assert(sizeof(layer_type_names) / sizeof(layer_type_names[0]) ==
                    EML_LAYER_COUNT,
@@ -56,7 +57,7 @@ _Static_assert(sizeof(act_names) / sizeof(act_names[0]) == EML_ACT_COUNT,
 #define ACT_ALLOWED "linear, relu, leaky, tanh, logistic"
 #define SECTIONS_ALLOWED                                                      \
     "net, network, convolutional, conv, connected, maxpool, avgpool, "        \
-    "dropout, softmax"
+    "dropout, softmax, scattering"
 
 const char *eml_layer_type_name(eml_layer_type t)
 {
@@ -126,6 +127,10 @@ static const char *const pool_keys[POOL_N_KEYS] = {
 enum { DROP_PROBABILITY, DROP_N_KEYS };
 static const char *const drop_keys[DROP_N_KEYS] = {"probability"};
 
+enum { SCAT_SCALES, SCAT_ANGLES, SCAT_GROUPS, SCAT_N_KEYS };
+static const char *const scat_keys[SCAT_N_KEYS] = {"scales", "angles",
+                                                   "groups"};
+
 enum { SOFT_GROUPS, SOFT_TEMPERATURE, SOFT_N_KEYS };
 static const char *const soft_keys[SOFT_N_KEYS] = {"groups", "temperature"};
 
@@ -133,7 +138,8 @@ static const char *const soft_keys[SOFT_N_KEYS] = {"groups", "temperature"};
 _Static_assert((int)CONV_N_KEYS <= MAX_KEYS && (int)FC_N_KEYS <= MAX_KEYS &&
                    (int)POOL_N_KEYS <= MAX_KEYS &&
                    (int)DROP_N_KEYS <= MAX_KEYS &&
-                   (int)SOFT_N_KEYS <= MAX_KEYS,
+                   (int)SOFT_N_KEYS <= MAX_KEYS &&
+                   (int)SCAT_N_KEYS <= MAX_KEYS,
                "MAX_KEYS must cover every section");
 
 /* ==== parser state ==== */
@@ -176,6 +182,7 @@ static eml_status resolve_maxpool(parser *p);
 static eml_status resolve_avgpool(parser *p);
 static eml_status resolve_dropout(parser *p);
 static eml_status resolve_softmax(parser *p);
+static eml_status resolve_scattering(parser *p);
 
 static const section_def sections[] = {
     {"net", SECT_NET, net_keys, NET_N_KEYS, resolve_net},
@@ -188,6 +195,8 @@ static const section_def sections[] = {
     {"avgpool", EML_LAYER_AVGPOOL, pool_keys, POOL_N_KEYS, resolve_avgpool},
     {"dropout", EML_LAYER_DROPOUT, drop_keys, DROP_N_KEYS, resolve_dropout},
     {"softmax", EML_LAYER_SOFTMAX, soft_keys, SOFT_N_KEYS, resolve_softmax},
+    {"scattering", EML_LAYER_SCATTERING, scat_keys, SCAT_N_KEYS,
+     resolve_scattering},
 };
 #define N_SECTIONS ((int)(sizeof(sections) / sizeof(sections[0])))
 
@@ -748,6 +757,30 @@ static eml_status resolve_softmax(parser *p)
                     "[%s] temperature=%s is not supported (only 1)",
                     p->sec->name,
                     echo(&e, p->slots[SOFT_TEMPERATURE].v));
+    }
+    return push_layer(p, &l);
+}
+
+/* A fixed feature extractor: only as the first layer (nothing before it
+ * could be trained through it). */
+static eml_status resolve_scattering(parser *p)
+{
+    eml_layer_cfg l = new_layer(p);
+    eml_status st;
+    if (p->cfg->n_layers != 0)
+        return fail(p, EML_ERR_FORMAT, p->sec_line,
+                    "[scattering] must be the first layer");
+    if ((st = get_int(p, SCAT_SCALES, 1, 3, 2, &l.scales))) return st;
+    if ((st = get_int(p, SCAT_ANGLES, 1, 16, 8, &l.angles))) return st;
+    if ((st = get_int(p, SCAT_GROUPS, 0, EML_CFG_MAX_CHANNELS, 0, &l.groups)))
+        return st;
+    int k = 1 + l.scales * l.angles +
+            l.angles * l.angles * l.scales * (l.scales - 1) / 2;
+    if (l.groups > 0 && k % l.groups != 0) {
+        echo_buf e;
+        return fail(p, EML_ERR_RANGE, p->slots[SCAT_GROUPS].line,
+                    "[scattering] groups=%s must divide the %d channels",
+                    echo(&e, p->slots[SCAT_GROUPS].v), k);
     }
     return push_layer(p, &l);
 }

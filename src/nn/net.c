@@ -20,6 +20,7 @@
 
 #include "enclaveml/crypto.h"
 #include "enclaveml/rng.h"
+#include "enclaveml/scatter.h"
 
 typedef struct layer {
     eml_layer_type type;
@@ -44,6 +45,7 @@ typedef struct layer {
     float *dw_ex; /* conv: one example's weight gradient (per-example norms) */
     void *ws;     /* maxpool workspace */
     float *mask;  /* dropout: (max_batch, n_out), 0 or 1/(1-p) */
+    eml_scatter *sc; /* scattering */
 
     double t_fwd, t_bwd;
 } layer;
@@ -172,6 +174,23 @@ static eml_status shape_layer(layer *l, const eml_layer_cfg *lc,
         l->out_w = l->w;
         l->prob = lc->probability;
         break;
+    case EML_LAYER_SCATTERING: {
+        int s = 1 << lc->scales;
+        if (l->c != 1 || l->h % s != 0 || l->w % s != 0 || l->h > 256 ||
+            l->w > 256)
+            return eml_err_set(err, EML_ERR_SHAPE,
+                               "%s: takes one channel of at most 256x256 "
+                               "pixels, height and width multiples of %d "
+                               "(got %dx%dx%d)",
+                               what, s, l->h, l->w, l->c);
+        if (eml_scatter_new(l->h, l->w, lc->scales, lc->angles, lc->groups,
+                            &l->sc) != EML_OK)
+            return eml_err_set(err, EML_ERR_NOMEM, "%s: out of memory", what);
+        l->out_c = eml_scatter_channels(lc->scales, lc->angles);
+        l->out_h = l->h / s;
+        l->out_w = l->w / s;
+        break;
+    }
     default:
         return eml_err_set(err, EML_ERR_FORMAT, "%s: unknown layer type",
                            what);
@@ -392,6 +411,7 @@ void eml_net_free(eml_net *net)
             free(l->dw_ex);
             free(l->ws);
             free(l->mask);
+            eml_scatter_free(l->sc);
         }
     }
     if (net->k != NULL && net->ks != NULL) net->k->state_free(net->ks);
@@ -691,10 +711,52 @@ static void dropout_forward(eml_net *net, layer *l, const float *in, int n,
 
 /* ==== the passes ==== */
 
+/* Each example's scattering features, one scratch area per thread. */
+static eml_status scatter_forward(layer *l, const float *in, int n)
+{
+    size_t scratch = eml_scatter_scratch_size(l->sc);
+    int failed = 0;
+#pragma omp parallel
+    {
+        void *ws = malloc(scratch);
+        if (ws == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 4)
+        for (int b = 0; b < n; b++)
+            if (ws != NULL)
+                eml_scatter_forward(l->sc, in + (size_t)b * l->n_in,
+                                    l->out + (size_t)b * l->n_out, ws);
+        free(ws);
+    }
+    return failed ? EML_ERR_NOMEM : EML_OK;
+}
+
+int eml_net_fixed_layers(const eml_net *net)
+{
+    return net->layers[0].type == EML_LAYER_SCATTERING ? 1 : 0;
+}
+
+float *eml_net_layer_output(eml_net *net, int i) { return net->layers[i].out; }
+
+size_t eml_net_layer_output_size(const eml_net *net, int i)
+{
+    return net->layers[i].n_out;
+}
+
 eml_status eml_net_forward(eml_net *net, int n, int train)
 {
-    if (n <= 0 || n > net->max_batch) return EML_ERR_INVALID;
-    for (int i = 0; i < net->n_layers; i++) {
+    return eml_net_forward_range(net, 0, net->n_layers, n, train);
+}
+
+eml_status eml_net_forward_range(eml_net *net, int first, int end, int n,
+                                 int train)
+{
+    if (n <= 0 || n > net->max_batch || first < 0 || end > net->n_layers ||
+        first > end)
+        return EML_ERR_INVALID;
+    for (int i = first; i < end; i++) {
         layer *l = &net->layers[i];
         const float *in = layer_input(net, i);
         double t0 = net->profiling ? now_seconds() : 0;
@@ -722,6 +784,9 @@ eml_status eml_net_forward(eml_net *net, int n, int train)
         case EML_LAYER_SOFTMAX:
             st = net->k->softmax_forward(net->ks, l->out, in, n,
                                          (int)l->n_out);
+            break;
+        case EML_LAYER_SCATTERING:
+            st = scatter_forward(l, in, n);
             break;
         default:
             st = EML_ERR_INVALID;
@@ -776,10 +841,13 @@ eml_status eml_net_backward(eml_net *net, int n, float *sqnorm)
     if (n <= 0 || n > net->max_batch) return EML_ERR_INVALID;
     memset(net->grads, 0, net->n_params * sizeof(float));
     if (sqnorm != NULL) memset(sqnorm, 0, (size_t)n * sizeof(float));
+    /* No gradient needs to flow below the first layer that learns. */
+    int learns = 0;
+    while (learns < net->n_layers && net->layers[learns].n_w == 0) learns++;
     for (int i = net->n_layers - 1; i >= 0; i--) {
         layer *l = &net->layers[i];
         const float *in = layer_input(net, i);
-        float *din = i > 0 ? net->layers[i - 1].delta : NULL;
+        float *din = i > learns ? net->layers[i - 1].delta : NULL;
         double t0 = net->profiling ? now_seconds() : 0;
         eml_status st = EML_OK;
         switch (l->type) {
@@ -814,6 +882,8 @@ eml_status eml_net_backward(eml_net *net, int n, float *sqnorm)
             /* eml_net_loss wrote dL/dlogits into the previous layer's delta
              * (they share the buffer). */
             break;
+        case EML_LAYER_SCATTERING:
+            break; /* fixed, and first: nothing to learn or pass on */
         default:
             st = EML_ERR_INVALID;
         }

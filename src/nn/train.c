@@ -71,8 +71,104 @@ static eml_status check_dataset(const eml_net *net, const eml_dataset *d,
     return EML_OK;
 }
 
+/* ==== fixed features ==== */
+
+/* The outputs of the net's fixed leading layers ([scattering]) for every
+ * image of a dataset, computed once: later passes start after them. */
+typedef struct feat_cache {
+    float *f;     /* count x dim, NULL when the net has no fixed layers */
+    size_t dim, count;
+    int layers;
+} feat_cache;
+
+static void feat_free(feat_cache *c)
+{
+    if (c->f != NULL) {
+        /* derived from the (confidential) images */
+        eml_wipe(c->f, c->count * c->dim * sizeof(float));
+        free(c->f);
+    }
+    memset(c, 0, sizeof(*c));
+}
+
+static eml_status feat_build(eml_net *net, const eml_dataset *d,
+                             feat_cache *c, eml_err *err)
+{
+    memset(c, 0, sizeof(*c));
+    c->layers = eml_net_fixed_layers(net);
+    if (c->layers == 0 || d == NULL || d->count == 0) return EML_OK;
+    c->dim = eml_net_layer_output_size(net, c->layers - 1);
+    c->count = d->count;
+    if (c->dim > SIZE_MAX / sizeof(float) / d->count)
+        return eml_err_set(err, EML_ERR_RANGE, "features too large");
+    int mb = eml_net_max_batch(net);
+    c->f = malloc(d->count * c->dim * sizeof(float));
+    uint8_t *labels = malloc((size_t)mb);
+    if (c->f == NULL || labels == NULL) {
+        free(labels);
+        free(c->f);
+        c->f = NULL;
+        return eml_err_set(err, EML_ERR_NOMEM,
+                           "out of memory for the features of %zu images "
+                           "(%zu MB)",
+                           d->count,
+                           d->count * c->dim * sizeof(float) >> 20);
+    }
+    eml_status st = EML_OK;
+    for (size_t first = 0; first < d->count && st == EML_OK;
+         first += (size_t)mb) {
+        int n = (int)(d->count - first < (size_t)mb ? d->count - first
+                                                    : (size_t)mb);
+        eml_load_batch(net, d, NULL, first, n, labels);
+        st = eml_net_forward_range(net, 0, c->layers, n, 0);
+        if (st == EML_OK)
+            memcpy(c->f + first * c->dim,
+                   eml_net_layer_output(net, c->layers - 1),
+                   (size_t)n * c->dim * sizeof(float));
+    }
+    free(labels);
+    if (st != EML_OK) {
+        feat_free(c);
+        return eml_err_set(err, st, "feature extraction failed");
+    }
+    return EML_OK;
+}
+
+/* Loads examples [first, first+n) (through idx) and runs the forward
+ * pass: from the cached features when there are any. */
+static eml_status batch_forward(eml_net *net, const eml_dataset *d,
+                                const feat_cache *c, const uint32_t *idx,
+                                size_t first, int n, uint8_t *labels,
+                                int train)
+{
+    if (c == NULL || c->f == NULL) {
+        eml_load_batch(net, d, idx, first, n, labels);
+        return eml_net_forward(net, n, train);
+    }
+    float *x = eml_net_layer_output(net, c->layers - 1);
+    for (int b = 0; b < n; b++) {
+        size_t j = idx != NULL ? idx[first + (size_t)b] : first + (size_t)b;
+        memcpy(x + (size_t)b * c->dim, c->f + j * c->dim,
+               c->dim * sizeof(float));
+        labels[b] = d->labels[j];
+    }
+    return eml_net_forward_range(net, c->layers, eml_net_n_layers(net), n,
+                                 train);
+}
+
+static eml_status evaluate(eml_net *net, const eml_dataset *d,
+                           const feat_cache *c, double *loss,
+                           double *accuracy, eml_err *err);
+
 eml_status eml_evaluate(eml_net *net, const eml_dataset *d, double *loss,
                         double *accuracy, eml_err *err)
+{
+    return evaluate(net, d, NULL, loss, accuracy, err);
+}
+
+static eml_status evaluate(eml_net *net, const eml_dataset *d,
+                           const feat_cache *c, double *loss,
+                           double *accuracy, eml_err *err)
 {
     eml_status st = check_dataset(net, d, "test", err);
     if (st != EML_OK) return st;
@@ -85,8 +181,7 @@ eml_status eml_evaluate(eml_net *net, const eml_dataset *d, double *loss,
         int n = (int)(d->count - first < (size_t)mb ? d->count - first
                                                     : (size_t)mb);
         int right = 0;
-        eml_load_batch(net, d, NULL, first, n, labels);
-        st = eml_net_forward(net, n, 0);
+        st = batch_forward(net, d, c, NULL, first, n, labels, 0);
         if (st == EML_OK) st = eml_net_loss(net, n, labels, &loss_sum, &right);
         if (st != EML_OK) {
             free(labels);
@@ -209,11 +304,12 @@ static void ema_free(ema *a, eml_net *net)
 
 /* Evaluates the test set with the averaged weights, if any. */
 static eml_status eval_epoch(eml_net *net, ema *a, const eml_dataset *test,
-                             eml_train_result *res, eml_err *err)
+                             const feat_cache *c, eml_train_result *res,
+                             eml_err *err)
 {
     ema_swap(a, net);
-    eml_status st = eml_evaluate(net, test, &res->test_loss,
-                                 &res->test_accuracy, err);
+    eml_status st = evaluate(net, test, c, &res->test_loss,
+                             &res->test_accuracy, err);
     ema_swap(a, net);
     return st;
 }
@@ -490,7 +586,8 @@ static eml_status check_dp(const eml_dp_opts *dp, eml_err *err)
 /* One DP step over the examples sel[0..m): clipped per-example gradients
  * summed (in chunks of the net's batch size) into acc, then noise. */
 static eml_status dp_step(eml_net *net, const eml_dataset *d,
-                          const uint32_t *sel, size_t m, float *acc,
+                          const feat_cache *fc, const uint32_t *sel,
+                          size_t m, float *acc,
                           float *sq, float *scale, uint8_t *labels,
                           double clip, double *loss_sum, long *correct)
 {
@@ -500,8 +597,7 @@ static eml_status dp_step(eml_net *net, const eml_dataset *d,
     for (size_t first = 0; first < m; first += (size_t)mb) {
         int n = (int)(m - first < (size_t)mb ? m - first : (size_t)mb);
         int right = 0;
-        eml_load_batch(net, d, sel, first, n, labels);
-        eml_status st = eml_net_forward(net, n, 1);
+        eml_status st = batch_forward(net, d, fc, sel, first, n, labels, 1);
         if (st == EML_OK) st = eml_net_loss(net, n, labels, loss_sum, &right);
         if (st == EML_OK) st = eml_net_backward(net, n, sq);
         if (st != EML_OK) return st;
@@ -524,6 +620,8 @@ static eml_status dp_step(eml_net *net, const eml_dataset *d,
 
 static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                            const eml_dataset *train, const eml_dataset *test,
+                           const feat_cache *fc_train,
+                           const feat_cache *fc_test,
                            const eml_train_opts *opts, eml_optim *opt,
                            ema *avg, eml_train_result *res, eml_err *err)
 {
@@ -625,7 +723,8 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                     if (eml_dp_bernoulli(rng, q)) sel[m++] = (uint32_t)i;
                 batch = sel;
             }
-            st = dp_step(net, train, batch, m, acc, sq, scale, labels,
+            st = dp_step(net, train, fc_train, batch, m, acc, sq, scale,
+                         labels,
                          dp->clip, &lp.loss_sum, &lp.correct);
             if (st != EML_OK) {
                 eml_err_set(err, st, "DP training step %ld failed: %s",
@@ -674,7 +773,7 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
             (double)lp.correct / (double)(lp.seen ? lp.seen : 1);
         int last = lp.step >= lp.total;
         if (test != NULL && test->count > 0 && (opts->eval_each_epoch || last)) {
-            st = eval_epoch(net, avg, test, res, err);
+            st = eval_epoch(net, avg, test, fc_test, res, err);
             if (st != EML_OK) goto out;
         }
         report_epoch(opts, epoch, epochs_n, per_epoch, res,
@@ -729,6 +828,9 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
     eml_optim *opt = NULL;
     ema avg;
     memset(&avg, 0, sizeof(avg));
+    feat_cache fc_train, fc_test;
+    memset(&fc_train, 0, sizeof(fc_train));
+    memset(&fc_test, 0, sizeof(fc_test));
     uint32_t *idx = malloc(train->count * sizeof(uint32_t));
     uint8_t *labels = malloc((size_t)opts->batch);
     st = eml_optim_new(cfg, net, &opt);
@@ -737,13 +839,19 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
         goto out;
     }
     if (opts->init_params) eml_net_init_params(net, opts->seed);
+    /* Fixed features ([scattering]): once per image, before the first
+     * step. */
+    st = feat_build(net, train, &fc_train, err);
+    if (st == EML_OK) st = feat_build(net, test, &fc_test, err);
+    if (st != EML_OK) goto out;
     st = ema_init(&avg, cfg, net);
     if (st != EML_OK) {
         eml_err_set(err, st, "out of memory");
         goto out;
     }
     if (opts->dp.enabled) {
-        st = train_dp(net, cfg, train, test, opts, opt, &avg, res, err);
+        st = train_dp(net, cfg, train, test, &fc_train, &fc_test, opts, opt,
+                      &avg, res, err);
         goto out;
     }
     eml_rng rng;
@@ -785,8 +893,8 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
                               ? train->count - first
                               : (size_t)opts->batch);
             int right = 0;
-            eml_load_batch(net, train, idx, first, n, labels);
-            st = eml_net_forward(net, n, 1);
+            st = batch_forward(net, train, &fc_train, idx, first, n, labels,
+                               1);
             if (st == EML_OK)
                 st = eml_net_loss(net, n, labels, &lp.loss_sum, &right);
             if (st == EML_OK) st = eml_net_backward(net, n, NULL);
@@ -822,7 +930,7 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
         res->images_per_second = el > 0 ? (double)lp.seen / el : 0;
         int last = epoch == opts->epochs || lp.step >= total;
         if (test != NULL && test->count > 0 && (opts->eval_each_epoch || last)) {
-            st = eval_epoch(net, &avg, test, res, err);
+            st = eval_epoch(net, &avg, test, &fc_test, res, err);
             if (st != EML_OK) goto out;
         }
         report_epoch(opts, epoch, opts->epochs, batches, res,
@@ -837,6 +945,8 @@ out:
     /* The model that leaves is the average, when there is one. */
     if (st == EML_OK) ema_swap(&avg, net);
     ema_free(&avg, net);
+    feat_free(&fc_train);
+    feat_free(&fc_test);
     eml_optim_free(opt);
     free(idx);
     free(labels);
