@@ -20,6 +20,9 @@ struct eml_scatter {
     float *psi_re, *psi_im;    /* nfilt spectra of N*N */
     int R;                     /* low-pass radius */
     float *g;                  /* 2R+1 taps, sum 1 */
+    float *gx, *gy;            /* the low-pass at the output points, as
+                                  (ow x N) and (oh x N) matrices with the
+                                  periodic wrap folded in */
     float *tw_re, *tw_im;      /* N/2 twiddles exp(-2 pi i k / N) */
     int *rev;                  /* bit reversal of 0..N-1 */
 };
@@ -31,49 +34,71 @@ int eml_scatter_channels(int J, int L)
 
 /* ==== FFT ==== */
 
-/* In-place radix-2 FFT of n = s->N complex values at stride st. */
-static void fft1(const eml_scatter *s, float *re, float *im, size_t st,
-                 int inverse)
+/* Radix-2 FFTs of all N columns of an N x N array at once: every
+ * butterfly runs along a row, so the inner loops are contiguous and
+ * vectorise. */
+static void fft_cols(const eml_scatter *s, float *restrict re,
+                     float *restrict im, int inverse)
 {
     int n = s->N;
     for (int i = 0; i < n; i++) {
         int j = s->rev[i];
         if (j > i) {
-            float t = re[(size_t)i * st];
-            re[(size_t)i * st] = re[(size_t)j * st];
-            re[(size_t)j * st] = t;
-            t = im[(size_t)i * st];
-            im[(size_t)i * st] = im[(size_t)j * st];
-            im[(size_t)j * st] = t;
-        }
-    }
-    float sgn = inverse ? 1.0f : -1.0f;
-    for (int len = 2; len <= n; len <<= 1) {
-        int half = len >> 1, step = n / len;
-        for (int i = 0; i < n; i += len) {
-            for (int k = 0; k < half; k++) {
-                /* exp(-+2 pi i k step / N): forward -, inverse + */
-                float wr = s->tw_re[k * step], wi = sgn * s->tw_im[k * step];
-                size_t a = (size_t)(i + k) * st, b = (size_t)(i + k + half) * st;
-                float xr = re[b] * wr - im[b] * wi;
-                float xi = re[b] * wi + im[b] * wr;
-                re[b] = re[a] - xr;
-                im[b] = im[a] - xi;
-                re[a] += xr;
-                im[a] += xi;
+            float *a = re + (size_t)i * n, *b = re + (size_t)j * n;
+            float *c = im + (size_t)i * n, *d = im + (size_t)j * n;
+            for (int x = 0; x < n; x++) {
+                float t = a[x];
+                a[x] = b[x];
+                b[x] = t;
+                t = c[x];
+                c[x] = d[x];
+                d[x] = t;
             }
         }
     }
+    /* exp(-+2 pi i k / len): forward -, inverse + */
+    float sgn = inverse ? 1.0f : -1.0f;
+    for (int len = 2; len <= n; len <<= 1) {
+        int half = len >> 1, step = n / len;
+        for (int i = 0; i < n; i += len)
+            for (int k = 0; k < half; k++) {
+                float wr = s->tw_re[k * step], wi = sgn * s->tw_im[k * step];
+                float *ar = re + (size_t)(i + k) * n;
+                float *ai = im + (size_t)(i + k) * n;
+                float *br = re + (size_t)(i + k + half) * n;
+                float *bi = im + (size_t)(i + k + half) * n;
+                for (int x = 0; x < n; x++) {
+                    float xr = br[x] * wr - bi[x] * wi;
+                    float xi = br[x] * wi + bi[x] * wr;
+                    br[x] = ar[x] - xr;
+                    bi[x] = ai[x] - xi;
+                    ar[x] += xr;
+                    ai[x] += xi;
+                }
+            }
+    }
 }
 
-/* 2-D FFT of an N x N array: rows, then columns.  The inverse is not
- * scaled (the callers fold 1/N^2 into what follows). */
+static void transpose(float *a, int n)
+{
+    for (int y = 0; y < n; y++)
+        for (int x = y + 1; x < n; x++) {
+            float t = a[(size_t)y * n + x];
+            a[(size_t)y * n + x] = a[(size_t)x * n + y];
+            a[(size_t)x * n + y] = t;
+        }
+}
+
+/* 2-D FFT of an N x N array: columns, then (transposed) rows.  The
+ * inverse is not scaled (the callers fold 1/N^2 into what follows). */
 static void fft2(const eml_scatter *s, float *re, float *im, int inverse)
 {
-    int n = s->N;
-    for (int r = 0; r < n; r++)
-        fft1(s, re + (size_t)r * n, im + (size_t)r * n, 1, inverse);
-    for (int c = 0; c < n; c++) fft1(s, re + c, im + c, (size_t)n, inverse);
+    fft_cols(s, re, im, inverse);
+    transpose(re, s->N);
+    transpose(im, s->N);
+    fft_cols(s, re, im, inverse);
+    transpose(re, s->N);
+    transpose(im, s->N);
 }
 
 /* ==== filters ==== */
@@ -182,6 +207,24 @@ eml_status eml_scatter_new(int h, int w, int J, int L, int groups,
         gs += v;
     }
     for (int k = 0; k <= 2 * s->R; k++) s->g[k] = (float)(s->g[k] / gs);
+    s->gx = calloc((size_t)s->ow * n, sizeof(float));
+    s->gy = calloc((size_t)s->oh * n, sizeof(float));
+    if (s->gx == NULL || s->gy == NULL) {
+        eml_scatter_free(s);
+        return EML_ERR_NOMEM;
+    }
+    for (int ox = 0; ox < s->ow; ox++) {
+        int cx = s->pad_x + ox * s->stride + s->stride / 2 - 1;
+        for (int k = -s->R; k <= s->R; k++)
+            s->gx[(size_t)ox * n + (size_t)((cx + k + 2 * n) % n)] +=
+                s->g[k + s->R];
+    }
+    for (int oy = 0; oy < s->oh; oy++) {
+        int cy = s->pad_y + oy * s->stride + s->stride / 2 - 1;
+        for (int k = -s->R; k <= s->R; k++)
+            s->gy[(size_t)oy * n + (size_t)((cy + k + 2 * n) % n)] +=
+                s->g[k + s->R];
+    }
     for (int j = 0; j < J; j++)
         for (int t = 0; t < L; t++) {
             size_t f = (size_t)(j * L + t) * n * n;
@@ -199,6 +242,8 @@ void eml_scatter_free(eml_scatter *s)
     free(s->psi_re);
     free(s->psi_im);
     free(s->g);
+    free(s->gx);
+    free(s->gy);
     free(s->tw_re);
     free(s->tw_im);
     free(s->rev);
@@ -218,26 +263,29 @@ size_t eml_scatter_scratch_size(const eml_scatter *s)
 
 /* ==== forward ==== */
 
-/* The Gaussian low-pass of u (N x N, periodic), at the output points only,
- * scaled by `scale`. */
+/* The Gaussian low-pass of u (N x N, periodic), at the output points
+ * only: gy u gx^T, as dot products of length N. */
 static void lowpass(const eml_scatter *s, const float *u, float scale,
                     float *out, float *tmp)
 {
-    int n = s->N, R = s->R, st = s->stride;
-    for (int y = 0; y < n; y++)
+    int n = s->N;
+    for (int y = 0; y < n; y++) {
+        const float *row = u + (size_t)y * n;
         for (int ox = 0; ox < s->ow; ox++) {
-            int cx = s->pad_x + ox * st + st / 2 - 1;
+            const float *g = s->gx + (size_t)ox * n;
             float acc = 0;
-            for (int k = -R; k <= R; k++)
-                acc += s->g[k + R] * u[(size_t)y * n + (size_t)((cx + k + n) % n)];
-            tmp[(size_t)y * s->ow + ox] = acc;
+#pragma omp simd reduction(+ : acc)
+            for (int x = 0; x < n; x++) acc += g[x] * row[x];
+            tmp[(size_t)ox * n + y] = acc; /* (ow x N) */
         }
+    }
     for (int oy = 0; oy < s->oh; oy++) {
-        int cy = s->pad_y + oy * st + st / 2 - 1;
+        const float *g = s->gy + (size_t)oy * n;
         for (int ox = 0; ox < s->ow; ox++) {
+            const float *col = tmp + (size_t)ox * n;
             float acc = 0;
-            for (int k = -R; k <= R; k++)
-                acc += s->g[k + R] * tmp[(size_t)((cy + k + n) % n) * s->ow + ox];
+#pragma omp simd reduction(+ : acc)
+            for (int y = 0; y < n; y++) acc += g[y] * col[y];
             out[(size_t)oy * s->ow + ox] = acc * scale;
         }
     }
