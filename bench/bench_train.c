@@ -93,6 +93,11 @@ static int time_steps(const eml_netcfg *cfg, eml_kernels_kind kind, int batch,
     float *noise = malloc(np * sizeof(float));
     eml_csprng *rng = NULL;
     if (eml_csprng_new(&rng, &err) != EML_OK) return -1;
+    /* Fixed leading layers ([scattering]) run once per image, as in the
+     * training loop: once here, before the timed steps. */
+    int fixed = eml_net_fixed_layers(net);
+    if (fixed > 0 && eml_net_forward_range(net, 0, fixed, batch, 0) != EML_OK)
+        return -1;
     double t0 = 0;
     for (int s = -2; s < steps; s++) { /* two warm-up steps */
         if (s == 0) {
@@ -105,9 +110,11 @@ static int time_steps(const eml_netcfg *cfg, eml_kernels_kind kind, int batch,
                 m += eml_dp_bernoulli(rng, (double)batch / 60000.0);
             (void)m; /* the timed batch stays at its expected size */
         }
-        if (eml_net_forward(net, batch, 1) != EML_OK ||
+        if (eml_net_forward_range(net, fixed, eml_net_n_layers(net), batch,
+                                  1) != EML_OK ||
             eml_net_loss(net, batch, labels, NULL, NULL) != EML_OK ||
-            eml_net_backward(net, batch, dp ? sq : NULL) != EML_OK)
+            (dp ? eml_net_example_norms(net, batch, sq)
+                : eml_net_backward(net, batch, NULL)) != EML_OK)
             return -1;
         if (dp) {
             for (int b = 0; b < batch; b++)

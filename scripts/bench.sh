@@ -28,6 +28,10 @@ echo "== 2. DP-SGD step against a plain step, same cfg and expected batch"
   --threads 1 --dp-ratio
 "$build/bench/bench_train" --cfg cfg/fmnist-tanh.cfg --batch 256 --steps $steps \
   --threads 1 --dp-ratio
+# The shipped DP network: fixed scattering features (computed once, as in
+# training) and a linear layer, at its own batch.
+"$build/bench/bench_train" --cfg cfg/fmnist-dp.cfg --batch 8192 \
+  --steps $((steps / 3 + 1)) --threads 1 --dp-ratio
 
 echo
 echo "== 3. the enclave boundary and the container (issue: enclave)"

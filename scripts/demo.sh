@@ -17,7 +17,7 @@ mkdir -p "$work"/{alice,bob,model-owner,host}
 export ENCLAVEML_HOME=$work/platform   # the simulated platform's keys
 cfg=$(pwd)/cfg/fmnist-cnn.cfg
 dpcfg=$(pwd)/cfg/fmnist-dp.cfg
-dp_epochs=${DEMO_DP_EPOCHS:-10}
+dp_epochs=${DEMO_DP_EPOCHS:-20}
 kill_after=${DEMO_KILL_AFTER:-30}
 cd "$work"
 

@@ -144,10 +144,14 @@ static void test_per_example_norms(void **state)
         random_input(net, n, 99);
         float *x = malloc((size_t)n * in * sizeof(float));
         memcpy(x, eml_net_input(net), (size_t)n * in * sizeof(float));
-        float sq[5];
+        float sq[5], sq2[5];
         assert_int_equal(eml_net_forward(net, n, 1), EML_OK);
         assert_int_equal(eml_net_loss(net, n, labels, NULL, NULL), EML_OK);
+        /* The norms-only pass (DP-SGD's first) gives the same norms. */
+        assert_int_equal(eml_net_example_norms(net, n, sq2), EML_OK);
         assert_int_equal(eml_net_backward(net, n, sq), EML_OK);
+        for (int b = 0; b < n; b++) assert_float_equal(sq[b], sq2[b], 0);
+        assert_int_not_equal(eml_net_example_norms(net, n, NULL), EML_OK);
         double max_diff = 0;
         for (int b = 0; b < n; b++) {
             memcpy(eml_net_input(net), x + (size_t)b * in, in * sizeof(float));

@@ -98,6 +98,11 @@ EML_MUST_CHECK eml_status eml_net_loss(eml_net *net, int n,
  * parameters (sqnorm has n entries). */
 EML_MUST_CHECK eml_status eml_net_backward(eml_net *net, int n,
                                            float *sqnorm);
+/* Only the per-example squared norms (sqnorm not NULL), without forming
+ * the gradient sums: cheaper (connected layers need no weight-gradient
+ * GEMM).  The gradient buffer is left meaningless.  DP-SGD's first pass. */
+EML_MUST_CHECK eml_status eml_net_example_norms(eml_net *net, int n,
+                                                float *sqnorm);
 
 /* Scales the loss gradient of example b by s[b] (for per-example clipping:
  * call between eml_net_loss and eml_net_backward). */

@@ -493,29 +493,35 @@ static eml_status connected_forward(eml_net *net, layer *l, const float *in,
 }
 
 static eml_status connected_backward(eml_net *net, layer *l, const float *in,
-                                     float *din, int n, float *sqnorm)
+                                     float *din, int n, float *sqnorm,
+                                     int sums)
 {
     size_t no = l->n_out, ni = l->n_in;
     eml_status st =
         net->k->act_backward(net->ks, l->delta, l->out, (size_t)n * no, l->act);
     if (st != EML_OK) return st;
-    for (int b = 0; b < n; b++) {
-        const float *d = l->delta + (size_t)b * no;
-        for (size_t j = 0; j < no; j++) l->db[j] += d[j];
+    if (sums) {
+        for (int b = 0; b < n; b++) {
+            const float *d = l->delta + (size_t)b * no;
+            for (size_t j = 0; j < no; j++) l->db[j] += d[j];
+        }
+        /* dw (out, in) += delta^T (out, n) * in (n, in) */
+        st = eml_gemm(&net->gemm, 1, 0, (int)no, (int)ni, n, 1.0f, l->delta,
+                      (int)no, in, (int)ni, 1.0f, l->dw, (int)ni);
+        if (st != EML_OK) return st;
     }
-    /* dw (out, in) += delta^T (out, n) * in (n, in) */
-    st = eml_gemm(&net->gemm, 1, 0, (int)no, (int)ni, n, 1.0f, l->delta,
-                  (int)no, in, (int)ni, 1.0f, l->dw, (int)ni);
-    if (st != EML_OK) return st;
     if (sqnorm != NULL) {
         /* One example's weight gradient is the outer product delta_b x_b^T,
          * so its squared norm is |delta_b|^2 |x_b|^2 (+ |delta_b|^2 for the
          * bias). */
+#pragma omp parallel for schedule(static) if ((size_t)n * (no + ni) > 65536)
         for (int b = 0; b < n; b++) {
             const float *d = l->delta + (size_t)b * no;
             const float *x = in + (size_t)b * ni;
             double dd = 0, xx = 0;
+#pragma omp simd reduction(+ : dd)
             for (size_t j = 0; j < no; j++) dd += (double)d[j] * d[j];
+#pragma omp simd reduction(+ : xx)
             for (size_t j = 0; j < ni; j++) xx += (double)x[j] * x[j];
             sqnorm[b] += (float)(dd * (xx + 1.0));
         }
@@ -570,7 +576,7 @@ static eml_status conv_forward(eml_net *net, layer *l, const float *in, int n)
 }
 
 static eml_status conv_backward(eml_net *net, layer *l, float *din, int n,
-                                float *sqnorm)
+                                float *sqnorm, int sums)
 {
     eml_conv_shape s = conv_shape(l, n);
     int f = l->out_c;
@@ -596,7 +602,7 @@ static eml_status conv_backward(eml_net *net, layer *l, float *din, int n,
             }
             total += sum;
         }
-        l->db[j] += total;
+        if (sums) l->db[j] += total;
     }
     if (sqnorm != NULL) {
         for (int b = 0; b < n; b++) {
@@ -620,7 +626,7 @@ static eml_status conv_backward(eml_net *net, layer *l, float *din, int n,
             double sq = 0;
             for (size_t j = 0; j < l->n_w; j++) {
                 sq += (double)l->dw_ex[j] * l->dw_ex[j];
-                l->dw[j] += l->dw_ex[j];
+                if (sums) l->dw[j] += l->dw_ex[j];
             }
             sqnorm[b] += (float)sq;
         }
@@ -836,7 +842,23 @@ void eml_net_scale_output_delta(eml_net *net, int n, const float *s)
     }
 }
 
+static eml_status backward(eml_net *net, int n, float *sqnorm, int sums);
+
 eml_status eml_net_backward(eml_net *net, int n, float *sqnorm)
+{
+    return backward(net, n, sqnorm, 1);
+}
+
+eml_status eml_net_example_norms(eml_net *net, int n, float *sqnorm)
+{
+    if (sqnorm == NULL) return EML_ERR_INVALID;
+    return backward(net, n, sqnorm, 0);
+}
+
+/* sums = 0: only the per-example norms; the gradient buffer is left
+ * holding nothing useful (DP-SGD's first pass, which a second, clipped
+ * pass overwrites). */
+static eml_status backward(eml_net *net, int n, float *sqnorm, int sums)
 {
     if (n <= 0 || n > net->max_batch) return EML_ERR_INVALID;
     memset(net->grads, 0, net->n_params * sizeof(float));
@@ -852,10 +874,10 @@ eml_status eml_net_backward(eml_net *net, int n, float *sqnorm)
         eml_status st = EML_OK;
         switch (l->type) {
         case EML_LAYER_CONNECTED:
-            st = connected_backward(net, l, in, din, n, sqnorm);
+            st = connected_backward(net, l, in, din, n, sqnorm, sums);
             break;
         case EML_LAYER_CONVOLUTIONAL:
-            st = conv_backward(net, l, din, n, sqnorm);
+            st = conv_backward(net, l, din, n, sqnorm, sums);
             break;
         case EML_LAYER_MAXPOOL:
             if (din != NULL) {

@@ -599,7 +599,7 @@ static eml_status dp_step(eml_net *net, const eml_dataset *d,
         int right = 0;
         eml_status st = batch_forward(net, d, fc, sel, first, n, labels, 1);
         if (st == EML_OK) st = eml_net_loss(net, n, labels, loss_sum, &right);
-        if (st == EML_OK) st = eml_net_backward(net, n, sq);
+        if (st == EML_OK) st = eml_net_example_norms(net, n, sq);
         if (st != EML_OK) return st;
         /* Flat clipping: scale example b by min(1, C / |g_b|); the loss
          * gradient is linear in what flows back, so a second backward pass
