@@ -141,7 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static uint8_t m_hdr[EML_POOL_HEADER_BYTES];
     static const eml_store_ops ops = {&s,       ro_read_header, ro_create,
                                       NULL,     ro_write,       ro_commit,
-                                      ro_read};
+                                      ro_read,  NULL};
     s.b = data;
     s.size = size;
     uint8_t hdr[EML_POOL_HEADER_BYTES];

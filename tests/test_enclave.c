@@ -912,7 +912,7 @@ static void test_sim_malformed_ecalls(void **state)
         EML_MSG_PROGRESS, EML_MSG_PONG, EML_MSG_PROBE_OK,
         EML_MSG_SHUTDOWN_OK, EML_MSG_MIRROR_HEADER, EML_MSG_MIRROR_DATA,
         EML_MSG_MIRROR_CREATE, EML_MSG_MIRROR_WRITE, EML_MSG_MIRROR_COMMIT,
-        EML_MSG_MIRROR_READ, EML_MSG_MIRROR_OK};
+        EML_MSG_MIRROR_READ, EML_MSG_MIRROR_OK, EML_MSG_MIRROR_WRITE_BULK};
     for (size_t i = 0; i < sizeof(not_ecalls) / sizeof(not_ecalls[0]); i++) {
         eml_msg_init(&m, not_ecalls[i]);
         eml_msg_put_u64(&m, 1);

@@ -41,7 +41,9 @@ typedef struct memstore {
     uint8_t *b;          /* header page + two slots */
     size_t size;         /* bytes present (0: not created yet) */
     size_t alloc;
-    int use_map;         /* slot_map gives a pointer (else the write path) */
+    int use_map;         /* 1: slot_map gives a pointer; 0: the write path;
+                            2: writes from a staging buffer */
+    uint8_t *stage;      /* use_map 2: 2.5 chunks of staging */
     uint64_t read_limit; /* reads of a slot past this offset fail */
     long commits;        /* successful commits */
     long fail_after;     /* a commit fails once commits reach it; -1 never */
@@ -60,6 +62,20 @@ static void ms_free(memstore *s)
 {
     free(s->b);
     s->b = NULL;
+    free(s->stage);
+    s->stage = NULL;
+}
+
+#define STAGE_BYTES ((size_t)EML_MIRROR_CHUNK * 5 / 2)
+
+static uint8_t *ms_staging(void *u, size_t *cap)
+{
+    memstore *s = u;
+    if (s->use_map != 2) return NULL;
+    if (s->stage == NULL) s->stage = malloc(STAGE_BYTES);
+    assert_non_null(s->stage);
+    *cap = STAGE_BYTES;
+    return s->stage;
 }
 
 /* A copy of src's bytes in dst (dst's buffer reused when large enough). */
@@ -124,7 +140,7 @@ static eml_status ms_create(void *u, const uint8_t *hdr, uint64_t cap,
 static uint8_t *ms_slot_map(void *u, int slot)
 {
     memstore *s = u;
-    if (!s->use_map) return NULL;
+    if (s->use_map != 1) return NULL;
     uint8_t *p = ms_at(s, slot, 0, ms_cap(s));
     if (p != NULL) s->maps++;
     return p;
@@ -171,8 +187,8 @@ static eml_status ms_read(void *u, int slot, uint64_t off, uint8_t *p,
 
 static eml_store_ops ms_ops(memstore *s)
 {
-    eml_store_ops o = {s,         ms_read_header, ms_create, ms_slot_map,
-                       ms_write,  ms_commit,      ms_read};
+    eml_store_ops o = {s,        ms_read_header, ms_create, ms_slot_map,
+                       ms_write, ms_commit,      ms_read,   ms_staging};
     return o;
 }
 
@@ -375,7 +391,7 @@ static void roundtrip(int use_map)
     assert_int_equal(eml_slot_bytes(total), 128 + total + 3 * 16);
     assert_int_equal(ms_cap(&s), (eml_slot_bytes(total) + 4095) / 4096 * 4096);
     assert_memory_equal(s.b + 16, eml_mirror_run_id(m), EML_RUN_ID_BYTES);
-    if (use_map) {
+    if (use_map == 1) {
         assert_true(s.maps > 0);
         assert_int_equal(s.writes, 0);
     } else {
@@ -439,6 +455,13 @@ static void test_roundtrip_written(void **state)
 {
     (void)state;
     roundtrip(0);
+}
+
+/* Chunks gathered in a staging buffer, two per write. */
+static void test_roundtrip_staged(void **state)
+{
+    (void)state;
+    roundtrip(2);
 }
 
 /* A fresh store: nothing to load, the segments untouched, nothing
@@ -1224,6 +1247,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_mapped),
         cmocka_unit_test(test_roundtrip_written),
+        cmocka_unit_test(test_roundtrip_staged),
         cmocka_unit_test(test_fresh_store),
         cmocka_unit_test(test_empty_state),
         cmocka_unit_test(test_every_bit_flip),

@@ -50,6 +50,11 @@ extern "C" {
 #define EML_CHUNK_MAX ((size_t)16 << 20)
 #define EML_SEALED_MAX 4096
 #define EML_POLICY_MAX 256
+/* The bulk region: shared memory set up at launch (untrusted, like the
+ * channel).  The enclave only ever WRITES there (sealed bytes going out);
+ * it never reads from it, so the host changing it underneath proves
+ * nothing. */
+#define EML_BULK_BYTES ((size_t)16 << 20)
 
 /* Message types.  Values are only ever appended.
  *   ecall  = request host -> enclave, answered by one reply (or ERROR);
@@ -148,8 +153,12 @@ typedef enum eml_msg_type {
      * reply MIRROR_DATA */
     EML_MSG_MIRROR_OK = 27,
     /* reply: (no fields) */
+    EML_MSG_MIRROR_WRITE_BULK = 28,
+    /* ocall: u64 slot | u64 offset | u64 length (..EML_BULK_BYTES): like
+     * MIRROR_WRITE, with the bytes in the first `length` bytes of the bulk
+     * region.  reply MIRROR_OK */
 
-    EML_MSG_TYPE_END = 28
+    EML_MSG_TYPE_END = 29
 } eml_msg_type;
 
 typedef enum eml_file_kind {

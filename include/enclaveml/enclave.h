@@ -54,6 +54,10 @@ typedef struct eml_enclave eml_enclave;
 EML_MUST_CHECK eml_status eml_enclave_new(const eml_platform *plat,
                                           eml_enclave **out);
 void eml_enclave_free(eml_enclave *e); /* wipes every secret */
+/* The bulk region (edl.h, EML_BULK_BYTES at p), shared with the host: the
+ * runtime writes sealed mirror chunks there instead of into messages.
+ * Optional; never read by the enclave. */
+void eml_enclave_set_bulk(eml_enclave *e, uint8_t *p, size_t n);
 /* Serves ecalls on fd until SHUTDOWN (EML_OK) or a channel error. */
 EML_MUST_CHECK eml_status eml_enclave_serve(eml_enclave *e, int fd);
 

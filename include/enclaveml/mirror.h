@@ -84,6 +84,10 @@ typedef struct eml_store_ops {
     /* Reads exactly n bytes at off of a slot (an error if it ends). */
     eml_status (*read)(void *user, int slot, uint64_t off, uint8_t *p,
                        size_t n, eml_err *err);
+    /* Optional (may be NULL, or return NULL): a buffer of *cap bytes that
+     * write() moves cheaply (the enclave's shared bulk region); sealed
+     * chunks are gathered there, several per write. */
+    uint8_t *(*staging)(void *user, size_t *cap);
 } eml_store_ops;
 
 /* A piece of the state: the state is the concatenation of its segments. */

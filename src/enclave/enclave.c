@@ -47,7 +47,22 @@ struct eml_enclave {
     int sim;
     int sandboxed;
     int has_identity;
+    uint8_t *bulk; /* shared with the host: written, never read */
+    size_t bulk_n;
+    /* Mirror ocalls sent without waiting (bulk writes, commits): their
+     * MIRROR_OK replies are collected before the next ocall and before
+     * the bulk region is written again, so the host copies and persists
+     * while training goes on. */
+    int pending;
+    eml_status pending_st;
+    char pending_msg[EML_ERRMSG_MAX];
 };
+
+void eml_enclave_set_bulk(eml_enclave *e, uint8_t *p, size_t n)
+{
+    e->bulk = p;
+    e->bulk_n = p != NULL ? n : 0;
+}
 
 eml_status eml_enclave_new(const eml_platform *plat, eml_enclave **out)
 {
@@ -99,11 +114,73 @@ static eml_status send_error(eml_enclave *e, eml_status st, const char *msg)
     return s2;
 }
 
+/* Collects the replies of the mirror ocalls sent without waiting; the
+ * first failure among them is kept and returned (and again until
+ * reported). */
+static eml_status drain(eml_enclave *e, eml_err *err)
+{
+    while (e->pending > 0) {
+        uint16_t type;
+        const uint8_t *p;
+        size_t n;
+        eml_status st = eml_msg_recv(&e->ch, &type, &p, &n);
+        if (st != EML_OK) {
+            e->pending = 0;
+            return eml_err_set(err, st, "bad reply from the host: %s",
+                               eml_status_str(st));
+        }
+        e->pending--;
+        eml_msg_reader r;
+        eml_msg_reader_init(&r, p, n);
+        if (e->pending_st != EML_OK) continue;
+        if (type == EML_MSG_ERROR) {
+            uint64_t code;
+            const uint8_t *txt;
+            size_t tl = 0;
+            e->pending_st = EML_ERR_IO;
+            if (eml_msg_get_u64(&r, &code) == EML_OK &&
+                eml_msg_get_bytes(&r, EML_ERRMSG_MAX - 1, &txt, &tl) == EML_OK)
+                snprintf(e->pending_msg, sizeof(e->pending_msg), "host: %.*s",
+                         (int)tl, (const char *)txt);
+            else
+                snprintf(e->pending_msg, sizeof(e->pending_msg),
+                         "host reported an error");
+        } else if (type != EML_MSG_MIRROR_OK || eml_msg_get_end(&r) != EML_OK) {
+            e->pending_st = EML_ERR_FORMAT;
+            snprintf(e->pending_msg, sizeof(e->pending_msg),
+                     "host answered %s where MIRROR_OK was expected",
+                     eml_msg_type_name(type));
+        }
+    }
+    if (e->pending_st != EML_OK) {
+        eml_status st = e->pending_st;
+        e->pending_st = EML_OK;
+        return eml_err_set(err, st, "%s", e->pending_msg);
+    }
+    return EML_OK;
+}
+
+/* An ocall whose reply is collected later by drain(). */
+static eml_status ocall_async(eml_enclave *e, eml_msg *m, eml_err *err)
+{
+    eml_status st = eml_msg_send(&e->ch, m);
+    eml_msg_free(m);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "cannot reach the host: %s",
+                           eml_status_str(st));
+    e->pending++;
+    return EML_OK;
+}
+
 /* Sends an ocall and waits for its reply of type `want` (an ERROR reply
  * from the host becomes EML_ERR_IO with its text). */
 static eml_status ocall(eml_enclave *e, eml_msg *m, uint16_t want,
                         eml_msg_reader *r, eml_err *err)
 {
+    if (e->pending > 0 || e->pending_st != EML_OK) {
+        eml_status ds = drain(e, err);
+        if (ds != EML_OK) return ds;
+    }
     eml_status st = eml_msg_send(&e->ch, m);
     if (st != EML_OK)
         return eml_err_set(err, st, "cannot reach the host: %s",
@@ -676,10 +753,35 @@ static eml_status ms_create(void *u, const uint8_t *hdr, uint64_t cap,
     return mirror_ok(u, &m, err);
 }
 
+static uint8_t *ms_staging(void *u, size_t *cap)
+{
+    eml_enclave *e = u;
+    /* The host may still be copying the last save out of the region. */
+    eml_err ignore = {0};
+    if (e->pending > 0 && drain(e, &ignore) != EML_OK) {
+        /* keep the failure for the next ocall to report */
+        e->pending_st = EML_ERR_IO;
+        snprintf(e->pending_msg, sizeof(e->pending_msg), "%s",
+                 eml_err_msg(&ignore, EML_ERR_IO));
+        return NULL;
+    }
+    *cap = e->bulk_n;
+    return e->bulk;
+}
+
 static eml_status ms_write(void *u, int slot, uint64_t off, const uint8_t *p,
                            size_t n, eml_err *err)
 {
+    eml_enclave *e = u;
     eml_msg m;
+    if (e->bulk != NULL && p == e->bulk && n <= e->bulk_n) {
+        /* sealed straight into the shared region: only the offsets cross */
+        eml_msg_init(&m, EML_MSG_MIRROR_WRITE_BULK);
+        eml_msg_put_u64(&m, (uint64_t)slot);
+        eml_msg_put_u64(&m, off);
+        eml_msg_put_u64(&m, n);
+        return ocall_async(e, &m, err);
+    }
     eml_msg_init(&m, EML_MSG_MIRROR_WRITE);
     eml_msg_put_u64(&m, (uint64_t)slot);
     eml_msg_put_u64(&m, off);
@@ -690,11 +792,16 @@ static eml_status ms_write(void *u, int slot, uint64_t off, const uint8_t *p,
 static eml_status ms_commit(void *u, int slot, uint64_t len, uint64_t word,
                             eml_err *err)
 {
+    eml_enclave *e = u;
     eml_msg m;
     eml_msg_init(&m, EML_MSG_MIRROR_COMMIT);
     eml_msg_put_u64(&m, (uint64_t)slot);
     eml_msg_put_u64(&m, len);
     eml_msg_put_u64(&m, word);
+    /* With the bulk region, the host persists while training goes on: a
+     * failure is reported at the next ocall (at the latest when the model
+     * goes out), and a crash meanwhile leaves the previous commit. */
+    if (e->bulk != NULL) return ocall_async(e, &m, err);
     return mirror_ok(u, &m, err);
 }
 
@@ -994,7 +1101,7 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     if (q.mirror) {
         /* Sealed to this measurement, bound to the run and its data. */
         eml_store_ops ops = {e, ms_read_header, ms_create, NULL, ms_write,
-                             ms_commit, ms_read};
+                             ms_commit, ms_read, ms_staging};
         eml_mirror_opts mo;
         memset(&mo, 0, sizeof(mo));
         mo.seal_secret = e->sec->seal_secret;
@@ -1176,7 +1283,16 @@ eml_status eml_enclave_serve(eml_enclave *e, int fd)
         switch (type) {
         case EML_MSG_INIT: st = ecall_init(e, &r, &err); break;
         case EML_MSG_ATTEST: st = ecall_attest(e, &r, &err); break;
-        case EML_MSG_TRAIN: st = ecall_train(e, &r, &err); break;
+        case EML_MSG_TRAIN:
+            st = ecall_train(e, &r, &err);
+            /* A run that succeeded sent its model through ocalls, which
+             * collected every mirror reply; a failed one may still be owed
+             * some: collect them so the channel stays in step. */
+            if (st != EML_OK && (e->pending > 0 || e->pending_st != EML_OK)) {
+                eml_err late = {0};
+                (void)drain(e, &late);
+            }
+            break;
         case EML_MSG_PROBE: st = ecall_probe(e, &r, &err); break;
         case EML_MSG_PING: {
             const uint8_t *q;

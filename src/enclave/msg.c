@@ -46,6 +46,7 @@ static const char *const type_names[EML_MSG_TYPE_END] = {
     [EML_MSG_MIRROR_COMMIT] = "MIRROR_COMMIT",
     [EML_MSG_MIRROR_READ] = "MIRROR_READ",
     [EML_MSG_MIRROR_OK] = "MIRROR_OK",
+    [EML_MSG_MIRROR_WRITE_BULK] = "MIRROR_WRITE_BULK",
 };
 
 const char *eml_msg_type_name(uint32_t type)

@@ -4,6 +4,7 @@
  * strictly as the enclave decodes what we send: a compromised or buggy
  * enclave program must not crash the host either.
  */
+#define _GNU_SOURCE 1 /* memfd_create */
 #include "host/enclave_host.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -114,6 +116,7 @@ static eml_status start_none(eml_enclave_host *h, int fd, eml_err *err)
         return eml_err_set(err, st, "cannot start the in-process enclave");
     }
     c->fd = fd;
+    eml_enclave_set_bulk(c->e, h->bulk, EML_BULK_BYTES);
     if (pthread_create(&c->tid, NULL, none_main, c) != 0) {
         eml_enclave_free(c->e);
         free(c);
@@ -138,10 +141,12 @@ static eml_status start_sim(eml_enclave_host *h, int fd, eml_err *err)
     if (pid < 0)
         return eml_err_set(err, EML_ERR_IO, "fork: %s", strerror(errno));
     if (pid == 0) {
-        if (fd != 3) {
-            if (dup2(fd, 3) < 0) _exit(126);
-            close(fd);
-        }
+        /* The channel becomes fd 3 and the bulk region fd 4 (dup2 clears
+         * close-on-exec); both go out of the way first, since either may
+         * already sit at 3 or 4. */
+        int cfd = fcntl(fd, F_DUPFD, 10), bfd = fcntl(h->bulk_fd, F_DUPFD, 10);
+        if (cfd < 0 || bfd < 0 || dup2(cfd, 3) < 0 || dup2(bfd, 4) < 0)
+            _exit(126);
         int devnull = open("/dev/null", O_RDWR);
         if (devnull >= 0) {
             dup2(devnull, 0);
@@ -149,10 +154,10 @@ static eml_status start_sim(eml_enclave_host *h, int fd, eml_err *err)
             if (devnull > 3) close(devnull);
         }
         long maxfd = sysconf(_SC_OPEN_MAX);
-        for (long i = 4; i < (maxfd > 0 && maxfd < 65536 ? maxfd : 1024); i++)
+        for (long i = 5; i < (maxfd > 0 && maxfd < 65536 ? maxfd : 1024); i++)
             close((int)i);
         char *argv[] = {"enclaveml-enclave", "--fd", "3", "--heap-mb", heap,
-                        "--threads", threads, NULL};
+                        "--threads", threads, "--bulk-fd", "4", NULL};
         execv(path, argv);
         _exit(127);
     }
@@ -331,6 +336,15 @@ static eml_status serve_mirror(eml_enclave_host *h, uint16_t type,
             return EML_ERR_FORMAT;
         st = ops->write(ops->user, (int)slot, off, p, n, &err);
         break;
+    case EML_MSG_MIRROR_WRITE_BULK:
+        if (eml_msg_get_range(r, 0, 1, &slot) != EML_OK ||
+            eml_msg_get_u64(r, &off) != EML_OK ||
+            eml_msg_get_range(r, 0, EML_BULK_BYTES, &len) != EML_OK ||
+            eml_msg_get_end(r) != EML_OK)
+            return EML_ERR_FORMAT;
+        if (h->bulk == NULL) return reply_error(h, "no bulk region");
+        st = ops->write(ops->user, (int)slot, off, h->bulk, (size_t)len, &err);
+        break;
     case EML_MSG_MIRROR_COMMIT:
         if (eml_msg_get_range(r, 0, 1, &slot) != EML_OK ||
             eml_msg_get_u64(r, &len) != EML_OK ||
@@ -411,7 +425,8 @@ eml_status eml_host_call(eml_enclave_host *h, eml_msg *m, uint16_t want,
         case EML_MSG_MIRROR_CREATE:
         case EML_MSG_MIRROR_WRITE:
         case EML_MSG_MIRROR_COMMIT:
-        case EML_MSG_MIRROR_READ: st = serve_mirror(h, type, r); break;
+        case EML_MSG_MIRROR_READ:
+        case EML_MSG_MIRROR_WRITE_BULK: st = serve_mirror(h, type, r); break;
         default: st = EML_ERR_FORMAT;
         }
         if (st != EML_OK)
@@ -431,6 +446,14 @@ static void sealed_path(const eml_enclave_host *h, const uint8_t meas[32],
     snprintf(out, cap, "%s/sealed-%s.bin", h->home, hex);
 }
 
+static void bulk_free(eml_enclave_host *h)
+{
+    if (h->bulk != NULL) munmap(h->bulk, EML_BULK_BYTES);
+    if (h->bulk_fd >= 0) close(h->bulk_fd);
+    h->bulk = NULL;
+    h->bulk_fd = -1;
+}
+
 eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
                           eml_err *err)
 {
@@ -438,6 +461,7 @@ eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
     h->opts = *o;
     h->out_fd = -1;
     h->pid = -1;
+    h->bulk_fd = -1;
     eml_status st = eml_platform_home(h->home, sizeof(h->home), err);
     if (st == EML_OK) st = eml_platform_provision(h->home, err);
     if (st != EML_OK) return st;
@@ -447,9 +471,25 @@ eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
     st = eml_host_measure(o->heap_mb, meas, h->policy, sizeof(h->policy), err);
     if (st != EML_OK) return st;
 
+    /* The bulk region: shared memory both sides map. */
+    h->bulk_fd = memfd_create("enclaveml-bulk", MFD_CLOEXEC);
+    void *bulk = MAP_FAILED;
+    if (h->bulk_fd >= 0 &&
+        ftruncate(h->bulk_fd, (off_t)EML_BULK_BYTES) == 0)
+        bulk = mmap(NULL, EML_BULK_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED,
+                    h->bulk_fd, 0);
+    if (bulk == MAP_FAILED) {
+        st = eml_err_set(err, EML_ERR_IO, "bulk region: %s", strerror(errno));
+        bulk_free(h);
+        return st;
+    }
+    h->bulk = bulk;
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-        return eml_err_set(err, EML_ERR_IO, "socketpair: %s", strerror(errno));
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        st = eml_err_set(err, EML_ERR_IO, "socketpair: %s", strerror(errno));
+        bulk_free(h);
+        return st;
+    }
     /* The child's end must survive exec: clear CLOEXEC on it there. */
     if (o->backend == EML_BACKEND_SIM) {
         int flags = fcntl(sv[1], F_GETFD);
@@ -461,6 +501,7 @@ eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
     if (st != EML_OK) {
         close(sv[0]);
         close(sv[1]);
+        bulk_free(h);
         return st;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -552,6 +593,7 @@ void eml_host_stop(eml_enclave_host *h)
         fclose(h->trace);
         h->trace = NULL;
     }
+    bulk_free(h);
     for (size_t i = 0; i < h->files.n; i++)
         if (h->files.fds != NULL && h->files.fds[i] >= 0) close(h->files.fds[i]);
 }

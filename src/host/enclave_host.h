@@ -58,6 +58,8 @@ typedef struct eml_enclave_host {
     eml_progress_fn progress;
     void *progress_user;
     struct eml_store *store; /* MIRROR_* ocalls go here (NULL: refused) */
+    uint8_t *bulk;           /* the bulk region (edl.h), mapped here too */
+    int bulk_fd;
 } eml_enclave_host;
 
 /* Path of the enclave program: $ENCLAVEML_ENCLAVE, or enclaveml-enclave

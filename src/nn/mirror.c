@@ -360,25 +360,45 @@ eml_status eml_mirror_save(eml_mirror *m, const eml_seg *segs, int nseg,
     else
         st = m->ops.write(m->ops.user, slot, 0, hdr, sizeof(hdr), err);
     if (st != EML_OK) return st;
+    /* Without a mapping, chunks are sealed into the store's staging
+     * buffer when it has one (several per write), else one by one. */
+    size_t scap = 0, filled = 0;
+    uint8_t *stg = map == NULL && m->ops.staging != NULL
+                       ? m->ops.staging(m->ops.user, &scap)
+                       : NULL;
+    if (stg != NULL && scap < (size_t)EML_MIRROR_CHUNK + 16) stg = NULL;
     uint64_t nc = n_chunks(len), out_off = EML_SLOT_HEADER_BYTES;
+    uint64_t stg_off = out_off;
     for (uint64_t c = 0; c < nc; c++) {
         size_t off = (size_t)(c * EML_MIRROR_CHUNK);
         size_t n = len - off < EML_MIRROR_CHUNK ? (size_t)(len - off)
                                                 : EML_MIRROR_CHUNK;
         int final = c + 1 == nc;
         const uint8_t *pt = gather(segs, nseg, off, n, m->buf);
-        uint8_t *dst = map != NULL ? map + out_off : m->buf;
+        uint8_t *dst = map != NULL ? map + out_off
+                       : stg != NULL ? stg + filled
+                                     : m->buf;
         chunk_aad(aad, hd, (uint32_t)c, final);
         chunk_nonce(nonce, salt, (uint32_t)c);
         double tg = now_s();
         st = eml_gcm_seal(m->gcm, dst, pt, n, aad, sizeof(aad), nonce);
         tc += now_s() - tg;
         if (st != EML_OK) return eml_err_set(err, st, "sealing failed");
-        if (map == NULL) {
-            st = m->ops.write(m->ops.user, slot, out_off, dst, n + 16, err);
-            if (st != EML_OK) return st;
-        }
         out_off += n + 16;
+        if (map != NULL) continue;
+        if (stg == NULL) {
+            st = m->ops.write(m->ops.user, slot, out_off - n - 16, dst,
+                              n + 16, err);
+        } else {
+            filled += n + 16;
+            if (final || filled + EML_MIRROR_CHUNK + 16 > scap) {
+                st = m->ops.write(m->ops.user, slot, stg_off, stg, filled,
+                                  err);
+                stg_off += filled;
+                filled = 0;
+            }
+        }
+        if (st != EML_OK) return st;
     }
     uint64_t word = seq << 1 | (uint64_t)slot;
     st = m->ops.commit(m->ops.user, slot, out_off, word, err);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "enclaveml/crypto.h"
@@ -65,8 +66,8 @@ static int fail_start(int fd, eml_status st, const eml_err *err)
 
 int main(int argc, char **argv)
 {
-    unsigned fd = 0, heap_mb = 1024, threads = 0;
-    int have_fd = 0;
+    unsigned fd = 0, heap_mb = 1024, threads = 0, bulk_fd = 0;
+    int have_fd = 0, have_bulk = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--fd") == 0 &&
             parse_uint(argv[i + 1], 3, 1 << 20, &fd) == 0)
@@ -77,6 +78,9 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--threads") == 0 &&
                  parse_uint(argv[i + 1], 1, 1024, &threads) == 0)
             ;
+        else if (strcmp(argv[i], "--bulk-fd") == 0 &&
+                 parse_uint(argv[i + 1], 3, 1 << 20, &bulk_fd) == 0)
+            have_bulk = 1;
         else
             return 2;
     }
@@ -98,12 +102,25 @@ int main(int argc, char **argv)
     if (st == EML_OK) st = eml_platform_load(home, &plat, &err);
     if (st == EML_OK) st = eml_file_sha256("/proc/self/exe", image, &err);
     if (st == EML_OK) st = eml_measure(plat.measurement, image, plat.policy);
+    /* The bulk region is mapped before the sandbox closes (no mmap of
+     * files after it). */
+    uint8_t *bulk = NULL;
+    if (st == EML_OK && have_bulk) {
+        void *p = mmap(NULL, EML_BULK_BYTES, PROT_READ | PROT_WRITE,
+                       MAP_SHARED, (int)bulk_fd, 0);
+        close((int)bulk_fd);
+        if (p == MAP_FAILED)
+            st = eml_err_set(&err, EML_ERR_IO, "cannot map the bulk region");
+        else
+            bulk = p;
+    }
     if (st == EML_OK) st = eml_sandbox_prepare((int)threads, &err);
     if (st == EML_OK) st = eml_sandbox_enter(heap_mb, &err);
     eml_enclave *e = NULL;
     if (st == EML_OK) st = eml_enclave_new(&plat, &e);
     eml_wipe(&plat, sizeof(plat));
     if (st != EML_OK) return fail_start((int)fd, st, &err);
+    eml_enclave_set_bulk(e, bulk, bulk != NULL ? EML_BULK_BYTES : 0);
     st = eml_enclave_serve(e, (int)fd);
     eml_enclave_free(e);
     return st == EML_OK ? 0 : 1;
