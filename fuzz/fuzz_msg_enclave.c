@@ -349,9 +349,9 @@ static void put_train(eml_msg *m, const uint8_t *grant, int dp)
     eml_msg_put_u64(m, 0);     /* insecure seed */
     eml_msg_put_u64(m, 1);
     eml_msg_put_bytes(m, grant, EML_GRANT_BYTES);
-    eml_msg_put_u64(m, (uint64_t)(dp == 0)); /* mirror in the plain seed */
+    eml_msg_put_u64(m, 0);                   /* no mirror */
     eml_msg_put_u64(m, 1);                   /* save every step */
-    eml_msg_put_u64(m, 1);                   /* resume */
+    eml_msg_put_u64(m, 0);                   /* no resume */
 }
 
 int main(int argc, char **argv)
