@@ -62,6 +62,37 @@ static eml_status sys_err(eml_err *err, const char *what, const char *path)
                        strerror(errno));
 }
 
+/* All n bytes at off, or an error naming path (a short file is
+ * EML_ERR_TRUNCATED). */
+static eml_status pread_full(int fd, uint8_t *p, size_t n, uint64_t off,
+                             const char *path, eml_err *err)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, p + done, n - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return sys_err(err, "cannot read", path);
+        if (r == 0)
+            return eml_err_set(err, EML_ERR_TRUNCATED, "%s is truncated",
+                               path);
+        done += (size_t)r;
+    }
+    return EML_OK;
+}
+
+static eml_status pwrite_full(int fd, const uint8_t *p, size_t n,
+                              uint64_t off, const char *path, eml_err *err)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = pwrite(fd, p + done, n - done, (off_t)(off + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return sys_err(err, "cannot write", path);
+        done += (size_t)w;
+    }
+    return EML_OK;
+}
+
 /* ==== pool (libpmem2) ==== */
 
 static eml_status pool_map(eml_store *s, eml_err *err)
@@ -183,15 +214,9 @@ static eml_status pool_write(void *u, int slot, uint64_t off,
                p, n);
         return EML_OK;
     }
-    off_t at = (off_t)(EML_POOL_DATA_OFFSET + (uint64_t)slot * s->cap + off);
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = pwrite(s->fd, p + done, n - done, at + (off_t)done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return sys_err(err, "cannot write the mirror", s->path);
-        done += (size_t)w;
-    }
-    return EML_OK;
+    return pwrite_full(s->fd, p, n,
+                       EML_POOL_DATA_OFFSET + (uint64_t)slot * s->cap + off,
+                       s->path, err);
 }
 
 static eml_status pool_commit(void *u, int slot, uint64_t len, uint64_t word,
@@ -220,17 +245,7 @@ static eml_status pool_read(void *u, int slot, uint64_t off, uint8_t *p,
         memcpy(p, s->base + at, n);
         return EML_OK;
     }
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = pread(s->fd, p + done, n - done, (off_t)(at + done));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return sys_err(err, "cannot read the mirror", s->path);
-        if (r == 0)
-            return eml_err_set(err, EML_ERR_TRUNCATED,
-                               "the mirror %s is truncated", s->path);
-        done += (size_t)r;
-    }
-    return EML_OK;
+    return pread_full(s->fd, p, n, at, s->path, err);
 }
 
 eml_status eml_store_open_pool(const char *path, eml_store **out,
@@ -344,15 +359,8 @@ static eml_status ck_write(void *u, int slot, uint64_t off, const uint8_t *p,
         if (s->tmp_fd < 0) return sys_err(err, "cannot create", s->tmp);
         s->tmp_slot = slot;
     }
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = pwrite(s->tmp_fd, p + done, n - done,
-                           (off_t)(EML_POOL_DATA_OFFSET + off + done));
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return sys_err(err, "cannot write", s->tmp);
-        done += (size_t)w;
-    }
-    return EML_OK;
+    return pwrite_full(s->tmp_fd, p, n, EML_POOL_DATA_OFFSET + off, s->tmp,
+                       err);
 }
 
 static eml_status ck_commit(void *u, int slot, uint64_t len, uint64_t word,
@@ -404,18 +412,7 @@ static eml_status ck_read(void *u, int slot, uint64_t off, uint8_t *p,
         s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
         if (s->fd < 0) return sys_err(err, "cannot open", s->path);
     }
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = pread(s->fd, p + done, n - done,
-                          (off_t)(EML_POOL_DATA_OFFSET + off + done));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return sys_err(err, "cannot read", s->path);
-        if (r == 0)
-            return eml_err_set(err, EML_ERR_TRUNCATED,
-                               "the checkpoint %s is truncated", s->path);
-        done += (size_t)r;
-    }
-    return EML_OK;
+    return pread_full(s->fd, p, n, EML_POOL_DATA_OFFSET + off, s->path, err);
 }
 
 eml_status eml_store_open_checkpoint(const char *path, eml_store **out,
