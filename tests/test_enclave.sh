@@ -525,6 +525,20 @@ else
   bad "a refused resume left a model"
 fi
 rm -f "$pool" "$pool.2"
+# The disk-checkpoint baseline goes through the same ocalls.
+if mtrain --out c1.emlm --checkpoint ck.bin --checkpoint-every 7 2>c1.err &&
+   [[ -s ck.bin ]]; then
+  if mtrain --out c2.emlm --checkpoint ck.bin --resume 2>c2.err &&
+     grep -q '^resume: continuing from step 28 of ' c2.err &&
+     "$bin" decrypt --key model.key --in c2.emlm --out c2.safetensors --quiet &&
+     cmp -s ref3.safetensors c2.safetensors && [[ ! -e ck.bin.tmp ]]; then
+    ok "a checkpoint every 7 steps through the enclave resumes at step 28 with the same weights"
+  else
+    bad "checkpoint resume: $(tail -2 c2.err)"
+  fi
+else
+  bad "checkpoint through the enclave: $(tail -2 c1.err)"
+fi
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
