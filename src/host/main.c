@@ -162,7 +162,20 @@ static const char train_usage[] =
     "encrypted files (<name>.emlc), the enclave (default backend sim) opens\n"
     "them with the owners' grants, and the model leaves encrypted to\n"
     "--recipient, with a training report signed by the enclave.  Plaintext\n"
-    "data (no grant) is only trained outside an enclave (--enclave none).\n";
+    "data (no grant) is only trained outside an enclave (--enclave none).\n"
+    "\n"
+    "Differential privacy (docs/dp.md):\n"
+    "  --dp --clip C (--noise SIGMA | --target-epsilon E) [--delta D]\n"
+    "  [--dp-fixed-batches] [--insecure-seed]\n"
+    "\n"
+    "Crash consistency (docs/mirror.md): the whole training state, sealed,\n"
+    "  --mirror PATH [--mirror-every N]       into a two-slot persistent-\n"
+    "                                         memory pool (libpmem2; a file\n"
+    "                                         in /dev/shm emulates PM)\n"
+    "  --checkpoint FILE [--checkpoint-every N]  or a disk checkpoint\n"
+    "  --resume                               continue from the newest\n"
+    "                                         committed state\n"
+    "Both save after every step by default.\n";
 
 /* The mirror of an in-process run: keyed with this machine's platform
  * sealing secret (as the sim enclave's would be), and bound to the cfg,
