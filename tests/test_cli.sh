@@ -176,5 +176,23 @@ expect_error "DP: unreachable target epsilon" "out of reach" "$bin" train --cfg 
 expect_error "DP: --seed without --insecure-seed" "--insecure-seed" "$bin" train --cfg "$cfg" --data "$d" --dp --clip 1 --noise 1 --seed 3
 expect_error "DP: both --noise and --target-epsilon" "exactly one" "$bin" train --cfg "$cfg" --data "$d" --dp --clip 1 --noise 1 --target-epsilon 2
 
+# ---- the training-state mirror: bad options and bad pools
+expect_error "mirror: --resume alone" "--resume needs" "$bin" train --cfg "$cfg" --data "$d" --resume
+expect_error "mirror: --mirror-every alone" "--mirror-every needs" "$bin" train --cfg "$cfg" --data "$d" --mirror-every 3
+expect_error "mirror: --mirror-every 0" "--mirror-every" "$bin" train --cfg "$cfg" --data "$d" --mirror "$tmp/p.pool" --mirror-every 0
+expect_error "mirror: both --mirror and --checkpoint" "not both" "$bin" train --cfg "$cfg" --data "$d" --mirror "$tmp/p.pool" --checkpoint "$tmp/c.ckpt"
+printf 'not a pool, but long enough to be taken for one if nobody checked it.%4096s' "" >"$tmp/junk.pool"
+expect_error "mirror: a file that is not a pool" "junk.pool: not an enclaveml mirror" "$bin" train --cfg "$cfg" --data "$d" --mirror "$tmp/junk.pool" --resume
+expect_error "mirror: a directory" "directory" "$bin" train --cfg "$cfg" --data "$d" --mirror "$tmp" --resume
+expect_error "checkpoint: a file that is not one" "not an enclaveml mirror" "$bin" train --cfg "$cfg" --data "$d" --checkpoint "$tmp/junk.pool" --resume
+if "$bin" train --cfg "$cfg" --data "$d" --epochs 1 --mirror "$tmp/m.pool" --quiet &&
+   [[ -s "$tmp/m.pool" ]]; then
+  ok "a mirrored run leaves its pool"
+else
+  bad "mirrored run"
+fi
+expect_error "mirror: an existing pool without --resume" "--resume" "$bin" train --cfg "$cfg" --data "$d" --epochs 1 --mirror "$tmp/m.pool"
+expect_error "mirror: resumed with other options" "options" "$bin" train --cfg "$cfg" --data "$d" --epochs 2 --mirror "$tmp/m.pool" --resume --quiet
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

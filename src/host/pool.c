@@ -294,9 +294,10 @@ eml_status eml_store_open_pool(const char *path, eml_store **out,
         st = pool_map(s, err);
         if (st != EML_OK) goto fail;
         eml_pool_info info;
-        st = eml_pool_header_parse(s->base, s->size, &info, err);
+        eml_err perr = {0};
+        st = eml_pool_header_parse(s->base, s->size, &info, &perr);
         if (st != EML_OK) {
-            st = eml_err_set(err, st, "%s: %s", path, eml_err_msg(err, st));
+            st = eml_err_set(err, st, "%s: %s", path, eml_err_msg(&perr, st));
             goto fail;
         }
         if (!info.fresh &&
@@ -443,12 +444,12 @@ eml_status eml_store_open_checkpoint(const char *path, eml_store **out,
                              "the checkpoint %s is truncated", path);
             goto fail;
         }
-        st = eml_pool_header_parse(s->hdr, sizeof(s->hdr), &info, err);
+        eml_err perr = {0};
+        st = eml_pool_header_parse(s->hdr, sizeof(s->hdr), &info, &perr);
         if (st == EML_OK && info.fresh)
-            st = eml_err_set(err, EML_ERR_FORMAT,
-                             "the checkpoint %s has an empty header", path);
+            st = eml_err_set(&perr, EML_ERR_FORMAT, "empty header");
         if (st != EML_OK) {
-            st = eml_err_set(err, st, "%s: %s", path, eml_err_msg(err, st));
+            st = eml_err_set(err, st, "%s: %s", path, eml_err_msg(&perr, st));
             goto fail;
         }
         if ((uint64_t)sb.st_size != EML_POOL_DATA_OFFSET + info.capacity) {
