@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -137,10 +138,15 @@ static eml_status start_sim(eml_enclave_host *h, int fd, eml_err *err)
     snprintf(heap, sizeof(heap), "%u", h->opts.heap_mb);
     snprintf(threads, sizeof(threads), "%d", h->opts.threads);
     fflush(NULL);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
         return eml_err_set(err, EML_ERR_IO, "fork: %s", strerror(errno));
     if (pid == 0) {
+        /* A host killed outright (SIGKILL) takes its enclave with it,
+         * rather than leaving it training for nobody. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(125);
         /* The channel becomes fd 3 and the bulk region fd 4 (dup2 clears
          * close-on-exec); both go out of the way first, since either may
          * already sit at 3 or 4. */
