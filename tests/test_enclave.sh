@@ -364,6 +364,19 @@ fi
 rm -f eps.trace
 expect_train_error "a budget refuses a host-seeded DP run" "insecure-seed" \
   --data a --grant eps.grant --dp --clip 1 --noise 1 --seed 3 --insecure-seed
+# The shipped DP network (fixed scattering features, computed once per image
+# inside the sandbox, and a linear layer) within the owner's budget.
+if "$bin" train --cfg "$src/cfg/fmnist-dp.cfg" --recipient "$w/model.pub" \
+     --batch 64 --epochs 3 --threads 2 --data a --grant eps.grant --dp \
+     --clip 0.1 --target-epsilon 3 --out dp.emlm --report-out dp.json \
+     --quiet 2>dp.err &&
+   grep -q '"dp":true' dp.json && grep -q '"parameters":39700' dp.json &&
+   "$bin" verify dp.json --report r.json --measurement "$M" --allow-sim \
+     >/dev/null 2>>dp.err; then
+  ok "cfg/fmnist-dp.cfg (scattering + linear) trains privately in the enclave ($(grep -o '"test_accuracy":[0-9.]*' dp.json))"
+else
+  bad "fmnist-dp.cfg in the enclave: $(tail -2 dp.err)"
+fi
 
 # ==== tampering with reports ====
 expect_error "verify: wrong nonce" "nonce" "$bin" verify r.json \
