@@ -618,6 +618,24 @@ static eml_status dp_step(eml_net *net, const eml_dataset *d,
     return EML_OK;
 }
 
+/* Epochs of a DP run.  Fixed batches: one pass over the data each.
+ * Poisson sampling makes no passes, so epoch e is the steps [end(e-1),
+ * end(e)) with end(e) = round(e * planned / epochs): a run of E epochs
+ * shows E of them (7 or 8 steps each for 60,000 images in batches of
+ * 8192, rather than 8 and too few epochs). */
+typedef struct dp_epochs {
+    int fixed;
+    long per_epoch, planned;
+    int epochs;
+} dp_epochs;
+
+static long dp_epoch_end(const dp_epochs *p, int e)
+{
+    if (p->fixed) return (long)e * p->per_epoch;
+    if (e >= p->epochs) return p->planned + (long)(e - p->epochs) * p->per_epoch;
+    return (long)floor((double)p->planned * e / p->epochs + 0.5);
+}
+
 static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                            const eml_dataset *train, const eml_dataset *test,
                            const feat_cache *fc_train,
@@ -631,9 +649,11 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
     double q;
     long total;
     eml_dp_plan(train->count, opts->batch, opts->epochs, &q, &total);
+    long planned = total;
     if (cfg->max_batches > 0 && cfg->max_batches < total)
         total = cfg->max_batches;
     long per_epoch = (long)ceil((double)train->count / (double)opts->batch);
+    dp_epochs ep = {dp->fixed_batches, per_epoch, planned, opts->epochs};
     size_t np = eml_net_param_count(net);
     int mb = eml_net_max_batch(net);
     eml_csprng *rng = NULL;
@@ -668,10 +688,13 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                        train->count, res, err);
     if (st != EML_OK) goto out;
     int resumed = res->resumed_step >= 0;
-    int epochs_n = (int)((total + per_epoch - 1) / per_epoch);
+    int epochs_n = 1;
+    while (dp_epoch_end(&ep, epochs_n) < total) epochs_n++;
     for (int epoch = lp.epoch;
          lp.step < lp.total || (resumed && epoch == lp.epoch); epoch++) {
         long bi = 0;
+        long len = dp_epoch_end(&ep, epoch) - dp_epoch_end(&ep, epoch - 1);
+        if (len <= 0 && !(resumed && epoch == lp.epoch)) continue;
         if (resumed && epoch == lp.epoch) {
             bi = lp.bi;
         } else {
@@ -695,7 +718,7 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
             }
         }
         int stopped = 0;
-        for (; bi < per_epoch && lp.step < lp.total; bi++) {
+        for (; bi < len && lp.step < lp.total; bi++) {
             if (dp->target_epsilon > 0) {
                 double eps_next, ord;
                 st = eml_dp_accountant_epsilon_after(&accnt, q, sigma_acc, 1,
@@ -761,7 +784,7 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                                  train->count, res, err);
                 if (st != EML_OK) goto out;
             }
-            report_step(opts, epoch, epochs_n, bi + 1, per_epoch,
+            report_step(opts, epoch, epochs_n, bi + 1, len,
                         lp.loss_sum, lp.seen, lp.t_epoch0, lp.t_train,
                         lp.step, lp.total);
         }
@@ -776,7 +799,7 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
             st = eval_epoch(net, avg, test, fc_test, res, err);
             if (st != EML_OK) goto out;
         }
-        report_epoch(opts, epoch, epochs_n, per_epoch, res,
+        report_epoch(opts, epoch, epochs_n, len, res,
                      el > 0 ? (double)lp.seen / el : 0, lp.t_train, lp.step,
                      lp.total);
         resumed = 0;
