@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/le.h"
 #include "enclaveml/crypto.h"
 
 /* ==== format constants ==== */
@@ -75,21 +76,12 @@ static void put_le16(uint8_t *p, uint16_t v)
     p[1] = (uint8_t)(v >> 8);
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
 
 static uint16_t get_le16(const uint8_t *p)
 {
     return (uint16_t)(p[0] | (p[1] << 8));
 }
 
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
 
 static void put_be64(uint8_t *p, uint64_t v)
 {
@@ -219,14 +211,14 @@ static eml_status parse_prefix(const uint8_t *buf, size_t len,
                            "container key mode %u is unknown (1 = data key, "
                            "2 = recipient)",
                            mode);
-    uint32_t cs = get_le32(buf + OFF_CHUNK);
+    uint32_t cs = eml_get_le32(buf + OFF_CHUNK);
     if (!chunk_size_ok(cs))
         return eml_err_set(err, EML_ERR_FORMAT,
                            "container chunk size %" PRIu32
                            " is not a power of two in %" PRIu32 "..%" PRIu32,
                            cs, EML_CONTAINER_CHUNK_MIN,
                            EML_CONTAINER_CHUNK_MAX);
-    uint32_t hlen = get_le32(buf + OFF_HLEN);
+    uint32_t hlen = eml_get_le32(buf + OFF_HLEN);
     size_t want = header_len_for((eml_container_mode)mode);
     if (hlen != want)
         return eml_err_set(err, EML_ERR_FORMAT,
@@ -299,8 +291,8 @@ static eml_status writer_header(eml_cw *w, eml_container_mode mode,
     memcpy(h + OFF_MAGIC, magic, 4);
     put_le16(h + OFF_VERSION, EML_CONTAINER_VERSION);
     put_le16(h + OFF_MODE, (uint16_t)mode);
-    put_le32(h + OFF_CHUNK, w->chunk_size);
-    put_le32(h + OFF_HLEN, (uint32_t)hlen);
+    eml_put_le32(h + OFF_CHUNK, w->chunk_size);
+    eml_put_le32(h + OFF_HLEN, (uint32_t)hlen);
     st = key_id_with(s, h + OFF_KEY_ID, key);
     if (st == EML_OK) st = eml_random(h + OFF_SALT, SALT_BYTES);
     if (st != EML_OK)

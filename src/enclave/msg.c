@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/le.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/edl.h"
 
@@ -56,23 +57,8 @@ const char *eml_msg_type_name(uint32_t type)
     return type_names[type];
 }
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
 
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
 
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-    return v;
-}
 
 /* ==== building ==== */
 
@@ -114,7 +100,8 @@ void eml_msg_init(eml_msg *m, eml_msg_type type)
 void eml_msg_put_u64(eml_msg *m, uint64_t v)
 {
     if (!reserve(m, 8)) return;
-    for (int i = 0; i < 8; i++) m->buf[m->len++] = (uint8_t)(v >> (8 * i));
+    eml_put_le64(m->buf + m->len, v);
+    m->len += 8;
 }
 
 void eml_msg_put_f64(eml_msg *m, double v)
@@ -130,7 +117,7 @@ void eml_msg_put_bytes(eml_msg *m, const void *p, size_t n)
         m->failed = 1;
         return;
     }
-    put_le32(m->buf + m->len, (uint32_t)n);
+    eml_put_le32(m->buf + m->len, (uint32_t)n);
     m->len += 4;
     if (n > 0) memcpy(m->buf + m->len, p, n);
     m->len += n;
@@ -165,7 +152,7 @@ eml_status eml_msg_get_u64(eml_msg_reader *r, uint64_t *v)
 {
     *v = 0;
     if (r->failed || r->len - r->pos < 8) return reader_fail(r);
-    *v = get_le64(r->p + r->pos);
+    *v = eml_get_le64(r->p + r->pos);
     r->pos += 8;
     return EML_OK;
 }
@@ -202,7 +189,7 @@ eml_status eml_msg_get_bytes(eml_msg_reader *r, size_t max, const uint8_t **p,
     *p = NULL;
     *n = 0;
     if (r->failed || r->len - r->pos < 4) return reader_fail(r);
-    uint32_t len = get_le32(r->p + r->pos);
+    uint32_t len = eml_get_le32(r->p + r->pos);
     if (len > max) {
         r->failed = 1;
         return EML_ERR_RANGE;
@@ -349,13 +336,13 @@ eml_status eml_msg_send(eml_channel *c, eml_msg *m)
     if (m->failed || m->buf == NULL) return EML_ERR_NOMEM;
     size_t payload = m->len - EML_MSG_HEADER;
     if (payload > EML_MSG_MAX) return EML_ERR_RANGE;
-    put_le32(m->buf, EML_MSG_MAGIC);
+    eml_put_le32(m->buf, EML_MSG_MAGIC);
     m->buf[4] = EML_MSG_VERSION & 0xff;
     m->buf[5] = EML_MSG_VERSION >> 8;
     m->buf[6] = (uint8_t)(m->type & 0xff);
     m->buf[7] = (uint8_t)(m->type >> 8);
-    put_le32(m->buf + 8, (uint32_t)payload);
-    put_le32(m->buf + 12, c->seq_out++);
+    eml_put_le32(m->buf + 8, (uint32_t)payload);
+    eml_put_le32(m->buf + 12, c->seq_out++);
     if (c->tap != NULL) c->tap(c->tap_user, 1, m->buf, m->len);
     return write_all(c->fd, m->buf, m->len);
 }
@@ -365,12 +352,12 @@ eml_status eml_msg_parse_header(const uint8_t hdr[16], uint16_t *type,
 {
     *type = 0;
     *len = 0;
-    if (get_le32(hdr) != EML_MSG_MAGIC) return EML_ERR_FORMAT;
+    if (eml_get_le32(hdr) != EML_MSG_MAGIC) return EML_ERR_FORMAT;
     uint16_t version = (uint16_t)(hdr[4] | hdr[5] << 8);
     if (version != EML_MSG_VERSION) return EML_ERR_UNSUPPORTED;
     uint16_t t = (uint16_t)(hdr[6] | hdr[7] << 8);
     if (t == 0 || t >= EML_MSG_TYPE_END) return EML_ERR_FORMAT;
-    uint32_t n = get_le32(hdr + 8);
+    uint32_t n = eml_get_le32(hdr + 8);
     if (n > EML_MSG_MAX) return EML_ERR_RANGE;
     *type = t;
     *len = n;

@@ -24,6 +24,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "core/le.h"
 #include "host/pool.h"
 
 #ifndef TMPFS_MAGIC
@@ -374,8 +375,7 @@ static eml_status ck_commit(void *u, int slot, uint64_t len, uint64_t word,
     uint8_t page[EML_POOL_DATA_OFFSET];
     memset(page, 0, sizeof(page));
     memcpy(page, s->hdr, EML_POOL_HEADER_BYTES);
-    for (int i = 0; i < 8; i++)
-        page[EML_POOL_COMMIT_OFFSET + i] = (uint8_t)(word >> (8 * i));
+    eml_put_le64(page + EML_POOL_COMMIT_OFFSET, word);
     eml_status st = EML_OK;
     if (pwrite(s->tmp_fd, page, sizeof(page), 0) != (ssize_t)sizeof(page) ||
         ftruncate(s->tmp_fd, (off_t)(EML_POOL_DATA_OFFSET + s->cap)) != 0 ||
