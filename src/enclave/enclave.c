@@ -54,8 +54,8 @@ struct eml_enclave {
      * the bulk region is written again, so the host copies and persists
      * while training goes on. */
     int pending;
-    eml_status pending_st;
-    char pending_msg[EML_ERRMSG_MAX];
+    eml_status late_st; /* the first of their failures, not yet reported */
+    eml_err late;
 };
 
 void eml_enclave_set_bulk(eml_enclave *e, uint8_t *p, size_t n)
@@ -114,85 +114,25 @@ static eml_status send_error(eml_enclave *e, eml_status st, const char *msg)
     return s2;
 }
 
-/* Collects the replies of the mirror ocalls sent without waiting; the
- * first failure among them is kept and returned (and again until
- * reported). */
-static eml_status drain(eml_enclave *e, eml_err *err)
+/* Receives one frame from the host. */
+static eml_status recv_frame(eml_enclave *e, eml_msg_reader *r,
+                             uint16_t *type, eml_err *err)
 {
-    while (e->pending > 0) {
-        uint16_t type;
-        const uint8_t *p;
-        size_t n;
-        eml_status st = eml_msg_recv(&e->ch, &type, &p, &n);
-        if (st != EML_OK) {
-            e->pending = 0;
-            return eml_err_set(err, st, "bad reply from the host: %s",
-                               eml_status_str(st));
-        }
-        e->pending--;
-        eml_msg_reader r;
-        eml_msg_reader_init(&r, p, n);
-        if (e->pending_st != EML_OK) continue;
-        if (type == EML_MSG_ERROR) {
-            uint64_t code;
-            const uint8_t *txt;
-            size_t tl = 0;
-            e->pending_st = EML_ERR_IO;
-            if (eml_msg_get_u64(&r, &code) == EML_OK &&
-                eml_msg_get_bytes(&r, EML_ERRMSG_MAX - 1, &txt, &tl) == EML_OK)
-                snprintf(e->pending_msg, sizeof(e->pending_msg), "host: %.*s",
-                         (int)tl, (const char *)txt);
-            else
-                snprintf(e->pending_msg, sizeof(e->pending_msg),
-                         "host reported an error");
-        } else if (type != EML_MSG_MIRROR_OK || eml_msg_get_end(&r) != EML_OK) {
-            e->pending_st = EML_ERR_FORMAT;
-            snprintf(e->pending_msg, sizeof(e->pending_msg),
-                     "host answered %s where MIRROR_OK was expected",
-                     eml_msg_type_name(type));
-        }
-    }
-    if (e->pending_st != EML_OK) {
-        eml_status st = e->pending_st;
-        e->pending_st = EML_OK;
-        return eml_err_set(err, st, "%s", e->pending_msg);
-    }
-    return EML_OK;
-}
-
-/* An ocall whose reply is collected later by drain(). */
-static eml_status ocall_async(eml_enclave *e, eml_msg *m, eml_err *err)
-{
-    eml_status st = eml_msg_send(&e->ch, m);
-    eml_msg_free(m);
-    if (st != EML_OK)
-        return eml_err_set(err, st, "cannot reach the host: %s",
-                           eml_status_str(st));
-    e->pending++;
-    return EML_OK;
-}
-
-/* Sends an ocall and waits for its reply of type `want` (an ERROR reply
- * from the host becomes EML_ERR_IO with its text). */
-static eml_status ocall(eml_enclave *e, eml_msg *m, uint16_t want,
-                        eml_msg_reader *r, eml_err *err)
-{
-    if (e->pending > 0 || e->pending_st != EML_OK) {
-        eml_status ds = drain(e, err);
-        if (ds != EML_OK) return ds;
-    }
-    eml_status st = eml_msg_send(&e->ch, m);
-    if (st != EML_OK)
-        return eml_err_set(err, st, "cannot reach the host: %s",
-                           eml_status_str(st));
-    uint16_t type;
     const uint8_t *p;
     size_t n;
-    st = eml_msg_recv(&e->ch, &type, &p, &n);
+    eml_status st = eml_msg_recv(&e->ch, type, &p, &n);
     if (st != EML_OK)
         return eml_err_set(err, st, "bad reply from the host: %s",
                            eml_status_str(st));
     eml_msg_reader_init(r, p, n);
+    return EML_OK;
+}
+
+/* A reply must be of type `want`; an ERROR reply from the host becomes
+ * EML_ERR_IO with its text. */
+static eml_status check_reply(uint16_t type, eml_msg_reader *r, uint16_t want,
+                              eml_err *err)
+{
     if (type == EML_MSG_ERROR) {
         uint64_t code;
         const uint8_t *txt;
@@ -208,6 +148,70 @@ static eml_status ocall(eml_enclave *e, eml_msg *m, uint16_t want,
                            "host answered %s where %s was expected",
                            eml_msg_type_name(type), eml_msg_type_name(want));
     return EML_OK;
+}
+
+/* Collects the replies of the mirror ocalls sent without waiting, keeping
+ * the first failure in e->late until it is reported. */
+static void collect(eml_enclave *e)
+{
+    while (e->pending > 0) {
+        eml_msg_reader r;
+        uint16_t type;
+        eml_err err = {0};
+        eml_status st = recv_frame(e, &r, &type, &err);
+        if (st != EML_OK) {
+            e->pending = 0; /* a broken channel owes nothing more */
+        } else {
+            e->pending--;
+            st = check_reply(type, &r, EML_MSG_MIRROR_OK, &err);
+            if (st == EML_OK && eml_msg_get_end(&r) != EML_OK)
+                st = eml_err_set(&err, EML_ERR_FORMAT, "malformed MIRROR_OK");
+        }
+        if (st != EML_OK && e->late_st == EML_OK) {
+            e->late_st = st;
+            e->late = err;
+        }
+    }
+}
+
+/* collect(), then reports (and forgets) a failure among the replies. */
+static eml_status drain(eml_enclave *e, eml_err *err)
+{
+    collect(e);
+    eml_status st = e->late_st;
+    if (st != EML_OK) {
+        e->late_st = EML_OK;
+        eml_err_set(err, st, "%s", e->late.msg);
+    }
+    return st;
+}
+
+/* An ocall whose reply is collected later by drain(). */
+static eml_status ocall_async(eml_enclave *e, eml_msg *m, eml_err *err)
+{
+    eml_status st = eml_msg_send(&e->ch, m);
+    eml_msg_free(m);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "cannot reach the host: %s",
+                           eml_status_str(st));
+    e->pending++;
+    return EML_OK;
+}
+
+/* Sends an ocall and waits for its reply of type `want`, after the
+ * replies still owed to earlier asynchronous ones. */
+static eml_status ocall(eml_enclave *e, eml_msg *m, uint16_t want,
+                        eml_msg_reader *r, eml_err *err)
+{
+    eml_status st = drain(e, err);
+    if (st != EML_OK) return st;
+    st = eml_msg_send(&e->ch, m);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "cannot reach the host: %s",
+                           eml_status_str(st));
+    uint16_t type;
+    st = recv_frame(e, r, &type, err);
+    return st != EML_OK ? st : check_reply(type, r, want, err);
 }
 
 /* ==== identity and sealing ==== */
@@ -756,15 +760,10 @@ static eml_status ms_create(void *u, const uint8_t *hdr, uint64_t cap,
 static uint8_t *ms_staging(void *u, size_t *cap)
 {
     eml_enclave *e = u;
-    /* The host may still be copying the last save out of the region. */
-    eml_err ignore = {0};
-    if (e->pending > 0 && drain(e, &ignore) != EML_OK) {
-        /* keep the failure for the next ocall to report */
-        e->pending_st = EML_ERR_IO;
-        snprintf(e->pending_msg, sizeof(e->pending_msg), "%s",
-                 eml_err_msg(&ignore, EML_ERR_IO));
-        return NULL;
-    }
+    /* The host may still be copying the last save out of the region; a
+     * failure stays in e->late for the next ocall to report. */
+    collect(e);
+    if (e->late_st != EML_OK) return NULL;
     *cap = e->bulk_n;
     return e->bulk;
 }
@@ -1288,7 +1287,7 @@ eml_status eml_enclave_serve(eml_enclave *e, int fd)
             /* A run that succeeded sent its model through ocalls, which
              * collected every mirror reply; a failed one may still be owed
              * some: collect them so the channel stays in step. */
-            if (st != EML_OK && (e->pending > 0 || e->pending_st != EML_OK)) {
+            if (st != EML_OK) {
                 eml_err late = {0};
                 (void)drain(e, &late);
             }
