@@ -104,14 +104,14 @@ static void fft2(const eml_scatter *s, float *re, float *im, int inverse)
 /* ==== filters ==== */
 
 /* A Morlet wavelet on the periodic N x N grid, then its spectrum. */
-static void morlet(eml_scatter *s, int j, int t, float *re, float *im)
+static eml_status morlet(eml_scatter *s, int j, int t, float *re, float *im)
 {
     int n = s->N;
     double sigma = 0.8 * pow(2.0, j), xi = 0.75 * SC_PI / pow(2.0, j);
     double slant = 4.0 / s->L, theta = SC_PI * t / s->L;
     double ct = cos(theta), st = sin(theta);
     double *gr = malloc(sizeof(double) * (size_t)n * n * 3);
-    if (gr == NULL) return; /* caller checks psi arrays instead */
+    if (gr == NULL) return EML_ERR_NOMEM;
     double *gi = gr + (size_t)n * n, *env = gi + (size_t)n * n;
     double sum_gr = 0, sum_gi = 0, sum_env = 0;
     for (int y = 0; y < n; y++)
@@ -146,6 +146,7 @@ static void morlet(eml_scatter *s, int j, int t, float *re, float *im)
     }
     free(gr);
     fft2(s, re, im, 0);
+    return EML_OK;
 }
 
 eml_status eml_scatter_new(int h, int w, int J, int L, int groups,
@@ -228,9 +229,10 @@ eml_status eml_scatter_new(int h, int w, int J, int L, int groups,
     for (int j = 0; j < J; j++)
         for (int t = 0; t < L; t++) {
             size_t f = (size_t)(j * L + t) * n * n;
-            memset(s->psi_re + f, 0, sizeof(float) * (size_t)n * n);
-            memset(s->psi_im + f, 0, sizeof(float) * (size_t)n * n);
-            morlet(s, j, t, s->psi_re + f, s->psi_im + f);
+            if (morlet(s, j, t, s->psi_re + f, s->psi_im + f) != EML_OK) {
+                eml_scatter_free(s);
+                return EML_ERR_NOMEM;
+            }
         }
     *out = s;
     return EML_OK;

@@ -525,6 +525,45 @@ eml_status eml_dataset_digest(uint8_t out[32], const eml_dataset *train,
     return st;
 }
 
+/* ==== epochs, shared by both loops ==== */
+
+/* Starts epoch `epoch`: 1 when it is the epoch a resumed run stopped in
+ * (lp, the data order and the generators as restored: go on from lp->bi),
+ * else 0 with the epoch's counters reset. */
+static int epoch_begin(loop_pos *lp, int epoch, int resumed)
+{
+    if (resumed && epoch == lp->epoch) return 1;
+    lp->epoch = epoch;
+    lp->t_epoch0 = now_seconds();
+    lp->loss_sum = 0;
+    lp->seen = lp->correct = 0;
+    return 0;
+}
+
+/* Ends an epoch: its results, the test set when asked (or last), and the
+ * per-epoch progress line. */
+static eml_status epoch_finish(eml_net *net, ema *avg,
+                               const eml_dataset *test, const feat_cache *fc,
+                               const eml_train_opts *opts, loop_pos *lp,
+                               int epochs_n, long batches, int last,
+                               eml_train_result *res, eml_err *err)
+{
+    double el = now_seconds() - lp->t_epoch0;
+    lp->t_train += el;
+    res->epochs = lp->epoch;
+    res->train_loss = lp->loss_sum / (double)(lp->seen ? lp->seen : 1);
+    res->train_accuracy =
+        (double)lp->correct / (double)(lp->seen ? lp->seen : 1);
+    if (test != NULL && test->count > 0 && (opts->eval_each_epoch || last)) {
+        eml_status st = eval_epoch(net, avg, test, fc, res, err);
+        if (st != EML_OK) return st;
+    }
+    report_epoch(opts, lp->epoch, epochs_n, batches, res,
+                 el > 0 ? (double)lp->seen / el : 0, lp->t_train, lp->step,
+                 lp->total);
+    return EML_OK;
+}
+
 /* ==== differentially private SGD ==== */
 
 void eml_dp_plan(size_t count, int batch, int epochs, double *q, long *steps)
@@ -692,18 +731,11 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
     while (dp_epoch_end(&ep, epochs_n) < total) epochs_n++;
     for (int epoch = lp.epoch;
          lp.step < lp.total || (resumed && epoch == lp.epoch); epoch++) {
-        long bi = 0;
         long len = dp_epoch_end(&ep, epoch) - dp_epoch_end(&ep, epoch - 1);
         if (len <= 0 && !(resumed && epoch == lp.epoch)) continue;
-        if (resumed && epoch == lp.epoch) {
-            bi = lp.bi;
-        } else {
-            lp.epoch = epoch;
-            lp.t_epoch0 = now_seconds();
-            lp.loss_sum = 0;
-            lp.seen = lp.correct = 0;
-        }
-        if (dp->fixed_batches && !(resumed && epoch == lp.epoch && bi > 0)) {
+        int cont = epoch_begin(&lp, epoch, resumed);
+        long bi = cont ? lp.bi : 0;
+        if (dp->fixed_batches && !cont) {
             for (size_t i = 0; i < train->count; i++) sel[i] = (uint32_t)i;
             for (size_t i = train->count; i > 1; i--) {
                 uint64_t r;
@@ -788,20 +820,10 @@ static eml_status train_dp(eml_net *net, const eml_netcfg *cfg,
                         lp.loss_sum, lp.seen, lp.t_epoch0, lp.t_train,
                         lp.step, lp.total);
         }
-        double el = now_seconds() - lp.t_epoch0;
-        lp.t_train += el;
-        res->epochs = epoch;
-        res->train_loss = lp.loss_sum / (double)(lp.seen ? lp.seen : 1);
-        res->train_accuracy =
-            (double)lp.correct / (double)(lp.seen ? lp.seen : 1);
         int last = lp.step >= lp.total;
-        if (test != NULL && test->count > 0 && (opts->eval_each_epoch || last)) {
-            st = eval_epoch(net, avg, test, fc_test, res, err);
-            if (st != EML_OK) goto out;
-        }
-        report_epoch(opts, epoch, epochs_n, len, res,
-                     el > 0 ? (double)lp.seen / el : 0, lp.t_train, lp.step,
-                     lp.total);
+        st = epoch_finish(net, avg, test, fc_test, opts, &lp, epochs_n, len,
+                          last, res, err);
+        if (st != EML_OK) goto out;
         resumed = 0;
         if (stopped || last) break;
     }
@@ -900,16 +922,9 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
          epoch <= opts->epochs &&
          (lp.step < total || (resumed && epoch == lp.epoch));
          epoch++) {
-        long bi = 0;
-        if (resumed && epoch == lp.epoch) {
-            bi = lp.bi; /* the order and the generator were restored */
-        } else {
-            eml_rng_shuffle(&rng, idx, train->count);
-            lp.epoch = epoch;
-            lp.t_epoch0 = now_seconds();
-            lp.loss_sum = 0;
-            lp.seen = lp.correct = 0;
-        }
+        int cont = epoch_begin(&lp, epoch, resumed);
+        long bi = cont ? lp.bi : 0;
+        if (!cont) eml_rng_shuffle(&rng, idx, train->count);
         for (; bi < batches && lp.step < total; bi++) {
             size_t first = (size_t)bi * (size_t)opts->batch;
             int n = (int)(train->count - first < (size_t)opts->batch
@@ -944,20 +959,10 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
                         lp.loss_sum, lp.seen, lp.t_epoch0, lp.t_train,
                         lp.step, total);
         }
-        double el = now_seconds() - lp.t_epoch0;
-        lp.t_train += el;
-        res->epochs = epoch;
-        res->train_loss = lp.loss_sum / (double)(lp.seen ? lp.seen : 1);
-        res->train_accuracy =
-            (double)lp.correct / (double)(lp.seen ? lp.seen : 1);
-        res->images_per_second = el > 0 ? (double)lp.seen / el : 0;
         int last = epoch == opts->epochs || lp.step >= total;
-        if (test != NULL && test->count > 0 && (opts->eval_each_epoch || last)) {
-            st = eval_epoch(net, &avg, test, &fc_test, res, err);
-            if (st != EML_OK) goto out;
-        }
-        report_epoch(opts, epoch, opts->epochs, batches, res,
-                     res->images_per_second, lp.t_train, lp.step, total);
+        st = epoch_finish(net, &avg, test, &fc_test, opts, &lp, opts->epochs,
+                          batches, last, res, err);
+        if (st != EML_OK) goto out;
         resumed = 0;
     }
     res->steps = lp.step;
