@@ -8,44 +8,10 @@ src=$2
 fm=/usr/share/datasets/fashion-mnist
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-ok() { passed=$((passed + 1)); echo "ok: $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
-
-# expect_error NAME NEEDLE CMD... : exit non-zero, exactly one stderr line,
-# starting with "enclaveml: error:" and containing NEEDLE, nothing on stdout.
-expect_error() {
-  local name=$1 needle=$2
-  shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$tmp/err")
-  if [[ $rc -ne 0 && $rc -lt 128 && $lines -eq 1 ]] &&
-     grep -q '^enclaveml: error: ' "$tmp/err" &&
-     grep -qF -- "$needle" "$tmp/err" && [[ ! -s "$tmp/out" ]]; then
-    ok "$name ($(cat "$tmp/err"))"
-  else
-    bad "$name: rc=$rc, stderr: $(head -c 400 "$tmp/err")"
-  fi
-}
+# shellcheck source=tests/lib.sh
+. "$src/tests/lib.sh"
 
 # ---- a tiny dataset: the first 300 training and 100 test images
-mkidx() { # mkidx SRC.gz DST COUNT ITEMBYTES NDIMS
-  local hdr
-  if [[ $5 -eq 3 ]]; then
-    hdr=$(printf '\\x00\\x00\\x08\\x03\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x1c\\x00\\x00\\x00\\x1c' \
-      $(($3 >> 24 & 255)) $(($3 >> 16 & 255)) $(($3 >> 8 & 255)) $(($3 & 255)))
-    skip=17
-  else
-    hdr=$(printf '\\x00\\x00\\x08\\x01\\x%02x\\x%02x\\x%02x\\x%02x' \
-      $(($3 >> 24 & 255)) $(($3 >> 16 & 255)) $(($3 >> 8 & 255)) $(($3 & 255)))
-    skip=9
-  fi
-  { printf "$hdr"; gzip -dc "$1" | tail -c +$skip | head -c $(($3 * $4)); } >"$2"
-}
 d=$tmp/data
 mkdir -p "$d"
 mkidx $fm/train-images-idx3-ubyte.gz $d/train-images-idx3-ubyte 300 784 3

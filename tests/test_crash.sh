@@ -20,24 +20,9 @@ shm=$(mktemp -d /dev/shm/enclaveml-crash.XXXXXX 2>/dev/null || mktemp -d)
 trap 'rm -rf "$tmp" "$shm"' EXIT
 export ENCLAVEML_HOME=$tmp/home
 export LC_ALL=C
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok: $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
+# shellcheck source=tests/lib.sh
+. "$(cd "$2" && pwd)/tests/lib.sh"
 
-mkidx() { # mkidx SRC.gz DST COUNT ITEMBYTES NDIMS
-  local n=$3 hdr skip
-  if [[ $5 -eq 3 ]]; then
-    hdr=$(printf '\\x00\\x00\\x08\\x03\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x1c\\x00\\x00\\x00\\x1c' \
-      $((n >> 24 & 255)) $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))
-    skip=16
-  else
-    hdr=$(printf '\\x00\\x00\\x08\\x01\\x%02x\\x%02x\\x%02x\\x%02x' \
-      $((n >> 24 & 255)) $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))
-    skip=8
-  fi
-  { printf "$hdr"; gzip -dc "$1" | tail -c +$((skip + 1)) | head -c $(($3 * $4)); } >"$2"
-}
 d=$tmp/data
 mkdir -p "$d"
 mkidx $fm/train-images-idx3-ubyte.gz $d/train-images-idx3-ubyte 1000 784 3

@@ -18,48 +18,13 @@ trap 'rm -rf "$tmp"' EXIT
 export ENCLAVEML_HOME=$tmp/home
 unset ENCLAVEML_TRACE
 export LC_ALL=C
-passed=0
-failed=0
+# shellcheck source=tests/lib.sh
+. "$src/tests/lib.sh"
 
-ok() { passed=$((passed + 1)); echo "ok: $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL: $1"; }
-
-# expect_error NAME NEEDLE CMD... : exit non-zero (not a signal), exactly
-# one stderr line starting "enclaveml: error:" and containing NEEDLE, and
-# nothing on stdout.
-expect_error() {
-  local name=$1 needle=$2
-  shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$tmp/err")
-  if [[ $rc -ne 0 && $rc -lt 128 && $lines -eq 1 ]] &&
-     grep -q '^enclaveml: error: ' "$tmp/err" &&
-     grep -qF -- "$needle" "$tmp/err" && [[ ! -s "$tmp/out" ]]; then
-    ok "$name ($(cat "$tmp/err"))"
-  else
-    bad "$name: rc=$rc, stdout: $(head -c 200 "$tmp/out"), stderr: $(head -c 600 "$tmp/err")"
-  fi
-}
 
 # ---- data: owner A (300 train with a canary record, 100 test), owner B
 # (200 train, 50 test, other images).  The owners' plaintext lives in
 # $plain; everything the untrusted side ever touches lives in $w.
-mkidx() { # mkidx SRC.gz DST SKIP_ITEMS COUNT ITEMBYTES NDIMS
-  local n=$4 hdr skip
-  if [[ $6 -eq 3 ]]; then
-    hdr=$(printf '\\x00\\x00\\x08\\x03\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x1c\\x00\\x00\\x00\\x1c' \
-      $((n >> 24 & 255)) $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))
-    skip=16
-  else
-    hdr=$(printf '\\x00\\x00\\x08\\x01\\x%02x\\x%02x\\x%02x\\x%02x' \
-      $((n >> 24 & 255)) $((n >> 16 & 255)) $((n >> 8 & 255)) $((n & 255)))
-    skip=8
-  fi
-  { printf "$hdr"
-    gzip -dc "$1" | tail -c +$((skip + $3 * $5 + 1)) | head -c $((n * $5)); } >"$2"
-}
 # Lowercase hex of a file, one line.
 hexof() { od -An -v -tx1 "$1" | tr -d ' \n'; }
 # windows FILE OFFSET LENGTH WIDTH STEP: hex of every WIDTH-byte window of
@@ -88,19 +53,19 @@ w=$tmp/w
 o=$tmp/o
 mkdir -p "$plain/a" "$plain/b" "$w" "$o"
 head -c 784 /dev/urandom >"$plain/canary.img"
-mkidx $fm/train-images-idx3-ubyte.gz "$plain/a/train-images-idx3-ubyte" 0 299 784 3
-mkidx $fm/train-labels-idx1-ubyte.gz "$plain/a/train-labels-idx1-ubyte" 0 299 1 1
+mkidx $fm/train-images-idx3-ubyte.gz "$plain/a/train-images-idx3-ubyte" 299 784 3 0
+mkidx $fm/train-labels-idx1-ubyte.gz "$plain/a/train-labels-idx1-ubyte" 299 1 1 0
 # The canary: the 300th record, random pixels and label 7.
 cat "$plain/canary.img" >>"$plain/a/train-images-idx3-ubyte"
 printf '\x07' >>"$plain/a/train-labels-idx1-ubyte"
 printf '\x00\x00\x01\x2c' | dd of="$plain/a/train-images-idx3-ubyte" bs=1 seek=4 conv=notrunc status=none
 printf '\x00\x00\x01\x2c' | dd of="$plain/a/train-labels-idx1-ubyte" bs=1 seek=4 conv=notrunc status=none
-mkidx $fm/t10k-images-idx3-ubyte.gz "$plain/a/t10k-images-idx3-ubyte" 0 100 784 3
-mkidx $fm/t10k-labels-idx1-ubyte.gz "$plain/a/t10k-labels-idx1-ubyte" 0 100 1 1
-mkidx $fm/train-images-idx3-ubyte.gz "$plain/b/train-images-idx3-ubyte" 1000 200 784 3
-mkidx $fm/train-labels-idx1-ubyte.gz "$plain/b/train-labels-idx1-ubyte" 1000 200 1 1
-mkidx $fm/t10k-images-idx3-ubyte.gz "$plain/b/t10k-images-idx3-ubyte" 500 50 784 3
-mkidx $fm/t10k-labels-idx1-ubyte.gz "$plain/b/t10k-labels-idx1-ubyte" 500 50 1 1
+mkidx $fm/t10k-images-idx3-ubyte.gz "$plain/a/t10k-images-idx3-ubyte" 100 784 3 0
+mkidx $fm/t10k-labels-idx1-ubyte.gz "$plain/a/t10k-labels-idx1-ubyte" 100 1 1 0
+mkidx $fm/train-images-idx3-ubyte.gz "$plain/b/train-images-idx3-ubyte" 200 784 3 1000
+mkidx $fm/train-labels-idx1-ubyte.gz "$plain/b/train-labels-idx1-ubyte" 200 1 1 1000
+mkidx $fm/t10k-images-idx3-ubyte.gz "$plain/b/t10k-images-idx3-ubyte" 50 784 3 500
+mkidx $fm/t10k-labels-idx1-ubyte.gz "$plain/b/t10k-labels-idx1-ubyte" 50 1 1 500
 files="train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte"
 if [[ $(wc -c <"$plain/a/train-images-idx3-ubyte") -eq $((16 + 300 * 784)) &&
       $(wc -c <"$plain/b/t10k-labels-idx1-ubyte") -eq $((8 + 50)) ]]; then
