@@ -37,6 +37,23 @@ extern "C" {
 
 #define EML_MEASUREMENT_BYTES 32
 
+/* A trusted monotonic counter: what keeps the enclave's sealed spend
+ * ledger (privacy budgets spent per grant) from being rolled back by the
+ * host.  The platform provides it; the runtime only reads and advances it.
+ * sim: a file in $ENCLAVEML_HOME per measurement, opened before the sandbox
+ * closes (as trustworthy as the sim platform's key file, i.e. not against
+ * the host's own user); SGX: a TPM NV counter or a counter service (SGX's
+ * own PSE counters are gone).  read == NULL: the platform has none, and
+ * budgeted grants are refused. */
+typedef struct eml_counter_ops {
+    void *user;
+    /* The counter's current value (0 when never advanced). */
+    eml_status (*read)(void *user, uint64_t *value, eml_err *err);
+    /* Durably sets the counter to value (> the current value); returns
+     * after it is persistent. */
+    eml_status (*advance)(void *user, uint64_t value, eml_err *err);
+} eml_counter_ops;
+
 typedef struct eml_platform {
     uint8_t measurement[EML_MEASUREMENT_BYTES];
     uint8_t sign_sk[32];     /* platform report-signing key (Ed25519) */
@@ -45,6 +62,7 @@ typedef struct eml_platform {
     int sim;                 /* 1: simulated platform */
     int sandboxed;           /* 1: running in the sim sandbox (PROBE may try
                                 forbidden calls; never outside it) */
+    eml_counter_ops counter; /* monotonic counter (read NULL: none) */
 } eml_platform;
 
 typedef struct eml_enclave eml_enclave;
