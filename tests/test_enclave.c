@@ -197,7 +197,7 @@ typedef struct train_fields {
 
 static train_fields train_default(void)
 {
-    static const uint8_t junk_grant[EML_GRANT_BYTES];
+    static const uint8_t junk_grant[EML_GRANT_FIXED_BYTES + 32];
     train_fields t = {small_cfg, 1, 32, 0.1, 1, 1, 0, 32,
                       0, 1.0, 1.0, 1e-5, 0, 0, 0,
                       1, junk_grant, sizeof(junk_grant), 1, 0, 1, 0, 0};
@@ -229,11 +229,14 @@ static void put_train(eml_msg *m, const train_fields *t)
     eml_msg_put_u64(m, t->mirror);
     eml_msg_put_u64(m, t->save_every);
     eml_msg_put_u64(m, t->resume);
+    eml_msg_put_bytes(m, "", 0); /* report nonce */
     if (t->trailing) eml_msg_put_u64(m, 0);
 }
 
-/* A real grant for the running enclave, for a random data key. */
-static void make_grant(const eml_enclave_host *h, uint8_t g[EML_GRANT_BYTES])
+/* A real grant for the running enclave, for a random data key, naming
+ * put_train's recipient; returns its length. */
+static size_t make_grant(const eml_enclave_host *h,
+                         uint8_t g[EML_GRANT_MAX_BYTES])
 {
     uint8_t key[32];
     eml_grant_info gi;
@@ -241,9 +244,13 @@ static void make_grant(const eml_enclave_host *h, uint8_t g[EML_GRANT_BYTES])
     assert_int_equal(eml_random(key, sizeof(key)), EML_OK);
     memcpy(gi.measurement, h->measurement, 32);
     memcpy(gi.enclave_pk, h->x_pk, 32);
+    gi.n_recipients = 1;
+    gi.recipients[0][0] = 9; /* put_train's recipient */
     assert_int_equal(eml_container_key_id(gi.key_id, key), EML_OK);
-    assert_int_equal(eml_grant_build(g, &gi, key), EML_OK);
+    size_t len = 0;
+    assert_int_equal(eml_grant_build(g, &len, &gi, key), EML_OK);
     eml_wipe(key, sizeof(key));
+    return len;
 }
 
 /* Reads /proc/<pid>/<file> into buf; returns the length or -1. */
@@ -373,6 +380,7 @@ static eml_status decode_train_like(const uint8_t *p, size_t n)
     if (st == EML_OK) st = eml_msg_get_range(&r, 0, 1, &u);
     if (st == EML_OK) st = eml_msg_get_range(&r, 1, 1000000000, &u);
     if (st == EML_OK) st = eml_msg_get_range(&r, 0, 1, &u);
+    if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_NONCE_MAX, &b, &bl);
     if (st == EML_OK) st = eml_msg_get_end(&r);
     /* Whatever failed, the reader must now refuse everything. */
     if (st != EML_OK) assert_int_not_equal(eml_msg_get_end(&r), EML_OK);
@@ -1041,16 +1049,18 @@ static void test_sim_malformed_ecalls(void **state)
     expect_error_reply(&h, &m, "grant 1");
     /* A real grant, then a cfg that does not parse: refused by name,
      * before any file is asked for. */
-    uint8_t g[EML_GRANT_BYTES];
-    make_grant(&h, g);
+    uint8_t g[EML_GRANT_MAX_BYTES];
+    size_t glen = make_grant(&h, g);
     t = train_default();
     t.grant = g;
+    t.grant_len = glen;
     t.cfg = "[net]\nheight=28\nwidth=28\nchannels=1\n[bogus]\n";
     put_train(&m, &t);
     expect_error_reply(&h, &m, "cfg:5");
     /* DP with a clip of 0: refused before any file is asked for. */
     t = train_default();
     t.grant = g;
+    t.grant_len = glen;
     t.dp = 1;
     t.clip = 0;
     put_train(&m, &t);
@@ -1058,6 +1068,7 @@ static void test_sim_malformed_ecalls(void **state)
     /* The same grant twice. */
     t = train_default();
     t.grant = g;
+    t.grant_len = glen;
     t.n_owners = 2;
     t.n_grants = 2;
     put_train(&m, &t);
@@ -1066,6 +1077,7 @@ static void test_sim_malformed_ecalls(void **state)
      * host does not have; the host's refusal comes back as the error. */
     t = train_default();
     t.grant = g;
+    t.grant_len = glen;
     put_train(&m, &t);
     expect_error_reply(&h, &m, "no file 0");
     ping(&h, (size_t)1 << 16);
@@ -1078,10 +1090,11 @@ static void test_sim_malformed_ecalls(void **state)
  * keys; an empty one once made a new identity). */
 static void train_reaches_files(eml_enclave_host *h, const char *when)
 {
-    uint8_t g[EML_GRANT_BYTES];
-    make_grant(h, g);
+    uint8_t g[EML_GRANT_MAX_BYTES];
+    size_t glen = make_grant(h, g);
     train_fields t = train_default();
     t.grant = g;
+    t.grant_len = glen;
     eml_msg m;
     put_train(&m, &t);
     eml_msg_reader r;
@@ -1219,11 +1232,12 @@ static void test_sim_heap_budget(void **state)
     eml_enclave_host h;
     start(&h, EML_BACKEND_SIM, 64);
     assert_string_equal(h.policy, "heap_mb=64");
-    uint8_t g[EML_GRANT_BYTES];
-    make_grant(&h, g);
+    uint8_t g[EML_GRANT_MAX_BYTES];
+    size_t glen = make_grant(&h, g);
     eml_msg m;
     train_fields t = train_default();
     t.grant = g;
+    t.grant_len = glen;
     put_train(&m, &t);
     expect_error_reply(&h, &m, "no file 0");
     t.cfg = big_cfg;
@@ -1234,7 +1248,8 @@ static void test_sim_heap_budget(void **state)
     eml_host_stop(&h);
     /* The same network fits a 1 GiB budget. */
     start(&h, EML_BACKEND_SIM, 1024);
-    make_grant(&h, g);
+    glen = make_grant(&h, g);
+    t.grant_len = glen;
     put_train(&m, &t);
     expect_error_reply(&h, &m, "no file 0");
     eml_host_stop(&h);

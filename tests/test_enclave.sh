@@ -101,11 +101,12 @@ if "$bin" attest --nonce 0011 --out r.json 2>attest.err &&
 else
   bad "attest/verify: $(cat attest.err verify.out)"
 fi
-"$bin" grant --key alice.key --report r.json --measurement "$M" --allow-sim \
-  --out a.grant 2>/dev/null
-"$bin" grant --key bob.key --report r.json --measurement "$M" --allow-sim \
-  --out b.grant 2>/dev/null
-if [[ $(wc -c <a.grant) -eq 196 && $(wc -c <b.grant) -eq 196 ]]; then
+# grant ARGS...: a grant for the default enclave naming the model owner.
+grant() { "$bin" grant --report r.json --measurement "$M" --allow-sim \
+  --recipient model.pub "$@" 2>/dev/null; }
+grant --key alice.key --out a.grant
+grant --key bob.key --out b.grant
+if [[ $(wc -c <a.grant) -eq 264 && $(wc -c <b.grant) -eq 264 ]]; then
   ok "grants for owners A and B"
 else
   bad "grant files missing or of the wrong size"
@@ -292,7 +293,8 @@ expect_train_error "a grant replayed for a second directory" "replays" \
 other=$tmp/home2
 ENCLAVEML_HOME=$other "$bin" attest --nonce 0011 --out r2.json 2>/dev/null
 ENCLAVEML_HOME=$other "$bin" grant --key alice.key --report r2.json \
-  --measurement "$M" --allow-sim --out foreign.grant 2>/dev/null
+  --measurement "$M" --allow-sim --recipient model.pub --out foreign.grant \
+  2>/dev/null
 if [[ -s foreign.grant ]]; then
   ok "grant made against the other home's enclave"
 else
@@ -303,20 +305,19 @@ expect_train_error "a grant for another enclave's key" "another enclave key" \
 rm -f wrong.grant
 expect_error "grant: the report's measurement is not the one asked for" \
   "not the expected one" "$bin" grant --key alice.key --report r.json \
-  --measurement "$M512" --allow-sim --out wrong.grant
+  --measurement "$M512" --allow-sim --recipient model.pub --out wrong.grant
 if [[ ! -e wrong.grant ]]; then ok "grant refused: no grant file"; else bad "wrong.grant written"; fi
 "$bin" attest --nonce 0011 --heap-mb 512 --out r512.json 2>/dev/null
 "$bin" grant --key alice.key --report r512.json --measurement "$M512" \
-  --allow-sim --out g512.grant 2>/dev/null
+  --allow-sim --recipient model.pub --out g512.grant 2>/dev/null
 expect_train_error "a grant for the 512 MiB enclave used with the default one" \
   "another enclave measurement" --data a --grant g512.grant
 # A forged grant: one bit of the wrapped key.
 cp a.grant forged.grant
-flip forged.grant 150
+flip forged.grant 220
 expect_train_error "a grant with a flipped bit" "grant 1" --data a --grant forged.grant
 # A privacy budget refuses non-DP training before any data file is opened.
-"$bin" grant --key alice.key --report r.json --measurement "$M" --allow-sim \
-  --max-epsilon 3 --out eps.grant 2>/dev/null
+grant --key alice.key --max-epsilon 3 --out eps.grant
 rm -f eps.trace
 ENCLAVEML_TRACE=eps.trace expect_train_error \
   "a grant with --max-epsilon refuses non-private training" "epsilon" \
@@ -342,6 +343,142 @@ if "$bin" train --cfg "$src/cfg/fmnist-dp.cfg" --recipient "$w/model.pub" \
 else
   bad "fmnist-dp.cfg in the enclave: $(tail -2 dp.err)"
 fi
+
+# ==== what a grant binds: recipients, network, budget across runs ====
+"$bin" keygen --out eve --quiet 2>/dev/null
+"$bin" keygen --out model2 --quiet 2>/dev/null
+expect_error "grant: no --recipient is refused" "--recipient" "$bin" grant \
+  --key alice.key --report r.json --measurement "$M" --allow-sim \
+  --out norcpt.grant
+if [[ ! -e norcpt.grant ]]; then ok "no grant without a recipient"; else bad "norcpt.grant written"; fi
+rm -f rcpt.trace
+ENCLAVEML_TRACE=rcpt.trace expect_error \
+  "the host names its own key as the recipient" "does not name this run's recipient" \
+  "$bin" train --cfg "$cfg" --recipient "$w/eve.pub" --epochs 1 --batch 32 \
+  --threads 1 --data a --grant a.grant --out "$o/eve.emlm" --quiet
+if [[ -s rcpt.trace ]] && ! hexof rcpt.trace | grep -q '454d4c4d01000800' &&
+   [[ ! -e "$o/eve.emlm" ]]; then
+  ok "refused before any data: no FILE_OPEN, no model"
+else
+  bad "a run for a recipient no grant names opened data or left a model"
+fi
+grant --key alice.key --recipient model2.pub --out two.grant
+if [[ $(wc -c <two.grant) -eq 296 ]] &&
+   "$bin" train --cfg "$cfg" --recipient "$w/model2.pub" --epochs 1 \
+     --batch 32 --threads 1 --data a --grant two.grant --out two.emlm \
+     --quiet 2>two.err &&
+   "$bin" decrypt --key model2.key --in two.emlm --out two.safetensors --quiet; then
+  ok "a grant naming two recipients: the second one gets a model it can decrypt"
+else
+  bad "two recipients: $(cat two.err)"
+fi
+other_sha=$(sha256sum "$src/cfg/fmnist-mlp.cfg" | cut -c1-64)
+grant --key alice.key --cfg-digest "$other_sha" --out pin-other.grant
+grant --key alice.key --cfg-digest "$cfg_sha" --out pin.grant
+expect_train_error "a grant pinned to another network" "another network" \
+  --data a --grant pin-other.grant
+if train --data a --grant pin.grant --out pin.emlm --quiet 2>pin.err; then
+  ok "a grant pinned to this cfg's SHA-256 trains it"
+else
+  bad "pinned grant: $(cat pin.err)"
+fi
+# dpt ARGS...: a DP run (no --seed: the enclave's CSPRNG draws the noise).
+dpt() { "$bin" train --cfg "$cfg" --recipient "$w/model.pub" --batch 32 \
+  --threads 1 --dp --clip 1 "$@"; }
+# expect_dp_error NAME NEEDLE ARGS...: as expect_train_error, for dpt.
+expect_dp_error() {
+  local name=$1 needle=$2
+  shift 2
+  rm -rf "$o"
+  mkdir -p "$o"
+  expect_error "$name" "$needle" dpt "$@" --out "$o/m.emlm" \
+    --report-out "$o/t.json" --quiet
+  if [[ -n $(ls -A "$o") ]]; then bad "$name: left behind: $(ls -A "$o")"; fi
+}
+expect_dp_error "--dp-fixed-batches under a budget is refused" \
+  "dp-fixed-batches" --data a --grant eps.grant --noise 1 --dp-fixed-batches
+# The budget of a grant bounds every run that uses it: 2.5 in all, each run
+# plans 1.  Run 1 has a mirror and is killed once it committed a state;
+# its resume is the same run (not charged again); run 2 spends the second
+# unit; run 3 would pass 2.5 and is refused.
+grant --key alice.key --max-epsilon 2.5 --out b25.grant
+dptrain() { dpt --data a --grant b25.grant --epochs 3 --target-epsilon 1 "$@"; }
+bpool=$(mktemp -u /dev/shm/enclaveml-budget.XXXXXX)
+trap 'rm -rf "$tmp" "$bpool"' EXIT
+(exec "$bin" train --cfg "$cfg" --recipient "$w/model.pub" --batch 32 \
+   --threads 1 --data a --grant b25.grant --epochs 3 --dp --clip 1 \
+   --target-epsilon 1 --mirror "$bpool" --out bk.emlm) 2>bk.err >/dev/null &
+pid=$!
+for _ in $(seq 200); do
+  [[ -s $bpool && $(od -An -tu8 -j64 -N8 "$bpool" 2>/dev/null | tr -d ' ') -gt 0 ]] && break
+  sleep 0.02
+done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+if [[ -e bk.emlm.partial && ! -e bk.emlm ]]; then
+  ok "the killed run left its partial model (bk.emlm.partial), no model"
+else
+  bad "after the kill: $(ls bk.emlm* 2>&1)"
+fi
+if dptrain --mirror "$bpool" --resume --out bk.emlm --report-out bk.json \
+     2>bk2.err && grep -q '"budget_charged":false' bk.json &&
+   grep -q '^resume: continuing from step' bk2.err &&
+   [[ -s bk.emlm && ! -e bk.emlm.partial ]] &&
+   [[ -z $(ls | grep -E '\.tmp\.|\.partial$') ]]; then
+  ok "the killed run resumes under its budget, is not charged twice, and leaves no stray file ($(grep -o '"epsilon":[0-9.]*' bk.json))"
+else
+  bad "resume under a budget: $(tail -2 bk2.err) $(ls | grep -E '\.tmp\.|\.partial$')"
+fi
+if dptrain --out b2.emlm --report-out b2.json --quiet 2>b2.err &&
+   grep -q '"budget_charged":true' b2.json; then
+  ok "a second run with the same grant spends the second unit"
+else
+  bad "second budgeted run: $(cat b2.err)"
+fi
+ledger=$(ls "$ENCLAVEML_HOME"/ledger-*.bin 2>/dev/null | head -1)
+cp "$ledger" "$tmp/ledger.old"
+expect_dp_error "a third run would pass the grant's total budget" \
+  "2.5 in all" --data a --grant b25.grant --epochs 3 --target-epsilon 1
+grant --key alice.key --max-epsilon 10 --out b10.grant
+if dpt --data a --grant b10.grant --epochs 1 --target-epsilon 1 \
+     --out b10.emlm --quiet 2>b10.err; then
+  ok "another grant's budget is its own"
+else
+  bad "b10: $(cat b10.err)"
+fi
+cp "$tmp/ledger.old" "$ledger"
+expect_dp_error "an old copy of the spend ledger (a rollback) is refused" \
+  "rollback" --data a --grant b10.grant --epochs 1 --target-epsilon 1
+rm -f "$ledger"
+expect_dp_error "a withheld spend ledger is refused" "withheld" \
+  --data a --grant b10.grant --epochs 1 --target-epsilon 1
+rm -f "$bpool"
+
+# ==== the report binds the model, the grants and the owner's nonce ====
+if train --data a --grant a.grant --out nm.emlm --report-out nm.json \
+     --report-nonce c0ffee --quiet 2>nm.err &&
+   "$bin" verify nm.json --report r.json --measurement "$M" --allow-sim \
+     --model nm.emlm --report-nonce c0ffee --recipient model.pub \
+     >nm.out 2>>nm.err && grep -q 'describes the model file' nm.out &&
+   grep -q "\"grants\":\"$(od -An -v -tx1 -j100 -N16 a.grant | tr -d ' \n')\"" nm.json; then
+  ok "verify --model --report-nonce --recipient: the report describes this model, names its grant"
+else
+  bad "report binding: $(cat nm.err nm.out)"
+fi
+expect_error "verify: another run's model with this report" "does not describe this model" \
+  "$bin" verify nm.json --report r.json --measurement "$M" --allow-sim \
+  --model model.emlm
+expect_error "verify: another report nonce" "report_nonce" \
+  "$bin" verify nm.json --report r.json --measurement "$M" --allow-sim \
+  --report-nonce c0ffef
+expect_error "verify: another recipient" "another recipient" \
+  "$bin" verify nm.json --report r.json --measurement "$M" --allow-sim \
+  --recipient eve.pub
+# A version-1 grant (the format before recipients) is refused by name.
+cp a.grant v1.grant
+printf '\x01' | dd of=v1.grant bs=1 seek=8 conv=notrunc status=none
+expect_train_error "a version-1 grant" "version 1 is no longer supported" \
+  --data a --grant v1.grant
 
 # ==== tampering with reports ====
 expect_error "verify: wrong nonce" "nonce" "$bin" verify r.json \
@@ -383,7 +520,7 @@ expect_error "verify: training report against another enclave's attestation" \
   --allow-sim
 expect_error "grant: a forged attestation" "signature" "$bin" grant \
   --key alice.key --report rb.json --measurement "$M" --allow-sim \
-  --out never.grant
+  --recipient model.pub --out never.grant
 if [[ ! -e never.grant ]]; then ok "no grant from a forged report"; else bad "never.grant written"; fi
 
 # ==== tampering with the model ====

@@ -86,10 +86,13 @@ typedef enum eml_msg_type {
      *        u64 insecure_seed (0/1) | u64 n_owners (1..EML_OWNERS_MAX) |
      *        n_owners x bytes grant (..EML_GRANT_MAX) | u64 mirror (0 =
      *        none, 1 = save the training state through MIRROR_* ocalls) |
-     *        u64 save_every (1..1e9) | u64 resume (0/1)
+     *        u64 save_every (1..1e9) | u64 resume (0/1) | bytes
+     *        report_nonce (0..EML_NONCE_MAX: the model owner's, repeated in
+     *        the signed report)
      * During the ecall the enclave sends FILE_OPEN/FILE_READ ocalls for
      * owner o's files (file id o*4 + kind, kind = eml_file_kind), PROGRESS
-     * notifications, OUTPUT ocalls, and MIRROR_* ocalls when mirroring.
+     * notifications, OUTPUT ocalls, MIRROR_* ocalls when mirroring, and
+     * LEDGER_* ocalls when a grant carries a privacy budget.
      * reply TRAIN_DONE */
     EML_MSG_TRAIN_DONE = 7,
     /* reply: bytes training report (signed JSON) */
@@ -158,7 +161,20 @@ typedef enum eml_msg_type {
      * MIRROR_WRITE, with the bytes in the first `length` bytes of the bulk
      * region.  reply MIRROR_OK */
 
-    EML_MSG_TYPE_END = 29
+    /* The spend ledger (ledger.h): sealed by the enclave, kept by the
+     * host, checked against the platform's monotonic counter. */
+    EML_MSG_LEDGER_READ = 29,
+    /* ocall: (no fields)   reply LEDGER_DATA */
+    EML_MSG_LEDGER_DATA = 30,
+    /* reply: bytes sealed ledger (..EML_LEDGER_MAX_BYTES; empty if the host
+     *        has none) */
+    EML_MSG_LEDGER_WRITE = 31,
+    /* ocall: bytes sealed ledger (..EML_LEDGER_MAX_BYTES): store it durably
+     * (replacing the old one), then reply LEDGER_OK */
+    EML_MSG_LEDGER_OK = 32,
+    /* reply: (no fields) */
+
+    EML_MSG_TYPE_END = 33
 } eml_msg_type;
 
 typedef enum eml_file_kind {

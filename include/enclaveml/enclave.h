@@ -87,14 +87,22 @@ EML_MUST_CHECK eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
                                       const char *policy);
 
 /* ==== grants ==== */
-/* A grant releases an owner's 32-byte data key to one attested enclave:
- *   "EMLGRNT1" | u16 version 1 | u16 flags (bit 0: max_epsilon set) |
- *   measurement[32] | enclave_x25519_pk[32] | key_id[16] | f64 max_epsilon
- *   | grant_id[16] | eph_pk[32] | wrapped_key[32] | tag[16]    (196 bytes)
+/* A grant releases an owner's 32-byte data key to one attested enclave,
+ * for training whose model goes only to the recipients it names (version 2;
+ * byte by byte in docs/enclave.md):
+ *   "EMLGRNT1" | u16 version 2 | u16 flags (bit 0: max_epsilon, bit 1:
+ *   cfg_sha256) | measurement[32] | enclave_x25519_pk[32] | key_id[16] |
+ *   f64 max_epsilon | grant_id[16] | cfg_sha256[32] | u16 n_recipients
+ *   (1..EML_GRANT_RECIPIENTS_MAX) | u16 0 | n x recipient_x25519_pk[32] |
+ *   eph_pk[32] | wrapped_key[32] | tag[16]      (232 + 32 n bytes)
  * wrap key = HKDF(X25519(eph_sk, enclave_pk), salt = grant_id,
- *                 "enclaveml grant v1"), AAD = the bytes before wrapped_key,
- * nonce all zero (the wrap key is fresh per grant). */
-#define EML_GRANT_BYTES 196
+ *                 "enclaveml grant v2"), AAD = the bytes before wrapped_key,
+ * nonce all zero (the wrap key is fresh per grant).  Version 1 (no
+ * recipients) is no longer accepted. */
+#define EML_GRANT_VERSION 2
+#define EML_GRANT_RECIPIENTS_MAX 16
+#define EML_GRANT_FIXED_BYTES 232
+#define EML_GRANT_MAX_BYTES (EML_GRANT_FIXED_BYTES + 32 * EML_GRANT_RECIPIENTS_MAX)
 
 typedef struct eml_grant_info {
     uint8_t measurement[32];
@@ -103,9 +111,16 @@ typedef struct eml_grant_info {
     uint8_t grant_id[16];
     int has_max_epsilon;
     double max_epsilon;
+    int has_cfg_digest;          /* 1: only this cfg (SHA-256 of its text) */
+    uint8_t cfg_digest[32];
+    unsigned n_recipients;       /* 1..EML_GRANT_RECIPIENTS_MAX, distinct */
+    uint8_t recipients[EML_GRANT_RECIPIENTS_MAX][32];
 } eml_grant_info;
 
-EML_MUST_CHECK eml_status eml_grant_build(uint8_t out[EML_GRANT_BYTES],
+/* Builds a grant into out (*out_len bytes, at most EML_GRANT_MAX_BYTES);
+ * draws a fresh grant id. */
+EML_MUST_CHECK eml_status eml_grant_build(uint8_t out[EML_GRANT_MAX_BYTES],
+                                          size_t *out_len,
                                           const eml_grant_info *info,
                                           const uint8_t data_key[32]);
 /* Parses without opening (anyone can read the public fields). */
@@ -119,6 +134,9 @@ EML_MUST_CHECK eml_status eml_grant_open(const uint8_t *buf, size_t len,
                                          const uint8_t x25519_pk[32],
                                          eml_grant_info *info,
                                          uint8_t data_key[32], eml_err *err);
+/* 1 if pk is one of the grant's recipients. */
+int eml_grant_allows_recipient(const eml_grant_info *info,
+                               const uint8_t pk[32]);
 
 /* ==== signed JSON reports ==== */
 /* Signs a JSON object given without its closing brace ("{...") and returns

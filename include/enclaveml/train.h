@@ -124,6 +124,12 @@ typedef struct eml_train_opts {
      * resume: continue from the mirror's newest committed state, if any. */
     struct eml_mirror *mirror;
     int resume;
+    /* Called once before the first step, after the resume was decided:
+     * resumed = 1 when the run continues a committed mirror state.  A
+     * status other than EML_OK ends the run before any step (the enclave
+     * charges privacy budgets here).  NULL: nothing to do. */
+    eml_status (*on_start)(void *user, int resumed, eml_err *err);
+    void *on_start_user;
 } eml_train_opts;
 
 /* Defaults from the cfg: epochs, batch, learning rate; seed 1. */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/le.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/enclave.h"
 
@@ -74,74 +75,124 @@ eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
 #define OFF_KEYID 76
 #define OFF_MAXEPS 92
 #define OFF_GID 100
-#define OFF_EPH 116
-#define OFF_WRAP 148
-#define OFF_TAG 180
-_Static_assert(OFF_TAG + 16 == EML_GRANT_BYTES, "grant layout");
+#define OFF_CFG 116
+#define OFF_NRCPT 148
+#define OFF_RCPT 152
+#define FLAG_MAXEPS 1u
+#define FLAG_CFG 2u
+/* After the recipients: eph_pk[32] | wrapped_key[32] | tag[16]. */
+_Static_assert(OFF_RCPT + 32 + 32 + 16 == EML_GRANT_FIXED_BYTES,
+               "grant layout");
+
+static size_t grant_len(unsigned n) { return EML_GRANT_FIXED_BYTES + 32 * (size_t)n; }
 
 static eml_status wrap_key(uint8_t key[32], const uint8_t shared[32],
                            const uint8_t grant_id[16])
 {
-    static const char info[] = "enclaveml grant v1";
+    static const char info[] = "enclaveml grant v2";
     return eml_hkdf_sha256(key, 32, shared, 32, grant_id, 16,
                            (const uint8_t *)info, sizeof(info) - 1);
 }
 
-eml_status eml_grant_build(uint8_t out[EML_GRANT_BYTES],
+int eml_grant_allows_recipient(const eml_grant_info *info,
+                               const uint8_t pk[32])
+{
+    int found = 0;
+    for (unsigned i = 0; i < info->n_recipients; i++)
+        found |= eml_ct_equal(info->recipients[i], pk, 32);
+    return found;
+}
+
+eml_status eml_grant_build(uint8_t out[EML_GRANT_MAX_BYTES], size_t *out_len,
                            const eml_grant_info *info,
                            const uint8_t data_key[32])
 {
+    *out_len = 0;
+    unsigned n = info->n_recipients;
+    if (n < 1 || n > EML_GRANT_RECIPIENTS_MAX) return EML_ERR_INVALID;
+    size_t len = grant_len(n), off_eph = OFF_RCPT + 32 * (size_t)n;
     uint8_t eph_sk[32], shared[32], key[32];
     static const uint8_t zero_nonce[12];
-    memset(out, 0, EML_GRANT_BYTES);
+    memset(out, 0, EML_GRANT_MAX_BYTES);
     memcpy(out, GRANT_MAGIC, 8);
-    out[8] = 1;
-    out[9] = 0;
-    out[OFF_FLAGS] = info->has_max_epsilon ? 1 : 0;
+    eml_put_le16(out + 8, EML_GRANT_VERSION);
+    eml_put_le16(out + OFF_FLAGS,
+                 (uint16_t)((info->has_max_epsilon ? FLAG_MAXEPS : 0) |
+                            (info->has_cfg_digest ? FLAG_CFG : 0)));
     memcpy(out + OFF_MEAS, info->measurement, 32);
     memcpy(out + OFF_EPK, info->enclave_pk, 32);
     memcpy(out + OFF_KEYID, info->key_id, 16);
     double eps = info->has_max_epsilon ? info->max_epsilon : 0.0;
     uint64_t bits;
     memcpy(&bits, &eps, 8);
-    for (int i = 0; i < 8; i++) out[OFF_MAXEPS + i] = (uint8_t)(bits >> (8 * i));
+    eml_put_le64(out + OFF_MAXEPS, bits);
+    if (info->has_cfg_digest) memcpy(out + OFF_CFG, info->cfg_digest, 32);
+    eml_put_le16(out + OFF_NRCPT, (uint16_t)n);
+    for (unsigned i = 0; i < n; i++)
+        memcpy(out + OFF_RCPT + 32 * i, info->recipients[i], 32);
     eml_status st = eml_random(out + OFF_GID, 16);
-    if (st == EML_OK) st = eml_x25519_keygen(eph_sk, out + OFF_EPH);
+    if (st == EML_OK) st = eml_x25519_keygen(eph_sk, out + off_eph);
     if (st == EML_OK) st = eml_x25519_shared(shared, eph_sk, info->enclave_pk);
     if (st == EML_OK) st = wrap_key(key, shared, out + OFF_GID);
     if (st == EML_OK)
-        st = eml_aes256gcm_seal(out + OFF_WRAP, data_key, 32, out, OFF_WRAP,
-                                zero_nonce, key);
+        st = eml_aes256gcm_seal(out + off_eph + 32, data_key, 32, out,
+                                off_eph + 32, zero_nonce, key);
     eml_wipe(eph_sk, sizeof(eph_sk));
     eml_wipe(shared, sizeof(shared));
     eml_wipe(key, sizeof(key));
-    if (st != EML_OK) eml_wipe(out, EML_GRANT_BYTES);
-    return st;
+    if (st != EML_OK) {
+        eml_wipe(out, EML_GRANT_MAX_BYTES);
+        return st;
+    }
+    /* The parser must accept what we build (distinct recipients, flags). */
+    eml_grant_info check;
+    if (eml_grant_parse(out, len, &check, NULL) != EML_OK) {
+        eml_wipe(out, EML_GRANT_MAX_BYTES);
+        return EML_ERR_INVALID;
+    }
+    *out_len = len;
+    return EML_OK;
 }
 
 eml_status eml_grant_parse(const uint8_t *buf, size_t len,
                            eml_grant_info *info, eml_err *err)
 {
     memset(info, 0, sizeof(*info));
-    if (len != EML_GRANT_BYTES)
-        return eml_err_set(err, EML_ERR_FORMAT,
-                           "grant is %zu bytes, expected %d", len,
-                           EML_GRANT_BYTES);
-    if (memcmp(buf, GRANT_MAGIC, 8) != 0)
+    if (len < 12 || memcmp(buf, GRANT_MAGIC, 8) != 0)
         return eml_err_set(err, EML_ERR_FORMAT, "not a grant (bad magic)");
-    if (buf[8] != 1 || buf[9] != 0)
+    unsigned version = eml_get_le16(buf + 8);
+    if (version == 1)
         return eml_err_set(err, EML_ERR_UNSUPPORTED,
-                           "grant version %u is not supported",
-                           buf[8] | buf[9] << 8);
-    if (buf[OFF_FLAGS] > 1 || buf[OFF_FLAGS + 1] != 0)
+                           "grant version 1 is no longer supported (it "
+                           "names no recipient): make a new grant");
+    if (version != EML_GRANT_VERSION)
+        return eml_err_set(err, EML_ERR_UNSUPPORTED,
+                           "grant version %u is not supported", version);
+    if (len < EML_GRANT_FIXED_BYTES + 32)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "grant is %zu bytes, too short", len);
+    unsigned flags = eml_get_le16(buf + OFF_FLAGS);
+    if (flags & ~(FLAG_MAXEPS | FLAG_CFG))
         return eml_err_set(err, EML_ERR_FORMAT, "grant has unknown flags");
+    unsigned n = eml_get_le16(buf + OFF_NRCPT);
+    if (n < 1 || n > EML_GRANT_RECIPIENTS_MAX)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "grant names %u recipients (1..%d allowed)", n,
+                           EML_GRANT_RECIPIENTS_MAX);
+    if (len != grant_len(n))
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "grant is %zu bytes, expected %zu for %u "
+                           "recipient(s)",
+                           len, grant_len(n), n);
+    if (eml_get_le16(buf + OFF_NRCPT + 2) != 0)
+        return eml_err_set(err, EML_ERR_FORMAT, "grant has reserved bits set");
     memcpy(info->measurement, buf + OFF_MEAS, 32);
     memcpy(info->enclave_pk, buf + OFF_EPK, 32);
     memcpy(info->key_id, buf + OFF_KEYID, 16);
     memcpy(info->grant_id, buf + OFF_GID, 16);
-    info->has_max_epsilon = buf[OFF_FLAGS];
-    uint64_t bits = 0;
-    for (int i = 7; i >= 0; i--) bits = bits << 8 | buf[OFF_MAXEPS + i];
+    info->has_max_epsilon = (flags & FLAG_MAXEPS) != 0;
+    info->has_cfg_digest = (flags & FLAG_CFG) != 0;
+    uint64_t bits = eml_get_le64(buf + OFF_MAXEPS);
     memcpy(&info->max_epsilon, &bits, 8);
     if (info->has_max_epsilon &&
         (!isfinite(info->max_epsilon) || info->max_epsilon <= 0))
@@ -150,6 +201,19 @@ eml_status eml_grant_parse(const uint8_t *buf, size_t len,
     if (!info->has_max_epsilon && bits != 0)
         return eml_err_set(err, EML_ERR_FORMAT,
                            "grant has a max_epsilon but no flag for it");
+    static const uint8_t zero[32];
+    memcpy(info->cfg_digest, buf + OFF_CFG, 32);
+    if (!info->has_cfg_digest && memcmp(info->cfg_digest, zero, 32) != 0)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "grant has a cfg digest but no flag for it");
+    info->n_recipients = n;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy(info->recipients[i], buf + OFF_RCPT + 32 * i, 32);
+        for (unsigned j = 0; j < i; j++)
+            if (memcmp(info->recipients[j], info->recipients[i], 32) == 0)
+                return eml_err_set(err, EML_ERR_FORMAT,
+                                   "grant names recipient %u twice", j + 1);
+    }
     return EML_OK;
 }
 
@@ -170,12 +234,13 @@ eml_status eml_grant_open(const uint8_t *buf, size_t len,
         return eml_err_set(err, EML_ERR_AUTH,
                            "grant was made for another enclave key (a grant "
                            "from an earlier identity, or a foreign one)");
+    size_t off_eph = OFF_RCPT + 32 * (size_t)info->n_recipients;
     uint8_t shared[32], key[32];
-    st = eml_x25519_shared(shared, x25519_sk, buf + OFF_EPH);
+    st = eml_x25519_shared(shared, x25519_sk, buf + off_eph);
     if (st == EML_OK) st = wrap_key(key, shared, buf + OFF_GID);
     if (st == EML_OK)
-        st = eml_aes256gcm_open(data_key, buf + OFF_WRAP, 48, buf, OFF_WRAP,
-                                zero_nonce, key);
+        st = eml_aes256gcm_open(data_key, buf + off_eph + 32, 48, buf,
+                                off_eph + 32, zero_nonce, key);
     eml_wipe(shared, sizeof(shared));
     eml_wipe(key, sizeof(key));
     if (st != EML_OK) {

@@ -27,6 +27,7 @@
 #include "enclaveml/dp.h"
 #include "enclaveml/enclave.h"
 #include "enclaveml/idx.h"
+#include "enclaveml/ledger.h"
 #include "enclaveml/mirror.h"
 #include "enclaveml/net.h"
 #include "enclaveml/train.h"
@@ -47,6 +48,7 @@ struct eml_enclave {
     int sim;
     int sandboxed;
     int has_identity;
+    eml_counter_ops counter; /* the platform's monotonic counter */
     uint8_t *bulk; /* shared with the host: written, never read */
     size_t bulk_n;
     /* Mirror ocalls sent without waiting (bulk writes, commits): their
@@ -81,6 +83,7 @@ eml_status eml_enclave_new(const eml_platform *plat, eml_enclave **out)
     memcpy(e->measurement, plat->measurement, 32);
     memcpy(e->policy, plat->policy, strlen(plat->policy) + 1);
     e->sim = plat->sim;
+    e->counter = plat->counter;
     e->sandboxed = plat->sandboxed;
     eml_status st = eml_ed25519_public(e->platform_pk, e->sec->sign_sk);
     if (st != EML_OK) {
@@ -662,20 +665,31 @@ static void send_progress(void *user, const eml_train_progress *p)
     eml_msg_free(&m);
 }
 
-/* Encrypts the weights to the recipient and streams them out. */
+/* Encrypts the weights to the recipient and streams them out; file_hash
+ * gets the SHA-256 of the container exactly as sent (the model file). */
 static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
-                             const uint8_t recipient[32], eml_err *err)
+                             const uint8_t recipient[32],
+                             uint8_t file_hash[32], eml_err *err)
 {
     eml_cw *w = NULL;
+    eml_sha256_ctx *fh = NULL;
     uint8_t header[EML_CONTAINER_HEADER_MAX];
     size_t hlen = 0;
-    eml_status st = eml_cw_new(EML_CONTAINER_RECIPIENT, recipient, 0, &w,
-                               header, &hlen, err);
-    if (st != EML_OK) return st;
+    eml_status st = eml_sha256_new(&fh);
+    if (st != EML_OK) return eml_err_set(err, st, "hash failed");
+    st = eml_cw_new(EML_CONTAINER_RECIPIENT, recipient, 0, &w, header, &hlen,
+                    err);
+    if (st == EML_OK) st = eml_sha256_update(fh, header, hlen);
+    if (st != EML_OK) {
+        eml_cw_free(w);
+        eml_sha256_free(fh);
+        return st;
+    }
     size_t cs = eml_cw_chunk_size(w);
     uint8_t *ct = malloc(cs + EML_CONTAINER_TAG_BYTES);
     if (ct == NULL) {
         eml_cw_free(w);
+        eml_sha256_free(fh);
         return eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
     }
     eml_msg m;
@@ -692,6 +706,7 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
         int final = off + n == len;
         size_t cl = 0;
         st = eml_cw_seal(w, pt + off, n, final, ct, &cl, err);
+        if (st == EML_OK) st = eml_sha256_update(fh, ct, cl);
         if (st != EML_OK) break;
         eml_msg_init(&m, EML_MSG_OUTPUT);
         eml_msg_put_u64(&m, 0);
@@ -702,8 +717,10 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
         off += n;
         if (final) break;
     }
+    if (st == EML_OK) st = eml_sha256_final(fh, file_hash);
     free(ct);
     eml_cw_free(w);
+    eml_sha256_free(fh);
     return st;
 }
 
@@ -825,6 +842,8 @@ typedef struct train_req {
     eml_dp_opts dp;
     const uint8_t *grants[EML_OWNERS_MAX];
     size_t grant_len[EML_OWNERS_MAX];
+    uint8_t report_nonce[EML_NONCE_MAX]; /* copied: ocalls reuse the frame */
+    size_t report_nonce_len;
 } train_req;
 
 static eml_status decode_train(eml_msg_reader *r, train_req *q)
@@ -859,6 +878,10 @@ static eml_status decode_train(eml_msg_reader *r, train_req *q)
     if (st == EML_OK)
         st = eml_msg_get_range(r, 1, 1000000000, &q->save_every);
     if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &q->resume);
+    const uint8_t *nonce = NULL;
+    if (st == EML_OK)
+        st = eml_msg_get_bytes(r, EML_NONCE_MAX, &nonce, &q->report_nonce_len);
+    if (st == EML_OK) memcpy(q->report_nonce, nonce, q->report_nonce_len);
     if (st == EML_OK) st = eml_msg_get_end(r);
     if (st == EML_OK && (q->lr < 0 || q->lr > 100)) st = EML_ERR_RANGE;
     return st;
@@ -907,13 +930,14 @@ static eml_status claimed_count(eml_enclave *e, uint64_t n_owners,
     return EML_OK;
 }
 
-/* Fixes the noise and checks the privacy budget, before any data is
- * decrypted: a run whose planned epsilon exceeds the smallest max_epsilon
- * of its grants is refused, and training never takes a step past the
- * smaller of the target and that budget. */
+/* Fixes the noise, before any data is decrypted; *planned is the epsilon
+ * the whole run may spend.  cap (the smallest max_epsilon among the
+ * grants, or infinity) refuses a larger plan and bounds the target, so
+ * that training never takes a step past it.  The spend ledger's gate
+ * (budget_gate) then checks what is left of each grant's budget. */
 static eml_status plan_dp(eml_enclave *e, train_req *q, int batch,
-                          int epochs, size_t n_params, double budget,
-                          size_t *claimed, eml_err *err)
+                          int epochs, size_t n_params, double cap,
+                          size_t *claimed, double *planned, eml_err *err)
 {
     eml_dp_opts *dp = &q->dp;
     if (!(dp->clip > 0) || !(dp->delta > 0 && dp->delta < 1) ||
@@ -935,22 +959,148 @@ static eml_status plan_dp(eml_enclave *e, train_req *q, int batch,
                                      &dp->noise, err);
         if (st != EML_OK) return st;
     }
-    double planned, order;
+    double order;
     st = eml_dp_epsilon(rate,
                         eml_dp_effective_noise(dp->noise, dp->clip, n_params),
-                        steps, dp->delta, &planned, &order, err);
+                        steps, dp->delta, planned, &order, err);
     if (st != EML_OK) return st;
-    if (isfinite(budget) && planned > budget * (1 + 1e-9))
+    if (isfinite(cap) && *planned > cap * (1 + 1e-9))
         return eml_err_set(err, EML_ERR_AUTH,
                            "the planned run spends epsilon %.4g (q %.6g, "
                            "noise %.4g, %ld steps, delta %g) but a grant "
                            "allows at most %.4g: refused before any data "
                            "was decrypted",
-                           planned, rate, dp->noise, steps, dp->delta,
-                           budget);
-    if (dp->target_epsilon <= 0 || dp->target_epsilon > budget)
-        dp->target_epsilon = isfinite(budget) ? budget : 0;
+                           *planned, rate, dp->noise, steps, dp->delta, cap);
+    if (dp->target_epsilon <= 0 || dp->target_epsilon > cap)
+        dp->target_epsilon = isfinite(cap) ? cap : 0;
     return EML_OK;
+}
+
+/* ==== privacy budgets across runs ==== */
+
+/* The budgeted grants of one run and the spend ledger (ledger.h): a fresh
+ * run is admitted only if every budgeted grant has its planned epsilon
+ * left, and is charged, durably, before its first step. */
+typedef struct budget {
+    eml_enclave *e;
+    const eml_grant_info *g; /* the run's grants */
+    uint64_t n;
+    eml_ledger ledger;
+    double planned;
+} budget;
+
+static eml_status ledger_key(eml_enclave *e, uint8_t key[32])
+{
+    return eml_ledger_key(key, e->sec->seal_secret, e->measurement);
+}
+
+/* Reads the host's copy of the ledger and checks it against the platform
+ * counter: it must be at the counter, or one ahead (its charge was stored
+ * but the counter step was lost: catch up). */
+static eml_status ledger_load(budget *b, eml_err *err)
+{
+    eml_enclave *e = b->e;
+    if (e->counter.read == NULL || e->counter.advance == NULL)
+        return eml_err_set(err, EML_ERR_UNSUPPORTED,
+                           "a grant sets a privacy budget, but this platform "
+                           "has no monotonic counter to keep the spend "
+                           "ledger from being rolled back");
+    uint64_t c = 0;
+    eml_status st = e->counter.read(e->counter.user, &c, err);
+    if (st != EML_OK) return st;
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_LEDGER_READ);
+    st = ocall(e, &m, EML_MSG_LEDGER_DATA, &r, err);
+    eml_msg_free(&m);
+    if (st != EML_OK) return st;
+    const uint8_t *p;
+    size_t n;
+    st = eml_msg_get_bytes(&r, EML_LEDGER_MAX_BYTES, &p, &n);
+    if (st == EML_OK) st = eml_msg_get_end(&r);
+    if (st != EML_OK) return eml_err_set(err, st, "malformed LEDGER_DATA");
+    eml_ledger_free(&b->ledger);
+    if (n == 0) {
+        if (c != 0)
+            return eml_err_set(err, EML_ERR_AUTH,
+                               "the host has no spend ledger, but the "
+                               "platform counter says %llu charges were "
+                               "made: refused (a lost or withheld ledger)",
+                               (unsigned long long)c);
+        return EML_OK;
+    }
+    uint8_t key[32];
+    st = ledger_key(e, key);
+    if (st == EML_OK) st = eml_ledger_open(p, n, key, &b->ledger, err);
+    eml_wipe(key, sizeof(key));
+    if (st != EML_OK) return st;
+    if (b->ledger.counter == c + 1)
+        return e->counter.advance(e->counter.user, c + 1, err);
+    if (b->ledger.counter != c)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the spend ledger is at charge %llu but the "
+                           "platform counter at %llu: an old copy (a "
+                           "rollback) is refused",
+                           (unsigned long long)b->ledger.counter,
+                           (unsigned long long)c);
+    return EML_OK;
+}
+
+/* Every budgeted grant must have the planned epsilon left. */
+static eml_status budget_gate(const budget *b, eml_err *err)
+{
+    for (uint64_t o = 0; o < b->n; o++) {
+        const eml_grant_info *g = &b->g[o];
+        if (!g->has_max_epsilon) continue;
+        double spent = eml_ledger_spent(&b->ledger, g->grant_id);
+        if (spent + b->planned > g->max_epsilon * (1 + 1e-9))
+            return eml_err_set(err, EML_ERR_AUTH,
+                               "grant %u allows epsilon %.4g in all; %.4g is "
+                               "spent and this run plans %.4g: refused",
+                               (unsigned)o + 1, g->max_epsilon, spent,
+                               b->planned);
+    }
+    return EML_OK;
+}
+
+/* eml_train_opts.on_start: charges a fresh run's planned epsilon to every
+ * budgeted grant (ledger stored, then the counter advanced) before its
+ * first step.  A run resumed from a committed mirror state was charged
+ * when it started. */
+static eml_status budget_charge(void *user, int resumed, eml_err *err)
+{
+    budget *b = user;
+    eml_enclave *e = b->e;
+    if (resumed) return EML_OK;
+    eml_status st = budget_gate(b, err);
+    if (st != EML_OK) return st;
+    for (uint64_t o = 0; o < b->n && st == EML_OK; o++)
+        if (b->g[o].has_max_epsilon)
+            st = eml_ledger_charge(&b->ledger, b->g[o].grant_id, b->planned);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "the spend ledger is full");
+    uint64_t next = b->ledger.counter + 1;
+    b->ledger.counter = next;
+    uint8_t key[32], *blob = NULL;
+    size_t blen = 0;
+    st = ledger_key(e, key);
+    if (st == EML_OK) st = eml_ledger_seal(&b->ledger, key, &blob, &blen);
+    eml_wipe(key, sizeof(key));
+    if (st != EML_OK)
+        return eml_err_set(err, st, "cannot seal the spend ledger");
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_LEDGER_WRITE);
+    eml_msg_put_bytes(&m, blob, blen);
+    free(blob);
+    st = ocall(e, &m, EML_MSG_LEDGER_OK, &r, err);
+    eml_msg_free(&m);
+    if (st == EML_OK && eml_msg_get_end(&r) != EML_OK)
+        st = eml_err_set(err, EML_ERR_FORMAT, "malformed LEDGER_OK");
+    if (st != EML_OK) return st;
+    /* Only now is the charge binding: the counter moves past every older
+     * copy of the ledger. */
+    return e->counter.advance(e->counter.user, next, err);
 }
 
 /* snprintf that never runs past cap (the report body is sized for its
@@ -990,13 +1140,25 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     size_t rlen = 0;
     uint8_t digests[EML_OWNERS_MAX][EML_FILE_KINDS][32];
     eml_mirror *mirror = NULL;
+    budget bud;
+    memset(&bud, 0, sizeof(bud));
+    eml_ledger_init(&bud.ledger);
     if (keys == NULL || ginfo == NULL) {
         st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
         goto out;
     }
-    /* Grants first: nothing is decrypted unless every grant opens.  The
-     * smallest max_epsilon among them is the run's privacy budget. */
-    double budget = INFINITY;
+    /* The cfg text lies in the received frame, which the ocalls below
+     * reuse: hash it now. */
+    uint8_t cfg_hash[32];
+    st = eml_sha256(cfg_hash, q.cfg_text, q.cfg_len);
+    if (st != EML_OK) {
+        st = eml_err_set(err, st, "hash failed");
+        goto out;
+    }
+    /* Grants first: nothing is decrypted unless every grant opens and
+     * allows this recipient and this network.  The smallest max_epsilon
+     * among them caps the run. */
+    double cap = INFINITY;
     for (uint64_t o = 0; o < q.n_owners; o++) {
         eml_err gerr = {0};
         st = eml_grant_open(q.grants[o], q.grant_len[o], e->measurement,
@@ -1014,6 +1176,22 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
                                  (unsigned)o + 1, (unsigned)p + 1);
                 goto out;
             }
+        if (!eml_grant_allows_recipient(&ginfo[o], q.recipient)) {
+            st = eml_err_set(err, EML_ERR_AUTH,
+                             "grant %u does not name this run's recipient: "
+                             "its owner did not agree that this key gets "
+                             "the model",
+                             (unsigned)o + 1);
+            goto out;
+        }
+        if (ginfo[o].has_cfg_digest &&
+            !eml_ct_equal(ginfo[o].cfg_digest, cfg_hash, 32)) {
+            st = eml_err_set(err, EML_ERR_AUTH,
+                             "grant %u allows only another network (its cfg "
+                             "digest differs from this run's cfg)",
+                             (unsigned)o + 1);
+            goto out;
+        }
         if (ginfo[o].has_max_epsilon) {
             if (!q.dp.enabled) {
                 st = eml_err_set(err, EML_ERR_AUTH,
@@ -1023,17 +1201,12 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
                                  (unsigned)o + 1, ginfo[o].max_epsilon);
                 goto out;
             }
-            if (!(budget <= ginfo[o].max_epsilon))
-                budget = ginfo[o].max_epsilon;
+            if (!(cap <= ginfo[o].max_epsilon)) cap = ginfo[o].max_epsilon;
         }
     }
-    /* The network, before any data is decrypted.  The cfg text lies in the
-     * received frame, which the ocalls below reuse: hash it now. */
-    uint8_t cfg_hash[32];
-    st = eml_sha256(cfg_hash, q.cfg_text, q.cfg_len);
-    if (st == EML_OK)
-        st = eml_cfg_parse((const char *)q.cfg_text, q.cfg_len, "cfg", &cfg,
-                           err);
+    /* The network, before any data is decrypted. */
+    st = eml_cfg_parse((const char *)q.cfg_text, q.cfg_len, "cfg", &cfg,
+                       err);
     if (st != EML_OK) goto out;
     eml_train_opts to = eml_train_opts_default(cfg);
     if (q.epochs > 0) to.epochs = (int)q.epochs;
@@ -1046,20 +1219,46 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     eml_kernels_set_threads((int)q.threads);
 
     size_t claimed = 0;
-    /* --insecure-seed lets the host choose the noise and the sampling:
-     * never against an owner's budget. */
-    if (q.dp.enabled && q.dp.insecure_seed && isfinite(budget)) {
-        st = eml_err_set(err, EML_ERR_AUTH,
-                         "a grant sets a privacy budget, so the noise must "
-                         "come from the enclave's own randomness: "
-                         "--insecure-seed is refused");
-        goto out;
+    if (isfinite(cap)) {
+        /* --insecure-seed lets the host choose the noise and the sampling:
+         * never against an owner's budget.  Fixed-size batches are not
+         * what the accountant assumes (Poisson sampling). */
+        if (q.dp.insecure_seed) {
+            st = eml_err_set(err, EML_ERR_AUTH,
+                             "a grant sets a privacy budget, so the noise "
+                             "must come from the enclave's own randomness: "
+                             "--insecure-seed is refused");
+            goto out;
+        }
+        if (q.dp.fixed_batches) {
+            st = eml_err_set(err, EML_ERR_AUTH,
+                             "a grant sets a privacy budget, and the "
+                             "accountant's bound holds for Poisson sampling "
+                             "only: --dp-fixed-batches is refused");
+            goto out;
+        }
+        bud.e = e;
+        bud.g = ginfo;
+        bud.n = q.n_owners;
+        st = ledger_load(&bud, err);
+        if (st != EML_OK) goto out;
     }
     if (q.dp.enabled) {
         st = plan_dp(e, &q, to.batch, to.epochs, eml_net_param_count(net),
-                     budget, &claimed, err);
+                     cap, &claimed, &bud.planned, err);
         if (st != EML_OK) goto out;
         to.dp = q.dp;
+    }
+    if (isfinite(cap)) {
+        /* A fresh run is checked here, before any data is decrypted; one
+         * that may resume is checked when training starts, once it is
+         * known whether it continues a run that was already charged. */
+        if (!q.resume) {
+            st = budget_gate(&bud, err);
+            if (st != EML_OK) goto out;
+        }
+        to.on_start = budget_charge;
+        to.on_start_user = &bud;
     }
 
     for (uint64_t o = 0; o < q.n_owners; o++) {
@@ -1125,54 +1324,66 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         st = eml_err_set(err, st, "cannot encode the weights");
         goto out;
     }
-    uint8_t model_hash[32];
+    uint8_t model_hash[32], model_file_hash[32];
     st = eml_sha256(model_hash, weights, wlen);
-    if (st == EML_OK) st = send_model(e, weights, wlen, q.recipient, err);
+    if (st == EML_OK)
+        st = send_model(e, weights, wlen, q.recipient, model_file_hash, err);
     if (st != EML_OK) goto out;
 
     /* The signed training report. */
-    size_t cap = 2048 + (size_t)q.n_owners * EML_FILE_KINDS * 66;
-    char *body = malloc(cap);
+    size_t bcap = 2560 + (size_t)q.n_owners * (EML_FILE_KINDS * 66 + 34) +
+                 2 * EML_NONCE_MAX;
+    char *body = malloc(bcap);
     if (body == NULL) {
         st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
         goto out;
     }
-    char meas[65], edh[65], mh[65], ch[65], rh[65];
+    char meas[65], edh[65], mh[65], mfh[65], ch[65], rh[65];
+    char nh[2 * EML_NONCE_MAX + 1];
     eml_hex(meas, e->measurement, 32);
     eml_hex(edh, e->ed_pk, 32);
     eml_hex(mh, model_hash, 32);
+    eml_hex(mfh, model_file_hash, 32);
     eml_hex(ch, cfg_hash, 32);
     eml_hex(rh, q.recipient, 32);
+    eml_hex(nh, q.report_nonce, q.report_nonce_len);
     size_t k = (size_t)snprintf(
-        body, cap,
-        "{\"type\":\"enclaveml-training-report\",\"version\":1,\"sim\":%s,"
-        "\"measurement\":\"%s\",\"ed25519\":\"%s\",\"cfg_sha256\":\"%s\","
-        "\"model_sha256\":\"%s\",\"recipient\":\"%s\",\"owners\":%u,"
+        body, bcap,
+        "{\"type\":\"enclaveml-training-report\",\"version\":2,\"sim\":%s,"
+        "\"measurement\":\"%s\",\"ed25519\":\"%s\",\"report_nonce\":\"%s\","
+        "\"cfg_sha256\":\"%s\",\"model_sha256\":\"%s\","
+        "\"model_file_sha256\":\"%s\",\"recipient\":\"%s\",\"owners\":%u,"
         "\"train_images\":%zu,\"test_images\":%zu,\"epochs\":%d,"
         "\"steps\":%ld,\"parameters\":%zu,\"train_loss\":%.9g,"
         "\"test_accuracy\":%.9g,\"test_loss\":%.9g,\"seconds\":%.6g,"
         "\"images_per_second\":%.6g,\"mirror\":%s,\"resumed_step\":%ld,"
         "\"mirror_saves\":%ld,\"dp\":%s,\"datasets\":\"",
-        e->sim ? "true" : "false", meas, edh, ch, mh, rh,
+        e->sim ? "true" : "false", meas, edh, nh, ch, mh, mfh, rh,
         (unsigned)q.n_owners, train_set.count, test_set.count, res.epochs,
         res.steps, eml_net_param_count(net), res.train_loss,
         res.test_accuracy, res.test_loss, res.seconds, res.images_per_second,
         q.mirror ? "true" : "false", res.resumed_step, res.mirror_saves,
         q.dp.enabled ? "true" : "false");
-    if (k >= cap) k = cap - 1;
+    if (k >= bcap) k = bcap - 1;
     for (uint64_t o = 0; o < q.n_owners; o++)
         for (int f = 0; f < EML_FILE_KINDS; f++) {
             char dh[65];
             eml_hex(dh, digests[o][f], 32);
-            append(body, cap, &k, "%s%s", (o == 0 && f == 0) ? "" : ",", dh);
+            append(body, bcap, &k, "%s%s", (o == 0 && f == 0) ? "" : ",", dh);
         }
-    append(body, cap, &k, "\"");
+    append(body, bcap, &k, "\",\"grants\":\"");
+    for (uint64_t o = 0; o < q.n_owners; o++) {
+        char gh[33];
+        eml_hex(gh, ginfo[o].grant_id, 16);
+        append(body, bcap, &k, "%s%s", o == 0 ? "" : ",", gh);
+    }
+    append(body, bcap, &k, "\"");
     if (q.dp.enabled && !isfinite(res.epsilon))
-        append(body, cap, &k, ",\"epsilon\":\"inf\"");
+        append(body, bcap, &k, ",\"epsilon\":\"inf\"");
     else if (q.dp.enabled)
-        append(body, cap, &k, ",\"epsilon\":%.9g", res.epsilon);
+        append(body, bcap, &k, ",\"epsilon\":%.9g", res.epsilon);
     if (q.dp.enabled)
-        append(body, cap, &k,
+        append(body, bcap, &k,
                  ",\"delta\":%.9g,\"noise\":%.9g,"
                  "\"clip\":%.9g,\"sampling_rate\":%.9g,\"dp_steps\":%ld,"
                  "\"budget\":%.9g,\"stopped_at_budget\":%s,"
@@ -1184,6 +1395,11 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
                  q.dp.fixed_batches ? "fixed" : "poisson",
                  q.dp.insecure_seed ? "true" : "false",
                  q.dp.fixed_batches ? " (assumes poisson sampling)" : "");
+    if (q.dp.enabled)
+        append(body, bcap, &k, ",\"epsilon_planned\":%.9g", bud.planned);
+    if (isfinite(cap))
+        append(body, bcap, &k, ",\"budget_charged\":%s",
+               res.resumed_step >= 0 ? "false" : "true");
     st = eml_report_sign(body, e->sec->ed_sk, &report, &rlen);
     free(body);
     if (st != EML_OK) {
@@ -1196,6 +1412,7 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     st = eml_msg_send(&e->ch, &m);
     eml_msg_free(&m);
 out:
+    eml_ledger_free(&bud.ledger);
     eml_mirror_free(mirror);
     if (keys != NULL) eml_secure_free(keys, 32 * (size_t)q.n_owners);
     free(ginfo);

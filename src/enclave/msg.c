@@ -48,6 +48,10 @@ static const char *const type_names[EML_MSG_TYPE_END] = {
     [EML_MSG_MIRROR_READ] = "MIRROR_READ",
     [EML_MSG_MIRROR_OK] = "MIRROR_OK",
     [EML_MSG_MIRROR_WRITE_BULK] = "MIRROR_WRITE_BULK",
+    [EML_MSG_LEDGER_READ] = "LEDGER_READ",
+    [EML_MSG_LEDGER_DATA] = "LEDGER_DATA",
+    [EML_MSG_LEDGER_WRITE] = "LEDGER_WRITE",
+    [EML_MSG_LEDGER_OK] = "LEDGER_OK",
 };
 
 const char *eml_msg_type_name(uint32_t type)

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "enclaveml/container.h"
@@ -34,7 +35,7 @@ enum {
     O_HEAP = 300, O_JSON, O_HELP, O_NONCE, O_OUT, O_ENCLAVE, O_MEAS,
     O_ALLOW_SIM, O_REPORT, O_KEY, O_MAXEPS, O_CFG, O_DATA, O_GRANT,
     O_RECIPIENT, O_REPORT_OUT, O_EPOCHS, O_BATCH, O_LR, O_SEED, O_THREADS,
-    O_KERNELS, O_QUIET,
+    O_KERNELS, O_QUIET, O_MODEL, O_REPORT_NONCE, O_CFG_DIGEST,
 };
 
 static int opt_heap(const char *s, unsigned *out)
@@ -316,7 +317,51 @@ out:
     return rc;
 }
 
-static int verify_training(const char *path, const attested *a, int json)
+/* What a training report is checked against, beyond its signature. */
+typedef struct training_checks {
+    const char *model;          /* the model file it must describe */
+    const uint8_t *nonce;       /* the model owner's report nonce */
+    size_t nonce_len;
+    int have_nonce;
+    const uint8_t *recipient;   /* the key the model must be encrypted to */
+} training_checks;
+
+/* The model file is the container the enclave sent (its SHA-256), and that
+ * container is encrypted to the report's recipient. */
+static int check_model(const char *path, const char *model,
+                       const eml_flatjson *j, const uint8_t recipient[32])
+{
+    uint8_t want[32], got[32];
+    if (hex_field(j, "model_file_sha256", want, 32, path)) return 1;
+    eml_err err = {0};
+    eml_status st = eml_file_sha256(model, got, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    if (!eml_ct_equal(want, got, 32))
+        return eml_fail("%s: the report does not describe this model (its "
+                        "model_file_sha256 differs from %s's SHA-256)",
+                        path, model);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    st = eml_file_read(model, &buf, &len, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    eml_container_info info;
+    uint8_t kid[16];
+    size_t hl = len < EML_CONTAINER_HEADER_MAX ? len : EML_CONTAINER_HEADER_MAX;
+    size_t hlen = 0;
+    st = eml_cr_header_len(buf, hl, &hlen, &err);
+    if (st == EML_OK && hlen > hl) st = EML_ERR_TRUNCATED;
+    if (st == EML_OK) st = eml_container_peek(buf, hlen, &info, &err);
+    free(buf);
+    if (st != EML_OK) return eml_fail("%s: not a model container", model);
+    if (eml_container_key_id(kid, recipient) != EML_OK ||
+        info.mode != EML_CONTAINER_RECIPIENT ||
+        !eml_ct_equal(kid, info.key_id, 16))
+        return eml_fail("%s: not encrypted to the report's recipient", model);
+    return 0;
+}
+
+static int verify_training(const char *path, const attested *a,
+                           const training_checks *c, int json)
 {
     char *text = NULL;
     size_t len = 0;
@@ -336,13 +381,23 @@ static int verify_training(const char *path, const attested *a, int json)
     free(text);
     if (st != EML_OK) return eml_fail("%s: %s", path, eml_err_msg(&err, st));
     int rc = 1, sim;
-    uint8_t meas[32];
+    uint8_t meas[32], rcpt[32], rn[EML_NONCE_MAX];
+    double version = 0;
     const char *type = eml_flatjson_str(&j, "type");
+    const char *nonce_hex = eml_flatjson_str(&j, "report_nonce");
     if (type == NULL || strcmp(type, "enclaveml-training-report") != 0) {
         eml_fail("%s: not a training report", path);
         goto out;
     }
-    if (hex_field(&j, "measurement", meas, 32, path)) goto out;
+    if (eml_flatjson_num(&j, "version", &version) != 0 || version != 2) {
+        eml_fail("%s: training report version %g is no longer supported "
+                 "(it binds no model file, grants or nonce)",
+                 path, version);
+        goto out;
+    }
+    if (hex_field(&j, "measurement", meas, 32, path) ||
+        hex_field(&j, "recipient", rcpt, 32, path))
+        goto out;
     if (!eml_ct_equal(meas, a->measurement, 32)) {
         eml_fail("%s: made by another enclave measurement", path);
         goto out;
@@ -351,17 +406,38 @@ static int verify_training(const char *path, const attested *a, int json)
         eml_fail("%s: sim flag differs from the attestation", path);
         goto out;
     }
+    size_t rnl = nonce_hex != NULL ? strlen(nonce_hex) : 1;
+    if (rnl % 2 != 0 || rnl / 2 > EML_NONCE_MAX ||
+        eml_unhex(rn, rnl / 2, nonce_hex, rnl) != 0) {
+        eml_fail("%s: malformed report_nonce", path);
+        goto out;
+    }
+    if (c->have_nonce &&
+        (rnl / 2 != c->nonce_len || memcmp(rn, c->nonce, c->nonce_len) != 0)) {
+        eml_fail("%s: report_nonce does not match (a report of another run?)",
+                 path);
+        goto out;
+    }
+    if (c->recipient != NULL && !eml_ct_equal(rcpt, c->recipient, 32)) {
+        eml_fail("%s: the model went to another recipient than the one "
+                 "given",
+                 path);
+        goto out;
+    }
+    if (c->model != NULL && check_model(path, c->model, &j, rcpt)) goto out;
     double acc = 0;
     (void)eml_flatjson_num(&j, "test_accuracy", &acc);
     if (json) {
         eml_json o;
         eml_json_begin(&o, stdout);
         eml_json_bool(&o, "verified", 1);
+        eml_json_bool(&o, "model_checked", c->model != NULL);
         json_members(&o, &j);
         eml_json_end(&o);
     } else {
-        printf("training report verified: signed by the attested enclave, "
+        printf("training report verified: signed by the attested enclave%s, "
                "test accuracy %.2f%%\n",
+               c->model != NULL ? ", describes the model file" : "",
                100.0 * acc);
     }
     rc = 0;
@@ -374,12 +450,17 @@ static const char verify_usage[] =
     "usage: enclaveml verify R.json --measurement HEX [--nonce HEX]\n"
     "                        [--allow-sim] [--json]\n"
     "       enclaveml verify T.json --report R.json --measurement HEX\n"
-    "                        [--allow-sim] [--json]\n"
+    "                        [--model M.emlm] [--report-nonce HEX]\n"
+    "                        [--recipient M.pub] [--allow-sim] [--json]\n"
     "\n"
     "Checks an attestation report (platform signature, measurement, nonce,\n"
     "binding of keys and policy), or a training report against the\n"
-    "attestation of the enclave that signed it.  Exits 0 only if everything\n"
-    "checks.  Simulated reports are refused without --allow-sim.\n";
+    "attestation of the enclave that signed it; with --model, that the\n"
+    "report describes that model file (its SHA-256) and that the file is\n"
+    "encrypted to the report's recipient; with --report-nonce, that the\n"
+    "report carries the nonce given to `train --report-nonce`; with\n"
+    "--recipient, that the model went to that key.  Exits 0 only if\n"
+    "everything checks.  Simulated reports are refused without --allow-sim.\n";
 
 int eml_cmd_verify(int argc, char **argv)
 {
@@ -388,13 +469,18 @@ int eml_cmd_verify(int argc, char **argv)
         {"nonce", required_argument, 0, O_NONCE},
         {"allow-sim", no_argument, 0, O_ALLOW_SIM},
         {"report", required_argument, 0, O_REPORT},
+        {"model", required_argument, 0, O_MODEL},
+        {"report-nonce", required_argument, 0, O_REPORT_NONCE},
+        {"recipient", required_argument, 0, O_RECIPIENT},
         {"json", no_argument, 0, O_JSON},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
-    uint8_t meas[32], nonce[EML_NONCE_MAX];
+    uint8_t meas[32], nonce[EML_NONCE_MAX], rnonce[EML_NONCE_MAX], rpk[32];
     size_t nlen = 0;
     int have_meas = 0, have_nonce = 0, allow_sim = 0, json = 0, opt;
-    const char *report = NULL;
+    const char *report = NULL, *recipient = NULL;
+    training_checks tc;
+    memset(&tc, 0, sizeof(tc));
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
         case O_MEAS:
@@ -407,6 +493,13 @@ int eml_cmd_verify(int argc, char **argv)
             break;
         case O_ALLOW_SIM: allow_sim = 1; break;
         case O_REPORT: report = optarg; break;
+        case O_MODEL: tc.model = optarg; break;
+        case O_REPORT_NONCE:
+            if (parse_nonce(optarg, rnonce, &tc.nonce_len)) return 1;
+            tc.nonce = rnonce;
+            tc.have_nonce = 1;
+            break;
+        case O_RECIPIENT: recipient = optarg; break;
         case O_JSON: json = 1; break;
         case O_HELP: fputs(verify_usage, stdout); return 0;
         default: return eml_opt_unknown("verify", argc, argv);
@@ -417,11 +510,20 @@ int eml_cmd_verify(int argc, char **argv)
     if (!have_meas) return eml_fail("verify: --measurement is required");
     const char *path = argv[optind];
     attested a;
+    if (report == NULL && (tc.model || tc.have_nonce || recipient))
+        return eml_fail("verify: --model, --report-nonce and --recipient "
+                        "check a training report: give --report R.json");
+    if (recipient != NULL) {
+        eml_err err = {0};
+        eml_status st = eml_pubfile_load(recipient, rpk, &err);
+        if (st != EML_OK) return eml_fail_st(st, &err);
+        tc.recipient = rpk;
+    }
     if (report != NULL) {
         if (verify_attestation(report, meas, nonce, nlen, have_nonce,
                                allow_sim, &a))
             return 1;
-        return verify_training(path, &a, json);
+        return verify_training(path, &a, &tc, json);
     }
     if (verify_attestation(path, meas, nonce, nlen, have_nonce, allow_sim, &a))
         return 1;
@@ -448,12 +550,24 @@ int eml_cmd_verify(int argc, char **argv)
 
 static const char grant_usage[] =
     "usage: enclaveml grant --key NAME.key --report R.json --measurement HEX\n"
-    "                       [--nonce HEX] [--allow-sim] [--max-epsilon E]\n"
-    "                       --out NAME.grant\n"
+    "                       --recipient M.pub [--recipient M2.pub ...]\n"
+    "                       [--cfg-digest HEX] [--max-epsilon E]\n"
+    "                       [--nonce HEX] [--allow-sim] --out NAME.grant\n"
     "\n"
     "Verifies the enclave's attestation report, then wraps the owner's data\n"
-    "key to the enclave's X25519 key, bound to the measurement (and to a\n"
-    "privacy budget with --max-epsilon).\n";
+    "key to the enclave's X25519 key, bound to the measurement.  The grant\n"
+    "says what the data may be used for, and the enclave refuses any other\n"
+    "run:\n"
+    "  --recipient M.pub   a model trained on this data may be encrypted to\n"
+    "                      this key only (repeatable, up to 16).  Required:\n"
+    "                      a grant naming no recipient is refused, since the\n"
+    "                      host would then choose who gets the model.\n"
+    "  --cfg-digest HEX    only the network whose cfg file has this SHA-256\n"
+    "                      (sha256sum F.cfg)\n"
+    "  --max-epsilon E     only differentially private training, spending\n"
+    "                      at most E in total over every run that uses this\n"
+    "                      grant (the enclave keeps a sealed spend ledger;\n"
+    "                      docs/dp.md)\n";
 
 int eml_cmd_grant(int argc, char **argv)
 {
@@ -464,10 +578,13 @@ int eml_cmd_grant(int argc, char **argv)
         {"nonce", required_argument, 0, O_NONCE},
         {"allow-sim", no_argument, 0, O_ALLOW_SIM},
         {"max-epsilon", required_argument, 0, O_MAXEPS},
+        {"recipient", required_argument, 0, O_RECIPIENT},
+        {"cfg-digest", required_argument, 0, O_CFG_DIGEST},
         {"out", required_argument, 0, O_OUT},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
     const char *key = NULL, *report = NULL, *out = NULL;
+    const char *recipients[EML_GRANT_RECIPIENTS_MAX];
     uint8_t meas[32], nonce[EML_NONCE_MAX];
     size_t nlen = 0;
     int have_meas = 0, have_nonce = 0, allow_sim = 0, opt;
@@ -493,6 +610,17 @@ int eml_cmd_grant(int argc, char **argv)
                 return 1;
             gi.has_max_epsilon = 1;
             break;
+        case O_RECIPIENT:
+            if (gi.n_recipients == EML_GRANT_RECIPIENTS_MAX)
+                return eml_fail("grant: at most %d --recipient",
+                                EML_GRANT_RECIPIENTS_MAX);
+            recipients[gi.n_recipients++] = optarg;
+            break;
+        case O_CFG_DIGEST:
+            if (eml_opt_hex("--cfg-digest", optarg, gi.cfg_digest, 32))
+                return 1;
+            gi.has_cfg_digest = 1;
+            break;
         case O_HELP: fputs(grant_usage, stdout); return 0;
         default: return eml_opt_unknown("grant", argc, argv);
         }
@@ -502,6 +630,21 @@ int eml_cmd_grant(int argc, char **argv)
     if (key == NULL || report == NULL || out == NULL || !have_meas)
         return eml_fail("grant: --key, --report, --measurement and --out are "
                         "required");
+    if (gi.n_recipients == 0)
+        return eml_fail("grant: name at least one --recipient M.pub (the key "
+                        "a model trained on this data may be encrypted to); "
+                        "a grant naming none is refused, since the host "
+                        "would then choose who gets the model");
+    for (unsigned i = 0; i < gi.n_recipients; i++) {
+        eml_err rerr = {0};
+        eml_status rst = eml_pubfile_load(recipients[i], gi.recipients[i],
+                                          &rerr);
+        if (rst != EML_OK) return eml_fail_st(rst, &rerr);
+        for (unsigned p = 0; p < i; p++)
+            if (memcmp(gi.recipients[p], gi.recipients[i], 32) == 0)
+                return eml_fail("grant: %s names the same key as %s",
+                                recipients[i], recipients[p]);
+    }
     attested a;
     if (verify_attestation(report, meas, nonce, nlen, have_nonce, allow_sim,
                            &a))
@@ -512,11 +655,12 @@ int eml_cmd_grant(int argc, char **argv)
     if (st != EML_OK) return eml_fail_st(st, &err);
     memcpy(gi.measurement, a.measurement, 32);
     memcpy(gi.enclave_pk, a.x25519, 32);
-    uint8_t g[EML_GRANT_BYTES];
+    uint8_t g[EML_GRANT_MAX_BYTES];
+    size_t glen = 0;
     st = eml_container_key_id(gi.key_id, k->data_key);
-    if (st == EML_OK) st = eml_grant_build(g, &gi, k->data_key);
+    if (st == EML_OK) st = eml_grant_build(g, &glen, &gi, k->data_key);
     eml_keyfile_free(k);
-    if (st == EML_OK) st = eml_file_write_atomic(out, g, sizeof(g), 0644, &err);
+    if (st == EML_OK) st = eml_file_write_atomic(out, g, glen, 0644, &err);
     if (st != EML_OK) return eml_fail_st(st, &err);
     fprintf(stderr, "grant written to %s\n", out);
     return 0;
@@ -541,7 +685,11 @@ int eml_train_confidential(const eml_confidential_args *a)
     if (a->recipient == NULL || a->out == NULL)
         return eml_fail("train: --recipient and --out are required with "
                         "--grant");
-    uint8_t rpk[32];
+    uint8_t rpk[32], rnonce[EML_NONCE_MAX];
+    size_t rnlen = 0;
+    if (a->report_nonce != NULL &&
+        parse_nonce(a->report_nonce, rnonce, &rnlen))
+        return 1;
     st = eml_pubfile_load(a->recipient, rpk, &err);
     if (st != EML_OK) return eml_fail_st(st, &err);
     uint8_t *cfg = NULL, *grants[MAX_DIRS] = {0};
@@ -582,11 +730,25 @@ int eml_train_confidential(const eml_confidential_args *a)
                      enc_names[i % EML_FILE_KINDS]);
     }
 
+    /* The model grows in OUT.partial, renamed to OUT once the report
+     * verifies.  One fixed name: a run killed midway leaves it behind, and
+     * the next run to the same output (a resume or a repeat) takes it
+     * over; the lock keeps two live runs from sharing it. */
     char tmp_model[PATH_MAX];
-    snprintf(tmp_model, sizeof(tmp_model), "%s.tmp.XXXXXX", a->out);
-    int out_fd = mkstemp(tmp_model);
-    if (out_fd < 0) {
-        rc = eml_fail("%s: %s", a->out, strerror(errno));
+    if ((size_t)snprintf(tmp_model, sizeof(tmp_model), "%s.partial",
+                         a->out) >= sizeof(tmp_model)) {
+        rc = eml_fail("%s: path too long", a->out);
+        goto out_paths;
+    }
+    int out_fd = open(tmp_model, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (out_fd >= 0 && flock(out_fd, LOCK_EX | LOCK_NB) != 0) {
+        close(out_fd);
+        rc = eml_fail("%s: another run is writing this model", tmp_model);
+        goto out_paths;
+    }
+    if (out_fd < 0 || ftruncate(out_fd, 0) != 0) {
+        rc = eml_fail("%s: %s", tmp_model, strerror(errno));
+        if (out_fd >= 0) close(out_fd);
         goto out_paths;
     }
     eml_enclave_host h;
@@ -640,6 +802,7 @@ int eml_train_confidential(const eml_confidential_args *a)
     eml_msg_put_u64(&m, store != NULL);
     eml_msg_put_u64(&m, (uint64_t)(a->save_every > 0 ? a->save_every : 1));
     eml_msg_put_u64(&m, (uint64_t)(a->resume != 0));
+    eml_msg_put_bytes(&m, rnonce, rnlen);
     st = eml_host_call(&h, &m, EML_MSG_TRAIN_DONE, &r, &err);
     eml_msg_free(&m);
     const uint8_t *rep = NULL;

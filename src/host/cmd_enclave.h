@@ -24,6 +24,7 @@ typedef struct eml_confidential_args {
     const char *grants[EML_OWNERS_MAX];
     int n_grants;
     const char *recipient, *out, *report_out;
+    const char *report_nonce; /* hex, or NULL */
     eml_backend backend;
     unsigned heap_mb;
     int epochs, batch, threads, json, quiet;

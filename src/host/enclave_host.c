@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "enclaveml/crypto.h"
+#include "enclaveml/ledger.h"
 #include "host/fileio.h"
 #include "sim/platform.h"
 
@@ -387,6 +388,49 @@ static eml_status serve_mirror(eml_enclave_host *h, uint16_t type,
     return st;
 }
 
+/* The spend ledger (ledger.h): sealed by the enclave, kept here as
+ * $ENCLAVEML_HOME/ledger-<measurement>.bin; the host cannot read it, and
+ * the platform counter refuses an old copy. */
+static void ledger_path(const eml_enclave_host *h, char *out, size_t cap)
+{
+    char hex[65];
+    eml_hex(hex, h->measurement, 32);
+    snprintf(out, cap, "%s/ledger-%s.bin", h->home, hex);
+}
+
+static eml_status serve_ledger(eml_enclave_host *h, uint16_t type,
+                               eml_msg_reader *r)
+{
+    char path[4400];
+    ledger_path(h, path, sizeof(path));
+    eml_err err = {0};
+    eml_msg m;
+    if (type == EML_MSG_LEDGER_READ) {
+        if (eml_msg_get_end(r) != EML_OK) return EML_ERR_FORMAT;
+        uint8_t *buf = NULL;
+        size_t n = 0;
+        if (access(path, F_OK) == 0) {
+            eml_status st = eml_file_read(path, &buf, &n, &err);
+            if (st != EML_OK) return reply_error(h, "%s", eml_err_msg(&err, st));
+        }
+        eml_msg_init(&m, EML_MSG_LEDGER_DATA);
+        eml_msg_put_bytes(&m, buf, n);
+        free(buf);
+    } else {
+        const uint8_t *p;
+        size_t n;
+        if (eml_msg_get_bytes(r, EML_LEDGER_MAX_BYTES, &p, &n) != EML_OK ||
+            eml_msg_get_end(r) != EML_OK)
+            return EML_ERR_FORMAT;
+        eml_status st = eml_file_write_atomic(path, p, n, 0600, &err);
+        if (st != EML_OK) return reply_error(h, "%s", eml_err_msg(&err, st));
+        eml_msg_init(&m, EML_MSG_LEDGER_OK);
+    }
+    eml_status st = eml_msg_send(&h->ch, &m);
+    eml_msg_free(&m);
+    return st;
+}
+
 eml_status eml_host_call(eml_enclave_host *h, eml_msg *m, uint16_t want,
                          eml_msg_reader *r, eml_err *err)
 {
@@ -433,6 +477,8 @@ eml_status eml_host_call(eml_enclave_host *h, eml_msg *m, uint16_t want,
         case EML_MSG_MIRROR_COMMIT:
         case EML_MSG_MIRROR_READ:
         case EML_MSG_MIRROR_WRITE_BULK: st = serve_mirror(h, type, r); break;
+        case EML_MSG_LEDGER_READ:
+        case EML_MSG_LEDGER_WRITE: st = serve_ledger(h, type, r); break;
         default: st = EML_ERR_FORMAT;
         }
         if (st != EML_OK)

@@ -75,6 +75,18 @@ eml_status eml_file_write_atomic(const char *path, const void *data,
     if (e == 0 && fsync(fd) != 0) e = errno;
     if (close(fd) != 0 && e == 0) e = errno;
     if (e == 0 && rename(tmp, path) != 0) e = errno;
+    if (e == 0) {
+        /* The rename itself must survive a crash: sync the directory. */
+        char *slash = strrchr(tmp, '/');
+        if (slash == tmp) slash[1] = '\0';
+        else if (slash != NULL) *slash = '\0';
+        int dfd = open(slash != NULL ? tmp : ".", O_RDONLY | O_DIRECTORY |
+                                                      O_CLOEXEC);
+        if (dfd >= 0) {
+            (void)fsync(dfd); /* best effort: not every fs syncs dirs */
+            close(dfd);
+        }
+    }
     if (e != 0) {
         unlink(tmp);
         free(tmp);

@@ -81,6 +81,7 @@ enum {
     OPT_CHECKPOINT,
     OPT_CHECKPOINT_EVERY,
     OPT_RESUME,
+    OPT_REPORT_NONCE,
 };
 
 static int common_opt(common_opts *c, int opt, const char *arg,
@@ -148,7 +149,8 @@ static const char train_usage[] =
     "                       [--json] [--quiet]\n"
     "       enclaveml train --cfg F --data DIR --grant G [--data DIR2 --grant\n"
     "                       G2 ...] --recipient M.pub --out model.emlm\n"
-    "                       [--report-out T.json] [--enclave sim|none]\n"
+    "                       [--report-out T.json] [--report-nonce HEX]\n"
+    "                       [--enclave sim|none]\n"
     "                       [--heap-mb M] [...]\n"
     "\n"
     "Trains the network described by the cfg on the IDX data in DIR\n"
@@ -161,8 +163,10 @@ static const char train_usage[] =
     "With --grant, training is confidential: each DIR holds one owner's\n"
     "encrypted files (<name>.emlc), the enclave (default backend sim) opens\n"
     "them with the owners' grants, and the model leaves encrypted to\n"
-    "--recipient, with a training report signed by the enclave.  Plaintext\n"
-    "data (no grant) is only trained outside an enclave (--enclave none).\n"
+    "--recipient (which every grant must name), with a training report\n"
+    "signed by the enclave that repeats --report-nonce (the model owner's\n"
+    "freshness check).  Plaintext data (no grant) is only trained outside\n"
+    "an enclave (--enclave none).\n"
     "\n"
     "Differential privacy (docs/dp.md):\n"
     "  --dp --clip C (--noise SIGMA | --target-epsilon E) [--delta D]\n"
@@ -246,6 +250,7 @@ static int cmd_train(int argc, char **argv)
         {"checkpoint", required_argument, 0, OPT_CHECKPOINT},
         {"checkpoint-every", required_argument, 0, OPT_CHECKPOINT_EVERY},
         {"resume", no_argument, 0, OPT_RESUME},
+        {"report-nonce", required_argument, 0, OPT_REPORT_NONCE},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     common_opts c;
@@ -345,6 +350,7 @@ static int cmd_train(int argc, char **argv)
             break;
         }
         case OPT_RESUME: ca.resume = 1; break;
+        case OPT_REPORT_NONCE: ca.report_nonce = optarg; break;
         case OPT_OUT: out = optarg; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: fputs(train_usage, stdout); return 0;
@@ -398,8 +404,10 @@ static int cmd_train(int argc, char **argv)
         return eml_fail("train: the enclave only takes encrypted data: give "
                         "one --grant per --data directory (plaintext data "
                         "trains with --enclave none)");
-    if (ca.recipient != NULL || ca.report_out != NULL)
-        return eml_fail("train: --recipient and --report-out need --grant");
+    if (ca.recipient != NULL || ca.report_out != NULL ||
+        ca.report_nonce != NULL)
+        return eml_fail("train: --recipient, --report-out and --report-nonce "
+                        "need --grant");
     if (ca.n_dirs > 1)
         return eml_fail("train: several --data directories need --grant");
 

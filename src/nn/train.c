@@ -421,8 +421,17 @@ static eml_status mirror_save(run_state *rs, const eml_train_opts *o,
     return st;
 }
 
+/* The run starts (or continues): opts->on_start has the last word. */
+static eml_status run_starts(const eml_train_opts *o, int resumed,
+                             eml_err *err)
+{
+    return o->on_start != NULL ? o->on_start(o->on_start_user, resumed, err)
+                               : EML_OK;
+}
+
 /* Loads the mirror's newest state, if resuming and there is one; tells the
- * progress callback either way.  res->resumed_step is -1 otherwise. */
+ * progress callback either way.  res->resumed_step is -1 otherwise.  Then
+ * run_starts(). */
 static eml_status mirror_resume(run_state *rs, const eml_train_opts *o,
                                 loop_pos *lp, eml_net *net, eml_optim *opt,
                                 ema *avg, eml_rng *shuffle,
@@ -430,7 +439,7 @@ static eml_status mirror_resume(run_state *rs, const eml_train_opts *o,
                                 eml_train_result *res, eml_err *err)
 {
     res->resumed_step = -1;
-    if (o->mirror == NULL || !o->resume) return EML_OK;
+    if (o->mirror == NULL || !o->resume) return run_starts(o, 0, err);
     int found = 0;
     eml_status st = eml_mirror_load(o->mirror, rs->segs, rs->nseg, &found,
                                     err);
@@ -479,7 +488,7 @@ static eml_status mirror_resume(run_state *rs, const eml_train_opts *o,
         p.batches = lp->total;
         o->progress(o->progress_user, &p);
     }
-    return EML_OK;
+    return run_starts(o, found, err);
 }
 
 eml_status eml_train_run_digest(uint8_t out[32], const uint8_t *cfg_text,
