@@ -5,8 +5,9 @@
  * fuzz/corpus/grant, made by the generator in fuzz_msg_enclave.c).
  *
  * Beyond the sanitizers it checks the promises of enclave.h: a grant
- * parses only at exactly EML_GRANT_BYTES, with its fields copied from
- * their offsets and a positive, finite max_epsilon when flagged; it opens
+ * parses only at exactly 232 + 32 n bytes for its n (1..16) distinct
+ * recipients, with its fields copied from their offsets and a positive,
+ * finite max_epsilon when flagged; it opens
  * only if it parses, names this enclave's measurement and key, and (in
  * practice) only for the seeds' unmodified bytes; a failed open leaves the
  * data key all zero.  A grant that opens is rebuilt around the key it
@@ -59,8 +60,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     eml_err err = {0};
     eml_status st = eml_grant_parse(data, size, &info, &err);
     if (st == EML_OK) {
-        CHECK(size == EML_GRANT_BYTES);
+        CHECK(info.n_recipients >= 1 &&
+              info.n_recipients <= EML_GRANT_RECIPIENTS_MAX);
+        CHECK(size == EML_GRANT_FIXED_BYTES + 32 * (size_t)info.n_recipients);
         CHECK(memcmp(data, "EMLGRNT1", 8) == 0);
+        CHECK(data[8] == 2 && data[9] == 0);
+        for (unsigned i = 0; i < info.n_recipients; i++) {
+            CHECK(memcmp(info.recipients[i], data + 152 + 32 * i, 32) == 0);
+            CHECK(eml_grant_allows_recipient(&info, data + 152 + 32 * i));
+            for (unsigned j = 0; j < i; j++)
+                CHECK(memcmp(info.recipients[i], info.recipients[j], 32) != 0);
+        }
+        if (info.has_cfg_digest)
+            CHECK(memcmp(info.cfg_digest, data + 116, 32) == 0);
         CHECK(memcmp(info.measurement, data + 12, 32) == 0);
         CHECK(memcmp(info.enclave_pk, data + 44, 32) == 0);
         CHECK(memcmp(info.key_id, data + 76, 16) == 0);
@@ -87,12 +99,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(memcmp(oi.measurement, g_meas, 32) == 0);
     CHECK(memcmp(oi.enclave_pk, g_pk, 32) == 0);
     /* Round trip: a new grant for the released key opens to that key. */
-    uint8_t g2[EML_GRANT_BYTES], key2[32];
-    CHECK(eml_grant_build(g2, &oi, key) == EML_OK);
-    CHECK(eml_grant_open(g2, sizeof(g2), g_meas, g_sk, g_pk, &info, key2,
+    uint8_t g2[EML_GRANT_MAX_BYTES], key2[32];
+    size_t g2len = 0;
+    CHECK(eml_grant_build(g2, &g2len, &oi, key) == EML_OK);
+    CHECK(g2len == size);
+    CHECK(eml_grant_open(g2, g2len, g_meas, g_sk, g_pk, &info, key2,
                          &err) == EML_OK);
     CHECK(memcmp(key, key2, 32) == 0);
     CHECK(info.has_max_epsilon == oi.has_max_epsilon);
+    CHECK(info.has_cfg_digest == oi.has_cfg_digest);
+    CHECK(info.n_recipients == oi.n_recipients);
     CHECK(memcmp(info.grant_id, oi.grant_id, 16) != 0); /* fresh id */
     eml_wipe(key, sizeof(key));
     eml_wipe(key2, sizeof(key2));

@@ -322,15 +322,23 @@ static void make_container(const char *path, int images, uint32_t count)
     free(pt);
 }
 
-static void put_train(eml_msg *m, const uint8_t *grant, int dp)
+/* The model owner of the seeds: a fixed X25519 key pair. */
+static const uint8_t *seed_recipient(void)
+{
+    static uint8_t rcpt[32];
+    uint8_t rcpt_sk[32];
+    for (int i = 0; i < 32; i++) rcpt_sk[i] = (uint8_t)(0x33 + i);
+    if (eml_x25519_public(rcpt, rcpt_sk) != EML_OK) die("x25519");
+    return rcpt;
+}
+
+static void put_train(eml_msg *m, const uint8_t *grant, size_t glen, int dp)
 {
     static const char cfg[] =
         "[net]\nheight=28\nwidth=28\nchannels=1\nbatch=8\n"
         "learning_rate=0.1\n[connected]\noutput=10\nactivation=linear\n"
         "[softmax]\n";
-    uint8_t rcpt_sk[32], rcpt[32];
-    for (int i = 0; i < 32; i++) rcpt_sk[i] = (uint8_t)(0x33 + i);
-    if (eml_x25519_public(rcpt, rcpt_sk) != EML_OK) die("x25519");
+    const uint8_t *rcpt = seed_recipient();
     eml_msg_init(m, EML_MSG_TRAIN);
     eml_msg_put_bytes(m, cfg, sizeof(cfg) - 1);
     eml_msg_put_u64(m, 1);     /* epochs */
@@ -348,10 +356,11 @@ static void put_train(eml_msg *m, const uint8_t *grant, int dp)
     eml_msg_put_u64(m, 0);     /* fixed batches */
     eml_msg_put_u64(m, 0);     /* insecure seed */
     eml_msg_put_u64(m, 1);
-    eml_msg_put_bytes(m, grant, EML_GRANT_BYTES);
+    eml_msg_put_bytes(m, grant, glen);
     eml_msg_put_u64(m, 0);                   /* no mirror */
     eml_msg_put_u64(m, 1);                   /* save every step */
     eml_msg_put_u64(m, 0);                   /* no resume */
+    eml_msg_put_bytes(m, "\x5e\xed", 2);     /* report nonce */
 }
 
 int main(int argc, char **argv)
@@ -399,9 +408,13 @@ int main(int argc, char **argv)
         memcpy(gi.enclave_pk, h.x_pk, 32);
         gi.has_max_epsilon = dp;
         gi.max_epsilon = dp ? 50.0 : 0.0;
+        gi.n_recipients = 1;
+        memcpy(gi.recipients[0], seed_recipient(), 32);
         if (eml_container_key_id(gi.key_id, owner_key) != EML_OK) die("key id");
-        uint8_t grant[EML_GRANT_BYTES];
-        if (eml_grant_build(grant, &gi, owner_key) != EML_OK) die("grant");
+        uint8_t grant[EML_GRANT_MAX_BYTES];
+        size_t glen = 0;
+        if (eml_grant_build(grant, &glen, &gi, owner_key) != EML_OK)
+            die("grant");
         eml_msg m;
         eml_msg_reader rd;
         const uint8_t *rep;
@@ -417,7 +430,7 @@ int main(int argc, char **argv)
         h.files.paths = paths;
         h.files.fds = fds;
         h.out_fd = open("/dev/null", O_WRONLY);
-        put_train(&m, grant, dp);
+        put_train(&m, grant, glen, dp);
         if (call(&h, &m, EML_MSG_TRAIN_DONE, &rd) != EML_OK ||
             eml_msg_get_bytes(&rd, 1 << 20, &rep, &rlen) != EML_OK)
             die("TRAIN");
@@ -453,8 +466,8 @@ int main(int argc, char **argv)
         eml_msg_reader rd;
         eml_msg_init(&m, EML_MSG_PONG);
         (void)call(&h, &m, EML_MSG_PONG, &rd);
-        uint8_t junk[EML_GRANT_BYTES] = {0};
-        put_train(&m, junk, 0);
+        uint8_t junk[EML_GRANT_FIXED_BYTES + 32] = {0};
+        put_train(&m, junk, sizeof(junk), 0);
         eml_msg_put_u64(&m, 1);
         (void)call(&h, &m, EML_MSG_TRAIN_DONE, &rd);
         uint8_t nonce[EML_NONCE_MAX + 1] = {0};
@@ -477,14 +490,22 @@ int main(int argc, char **argv)
     grant_keys(sk, gi.enclave_pk);
     memset(gi.measurement, 0x4d, 32);
     if (eml_container_key_id(gi.key_id, owner_key) != EML_OK) die("key id");
-    uint8_t g[EML_GRANT_BYTES];
+    gi.n_recipients = 1;
+    memcpy(gi.recipients[0], seed_recipient(), 32);
+    uint8_t g[EML_GRANT_MAX_BYTES];
+    size_t glen = 0;
     snprintf(dir, sizeof(dir), "%s/grant", root);
-    if (eml_grant_build(g, &gi, owner_key) != EML_OK) die("grant");
-    write_file(dir, "plain.grant", g, sizeof(g));
+    if (eml_grant_build(g, &glen, &gi, owner_key) != EML_OK) die("grant");
+    write_file(dir, "plain.grant", g, glen);
     gi.has_max_epsilon = 1;
     gi.max_epsilon = 3.0;
-    if (eml_grant_build(g, &gi, owner_key) != EML_OK) die("grant");
-    write_file(dir, "epsilon.grant", g, sizeof(g));
+    gi.has_cfg_digest = 1;
+    memset(gi.cfg_digest, 0xc5, 32);
+    gi.n_recipients = 3;
+    memset(gi.recipients[1], 0x11, 32);
+    memset(gi.recipients[2], 0x22, 32);
+    if (eml_grant_build(g, &glen, &gi, owner_key) != EML_OK) die("grant");
+    write_file(dir, "epsilon.grant", g, glen);
 
     for (int k = 0; k < 4; k++) {
         unlink(paths[k]);

@@ -177,7 +177,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         eml_msg_get_end(&r) == EML_OK)
         report(p, n, g_platform_pk);
     /* TRAIN -> ocalls, then TRAIN_DONE signed by the enclave. */
-    uint8_t grant[EML_GRANT_BYTES] = {0}, rcpt[32] = {0};
+    uint8_t grant[EML_GRANT_FIXED_BYTES + 32] = {0}, rcpt[32] = {0};
     eml_msg_init(&m, EML_MSG_TRAIN);
     eml_msg_put_bytes(&m, "[net]\n", 6);
     for (int i = 0; i < 3; i++) eml_msg_put_u64(&m, 1);
