@@ -77,8 +77,10 @@ step "5. Alice and Bob verify the report and grant the enclave their keys"
 for name in alice bob; do
   "$bin" verify host/report.json --measurement "$measurement" --nonce 0a11ce0b0b --allow-sim
   "$bin" grant --key $name/$name.key --report host/report.json --measurement "$measurement" \
-    --nonce 0a11ce0b0b --allow-sim --out host/$name.grant
+    --nonce 0a11ce0b0b --allow-sim --recipient model-owner/model.pub \
+    --cfg-digest "$(sha256sum "$cfg" | cut -c1-64)" --out host/$name.grant
 done
+echo "each grant names the model owner as the only recipient and pins cfg/fmnist-cnn.cfg"
 
 step "6. The enclave trains cfg/fmnist-cnn.cfg on both shards ($epochs epochs); the host sees only ciphertext"
 echo "The enclave mirrors its whole training state, sealed, into a persistent-memory"
@@ -90,7 +92,8 @@ train6=("$bin" train --cfg "$cfg" --epochs "$epochs" --seed 1
   --data host/alice --grant host/alice.grant
   --data host/bob --grant host/bob.grant
   --recipient model-owner/model.pub --out host/model.emlm
-  --report-out host/training-report.json --mirror "$pool")
+  --report-out host/training-report.json --report-nonce 5eed0f0e
+  --mirror "$pool")
 "${train6[@]}" &
 pid=$!
 sleep "$kill_after"
@@ -100,10 +103,15 @@ echo
 echo "-- host killed; $(ls host/model.emlm 2>/dev/null || echo 'no model was written'); resuming:"
 "${train6[@]}" --resume
 rm -f "$pool"
+if ls host | grep -qE '\.partial$|\.tmp\.'; then
+  echo "demo: the killed run left a stray file: $(ls host | grep -E '\.partial$|\.tmp\.')" >&2
+  exit 1
+fi
 
 step "7. The model owner verifies the signed training report and decrypts the model"
 "$bin" verify host/training-report.json --report host/report.json \
-  --measurement "$measurement" --allow-sim
+  --measurement "$measurement" --allow-sim --model host/model.emlm \
+  --report-nonce 5eed0f0e --recipient model-owner/model.pub
 "$bin" decrypt --key model-owner/model.key --in host/model.emlm \
   --out model-owner/fmnist-cnn.safetensors
 "$bin" eval --cfg "$cfg" --weights model-owner/fmnist-cnn.safetensors
@@ -111,7 +119,8 @@ step "7. The model owner verifies the signed training report and decrypts the mo
 step "8. The owners now set a privacy budget: epsilon <= 3 (delta 1e-5) in new grants"
 for name in alice bob; do
   "$bin" grant --key $name/$name.key --report host/report.json --measurement "$measurement" \
-    --nonce 0a11ce0b0b --allow-sim --max-epsilon 3 --out host/$name-dp.grant
+    --nonce 0a11ce0b0b --allow-sim --max-epsilon 3 \
+    --recipient model-owner/model.pub --out host/$name-dp.grant
 done
 echo "a run that is not differentially private is refused by the enclave:"
 if "$bin" train --cfg "$dpcfg" --epochs 1 --data host/alice --grant host/alice-dp.grant \
@@ -128,9 +137,18 @@ echo "so the enclave trains cfg/fmnist-dp.cfg with DP-SGD, never past epsilon 3 
   --recipient model-owner/model.pub --out host/model-dp.emlm \
   --report-out host/training-report-dp.json
 "$bin" verify host/training-report-dp.json --report host/report.json \
-  --measurement "$measurement" --allow-sim --json |
+  --measurement "$measurement" --allow-sim --model host/model-dp.emlm --json |
   tr ',' '\n' | grep -E '"(epsilon|delta|noise|clip|sampling_rate|dp_steps|test_accuracy)"' |
   sed 's/^/  /'
+
+echo "the budget is spent for good: a second private run with the same grants is refused:"
+if "$bin" train --cfg "$dpcfg" --epochs 1 --dp --clip 0.1 --target-epsilon 1 \
+     --data host/alice --grant host/alice-dp.grant \
+     --data host/bob --grant host/bob-dp.grant \
+     --recipient model-owner/model.pub --out host/refused-dp.emlm --quiet; then
+  echo "demo: the enclave spent the owners' budget twice" >&2
+  exit 1
+fi
 
 step "9. What the host holds: ciphertext, grants, signed reports"
 ls -l host host/alice | sed 's/^/  /'
