@@ -114,7 +114,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     st = eml_container_peek(data, size, &info, &err);
     if (st == EML_OK)
         must(info.header_len == hlen && info.chunk_size >= 4096 &&
-             (info.chunk_size & (info.chunk_size - 1)) == 0);
+             (info.chunk_size & (info.chunk_size - 1)) == 0 &&
+             eml_container_role_name(info.role) != NULL);
     else
         must(one_line(&err));
 
@@ -123,12 +124,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (st == EML_OK) {
         must(pt != NULL && n <= size);
         for (size_t i = 0; i < n; i++) sink ^= pt[i];
-        /* Reseal in the same mode and reopen. */
+        /* Reseal in the same mode, role and dataset id, and reopen: the
+         * new header says the same. */
         const uint8_t *key =
             info.mode == EML_CONTAINER_SYMMETRIC ? data_key : x_pk;
-        must(eml_container_seal_buffer(info.mode, key, info.chunk_size, pt, n,
-                                       &c2, &n2, &err) == EML_OK);
+        eml_container_meta meta;
+        eml_container_info info2;
+        meta.role = info.role;
+        memcpy(meta.dataset_id, info.dataset_id, sizeof(meta.dataset_id));
+        must(eml_container_seal_buffer(info.mode, key, info.chunk_size, &meta,
+                                       pt, n, &c2, &n2, &err) == EML_OK);
         must(n2 == size);
+        must(eml_container_peek(c2, n2, &info2, &err) == EML_OK &&
+             info2.role == info.role &&
+             memcmp(info2.dataset_id, info.dataset_id,
+                    sizeof(info.dataset_id)) == 0);
         must(eml_container_open_buffer(c2, n2, &keys, &pt2, &n3, &err) ==
              EML_OK);
         must(n3 == n && (n == 0 || memcmp(pt, pt2, n) == 0));

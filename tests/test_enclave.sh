@@ -157,7 +157,7 @@ else
   bad "canary search does not find the canary in A's own plaintext"
 fi
 # Control: the same search sees the ciphertext the host moved in the trace.
-windows "$w/a/train-images-idx3-ubyte.emlc" $((64 + 5 * 4112)) 32 32 1 >"$tmp/ct.pat"
+windows "$w/a/train-images-idx3-ubyte.emlc" $((84 + 5 * 4112)) 32 32 1 >"$tmp/ct.pat"
 if [[ $(leaks "$tmp/ct.pat" "$w") == "$w/a/train-images-idx3-ubyte.emlc"$'\n'"$w/trace.bin" ]]; then
   ok "the search sees the ciphertext the host carried in the trace"
 else
@@ -210,7 +210,7 @@ else
 fi
 
 # ==== tampering with the data ====
-H=64          # header bytes of a data container
+H=84          # header bytes of a data container
 C=$((4096 + 16)) # ciphertext bytes of a full chunk
 tamper_dir() { # a fresh copy of A's encrypted dir in $w/x
   rm -rf "$w/x"
