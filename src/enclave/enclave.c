@@ -627,16 +627,29 @@ static eml_status data_acc_add(data_acc *a, const owner_file *img,
     eml_status st = eml_idx_parse(img->plain, img->len, what, &ii, err);
     if (st == EML_OK) st = eml_idx_parse(lab->plain, lab->len, what, &li, err);
     if (st != EML_OK) goto out;
-    if (ii.ndims < 2 || li.ndims != 1 || ii.count != li.count) {
+    /* Messages about decrypted files name the problem, never a number
+     * read from them. */
+    if (ii.ndims < 2 || li.ndims != 1) {
         st = eml_err_set(err, EML_ERR_FORMAT,
-                         "%s: %zu images but %zu labels (or bad dims)", what,
-                         ii.count, li.count);
+                         "%s: the %s file does not have the dimensions of "
+                         "%s",
+                         what, ii.ndims < 2 ? "image" : "label",
+                         ii.ndims < 2 ? "images (2 or more)"
+                                      : "labels (exactly 1)");
+        goto out;
+    }
+    if (ii.count != li.count) {
+        st = eml_err_set(err, EML_ERR_FORMAT,
+                         "%s: the image and label files hold different "
+                         "numbers of records",
+                         what);
         goto out;
     }
     if (a->count > 0 && ii.item != a->item) {
         st = eml_err_set(err, EML_ERR_SHAPE,
-                         "%s: images of %zu values, other owners have %zu",
-                         what, ii.item, a->item);
+                         "%s: its images are not the size of the other "
+                         "owners' images",
+                         what);
         goto out;
     }
     size_t n = a->count + ii.count;
@@ -1126,10 +1139,10 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     if (q.dp.enabled && train_set.count != claimed) {
         st = eml_err_set(err, EML_ERR_FORMAT,
                          "the privacy budget was planned for %zu training "
-                         "images (from the label files' sizes) but they hold "
-                         "%zu: encrypt raw, not gzipped, label files for DP "
-                         "runs",
-                         claimed, train_set.count);
+                         "images (from the label files' sizes) but the "
+                         "decrypted files hold another number: encrypt raw, "
+                         "not gzipped, label files for DP runs",
+                         claimed);
         goto out;
     }
 
