@@ -26,8 +26,8 @@
  *
  *   cc -std=c11 -D_POSIX_C_SOURCE=200809L -DEML_FUZZ_SEEDS -Iinclude -Isrc \
  *      fuzz/fuzz_msg_enclave.c build/libeml_host.a build/libeml_sim.a \
- *      build/libeml_trusted.a -ldnnl -lz -lcrypto -lseccomp -fopenmp -lm \
- *      -lpthread -o /tmp/eml-seeds && /tmp/eml-seeds fuzz/corpus
+ *      build/libeml_trusted.a -ldnnl -lz -lcrypto -lseccomp -lpmem2 -fopenmp \
+ *      -lm -lpthread -o /tmp/eml-seeds && /tmp/eml-seeds fuzz/corpus
  */
 #include <errno.h>
 #include <poll.h>
