@@ -108,8 +108,8 @@ static int bench_container(size_t mb)
         uint8_t header[EML_CONTAINER_HEADER_MAX];
         size_t hlen = 0, off = 0, ct_len = 0;
         eml_cw *w = NULL;
-        if (eml_cw_new(EML_CONTAINER_SYMMETRIC, key, (uint32_t)cs, &w, header,
-                       &hlen, &err) != EML_OK)
+        if (eml_cw_new(EML_CONTAINER_SYMMETRIC, key, (uint32_t)cs, NULL, &w,
+                       header, &hlen, &err) != EML_OK)
             return -1;
         double t0 = now();
         while (off < n) {

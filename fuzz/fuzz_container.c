@@ -12,8 +12,15 @@
  *
  * Seeds (fuzz/corpus/container/) are real containers sealed under the keys
  * below with 4 KiB chunks: both modes, empty, one byte, one chunk, and
- * several chunks.  Keys: data key = bytes 0x00..0x1f; X25519 secret key =
- * bytes 0x40..0x5f.
+ * several chunks, with roles and dataset ids (version 2), and one version 1
+ * container (v1-sym-one.emlc, refused).  Keys: data key = bytes
+ * 0x00..0x1f; X25519 secret key = bytes 0x40..0x5f.  To rebuild the
+ * version 2 seeds from a normal build:
+ *
+ *   cc -std=c11 -D_POSIX_C_SOURCE=200809L -DEML_FUZZ_SEEDS -Iinclude -Isrc \
+ *      fuzz/fuzz_container.c build/libeml_trusted.a -lcrypto -lz -lm \
+ *      -o /tmp/eml-container-seeds && \
+ *      /tmp/eml-container-seeds fuzz/corpus/container
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -114,7 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     st = eml_container_peek(data, size, &info, &err);
     if (st == EML_OK)
         must(info.header_len == hlen && info.chunk_size >= 4096 &&
-             (info.chunk_size & (info.chunk_size - 1)) == 0);
+             (info.chunk_size & (info.chunk_size - 1)) == 0 &&
+             eml_container_role_name(info.role) != NULL);
     else
         must(one_line(&err));
 
@@ -123,12 +131,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (st == EML_OK) {
         must(pt != NULL && n <= size);
         for (size_t i = 0; i < n; i++) sink ^= pt[i];
-        /* Reseal in the same mode and reopen. */
+        /* Reseal in the same mode, role and dataset id, and reopen: the
+         * new header says the same. */
         const uint8_t *key =
             info.mode == EML_CONTAINER_SYMMETRIC ? data_key : x_pk;
-        must(eml_container_seal_buffer(info.mode, key, info.chunk_size, pt, n,
-                                       &c2, &n2, &err) == EML_OK);
+        eml_container_meta meta;
+        eml_container_info info2;
+        meta.role = info.role;
+        memcpy(meta.dataset_id, info.dataset_id, sizeof(meta.dataset_id));
+        must(eml_container_seal_buffer(info.mode, key, info.chunk_size, &meta,
+                                       pt, n, &c2, &n2, &err) == EML_OK);
         must(n2 == size);
+        must(eml_container_peek(c2, n2, &info2, &err) == EML_OK &&
+             info2.role == info.role &&
+             memcmp(info2.dataset_id, info.dataset_id,
+                    sizeof(info.dataset_id)) == 0);
         must(eml_container_open_buffer(c2, n2, &keys, &pt2, &n3, &err) ==
              EML_OK);
         must(n3 == n && (n == 0 || memcmp(pt, pt2, n) == 0));
@@ -153,3 +170,64 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)sink;
     return 0;
 }
+
+#ifdef EML_FUZZ_SEEDS
+/* ==== the seed generator ==== */
+
+#include <stdio.h>
+
+static void write_seed(const char *dir, const char *name,
+                       eml_container_mode mode, eml_container_role role,
+                       const char *dataset, size_t n)
+{
+    eml_container_meta meta;
+    eml_err err = {{0}};
+    uint8_t *pt = malloc(n > 0 ? n : 1), *c = NULL;
+    size_t len = 0;
+    char path[4096];
+    must(pt != NULL);
+    for (size_t i = 0; i < n; i++) pt[i] = (uint8_t)(i * 131 + 7);
+    memset(&meta, 0, sizeof(meta));
+    meta.role = role;
+    if (dataset != NULL)
+        must(eml_container_dataset_id(meta.dataset_id, dataset,
+                                      strlen(dataset)) == EML_OK);
+    must(eml_container_seal_buffer(
+             mode, mode == EML_CONTAINER_SYMMETRIC ? data_key : x_pk, 4096,
+             &meta, pt, n, &c, &len, &err) == EML_OK);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    must(f != NULL && fwrite(c, 1, len, f) == len && fclose(f) == 0);
+    printf("%s (%zu bytes)\n", path, len);
+    free(c);
+    free(pt);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s fuzz/corpus/container\n", argv[0]);
+        return 2;
+    }
+    init_keys();
+    const eml_container_mode S = EML_CONTAINER_SYMMETRIC,
+                             R = EML_CONTAINER_RECIPIENT;
+    write_seed(argv[1], "sym-empty.emlc", S, EML_CONTAINER_ROLE_NONE, NULL, 0);
+    write_seed(argv[1], "sym-one.emlc", S, EML_CONTAINER_ROLE_TRAIN_LABELS,
+               "fuzz", 1);
+    write_seed(argv[1], "sym-chunk-1.emlc", S,
+               EML_CONTAINER_ROLE_TEST_LABELS, "fuzz", 4095);
+    write_seed(argv[1], "sym-chunk.emlc", S, EML_CONTAINER_ROLE_TEST_IMAGES,
+               "fuzz", 4096);
+    write_seed(argv[1], "sym-multi.emlc", S, EML_CONTAINER_ROLE_TRAIN_IMAGES,
+               "fuzz", 8241);
+    write_seed(argv[1], "rcpt-empty.emlc", R, EML_CONTAINER_ROLE_NONE, NULL,
+               0);
+    write_seed(argv[1], "rcpt-one.emlc", R, EML_CONTAINER_ROLE_MODEL, NULL, 1);
+    write_seed(argv[1], "rcpt-chunk.emlc", R, EML_CONTAINER_ROLE_MODEL, NULL,
+               4096);
+    write_seed(argv[1], "rcpt-multi.emlc", R, EML_CONTAINER_ROLE_TRAIN_IMAGES,
+               "fuzz", 8241);
+    return 0;
+}
+#endif /* EML_FUZZ_SEEDS */

@@ -26,8 +26,8 @@
  *
  *   cc -std=c11 -D_POSIX_C_SOURCE=200809L -DEML_FUZZ_SEEDS -Iinclude -Isrc \
  *      fuzz/fuzz_msg_enclave.c build/libeml_host.a build/libeml_sim.a \
- *      build/libeml_trusted.a -ldnnl -lz -lcrypto -lseccomp -fopenmp -lm \
- *      -lpthread -o /tmp/eml-seeds && /tmp/eml-seeds fuzz/corpus
+ *      build/libeml_trusted.a -ldnnl -lz -lcrypto -lseccomp -lpmem2 -fopenmp \
+ *      -lm -lpthread -o /tmp/eml-seeds && /tmp/eml-seeds fuzz/corpus
  */
 #include <errno.h>
 #include <poll.h>
@@ -283,9 +283,11 @@ static void do_init(eml_enclave_host *h, const uint8_t *blob, size_t blen,
 }
 
 /* An IDX file of count items (images 28x28 or labels), encrypted under
- * owner_key in 4 KiB chunks. */
-static void make_container(const char *path, int images, uint32_t count)
+ * owner_key in 4 KiB chunks, in the role of file kind `kind` (0..3). */
+static void make_container(const char *path, int kind, uint32_t count)
 {
+    int images = kind % 2 == 0;
+    eml_container_meta meta = {(eml_container_role)(kind + 1), {0}};
     size_t item = images ? 784 : 1, hl = images ? 16 : 8;
     size_t n = hl + (size_t)count * item;
     uint8_t *pt = calloc(n, 1);
@@ -304,8 +306,8 @@ static void make_container(const char *path, int images, uint32_t count)
     uint8_t hdr[EML_CONTAINER_HEADER_MAX];
     size_t hlen = 0;
     eml_err err = {0};
-    if (eml_cw_new(EML_CONTAINER_SYMMETRIC, owner_key, 4096, &w, hdr, &hlen,
-                   &err) != EML_OK)
+    if (eml_cw_new(EML_CONTAINER_SYMMETRIC, owner_key, 4096, &meta, &w, hdr,
+                   &hlen, &err) != EML_OK)
         die(err.msg);
     FILE *f = fopen(path, "wb");
     if (f == NULL || fwrite(hdr, 1, hlen, f) != hlen) die(path);
@@ -393,7 +395,7 @@ int main(int argc, char **argv)
     for (int k = 0; k < 4; k++) {
         paths[k] = malloc(4200);
         snprintf(paths[k], 4200, "%s/%s.emlc", tmp, names[k]);
-        make_container(paths[k], k % 2 == 0, k < 2 ? 40 : 10);
+        make_container(paths[k], k, k < 2 ? 40 : 10);
         fds[k] = -1;
     }
 

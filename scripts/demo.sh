@@ -63,9 +63,12 @@ step "3. Each owner encrypts its shard; only the ciphertext goes to the host"
 for name in alice bob; do
   mkdir -p host/$name
   for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
-    "$bin" encrypt --key $name/$name.key --in $name/$f --out host/$name/$f.emlc 2>/dev/null
+    # The role follows from the file name; the data set is named so that
+    # the enclave can tell one owner's files from another data set's.
+    "$bin" encrypt --key $name/$name.key --in $name/$f --out host/$name/$f.emlc \
+      --dataset $name-fmnist 2>/dev/null
   done
-  echo "$name: $(ls host/$name | wc -l) encrypted files in host/$name"
+  echo "$name: $(ls host/$name | wc -l) encrypted files in host/$name (role from each name, dataset $name-fmnist)"
 done
 
 step "4. The host starts the enclave and publishes its attestation report"
@@ -81,6 +84,18 @@ for name in alice bob; do
     --cfg-digest "$(sha256sum "$cfg" | cut -c1-64)" --out host/$name.grant
 done
 echo "each grant names the model owner as the only recipient and pins cfg/fmnist-cnn.cfg"
+echo "a host that serves Alice's training files in her test slots (to inflate the"
+echo "signed test accuracy) is refused before anything is decrypted:"
+mkdir -p host/swapped
+cp host/alice/train-*.emlc host/swapped/
+cp host/alice/train-images-idx3-ubyte.emlc host/swapped/t10k-images-idx3-ubyte.emlc
+cp host/alice/train-labels-idx1-ubyte.emlc host/swapped/t10k-labels-idx1-ubyte.emlc
+if "$bin" train --cfg "$cfg" --epochs 1 --data host/swapped --grant host/alice.grant \
+     --recipient model-owner/model.pub --out host/refused.emlm --quiet; then
+  echo "demo: the enclave accepted training files in the test slots" >&2
+  exit 1
+fi
+rm -rf host/swapped
 
 step "6. The enclave trains cfg/fmnist-cnn.cfg on both shards ($epochs epochs); the host sees only ciphertext"
 echo "The enclave mirrors its whole training state, sealed, into a persistent-memory"

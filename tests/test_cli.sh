@@ -160,5 +160,55 @@ fi
 expect_error "mirror: an existing pool without --resume" "--resume" "$bin" train --cfg "$cfg" --data "$d" --epochs 1 --mirror "$tmp/m.pool"
 expect_error "mirror: resumed with other options" "options" "$bin" train --cfg "$cfg" --data "$d" --epochs 2 --mirror "$tmp/m.pool" --resume --quiet
 
+# ---- encrypt: the role and dataset id in the container header
+"$bin" keygen --out "$tmp/own" --quiet 2>/dev/null
+cp "$d/train-labels-idx1-ubyte" "$tmp/labels.bin"
+expect_error "encrypt: a name that says no role, without --role" "--role" \
+  "$bin" encrypt --key "$tmp/own.key" --in "$tmp/labels.bin" --out "$tmp/l.emlc"
+if [[ ! -e $tmp/l.emlc ]]; then
+  ok "encrypt: nothing written when the role is unknown"
+else
+  bad "encrypt: wrote $tmp/l.emlc without a role"
+fi
+expect_error "encrypt: an unknown --role" "train-images" \
+  "$bin" encrypt --key "$tmp/own.key" --in "$tmp/labels.bin" --out "$tmp/l.emlc" --role labels
+expect_error "encrypt: a bad --dataset-id" "32 hex digits" \
+  "$bin" encrypt --key "$tmp/own.key" --in "$tmp/labels.bin" --out "$tmp/l.emlc" --role train-labels --dataset-id 00ff
+expect_error "encrypt: --dataset and --dataset-id together" "at most one" \
+  "$bin" encrypt --key "$tmp/own.key" --in "$tmp/labels.bin" --out "$tmp/l.emlc" --role train-labels --dataset a --dataset-id 000102030405060708090a0b0c0d0e0f
+# sha256("enclaveml dataset id v1" || "fmnist-a"), first 16 bytes
+want=$(printf 'enclaveml dataset id v1fmnist-a' | sha256sum | cut -c1-32)
+if "$bin" encrypt --key "$tmp/own.key" --in "$tmp/labels.bin" --out "$tmp/l.emlc" \
+     --role train-labels --dataset fmnist-a 2>"$tmp/enc.err" &&
+   grep -q "role train-labels, dataset id $want" "$tmp/enc.err" &&
+   [[ $(od -An -tx1 -j4 -N2 "$tmp/l.emlc" | tr -d ' ') == 0200 &&
+      $(od -An -tx1 -j64 -N4 "$tmp/l.emlc" | tr -d ' ') == 02000000 &&
+      $(od -An -tx1 -j68 -N16 "$tmp/l.emlc" | tr -d ' \n') == "$want" ]] &&
+   "$bin" decrypt --key "$tmp/own.key" --in "$tmp/l.emlc" --out "$tmp/l.out" --quiet &&
+   cmp -s "$tmp/l.out" "$tmp/labels.bin"; then
+  ok "encrypt --role train-labels --dataset fmnist-a: version 2, role 2 and the dataset id in the header; decrypts"
+else
+  bad "encrypt --role/--dataset: $(cat "$tmp/enc.err")"
+fi
+if "$bin" encrypt --key "$tmp/own.key" --in "$d/t10k-images-idx3-ubyte.gz" \
+     --out "$tmp/t.emlc" --dataset-id 000102030405060708090a0b0c0d0e0f 2>"$tmp/enc.err" &&
+   grep -q "role test-images, dataset id 000102030405060708090a0b0c0d0e0f" "$tmp/enc.err" &&
+   "$bin" encrypt --recipient "$tmp/own.pub" --in "$tmp/labels.bin" --out "$tmp/n.emlc" \
+     --role none 2>"$tmp/enc2.err" &&
+   grep -q "role none, dataset id 00000000000000000000000000000000" "$tmp/enc2.err"; then
+  ok "encrypt: the role inferred from t10k-images-idx3-ubyte.gz, --dataset-id, --role none (unnamed)"
+else
+  bad "encrypt: inferred role: $(cat "$tmp/enc.err" "$tmp/enc2.err")"
+fi
+if "$bin" encrypt --help | grep -q -- "--role" && "$bin" encrypt --help | grep -q -- "--dataset NAME"; then
+  ok "encrypt --help names --role and --dataset"
+else
+  bad "encrypt --help lacks --role/--dataset"
+fi
+# A version 1 container (as enclaveml wrote it before): a clear refusal.
+{ printf 'EMLC\x01\x00\x01\x00\x00\x10\x00\x00\x40\x00\x00\x00'; head -c 64 /dev/zero; } >"$tmp/v1.emlc"
+expect_error "decrypt: a version 1 container" "version 1 is no longer supported" \
+  "$bin" decrypt --key "$tmp/own.key" --in "$tmp/v1.emlc" --out "$tmp/v1.out"
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -505,13 +505,21 @@ static const uint8_t *seal_key(const keyset *k, eml_container_mode mode)
     return mode == EML_CONTAINER_SYMMETRIC ? k->data_key : k->pk;
 }
 
+/* What seal() writes in the header: a role and a non-zero dataset id, so
+ * that the tampering tests below cover those bytes too. */
+static const eml_container_meta test_meta = {
+    EML_CONTAINER_ROLE_TRAIN_IMAGES,
+    {0xd1, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xdb, 0xdc,
+     0xdd, 0xde, 0xdf, 0xe0}};
+
 static uint8_t *seal(const keyset *k, eml_container_mode mode, uint32_t cs,
                      const uint8_t *pt, size_t n, size_t *len)
 {
     eml_err err = {{0}};
     uint8_t *c = NULL;
-    eml_status st = eml_container_seal_buffer(mode, seal_key(k, mode), cs, pt,
-                                              n, &c, len, &err);
+    eml_status st = eml_container_seal_buffer(mode, seal_key(k, mode), cs,
+                                              &test_meta, pt, n, &c, len,
+                                              &err);
     if (st != EML_OK) fail_msg("seal: %s", eml_err_msg(&err, st));
     return c;
 }
@@ -623,7 +631,7 @@ static void test_container_streaming(void **state)
     keyset k;
     keyset_make(&k);
     enum { N = 3 * CS + 100 };
-    uint8_t *pt = malloc(N), *ct = malloc(N + 16 * 4 + 144), *back = malloc(N);
+    uint8_t *pt = malloc(N), *ct = malloc(N + 16 * 4 + 164), *back = malloc(N);
     assert_non_null(pt);
     assert_non_null(ct);
     assert_non_null(back);
@@ -633,8 +641,8 @@ static void test_container_streaming(void **state)
         eml_cw *w = NULL;
         uint8_t hdr[EML_CONTAINER_HEADER_MAX];
         size_t hlen = 0, pos, off = 0, got;
-        assert_int_equal(eml_cw_new(modes[m], seal_key(&k, modes[m]), CS, &w,
-                                    hdr, &hlen, &err),
+        assert_int_equal(eml_cw_new(modes[m], seal_key(&k, modes[m]), CS,
+                                    NULL, &w, hdr, &hlen, &err),
                          EML_OK);
         assert_int_equal(eml_cw_chunk_size(w), CS);
         memcpy(ct, hdr, hlen);
@@ -758,12 +766,12 @@ static void test_container_format(void **state)
     for (int m = 0; m < 2; m++) {
         size_t len = 0;
         uint8_t *c = seal(&k, modes[m], CS, pt, N, &len);
-        size_t hlen = modes[m] == EML_CONTAINER_SYMMETRIC ? 64 : 144;
+        size_t hlen = modes[m] == EML_CONTAINER_SYMMETRIC ? 84 : 164;
         uint8_t content[32], file_key[32], h[32], id_in[19 + 32], id[32];
         uint8_t nonce[12], aad[41], out[CS];
 
         assert_memory_equal(c, "EMLC", 4);
-        assert_int_equal(c[4] | c[5] << 8, 1);
+        assert_int_equal(c[4] | c[5] << 8, 2);
         assert_int_equal(c[6] | c[7] << 8, modes[m]);
         assert_int_equal((uint32_t)c[8] | (uint32_t)c[9] << 8 |
                              (uint32_t)c[10] << 16 | (uint32_t)c[11] << 24,
@@ -778,19 +786,23 @@ static void test_container_format(void **state)
         assert_int_equal(eml_container_key_id(kid, seal_key(&k, modes[m])),
                          EML_OK);
         assert_memory_equal(kid, id, 16);
+        /* Role, reserved, dataset id. */
+        assert_int_equal(c[64] | c[65] << 8, EML_CONTAINER_ROLE_TRAIN_IMAGES);
+        assert_int_equal(c[66] | c[67] << 8, 0);
+        assert_memory_equal(c + 68, test_meta.dataset_id, 16);
 
         if (modes[m] == EML_CONTAINER_SYMMETRIC) {
             memcpy(content, k.data_key, 32);
         } else {
             uint8_t shared[32], wrap[32], info[27 + 64], zero[12] = {0};
-            assert_int_equal(eml_x25519_shared(shared, k.sk, c + 64), EML_OK);
+            assert_int_equal(eml_x25519_shared(shared, k.sk, c + 84), EML_OK);
             memcpy(info, "enclaveml recipient wrap v1", 27);
-            memcpy(info + 27, c + 64, 32);
+            memcpy(info + 27, c + 84, 32);
             memcpy(info + 59, k.pk, 32);
             assert_int_equal(eml_hkdf_sha256(wrap, 32, shared, 32, c + 32, 32,
                                              info, sizeof(info)),
                              EML_OK);
-            assert_int_equal(eml_aes256gcm_open(content, c + 96, 48, c, 96,
+            assert_int_equal(eml_aes256gcm_open(content, c + 116, 48, c, 116,
                                                 zero, wrap),
                              EML_OK);
         }
@@ -1051,10 +1063,12 @@ static void test_container_bad_headers(void **state)
     assert_int_equal(open_c(&k, c, len, &out, &n, &err), EML_ERR_FORMAT);
     check_msg(&err, "not an enclaveml container");
     c[0] = 'E';
-    c[4] = 2;
+    c[4] = 3;
     assert_int_equal(open_c(&k, c, len, &out, &n, &err), EML_ERR_UNSUPPORTED);
-    check_msg(&err, "version 2");
-    c[4] = 1;
+    check_msg(&err, "version 3");
+    c[4] = 0;
+    assert_int_equal(open_c(&k, c, len, &out, &n, &err), EML_ERR_FORMAT);
+    c[4] = 2;
     const uint32_t bad_cs[] = {0, 1, 4095, 4097, 3 * 4096, 32u << 20,
                                0xffffffffu};
     for (size_t i = 0; i < sizeof(bad_cs) / sizeof(bad_cs[0]); i++) {
@@ -1065,13 +1079,16 @@ static void test_container_bad_headers(void **state)
         check_msg(&err, "chunk size");
         memcpy(c + 8, save, 4);
     }
-    c[12] = 144;
+    c[12] = 164;
     assert_int_equal(open_c(&k, c, len, &out, &n, &err), EML_ERR_FORMAT);
     check_msg(&err, "header length");
-    c[12] = 64;
+    c[12] = 64; /* version 1's length: no longer valid */
+    assert_int_equal(open_c(&k, c, len, &out, &n, &err), EML_ERR_FORMAT);
+    check_msg(&err, "header length");
+    c[12] = 84;
     memset(&err, 0, sizeof(err));
     assert_int_equal(eml_cr_header_len(c, 16, &hl, &err), EML_OK);
-    assert_int_equal(hl, 64);
+    assert_int_equal(hl, 84);
     /* A valid other chunk size: parses, then fails authentication. */
     c[9] ^= 0x30; /* 4096 -> 8192 */
     assert_int_equal(open_c(&k, c, len, &out, &n, &err), EML_ERR_AUTH);
@@ -1083,26 +1100,166 @@ static void test_container_bad_headers(void **state)
     uint8_t hdr[EML_CONTAINER_HEADER_MAX];
     size_t hlen;
     memset(&err, 0, sizeof(err));
-    assert_int_equal(eml_cw_new(EML_CONTAINER_SYMMETRIC, k.data_key, 5000, &w,
-                                hdr, &hlen, &err),
+    assert_int_equal(eml_cw_new(EML_CONTAINER_SYMMETRIC, k.data_key, 5000,
+                                NULL, &w, hdr, &hlen, &err),
                      EML_ERR_RANGE);
     check_fail(EML_ERR_RANGE, &err);
     memset(&err, 0, sizeof(err));
-    assert_int_equal(eml_cw_new((eml_container_mode)3, k.data_key, CS, &w,
-                                hdr, &hlen, &err),
+    assert_int_equal(eml_cw_new((eml_container_mode)3, k.data_key, CS, NULL,
+                                &w, hdr, &hlen, &err),
                      EML_ERR_INVALID);
     assert_null(w);
     /* A small-order recipient key is refused by the writer. */
     uint8_t zero_pk[32] = {0};
     memset(&err, 0, sizeof(err));
-    assert_int_equal(eml_cw_new(EML_CONTAINER_RECIPIENT, zero_pk, CS, &w, hdr,
-                                &hlen, &err),
+    assert_int_equal(eml_cw_new(EML_CONTAINER_RECIPIENT, zero_pk, CS, NULL,
+                                &w, hdr, &hlen, &err),
                      EML_ERR_INVALID);
     check_msg(&err, "small order");
     assert_null(w);
     eml_cw_free(NULL);
     eml_cr_free(NULL);
     free(c);
+}
+
+/* ==== container: role and dataset id (version 2) ==== */
+
+static void test_container_roles(void **state)
+{
+    (void)state;
+    keyset k;
+    keyset_make(&k);
+    uint8_t pt[CS + 10];
+    fill_pattern(pt, sizeof(pt), 11);
+    eml_err err;
+    uint8_t *out = NULL;
+    size_t n = 0;
+
+    /* Names, both ways; values past the last role have none. */
+    for (int r = 0; r < EML_CONTAINER_ROLES; r++) {
+        eml_container_role back;
+        const char *name = eml_container_role_name((eml_container_role)r);
+        assert_non_null(name);
+        assert_int_equal(eml_container_role_parse(name, &back), EML_OK);
+        assert_int_equal(back, r);
+    }
+    assert_string_equal(eml_container_role_name(EML_CONTAINER_ROLE_TEST_LABELS),
+                        "test-labels");
+    assert_null(eml_container_role_name((eml_container_role)EML_CONTAINER_ROLES));
+    eml_container_role dummy;
+    assert_int_equal(eml_container_role_parse("t10k-images", &dummy),
+                     EML_ERR_INVALID);
+
+    /* dataset id = SHA-256("enclaveml dataset id v1" || name)[0..16). */
+    uint8_t id[16], want[32], in[23 + 12];
+    memcpy(in, "enclaveml dataset id v1", 23);
+    memcpy(in + 23, "alice-fmnist", 12);
+    assert_int_equal(eml_sha256(want, in, sizeof(in)), EML_OK);
+    assert_int_equal(eml_container_dataset_id(id, "alice-fmnist", 12), EML_OK);
+    assert_memory_equal(id, want, 16);
+
+    /* Every role, both modes: round trip, and peek says what was written. */
+    for (int m = 0; m < 2; m++) {
+        for (int r = 0; r < EML_CONTAINER_ROLES; r++) {
+            eml_container_meta meta;
+            eml_container_info info;
+            uint8_t *c = NULL;
+            size_t len = 0;
+            meta.role = (eml_container_role)r;
+            memcpy(meta.dataset_id, id, 16);
+            meta.dataset_id[15] ^= (uint8_t)r;
+            memset(&err, 0, sizeof(err));
+            assert_int_equal(eml_container_seal_buffer(
+                                 modes[m], seal_key(&k, modes[m]), CS, &meta,
+                                 pt, sizeof(pt), &c, &len, &err),
+                             EML_OK);
+            assert_int_equal(eml_container_peek(c, len, &info, &err), EML_OK);
+            assert_int_equal(info.role, r);
+            assert_memory_equal(info.dataset_id, meta.dataset_id, 16);
+            expect_open(&k, c, len, pt, sizeof(pt));
+            free(c);
+        }
+    }
+
+    /* NULL meta: role none, dataset id all zero. */
+    {
+        uint8_t *c = NULL, zero[16] = {0};
+        size_t len = 0;
+        eml_container_info info;
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(eml_container_seal_buffer(EML_CONTAINER_SYMMETRIC,
+                                                   k.data_key, CS, NULL, pt,
+                                                   10, &c, &len, &err),
+                         EML_OK);
+        assert_int_equal(eml_container_peek(c, len, &info, &err), EML_OK);
+        assert_int_equal(info.role, EML_CONTAINER_ROLE_NONE);
+        assert_memory_equal(info.dataset_id, zero, 16);
+        free(c);
+    }
+
+    /* Every byte of role, reserved and dataset id, changed to every other
+     * value that matters: a role value that parses fails authentication
+     * (chunk 0 in mode 1, the wrapped key in mode 2); an unknown role or
+     * non-zero reserved bytes fail the header parse. */
+    for (int m = 0; m < 2; m++) {
+        size_t len = 0;
+        uint8_t *c = seal(&k, modes[m], CS, pt, sizeof(pt), &len);
+        for (size_t off = 64; off < 84; off++) {
+            for (int v = 0; v < 256; v++) {
+                uint8_t save = c[off];
+                if (v == save) continue;
+                c[off] = (uint8_t)v;
+                eml_status st = open_c(&k, c, len, &out, &n, &err);
+                eml_status want_st = EML_ERR_AUTH;
+                if ((off == 64 && v >= EML_CONTAINER_ROLES) || off == 65 ||
+                    off == 66 || off == 67)
+                    want_st = EML_ERR_FORMAT;
+                if (st != want_st)
+                    fail_msg("mode %d: byte %zu = %d gave %d (%s), expected "
+                             "%d",
+                             modes[m], off, v, st, err.msg, want_st);
+                if (want_st == EML_ERR_FORMAT)
+                    check_msg(&err, off <= 65 ? "role" : "reserved");
+                c[off] = save;
+            }
+        }
+        expect_open(&k, c, len, pt, sizeof(pt));
+        free(c);
+    }
+
+    /* The writer refuses an unknown role. */
+    {
+        eml_cw *w = NULL;
+        uint8_t hdr[EML_CONTAINER_HEADER_MAX];
+        size_t hlen = 0;
+        eml_container_meta bad = {(eml_container_role)EML_CONTAINER_ROLES,
+                                  {0}};
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(eml_cw_new(EML_CONTAINER_SYMMETRIC, k.data_key, CS,
+                                    &bad, &w, hdr, &hlen, &err),
+                         EML_ERR_INVALID);
+        check_msg(&err, "role");
+        assert_null(w);
+    }
+
+    /* A version 1 header (as this module wrote it before) gets a clear
+     * error, before its other fields are looked at. */
+    {
+        size_t len = 0;
+        uint8_t *c = seal(&k, EML_CONTAINER_SYMMETRIC, CS, pt, 10, &len);
+        size_t hl = 0;
+        c[4] = 1;
+        c[12] = 64;
+        assert_int_equal(open_c(&k, c, len, &out, &n, &err),
+                         EML_ERR_UNSUPPORTED);
+        check_msg(&err, "container version 1 is no longer supported");
+        check_msg(&err, "re-encrypt");
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(eml_cr_header_len(c, 16, &hl, &err),
+                         EML_ERR_UNSUPPORTED);
+        check_msg(&err, "no longer supported");
+        free(c);
+    }
 }
 
 /* ==== key files ==== */
@@ -1165,7 +1322,8 @@ static void test_keyfiles(void **state)
     assert_int_equal(eml_pubfile_load(pp, pk, &err), EML_OK);
     eml_container_keys keys = {k->data_key, k->x25519_sk};
     assert_int_equal(eml_container_seal_buffer(EML_CONTAINER_RECIPIENT, pk, 0,
-                                               pt, sizeof(pt), &c, &len, &err),
+                                               NULL, pt, sizeof(pt), &c, &len,
+                                               &err),
                      EML_OK);
     assert_int_equal(eml_container_open_buffer(c, len, &keys, &out, &n, &err),
                      EML_OK);
@@ -1241,6 +1399,7 @@ int main(void)
         cmocka_unit_test(test_container_splicing),
         cmocka_unit_test(test_container_wrong_key),
         cmocka_unit_test(test_container_bad_headers),
+        cmocka_unit_test(test_container_roles),
         cmocka_unit_test(test_keyfiles),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -158,7 +158,7 @@ else
   bad "canary search does not find the canary in A's own plaintext"
 fi
 # Control: the same search sees the ciphertext the host moved in the trace.
-windows "$w/a/train-images-idx3-ubyte.emlc" $((64 + 5 * 4112)) 32 32 1 >"$tmp/ct.pat"
+windows "$w/a/train-images-idx3-ubyte.emlc" $((84 + 5 * 4112)) 32 32 1 >"$tmp/ct.pat"
 if [[ $(leaks "$tmp/ct.pat" "$w") == "$w/a/train-images-idx3-ubyte.emlc"$'\n'"$w/trace.bin" ]]; then
   ok "the search sees the ciphertext the host carried in the trace"
 else
@@ -211,7 +211,7 @@ else
 fi
 
 # ==== tampering with the data ====
-H=64          # header bytes of a data container
+H=84          # header bytes of a data container
 C=$((4096 + 16)) # ciphertext bytes of a full chunk
 tamper_dir() { # a fresh copy of A's encrypted dir in $w/x
   rm -rf "$w/x"
@@ -273,7 +273,7 @@ expect_train_error "a chunk dropped" "train-images" --data x --grant a.grant
 tamper_dir
 cp "$w/a/t10k-images-idx3-ubyte.emlc" "$img"
 expect_train_error "owner's own test images in place of its train images" \
-  "owner 1" --data x --grant a.grant
+  "owner 1 train-images: the file is encrypted as test-images" --data x --grant a.grant
 if [[ $(wc -c <"$s") -eq $((H + 57 * C + 1744 + 16)) ]]; then
   ok "the tampered file has the expected layout (header + 57 full chunks + 1)"
 else
@@ -283,6 +283,36 @@ tamper_dir
 cp "$w/b/train-labels-idx1-ubyte.emlc" "$w/x/train-labels-idx1-ubyte.emlc"
 expect_train_error "owner B's train-labels swapped into A's directory" \
   "train-labels" --data x --grant a.grant
+# The attack of issue 9: the owner's training files served as its test
+# files, to raise the signed test accuracy.  Refused before decryption.
+tamper_dir
+cp "$w/a/train-images-idx3-ubyte.emlc" "$w/x/t10k-images-idx3-ubyte.emlc"
+cp "$w/a/train-labels-idx1-ubyte.emlc" "$w/x/t10k-labels-idx1-ubyte.emlc"
+expect_train_error "owner's train files served as its test files" \
+  "owner 1 test-images: the file is encrypted as train-images (a file served in the wrong role)" \
+  --data x --grant a.grant
+# The four files of one owner must name one data set.
+tamper_dir
+"$bin" encrypt --key alice.key --in "$plain/a/t10k-labels-idx1-ubyte" \
+  --out x/t10k-labels-idx1-ubyte.emlc --dataset alice-other --quiet
+expect_train_error "one owner's files from two data sets (--dataset)" \
+  "owner 1 test-labels: the file belongs to another data set" --data x --grant a.grant
+# Another file of the owner in a data slot, with the right role so that it
+# passes the role check: the enclave's error names the problem and echoes
+# none of the file's bytes.
+tamper_dir
+printf 'Hi there CANARY-5e1f0c9a is secret text, not IDX at all\n' >"$plain/canary.txt"
+"$bin" encrypt --key alice.key --in "$plain/canary.txt" \
+  --out x/train-labels-idx1-ubyte.emlc --role train-labels --quiet
+expect_train_error "a non-IDX file in a data slot" "not an IDX file (bad magic)" \
+  --data x --grant a.grant
+chex=$(head -c 8 "$plain/canary.txt" | od -An -tx1 | tr -s ' ' | sed 's/^ //;s/ $//')
+chex2=$(printf '%s' "$chex" | tr -d ' ')
+if grep -qiF -e "CANARY" -e "Hi there" -e "5e1f0c9a" -e "${chex:0:5}" -e "${chex2:0:4}" "$tmp/err"; then
+  bad "the enclave's error echoes the file: $(cat "$tmp/err")"
+else
+  ok "the enclave's error holds neither the canary nor its hex ($chex)"
+fi
 rm -rf "$w/x"
 
 # ==== tampering with grants ====

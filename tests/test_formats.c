@@ -394,24 +394,26 @@ static void test_idx_bad_headers(void **state)
     idx_expect(b, 9, EML_ERR_FORMAT, "not an IDX file");
     HDR(0, 2, 8, 1, 0, 0, 0, 1, 5);
     idx_expect(b, 9, EML_ERR_FORMAT, "not an IDX file");
+    /* Messages name the problem and quote no byte or number of the file
+     * (the enclave parses decrypted data with this: test_idx_no_echo). */
     HDR(0, 0, 0x0D, 1, 0, 0, 0, 1, 0, 0, 0, 0);
-    idx_expect(b, 12, EML_ERR_UNSUPPORTED, "float");
+    idx_expect(b, 12, EML_ERR_UNSUPPORTED, "element type is not supported");
     HDR(0, 0, 0x07, 1, 0, 0, 0, 1, 5);
-    idx_expect(b, 9, EML_ERR_FORMAT, "type 0x07");
+    idx_expect(b, 9, EML_ERR_FORMAT, "unknown IDX element type");
     HDR(0, 0, 8, 0, 5);
-    idx_expect(b, 5, EML_ERR_FORMAT, "0 dimensions");
+    idx_expect(b, 5, EML_ERR_FORMAT, "no dimensions");
     HDR(0, 0, 8, 5, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 9);
-    idx_expect(b, 25, EML_ERR_UNSUPPORTED, "5 dimensions");
+    idx_expect(b, 25, EML_ERR_UNSUPPORTED, "too many dimensions");
     /* Zero item dimension (only the count may be 0). */
     HDR(0, 0, 8, 2, 0, 0, 0, 1, 0, 0, 0, 0);
     idx_expect(b, 12, EML_ERR_FORMAT, "is 0");
     /* Trailing bytes. */
     HDR(0, 0, 8, 1, 0, 0, 0, 2, 5, 6, 7);
-    idx_expect(b, 11, EML_ERR_FORMAT, "1 trailing byte past");
+    idx_expect(b, 11, EML_ERR_FORMAT, "trailing bytes past");
     /* Overflow: 2^32-1 in each of 4 dims is ~2^128 bytes. */
     HDR(0, 0, 8, 4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff);
-    idx_expect(b, 20, EML_ERR_RANGE, "4294967295x4294967295");
+    idx_expect(b, 20, EML_ERR_RANGE, "dimension product overflows");
     /* Even with count 0, absurd item dims are refused. */
     HDR(0, 0, 8, 4, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
         0xff, 0xff, 0xff, 0xff);
@@ -423,7 +425,7 @@ static void test_idx_bad_headers(void **state)
     /* 65536 x 65536 = exactly 4 GiB: allowed by the cap, but the file is
      * short, so truncated (and nothing was allocated). */
     HDR(0, 0, 8, 2, 0, 1, 0, 0, 0, 1, 0, 0, 1, 2, 3);
-    idx_expect(b, 15, EML_ERR_TRUNCATED, "65536x65536");
+    idx_expect(b, 15, EML_ERR_TRUNCATED, "truncated");
     /* The message the CLI shows for a short download. */
     {
         static const uint32_t dims[] = {60000, 28, 28};
@@ -435,26 +437,121 @@ static void test_idx_bad_headers(void **state)
                                        "train-images-idx3-ubyte", &idx, &err),
                          EML_ERR_TRUNCATED);
         assert_string_equal(err.msg, "train-images-idx3-ubyte: truncated: "
-                                     "header says 60000x28x28 bytes, file "
-                                     "has 1234");
-        /* The same, gzipped: the count is of decompressed bytes. */
+                                     "the data is shorter than the IDX "
+                                     "header announces");
+        /* The same, gzipped: the message says it means the decompressed
+         * bytes. */
         g = gz(raw, 16 + 1234, 6, &glen);
         memset(&err, 0, sizeof(err));
         assert_int_equal(eml_idx_parse(g, glen, "train-images-idx3-ubyte.gz",
                                        &idx, &err),
                          EML_ERR_TRUNCATED);
         assert_string_equal(err.msg, "train-images-idx3-ubyte.gz: truncated: "
-                                     "header says 60000x28x28 bytes, file "
-                                     "has 1234 after gunzip");
+                                     "the data is shorter than the IDX "
+                                     "header announces (after gunzip)");
         free(g);
         free(raw);
     }
     /* A gzipped file with a bad IDX header inside. */
     HDR(0, 0, 0x0C, 1, 0, 0, 0, 1, 0, 0, 0, 0);
     g = gz(b, 12, 6, &glen);
-    idx_expect(g, glen, EML_ERR_UNSUPPORTED, "int");
+    idx_expect(g, glen, EML_ERR_UNSUPPORTED, "(after gunzip)");
     free(g);
 #undef HDR
+}
+
+/* The message of a failed parse must not echo the file: neither its bytes
+ * as text nor as hex, nor the numbers its header fields would hold.  The
+ * enclave parses decrypted files and sends its errors to the host. */
+static void expect_no_echo(const uint8_t *b, size_t len, const char *what)
+{
+    eml_idx idx;
+    eml_err err = {{0}};
+    char pat[32];
+    eml_status st = eml_idx_parse(b, len, "slot", &idx, &err);
+    if (st == EML_OK) fail_msg("%s: parsed", what);
+    check_fail(st, &err);
+    /* The one number a message may hold is the size limit: blank it. */
+    snprintf(pat, sizeof(pat), "%zu", (size_t)EML_IDX_MAX_BYTES);
+    char *lim = strstr(err.msg, pat);
+    if (lim != NULL) memset(lim, '_', strlen(pat));
+    const char *texts[] = {"Hi there", "Hi t", "CANARY", "canary", "there"};
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+        if (strstr(err.msg, texts[i]) != NULL)
+            fail_msg("%s: \"%s\" echoes \"%s\"", what, err.msg, texts[i]);
+    for (size_t i = 0; i + 1 < len && i < 24; i++) {
+        const char *fmts[] = {"%02x %02x", "%02x%02x", "%02X %02X",
+                              "%02X%02X"};
+        for (size_t f = 0; f < 4; f++) {
+            snprintf(pat, sizeof(pat), fmts[f], b[i], b[i + 1]);
+            if (strstr(err.msg, pat) != NULL)
+                fail_msg("%s: \"%s\" echoes bytes %zu..%zu (%s)", what,
+                         err.msg, i, i + 1, pat);
+        }
+    }
+    /* The big-endian u32 at each 4-byte header slot, in decimal. */
+    for (size_t i = 4; i + 4 <= len && i < 24; i += 4) {
+        uint32_t v = (uint32_t)b[i] << 24 | (uint32_t)b[i + 1] << 16 |
+                     (uint32_t)b[i + 2] << 8 | b[i + 3];
+        snprintf(pat, sizeof(pat), "%lu", (unsigned long)v);
+        if (v >= 100 && strstr(err.msg, pat) != NULL)
+            fail_msg("%s: \"%s\" echoes a dimension (%s)", what, err.msg,
+                     pat);
+    }
+    /* The file's length (raw buffers only: what a .gz expands to is not
+     * the input length). */
+    snprintf(pat, sizeof(pat), "%zu", len);
+    if (len >= 10 && strstr(err.msg, pat) != NULL)
+        fail_msg("%s: \"%s\" echoes the length %s", what, err.msg, pat);
+}
+
+static void test_idx_no_echo(void **state)
+{
+    (void)state;
+    static const char text[] = "Hi there, this is CANARY-7f3a9c, not IDX";
+    uint8_t b[64];
+    size_t n = sizeof(text) - 1, glen;
+    uint8_t *g;
+
+    /* Another file altogether: bad magic. */
+    expect_no_echo((const uint8_t *)text, n, "text");
+    /* A valid magic and then text: every later check sees canary bytes. */
+    static const uint8_t types[] = {0x08, 0x0D, 0x07};
+    for (size_t t = 0; t < sizeof(types); t++)
+        for (uint8_t nd = 0; nd <= 5; nd++) {
+            memset(b, 0, sizeof(b));
+            b[2] = types[t];
+            b[3] = nd;
+            memcpy(b + 4, text, n);
+            for (size_t len = 4; len <= 4 + n; len += 5)
+                expect_no_echo(b, len, "magic + text");
+        }
+    /* Dimensions that multiply out, data too short or too long. */
+    memset(b, 0, sizeof(b));
+    b[2] = 0x08;
+    b[3] = 2;
+    memcpy(b + 4, "\0\0\0\x07\0\0\0\x05", 8);
+    memcpy(b + 12, text, 30);
+    expect_no_echo(b, 12 + 30, "trailing canary");
+    expect_no_echo(b, 12 + 20, "short canary");
+    /* The same through gzip, and a gzip stream with a canary after it. */
+    g = gz((const uint8_t *)text, n, 6, &glen);
+    expect_no_echo(g, glen, "gzipped text");
+    free(g);
+    g = gz(b, 12 + 30, 6, &glen);
+    expect_no_echo(g, glen, "gzipped trailing canary");
+    free(g);
+    {
+        static const uint32_t dims[] = {2, 2};
+        size_t rl, zl;
+        uint8_t *raw = make_idx(dims, 2, &rl), *z;
+        g = gz(raw, rl, 6, &glen);
+        z = concat(g, glen, (const uint8_t *)text, n, &zl);
+        expect_no_echo(z, zl, "canary after a gzip member");
+        free(z);
+        free(g);
+        free(raw);
+    }
 }
 
 static void test_gunzip(void **state)
@@ -509,7 +606,7 @@ static void test_gunzip(void **state)
     memset(&err, 0, sizeof(err));
     assert_int_equal(eml_gunzip(bad, zlen, 1 << 20, &out, &olen, &err),
                      EML_ERR_FORMAT);
-    check_msg(&err, "3 bytes of trailing data");
+    check_msg(&err, "trailing data after a gzip member");
     free(bad);
     /* Trailing zero padding (as tar leaves) is refused too: strict. */
     bad = concat(g, glen, (const uint8_t *)"\0\0\0\0", 4, &zlen);
@@ -1291,6 +1388,7 @@ int main(void)
         cmocka_unit_test(test_idx_truncations),
         cmocka_unit_test(test_idx_gzip_bitflips),
         cmocka_unit_test(test_idx_bad_headers),
+        cmocka_unit_test(test_idx_no_echo),
         cmocka_unit_test(test_gunzip),
         cmocka_unit_test(test_idx_write_invalid),
         cmocka_unit_test(test_idx_fashion_mnist),

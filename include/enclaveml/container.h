@@ -9,6 +9,11 @@
  * reordering, dropping, duplicating, truncating, appending, or moving a
  * chunk to another file all fail authentication.
  *
+ * The header also says what the file is (its role: training images, test
+ * labels, a model...) and which data set it belongs to (a 16-byte dataset
+ * id), both authenticated with the rest of the header, so that a host
+ * cannot serve an owner's training file where its test file belongs.
+ *
  * Two key modes:
  *   EML_CONTAINER_SYMMETRIC (1): the owner's 32-byte data key.
  *   EML_CONTAINER_RECIPIENT (2): a recipient's X25519 public key; a random
@@ -19,8 +24,9 @@
  *
  *     uint8_t hdr[EML_CONTAINER_HEADER_MAX]; size_t hlen;
  *     eml_cw *w;
- *     st = eml_cw_new(EML_CONTAINER_SYMMETRIC, data_key, 0, &w, hdr, &hlen,
- *                     &err);                 // 0: default 1 MiB chunks
+ *     eml_container_meta meta = {EML_CONTAINER_ROLE_TRAIN_IMAGES, {0}};
+ *     st = eml_cw_new(EML_CONTAINER_SYMMETRIC, data_key, 0, &meta, &w, hdr,
+ *                     &hlen, &err);          // 0: default 1 MiB chunks
  *     write(hdr, hlen);
  *     for each chunk: every one but the last exactly chunk_size bytes,
  *                     the last 1..chunk_size bytes (0 only if all is empty)
@@ -65,14 +71,26 @@ typedef enum eml_container_mode {
     EML_CONTAINER_RECIPIENT = 2, /* key = recipient X25519 public key */
 } eml_container_mode;
 
-#define EML_CONTAINER_VERSION 1
+/* What a file is.  Values are stored in the header: only ever append. */
+typedef enum eml_container_role {
+    EML_CONTAINER_ROLE_NONE = 0, /* unspecified */
+    EML_CONTAINER_ROLE_TRAIN_IMAGES = 1,
+    EML_CONTAINER_ROLE_TRAIN_LABELS = 2,
+    EML_CONTAINER_ROLE_TEST_IMAGES = 3,
+    EML_CONTAINER_ROLE_TEST_LABELS = 4,
+    EML_CONTAINER_ROLE_MODEL = 5,
+} eml_container_role;
+#define EML_CONTAINER_ROLES 6 /* one past the last role */
+
+#define EML_CONTAINER_VERSION 2
 #define EML_CONTAINER_KEY_BYTES 32
 #define EML_CONTAINER_KEY_ID_BYTES 16
+#define EML_CONTAINER_DATASET_ID_BYTES 16
 #define EML_CONTAINER_TAG_BYTES 16
 #define EML_CONTAINER_PREFIX 16       /* bytes that tell the header length */
-#define EML_CONTAINER_HEADER_SYM 64   /* header bytes, mode 1 */
-#define EML_CONTAINER_HEADER_RCPT 144 /* header bytes, mode 2 */
-#define EML_CONTAINER_HEADER_MAX 144
+#define EML_CONTAINER_HEADER_SYM 84   /* header bytes, mode 1 */
+#define EML_CONTAINER_HEADER_RCPT 164 /* header bytes, mode 2 */
+#define EML_CONTAINER_HEADER_MAX 164
 #define EML_CONTAINER_CHUNK_MIN ((uint32_t)4 << 10)
 #define EML_CONTAINER_CHUNK_MAX ((uint32_t)16 << 20)
 #define EML_CONTAINER_CHUNK_DEFAULT ((uint32_t)1 << 20)
@@ -84,13 +102,34 @@ EML_MUST_CHECK eml_status eml_container_key_id(
     uint8_t id[EML_CONTAINER_KEY_ID_BYTES],
     const uint8_t key[EML_CONTAINER_KEY_BYTES]);
 
+/* dataset id = first 16 bytes of SHA-256("enclaveml dataset id v1" ||
+ * name), name len bytes (no NUL).  All zero means "unnamed". */
+EML_MUST_CHECK eml_status eml_container_dataset_id(
+    uint8_t id[EML_CONTAINER_DATASET_ID_BYTES], const char *name, size_t len);
+
+/* "none", "train-images", "train-labels", "test-images", "test-labels",
+ * "model"; NULL for a value that is not a role. */
+const char *eml_container_role_name(eml_container_role role);
+/* The role named s (one of the names above); EML_ERR_INVALID otherwise. */
+EML_MUST_CHECK eml_status eml_container_role_parse(const char *s,
+                                                   eml_container_role *out);
+
+/* What a writer puts in the header besides keys and sizes. */
+typedef struct eml_container_meta {
+    eml_container_role role;
+    uint8_t dataset_id[EML_CONTAINER_DATASET_ID_BYTES];
+} eml_container_meta;
+
 /* What the first bytes of a container say (no key needed, nothing
- * authenticated yet). */
+ * authenticated yet: role and dataset_id are authenticated only once the
+ * first chunk (mode 1) or the wrapped key (mode 2) opened). */
 typedef struct eml_container_info {
     eml_container_mode mode;
     uint32_t chunk_size;
     size_t header_len;
     uint8_t key_id[EML_CONTAINER_KEY_ID_BYTES];
+    eml_container_role role;
+    uint8_t dataset_id[EML_CONTAINER_DATASET_ID_BYTES];
 } eml_container_info;
 
 /* ==== writer ==== */
@@ -102,9 +141,12 @@ typedef struct eml_cw eml_cw;
  * EML_CONTAINER_CHUNK_MIN..MAX, or 0 for EML_CONTAINER_CHUNK_DEFAULT.  The
  * header (header_len bytes, at most EML_CONTAINER_HEADER_MAX) goes to
  * header; write it before the chunks.  Each call draws a fresh salt (and in
- * mode 2 a fresh ephemeral key and content key). */
+ * mode 2 a fresh ephemeral key and content key).  meta: the file's role
+ * and dataset id, borrowed; NULL means role none and an all-zero id; an
+ * unknown role is EML_ERR_INVALID. */
 EML_MUST_CHECK eml_status eml_cw_new(eml_container_mode mode,
                                      const uint8_t *key, uint32_t chunk_size,
+                                     const eml_container_meta *meta,
                                      eml_cw **out,
                                      uint8_t header[EML_CONTAINER_HEADER_MAX],
                                      size_t *header_len, eml_err *err);
@@ -137,10 +179,12 @@ typedef struct eml_container_keys {
 /* From the first len >= EML_CONTAINER_PREFIX bytes: checks magic, version,
  * mode, chunk size and header length, and gives the full header length.
  * EML_ERR_TRUNCATED if len is too small, EML_ERR_FORMAT (not a container,
- * bad mode or sizes), EML_ERR_UNSUPPORTED (a newer version). */
+ * bad mode or sizes), EML_ERR_UNSUPPORTED (version 1, which is no longer
+ * read, or a newer version). */
 EML_MUST_CHECK eml_status eml_cr_header_len(const uint8_t *buf, size_t len,
                                             size_t *header_len, eml_err *err);
-/* The same checks, and the header's fields (needs the whole header). */
+/* The same checks, and the header's fields (needs the whole header); an
+ * unknown role or non-zero reserved bytes are EML_ERR_FORMAT. */
 EML_MUST_CHECK eml_status eml_container_peek(const uint8_t *buf, size_t len,
                                              eml_container_info *info,
                                              eml_err *err);
@@ -184,11 +228,12 @@ EML_MUST_CHECK eml_status eml_container_sealed_size(eml_container_mode mode,
                                                     uint64_t pt_len,
                                                     uint64_t *out);
 
-/* Seals pt into a new malloc'd container (*out, caller frees). */
+/* Seals pt into a new malloc'd container (*out, caller frees); meta as
+ * for eml_cw_new. */
 EML_MUST_CHECK eml_status eml_container_seal_buffer(
     eml_container_mode mode, const uint8_t *key, uint32_t chunk_size,
-    const uint8_t *pt, size_t len, uint8_t **out, size_t *out_len,
-    eml_err *err);
+    const eml_container_meta *meta, const uint8_t *pt, size_t len,
+    uint8_t **out, size_t *out_len, eml_err *err);
 
 /* Opens a whole container into a new malloc'd buffer (*out: never NULL on
  * success, even for 0 bytes).  The plaintext is the caller's: wipe it

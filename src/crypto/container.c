@@ -25,6 +25,7 @@
 
 static const uint8_t magic[4] = {'E', 'M', 'L', 'C'};
 static const char label_key_id[] = "enclaveml key id v1";
+static const char label_dataset_id[] = "enclaveml dataset id v1";
 static const char label_wrap[] = "enclaveml recipient wrap v1";
 static const char label_file[] = "enclaveml container v1";
 #define LABEL_LEN(s) (sizeof(s) - 1) /* labels go in without their NUL */
@@ -38,9 +39,12 @@ enum {
     OFF_HLEN = 12,
     OFF_KEY_ID = 16,
     OFF_SALT = 32,
-    OFF_EPH_PK = 64,  /* mode 2 only */
-    OFF_WRAPPED = 96, /* mode 2 only; also the end of the wrap's AAD */
-    OFF_WRAP_TAG = 128,
+    OFF_ROLE = 64,     /* version 2 */
+    OFF_RESERVED = 66, /* u16, must be 0 */
+    OFF_DATASET = 68,
+    OFF_EPH_PK = 84,   /* mode 2 only */
+    OFF_WRAPPED = 116, /* mode 2 only; also the end of the wrap's AAD */
+    OFF_WRAP_TAG = 148,
 };
 #define SALT_BYTES 32
 #define NONCE_BYTES 12
@@ -48,7 +52,10 @@ enum {
 
 _Static_assert(OFF_WRAP_TAG + 16 == EML_CONTAINER_HEADER_RCPT,
                "recipient header layout");
-_Static_assert(OFF_SALT + SALT_BYTES == EML_CONTAINER_HEADER_SYM,
+_Static_assert(OFF_SALT + SALT_BYTES == OFF_ROLE &&
+                   OFF_DATASET + EML_CONTAINER_DATASET_ID_BYTES ==
+                       EML_CONTAINER_HEADER_SYM &&
+                   EML_CONTAINER_HEADER_SYM == OFF_EPH_PK,
                "symmetric header layout");
 _Static_assert(EML_CONTAINER_TAG_BYTES == EML_GCM_TAG_BYTES, "tag size");
 _Static_assert(EML_CONTAINER_KEY_BYTES == EML_KEY_BYTES &&
@@ -69,6 +76,48 @@ typedef struct key_scratch {
 } key_scratch;
 
 /* ==== little helpers ==== */
+
+static const char *const role_names[EML_CONTAINER_ROLES] = {
+    "none", "train-images", "train-labels", "test-images", "test-labels",
+    "model"};
+_Static_assert(sizeof(role_names) / sizeof(role_names[0]) ==
+                   EML_CONTAINER_ROLE_MODEL + 1,
+               "one name per role");
+
+const char *eml_container_role_name(eml_container_role role)
+{
+    if ((unsigned)role >= EML_CONTAINER_ROLES) return NULL;
+    return role_names[role];
+}
+
+eml_status eml_container_role_parse(const char *s, eml_container_role *out)
+{
+    if (s == NULL || out == NULL) return EML_ERR_INVALID;
+    for (unsigned i = 0; i < EML_CONTAINER_ROLES; i++)
+        if (strcmp(s, role_names[i]) == 0) {
+            *out = (eml_container_role)i;
+            return EML_OK;
+        }
+    return EML_ERR_INVALID;
+}
+
+eml_status eml_container_dataset_id(
+    uint8_t id[EML_CONTAINER_DATASET_ID_BYTES], const char *name, size_t len)
+{
+    uint8_t digest[EML_SHA256_BYTES];
+    eml_sha256_ctx *h = NULL;
+    if (id == NULL || (name == NULL && len > 0)) return EML_ERR_INVALID;
+    eml_status st = eml_sha256_new(&h);
+    if (st == EML_OK)
+        st = eml_sha256_update(h, (const uint8_t *)label_dataset_id,
+                               LABEL_LEN(label_dataset_id));
+    if (st == EML_OK && len > 0)
+        st = eml_sha256_update(h, (const uint8_t *)name, len);
+    if (st == EML_OK) st = eml_sha256_final(h, digest);
+    eml_sha256_free(h);
+    if (st == EML_OK) memcpy(id, digest, EML_CONTAINER_DATASET_ID_BYTES);
+    return st;
+}
 
 static void put_le16(uint8_t *p, uint16_t v)
 {
@@ -199,6 +248,10 @@ static eml_status parse_prefix(const uint8_t *buf, size_t len,
         return eml_err_set(err, EML_ERR_FORMAT,
                            "not an enclaveml container (bad magic)");
     unsigned version = get_le16(buf + OFF_VERSION);
+    if (version == 1)
+        return eml_err_set(err, EML_ERR_UNSUPPORTED,
+                           "container version 1 is no longer supported "
+                           "(re-encrypt it with this version of enclaveml)");
     if (version != EML_CONTAINER_VERSION)
         return eml_err_set(err, version == 0 ? EML_ERR_FORMAT
                                              : EML_ERR_UNSUPPORTED,
@@ -259,7 +312,22 @@ eml_status eml_container_peek(const uint8_t *buf, size_t len,
                            "container header is truncated: %zu of %zu bytes",
                            len, need);
     }
+    unsigned role = get_le16(buf + OFF_ROLE);
+    unsigned reserved = get_le16(buf + OFF_RESERVED);
+    if (role >= EML_CONTAINER_ROLES || reserved != 0) {
+        memset(info, 0, sizeof(*info));
+        if (reserved != 0)
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "container header: reserved bytes 66..67 are "
+                               "not zero");
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "container role %u is unknown (0..%d)", role,
+                           EML_CONTAINER_ROLES - 1);
+    }
     memcpy(info->key_id, buf + OFF_KEY_ID, EML_CONTAINER_KEY_ID_BYTES);
+    info->role = (eml_container_role)role;
+    memcpy(info->dataset_id, buf + OFF_DATASET,
+           EML_CONTAINER_DATASET_ID_BYTES);
     return EML_OK;
 }
 
@@ -278,8 +346,9 @@ struct eml_cw {
 /* Fills the header; in mode 2 leaves the fresh content key in
  * w->s.content_key for the caller to derive from and wipe. */
 static eml_status writer_header(eml_cw *w, eml_container_mode mode,
-                                const uint8_t *key, uint8_t *h, size_t hlen,
-                                eml_err *err)
+                                const uint8_t *key,
+                                const eml_container_meta *meta, uint8_t *h,
+                                size_t hlen, eml_err *err)
 {
     /* The wrap key encrypts exactly one message (this file's content key):
      * it comes from a fresh ephemeral X25519 key and a fresh salt, so the
@@ -293,6 +362,11 @@ static eml_status writer_header(eml_cw *w, eml_container_mode mode,
     put_le16(h + OFF_MODE, (uint16_t)mode);
     eml_put_le32(h + OFF_CHUNK, w->chunk_size);
     eml_put_le32(h + OFF_HLEN, (uint32_t)hlen);
+    if (meta != NULL) {
+        put_le16(h + OFF_ROLE, (uint16_t)meta->role);
+        memcpy(h + OFF_DATASET, meta->dataset_id,
+               EML_CONTAINER_DATASET_ID_BYTES);
+    }
     st = key_id_with(s, h + OFF_KEY_ID, key);
     if (st == EML_OK) st = eml_random(h + OFF_SALT, SALT_BYTES);
     if (st != EML_OK)
@@ -313,7 +387,7 @@ static eml_status writer_header(eml_cw *w, eml_container_mode mode,
     if (st == EML_OK) st = derive_wrap_key(s, h);
     eml_wipe(s->shared, sizeof(s->shared));
     if (st == EML_OK) st = eml_random_secret(s->content_key, 32);
-    /* wrapped_key || wrap_tag = GCM(wrap key, 0, AAD = header[0..96)). */
+    /* wrapped_key || wrap_tag = GCM(wrap key, 0, AAD = header[0..116)). */
     if (st == EML_OK)
         st = eml_aes256gcm_seal(h + OFF_WRAPPED, s->content_key, 32, h,
                                 OFF_WRAPPED, zero_nonce, s->wrap_key);
@@ -327,7 +401,8 @@ static eml_status writer_header(eml_cw *w, eml_container_mode mode,
 }
 
 eml_status eml_cw_new(eml_container_mode mode, const uint8_t *key,
-                      uint32_t chunk_size, eml_cw **out,
+                      uint32_t chunk_size, const eml_container_meta *meta,
+                      eml_cw **out,
                       uint8_t header[EML_CONTAINER_HEADER_MAX],
                       size_t *header_len, eml_err *err)
 {
@@ -339,6 +414,9 @@ eml_status eml_cw_new(eml_container_mode mode, const uint8_t *key,
     if (mode != EML_CONTAINER_SYMMETRIC && mode != EML_CONTAINER_RECIPIENT)
         return eml_err_set(err, EML_ERR_INVALID,
                            "container: key mode %d is unknown", (int)mode);
+    if (meta != NULL && (unsigned)meta->role >= EML_CONTAINER_ROLES)
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "container: role %d is unknown", (int)meta->role);
     if (chunk_size == 0) chunk_size = EML_CONTAINER_CHUNK_DEFAULT;
     if (!chunk_size_ok(chunk_size))
         return eml_err_set(err, EML_ERR_RANGE,
@@ -354,7 +432,7 @@ eml_status eml_cw_new(eml_container_mode mode, const uint8_t *key,
     uint8_t h[EML_CONTAINER_HEADER_MAX];
     memset(h, 0, sizeof(h));
 
-    eml_status st = writer_header(w, mode, key, h, hlen, err);
+    eml_status st = writer_header(w, mode, key, meta, h, hlen, err);
     if (st == EML_OK) {
         const uint8_t *content_key =
             mode == EML_CONTAINER_RECIPIENT ? w->s.content_key : key;
@@ -679,6 +757,7 @@ eml_status eml_container_sealed_size(eml_container_mode mode,
 
 eml_status eml_container_seal_buffer(eml_container_mode mode,
                                      const uint8_t *key, uint32_t chunk_size,
+                                     const eml_container_meta *meta,
                                      const uint8_t *pt, size_t len,
                                      uint8_t **out, size_t *out_len,
                                      eml_err *err)
@@ -703,7 +782,7 @@ eml_status eml_container_seal_buffer(eml_container_mode mode,
     uint8_t *buf = malloc((size_t)total);
     if (buf == NULL)
         return eml_err_set(err, EML_ERR_NOMEM, "container: out of memory");
-    st = eml_cw_new(mode, key, chunk_size, &w, hdr, &hlen, err);
+    st = eml_cw_new(mode, key, chunk_size, meta, &w, hdr, &hlen, err);
     if (st != EML_OK) goto out;
     memcpy(buf, hdr, hlen);
     pos = hlen;

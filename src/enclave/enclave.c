@@ -404,6 +404,7 @@ typedef struct owner_file {
     uint8_t *plain; /* decrypted bytes (wiped on free) */
     size_t len;
     uint8_t digest[32]; /* SHA-256 of the ciphertext as read */
+    uint8_t dataset_id[EML_CONTAINER_DATASET_ID_BYTES]; /* from its header */
 } owner_file;
 
 static void owner_file_free(owner_file *f)
@@ -418,12 +419,29 @@ static void owner_file_free(owner_file *f)
 static const char *const kind_names[EML_FILE_KINDS] = {
     "train-images", "train-labels", "test-images", "test-labels"};
 
+/* The container role a file must carry to be served as file kind k. */
+static eml_container_role kind_role(uint64_t k)
+{
+    return (eml_container_role)(EML_CONTAINER_ROLE_TRAIN_IMAGES + k);
+}
+_Static_assert(EML_CONTAINER_ROLE_TRAIN_IMAGES + EML_FILE_TRAIN_LABELS ==
+                       EML_CONTAINER_ROLE_TRAIN_LABELS &&
+                   EML_CONTAINER_ROLE_TRAIN_IMAGES + EML_FILE_TEST_IMAGES ==
+                       EML_CONTAINER_ROLE_TEST_IMAGES &&
+                   EML_CONTAINER_ROLE_TRAIN_IMAGES + EML_FILE_TEST_LABELS ==
+                       EML_CONTAINER_ROLE_TEST_LABELS,
+               "file kinds and container roles in step");
+
 /* Streams one encrypted file from the host, authenticating every chunk,
- * and returns its plaintext. */
+ * and returns its plaintext.  Before anything is decrypted the header must
+ * name the owner's key, the role of the slot the file was served in, and
+ * (when want_dataset is not NULL) the dataset id of the owner's other
+ * files; the header is authenticated with the first chunk. */
 static eml_status read_owner_file(eml_enclave *e, uint64_t file_id,
                                   const uint8_t data_key[32],
-                                  const uint8_t key_id[16], owner_file *out,
-                                  eml_err *err)
+                                  const uint8_t key_id[16],
+                                  const uint8_t *want_dataset,
+                                  owner_file *out, eml_err *err)
 {
     char what[48];
     snprintf(what, sizeof(what), "owner %u %s",
@@ -479,6 +497,23 @@ static eml_status read_owner_file(eml_enclave *e, uint64_t file_id,
                          what);
         goto out;
     }
+    if (info.role != kind_role(file_id % EML_FILE_KINDS)) {
+        const char *as = eml_container_role_name(info.role);
+        st = eml_err_set(err, EML_ERR_AUTH,
+                         "%s: the file is encrypted as %s (a file served in "
+                         "the wrong role)",
+                         what, as != NULL ? as : "an unknown role");
+        goto out;
+    }
+    if (want_dataset != NULL &&
+        memcmp(info.dataset_id, want_dataset, sizeof(info.dataset_id)) != 0) {
+        st = eml_err_set(err, EML_ERR_AUTH,
+                         "%s: the file belongs to another data set than the "
+                         "owner's %s (their dataset ids differ)",
+                         what, kind_names[EML_FILE_TRAIN_IMAGES]);
+        goto out;
+    }
+    memcpy(out->dataset_id, info.dataset_id, sizeof(out->dataset_id));
     eml_container_keys keys = {data_key, NULL};
     st = eml_cr_new(header, hlen, &keys, &cr, err);
     if (st != EML_OK) goto out;
@@ -559,6 +594,7 @@ out:
             free(buf);
         }
         out->len = 0;
+        memset(out->dataset_id, 0, sizeof(out->dataset_id));
         return st;
     }
     out->plain = buf;
@@ -594,16 +630,29 @@ static eml_status data_acc_add(data_acc *a, const owner_file *img,
     eml_status st = eml_idx_parse(img->plain, img->len, what, &ii, err);
     if (st == EML_OK) st = eml_idx_parse(lab->plain, lab->len, what, &li, err);
     if (st != EML_OK) goto out;
-    if (ii.ndims < 2 || li.ndims != 1 || ii.count != li.count) {
+    /* Messages about decrypted files name the problem, never a number
+     * read from them. */
+    if (ii.ndims < 2 || li.ndims != 1) {
         st = eml_err_set(err, EML_ERR_FORMAT,
-                         "%s: %zu images but %zu labels (or bad dims)", what,
-                         ii.count, li.count);
+                         "%s: the %s file does not have the dimensions of "
+                         "%s",
+                         what, ii.ndims < 2 ? "image" : "label",
+                         ii.ndims < 2 ? "images (2 or more)"
+                                      : "labels (exactly 1)");
+        goto out;
+    }
+    if (ii.count != li.count) {
+        st = eml_err_set(err, EML_ERR_FORMAT,
+                         "%s: the image and label files hold different "
+                         "numbers of records",
+                         what);
         goto out;
     }
     if (a->count > 0 && ii.item != a->item) {
         st = eml_err_set(err, EML_ERR_SHAPE,
-                         "%s: images of %zu values, other owners have %zu",
-                         what, ii.item, a->item);
+                         "%s: its images are not the size of the other "
+                         "owners' images",
+                         what);
         goto out;
     }
     size_t n = a->count + ii.count;
@@ -675,10 +724,11 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
     eml_sha256_ctx *fh = NULL;
     uint8_t header[EML_CONTAINER_HEADER_MAX];
     size_t hlen = 0;
+    eml_container_meta meta = {EML_CONTAINER_ROLE_MODEL, {0}};
     eml_status st = eml_sha256_new(&fh);
     if (st != EML_OK) return eml_err_set(err, st, "hash failed");
-    st = eml_cw_new(EML_CONTAINER_RECIPIENT, recipient, 0, &w, header, &hlen,
-                    err);
+    st = eml_cw_new(EML_CONTAINER_RECIPIENT, recipient, 0, &meta, &w, header,
+                    &hlen, err);
     if (st == EML_OK) st = eml_sha256_update(fh, header, hlen);
     if (st != EML_OK) {
         eml_cw_free(w);
@@ -1139,6 +1189,9 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     char *report = NULL;
     size_t rlen = 0;
     uint8_t digests[EML_OWNERS_MAX][EML_FILE_KINDS][32];
+    /* Each owner's dataset id (the same in its four files), for the
+     * report. */
+    uint8_t dataset_ids[EML_OWNERS_MAX][EML_CONTAINER_DATASET_ID_BYTES];
     eml_mirror *mirror = NULL;
     budget bud;
     memset(&bud, 0, sizeof(bud));
@@ -1266,9 +1319,12 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         memset(f, 0, sizeof(f));
         for (int k = 0; k < EML_FILE_KINDS && st == EML_OK; k++) {
             st = read_owner_file(e, o * EML_FILE_KINDS + (uint64_t)k,
-                                 keys + 32 * o, ginfo[o].key_id, &f[k], err);
+                                 keys + 32 * o, ginfo[o].key_id,
+                                 k > 0 ? f[0].dataset_id : NULL, &f[k], err);
             if (st == EML_OK) memcpy(digests[o][k], f[k].digest, 32);
         }
+        if (st == EML_OK)
+            memcpy(dataset_ids[o], f[0].dataset_id, sizeof(dataset_ids[o]));
         char what[32];
         snprintf(what, sizeof(what), "owner %u", (unsigned)o + 1);
         if (st == EML_OK)
@@ -1282,10 +1338,10 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     if (q.dp.enabled && train_set.count != claimed) {
         st = eml_err_set(err, EML_ERR_FORMAT,
                          "the privacy budget was planned for %zu training "
-                         "images (from the label files' sizes) but they hold "
-                         "%zu: encrypt raw, not gzipped, label files for DP "
-                         "runs",
-                         claimed, train_set.count);
+                         "images (from the label files' sizes) but the "
+                         "decrypted files hold another number: encrypt raw, "
+                         "not gzipped, label files for DP runs",
+                         claimed);
         goto out;
     }
 
@@ -1331,7 +1387,7 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     if (st != EML_OK) goto out;
 
     /* The signed training report. */
-    size_t bcap = 2560 + (size_t)q.n_owners * (EML_FILE_KINDS * 66 + 34) +
+    size_t bcap = 2560 + (size_t)q.n_owners * (EML_FILE_KINDS * 66 + 68) +
                  2 * EML_NONCE_MAX;
     char *body = malloc(bcap);
     if (body == NULL) {
@@ -1371,6 +1427,12 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
             eml_hex(dh, digests[o][f], 32);
             append(body, bcap, &k, "%s%s", (o == 0 && f == 0) ? "" : ",", dh);
         }
+    append(body, bcap, &k, "\",\"dataset_ids\":\"");
+    for (uint64_t o = 0; o < q.n_owners; o++) {
+        char dh[2 * EML_CONTAINER_DATASET_ID_BYTES + 1];
+        eml_hex(dh, dataset_ids[o], EML_CONTAINER_DATASET_ID_BYTES);
+        append(body, bcap, &k, "%s%s", o == 0 ? "" : ",", dh);
+    }
     append(body, bcap, &k, "\",\"grants\":\"");
     for (uint64_t o = 0; o < q.n_owners; o++) {
         char gh[33];

@@ -10,6 +10,11 @@
  * bytes after the last member that do not start another member are an
  * error, not "trailing garbage ignored".
  *
+ * Its messages never carry numbers or bytes taken from the stream (sizes,
+ * offsets, member counts): the enclave runs it over decrypted data and its
+ * errors go to the host.  They name the problem; zlib's own messages are
+ * fixed strings.
+ *
  * Ownership: on success the caller owns *out (malloc'd, never NULL); on
  * error *out is NULL and the partial output has been wiped and freed.
  */
@@ -108,8 +113,8 @@ eml_status eml_gunzip_named(const uint8_t *buf, size_t len, size_t max_out,
     dst = malloc(cap > 0 ? cap : 1);
     if (dst == NULL) {
         st = eml_err_set(err, EML_ERR_NOMEM,
-                         "%s%sout of memory for %zu decompressed bytes", nm,
-                         sep, cap);
+                         "%s%sout of memory for the decompressed bytes", nm,
+                         sep);
         goto out;
     }
 
@@ -131,8 +136,8 @@ eml_status eml_gunzip_named(const uint8_t *buf, size_t len, size_t max_out,
             ndst = realloc(dst, ncap);
             if (ndst == NULL) {
                 st = eml_err_set(err, EML_ERR_NOMEM,
-                                 "%s%sout of memory for %zu decompressed "
-                                 "bytes", nm, sep, ncap);
+                                 "%s%sout of memory for the decompressed "
+                                 "bytes", nm, sep);
                 goto out;
             }
             dst = ndst;
@@ -169,30 +174,25 @@ eml_status eml_gunzip_named(const uint8_t *buf, size_t len, size_t max_out,
             /* Another member must follow immediately. */
             if (buf[at] != 0x1f || (at + 1 < len && buf[at + 1] != 0x8b)) {
                 st = eml_err_set(err, EML_ERR_FORMAT,
-                                 "%s%s%zu byte%s of trailing data after "
-                                 "gzip member %zu (byte %zu is not the start "
-                                 "of another member)",
-                                 nm, sep, len - at, len - at == 1 ? "" : "s",
-                                 members, at);
+                                 "%s%strailing data after a gzip member (not "
+                                 "the start of another member)",
+                                 nm, sep);
                 goto out;
             }
             zr = inflateReset(&zs);
             if (zr != Z_OK) {
                 st = eml_err_set(err, EML_ERR_BACKEND,
-                                 "%s%szlib could not start member %zu", nm,
-                                 sep, members + 1);
+                                 "%s%szlib could not start the next member",
+                                 nm, sep);
                 goto out;
             }
             continue;
         }
         if (zr == Z_DATA_ERROR || zr == Z_NEED_DICT) {
             st = eml_err_set(err, EML_ERR_FORMAT,
-                             "%s%sgzip stream is corrupt (%s) in member %zu, "
-                             "near input byte %zu",
-                             nm, sep,
+                             "%s%sgzip stream is corrupt (%s)", nm, sep,
                              zr == Z_NEED_DICT ? "needs a preset dictionary"
-                                               : explain(zs.msg),
-                             members + 1, fed - zs.avail_in);
+                                               : explain(zs.msg));
             goto out;
         }
         if (zr == Z_MEM_ERROR) {
@@ -211,9 +211,9 @@ eml_status eml_gunzip_named(const uint8_t *buf, size_t len, size_t max_out,
         if (zs.avail_in == 0 && fed == len && in_before == 0 &&
             out_room == zs.avail_out) {
             st = eml_err_set(err, EML_ERR_TRUNCATED,
-                             "%s%sgzip stream is truncated (ends inside "
-                             "member %zu after %zu bytes)",
-                             nm, sep, members + 1, len);
+                             "%s%sgzip stream is truncated (ends inside a "
+                             "member)",
+                             nm, sep);
             goto out;
         }
         if (zr == Z_BUF_ERROR && zs.avail_in > 0 && zs.avail_out > 0) {

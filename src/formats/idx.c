@@ -8,12 +8,16 @@
  * truncated, a long one has trailing bytes: both are errors).  Layout and
  * what we accept: docs/formats.md.
  *
+ * Error messages name the problem and never carry bytes or numbers read
+ * from the buffer (magic, element type, dimensions, lengths): the enclave
+ * parses decrypted files with it and its errors go to the untrusted host,
+ * so a file served in the wrong slot must not be echoed back.
+ *
  * Ownership: eml_idx_parse gives the caller idx->data (malloc'd);
  * eml_idx_free wipes and frees it.  eml_idx_write returns a malloc'd buffer.
  */
 #include "enclaveml/idx.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,7 +35,6 @@ typedef struct idx_header {
     size_t hlen;  /* header bytes: 4 + 4 * ndims */
     size_t item;  /* product of dims[1..] */
     size_t total; /* dims[0] * item */
-    char text[64]; /* "60000x28x28", for messages */
 } idx_header;
 
 static uint32_t be32(const uint8_t *p)
@@ -48,77 +51,67 @@ static void put_be32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
-static const char *type_name(uint8_t t)
+/* The element types IDX defines besides unsigned byte (which we do not
+ * read): signed byte, short, int, float, double. */
+static int known_type(uint8_t t)
 {
-    switch (t) {
-    case 0x08: return "unsigned byte";
-    case 0x09: return "signed byte";
-    case 0x0B: return "short";
-    case 0x0C: return "int";
-    case 0x0D: return "float";
-    case 0x0E: return "double";
-    default: return NULL;
-    }
+    return t == 0x09 || t == 0x0B || t == 0x0C || t == 0x0D || t == 0x0E;
 }
 
 /* Checks the header of raw (already gunzipped) IDX bytes.  via is "" or
- * " after gunzip", so a message about a .gz file says which bytes it
- * counts. */
+ * " (after gunzip)", so a message about a .gz file says which bytes it
+ * means.  No message quotes the bytes or the numbers they hold. */
 static eml_status parse_header(const uint8_t *b, size_t len, const char *name,
                                const char *via, idx_header *h, eml_err *err)
 {
     uint8_t type;
-    size_t pos = 0;
     int i;
 
     memset(h, 0, sizeof(*h));
     if (len < 4)
         return eml_err_set(err, EML_ERR_TRUNCATED,
-                           "%s: truncated: %zu bytes%s, an IDX header needs "
-                           "at least 4", name, len, via);
+                           "%s: truncated: shorter than an IDX header%s", name,
+                           via);
     if (b[0] != 0 || b[1] != 0)
         return eml_err_set(err, EML_ERR_FORMAT,
-                           "%s: not an IDX file: starts with %02x %02x%s, "
-                           "expected 00 00", name, b[0], b[1], via);
+                           "%s: not an IDX file (bad magic)%s", name, via);
     type = b[2];
     if (type != IDX_TYPE_U8) {
-        if (type_name(type) != NULL)
+        if (known_type(type))
             return eml_err_set(err, EML_ERR_UNSUPPORTED,
-                               "%s: IDX element type 0x%02x (%s) is not "
-                               "supported, only 0x08 (unsigned byte)",
-                               name, type, type_name(type));
+                               "%s: the IDX element type is not supported, "
+                               "only 0x08 (unsigned byte)%s",
+                               name, via);
         return eml_err_set(err, EML_ERR_FORMAT,
-                           "%s: unknown IDX element type 0x%02x", name, type);
+                           "%s: unknown IDX element type%s", name, via);
     }
     h->ndims = b[3];
     if (h->ndims == 0)
         return eml_err_set(err, EML_ERR_FORMAT,
-                           "%s: IDX header has 0 dimensions", name);
+                           "%s: the IDX header has no dimensions%s", name,
+                           via);
     if (h->ndims > EML_IDX_MAX_DIMS)
         return eml_err_set(err, EML_ERR_UNSUPPORTED,
-                           "%s: IDX header has %d dimensions, at most %d are "
-                           "supported", name, h->ndims, EML_IDX_MAX_DIMS);
+                           "%s: the IDX header has too many dimensions (at "
+                           "most %d are supported)%s",
+                           name, EML_IDX_MAX_DIMS, via);
     h->hlen = 4 + 4 * (size_t)h->ndims;
     if (len < h->hlen)
         return eml_err_set(err, EML_ERR_TRUNCATED,
-                           "%s: truncated: the %d-dimension IDX header needs "
-                           "%zu bytes, file has %zu%s",
-                           name, h->ndims, h->hlen, len, via);
+                           "%s: truncated: the file ends inside the IDX "
+                           "header%s",
+                           name, via);
 
     h->item = 1;
     for (i = 0; i < h->ndims; i++) {
         uint32_t d = be32(b + 4 + 4 * (size_t)i);
-        int n;
         h->dims[i] = d;
-        n = snprintf(h->text + pos, sizeof(h->text) - pos, "%s%lu",
-                     i > 0 ? "x" : "", (unsigned long)d);
-        if (n > 0) pos += (size_t)n; /* 4 dims of 10 digits always fit */
         if (i == 0) continue;
         if (d == 0)
             return eml_err_set(err, EML_ERR_FORMAT,
-                               "%s: IDX dimension %d of %d is 0 (only the "
-                               "first, the item count, may be 0)",
-                               name, i + 1, h->ndims);
+                               "%s: an IDX dimension is 0 (only the first, "
+                               "the item count, may be 0)%s",
+                               name, via);
     }
     /* Products in 64 bits with a check before each step: four u32 dims can
      * reach 2^128. */
@@ -132,21 +125,21 @@ static eml_status parse_header(const uint8_t *b, size_t len, const char *name,
 
     if (len - h->hlen < h->total)
         return eml_err_set(err, EML_ERR_TRUNCATED,
-                           "%s: truncated: header says %s bytes, file has "
-                           "%zu%s", name, h->text, len - h->hlen, via);
+                           "%s: truncated: the data is shorter than the IDX "
+                           "header announces%s",
+                           name, via);
     if (len - h->hlen > h->total)
         return eml_err_set(err, EML_ERR_FORMAT,
-                           "%s: %zu trailing byte%s%s past the %s bytes the "
-                           "IDX header announces",
-                           name, len - h->hlen - h->total,
-                           len - h->hlen - h->total == 1 ? "" : "s", via,
-                           h->text);
+                           "%s: trailing bytes past the data the IDX header "
+                           "announces%s",
+                           name, via);
     return EML_OK;
 
 too_big:
     return eml_err_set(err, EML_ERR_RANGE,
-                       "%s: IDX header says %s bytes, more than the %zu-byte "
-                       "limit", name, h->text, (size_t)EML_IDX_MAX_BYTES);
+                       "%s: the IDX dimension product overflows the %zu-byte "
+                       "limit%s",
+                       name, (size_t)EML_IDX_MAX_BYTES, via);
 }
 
 static void fill(eml_idx *out, const idx_header *h, uint8_t *data)
@@ -179,7 +172,7 @@ eml_status eml_idx_parse(const uint8_t *buf, size_t len, const char *name,
         st = eml_gunzip_named(buf, len, IDX_HEADER_MAX + EML_IDX_MAX_BYTES,
                               name, &raw, &raw_len, err);
         if (st != EML_OK) return st;
-        st = parse_header(raw, raw_len, name, " after gunzip", &h, err);
+        st = parse_header(raw, raw_len, name, " (after gunzip)", &h, err);
         if (st != EML_OK) {
             eml_fmt_wipe(raw, raw_len);
             free(raw);
@@ -198,7 +191,7 @@ eml_status eml_idx_parse(const uint8_t *buf, size_t len, const char *name,
     data = malloc(h.total > 0 ? h.total : 1);
     if (data == NULL)
         return eml_err_set(err, EML_ERR_NOMEM,
-                           "%s: out of memory for %s bytes", name, h.text);
+                           "%s: out of memory for the IDX data", name);
     if (h.total > 0) memcpy(data, buf + h.hlen, h.total);
     fill(out, &h, data);
     return EML_OK;

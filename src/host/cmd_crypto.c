@@ -242,6 +242,9 @@ enum {
     OPT_FORCE,
     OPT_QUIET,
     OPT_HELP,
+    OPT_ROLE,
+    OPT_DATASET,
+    OPT_DATASET_ID,
 };
 
 /* ==== keygen ==== */
@@ -314,8 +317,10 @@ int eml_cmd_keygen(int argc, char **argv)
 
 static const char encrypt_usage[] =
     "usage: enclaveml encrypt --key NAME.key --in FILE --out FILE.emlc\n"
+    "                         [--role ROLE] [--dataset NAME | --dataset-id HEX]\n"
     "                         [--chunk-size N] [--quiet]\n"
     "       enclaveml encrypt --recipient NAME.pub --in FILE --out FILE.emlc\n"
+    "                         [--role ROLE] [--dataset NAME | --dataset-id HEX]\n"
     "                         [--chunk-size N] [--quiet]\n"
     "\n"
     "Encrypts FILE into an enclaveml container (docs/container.md): with\n"
@@ -323,7 +328,39 @@ static const char encrypt_usage[] =
     "the X25519 public key of NAME.pub (mode 2: only NAME.key opens it).\n"
     "--chunk-size is the plaintext per chunk, a power of two from 4K to 16M\n"
     "(default 1M).  The file is streamed; FILE.emlc appears only when\n"
-    "complete.\n";
+    "complete.\n"
+    "\n"
+    "The header records, authenticated, what the file is and which data set\n"
+    "it belongs to; the enclave refuses a file served in another role.\n"
+    "--role is one of train-images, train-labels, test-images, test-labels,\n"
+    "model, none.  Without --role it follows from FILE's name when that\n"
+    "starts with train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
+    "t10k-images-idx3-ubyte or t10k-labels-idx1-ubyte (.gz or not); any\n"
+    "other name needs --role.  --dataset NAME names the data set (its id is\n"
+    "the first 16 bytes of SHA-256(\"enclaveml dataset id v1\" || NAME));\n"
+    "--dataset-id gives the 16-byte id as 32 hex digits.  Without either the\n"
+    "id is all zero (unnamed).  The enclave requires the four files of one\n"
+    "owner to carry the same id.\n";
+
+/* The role the standard MNIST file names imply, or -1. */
+static int role_from_name(const char *path)
+{
+    static const struct {
+        const char *prefix;
+        eml_container_role role;
+    } names[] = {
+        {"train-images-idx3-ubyte", EML_CONTAINER_ROLE_TRAIN_IMAGES},
+        {"train-labels-idx1-ubyte", EML_CONTAINER_ROLE_TRAIN_LABELS},
+        {"t10k-images-idx3-ubyte", EML_CONTAINER_ROLE_TEST_IMAGES},
+        {"t10k-labels-idx1-ubyte", EML_CONTAINER_ROLE_TEST_LABELS},
+    };
+    const char *slash = strrchr(path, '/');
+    const char *base = slash != NULL ? slash + 1 : path;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strncmp(base, names[i].prefix, strlen(names[i].prefix)) == 0)
+            return (int)names[i].role;
+    return -1;
+}
 
 int eml_cmd_encrypt(int argc, char **argv)
 {
@@ -333,12 +370,18 @@ int eml_cmd_encrypt(int argc, char **argv)
         {"in", required_argument, 0, OPT_IN},
         {"out", required_argument, 0, OPT_OUT},
         {"chunk-size", required_argument, 0, OPT_CHUNK_SIZE},
+        {"role", required_argument, 0, OPT_ROLE},
+        {"dataset", required_argument, 0, OPT_DATASET},
+        {"dataset-id", required_argument, 0, OPT_DATASET_ID},
         {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     const char *key_path = NULL, *rcpt_path = NULL, *in = NULL, *out = NULL;
+    const char *role_s = NULL, *dataset = NULL, *dataset_hex = NULL;
     uint32_t cs = EML_CONTAINER_CHUNK_DEFAULT;
+    eml_container_meta meta;
     int quiet = 0, opt;
+    memset(&meta, 0, sizeof(meta));
     opterr = 0;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -350,6 +393,9 @@ int eml_cmd_encrypt(int argc, char **argv)
         case OPT_CHUNK_SIZE:
             if (parse_chunk_size(optarg, &cs)) return 1;
             break;
+        case OPT_ROLE: role_s = optarg; break;
+        case OPT_DATASET: dataset = optarg; break;
+        case OPT_DATASET_ID: dataset_hex = optarg; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: fputs(encrypt_usage, stdout); return 0;
         default: return eml_opt_unknown("encrypt", argc, argv);
@@ -362,12 +408,41 @@ int eml_cmd_encrypt(int argc, char **argv)
                     "--recipient NAME.pub");
     if (in == NULL) return eml_fail("encrypt: --in FILE is required");
     if (out == NULL) return eml_fail("encrypt: --out FILE is required");
+    if (role_s != NULL) {
+        if (eml_container_role_parse(role_s, &meta.role) != EML_OK)
+            return eml_fail("encrypt: --role '%s' is not one of train-images, "
+                            "train-labels, test-images, test-labels, model, "
+                            "none",
+                            role_s);
+    } else {
+        int r = role_from_name(in);
+        if (r < 0)
+            return eml_fail("encrypt: %s: cannot tell the file's role from "
+                            "its name; pass --role train-images|"
+                            "train-labels|test-images|test-labels|model|none",
+                            in);
+        meta.role = (eml_container_role)r;
+    }
+    if (dataset != NULL && dataset_hex != NULL)
+        return eml_fail("encrypt: give at most one of --dataset NAME and "
+                        "--dataset-id HEX");
+    if (dataset != NULL) {
+        if (dataset[0] == '\0')
+            return eml_fail("encrypt: --dataset: empty name");
+        if (eml_container_dataset_id(meta.dataset_id, dataset,
+                                     strlen(dataset)) != EML_OK)
+            return eml_fail("encrypt: --dataset: cannot hash the name");
+    }
+    if (dataset_hex != NULL &&
+        eml_opt_hex("encrypt: --dataset-id", dataset_hex, meta.dataset_id,
+                    sizeof(meta.dataset_id)) != 0)
+        return 1;
 
     eml_err err = {0};
     eml_status st;
     eml_keyfile *k = NULL;
     uint8_t rcpt_pk[32], hdr[EML_CONTAINER_HEADER_MAX], id[16];
-    char id_hex[33];
+    char id_hex[33], ds_hex[33];
     size_t hlen = 0;
     eml_cw *w = NULL;
     uint8_t *a = NULL, *b = NULL, *ct = NULL;
@@ -390,13 +465,14 @@ int eml_cmd_encrypt(int argc, char **argv)
     }
     in_fd = open_input(in);
     if (in_fd < 0) goto out;
-    st = eml_cw_new(mode, key, cs, &w, hdr, &hlen, &err);
+    st = eml_cw_new(mode, key, cs, &meta, &w, hdr, &hlen, &err);
     if (st == EML_OK) st = eml_container_key_id(id, key);
     if (st != EML_OK) {
         eml_fail("%s: %s", out, eml_err_msg(&err, st));
         goto out;
     }
     hex(id_hex, id, 16);
+    hex(ds_hex, meta.dataset_id, 16);
     /* Two plaintext chunks: the next one is read before the current one
      * is sealed, because only then is it known whether it is final. */
     a = eml_secure_alloc(cs);
@@ -454,11 +530,12 @@ int eml_cmd_encrypt(int argc, char **argv)
     if (!quiet)
         fprintf(stderr,
                 "enclaveml: encrypted %s -> %s: %" PRIu64 " byte%s in %" PRIu64
-                " chunk%s of %" PRIu32 ", %s key id %s\n",
+                " chunk%s of %" PRIu32 ", %s key id %s, role %s, dataset id "
+                "%s\n",
                 in, out, total, total == 1 ? "" : "s", chunks,
                 chunks == 1 ? "" : "s", cs,
                 mode == EML_CONTAINER_SYMMETRIC ? "data" : "recipient",
-                id_hex);
+                id_hex, eml_container_role_name(meta.role), ds_hex);
     rc = 0;
 out:
     out_abort(&of); /* after a commit: nothing left to drop */
