@@ -18,3 +18,9 @@ add_test(NAME test_trusted_symbols
                  $<TARGET_FILE:eml_trusted>)
 set_tests_properties(test_trusted_symbols PROPERTIES LABELS "unit"
                      TIMEOUT 60)
+
+# A hostile host that speaks the boundary protocol itself against the real
+# sandboxed enclave (test_evil_host, cmocka).
+eml_add_test(test_evil_host LABELS enclave TIMEOUT 300
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_evil_host.c)
+add_dependencies(test_evil_host enclaveml-enclave)
