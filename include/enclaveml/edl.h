@@ -50,6 +50,7 @@ extern "C" {
 #define EML_CHUNK_MAX ((size_t)16 << 20)
 #define EML_SEALED_MAX 4096
 #define EML_POLICY_MAX 256
+#define EML_MEASURE_LIST_MAX 16384 /* MEASURE's list of measured files */
 /* The bulk region: shared memory set up at launch (untrusted, like the
  * channel).  The enclave only ever WRITES there (sealed bytes going out);
  * it never reads from it, so the host changing it underneath proves
@@ -158,7 +159,14 @@ typedef enum eml_msg_type {
      * MIRROR_WRITE, with the bytes in the first `length` bytes of the bulk
      * region.  reply MIRROR_OK */
 
-    EML_MSG_TYPE_END = 29
+    EML_MSG_MEASURE = 29,
+    /* notify, the first frame of every `sim` enclave process (and the only
+     * one of `enclaveml-enclave --measure`): measurement[32] | bytes policy
+     * (..EML_POLICY_MAX-1) | bytes files (..EML_MEASURE_LIST_MAX: one line
+     * "<sha256 hex>  <path>\n" per file mapped executable, sorted by
+     * digest).  What the host learns before INIT; the signed report is
+     * what a verifier trusts. */
+    EML_MSG_TYPE_END = 30
 } eml_msg_type;
 
 typedef enum eml_file_kind {
@@ -176,6 +184,12 @@ typedef enum eml_probe_call {
     EML_PROBE_PTRACE = 1 << 3,
     EML_PROBE_CONNECT = 1 << 4,
     EML_PROBE_FORK = 1 << 5,
+    EML_PROBE_WRITE_FD = 1 << 6,    /* write to fd 1, not the channel */
+    EML_PROBE_PRLIMIT = 1 << 7,     /* prlimit64 on pid 1 and on its own
+                                       pid by number (only 0 passes) */
+    EML_PROBE_TGKILL = 1 << 8,      /* tgkill(1, 1, 0) */
+    EML_PROBE_STAT_PATH = 1 << 9,   /* newfstatat(AT_FDCWD, "/etc/passwd") */
+    EML_PROBE_READ_FD = 1 << 10,    /* read from fd 0, not the channel */
 } eml_probe_call;
 
 /* Name of a type ("ATTEST"), or "?" */

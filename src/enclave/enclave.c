@@ -1267,6 +1267,32 @@ static eml_status ecall_probe(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     rc = syscall(SYS_fork);
     if (rc == 0) syscall(SYS_exit_group, 0); /* never: fork is refused */
     if (rc < 0) refused |= EML_PROBE_FORK;
+    /* Descriptors other than the channel: fd 0 and 1 are /dev/null (0
+     * bytes: nothing happens even where it is allowed). */
+    attempted |= EML_PROBE_WRITE_FD;
+    rc = syscall(SYS_write, 1, "", 0);
+    if (rc < 0) refused |= EML_PROBE_WRITE_FD;
+    attempted |= EML_PROBE_READ_FD;
+    char none[1];
+    rc = syscall(SYS_read, 0, none, 0);
+    if (rc < 0) refused |= EML_PROBE_READ_FD;
+    /* prlimit64 reading (not setting) the limits of pid 1, and of this
+     * process named by its pid, which the kernel would allow: only pid 0
+     * passes the filter. */
+    attempted |= EML_PROBE_PRLIMIT;
+    uint64_t lim[2];
+    long r1 = syscall(SYS_prlimit64, 1, 7 /* RLIMIT_NOFILE */, NULL, lim);
+    long r2 = syscall(SYS_prlimit64, (long)syscall(SYS_getpid),
+                      7 /* RLIMIT_NOFILE */, NULL, lim);
+    if (r1 < 0 && r2 < 0) refused |= EML_PROBE_PRLIMIT;
+    /* Signal 0 only checks that the target exists. */
+    attempted |= EML_PROBE_TGKILL;
+    rc = syscall(SYS_tgkill, 1, 1, 0);
+    if (rc < 0) refused |= EML_PROBE_TGKILL;
+    attempted |= EML_PROBE_STAT_PATH;
+    uint64_t sb[32]; /* room for the kernel's struct stat */
+    rc = syscall(SYS_newfstatat, -100 /* AT_FDCWD */, "/etc/passwd", sb, 0);
+    if (rc < 0) refused |= EML_PROBE_STAT_PATH;
     eml_msg m;
     eml_msg_init(&m, EML_MSG_PROBE_OK);
     eml_msg_put_u64(&m, refused);

@@ -48,6 +48,7 @@ static const char *const type_names[EML_MSG_TYPE_END] = {
     [EML_MSG_MIRROR_READ] = "MIRROR_READ",
     [EML_MSG_MIRROR_OK] = "MIRROR_OK",
     [EML_MSG_MIRROR_WRITE_BULK] = "MIRROR_WRITE_BULK",
+    [EML_MSG_MEASURE] = "MEASURE",
 };
 
 const char *eml_msg_type_name(uint32_t type)
