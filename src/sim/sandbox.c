@@ -170,6 +170,13 @@ eml_status eml_sandbox_enter(unsigned heap_mb, int chan_fd, int counter_fd,
          SCMP_A0_32(SCMP_CMP_EQ, (scmp_datum_t)(uint32_t)getpid()));
     /* Threads only: clone must carry CLONE_THREAD. */
     RULE(clone, 1, SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+    /* Another thread's CPU set (glibc's pthread_getattr_np asks for it by
+     * tid, e.g. in AddressSanitizer's thread start): refused, with ENOSYS,
+     * which glibc takes as "no affinity support" rather than a failure. */
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS),
+                              SCMP_SYS(sched_getaffinity), 1,
+                              SCMP_A0_32(SCMP_CMP_NE, 0));
     /* clone3's flags sit in memory seccomp cannot read: ENOSYS makes glibc
      * fall back to clone. */
     if (rc == 0)
