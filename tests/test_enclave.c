@@ -40,6 +40,7 @@
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
 #include "host/enclave_host.h"
+#include "sim/counter.h"
 
 /* The sim heap budget (RLIMIT_DATA) cannot hold under AddressSanitizer,
  * whose shadow memory counts against it. */
@@ -747,6 +748,7 @@ static void test_sim_sandbox(void **state)
     DIR *d = opendir(path);
     assert_non_null(d);
     struct dirent *de;
+    int counter_fds = 0;
     while ((de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.') continue;
         int fd = atoi(de->d_name);
@@ -755,6 +757,11 @@ static void test_sim_sandbox(void **state)
             snprintf(link, sizeof(link), "%s/%s", path, de->d_name);
             ssize_t n = readlink(link, target, sizeof(target) - 1);
             target[n > 0 ? n : 0] = '\0';
+            /* ... and the monotonic counter's file, its own */
+            if (strstr(target, "/counter-") != NULL &&
+                strncmp(target, g_home, strlen(g_home)) == 0 &&
+                counter_fds++ == 0)
+                continue;
             closedir(d);
             fail_msg("the enclave holds fd %d (%s)", fd, target);
         }
@@ -864,7 +871,10 @@ static void test_sim_probe(void **state)
     assert_int_equal(eml_msg_get_end(&r), EML_OK);
     const uint64_t must = EML_PROBE_OPENAT | EML_PROBE_SOCKET |
                           EML_PROBE_EXECVE | EML_PROBE_PTRACE |
-                          EML_PROBE_CONNECT;
+                          EML_PROBE_CONNECT | EML_PROBE_FORK |
+                          EML_PROBE_WRITE_FD | EML_PROBE_READ_FD |
+                          EML_PROBE_PRLIMIT | EML_PROBE_TGKILL |
+                          EML_PROBE_STAT_PATH;
     if ((attempted & must) != must)
         fail_msg("PROBE attempted 0x%llx, expected at least 0x%llx",
                  (unsigned long long)attempted, (unsigned long long)must);
@@ -1231,7 +1241,7 @@ static void test_sim_heap_budget(void **state)
     }
     eml_enclave_host h;
     start(&h, EML_BACKEND_SIM, 64);
-    assert_string_equal(h.policy, "heap_mb=64");
+    assert_string_equal(h.policy, "backend=sim;heap_mb=64");
     uint8_t g[EML_GRANT_MAX_BYTES];
     size_t glen = make_grant(&h, g);
     eml_msg m;
@@ -1275,14 +1285,244 @@ static void test_none_backend(void **state)
      * would replace this process). */
     eml_msg_init(&m, EML_MSG_PROBE);
     expect_error_reply(&h, &m, "needs the sim sandbox");
-    /* The identity is the one sealed for this measurement: the sim
-     * enclave unseals the same keys. */
+    /* Another enclave: its own measurement (the policy names the backend,
+     * and the code is this process's), so it never holds the sim
+     * enclave's sealed identity. */
+    assert_string_equal(h.policy, "backend=none;heap_mb=256");
     start(&s, EML_BACKEND_SIM, 256);
-    assert_memory_equal(h.measurement, s.measurement, 32);
-    assert_memory_equal(h.x_pk, s.x_pk, 32);
-    assert_memory_equal(h.ed_pk, s.ed_pk, 32);
+    assert_string_equal(s.policy, "backend=sim;heap_mb=256");
+    if (memcmp(h.measurement, s.measurement, 32) == 0)
+        fail_msg("backends none and sim have the same measurement");
+    if (memcmp(h.x_pk, s.x_pk, 32) == 0)
+        fail_msg("backends none and sim share an identity");
     eml_host_stop(&s);
     eml_host_stop(&h);
+    /* ... and the same for the measure command's function. */
+    uint8_t mn[32], ms[32];
+    char pn[EML_POLICY_MAX], ps[EML_POLICY_MAX];
+    eml_err err = {0};
+    assert_int_equal(eml_host_measure(EML_BACKEND_NONE, 256, mn, pn,
+                                      sizeof(pn), NULL, 0, &err), EML_OK);
+    assert_int_equal(eml_host_measure(EML_BACKEND_SIM, 256, ms, ps,
+                                      sizeof(ps), NULL, 0, &err), EML_OK);
+    assert_memory_equal(mn, h.measurement, 32);
+    assert_memory_equal(ms, s.measurement, 32);
+    /* The host never read the sim platform's secret key; none has its
+     * own. */
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/platform-none.key", g_home);
+    assert_int_equal(access(path, R_OK), 0);
+}
+
+/* ==== the environment and the measurement ==== */
+
+/* Starts argv with envp and a socketpair end as fd 3; returns our end. */
+static int launch(char *const argv[], char *const envp[], pid_t *pid)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+                     0);
+    fflush(NULL);
+    *pid = fork();
+    assert_true(*pid >= 0);
+    if (*pid == 0) {
+        int c = fcntl(sv[1], F_DUPFD, 10);
+        if (c < 0 || dup2(c, 3) < 0) _exit(126);
+        int dn = open("/dev/null", O_RDWR);
+        dup2(dn, 0);
+        dup2(dn, 1);
+        execve(argv[0], argv, envp);
+        _exit(127);
+    }
+    close(sv[1]);
+    return sv[0];
+}
+
+/* The first frame of a launched enclave: MEASURE (0, measurement in out)
+ * or ERROR (its message in msg). */
+static int first_frame(int fd, uint8_t out[32], char *msg, size_t cap)
+{
+    eml_channel ch;
+    eml_channel_init(&ch, fd);
+    uint16_t type;
+    const uint8_t *p;
+    size_t n;
+    int rc = -1;
+    msg[0] = '\0';
+    if (eml_msg_recv(&ch, &type, &p, &n) == EML_OK) {
+        eml_msg_reader r;
+        eml_msg_reader_init(&r, p, n);
+        uint64_t code;
+        const uint8_t *t;
+        size_t tl;
+        if (type == EML_MSG_MEASURE &&
+            eml_msg_get_fixed(&r, out, 32) == EML_OK)
+            rc = 0;
+        else if (type == EML_MSG_ERROR &&
+                 eml_msg_get_u64(&r, &code) == EML_OK &&
+                 eml_msg_get_bytes(&r, EML_ERRMSG_MAX, &t, &tl) == EML_OK) {
+            snprintf(msg, cap, "%.*s", (int)tl, (const char *)t);
+            rc = 1;
+        }
+    }
+    eml_channel_free(&ch);
+    return rc;
+}
+
+static int wait_exit(pid_t pid)
+{
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* A library this test has loaded and the enclave program does not link:
+ * what a hostile host would preload. */
+static int foreign_library(char *out, size_t cap)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[1024];
+    int found = 0;
+    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL) {
+        char *p = strstr(line, "/libcmocka");
+        if (p == NULL) continue;
+        p = strchr(line, '/');
+        p[strcspn(p, "\n")] = '\0';
+        snprintf(out, cap, "%s", p);
+        found = 1;
+    }
+    if (f != NULL) fclose(f);
+    return found;
+}
+
+static const char *ld_so(void)
+{
+    static const char *const c[] = {"/lib64/ld-linux-x86-64.so.2",
+                                    "/lib/ld-linux-aarch64.so.1"};
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
+        if (access(c[i], X_OK) == 0) return c[i];
+    return NULL;
+}
+
+/* The enclave program refuses an environment it did not set itself,
+ * LD_PRELOAD included; and a library preloaded without the environment
+ * (ld.so --preload) changes the measurement. */
+static void test_sim_environment(void **state)
+{
+    (void)state;
+    char prog[PATH_MAX], lib[PATH_MAX], pre[PATH_MAX + 16], msg[EML_ERRMSG_MAX];
+    snprintf(prog, sizeof(prog), "%s", getenv("ENCLAVEML_ENCLAVE"));
+    assert_true(foreign_library(lib, sizeof(lib)));
+    snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", lib);
+    uint8_t base[32], m[32];
+    char policy[EML_POLICY_MAX];
+    eml_err err = {0};
+    assert_int_equal(eml_host_measure(EML_BACKEND_SIM, 2048, base, policy,
+                                      sizeof(policy), NULL, 0, &err), EML_OK);
+    char *serve[] = {prog, "--fd", "3", "--home", g_home, NULL};
+    char *measure[] = {prog, "--measure", "--fd", "3", "--heap-mb", "2048",
+                       NULL};
+    char *foo[] = {"FOO=bar", NULL};
+    char *preload[] = {pre, NULL};
+    char *gomp_and_foo[] = {"GOMP_SPINCOUNT=10000", "FOO=bar", NULL};
+    char *const *bad_envs[] = {foo, preload, gomp_and_foo};
+    for (size_t i = 0; i < 3; i++) {
+        for (int mode = 0; mode < 2; mode++) {
+            pid_t pid;
+            int fd = launch(mode ? measure : serve, bad_envs[i], &pid);
+            int k = first_frame(fd, m, msg, sizeof(msg));
+            close(fd);
+            int code = wait_exit(pid);
+            if (k != 1 || strstr(msg, "environment") == NULL || code == 0)
+                fail_msg("%s with %s: frame %d '%s', exit %d, expected a "
+                         "refusal", mode ? "--measure" : "serving",
+                         bad_envs[i][0], k, msg, code);
+        }
+    }
+    /* Empty environment: measure mode agrees with the host. */
+    char *empty[] = {NULL};
+    pid_t pid;
+    int fd = launch(measure, empty, &pid);
+    assert_int_equal(first_frame(fd, m, msg, sizeof(msg)), 0);
+    close(fd);
+    assert_int_equal(wait_exit(pid), 0);
+    assert_memory_equal(m, base, 32);
+    /* ld.so --preload: no environment, but another file in the process. */
+    const char *ld = ld_so();
+    if (ld == NULL) {
+        print_message("no ld.so found: preload through the loader not tried\n");
+        return;
+    }
+    char *pm[] = {(char *)ld, "--preload", lib, prog, "--measure", "--fd", "3",
+                  "--heap-mb", "2048", NULL};
+    fd = launch(pm, empty, &pid);
+    int k = first_frame(fd, m, msg, sizeof(msg));
+    close(fd);
+    int code = wait_exit(pid);
+    if (k != 0 || code != 0)
+        fail_msg("ld.so --preload --measure: frame %d '%s', exit %d", k, msg,
+                 code);
+    if (memcmp(m, base, 32) == 0)
+        fail_msg("a preloaded %s does not change the measurement", lib);
+    /* The same loader without the preload: the same files, the same
+     * measurement (the loader is measured either way). */
+    char *pl[] = {(char *)ld, prog, "--measure", "--fd", "3", "--heap-mb",
+                  "2048", NULL};
+    fd = launch(pl, empty, &pid);
+    assert_int_equal(first_frame(fd, m, msg, sizeof(msg)), 0);
+    close(fd);
+    assert_int_equal(wait_exit(pid), 0);
+    assert_memory_equal(m, base, 32);
+}
+
+/* The platform's counter file: starts at 0, advances only upwards,
+ * persists, and a corrupt file is refused. */
+static void test_counter_file(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/counter-test.bin", g_home);
+    unlink(path);
+    eml_sim_counter c = {-1};
+    eml_err err = {0};
+    uint64_t v = 99;
+    assert_int_equal(eml_sim_counter_open(&c, path, &err), EML_OK);
+    eml_counter_ops ops = eml_sim_counter_ops(&c);
+    assert_int_equal(ops.read(ops.user, &v, &err), EML_OK);
+    assert_int_equal(v, 0);
+    assert_int_equal(ops.advance(ops.user, 1, &err), EML_OK);
+    assert_int_equal(ops.advance(ops.user, 5, &err), EML_OK);
+    eml_sim_counter_close(&c);
+    assert_int_equal(eml_sim_counter_open(&c, path, &err), EML_OK);
+    assert_int_equal(eml_sim_counter_read(&c, &v, &err), EML_OK);
+    assert_int_equal(v, 5);
+    assert_int_equal(eml_sim_counter_advance(&c, 5, &err), EML_ERR_INVALID);
+    assert_int_equal(eml_sim_counter_advance(&c, 3, &err), EML_ERR_INVALID);
+    assert_int_equal(eml_sim_counter_advance(&c, 0, &err), EML_ERR_INVALID);
+    assert_int_equal(eml_sim_counter_read(&c, &v, &err), EML_OK);
+    assert_int_equal(v, 5);
+    eml_sim_counter_close(&c);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, EML_COUNTER_BYTES);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    /* corrupt: a flipped magic byte, a short file, a long file */
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "X", 1, 0), 1);
+    close(fd);
+    assert_int_equal(eml_sim_counter_open(&c, path, &err), EML_ERR_FORMAT);
+    assert_int_equal(c.fd, -1);
+    assert_int_equal(truncate(path, 9), 0);
+    assert_int_equal(eml_sim_counter_open(&c, path, &err), EML_ERR_FORMAT);
+    unlink(path);
+    assert_int_equal(eml_sim_counter_open(&c, path, &err), EML_OK);
+    eml_sim_counter_close(&c);
+    fd = open(path, O_WRONLY | O_APPEND);
+    assert_int_equal(write(fd, "x", 1), 1);
+    close(fd);
+    assert_int_equal(eml_sim_counter_open(&c, path, &err), EML_ERR_FORMAT);
+    unlink(path);
 }
 
 int main(void)
@@ -1306,6 +1546,8 @@ int main(void)
         cmocka_unit_test(test_sim_host_eof),
         cmocka_unit_test(test_sim_heap_budget),
         cmocka_unit_test(test_none_backend),
+        cmocka_unit_test(test_sim_environment),
+        cmocka_unit_test(test_counter_file),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -371,7 +371,7 @@ if "$bin" train --cfg "$src/cfg/fmnist-dp.cfg" --recipient "$w/model.pub" \
      >/dev/null 2>>dp.err; then
   ok "cfg/fmnist-dp.cfg (scattering + linear) trains privately in the enclave ($(grep -o '"test_accuracy":[0-9.]*' dp.json))"
 else
-  bad "fmnist-dp.cfg in the enclave: $(tail -2 dp.err)"
+  bad "fmnist-dp.cfg in the enclave: $(cat dp.err)"
 fi
 
 # ==== what a grant binds: recipients, network, budget across runs ====
@@ -522,7 +522,7 @@ flip_member() {
   sed "s/\"$2\":\"0/\"$2\":\"1/;t;s/\"$2\":\"./\"$2\":\"0/" "$1"
 }
 flip_member r.json signature >rs.json
-sed 's/"heap_mb=2048"/"heap_mb=2049"/' r.json >rb.json
+sed 's/heap_mb=2048"/heap_mb=2049"/' r.json >rb.json
 if [[ -s rs.json && -s rb.json ]] && ! cmp -s r.json rs.json &&
    ! cmp -s r.json rb.json; then
   ok "forged reports made (signature digit, body byte)"
@@ -584,15 +584,50 @@ if "$bin" train --cfg "$cfg" --data "$plain/a" --enclave none --epochs 1 \
 else
   bad "plain training: $(cat plain.err)"
 fi
-if train --data a --grant a.grant --enclave none --out mn.emlm \
+# Backend none is another enclave: its own measurement (the host process's
+# code, policy backend=none) and its own platform key, so its reports never
+# verify as the sim platform's.
+MN=$("$bin" measure --enclave none)
+if [[ ${#MN} -eq 64 && $MN != "$M" ]] &&
+   "$bin" measure --json | grep -q '"policy":"backend=sim;heap_mb=2048"' &&
+   "$bin" measure --enclave none --json |
+     grep -q '"policy":"backend=none;heap_mb=2048"'; then
+  ok "measure: backends none and sim differ ($MN)"
+else
+  bad "measure --enclave none: '$MN' (sim '$M')"
+fi
+"$bin" attest --enclave none --nonce 0033 --out rn.json 2>/dev/null
+expect_error "verify: a none report does not verify as the sim platform" \
+  "platform signature does not verify" \
+  "$bin" verify rn.json --measurement "$MN" --allow-sim
+expect_error "verify: a none report under the sim measurement" \
+  "not the expected one" \
+  "$bin" verify rn.json --measurement "$M" --allow-sim --allow-none
+expect_error "verify: a sim report is not taken for a none one" \
+  "not the expected one" \
+  "$bin" verify r.json --measurement "$MN" --allow-sim --allow-none
+"$bin" grant --key alice.key --report rn.json --measurement "$MN" --allow-sim \
+  --allow-none --recipient model.pub --out an.grant 2>/dev/null
+if train --data a --grant an.grant --enclave none --out mn.emlm \
      --report-out tn.json --quiet >/dev/null 2>tn.err &&
-   grep -q "\"measurement\":\"$M\"" tn.json &&
-   "$bin" verify tn.json --report r.json --measurement "$M" --allow-sim \
-     >/dev/null 2>>tn.err &&
+   grep -q "\"measurement\":\"$MN\"" tn.json &&
+   "$bin" verify tn.json --report rn.json --measurement "$MN" --allow-sim \
+     --allow-none >/dev/null 2>>tn.err &&
    "$bin" decrypt --key model.key --in mn.emlm --out mn.safetensors --quiet; then
-  ok "confidential training with --enclave none: same measurement, report verifies"
+  ok "confidential training with --enclave none: its own measurement, report verifies with --allow-none"
 else
   bad "--enclave none: $(cat tn.err)"
+fi
+expect_error "the sim enclave's grant does not open in the none enclave" \
+  "another enclave measurement" \
+  train --data a --grant a.grant --enclave none --out never.emlm --quiet
+if [[ -s "$ENCLAVEML_HOME/platform-none.key" &&
+      $(stat -c %a "$ENCLAVEML_HOME/host-mirror.key" 2>/dev/null || echo 600) == 600 ]] &&
+   ls "$ENCLAVEML_HOME"/counter-"$M".bin "$ENCLAVEML_HOME"/counter-"$MN".bin \
+     >/dev/null 2>&1; then
+  ok "the none platform has its own key file; a counter file per measurement"
+else
+  bad "platform files: $(ls "$ENCLAVEML_HOME")"
 fi
 
 # ==== the training-state mirror, through the enclave ====

@@ -50,6 +50,7 @@ extern "C" {
 #define EML_CHUNK_MAX ((size_t)16 << 20)
 #define EML_SEALED_MAX 4096
 #define EML_POLICY_MAX 256
+#define EML_MEASURE_LIST_MAX 16384 /* MEASURE's list of measured files */
 /* The bulk region: shared memory set up at launch (untrusted, like the
  * channel).  The enclave only ever WRITES there (sealed bytes going out);
  * it never reads from it, so the host changing it underneath proves
@@ -161,20 +162,28 @@ typedef enum eml_msg_type {
      * MIRROR_WRITE, with the bytes in the first `length` bytes of the bulk
      * region.  reply MIRROR_OK */
 
+    EML_MSG_MEASURE = 29,
+    /* notify, the first frame of every `sim` enclave process (and the only
+     * one of `enclaveml-enclave --measure`): measurement[32] | bytes policy
+     * (..EML_POLICY_MAX-1) | bytes files (..EML_MEASURE_LIST_MAX: one line
+     * "<sha256 hex>  <path>\n" per file mapped executable, sorted by
+     * digest).  What the host learns before INIT; the signed report is
+     * what a verifier trusts. */
+
     /* The spend ledger (ledger.h): sealed by the enclave, kept by the
      * host, checked against the platform's monotonic counter. */
-    EML_MSG_LEDGER_READ = 29,
+    EML_MSG_LEDGER_READ = 30,
     /* ocall: (no fields)   reply LEDGER_DATA */
-    EML_MSG_LEDGER_DATA = 30,
+    EML_MSG_LEDGER_DATA = 31,
     /* reply: bytes sealed ledger (..EML_LEDGER_MAX_BYTES; empty if the host
      *        has none) */
-    EML_MSG_LEDGER_WRITE = 31,
+    EML_MSG_LEDGER_WRITE = 32,
     /* ocall: bytes sealed ledger (..EML_LEDGER_MAX_BYTES): store it durably
      * (replacing the old one), then reply LEDGER_OK */
-    EML_MSG_LEDGER_OK = 32,
+    EML_MSG_LEDGER_OK = 33,
     /* reply: (no fields) */
 
-    EML_MSG_TYPE_END = 33
+    EML_MSG_TYPE_END = 34
 } eml_msg_type;
 
 typedef enum eml_file_kind {
@@ -192,6 +201,12 @@ typedef enum eml_probe_call {
     EML_PROBE_PTRACE = 1 << 3,
     EML_PROBE_CONNECT = 1 << 4,
     EML_PROBE_FORK = 1 << 5,
+    EML_PROBE_WRITE_FD = 1 << 6,    /* write to fd 1, not the channel */
+    EML_PROBE_PRLIMIT = 1 << 7,     /* prlimit64 on pid 1 and on its own
+                                       pid by number (only 0 passes) */
+    EML_PROBE_TGKILL = 1 << 8,      /* tgkill(1, 1, 0) */
+    EML_PROBE_STAT_PATH = 1 << 9,   /* newfstatat(AT_FDCWD, "/etc/passwd") */
+    EML_PROBE_READ_FD = 1 << 10,    /* read from fd 0, not the channel */
 } eml_probe_call;
 
 /* Name of a type ("ATTEST"), or "?" */

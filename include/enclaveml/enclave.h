@@ -80,11 +80,16 @@ void eml_enclave_set_bulk(eml_enclave *e, uint8_t *p, size_t n);
 EML_MUST_CHECK eml_status eml_enclave_serve(eml_enclave *e, int fd);
 
 /* ==== measurement ==== */
-/* measurement = SHA-256("enclaveml measurement v1" || SHA-256(image) ||
- * u32 len(policy) || policy). */
+/* measurement = SHA-256("enclaveml measurement v2" || u32 n ||
+ *                         d_1 || ... || d_n || u32 len(policy) || policy)
+ * where d_i are the SHA-256 digests of the n files mapped executable into
+ * the enclave process, sorted ascending (bytewise), and u32 is
+ * little-endian.  files need not be sorted; 1 <= n <= EML_MEASURE_FILES_MAX.
+ * The policy names the backend ("backend=sim;heap_mb=2048"). */
+#define EML_MEASURE_FILES_MAX 64
 EML_MUST_CHECK eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
-                                      const uint8_t image_sha256[32],
-                                      const char *policy);
+                                      const uint8_t (*files)[32],
+                                      size_t n_files, const char *policy);
 
 /* ==== grants ==== */
 /* A grant releases an owner's 32-byte data key to one attested enclave,

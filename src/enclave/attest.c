@@ -48,22 +48,39 @@ int eml_unhex(uint8_t *out, size_t n, const char *s, size_t slen)
 
 /* ==== measurement ==== */
 
-eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
-                       const uint8_t image_sha256[32], const char *policy)
+static int digest_cmp(const void *a, const void *b)
 {
-    static const char tag[] = "enclaveml measurement v1";
+    return memcmp(a, b, 32);
+}
+
+eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
+                       const uint8_t (*files)[32], size_t n_files,
+                       const char *policy)
+{
+    static const char tag[] = "enclaveml measurement v2";
     size_t plen = strlen(policy);
-    if (plen >= EML_POLICY_MAX) return EML_ERR_RANGE;
-    uint8_t buf[sizeof(tag) - 1 + 32 + 4 + EML_POLICY_MAX];
-    size_t k = 0;
-    memcpy(buf, tag, sizeof(tag) - 1);
-    k += sizeof(tag) - 1;
-    memcpy(buf + k, image_sha256, 32);
-    k += 32;
-    for (int i = 0; i < 4; i++) buf[k++] = (uint8_t)(plen >> (8 * i));
-    memcpy(buf + k, policy, plen);
-    k += plen;
-    return eml_sha256(out, buf, k);
+    if (plen >= EML_POLICY_MAX || n_files == 0 ||
+        n_files > EML_MEASURE_FILES_MAX)
+        return EML_ERR_RANGE;
+    uint8_t (*d)[32] = malloc(n_files * 32);
+    eml_sha256_ctx *h = NULL;
+    if (d == NULL) return EML_ERR_NOMEM;
+    memcpy(d, files, n_files * 32);
+    /* Sorted: where the loader put each file does not matter. */
+    qsort(d, n_files, 32, digest_cmp);
+    uint8_t u32[4];
+    eml_status st = eml_sha256_new(&h);
+    if (st == EML_OK) st = eml_sha256_update(h, tag, sizeof(tag) - 1);
+    for (int i = 0; i < 4; i++) u32[i] = (uint8_t)(n_files >> (8 * i));
+    if (st == EML_OK) st = eml_sha256_update(h, u32, 4);
+    if (st == EML_OK) st = eml_sha256_update(h, d, n_files * 32);
+    for (int i = 0; i < 4; i++) u32[i] = (uint8_t)(plen >> (8 * i));
+    if (st == EML_OK) st = eml_sha256_update(h, u32, 4);
+    if (st == EML_OK) st = eml_sha256_update(h, policy, plen);
+    if (st == EML_OK) st = eml_sha256_final(h, out);
+    eml_sha256_free(h);
+    free(d);
+    return st;
 }
 
 /* ==== grants ==== */

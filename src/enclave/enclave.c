@@ -48,9 +48,10 @@ struct eml_enclave {
     int sim;
     int sandboxed;
     int has_identity;
-    eml_counter_ops counter; /* the platform's monotonic counter */
     uint8_t *bulk; /* shared with the host: written, never read */
     size_t bulk_n;
+    uint8_t *staging; /* private, bulk_n bytes: the mirror seals here */
+    eml_counter_ops counter; /* the platform's monotonic counter */
     /* Mirror ocalls sent without waiting (bulk writes, commits): their
      * MIRROR_OK replies are collected before the next ocall and before
      * the bulk region is written again, so the host copies and persists
@@ -83,8 +84,8 @@ eml_status eml_enclave_new(const eml_platform *plat, eml_enclave **out)
     memcpy(e->measurement, plat->measurement, 32);
     memcpy(e->policy, plat->policy, strlen(plat->policy) + 1);
     e->sim = plat->sim;
-    e->counter = plat->counter;
     e->sandboxed = plat->sandboxed;
+    e->counter = plat->counter;
     eml_status st = eml_ed25519_public(e->platform_pk, e->sec->sign_sk);
     if (st != EML_OK) {
         eml_enclave_free(e);
@@ -98,6 +99,10 @@ void eml_enclave_free(eml_enclave *e)
 {
     if (e == NULL) return;
     eml_secure_free(e->sec, sizeof(secrets));
+    if (e->staging != NULL) {
+        eml_wipe(e->staging, e->bulk_n); /* sealed bytes, but still */
+        free(e->staging);
+    }
     eml_channel_free(&e->ch);
     eml_wipe(e, sizeof(*e));
     free(e);
@@ -824,15 +829,20 @@ static eml_status ms_create(void *u, const uint8_t *hdr, uint64_t cap,
     return mirror_ok(u, &m, err);
 }
 
+/* The mirror seals into a private buffer of the enclave, never into the
+ * shared region: AES-GCM computes its tag by reading the ciphertext back,
+ * and what the host can write under it would be a double fetch.  Allocated
+ * on first use (only runs with a mirror pay for it). */
 static uint8_t *ms_staging(void *u, size_t *cap)
 {
     eml_enclave *e = u;
-    /* The host may still be copying the last save out of the region; a
-     * failure stays in e->late for the next ocall to report. */
-    collect(e);
-    if (e->late_st != EML_OK) return NULL;
+    /* A failure of an earlier asynchronous write stays in e->late for the
+     * next ocall to report; no point sealing more. */
+    if (e->late_st != EML_OK || e->bulk == NULL) return NULL;
+    if (e->staging == NULL) e->staging = malloc(e->bulk_n);
+    if (e->staging == NULL) return NULL; /* writes go one chunk at a time */
     *cap = e->bulk_n;
-    return e->bulk;
+    return e->staging;
 }
 
 static eml_status ms_write(void *u, int slot, uint64_t off, const uint8_t *p,
@@ -840,8 +850,14 @@ static eml_status ms_write(void *u, int slot, uint64_t off, const uint8_t *p,
 {
     eml_enclave *e = u;
     eml_msg m;
-    if (e->bulk != NULL && p == e->bulk && n <= e->bulk_n) {
-        /* sealed straight into the shared region: only the offsets cross */
+    if (e->bulk != NULL && e->staging != NULL && p == e->staging &&
+        n <= e->bulk_n) {
+        /* The host may still be copying the last write out of the region:
+         * collect its reply first, then copy the finished, sealed bytes out
+         * (the enclave only writes the region, never reads it back). */
+        eml_status late = drain(e, err);
+        if (late != EML_OK) return late;
+        memcpy(e->bulk, p, n);
         eml_msg_init(&m, EML_MSG_MIRROR_WRITE_BULK);
         eml_msg_put_u64(&m, (uint64_t)slot);
         eml_msg_put_u64(&m, off);
@@ -1528,6 +1544,32 @@ static eml_status ecall_probe(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     rc = syscall(SYS_fork);
     if (rc == 0) syscall(SYS_exit_group, 0); /* never: fork is refused */
     if (rc < 0) refused |= EML_PROBE_FORK;
+    /* Descriptors other than the channel: fd 0 and 1 are /dev/null (0
+     * bytes: nothing happens even where it is allowed). */
+    attempted |= EML_PROBE_WRITE_FD;
+    rc = syscall(SYS_write, 1, "", 0);
+    if (rc < 0) refused |= EML_PROBE_WRITE_FD;
+    attempted |= EML_PROBE_READ_FD;
+    char none[1];
+    rc = syscall(SYS_read, 0, none, 0);
+    if (rc < 0) refused |= EML_PROBE_READ_FD;
+    /* prlimit64 reading (not setting) the limits of pid 1, and of this
+     * process named by its pid, which the kernel would allow: only pid 0
+     * passes the filter. */
+    attempted |= EML_PROBE_PRLIMIT;
+    uint64_t lim[2];
+    long r1 = syscall(SYS_prlimit64, 1, 7 /* RLIMIT_NOFILE */, NULL, lim);
+    long r2 = syscall(SYS_prlimit64, (long)syscall(SYS_getpid),
+                      7 /* RLIMIT_NOFILE */, NULL, lim);
+    if (r1 < 0 && r2 < 0) refused |= EML_PROBE_PRLIMIT;
+    /* Signal 0 only checks that the target exists. */
+    attempted |= EML_PROBE_TGKILL;
+    rc = syscall(SYS_tgkill, 1, 1, 0);
+    if (rc < 0) refused |= EML_PROBE_TGKILL;
+    attempted |= EML_PROBE_STAT_PATH;
+    uint64_t sb[32]; /* room for the kernel's struct stat */
+    rc = syscall(SYS_newfstatat, -100 /* AT_FDCWD */, "/etc/passwd", sb, 0);
+    if (rc < 0) refused |= EML_PROBE_STAT_PATH;
     eml_msg m;
     eml_msg_init(&m, EML_MSG_PROBE_OK);
     eml_msg_put_u64(&m, refused);

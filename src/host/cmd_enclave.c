@@ -35,7 +35,8 @@ enum {
     O_HEAP = 300, O_JSON, O_HELP, O_NONCE, O_OUT, O_ENCLAVE, O_MEAS,
     O_ALLOW_SIM, O_REPORT, O_KEY, O_MAXEPS, O_CFG, O_DATA, O_GRANT,
     O_RECIPIENT, O_REPORT_OUT, O_EPOCHS, O_BATCH, O_LR, O_SEED, O_THREADS,
-    O_KERNELS, O_QUIET, O_MODEL, O_REPORT_NONCE, O_CFG_DIGEST,
+    O_KERNELS, O_QUIET, O_MODEL, O_REPORT_NONCE, O_CFG_DIGEST, O_ALLOW_NONE,
+    O_FILES,
 };
 
 static int opt_heap(const char *s, unsigned *out)
@@ -49,23 +50,36 @@ static int opt_heap(const char *s, unsigned *out)
 /* ==== measure ==== */
 
 static const char measure_usage[] =
-    "usage: enclaveml measure [--heap-mb M] [--json]\n"
+    "usage: enclaveml measure [--heap-mb M] [--enclave sim|none] [--files]\n"
+    "                         [--json]\n"
     "\n"
-    "Prints the measurement of the enclave program (SHA-256 over its image\n"
-    "and its configuration) without starting it.\n";
+    "Prints the measurement of the enclave: SHA-256 over the digests of\n"
+    "every file mapped executable into it (the program and its shared\n"
+    "libraries) and its policy (backend, heap budget).  For sim it runs\n"
+    "the enclave program in its measure-only mode, which loads no secrets;\n"
+    "--files also lists the measured files (sha256sum format).\n";
 
 int eml_cmd_measure(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"heap-mb", required_argument, 0, O_HEAP},
+        {"enclave", required_argument, 0, O_ENCLAVE},
+        {"files", no_argument, 0, O_FILES},
         {"json", no_argument, 0, O_JSON},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
     unsigned heap = EML_DEFAULT_HEAP_MB;
-    int json = 0, opt;
+    eml_backend backend = EML_BACKEND_SIM;
+    int json = 0, list = 0, opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
         case O_HEAP: if (opt_heap(optarg, &heap)) return 1; break;
+        case O_ENCLAVE:
+            if (eml_backend_parse(optarg, &backend) != EML_OK)
+                return eml_fail("--enclave: '%s' is not one of: sim, none",
+                                optarg);
+            break;
+        case O_FILES: list = 1; break;
         case O_JSON: json = 1; break;
         case O_HELP: fputs(measure_usage, stdout); return 0;
         default: return eml_opt_unknown("measure", argc, argv);
@@ -75,8 +89,11 @@ int eml_cmd_measure(int argc, char **argv)
         return eml_fail("measure: unexpected argument '%s'", argv[optind]);
     uint8_t meas[32];
     char policy[EML_POLICY_MAX], hex[65];
+    static char files[EML_MEASURE_LIST_MAX + 1];
     eml_err err = {0};
-    eml_status st = eml_host_measure(heap, meas, policy, sizeof(policy), &err);
+    eml_status st = eml_host_measure(backend, heap, meas, policy,
+                                     sizeof(policy), files, sizeof(files),
+                                     &err);
     if (st != EML_OK) return eml_fail_st(st, &err);
     eml_hex(hex, meas, 32);
     if (json) {
@@ -84,9 +101,11 @@ int eml_cmd_measure(int argc, char **argv)
         eml_json_begin(&j, stdout);
         eml_json_str(&j, "measurement", hex);
         eml_json_str(&j, "policy", policy);
+        if (list) eml_json_str(&j, "files", files);
         eml_json_end(&j);
     } else {
         printf("%s\n", hex);
+        if (list) fputs(files, stdout);
     }
     return 0;
 }
@@ -226,16 +245,28 @@ static int verify_attestation(const char *path, const uint8_t meas[32],
     if (read_text(path, &text, &len)) return 1;
     eml_err err = {0};
     char home[4096];
-    uint8_t platform_pk[32];
+    /* allow_sim: bit 0 accepts simulated reports, bit 1 also the `none`
+     * backend's platform key (--allow-none), which never verifies as sim. */
+    uint8_t platform_pk[32], none_pk[32];
+    int by_none = 0;
     eml_status st = eml_platform_home(home, sizeof(home), &err);
-    if (st == EML_OK) st = eml_platform_provision(home, &err);
-    if (st == EML_OK) st = eml_platform_load_pub(home, platform_pk, &err);
+    if (st == EML_OK) st = eml_platform_provision(home, EML_PLATFORM_SIM, &err);
+    if (st == EML_OK)
+        st = eml_platform_load_pub(home, EML_PLATFORM_SIM, platform_pk, &err);
+    if (st == EML_OK && (allow_sim & 2))
+        st = eml_platform_provision(home, EML_PLATFORM_NONE, &err);
+    if (st == EML_OK && (allow_sim & 2))
+        st = eml_platform_load_pub(home, EML_PLATFORM_NONE, none_pk, &err);
     if (st != EML_OK) {
         free(text);
         return eml_fail_st(st, &err);
     }
     /* The signature first: nothing in the file is believed before. */
     st = eml_report_verify(text, len, platform_pk);
+    if (st == EML_ERR_AUTH && (allow_sim & 2)) {
+        st = eml_report_verify(text, len, none_pk);
+        by_none = st == EML_OK;
+    }
     if (st != EML_OK) {
         free(text);
         return eml_fail("%s: %s", path,
@@ -268,13 +299,21 @@ static int verify_attestation(const char *path, const uint8_t meas[32],
         hex_field(&j, "report_data", rd, 32, path) ||
         hex_field(&j, "platform_key", ppk, 32, path))
         goto out;
-    if (a->sim && !allow_sim) {
+    /* The policy names the backend; it must be the one whose platform key
+     * signed. */
+    const char *bk = by_none ? "backend=none;" : "backend=sim;";
+    if (strncmp(policy, bk, strlen(bk)) != 0) {
+        eml_fail("%s: policy '%.64s' is not a %s enclave's", path, policy,
+                 by_none ? "none" : "sim");
+        goto out;
+    }
+    if (a->sim && !(allow_sim & 1)) {
         eml_fail("%s: simulated attestation refused (a `sim` platform proves "
                  "nothing about hardware; pass --allow-sim to accept it)",
                  path);
         goto out;
     }
-    if (!eml_ct_equal(ppk, platform_pk, 32)) {
+    if (!eml_ct_equal(ppk, by_none ? none_pk : platform_pk, 32)) {
         eml_fail("%s: signed by another platform key", path);
         goto out;
     }
@@ -334,16 +373,16 @@ static int check_model(const char *path, const char *model,
     uint8_t want[32], got[32];
     if (hex_field(j, "model_file_sha256", want, 32, path)) return 1;
     eml_err err = {0};
-    eml_status st = eml_file_sha256(model, got, &err);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    eml_status st = eml_file_read(model, &buf, &len, &err);
     if (st != EML_OK) return eml_fail_st(st, &err);
-    if (!eml_ct_equal(want, got, 32))
+    if (eml_sha256(got, buf, len) != EML_OK || !eml_ct_equal(want, got, 32)) {
+        free(buf);
         return eml_fail("%s: the report does not describe this model (its "
                         "model_file_sha256 differs from %s's SHA-256)",
                         path, model);
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    st = eml_file_read(model, &buf, &len, &err);
-    if (st != EML_OK) return eml_fail_st(st, &err);
+    }
     eml_container_info info;
     uint8_t kid[16];
     size_t hl = len < EML_CONTAINER_HEADER_MAX ? len : EML_CONTAINER_HEADER_MAX;
@@ -448,7 +487,7 @@ out:
 
 static const char verify_usage[] =
     "usage: enclaveml verify R.json --measurement HEX [--nonce HEX]\n"
-    "                        [--allow-sim] [--json]\n"
+    "                        [--allow-sim [--allow-none]] [--json]\n"
     "       enclaveml verify T.json --report R.json --measurement HEX\n"
     "                        [--model M.emlm] [--report-nonce HEX]\n"
     "                        [--recipient M.pub] [--allow-sim] [--json]\n"
@@ -460,7 +499,9 @@ static const char verify_usage[] =
     "encrypted to the report's recipient; with --report-nonce, that the\n"
     "report carries the nonce given to `train --report-nonce`; with\n"
     "--recipient, that the model went to that key.  Exits 0 only if\n"
-    "everything checks.  Simulated reports are refused without --allow-sim.\n";
+    "everything checks.  Simulated reports are refused without --allow-sim;\n"
+    "reports of the in-process `none` backend (its own platform key) also\n"
+    "need --allow-none.\n";
 
 int eml_cmd_verify(int argc, char **argv)
 {
@@ -468,6 +509,7 @@ int eml_cmd_verify(int argc, char **argv)
         {"measurement", required_argument, 0, O_MEAS},
         {"nonce", required_argument, 0, O_NONCE},
         {"allow-sim", no_argument, 0, O_ALLOW_SIM},
+        {"allow-none", no_argument, 0, O_ALLOW_NONE},
         {"report", required_argument, 0, O_REPORT},
         {"model", required_argument, 0, O_MODEL},
         {"report-nonce", required_argument, 0, O_REPORT_NONCE},
@@ -491,7 +533,8 @@ int eml_cmd_verify(int argc, char **argv)
             if (parse_nonce(optarg, nonce, &nlen)) return 1;
             have_nonce = 1;
             break;
-        case O_ALLOW_SIM: allow_sim = 1; break;
+        case O_ALLOW_SIM: allow_sim |= 1; break;
+        case O_ALLOW_NONE: allow_sim |= 2; break;
         case O_REPORT: report = optarg; break;
         case O_MODEL: tc.model = optarg; break;
         case O_REPORT_NONCE:
@@ -552,7 +595,8 @@ static const char grant_usage[] =
     "usage: enclaveml grant --key NAME.key --report R.json --measurement HEX\n"
     "                       --recipient M.pub [--recipient M2.pub ...]\n"
     "                       [--cfg-digest HEX] [--max-epsilon E]\n"
-    "                       [--nonce HEX] [--allow-sim] --out NAME.grant\n"
+    "                       [--nonce HEX] [--allow-sim] [--allow-none]\n"
+    "                       --out NAME.grant\n"
     "\n"
     "Verifies the enclave's attestation report, then wraps the owner's data\n"
     "key to the enclave's X25519 key, bound to the measurement.  The grant\n"
@@ -577,6 +621,7 @@ int eml_cmd_grant(int argc, char **argv)
         {"measurement", required_argument, 0, O_MEAS},
         {"nonce", required_argument, 0, O_NONCE},
         {"allow-sim", no_argument, 0, O_ALLOW_SIM},
+        {"allow-none", no_argument, 0, O_ALLOW_NONE},
         {"max-epsilon", required_argument, 0, O_MAXEPS},
         {"recipient", required_argument, 0, O_RECIPIENT},
         {"cfg-digest", required_argument, 0, O_CFG_DIGEST},
@@ -603,7 +648,8 @@ int eml_cmd_grant(int argc, char **argv)
             if (parse_nonce(optarg, nonce, &nlen)) return 1;
             have_nonce = 1;
             break;
-        case O_ALLOW_SIM: allow_sim = 1; break;
+        case O_ALLOW_SIM: allow_sim |= 1; break;
+        case O_ALLOW_NONE: allow_sim |= 2; break;
         case O_MAXEPS:
             if (eml_opt_double("--max-epsilon", optarg, 0, 1e6,
                                &gi.max_epsilon))

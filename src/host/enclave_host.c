@@ -26,6 +26,8 @@
 #include "enclaveml/crypto.h"
 #include "enclaveml/ledger.h"
 #include "host/fileio.h"
+#include "sim/counter.h"
+#include "sim/measure.h"
 #include "sim/platform.h"
 
 eml_status eml_backend_parse(const char *s, eml_backend *out)
@@ -58,16 +60,166 @@ eml_status eml_enclave_path(char *out, size_t cap, eml_err *err)
     return EML_OK;
 }
 
-eml_status eml_host_measure(unsigned heap_mb, uint8_t out[32], char *policy,
-                            size_t policy_cap, eml_err *err)
+/* Decodes an ERROR frame from the enclave into err. */
+static eml_status enclave_error(eml_msg_reader *r, eml_err *err)
 {
-    char path[PATH_MAX];
-    uint8_t image[32];
+    uint64_t code;
+    const uint8_t *txt;
+    size_t tl;
+    if (eml_msg_get_u64(r, &code) != EML_OK ||
+        eml_msg_get_bytes(r, EML_ERRMSG_MAX, &txt, &tl) != EML_OK)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "malformed error from the enclave");
+    int64_t sc = (int64_t)code;
+    eml_status es = sc < 0 && sc > -EML_STATUS_COUNT ? (eml_status)sc
+                                                     : EML_ERR_FORMAT;
+    /* Printable ASCII only: the text goes to a terminal. */
+    char clean[EML_ERRMSG_MAX + 1];
+    for (size_t i = 0; i < tl; i++)
+        clean[i] = txt[i] >= 0x20 && txt[i] < 0x7f ? (char)txt[i] : '?';
+    clean[tl] = '\0';
+    return eml_err_set(err, es, "enclave: %s", clean);
+}
+
+/* Reads the MEASURE frame every sim enclave process starts with. */
+static eml_status recv_measure(eml_channel *ch, uint8_t meas[32],
+                               const char *want_policy, char *files,
+                               size_t files_cap, eml_err *err)
+{
+    uint16_t type;
+    const uint8_t *p, *pol, *list;
+    size_t n, pl, ll;
+    eml_status st = eml_msg_recv(ch, &type, &p, &n);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "the enclave did not start (%s)",
+                           eml_status_str(st));
+    eml_msg_reader r;
+    eml_msg_reader_init(&r, p, n);
+    if (type == EML_MSG_ERROR) return enclave_error(&r, err);
+    if (type != EML_MSG_MEASURE)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "the enclave started with %s, not MEASURE",
+                           eml_msg_type_name(type));
+    st = eml_msg_get_fixed(&r, meas, 32);
+    if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_POLICY_MAX - 1, &pol, &pl);
+    if (st == EML_OK)
+        st = eml_msg_get_bytes(&r, EML_MEASURE_LIST_MAX, &list, &ll);
+    if (st == EML_OK) st = eml_msg_get_end(&r);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "malformed MEASURE from the enclave");
+    if (pl != strlen(want_policy) || memcmp(pol, want_policy, pl) != 0)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the enclave runs another policy than asked for");
+    if (files != NULL && files_cap > 0) {
+        size_t k = 0;
+        for (size_t i = 0; i < ll && k + 1 < files_cap; i++)
+            if ((list[i] >= 0x20 && list[i] < 0x7f) || list[i] == '\n')
+                files[k++] = (char)list[i];
+        files[k] = '\0';
+    }
+    return EML_OK;
+}
+
+/* Starts the enclave program with fd as its fd 3 and bulk_fd (or none:
+ * -1) as fd 4, an empty environment and the given arguments. */
+static eml_status spawn(const char *path, int fd, int bulk_fd,
+                        char *const argv[], pid_t *out, eml_err *err)
+{
+    fflush(NULL);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return eml_err_set(err, EML_ERR_IO, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* A host killed outright (SIGKILL) takes its enclave with it,
+         * rather than leaving it training for nobody. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(125);
+        /* The channel becomes fd 3 and the bulk region fd 4 (dup2 clears
+         * close-on-exec); both go out of the way first, since either may
+         * already sit at 3 or 4. */
+        int cfd = fcntl(fd, F_DUPFD, 10);
+        int bfd = bulk_fd >= 0 ? fcntl(bulk_fd, F_DUPFD, 10) : -1;
+        if (cfd < 0 || dup2(cfd, 3) < 0 ||
+            (bulk_fd >= 0 && (bfd < 0 || dup2(bfd, 4) < 0)))
+            _exit(126);
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            dup2(devnull, 1);
+            if (devnull > 3) close(devnull);
+        }
+        long maxfd = sysconf(_SC_OPEN_MAX);
+        for (long i = bulk_fd >= 0 ? 5 : 4;
+             i < (maxfd > 0 && maxfd < 65536 ? maxfd : 1024); i++)
+            close((int)i);
+        /* Nothing of the host's environment reaches the enclave. */
+        char *const envp[] = {NULL};
+        execve(path, argv, envp);
+        _exit(127);
+    }
+    *out = pid;
+    return EML_OK;
+}
+
+/* The measurement of backend none: the code that runs it is this host
+ * process, so its own executable mappings, with its policy. */
+static eml_status measure_none(unsigned heap_mb, uint8_t out[32],
+                               char *policy, size_t policy_cap, char *files,
+                               size_t files_cap, eml_err *err)
+{
+    eml_measured *ms = malloc(sizeof(*ms));
+    if (ms == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    eml_policy_string(policy, policy_cap, "none", heap_mb);
+    eml_status st = eml_measure_self(ms, err);
+    if (st == EML_OK) st = eml_measure_of(out, ms, policy);
+    if (st == EML_OK && files != NULL &&
+        eml_measure_list(files, files_cap, ms) == 0 && files_cap > 0)
+        files[0] = '\0';
+    free(ms);
+    return st;
+}
+
+eml_status eml_host_measure(eml_backend backend, unsigned heap_mb,
+                            uint8_t out[32], char *policy, size_t policy_cap,
+                            char *files, size_t files_cap, eml_err *err)
+{
+    if (backend == EML_BACKEND_NONE)
+        return measure_none(heap_mb, out, policy, policy_cap, files,
+                            files_cap, err);
+    /* The enclave program measures itself as it would run (its own
+     * mappings, as the loader made them): nothing here is trusted to
+     * predict what it loads. */
+    char path[PATH_MAX], heap[16];
     eml_status st = eml_enclave_path(path, sizeof(path), err);
-    if (st == EML_OK) st = eml_file_sha256(path, image, err);
     if (st != EML_OK) return st;
-    eml_policy_string(policy, policy_cap, heap_mb);
-    return eml_measure(out, image, policy);
+    eml_policy_string(policy, policy_cap, "sim", heap_mb);
+    snprintf(heap, sizeof(heap), "%u", heap_mb);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return eml_err_set(err, EML_ERR_IO, "socketpair: %s", strerror(errno));
+    char *argv[] = {"enclaveml-enclave", "--measure", "--fd", "3",
+                    "--heap-mb", heap, NULL};
+    pid_t pid = -1;
+    st = spawn(path, sv[1], -1, argv, &pid, err);
+    close(sv[1]);
+    if (st == EML_OK) {
+        eml_channel ch;
+        eml_channel_init(&ch, sv[0]);
+        st = recv_measure(&ch, out, policy, files, files_cap, err);
+        eml_channel_free(&ch);
+    }
+    close(sv[0]);
+    if (pid > 0) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        if (st == EML_OK && (!WIFEXITED(status) || WEXITSTATUS(status) != 0))
+            st = eml_err_set(err, EML_ERR_IO,
+                             "the enclave program failed to measure itself "
+                             "(status 0x%x)", status);
+    }
+    return st;
 }
 
 /* ==== trace ==== */
@@ -85,6 +237,7 @@ typedef struct none_ctx {
     pthread_t tid;
     eml_enclave *e;
     int fd;
+    eml_sim_counter counter;
 } none_ctx;
 
 static void *none_main(void *arg)
@@ -97,23 +250,35 @@ static void *none_main(void *arg)
     return NULL;
 }
 
-static eml_status start_none(eml_enclave_host *h, int fd, eml_err *err)
+/* The runtime with the none platform's own key file and counter: the host
+ * process never holds the sim platform's secrets. */
+static eml_status start_none(eml_enclave_host *h, int fd, uint8_t meas[32],
+                             eml_err *err)
 {
     eml_platform plat;
     memset(&plat, 0, sizeof(plat));
-    char path[PATH_MAX];
-    uint8_t image[32];
-    eml_status st = eml_platform_load(h->home, &plat, err);
-    if (st == EML_OK) st = eml_enclave_path(path, sizeof(path), err);
-    if (st == EML_OK) st = eml_file_sha256(path, image, err);
-    eml_policy_string(plat.policy, sizeof(plat.policy), h->opts.heap_mb);
-    if (st == EML_OK) st = eml_measure(plat.measurement, image, plat.policy);
-    plat.sim = 1;
+    char cpath[4400];
     none_ctx *c = calloc(1, sizeof(*c));
-    if (st == EML_OK && c == NULL) st = EML_ERR_NOMEM;
+    if (c == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    c->counter.fd = -1;
+    eml_status st = measure_none(h->opts.heap_mb, plat.measurement,
+                                 plat.policy, sizeof(plat.policy), NULL, 0,
+                                 err);
+    if (st == EML_OK)
+        st = eml_platform_provision(h->home, EML_PLATFORM_NONE, err);
+    if (st == EML_OK)
+        st = eml_platform_load(h->home, EML_PLATFORM_NONE, &plat, err);
+    if (st == EML_OK) {
+        eml_sim_counter_path(cpath, sizeof(cpath), h->home, plat.measurement);
+        st = eml_sim_counter_open(&c->counter, cpath, err);
+    }
+    if (st == EML_OK) plat.counter = eml_sim_counter_ops(&c->counter);
+    plat.sim = 1;
+    memcpy(meas, plat.measurement, 32);
     if (st == EML_OK) st = eml_enclave_new(&plat, &c->e);
     eml_wipe(&plat, sizeof(plat));
     if (st != EML_OK) {
+        eml_sim_counter_close(&c->counter);
         free(c);
         return eml_err_set(err, st, "cannot start the in-process enclave");
     }
@@ -121,6 +286,7 @@ static eml_status start_none(eml_enclave_host *h, int fd, eml_err *err)
     eml_enclave_set_bulk(c->e, h->bulk, EML_BULK_BYTES);
     if (pthread_create(&c->tid, NULL, none_main, c) != 0) {
         eml_enclave_free(c->e);
+        eml_sim_counter_close(&c->counter);
         free(c);
         return eml_err_set(err, EML_ERR_IO, "cannot start a thread");
     }
@@ -138,39 +304,12 @@ static eml_status start_sim(eml_enclave_host *h, int fd, eml_err *err)
     char heap[16], threads[16];
     snprintf(heap, sizeof(heap), "%u", h->opts.heap_mb);
     snprintf(threads, sizeof(threads), "%d", h->opts.threads);
-    fflush(NULL);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0)
-        return eml_err_set(err, EML_ERR_IO, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        /* A host killed outright (SIGKILL) takes its enclave with it,
-         * rather than leaving it training for nobody. */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-            _exit(125);
-        /* The channel becomes fd 3 and the bulk region fd 4 (dup2 clears
-         * close-on-exec); both go out of the way first, since either may
-         * already sit at 3 or 4. */
-        int cfd = fcntl(fd, F_DUPFD, 10), bfd = fcntl(h->bulk_fd, F_DUPFD, 10);
-        if (cfd < 0 || bfd < 0 || dup2(cfd, 3) < 0 || dup2(bfd, 4) < 0)
-            _exit(126);
-        int devnull = open("/dev/null", O_RDWR);
-        if (devnull >= 0) {
-            dup2(devnull, 0);
-            dup2(devnull, 1);
-            if (devnull > 3) close(devnull);
-        }
-        long maxfd = sysconf(_SC_OPEN_MAX);
-        for (long i = 5; i < (maxfd > 0 && maxfd < 65536 ? maxfd : 1024); i++)
-            close((int)i);
-        char *argv[] = {"enclaveml-enclave", "--fd", "3", "--heap-mb", heap,
-                        "--threads", threads, "--bulk-fd", "4", NULL};
-        execv(path, argv);
-        _exit(127);
-    }
-    close(fd);
-    h->pid = pid;
-    return EML_OK;
+    char *argv[] = {"enclaveml-enclave", "--fd", "3", "--home", h->home,
+                    "--heap-mb", heap, "--threads", threads, "--bulk-fd", "4",
+                    NULL};
+    st = spawn(path, fd, h->bulk_fd, argv, &h->pid, err);
+    if (st == EML_OK) close(fd);
+    return st;
 }
 
 /* ==== ocalls ==== */
@@ -449,24 +588,7 @@ eml_status eml_host_call(eml_enclave_host *h, eml_msg *m, uint16_t want,
         eml_msg_reader_init(r, p, n);
         if (type == want) return EML_OK;
         switch (type) {
-        case EML_MSG_ERROR: {
-            uint64_t code;
-            const uint8_t *txt;
-            size_t tl;
-            if (eml_msg_get_u64(r, &code) != EML_OK ||
-                eml_msg_get_bytes(r, EML_ERRMSG_MAX, &txt, &tl) != EML_OK)
-                return eml_err_set(err, EML_ERR_FORMAT,
-                                   "malformed error from the enclave");
-            int64_t sc = (int64_t)code;
-            eml_status es = sc < 0 && sc > -EML_STATUS_COUNT ? (eml_status)sc
-                                                             : EML_ERR_FORMAT;
-            /* Printable ASCII only: the text goes to a terminal. */
-            char clean[EML_ERRMSG_MAX + 1];
-            for (size_t i = 0; i < tl; i++)
-                clean[i] = txt[i] >= 0x20 && txt[i] < 0x7f ? (char)txt[i] : '?';
-            clean[tl] = '\0';
-            return eml_err_set(err, es, "enclave: %s", clean);
-        }
+        case EML_MSG_ERROR: return enclave_error(r, err);
         case EML_MSG_FILE_OPEN: st = serve_file_open(h, r); break;
         case EML_MSG_FILE_READ: st = serve_file_read(h, r); break;
         case EML_MSG_OUTPUT: st = serve_output(h, r); break;
@@ -514,14 +636,15 @@ eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
     h->out_fd = -1;
     h->pid = -1;
     h->bulk_fd = -1;
+    /* The host provisions the sim platform's key files but never reads
+     * the secret one: only the enclave process does. */
     eml_status st = eml_platform_home(h->home, sizeof(h->home), err);
-    if (st == EML_OK) st = eml_platform_provision(h->home, err);
+    if (st == EML_OK) st = eml_platform_provision(h->home, EML_PLATFORM_SIM, err);
     if (st != EML_OK) return st;
-    /* Which sealed blob to offer: the one for this configuration's
-     * measurement (the enclave checks it anyway). */
     uint8_t meas[32];
-    st = eml_host_measure(o->heap_mb, meas, h->policy, sizeof(h->policy), err);
-    if (st != EML_OK) return st;
+    eml_policy_string(h->policy, sizeof(h->policy),
+                      o->backend == EML_BACKEND_SIM ? "sim" : "none",
+                      o->heap_mb);
 
     /* The bulk region: shared memory both sides map. */
     h->bulk_fd = memfd_create("enclaveml-bulk", MFD_CLOEXEC);
@@ -548,7 +671,7 @@ eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
         fcntl(sv[1], F_SETFD, flags & ~FD_CLOEXEC);
         st = start_sim(h, sv[1], err);
     } else {
-        st = start_none(h, sv[1], err);
+        st = start_none(h, sv[1], meas, err);
     }
     if (st != EML_OK) {
         close(sv[0]);
@@ -571,6 +694,15 @@ eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
         h->ch.tap_user = h->trace;
     }
 
+    /* Which sealed blob to offer: the one for the measurement the enclave
+     * announces (it checks the blob anyway). */
+    if (o->backend == EML_BACKEND_SIM) {
+        st = recv_measure(&h->ch, meas, h->policy, NULL, 0, err);
+        if (st != EML_OK) {
+            eml_host_stop(h);
+            return st;
+        }
+    }
     char spath[4400];
     sealed_path(h, meas, spath, sizeof(spath));
     uint8_t *blob = NULL;
@@ -602,8 +734,8 @@ eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
     }
     if (st == EML_OK && memcmp(h->measurement, meas, 32) != 0)
         st = eml_err_set(err, EML_ERR_AUTH,
-                         "the enclave reports another measurement than its "
-                         "file on disk (was it replaced?)");
+                         "the enclave reports another measurement than it "
+                         "announced at start");
     if (st == EML_OK && sl > 0)
         st = eml_file_write_atomic(spath, sealed, sl, 0600, err);
     if (st != EML_OK) {
@@ -638,6 +770,7 @@ void eml_host_stop(eml_enclave_host *h)
         none_ctx *c = h->thread;
         pthread_join(c->tid, NULL);
         eml_enclave_free(c->e);
+        eml_sim_counter_close(&c->counter);
         free(c);
         h->thread = NULL;
     }

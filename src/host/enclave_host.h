@@ -66,11 +66,15 @@ typedef struct eml_enclave_host {
  * beside this executable. */
 EML_MUST_CHECK eml_status eml_enclave_path(char *out, size_t cap,
                                            eml_err *err);
-/* Measurement of the enclave program for a configuration, computed from
- * the file without starting it. */
-EML_MUST_CHECK eml_status eml_host_measure(unsigned heap_mb,
-                                           uint8_t out[32], char *policy,
-                                           size_t policy_cap, eml_err *err);
+/* Measurement of a backend's enclave for a configuration.  sim: runs
+ * `enclaveml-enclave --measure`, which measures its own mappings and
+ * exits (no platform secrets loaded); none: this process's own mappings.
+ * files (may be NULL): the measured files, "<sha256>  <path>" lines. */
+EML_MUST_CHECK eml_status eml_host_measure(eml_backend backend,
+                                           unsigned heap_mb, uint8_t out[32],
+                                           char *policy, size_t policy_cap,
+                                           char *files, size_t files_cap,
+                                           eml_err *err);
 
 /* Starts the enclave and initialises it (unsealing or creating its
  * identity; the sealed blob lives in $ENCLAVEML_HOME). */

@@ -181,9 +181,9 @@ static const char train_usage[] =
     "                                         committed state\n"
     "Both save after every step by default.\n";
 
-/* The mirror of an in-process run: keyed with this machine's platform
- * sealing secret (as the sim enclave's would be), and bound to the cfg,
- * the options and the data. */
+/* The mirror of an in-process run: keyed with the host's own mirror key
+ * ($ENCLAVEML_HOME/host-mirror.key; host code never holds the platform's
+ * sealing secret), and bound to the cfg, the options and the data. */
 static eml_status open_mirror(const eml_confidential_args *ca,
                               const char *cfg_path, const eml_train_opts *to,
                               const eml_dataset *tr, const eml_dataset *te,
@@ -201,8 +201,7 @@ static eml_status open_mirror(const eml_confidential_args *ca,
     eml_status st = eml_store_setup(ca->mirror, ca->checkpoint, ca->resume,
                                     quiet, store, err);
     if (st == EML_OK) st = eml_platform_home(home, sizeof(home), err);
-    if (st == EML_OK) st = eml_platform_provision(home, err);
-    if (st == EML_OK) st = eml_platform_load(home, &plat, err);
+    if (st == EML_OK) st = eml_host_mirror_key(home, plat.seal_secret, err);
     if (st == EML_OK)
         st = eml_sha256(plat.measurement, label, sizeof(label) - 1);
     if (st == EML_OK) st = eml_file_read(cfg_path, &text, &tlen, err);

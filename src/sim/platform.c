@@ -17,9 +17,10 @@
 #define KEY_MAGIC "EMLPLAT1"
 #define PUB_MAGIC "EMLPPUB1"
 
-void eml_policy_string(char *out, size_t cap, unsigned heap_mb)
+void eml_policy_string(char *out, size_t cap, const char *backend,
+                       unsigned heap_mb)
 {
-    snprintf(out, cap, "heap_mb=%u", heap_mb);
+    snprintf(out, cap, "backend=%s;heap_mb=%u", backend, heap_mb);
 }
 
 static int mkdir_p(char *path, mode_t mode)
@@ -100,11 +101,12 @@ static eml_status write_new(const char *path, const uint8_t *buf, size_t n,
     return EML_OK;
 }
 
-eml_status eml_platform_provision(const char *home, eml_err *err)
+eml_status eml_platform_provision(const char *home, const char *name,
+                                  eml_err *err)
 {
     char kpath[4200], ppath[4200];
-    snprintf(kpath, sizeof(kpath), "%s/platform.key", home);
-    snprintf(ppath, sizeof(ppath), "%s/platform.pub", home);
+    snprintf(kpath, sizeof(kpath), "%s/%s.key", home, name);
+    snprintf(ppath, sizeof(ppath), "%s/%s.pub", home, name);
     if (access(kpath, F_OK) == 0 && access(ppath, F_OK) == 0) return EML_OK;
     uint8_t key[8 + 64], pub[8 + 32];
     memcpy(key, KEY_MAGIC, 8);
@@ -118,7 +120,7 @@ eml_status eml_platform_provision(const char *home, eml_err *err)
     if (access(ppath, F_OK) != 0) {
         /* The public key must match the key file that won. */
         eml_platform plat;
-        st = eml_platform_load(home, &plat, err);
+        st = eml_platform_load(home, name, &plat, err);
         if (st == EML_OK) st = eml_ed25519_public(pub + 8, plat.sign_sk);
         eml_wipe(&plat, sizeof(plat));
         if (st == EML_OK) st = write_new(ppath, pub, sizeof(pub), 0644, err);
@@ -126,12 +128,12 @@ eml_status eml_platform_provision(const char *home, eml_err *err)
     return st;
 }
 
-eml_status eml_platform_load(const char *home, eml_platform *plat,
-                             eml_err *err)
+eml_status eml_platform_load(const char *home, const char *name,
+                             eml_platform *plat, eml_err *err)
 {
     char kpath[4200];
     uint8_t key[8 + 64];
-    snprintf(kpath, sizeof(kpath), "%s/platform.key", home);
+    snprintf(kpath, sizeof(kpath), "%s/%s.key", home, name);
     eml_status st = read_exact(kpath, key, sizeof(key), err);
     if (st == EML_OK && memcmp(key, KEY_MAGIC, 8) != 0)
         st = eml_err_set(err, EML_ERR_FORMAT, "%s: bad magic", kpath);
@@ -143,12 +145,12 @@ eml_status eml_platform_load(const char *home, eml_platform *plat,
     return st;
 }
 
-eml_status eml_platform_load_pub(const char *home, uint8_t pk[32],
-                                 eml_err *err)
+eml_status eml_platform_load_pub(const char *home, const char *name,
+                                 uint8_t pk[32], eml_err *err)
 {
     char ppath[4200];
     uint8_t pub[8 + 32];
-    snprintf(ppath, sizeof(ppath), "%s/platform.pub", home);
+    snprintf(ppath, sizeof(ppath), "%s/%s.pub", home, name);
     eml_status st = read_exact(ppath, pub, sizeof(pub), err);
     if (st == EML_OK && memcmp(pub, PUB_MAGIC, 8) != 0)
         st = eml_err_set(err, EML_ERR_FORMAT, "%s: bad magic", ppath);
@@ -156,28 +158,17 @@ eml_status eml_platform_load_pub(const char *home, uint8_t pk[32],
     return st;
 }
 
-eml_status eml_file_sha256(const char *path, uint8_t out[32], eml_err *err)
+eml_status eml_host_mirror_key(const char *home, uint8_t key[32],
+                               eml_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return eml_err_set(err, EML_ERR_IO, "%s: %s", path, strerror(errno));
-    eml_sha256_ctx *h = NULL;
-    eml_status st = eml_sha256_new(&h);
-    uint8_t buf[65536];
-    while (st == EML_OK) {
-        ssize_t r = read(fd, buf, sizeof(buf));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            st = eml_err_set(err, EML_ERR_IO, "%s: %s", path, strerror(errno));
-            break;
-        }
-        if (r == 0) break;
-        st = eml_sha256_update(h, buf, (size_t)r);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/host-mirror.key", home);
+    if (access(path, F_OK) != 0) {
+        uint8_t k[32];
+        eml_status st = eml_random(k, sizeof(k));
+        if (st == EML_OK) st = write_new(path, k, sizeof(k), 0600, err);
+        eml_wipe(k, sizeof(k));
+        if (st != EML_OK) return st;
     }
-    close(fd);
-    if (st == EML_OK) {
-        st = eml_sha256_final(h, out);
-    }
-    eml_sha256_free(h);
-    return st;
+    return read_exact(path, key, 32, err);
 }

@@ -10,6 +10,7 @@
  *   platform.key  "EMLPLAT1" | Ed25519 signing key[32] | seal secret[32]
  *                 (mode 0600; created on first use)
  *   platform.pub  "EMLPPUB1" | Ed25519 public key[32]
+ *   platform-none.key / .pub   the same, for backend `none`
  *
  * Anyone who can read platform.key can forge simulated reports: that is why
  * reports say "sim": true and verifiers refuse them without --allow-sim.
@@ -25,21 +26,36 @@
 #include "enclaveml/enclave.h"
 #include "enclaveml/status.h"
 
-/* $ENCLAVEML_HOME or ~/.local/share/enclaveml, created (0700) if needed. */
+/* The platforms' key files are <name>.key / <name>.pub: "platform" for
+ * `sim` (loaded only by the enclave process), "platform-none" for `none`
+ * (loaded by the host process that runs that backend).  Host code never
+ * loads "platform".  EML_PLATFORM_SIM / EML_PLATFORM_NONE name them. */
+#define EML_PLATFORM_SIM "platform"
+#define EML_PLATFORM_NONE "platform-none"
+
+/* $ENCLAVEML_HOME or ~/.local/share/enclaveml, created (0700) if needed.
+ * Host side: the enclave program gets the directory as --home. */
 EML_MUST_CHECK eml_status eml_platform_home(char *out, size_t cap,
                                             eml_err *err);
-/* Creates platform.key/.pub in home if missing (idempotent, race-safe). */
+/* Creates <name>.key/.pub in home if missing (idempotent, race-safe). */
 EML_MUST_CHECK eml_status eml_platform_provision(const char *home,
+                                                 const char *name,
                                                  eml_err *err);
-/* Reads the secrets (into plat->sign_sk / seal_secret). */
+/* Reads the secrets of <name>.key (into plat->sign_sk / seal_secret). */
 EML_MUST_CHECK eml_status eml_platform_load(const char *home,
+                                            const char *name,
                                             eml_platform *plat, eml_err *err);
-/* Reads platform.pub. */
+/* Reads <name>.pub. */
 EML_MUST_CHECK eml_status eml_platform_load_pub(const char *home,
+                                                const char *name,
                                                 uint8_t pk[32], eml_err *err);
-/* SHA-256 of a file's bytes (the enclave image). */
-EML_MUST_CHECK eml_status eml_file_sha256(const char *path, uint8_t out[32],
-                                          eml_err *err);
-/* The policy string for a configuration: "heap_mb=<n>". */
-void eml_policy_string(char *out, size_t cap, unsigned heap_mb);
+/* The in-process training mirror's own key (host-mirror.key: 32 random
+ * bytes, 0600, created on first use): not a platform secret, since host
+ * code never holds those. */
+EML_MUST_CHECK eml_status eml_host_mirror_key(const char *home,
+                                              uint8_t key[32], eml_err *err);
+/* The policy string for a configuration: "backend=<b>;heap_mb=<n>" (letters,
+ * digits, '=', ';', '.', '_' only). */
+void eml_policy_string(char *out, size_t cap, const char *backend,
+                       unsigned heap_mb);
 #endif

@@ -2,7 +2,9 @@
  * sandbox.c - the `sim` backend's process sandbox (see sandbox.h).
  *
  * The allow-list is what the trusted runtime, glibc, OpenSSL, oneDNN and
- * OpenMP's threads need once initialised; anything else fails with EPERM
+ * OpenMP's threads need once initialised, each call with the narrowest
+ * arguments that still work (descriptors: the channel and the counter file
+ * only; pids: this process only; mmap: anonymous only); anything else fails with EPERM
  * (so the runtime sees a clean error instead of dying, and the PROBE ecall
  * can show the refusal).  clone3 answers ENOSYS so that glibc falls back to
  * clone, whose flags we can inspect: only thread creation is allowed, never
@@ -17,8 +19,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <oneapi/dnnl/dnnl.h>
 
@@ -63,25 +67,49 @@ eml_status eml_sandbox_prepare(int threads, eml_err *err)
     return EML_OK;
 }
 
+/* Calls allowed with any arguments, each with why it is safe. */
 static const int allowed[] = {
-    SCMP_SYS(read),          SCMP_SYS(write),        SCMP_SYS(readv),
-    SCMP_SYS(recvfrom),
-    SCMP_SYS(writev),        SCMP_SYS(close),        SCMP_SYS(mmap),
-    SCMP_SYS(munmap),        SCMP_SYS(mprotect),     SCMP_SYS(mremap),
-    SCMP_SYS(brk),           SCMP_SYS(madvise),      SCMP_SYS(mlock),
-    SCMP_SYS(munlock),       SCMP_SYS(futex),        SCMP_SYS(set_robust_list),
-    SCMP_SYS(rseq),          SCMP_SYS(gettid),       SCMP_SYS(getpid),
-    SCMP_SYS(sched_getaffinity), SCMP_SYS(sched_yield),
-    SCMP_SYS(getrandom),     SCMP_SYS(clock_gettime), SCMP_SYS(clock_getres),
-    SCMP_SYS(gettimeofday),  SCMP_SYS(nanosleep),    SCMP_SYS(clock_nanosleep),
-    SCMP_SYS(exit),          SCMP_SYS(exit_group),   SCMP_SYS(rt_sigreturn),
+    /* Memory of this process only.  mmap is below (anonymous only);
+     * mprotect may make memory executable: oneDNN JIT-compiles kernels. */
+    SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(mremap), SCMP_SYS(brk),
+    SCMP_SYS(madvise), SCMP_SYS(mlock), SCMP_SYS(munlock),
+    /* Threads of this process: futexes are process-private or in memory
+     * it shares only with itself (the bulk region holds no futex). */
+    SCMP_SYS(futex), SCMP_SYS(set_robust_list), SCMP_SYS(rseq),
+    SCMP_SYS(gettid), SCMP_SYS(getpid), SCMP_SYS(sched_yield),
+    /* Memory barriers across this process's threads (liburcu-style
+     * users); at worst an IPI to every CPU, i.e. denial of service, which
+     * the host can do anyway. */
+    SCMP_SYS(membarrier),
+    /* Randomness and time: no descriptor, nothing to name. */
+    SCMP_SYS(getrandom), SCMP_SYS(clock_gettime), SCMP_SYS(clock_getres),
+    SCMP_SYS(gettimeofday), SCMP_SYS(nanosleep), SCMP_SYS(clock_nanosleep),
+    /* Ending threads and the process; signal masks and returns of this
+     * thread. */
+    SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(rt_sigreturn),
     SCMP_SYS(rt_sigprocmask), SCMP_SYS(sigaltstack), SCMP_SYS(restart_syscall),
-    SCMP_SYS(tgkill),        SCMP_SYS(getrusage),    SCMP_SYS(sysinfo),
-    SCMP_SYS(fstat),         SCMP_SYS(newfstatat),   SCMP_SYS(lseek),
-    SCMP_SYS(membarrier),    SCMP_SYS(prlimit64),    SCMP_SYS(getpriority),
+    /* Resource use of this process, its threads or (none) its children;
+     * sysinfo: machine-wide memory totals, which glibc's qsort reads. */
+    SCMP_SYS(getrusage), SCMP_SYS(sysinfo),
+    /* Closing a descriptor can only hurt the enclave itself. */
+    SCMP_SYS(close),
 };
+/* Not allowed, on purpose: fstat/newfstatat/statx (nothing needs them once
+ * the sandbox is closed, and a path argument cannot be checked: seccomp
+ * sees the pointer, not the string), lseek, open*, socket calls other than
+ * on the channel, execve, fork/vfork/clone without CLONE_THREAD, ptrace,
+ * kill (tgkill is limited below), process_vm_*, memfd_create, ... */
 
-eml_status eml_sandbox_enter(unsigned heap_mb, eml_err *err)
+/* An allow rule with conditions; rc keeps the first failure. */
+#define RULE(call, ...)                                                       \
+    do {                                                                      \
+        if (rc == 0)                                                          \
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(call),        \
+                                  __VA_ARGS__);                               \
+    } while (0)
+
+eml_status eml_sandbox_enter(unsigned heap_mb, int chan_fd, int counter_fd,
+                             eml_err *err)
 {
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         return eml_err_set(err, EML_ERR_IO, "PR_SET_DUMPABLE: %s",
@@ -108,11 +136,49 @@ eml_status eml_sandbox_enter(unsigned heap_mb, eml_err *err)
     for (size_t i = 0; rc == 0 && i < sizeof(allowed) / sizeof(allowed[0]);
          i++)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
+    /* The channel: the only descriptor read or written.  (fd numbers are
+     * ints: compare the low 32 bits.) */
+    scmp_datum_t ch = (scmp_datum_t)(uint32_t)chan_fd;
+    RULE(read, 1, SCMP_A0_32(SCMP_CMP_EQ, ch));
+    RULE(readv, 1, SCMP_A0_32(SCMP_CMP_EQ, ch));
+    RULE(recvfrom, 1, SCMP_A0_32(SCMP_CMP_EQ, ch));
+    RULE(write, 1, SCMP_A0_32(SCMP_CMP_EQ, ch));
+    RULE(writev, 1, SCMP_A0_32(SCMP_CMP_EQ, ch));
+#if EML_SANITIZER_BUILD
+    /* Sanitizer reports go to stderr (test builds only). */
+    RULE(write, 1, SCMP_A0_32(SCMP_CMP_EQ, 2));
+    RULE(writev, 1, SCMP_A0_32(SCMP_CMP_EQ, 2));
+#endif
+    /* The monotonic counter's file: read and advanced in place. */
+    if (counter_fd >= 0) {
+        scmp_datum_t cf = (scmp_datum_t)(uint32_t)counter_fd;
+        RULE(pread64, 1, SCMP_A0_32(SCMP_CMP_EQ, cf));
+        RULE(pwrite64, 1, SCMP_A0_32(SCMP_CMP_EQ, cf));
+        RULE(fdatasync, 1, SCMP_A0_32(SCMP_CMP_EQ, cf));
+    }
+    /* New memory, never a file's: the bulk region was mapped before. */
+    RULE(mmap, 1, SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, MAP_ANONYMOUS));
+    /* This process only (pid 0 = the caller): getrlimit/setrlimit go
+     * through prlimit64; the CPU set is what OpenMP sizes itself by. */
+    RULE(prlimit64, 1, SCMP_A0_32(SCMP_CMP_EQ, 0));
+    RULE(sched_getaffinity, 1, SCMP_A0_32(SCMP_CMP_EQ, 0));
+    /* The nice value of this process (which = PRIO_PROCESS, who = 0). */
+    RULE(getpriority, 2, SCMP_A0_32(SCMP_CMP_EQ, PRIO_PROCESS),
+         SCMP_A1_32(SCMP_CMP_EQ, 0));
+    /* Signals to its own threads only (abort() raises SIGABRT this way). */
+    RULE(tgkill, 1,
+         SCMP_A0_32(SCMP_CMP_EQ, (scmp_datum_t)(uint32_t)getpid()));
     /* Threads only: clone must carry CLONE_THREAD. */
+    RULE(clone, 1, SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+    /* Another thread's CPU set (glibc's pthread_getattr_np asks for it by
+     * tid, e.g. in AddressSanitizer's thread start): refused, with ENOSYS,
+     * which glibc takes as "no affinity support" rather than a failure. */
     if (rc == 0)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-                              SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD,
-                                      CLONE_THREAD));
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS),
+                              SCMP_SYS(sched_getaffinity), 1,
+                              SCMP_A0_32(SCMP_CMP_NE, 0));
+    /* clone3's flags sit in memory seccomp cannot read: ENOSYS makes glibc
+     * fall back to clone. */
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
     if (rc == 0) rc = seccomp_load(ctx);

@@ -13,6 +13,9 @@
 /* Does the one-time initialisation that would otherwise need forbidden
  * calls later (OpenSSL providers, oneDNN CPU detection, OpenMP threads). */
 EML_MUST_CHECK eml_status eml_sandbox_prepare(int threads, eml_err *err);
-/* heap_mb: the data-segment budget (RLIMIT_DATA). */
-EML_MUST_CHECK eml_status eml_sandbox_enter(unsigned heap_mb, eml_err *err);
+/* heap_mb: the data-segment budget (RLIMIT_DATA); chan_fd: the channel,
+ * the only descriptor read or written; counter_fd: the monotonic counter's
+ * file (pread/pwrite/fdatasync only), or -1. */
+EML_MUST_CHECK eml_status eml_sandbox_enter(unsigned heap_mb, int chan_fd,
+                                            int counter_fd, eml_err *err);
 #endif
