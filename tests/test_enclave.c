@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1492,6 +1493,15 @@ static void test_counter_file(void **state)
     assert_int_equal(v, 0);
     assert_int_equal(ops.advance(ops.user, 1, &err), EML_OK);
     assert_int_equal(ops.advance(ops.user, 5, &err), EML_OK);
+    /* The lock is exclusive across open file descriptions (two enclave
+     * instances), and released by unlock. */
+    assert_int_equal(ops.lock(ops.user, &err), EML_OK);
+    int other = open(path, O_RDWR | O_CLOEXEC);
+    assert_true(other >= 0);
+    assert_int_not_equal(flock(other, LOCK_EX | LOCK_NB), 0);
+    ops.unlock(ops.user);
+    assert_int_equal(flock(other, LOCK_EX | LOCK_NB), 0);
+    close(other);
     eml_sim_counter_close(&c);
     assert_int_equal(eml_sim_counter_open(&c, path, &err), EML_OK);
     assert_int_equal(eml_sim_counter_read(&c, &v, &err), EML_OK);

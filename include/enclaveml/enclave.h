@@ -52,6 +52,12 @@ typedef struct eml_counter_ops {
     /* Durably sets the counter to value (> the current value); returns
      * after it is persistent. */
     eml_status (*advance)(void *user, uint64_t value, eml_err *err);
+    /* Exclusive use of the counter across every instance of the enclave
+     * on this platform (waits for it), and its release: the runtime holds
+     * it from reading the ledger to advancing the counter, so that two
+     * instances cannot both charge against the same ledger. */
+    eml_status (*lock)(void *user, eml_err *err);
+    void (*unlock)(void *user);
 } eml_counter_ops;
 
 typedef struct eml_platform {

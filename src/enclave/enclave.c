@@ -1062,11 +1062,13 @@ static eml_status ledger_key(eml_enclave *e, uint8_t key[32])
 
 /* Reads the host's copy of the ledger and checks it against the platform
  * counter: it must be at the counter, or one ahead (its charge was stored
- * but the counter step was lost: catch up). */
-static eml_status ledger_load(budget *b, eml_err *err)
+ * but the counter step was lost).  catch_up (with the counter locked):
+ * advance the counter to such a ledger; otherwise take it as it is. */
+static eml_status ledger_load(budget *b, int catch_up, eml_err *err)
 {
     eml_enclave *e = b->e;
-    if (e->counter.read == NULL || e->counter.advance == NULL)
+    if (e->counter.read == NULL || e->counter.advance == NULL ||
+        e->counter.lock == NULL || e->counter.unlock == NULL)
         return eml_err_set(err, EML_ERR_UNSUPPORTED,
                            "a grant sets a privacy budget, but this platform "
                            "has no monotonic counter to keep the spend "
@@ -1101,7 +1103,8 @@ static eml_status ledger_load(budget *b, eml_err *err)
     eml_wipe(key, sizeof(key));
     if (st != EML_OK) return st;
     if (b->ledger.counter == c + 1)
-        return e->counter.advance(e->counter.user, c + 1, err);
+        return catch_up ? e->counter.advance(e->counter.user, c + 1, err)
+                        : EML_OK;
     if (b->ledger.counter != c)
         return eml_err_set(err, EML_ERR_AUTH,
                            "the spend ledger is at charge %llu but the "
@@ -1133,12 +1136,27 @@ static eml_status budget_gate(const budget *b, eml_err *err)
  * budgeted grant (ledger stored, then the counter advanced) before its
  * first step.  A run resumed from a committed mirror state was charged
  * when it started. */
+static eml_status charge_locked(budget *b, eml_err *err);
+
 static eml_status budget_charge(void *user, int resumed, eml_err *err)
 {
     budget *b = user;
     eml_enclave *e = b->e;
     if (resumed) return EML_OK;
-    eml_status st = budget_gate(b, err);
+    /* From reading the ledger to advancing the counter, no other instance
+     * of this enclave may charge. */
+    eml_status st = e->counter.lock(e->counter.user, err);
+    if (st != EML_OK) return st;
+    st = charge_locked(b, err);
+    e->counter.unlock(e->counter.user);
+    return st;
+}
+
+static eml_status charge_locked(budget *b, eml_err *err)
+{
+    eml_enclave *e = b->e;
+    eml_status st = ledger_load(b, 1, err);
+    if (st == EML_OK) st = budget_gate(b, err);
     if (st != EML_OK) return st;
     for (uint64_t o = 0; o < b->n && st == EML_OK; o++)
         if (b->g[o].has_max_epsilon)
@@ -1309,7 +1327,7 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         bud.e = e;
         bud.g = ginfo;
         bud.n = q.n_owners;
-        st = ledger_load(&bud, err);
+        st = ledger_load(&bud, 0, err);
         if (st != EML_OK) goto out;
     }
     if (q.dp.enabled) {
@@ -1319,9 +1337,11 @@ static eml_status ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         to.dp = q.dp;
     }
     if (isfinite(cap)) {
-        /* A fresh run is checked here, before any data is decrypted; one
-         * that may resume is checked when training starts, once it is
-         * known whether it continues a run that was already charged. */
+        /* A fresh run is checked here, before any data is decrypted (an
+         * early answer: the binding check is made again under the counter
+         * lock when it is charged); one that may resume is checked when
+         * training starts, once it is known whether it continues a run
+         * that was already charged. */
         if (!q.resume) {
             st = budget_gate(&bud, err);
             if (st != EML_OK) goto out;

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -105,9 +106,33 @@ static eml_status ops_advance(void *user, uint64_t value, eml_err *err)
     return eml_sim_counter_advance(user, value, err);
 }
 
+eml_status eml_sim_counter_lock(eml_sim_counter *c, eml_err *err)
+{
+    int r;
+    do {
+        r = flock(c->fd, LOCK_EX);
+    } while (r != 0 && errno == EINTR);
+    if (r != 0)
+        return eml_err_set(err, EML_ERR_IO, "counter: lock: %s",
+                           strerror(errno));
+    return EML_OK;
+}
+
+void eml_sim_counter_unlock(eml_sim_counter *c)
+{
+    if (c->fd >= 0) (void)flock(c->fd, LOCK_UN);
+}
+
+static eml_status ops_lock(void *user, eml_err *err)
+{
+    return eml_sim_counter_lock(user, err);
+}
+
+static void ops_unlock(void *user) { eml_sim_counter_unlock(user); }
+
 eml_counter_ops eml_sim_counter_ops(eml_sim_counter *c)
 {
-    eml_counter_ops o = {c, ops_read, ops_advance};
+    eml_counter_ops o = {c, ops_read, ops_advance, ops_lock, ops_unlock};
     return o;
 }
 

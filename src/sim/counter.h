@@ -7,7 +7,7 @@
  *
  * The file is opened once, before the sandbox closes; afterwards it is only
  * read with pread and advanced with pwrite + fdatasync on that descriptor
- * (the seccomp list allows those calls on it and nothing else).  advance
+ * (the seccomp list allows those calls and flock on it and nothing else).  advance
  * refuses to go backwards or to stay equal.  The 16-byte record is written
  * in one pwrite at offset 0, inside one disk sector.
  *
@@ -45,6 +45,11 @@ EML_MUST_CHECK eml_status eml_sim_counter_read(eml_sim_counter *c,
 EML_MUST_CHECK eml_status eml_sim_counter_advance(eml_sim_counter *c,
                                                   uint64_t value,
                                                   eml_err *err);
+/* An exclusive flock on the file (waits), and its release: one enclave
+ * instance at a time between reading its ledger and advancing. */
+EML_MUST_CHECK eml_status eml_sim_counter_lock(eml_sim_counter *c,
+                                               eml_err *err);
+void eml_sim_counter_unlock(eml_sim_counter *c);
 /* The ops for eml_platform.counter (user = c, borrowed). */
 eml_counter_ops eml_sim_counter_ops(eml_sim_counter *c);
 void eml_sim_counter_close(eml_sim_counter *c);

@@ -155,6 +155,7 @@ eml_status eml_sandbox_enter(unsigned heap_mb, int chan_fd, int counter_fd,
         RULE(pread64, 1, SCMP_A0_32(SCMP_CMP_EQ, cf));
         RULE(pwrite64, 1, SCMP_A0_32(SCMP_CMP_EQ, cf));
         RULE(fdatasync, 1, SCMP_A0_32(SCMP_CMP_EQ, cf));
+        RULE(flock, 1, SCMP_A0_32(SCMP_CMP_EQ, cf));
     }
     /* New memory, never a file's: the bulk region was mapped before. */
     RULE(mmap, 1, SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, MAP_ANONYMOUS));
