@@ -280,7 +280,8 @@ static void test_grant_refusals(void **state)
     /* No recipient, too many, the same one twice: not built. */
     grant_info(&gi, pk, dk, 0);
     assert_int_not_equal(eml_grant_build(g, &len, &gi, dk), EML_OK);
-    grant_info(&gi, pk, dk, EML_GRANT_RECIPIENTS_MAX + 1);
+    grant_info(&gi, pk, dk, EML_GRANT_RECIPIENTS_MAX);
+    gi.n_recipients = EML_GRANT_RECIPIENTS_MAX + 1;
     assert_int_not_equal(eml_grant_build(g, &len, &gi, dk), EML_OK);
     grant_info(&gi, pk, dk, 2);
     memcpy(gi.recipients[1], gi.recipients[0], 32);
