@@ -66,6 +66,35 @@ __asan_default_options(void)
 }
 #endif
 
+/* The platform's monotonic counter, in memory: 0 at every input. */
+static uint64_t g_counter;
+
+static eml_status counter_read(void *user, uint64_t *v, eml_err *err)
+{
+    (void)user;
+    (void)err;
+    *v = g_counter;
+    return EML_OK;
+}
+
+static eml_status counter_advance(void *user, uint64_t v, eml_err *err)
+{
+    (void)user;
+    if (v <= g_counter)
+        return eml_err_set(err, EML_ERR_INVALID, "counter goes backwards");
+    g_counter = v;
+    return EML_OK;
+}
+
+static eml_status counter_lock(void *user, eml_err *err)
+{
+    (void)user;
+    (void)err;
+    return EML_OK;
+}
+
+static void counter_unlock(void *user) { (void)user; }
+
 /* The fixed simulated platform (also used by the seed generator below;
  * fuzz_msg_host.c and fuzz_report.c use the same signing key). */
 static void fixed_platform(eml_platform *p)
@@ -76,8 +105,13 @@ static void fixed_platform(eml_platform *p)
         p->sign_sk[i] = (uint8_t)(i + 1);
         p->seal_secret[i] = (uint8_t)(0xa0 + i);
     }
-    memcpy(p->policy, "heap_mb=64", sizeof("heap_mb=64"));
+    memcpy(p->policy, "backend=sim;heap_mb=64",
+           sizeof("backend=sim;heap_mb=64"));
     p->sim = 1;
+    eml_counter_ops c = {NULL, counter_read, counter_advance, counter_lock,
+                         counter_unlock};
+    p->counter = c;
+    g_counter = 0;
 }
 
 #ifndef EML_FUZZ_SEEDS
@@ -213,6 +247,9 @@ static void *serve_main(void *arg)
     return NULL;
 }
 
+/* Where the seed sessions' host keeps the sealed ledger. */
+static char g_seed_home[64];
+
 /* Starts the fixed-platform enclave on a thread, talking to h. */
 static void session_start(eml_enclave_host *h, enclave_thread *t, recs *r)
 {
@@ -224,6 +261,8 @@ static void session_start(eml_enclave_host *h, enclave_thread *t, recs *r)
     memset(h, 0, sizeof(*h));
     h->pid = -1;
     h->out_fd = -1;
+    snprintf(h->home, sizeof(h->home), "%s", g_seed_home);
+    memcpy(h->measurement, plat.measurement, 32); /* names the ledger file */
     eml_channel_init(&h->ch, sv[0]);
     if (r != NULL) {
         h->ch.tap = tap;
@@ -371,6 +410,7 @@ int main(int argc, char **argv)
     const char *root = argv[1];
     char dir[4096], tmp[] = "/tmp/eml-seeds-XXXXXX";
     if (mkdtemp(tmp) == NULL) die("mkdtemp");
+    snprintf(g_seed_home, sizeof(g_seed_home), "%s", tmp);
     static const char *const sub[] = {"msg_enclave", "msg_host", "grant",
                                       "report"};
     for (int i = 0; i < 4; i++) {
@@ -513,6 +553,12 @@ int main(int argc, char **argv)
         unlink(paths[k]);
         free(paths[k]);
     }
+    uint8_t meas[32];
+    char mhex[65];
+    memset(meas, 0x4d, 32);
+    eml_hex(mhex, meas, 32);
+    snprintf(dir, sizeof(dir), "%s/ledger-%s.bin", tmp, mhex);
+    unlink(dir);
     rmdir(tmp);
     return 0;
 }
