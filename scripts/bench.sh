@@ -57,12 +57,13 @@ done
 m=$("$bin" measure)
 "$bin" attest --out "$tmp/r.json" 2>/dev/null
 "$bin" grant --key "$tmp/owner.key" --report "$tmp/r.json" --measurement "$m" \
-  --allow-sim --out "$tmp/owner.grant" 2>/dev/null
+  --allow-sim --recipient "$tmp/model.pub" --out "$tmp/owner.grant" 2>/dev/null
 # none is another enclave (its own measurement and platform key): its own grant.
 mn=$("$bin" measure --enclave none)
 "$bin" attest --enclave none --out "$tmp/rn.json" 2>/dev/null
 "$bin" grant --key "$tmp/owner.key" --report "$tmp/rn.json" --measurement "$mn" \
-  --allow-sim --allow-none --out "$tmp/owner-none.grant" 2>/dev/null
+  --allow-sim --allow-none --recipient "$tmp/model.pub" \
+  --out "$tmp/owner-none.grant" 2>/dev/null
 declare -A ips
 for backend in none sim none sim; do
   g=$tmp/owner.grant

@@ -225,19 +225,20 @@ flip() { # flip FILE OFFSET: xor one bit
     dd of="$1" bs=1 seek="$2" conv=notrunc status=none
 }
 chunk() { tail -c +$((H + $2 * C + 1)) "$1" | head -c $C; } # chunk FILE I
-# expect_train_error NAME NEEDLE ARGS...: the run fails cleanly and leaves
-# no model, report or temporary file behind.
-expect_train_error() {
-  local name=$1 needle=$2
-  shift 2
+# expect_run_error NAME NEEDLE RUNNER ARGS...: the run (RUNNER: train or
+# dpt) fails cleanly and leaves no model, report or temporary file behind.
+expect_run_error() {
+  local name=$1 needle=$2 runner=$3
+  shift 3
   rm -rf "$o"
   mkdir -p "$o"
-  expect_error "$name" "$needle" train "$@" --out "$o/m.emlm" \
+  expect_error "$name" "$needle" "$runner" "$@" --out "$o/m.emlm" \
     --report-out "$o/t.json" --quiet
   if [[ -n $(ls -A "$o") ]]; then
     bad "$name: left behind: $(ls -A "$o")"
   fi
 }
+expect_train_error() { expect_run_error "$1" "$2" train "${@:3}"; }
 tamper_dir
 flip "$img" 40
 expect_train_error "flipped bit in a data file's header" "train-images" \
@@ -415,16 +416,7 @@ fi
 # dpt ARGS...: a DP run (no --seed: the enclave's CSPRNG draws the noise).
 dpt() { "$bin" train --cfg "$cfg" --recipient "$w/model.pub" --batch 32 \
   --threads 1 --dp --clip 1 "$@"; }
-# expect_dp_error NAME NEEDLE ARGS...: as expect_train_error, for dpt.
-expect_dp_error() {
-  local name=$1 needle=$2
-  shift 2
-  rm -rf "$o"
-  mkdir -p "$o"
-  expect_error "$name" "$needle" dpt "$@" --out "$o/m.emlm" \
-    --report-out "$o/t.json" --quiet
-  if [[ -n $(ls -A "$o") ]]; then bad "$name: left behind: $(ls -A "$o")"; fi
-}
+expect_dp_error() { expect_run_error "$1" "$2" dpt "${@:3}"; }
 expect_dp_error "--dp-fixed-batches under a budget is refused" \
   "dp-fixed-batches" --data a --grant eps.grant --noise 1 --dp-fixed-batches
 # The budget of a grant bounds every run that uses it: 2.5 in all, each run
