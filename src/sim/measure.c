@@ -128,69 +128,12 @@ static int known(const eml_measured *m, unsigned long long dev,
     return 0;
 }
 
-eml_status eml_measure_self(eml_measured *m, eml_err *err)
-{
-    memset(m, 0, sizeof(*m));
-    char *maps = NULL;
-    eml_status st = read_maps(&maps, err);
-    if (st != EML_OK) return st;
-    char *p = maps;
-    int done = maps[0] == '\0';
-    while (st == EML_OK && !done) {
-        exec_map em;
-        int k = next_map(&p, &em, &done);
-        if (k < 0) {
-            st = eml_err_set(err, EML_ERR_FORMAT,
-                             "/proc/self/maps: a line not understood");
-            break;
-        }
-        if (k == 0 || known(m, em.dev, em.ino)) continue;
-        size_t plen = strlen(em.path);
-        if (em.path[0] != '/' || plen >= EML_MEASURED_PATH_MAX ||
-            strstr(em.path, " (deleted)") != NULL) {
-            /* a deleted or unnamed file (a memfd): nothing to hash by name */
-            st = eml_err_set(err, EML_ERR_AUTH,
-                             "cannot measure executable mapping '%.200s'",
-                             em.path);
-            break;
-        }
-        if (m->n == EML_MEASURED_FILES_MAX) {
-            st = eml_err_set(err, EML_ERR_RANGE,
-                             "more than %d executable files mapped",
-                             EML_MEASURED_FILES_MAX);
-            break;
-        }
-        eml_measured_file *f = &m->f[m->n];
-        memcpy(f->path, em.path, plen + 1);
-        f->dev = em.dev;
-        f->ino = em.ino;
-        int fd = open(em.path, O_RDONLY | O_CLOEXEC);
-        struct stat sb;
-        if (fd < 0) {
-            st = eml_err_set(err, EML_ERR_IO, "%s: %s", em.path,
-                             strerror(errno));
-            break;
-        }
-        /* The file at that path must be the one mapped: not one put there
-         * after the loader mapped the original. */
-        if (fstat(fd, &sb) != 0 || (unsigned long long)sb.st_ino != em.ino ||
-            ((unsigned long long)major(sb.st_dev) << 32 | minor(sb.st_dev)) !=
-                em.dev)
-            st = eml_err_set(err, EML_ERR_AUTH,
-                             "%s is not the file mapped into this process",
-                             em.path);
-        if (st == EML_OK) st = hash_fd(fd, f->sha256, em.path, err);
-        close(fd);
-        if (st == EML_OK) m->n++;
-    }
-    free(maps);
-    if (st == EML_OK && m->n == 0)
-        st = eml_err_set(err, EML_ERR_FORMAT, "no executable file mapped");
-    if (st == EML_OK) qsort(m->f, m->n, sizeof(m->f[0]), by_digest);
-    return st;
-}
-
-eml_status eml_measure_self_unchanged(const eml_measured *m, eml_err *err)
+/* Calls fn for every executable, file-backed mapping of this process, in
+ * /proc/self/maps order, until fn fails. */
+static eml_status walk_exec_maps(eml_status (*fn)(void *user,
+                                                  const exec_map *em,
+                                                  eml_err *err),
+                                 void *user, eml_err *err)
 {
     char *maps = NULL;
     eml_status st = read_maps(&maps, err);
@@ -203,13 +146,75 @@ eml_status eml_measure_self_unchanged(const eml_measured *m, eml_err *err)
         if (k < 0)
             st = eml_err_set(err, EML_ERR_FORMAT,
                              "/proc/self/maps: a line not understood");
-        else if (k == 1 && !known(m, em.dev, em.ino))
-            st = eml_err_set(err, EML_ERR_AUTH,
-                             "%.200s was loaded after the measurement",
-                             em.path);
+        else if (k == 1)
+            st = fn(user, &em, err);
     }
     free(maps);
     return st;
+}
+
+/* Hashes a mapped file not seen yet into m. */
+static eml_status measure_one(void *user, const exec_map *em, eml_err *err)
+{
+    eml_measured *m = user;
+    if (known(m, em->dev, em->ino)) return EML_OK;
+    size_t plen = strlen(em->path);
+    if (em->path[0] != '/' || plen >= EML_MEASURED_PATH_MAX ||
+        strstr(em->path, " (deleted)") != NULL)
+        /* a deleted or unnamed file (a memfd): nothing to hash by name */
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "cannot measure executable mapping '%.200s'",
+                           em->path);
+    if (m->n == EML_MEASURED_FILES_MAX)
+        return eml_err_set(err, EML_ERR_RANGE,
+                           "more than %d executable files mapped",
+                           EML_MEASURED_FILES_MAX);
+    eml_measured_file *f = &m->f[m->n];
+    memcpy(f->path, em->path, plen + 1);
+    f->dev = em->dev;
+    f->ino = em->ino;
+    int fd = open(em->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return eml_err_set(err, EML_ERR_IO, "%s: %s", em->path,
+                           strerror(errno));
+    /* The file at that path must be the one mapped: not one put there
+     * after the loader mapped the original. */
+    struct stat sb;
+    eml_status st = EML_OK;
+    if (fstat(fd, &sb) != 0 || (unsigned long long)sb.st_ino != em->ino ||
+        ((unsigned long long)major(sb.st_dev) << 32 | minor(sb.st_dev)) !=
+            em->dev)
+        st = eml_err_set(err, EML_ERR_AUTH,
+                         "%s is not the file mapped into this process",
+                         em->path);
+    if (st == EML_OK) st = hash_fd(fd, f->sha256, em->path, err);
+    close(fd);
+    if (st == EML_OK) m->n++;
+    return st;
+}
+
+eml_status eml_measure_self(eml_measured *m, eml_err *err)
+{
+    memset(m, 0, sizeof(*m));
+    eml_status st = walk_exec_maps(measure_one, m, err);
+    if (st == EML_OK && m->n == 0)
+        st = eml_err_set(err, EML_ERR_FORMAT, "no executable file mapped");
+    if (st == EML_OK) qsort(m->f, m->n, sizeof(m->f[0]), by_digest);
+    return st;
+}
+
+/* A mapped file must be one of m's. */
+static eml_status already_measured(void *user, const exec_map *em,
+                                   eml_err *err)
+{
+    if (known(user, em->dev, em->ino)) return EML_OK;
+    return eml_err_set(err, EML_ERR_AUTH,
+                       "%.200s was loaded after the measurement", em->path);
+}
+
+eml_status eml_measure_self_unchanged(const eml_measured *m, eml_err *err)
+{
+    return walk_exec_maps(already_measured, (void *)m, err);
 }
 
 eml_status eml_measure_of(uint8_t out[32], const eml_measured *m,
