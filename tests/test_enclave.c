@@ -41,6 +41,7 @@
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
 #include "host/enclave_host.h"
+#include "enclave_home.h"
 #include "sim/counter.h"
 
 /* The sim heap budget (RLIMIT_DATA) cannot hold under AddressSanitizer,
@@ -70,51 +71,16 @@ static const char big_cfg[] =
 
 /* ==== fixtures ==== */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(g_home, sizeof(g_home), "/tmp/eml-test-enclave-XXXXXX");
-    if (mkdtemp(g_home) == NULL) return -1;
-    setenv("ENCLAVEML_HOME", g_home, 1);
-    unsetenv("ENCLAVEML_TRACE");
-    char path[PATH_MAX];
-    const char *bin = getenv("EML_BINARY_DIR");
-    if (bin != NULL && bin[0] != '\0') {
-        snprintf(path, sizeof(path), "%s/enclaveml-enclave", bin);
-    } else {
-        /* build/tests/test_enclave -> build/enclaveml-enclave */
-        char self[PATH_MAX - 32];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (n <= 0) return -1;
-        self[n] = '\0';
-        char *s = strrchr(self, '/');
-        if (s != NULL) *s = '\0';
-        s = strrchr(self, '/');
-        if (s != NULL) *s = '\0';
-        snprintf(path, sizeof(path), "%s/enclaveml-enclave", self);
-    }
-    if (access(path, X_OK) != 0) {
-        fprintf(stderr, "test_enclave: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    setenv("ENCLAVEML_ENCLAVE", path, 1);
-    return 0;
+    return enclave_home_setup(g_home, sizeof(g_home), "eml-test-enclave");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    if (g_home[0] != '\0')
-        nftw(g_home, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    enclave_home_remove(g_home);
     return 0;
 }
 

@@ -36,6 +36,7 @@
 #include "enclaveml/enclave.h"
 #include "enclaveml/ledger.h"
 #include "host/enclave_host.h"
+#include "enclave_home.h"
 
 static const char cfg_text[] =
     "[net]\nheight=28\nwidth=28\nchannels=1\nbatch=16\nlearning_rate=0.1\n"
@@ -123,31 +124,11 @@ static void make_owner(owner *o, const char *dataset, uint32_t seed,
     }
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(g.home, sizeof(g.home), "/tmp/eml-test-evil-XXXXXX");
-    if (mkdtemp(g.home) == NULL) return -1;
-    setenv("ENCLAVEML_HOME", g.home, 1);
-    unsetenv("ENCLAVEML_TRACE");
-    const char *bin = getenv("EML_BINARY_DIR");
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/enclaveml-enclave",
-             bin != NULL && bin[0] != '\0' ? bin : ".");
-    if (access(path, X_OK) != 0) {
-        fprintf(stderr, "test_evil_host: %s: %s\n", path, strerror(errno));
+    if (enclave_home_setup(g.home, sizeof(g.home), "eml-test-evil") != 0)
         return -1;
-    }
-    setenv("ENCLAVEML_ENCLAVE", path, 1);
     make_owner(&g.a, "owner-a", 1, 1);
     make_owner(&g.b, "owner-b", 100, 0);
     buf junk = {(uint8_t *)strdup(canary_text), sizeof(canary_text) - 1};
@@ -168,7 +149,7 @@ static int group_teardown(void **state)
         free(g.b.files[k].p);
     }
     free(g.junk_labels.p);
-    if (g.home[0] != '\0') nftw(g.home, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    enclave_home_remove(g.home);
     return 0;
 }
 
