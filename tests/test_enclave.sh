@@ -427,13 +427,17 @@ grant --key alice.key --max-epsilon 2.5 --out b25.grant
 dptrain() { dpt --data a --grant b25.grant --epochs 3 --target-epsilon 1 "$@"; }
 bpool=$(mktemp -u /dev/shm/enclaveml-budget.XXXXXX)
 trap 'rm -rf "$tmp" "$bpool"' EXIT
-(exec "$bin" train --cfg "$cfg" --recipient "$w/model.pub" --batch 32 \
-   --threads 1 --data a --grant b25.grant --epochs 3 --dp --clip 1 \
-   --target-epsilon 1 --mirror "$bpool" --out bk.emlm) 2>bk.err >/dev/null &
+# The mirrored run: 30 epochs of about 10 steps, a save after each, so
+# that the kill lands well before its end; it comes as soon as the pool's
+# commit word shows a committed state.
+bkrun=("$bin" train --cfg "$cfg" --recipient "$w/model.pub" --batch 32
+  --threads 1 --data a --grant b25.grant --epochs 30 --dp --clip 1
+  --target-epsilon 1 --mirror "$bpool" --out bk.emlm)
+(exec "${bkrun[@]}") 2>bk.err >/dev/null &
 pid=$!
-for _ in $(seq 200); do
+for _ in $(seq 3000); do
   [[ -s $bpool && $(od -An -tu8 -j64 -N8 "$bpool" 2>/dev/null | tr -d ' ') -gt 0 ]] && break
-  sleep 0.02
+  sleep 0.01
 done
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
@@ -442,7 +446,7 @@ if [[ -e bk.emlm.partial && ! -e bk.emlm ]]; then
 else
   bad "after the kill: $(ls bk.emlm* 2>&1)"
 fi
-if dptrain --mirror "$bpool" --resume --out bk.emlm --report-out bk.json \
+if "${bkrun[@]}" --resume --report-out bk.json \
      2>bk2.err && grep -q '"budget_charged":false' bk.json &&
    grep -q '^resume: continuing from step' bk2.err &&
    [[ -s bk.emlm && ! -e bk.emlm.partial ]] &&
