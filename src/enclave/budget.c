@@ -1,0 +1,153 @@
+/*
+ * budget.c - privacy budgets across runs: the spend ledger (ledger.h)
+ * read from the host and checked against the platform's monotonic
+ * counter, the gate that admits a run only if every budgeted grant has its
+ * planned epsilon left, and the charge made before a fresh run's first
+ * step, under the counter's lock (docs/dp.md, "Budgets across runs").
+ *
+ * Trusted code: the ledger is sealed to the measurement; an old copy is
+ * refused by the counter.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "enclave/runtime.h"
+#include "enclaveml/crypto.h"
+
+/* ==== privacy budgets across runs ==== */
+
+
+static eml_status ledger_key(eml_enclave *e, uint8_t key[32])
+{
+    return eml_ledger_key(key, e->sec->seal_secret, e->measurement);
+}
+
+/* Reads the host's copy of the ledger and checks it against the platform
+ * counter: it must be at the counter, or one ahead (its charge was stored
+ * but the counter step was lost).  catch_up (with the counter locked):
+ * advance the counter to such a ledger; otherwise take it as it is. */
+eml_status eml_rt_ledger_load(budget *b, int catch_up, eml_err *err)
+{
+    eml_enclave *e = b->e;
+    if (e->counter.read == NULL || e->counter.advance == NULL ||
+        e->counter.lock == NULL || e->counter.unlock == NULL)
+        return eml_err_set(err, EML_ERR_UNSUPPORTED,
+                           "a grant sets a privacy budget, but this platform "
+                           "has no monotonic counter to keep the spend "
+                           "ledger from being rolled back");
+    uint64_t c = 0;
+    eml_status st = e->counter.read(e->counter.user, &c, err);
+    if (st != EML_OK) return st;
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_LEDGER_READ);
+    st = eml_rt_ocall(e, &m, EML_MSG_LEDGER_DATA, &r, err);
+    eml_msg_free(&m);
+    if (st != EML_OK) return st;
+    const uint8_t *p;
+    size_t n;
+    st = eml_msg_get_bytes(&r, EML_LEDGER_MAX_BYTES, &p, &n);
+    if (st == EML_OK) st = eml_msg_get_end(&r);
+    if (st != EML_OK) return eml_err_set(err, st, "malformed LEDGER_DATA");
+    eml_ledger_free(&b->ledger);
+    if (n == 0) {
+        if (c != 0)
+            return eml_err_set(err, EML_ERR_AUTH,
+                               "the host has no spend ledger, but the "
+                               "platform counter says %llu charges were "
+                               "made: refused (a lost or withheld ledger)",
+                               (unsigned long long)c);
+        return EML_OK;
+    }
+    uint8_t key[32];
+    st = ledger_key(e, key);
+    if (st == EML_OK) st = eml_ledger_open(p, n, key, &b->ledger, err);
+    eml_wipe(key, sizeof(key));
+    if (st != EML_OK) return st;
+    if (b->ledger.counter == c + 1)
+        return catch_up ? e->counter.advance(e->counter.user, c + 1, err)
+                        : EML_OK;
+    if (b->ledger.counter != c)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the spend ledger is at charge %llu but the "
+                           "platform counter at %llu: an old copy (a "
+                           "rollback) is refused",
+                           (unsigned long long)b->ledger.counter,
+                           (unsigned long long)c);
+    return EML_OK;
+}
+
+/* Every budgeted grant must have the planned epsilon left. */
+eml_status eml_rt_budget_gate(const budget *b, eml_err *err)
+{
+    for (uint64_t o = 0; o < b->n; o++) {
+        const eml_grant_info *g = &b->g[o];
+        if (!g->has_max_epsilon) continue;
+        double spent = eml_ledger_spent(&b->ledger, g->grant_id);
+        if (spent + b->planned > g->max_epsilon * (1 + 1e-9))
+            return eml_err_set(err, EML_ERR_AUTH,
+                               "grant %u allows epsilon %.4g in all; %.4g is "
+                               "spent and this run plans %.4g: refused",
+                               (unsigned)o + 1, g->max_epsilon, spent,
+                               b->planned);
+    }
+    return EML_OK;
+}
+
+/* eml_train_opts.on_start: charges a fresh run's planned epsilon to every
+ * budgeted grant (ledger stored, then the counter advanced) before its
+ * first step.  A run resumed from a committed mirror state was charged
+ * when it started. */
+static eml_status charge_locked(budget *b, eml_err *err);
+
+eml_status eml_rt_budget_charge(void *user, int resumed, eml_err *err)
+{
+    budget *b = user;
+    eml_enclave *e = b->e;
+    if (resumed) return EML_OK;
+    /* From reading the ledger to advancing the counter, no other instance
+     * of this enclave may charge. */
+    eml_status st = e->counter.lock(e->counter.user, err);
+    if (st != EML_OK) return st;
+    st = charge_locked(b, err);
+    e->counter.unlock(e->counter.user);
+    return st;
+}
+
+static eml_status charge_locked(budget *b, eml_err *err)
+{
+    eml_enclave *e = b->e;
+    eml_status st = eml_rt_ledger_load(b, 1, err);
+    if (st == EML_OK) st = eml_rt_budget_gate(b, err);
+    if (st != EML_OK) return st;
+    for (uint64_t o = 0; o < b->n && st == EML_OK; o++)
+        if (b->g[o].has_max_epsilon)
+            st = eml_ledger_charge(&b->ledger, b->g[o].grant_id, b->planned);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "the spend ledger is full");
+    uint64_t next = b->ledger.counter + 1;
+    b->ledger.counter = next;
+    uint8_t key[32], *blob = NULL;
+    size_t blen = 0;
+    st = ledger_key(e, key);
+    if (st == EML_OK) st = eml_ledger_seal(&b->ledger, key, &blob, &blen);
+    eml_wipe(key, sizeof(key));
+    if (st != EML_OK)
+        return eml_err_set(err, st, "cannot seal the spend ledger");
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_LEDGER_WRITE);
+    eml_msg_put_bytes(&m, blob, blen);
+    free(blob);
+    st = eml_rt_ocall(e, &m, EML_MSG_LEDGER_OK, &r, err);
+    eml_msg_free(&m);
+    if (st == EML_OK && eml_msg_get_end(&r) != EML_OK)
+        st = eml_err_set(err, EML_ERR_FORMAT, "malformed LEDGER_OK");
+    if (st != EML_OK) return st;
+    /* Only now is the charge binding: the counter moves past every older
+     * copy of the ledger. */
+    return e->counter.advance(e->counter.user, next, err);
+}

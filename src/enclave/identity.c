@@ -1,0 +1,156 @@
+/*
+ * identity.c - the enclave's identity (an X25519 and an Ed25519 key pair,
+ * made once and kept sealed to the measurement: INIT) and its attestation
+ * report signed by the platform (ATTEST).
+ *
+ * Trusted code: the secret keys live in locked memory (e->sec); sealing
+ * keys are derived, used and wiped.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "enclave/runtime.h"
+#include "enclaveml/crypto.h"
+
+/* ==== identity and sealing ==== */
+
+#define SEAL_MAGIC "EMLSEAL1"
+#define SEALED_BYTES (8 + 12 + 64 + 16)
+
+static eml_status seal_key(eml_enclave *e, uint8_t key[32])
+{
+    static const char info[] = "enclaveml seal v1";
+    return eml_hkdf_sha256(key, 32, e->sec->seal_secret, 32, e->measurement,
+                           32, (const uint8_t *)info, sizeof(info) - 1);
+}
+
+static eml_status seal_identity(eml_enclave *e, uint8_t out[SEALED_BYTES])
+{
+    uint8_t key[32], aad[8 + 32];
+    memcpy(out, SEAL_MAGIC, 8);
+    memcpy(aad, SEAL_MAGIC, 8);
+    memcpy(aad + 8, e->measurement, 32);
+    eml_status st = eml_random(out + 8, 12);
+    if (st == EML_OK) st = seal_key(e, key);
+    if (st == EML_OK) /* x_sk and ed_sk are adjacent in secrets */
+        st = eml_aes256gcm_seal(out + 20, e->sec->x_sk, 64, aad, sizeof(aad),
+                                out + 8, key);
+    eml_wipe(key, sizeof(key));
+    return st;
+}
+
+static eml_status unseal_identity(eml_enclave *e, const uint8_t *blob,
+                                  size_t len, eml_err *err)
+{
+    if (len != SEALED_BYTES || memcmp(blob, SEAL_MAGIC, 8) != 0)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "sealed identity is malformed (%zu bytes)", len);
+    uint8_t key[32], aad[8 + 32];
+    memcpy(aad, SEAL_MAGIC, 8);
+    memcpy(aad + 8, e->measurement, 32);
+    eml_status st = seal_key(e, key);
+    if (st == EML_OK)
+        st = eml_aes256gcm_open(e->sec->x_sk, blob + 20, 64 + 16, aad,
+                                sizeof(aad), blob + 8, key);
+    eml_wipe(key, sizeof(key));
+    if (st != EML_OK)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "sealed identity does not authenticate for this "
+                           "enclave measurement and platform");
+    return EML_OK;
+}
+
+eml_status eml_rt_ecall_init(eml_enclave *e, eml_msg_reader *r, eml_err *err)
+{
+    const uint8_t *blob;
+    size_t blen;
+    eml_status st = eml_msg_get_bytes(r, EML_SEALED_MAX, &blob, &blen);
+    if (st == EML_OK) st = eml_msg_get_end(r);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "malformed INIT message");
+    if (e->has_identity) /* a failed unseal would wipe the live identity */
+        return eml_err_set(err, EML_ERR_INVALID, "enclave already initialised");
+    uint8_t sealed[SEALED_BYTES];
+    size_t sealed_len = 0;
+    if (blen == 0) {
+        st = eml_x25519_keygen(e->sec->x_sk, e->x_pk);
+        if (st == EML_OK) st = eml_ed25519_keygen(e->sec->ed_sk, e->ed_pk);
+        if (st == EML_OK) st = seal_identity(e, sealed);
+        if (st != EML_OK)
+            return eml_err_set(err, st, "cannot create the enclave identity");
+        sealed_len = sizeof(sealed);
+    } else {
+        st = unseal_identity(e, blob, blen, err);
+        if (st == EML_OK) st = eml_x25519_public(e->x_pk, e->sec->x_sk);
+        if (st == EML_OK) st = eml_ed25519_public(e->ed_pk, e->sec->ed_sk);
+        if (st != EML_OK) return eml_err_set(err, st, "cannot unseal");
+    }
+    e->has_identity = 1;
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_INIT_OK);
+    eml_msg_put_bytes(&m, e->measurement, 32);
+    eml_msg_put_bytes(&m, e->x_pk, 32);
+    eml_msg_put_bytes(&m, e->ed_pk, 32);
+    eml_msg_put_bytes(&m, e->policy, strlen(e->policy));
+    eml_msg_put_bytes(&m, sealed, sealed_len);
+    st = eml_msg_send(&e->ch, &m);
+    eml_msg_free(&m);
+    return st;
+}
+
+/* ==== attestation ==== */
+
+eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_reader *r,
+                               eml_err *err)
+{
+    const uint8_t *nonce;
+    size_t nlen;
+    eml_status st = eml_msg_get_bytes(r, EML_NONCE_MAX, &nonce, &nlen);
+    if (st == EML_OK) st = eml_msg_get_end(r);
+    if (st != EML_OK) return eml_err_set(err, st, "malformed ATTEST message");
+    if (!e->has_identity)
+        return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
+    /* report_data = SHA-256(x25519 pk || ed25519 pk || nonce || policy) */
+    uint8_t rd_in[32 + 32 + EML_NONCE_MAX + EML_POLICY_MAX], rd[32];
+    size_t k = 0, plen = strlen(e->policy);
+    memcpy(rd_in + k, e->x_pk, 32);
+    k += 32;
+    memcpy(rd_in + k, e->ed_pk, 32);
+    k += 32;
+    memcpy(rd_in + k, nonce, nlen);
+    k += nlen;
+    memcpy(rd_in + k, e->policy, plen);
+    k += plen;
+    st = eml_sha256(rd, rd_in, k);
+    if (st != EML_OK) return eml_err_set(err, st, "hash failed");
+    char meas[65], xh[65], eh[65], nh[2 * EML_NONCE_MAX + 1], rdh[65], ph[65];
+    eml_hex(meas, e->measurement, 32);
+    eml_hex(xh, e->x_pk, 32);
+    eml_hex(eh, e->ed_pk, 32);
+    eml_hex(nh, nonce, nlen);
+    eml_hex(rdh, rd, 32);
+    eml_hex(ph, e->platform_pk, 32);
+    /* The policy is our own configuration string: letters, digits, '=',
+     * ';', '.', '_' only (checked at start), so it needs no escaping. */
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"type\":\"enclaveml-attestation\",\"version\":1,"
+             "\"sim\":%s,\"measurement\":\"%s\",\"x25519\":\"%s\","
+             "\"ed25519\":\"%s\",\"nonce\":\"%s\",\"policy\":\"%s\","
+             "\"report_data\":\"%s\",\"platform_key\":\"%s\"",
+             e->sim ? "true" : "false", meas, xh, eh, nh, e->policy, rdh, ph);
+    char *report = NULL;
+    size_t rlen = 0;
+    st = eml_report_sign(body, e->sec->sign_sk, &report, &rlen);
+    if (st != EML_OK) return eml_err_set(err, st, "cannot sign the report");
+    eml_msg m;
+    eml_msg_init(&m, EML_MSG_REPORT);
+    eml_msg_put_bytes(&m, report, rlen);
+    st = eml_msg_send(&e->ch, &m);
+    eml_msg_free(&m);
+    free(report);
+    return st;
+}

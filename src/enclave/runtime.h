@@ -1,0 +1,137 @@
+/*
+ * runtime.h - the trusted runtime's insides, shared by its files (not a
+ * public header; the runtime's API is include/enclaveml/enclave.h):
+ *
+ *   serve.c         the enclave object and the ecall loop
+ *   ocall.c         the ocall client: replies, asynchronous mirror ocalls,
+ *                   the file ocalls
+ *   identity.c      identity and sealing (INIT), attestation (ATTEST)
+ *   owner_data.c    owners' encrypted files: streamed, authenticated,
+ *                   checked for role and dataset, parsed
+ *   mirror_proxy.c  the mirror's store, served by the host over ocalls
+ *   budget.c        privacy budgets across runs: the spend ledger
+ *   train_ecall.c   TRAIN: grants, plan, data, training, the model out,
+ *                   the signed report
+ *   probe.c         PROBE: forbidden calls tried inside the sandbox
+ *
+ * Trusted code: no files, sockets or processes; everything from the host
+ * is checked before use; secrets live in locked memory and are wiped.
+ */
+#ifndef EML_ENCLAVE_RUNTIME_H
+#define EML_ENCLAVE_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "enclaveml/container.h"
+#include "enclaveml/edl.h"
+#include "enclaveml/enclave.h"
+#include "enclaveml/ledger.h"
+#include "enclaveml/mirror.h"
+#include "enclaveml/train.h"
+
+typedef struct secrets {
+    uint8_t sign_sk[32];     /* platform */
+    uint8_t seal_secret[32]; /* platform */
+    uint8_t x_sk[32];        /* identity */
+    uint8_t ed_sk[32];       /* identity */
+} secrets;
+
+struct eml_enclave {
+    eml_channel ch;
+    secrets *sec; /* locked memory */
+    uint8_t measurement[32];
+    uint8_t x_pk[32], ed_pk[32], platform_pk[32];
+    char policy[EML_POLICY_MAX];
+    int sim;
+    int sandboxed;
+    int has_identity;
+    uint8_t *bulk; /* shared with the host: written, never read */
+    size_t bulk_n;
+    uint8_t *staging; /* private, bulk_n bytes: the mirror seals here */
+    eml_counter_ops counter; /* the platform's monotonic counter */
+    /* Mirror ocalls sent without waiting (bulk writes, commits): their
+     * MIRROR_OK replies are collected before the next ocall and before
+     * the bulk region is written again, so the host copies and persists
+     * while training goes on. */
+    int pending;
+    eml_status late_st; /* the first of their failures, not yet reported */
+    eml_err late;
+};
+
+/* ==== ocall.c ==== */
+
+eml_status eml_rt_send_error(eml_enclave *e, eml_status st, const char *msg);
+eml_status eml_rt_ocall(eml_enclave *e, eml_msg *m, uint16_t want,
+                        eml_msg_reader *r, eml_err *err);
+eml_status eml_rt_ocall_async(eml_enclave *e, eml_msg *m, eml_err *err);
+void eml_rt_collect(eml_enclave *e);
+eml_status eml_rt_drain(eml_enclave *e, eml_err *err);
+eml_status eml_rt_file_open(eml_enclave *e, uint64_t id, uint64_t *size,
+                            eml_err *err);
+eml_status eml_rt_file_read(eml_enclave *e, uint64_t id, uint64_t off,
+                            size_t want, const uint8_t **p, size_t *n,
+                            eml_err *err);
+
+/* ==== identity.c ==== */
+
+eml_status eml_rt_ecall_init(eml_enclave *e, eml_msg_reader *r, eml_err *err);
+eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_reader *r,
+                               eml_err *err);
+
+/* ==== owner_data.c ==== */
+
+typedef struct owner_file {
+    uint8_t *plain; /* decrypted bytes (wiped on free) */
+    size_t len;
+    uint8_t digest[32]; /* SHA-256 of the ciphertext as read */
+    uint8_t dataset_id[EML_CONTAINER_DATASET_ID_BYTES]; /* from its header */
+} owner_file;
+
+/* Appends the images and labels of one owner's pair to a dataset. */
+typedef struct data_acc {
+    uint8_t *images, *labels;
+    size_t count, item;
+} data_acc;
+
+eml_status eml_rt_read_owner_file(eml_enclave *e, uint64_t file_id,
+                                  const uint8_t data_key[32],
+                                  const uint8_t key_id[16],
+                                  const uint8_t *want_dataset,
+                                  owner_file *out, eml_err *err);
+void eml_rt_owner_file_free(owner_file *f);
+void eml_rt_data_acc_free(data_acc *a);
+eml_status eml_rt_data_acc_add(data_acc *a, const owner_file *img,
+                               const owner_file *lab, const char *what,
+                               eml_err *err);
+eml_status eml_rt_claimed_count(eml_enclave *e, uint64_t n_owners,
+                                size_t *out, eml_err *err);
+
+/* ==== mirror_proxy.c ==== */
+
+/* The store ops through which the mirror reaches the host (MIRROR_*). */
+eml_store_ops eml_rt_store_ops(eml_enclave *e);
+
+/* ==== budget.c ==== */
+
+/* The budgeted grants of one run and the spend ledger (ledger.h): a fresh
+ * run is admitted only if every budgeted grant has its planned epsilon
+ * left, and is charged, durably, before its first step. */
+typedef struct budget {
+    eml_enclave *e;
+    const eml_grant_info *g; /* the run's grants */
+    uint64_t n;
+    eml_ledger ledger;
+    double planned;
+} budget;
+
+eml_status eml_rt_ledger_load(budget *b, int catch_up, eml_err *err);
+eml_status eml_rt_budget_gate(const budget *b, eml_err *err);
+eml_status eml_rt_budget_charge(void *user, int resumed, eml_err *err);
+
+/* ==== train_ecall.c, probe.c ==== */
+
+eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err);
+eml_status eml_rt_ecall_probe(eml_enclave *e, eml_msg_reader *r, eml_err *err);
+
+#endif
