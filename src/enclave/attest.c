@@ -101,7 +101,10 @@ eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
 _Static_assert(OFF_RCPT + 32 + 32 + 16 == EML_GRANT_FIXED_BYTES,
                "grant layout");
 
-static size_t grant_len(unsigned n) { return EML_GRANT_FIXED_BYTES + 32 * (size_t)n; }
+static size_t grant_len(unsigned n)
+{
+    return EML_GRANT_FIXED_BYTES + 32 * (size_t)n;
+}
 
 static eml_status wrap_key(uint8_t key[32], const uint8_t shared[32],
                            const uint8_t grant_id[16])

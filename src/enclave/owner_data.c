@@ -311,7 +311,8 @@ eml_status eml_rt_claimed_count(eml_enclave *e, uint64_t n_owners,
         eml_container_info info;
         eml_status st = eml_rt_file_open(e, id, &size, err);
         if (st == EML_OK)
-            st = eml_rt_file_read(e, id, 0, EML_CONTAINER_HEADER_MAX, &p, &n, err);
+            st = eml_rt_file_read(e, id, 0, EML_CONTAINER_HEADER_MAX, &p, &n,
+                                  err);
         if (st != EML_OK) return st;
         size_t hlen = 0;
         if (st == EML_OK) st = eml_cr_header_len(p, n, &hlen, err);

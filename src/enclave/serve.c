@@ -77,7 +77,8 @@ eml_status eml_enclave_serve(eml_enclave *e, int fd)
         if (st != EML_OK) {
             /* A frame we cannot even parse: say so, then stop, since the
              * stream may be out of step. */
-            if (eml_rt_send_error(e, st, "malformed frame from the host") != EML_OK)
+            if (eml_rt_send_error(e, st, "malformed frame from the host") !=
+                EML_OK)
                 return EML_ERR_IO;
             return st;
         }

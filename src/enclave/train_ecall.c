@@ -376,9 +376,9 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         owner_file f[EML_FILE_KINDS];
         memset(f, 0, sizeof(f));
         for (int k = 0; k < EML_FILE_KINDS && st == EML_OK; k++) {
-            st = eml_rt_read_owner_file(e, o * EML_FILE_KINDS + (uint64_t)k,
-                                 keys + 32 * o, ginfo[o].key_id,
-                                 k > 0 ? f[0].dataset_id : NULL, &f[k], err);
+            st = eml_rt_read_owner_file(
+                e, o * EML_FILE_KINDS + (uint64_t)k, keys + 32 * o,
+                ginfo[o].key_id, k > 0 ? f[0].dataset_id : NULL, &f[k], err);
             if (st == EML_OK) memcpy(digests[o][k], f[k].digest, 32);
         }
         if (st == EML_OK)
@@ -387,7 +387,8 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         snprintf(what, sizeof(what), "owner %u", (unsigned)o + 1);
         if (st == EML_OK)
             st = eml_rt_data_acc_add(&train_set, &f[0], &f[1], what, err);
-        if (st == EML_OK) st = eml_rt_data_acc_add(&test_set, &f[2], &f[3], what, err);
+        if (st == EML_OK)
+            st = eml_rt_data_acc_add(&test_set, &f[2], &f[3], what, err);
         for (int k = 0; k < EML_FILE_KINDS; k++) eml_rt_owner_file_free(&f[k]);
         if (st != EML_OK) goto out;
     }
