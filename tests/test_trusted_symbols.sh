@@ -25,6 +25,8 @@ deny=(
   # processes
   execve execv execvp execvpe execl execlp execle fexecve system popen
   fork vfork posix_spawn posix_spawnp clone clone3 ptrace kill dlopen
+  # raw system calls (the sandbox's self-test is platform code)
+  syscall
   # printing (library code never prints)
   printf vprintf fprintf vfprintf dprintf vdprintf sprintf vsprintf puts
   fputs putchar fputc putc fwrite perror
@@ -71,7 +73,7 @@ if [[ $offending -eq 0 ]]; then
 fi
 # The boundary calls, shown for the record (allowed, but they are the
 # whole of the trusted code's I/O).
-io=$(echo "$refs" | awk '$2 ~ /^(read|write|recv|send|close|syscall|mmap|munmap|mlock|munlock|mprotect|madvise)$/ {print $1 ":" $2}' | tr '\n' ' ')
+io=$(echo "$refs" | awk '$2 ~ /^(read|write|recv|send|close|mmap|munmap|mlock|munlock|mprotect|madvise)$/ {print $1 ":" $2}' | tr '\n' ' ')
 echo "system calls used by trusted objects (allowed): $io"
 
 echo "$passed passed, $failed failed"

@@ -66,8 +66,13 @@ typedef struct eml_platform {
     uint8_t seal_secret[32]; /* platform sealing secret */
     char policy[EML_POLICY_MAX]; /* the enclave's configuration, measured */
     int sim;                 /* 1: simulated platform */
-    int sandboxed;           /* 1: running in the sim sandbox (PROBE may try
-                                forbidden calls; never outside it) */
+    /* The sandbox's self-test (PROBE): tries the calls the sandbox
+     * forbids and returns the bit mask (eml_probe_call) of those refused,
+     * *attempted the mask of those tried.  NULL where there is no sandbox
+     * (the `none` backend): PROBE is then refused, since the calls would
+     * succeed.  Platform code, not the runtime's: trusted code makes no
+     * raw system calls. */
+    uint64_t (*probe)(uint64_t *attempted);
     eml_counter_ops counter; /* monotonic counter (read NULL: none) */
 } eml_platform;
 

@@ -44,7 +44,7 @@ struct eml_enclave {
     uint8_t x_pk[32], ed_pk[32], platform_pk[32];
     char policy[EML_POLICY_MAX];
     int sim;
-    int sandboxed;
+    uint64_t (*probe)(uint64_t *attempted); /* the sandbox's self-test */
     int has_identity;
     uint8_t *bulk; /* shared with the host: written, never read */
     size_t bulk_n;

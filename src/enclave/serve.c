@@ -39,7 +39,7 @@ eml_status eml_enclave_new(const eml_platform *plat, eml_enclave **out)
     memcpy(e->measurement, plat->measurement, 32);
     memcpy(e->policy, plat->policy, strlen(plat->policy) + 1);
     e->sim = plat->sim;
-    e->sandboxed = plat->sandboxed;
+    e->probe = plat->probe;
     e->counter = plat->counter;
     eml_status st = eml_ed25519_public(e->platform_pk, e->sec->sign_sk);
     if (st != EML_OK) {

@@ -169,7 +169,7 @@ int main(int argc, char **argv)
     eml_platform plat;
     memset(&plat, 0, sizeof(plat));
     plat.sim = 1;
-    plat.sandboxed = 1;
+    plat.probe = eml_sandbox_probe;
     eml_policy_string(plat.policy, sizeof(plat.policy), "sim", heap_mb);
     static eml_measured ms;
     eml_status st = eml_measure_self(&ms, &err);

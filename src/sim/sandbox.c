@@ -22,11 +22,13 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <oneapi/dnnl/dnnl.h>
 
 #include "enclaveml/crypto.h"
+#include "enclaveml/edl.h"
 #include "enclaveml/kernels.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -188,4 +190,62 @@ eml_status eml_sandbox_enter(unsigned heap_mb, int chan_fd, int counter_fd,
         return eml_err_set(err, EML_ERR_BACKEND, "seccomp: %s",
                            strerror(-rc));
     return EML_OK;
+}
+
+/* ==== the self-test ==== */
+
+uint64_t eml_sandbox_probe(uint64_t *attempted_out)
+{
+    uint64_t refused = 0, attempted = 0;
+    long rc;
+    attempted |= EML_PROBE_OPENAT;
+    rc = syscall(SYS_openat, -100 /* AT_FDCWD */, "/proc/self/status", 0);
+    if (rc < 0) refused |= EML_PROBE_OPENAT;
+    else close((int)rc);
+    attempted |= EML_PROBE_SOCKET;
+    rc = syscall(SYS_socket, 2 /* AF_INET */, 1 /* SOCK_STREAM */, 0);
+    if (rc < 0) refused |= EML_PROBE_SOCKET;
+    else close((int)rc);
+    attempted |= EML_PROBE_EXECVE;
+    char *const argv0[] = {NULL};
+    rc = syscall(SYS_execve, "/bin/true", argv0, argv0);
+    if (rc < 0) refused |= EML_PROBE_EXECVE;
+    attempted |= EML_PROBE_PTRACE;
+    rc = syscall(SYS_ptrace, 0 /* PTRACE_TRACEME */, 0, 0, 0);
+    if (rc < 0) refused |= EML_PROBE_PTRACE;
+    attempted |= EML_PROBE_CONNECT;
+    rc = syscall(SYS_connect, -1, NULL, 0);
+    if (rc < 0) refused |= EML_PROBE_CONNECT;
+    attempted |= EML_PROBE_FORK;
+    rc = syscall(SYS_fork);
+    if (rc == 0) syscall(SYS_exit_group, 0); /* never: fork is refused */
+    if (rc < 0) refused |= EML_PROBE_FORK;
+    /* Descriptors other than the channel: fd 0 and 1 are /dev/null (0
+     * bytes: nothing happens even where it is allowed). */
+    attempted |= EML_PROBE_WRITE_FD;
+    rc = syscall(SYS_write, 1, "", 0);
+    if (rc < 0) refused |= EML_PROBE_WRITE_FD;
+    attempted |= EML_PROBE_READ_FD;
+    char none[1];
+    rc = syscall(SYS_read, 0, none, 0);
+    if (rc < 0) refused |= EML_PROBE_READ_FD;
+    /* prlimit64 reading (not setting) the limits of pid 1, and of this
+     * process named by its pid, which the kernel would allow: only pid 0
+     * passes the filter. */
+    attempted |= EML_PROBE_PRLIMIT;
+    uint64_t lim[2];
+    long r1 = syscall(SYS_prlimit64, 1, 7 /* RLIMIT_NOFILE */, NULL, lim);
+    long r2 = syscall(SYS_prlimit64, (long)syscall(SYS_getpid),
+                      7 /* RLIMIT_NOFILE */, NULL, lim);
+    if (r1 < 0 && r2 < 0) refused |= EML_PROBE_PRLIMIT;
+    /* Signal 0 only checks that the target exists. */
+    attempted |= EML_PROBE_TGKILL;
+    rc = syscall(SYS_tgkill, 1, 1, 0);
+    if (rc < 0) refused |= EML_PROBE_TGKILL;
+    attempted |= EML_PROBE_STAT_PATH;
+    uint64_t sb[32]; /* room for the kernel's struct stat */
+    rc = syscall(SYS_newfstatat, -100 /* AT_FDCWD */, "/etc/passwd", sb, 0);
+    if (rc < 0) refused |= EML_PROBE_STAT_PATH;
+    *attempted_out = attempted;
+    return refused;
 }
