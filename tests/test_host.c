@@ -130,7 +130,8 @@ static void test_opt_long(void **state)
     assert_int_equal(c, -5);
 
     static const char *bad[] = {"0", "101", "12x", "", "4 2", "1.5",
-                                "99999999999999999999999", "x"};
+                                "99999999999999999999999", "x", " 5",
+                                "\t5", "+5"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         v = -7;
         capture_begin();
@@ -159,7 +160,7 @@ static void test_opt_u64(void **state)
     assert_true(m == UINT64_MAX);
 
     static const char *bad[] = {"18446744073709551616", "-1", "", "12x",
-                                "0x10"};
+                                "0x10", " -1", " 5", "+5", "\n7"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         v = 7;
         capture_begin();
@@ -195,7 +196,8 @@ static void test_opt_double_float(void **state)
 
     /* lo excluded, above hi, junk, non-finite, overflow. */
     static const char *bad[] = {"0",   "-0.1", "1.5",  "0.5x", "",
-                                "nan", "inf",  "1e999", "0.5 "};
+                                "nan", "inf",  "1e999", "0.5 ", " 0.5",
+                                "\t0.5"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         d = -1;
         capture_begin();

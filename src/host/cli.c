@@ -3,6 +3,7 @@
  */
 #include "host/cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -29,12 +30,22 @@ int eml_fail_st(eml_status st, const eml_err *err)
     return eml_fail("%s", eml_err_msg(err, st));
 }
 
+/* The whole string is the number: strto* would skip leading white space
+ * and take a '+' (and strtoull a '-', negating the value). */
+static int starts_number(const char *s, int fraction_ok)
+{
+    const char *d = s[0] == '-' ? s + 1 : s;
+    return isdigit((unsigned char)d[0]) || (fraction_ok && d[0] == '.');
+}
+
 int eml_opt_long(const char *opt, const char *s, long lo, long hi, long *out)
 {
-    char *end;
+    char *end = NULL;
+    long v = 0;
+    int ok = starts_number(s, 0);
     errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
+    if (ok) v = strtol(s, &end, 10);
+    if (!ok || errno != 0 || *end != '\0' || v < lo || v > hi) {
         eml_fail("%s: '%s' is not an integer in %ld..%ld", opt, s, lo, hi);
         return -1;
     }
@@ -46,7 +57,7 @@ int eml_opt_u64(const char *opt, const char *s, uint64_t *out)
 {
     char *end;
     errno = 0;
-    if (s[0] == '-' || s[0] == '\0') {
+    if (!isdigit((unsigned char)s[0])) {
         eml_fail("%s: '%s' is not a non-negative integer", opt, s);
         return -1;
     }
@@ -62,10 +73,12 @@ int eml_opt_u64(const char *opt, const char *s, uint64_t *out)
 int eml_opt_double(const char *opt, const char *s, double lo, double hi,
                    double *out)
 {
-    char *end;
+    char *end = NULL;
+    double v = 0;
+    int ok = starts_number(s, 1);
     errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v <= lo ||
+    if (ok) v = strtod(s, &end);
+    if (!ok || errno != 0 || *end != '\0' || !isfinite(v) || v <= lo ||
         v > hi) {
         eml_fail("%s: '%s' is not a number in (%g, %g]", opt, s, lo, hi);
         return -1;
