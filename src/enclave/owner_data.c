@@ -46,6 +46,15 @@ _Static_assert(EML_CONTAINER_ROLE_TRAIN_IMAGES + EML_FILE_TRAIN_LABELS ==
                        EML_CONTAINER_ROLE_TEST_LABELS,
                "file kinds and container roles in step");
 
+/* Puts the file's name in front of err's message. */
+static eml_status name_file(eml_err *err, eml_status st, const char *what)
+{
+    char inner[sizeof(err->msg)];
+    snprintf(inner, sizeof(inner), "%s", eml_err_msg(err, st));
+    if (err != NULL) err->msg[0] = '\0';
+    return eml_err_set(err, st, "%s: %s", what, inner);
+}
+
 /* Streams one encrypted file from the host, authenticating every chunk,
  * and returns its plaintext.  Before anything is decrypted the header must
  * name the owner's key, the role of the slot the file was served in, and
@@ -146,20 +155,14 @@ eml_status eml_rt_read_owner_file(eml_enclave *e, uint64_t file_id,
         size_t n;
         st = eml_rt_file_read(e, file_id, off, want, &p, &n, err);
         if (st != EML_OK) {
-            char inner[sizeof(err->msg)];
-            snprintf(inner, sizeof(inner), "%s", eml_err_msg(err, st));
-            if (err != NULL) err->msg[0] = '\0';
-            st = eml_err_set(err, st, "%s: %s", what, inner);
+            st = name_file(err, st, what);
             goto out;
         }
         int last = n < want || off + n >= size;
         size_t pl = 0;
         st = eml_cr_open(cr, p, n, last, chunk_pt, &pl, err);
         if (st != EML_OK) {
-            char inner[sizeof(err->msg)];
-            snprintf(inner, sizeof(inner), "%s", eml_err_msg(err, st));
-            if (err != NULL) err->msg[0] = '\0';
-            st = eml_err_set(err, st, "%s: %s", what, inner);
+            st = name_file(err, st, what);
             goto out;
         }
         st = eml_sha256_update(h, p, n);
