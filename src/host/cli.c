@@ -112,3 +112,16 @@ int eml_opt_hex(const char *opt, const char *s, uint8_t *out, size_t n)
     }
     return 0;
 }
+
+int eml_opt_nonce(const char *opt, const char *s, uint8_t *out, size_t *n)
+{
+    size_t len = strlen(s);
+    if (len % 2 != 0 || len / 2 > EML_NONCE_MAX ||
+        eml_unhex(out, len / 2, s, len) != 0) {
+        eml_fail("%s: expected an even number of hex digits, at most %d", opt,
+                 2 * EML_NONCE_MAX);
+        return -1;
+    }
+    *n = len / 2;
+    return 0;
+}

@@ -26,4 +26,7 @@ int eml_opt_double(const char *opt, const char *s, double lo, double hi,
 int eml_opt_unknown(const char *cmd, int argc, char **argv);
 /* Exactly n bytes of hex. */
 int eml_opt_hex(const char *opt, const char *s, uint8_t *out, size_t n);
+/* A nonce: an even number of hex digits, at most 2 * EML_NONCE_MAX; out
+ * holds EML_NONCE_MAX bytes, *n gets the length. */
+int eml_opt_nonce(const char *opt, const char *s, uint8_t *out, size_t *n);
 #endif

@@ -120,19 +120,6 @@ static const char attest_usage[] =
     "public keys, nonce and policy, signed by the platform (simulated\n"
     "platforms mark the report \"sim\": true).\n";
 
-static int parse_nonce(const char *s, uint8_t *out, size_t *n)
-{
-    size_t len = strlen(s);
-    if (len % 2 != 0 || len / 2 > EML_NONCE_MAX ||
-        eml_unhex(out, len / 2, s, len) != 0) {
-        eml_fail("--nonce: expected an even number of hex digits, at most %d",
-                 2 * EML_NONCE_MAX);
-        return -1;
-    }
-    *n = len / 2;
-    return 0;
-}
-
 int eml_cmd_attest(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -149,7 +136,7 @@ int eml_cmd_attest(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
-        case O_NONCE: if (parse_nonce(optarg, nonce, &nlen)) return 1; break;
+        case O_NONCE: if (eml_opt_nonce("--nonce", optarg, nonce, &nlen)) return 1; break;
         case O_OUT: out = optarg; break;
         case O_HEAP: if (opt_heap(optarg, &ho.heap_mb)) return 1; break;
         case O_ENCLAVE:
@@ -195,8 +182,7 @@ typedef struct attested {
     int sim;
 } attested;
 
-/* Copies a parsed report's members into --json output. */
-static void json_members(eml_json *o, const eml_flatjson *j)
+void eml_json_members(eml_json *o, const eml_flatjson *j)
 {
     for (size_t i = 0; i < j->n; i++) {
         const eml_flatjson_member *m = &j->m[i];
@@ -471,7 +457,7 @@ static int verify_training(const char *path, const attested *a,
         eml_json_begin(&o, stdout);
         eml_json_bool(&o, "verified", 1);
         eml_json_bool(&o, "model_checked", c->model != NULL);
-        json_members(&o, &j);
+        eml_json_members(&o, &j);
         eml_json_end(&o);
     } else {
         printf("training report verified: signed by the attested enclave%s, "
@@ -530,7 +516,7 @@ int eml_cmd_verify(int argc, char **argv)
             have_meas = 1;
             break;
         case O_NONCE:
-            if (parse_nonce(optarg, nonce, &nlen)) return 1;
+            if (eml_opt_nonce("--nonce", optarg, nonce, &nlen)) return 1;
             have_nonce = 1;
             break;
         case O_ALLOW_SIM: allow_sim |= 1; break;
@@ -538,7 +524,8 @@ int eml_cmd_verify(int argc, char **argv)
         case O_REPORT: report = optarg; break;
         case O_MODEL: tc.model = optarg; break;
         case O_REPORT_NONCE:
-            if (parse_nonce(optarg, rnonce, &tc.nonce_len)) return 1;
+            if (eml_opt_nonce("--report-nonce", optarg, rnonce, &tc.nonce_len))
+                return 1;
             tc.nonce = rnonce;
             tc.have_nonce = 1;
             break;
@@ -645,7 +632,7 @@ int eml_cmd_grant(int argc, char **argv)
             have_meas = 1;
             break;
         case O_NONCE:
-            if (parse_nonce(optarg, nonce, &nlen)) return 1;
+            if (eml_opt_nonce("--nonce", optarg, nonce, &nlen)) return 1;
             have_nonce = 1;
             break;
         case O_ALLOW_SIM: allow_sim |= 1; break;
@@ -710,213 +697,4 @@ int eml_cmd_grant(int argc, char **argv)
     if (st != EML_OK) return eml_fail_st(st, &err);
     fprintf(stderr, "grant written to %s\n", out);
     return 0;
-}
-
-/* ==== confidential training ==== */
-
-#define MAX_DIRS EML_OWNERS_MAX
-
-static const char *const enc_names[EML_FILE_KINDS] = {
-    "train-images-idx3-ubyte.emlc", "train-labels-idx1-ubyte.emlc",
-    "t10k-images-idx3-ubyte.emlc", "t10k-labels-idx1-ubyte.emlc"};
-
-int eml_train_confidential(const eml_confidential_args *a)
-{
-    eml_err err = {0};
-    eml_status st;
-    if (a->n_grants != a->n_dirs)
-        return eml_fail("train: %d --data directories but %d --grant files: "
-                        "one grant per owner's directory",
-                        a->n_dirs, a->n_grants);
-    if (a->recipient == NULL || a->out == NULL)
-        return eml_fail("train: --recipient and --out are required with "
-                        "--grant");
-    uint8_t rpk[32], rnonce[EML_NONCE_MAX];
-    size_t rnlen = 0;
-    if (a->report_nonce != NULL &&
-        parse_nonce(a->report_nonce, rnonce, &rnlen))
-        return 1;
-    st = eml_pubfile_load(a->recipient, rpk, &err);
-    if (st != EML_OK) return eml_fail_st(st, &err);
-    uint8_t *cfg = NULL, *grants[MAX_DIRS] = {0};
-    size_t cfg_len = 0, glen[MAX_DIRS] = {0};
-    st = eml_file_read(a->cfg, &cfg, &cfg_len, &err);
-    if (st != EML_OK) return eml_fail_st(st, &err);
-    int rc = 1;
-    eml_store *store = NULL;
-    st = eml_store_setup(a->mirror, a->checkpoint, a->resume, a->quiet,
-                         &store, &err);
-    if (st != EML_OK) {
-        rc = eml_fail_st(st, &err);
-        goto out_files;
-    }
-    for (int i = 0; i < a->n_grants; i++) {
-        st = eml_file_read(a->grants[i], &grants[i], &glen[i], &err);
-        if (st != EML_OK) {
-            rc = eml_fail_st(st, &err);
-            goto out_files;
-        }
-    }
-    /* The files the enclave may ask for. */
-    size_t nf = (size_t)a->n_dirs * EML_FILE_KINDS;
-    char **paths = calloc(nf, sizeof(char *));
-    int *fds = malloc(nf * sizeof(int));
-    if (paths == NULL || fds == NULL) {
-        free(paths);
-        free(fds);
-        rc = eml_fail("out of memory");
-        goto out_files;
-    }
-    for (size_t i = 0; i < nf; i++) {
-        fds[i] = -1;
-        size_t cap = strlen(a->dirs[i / EML_FILE_KINDS]) + 64;
-        paths[i] = malloc(cap);
-        if (paths[i] != NULL)
-            snprintf(paths[i], cap, "%s/%s", a->dirs[i / EML_FILE_KINDS],
-                     enc_names[i % EML_FILE_KINDS]);
-    }
-
-    /* The model grows in OUT.partial, renamed to OUT once the report
-     * verifies.  One fixed name: a run killed midway leaves it behind, and
-     * the next run to the same output (a resume or a repeat) takes it
-     * over; the lock keeps two live runs from sharing it. */
-    char tmp_model[PATH_MAX];
-    if ((size_t)snprintf(tmp_model, sizeof(tmp_model), "%s.partial",
-                         a->out) >= sizeof(tmp_model)) {
-        rc = eml_fail("%s: path too long", a->out);
-        goto out_paths;
-    }
-    int out_fd = open(tmp_model, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (out_fd >= 0 && flock(out_fd, LOCK_EX | LOCK_NB) != 0) {
-        close(out_fd);
-        rc = eml_fail("%s: another run is writing this model", tmp_model);
-        goto out_paths;
-    }
-    if (out_fd < 0 || ftruncate(out_fd, 0) != 0) {
-        rc = eml_fail("%s: %s", tmp_model, strerror(errno));
-        if (out_fd >= 0) close(out_fd);
-        goto out_paths;
-    }
-    eml_enclave_host h;
-    eml_host_opts ho = {a->backend, a->heap_mb, a->threads};
-    st = eml_host_start(&h, &ho, &err);
-    if (st != EML_OK) {
-        rc = eml_fail_st(st, &err);
-        close(out_fd);
-        unlink(tmp_model);
-        goto out_paths;
-    }
-    h.files.n = nf;
-    h.files.paths = paths;
-    h.files.fds = fds;
-    h.out_fd = out_fd;
-    h.store = store;
-    eml_progress prog;
-    eml_progress_init(&prog, a->quiet);
-    h.progress = eml_progress_cb;
-    h.progress_user = &prog;
-    if (!a->quiet) {
-        char mh[65];
-        eml_hex(mh, h.measurement, 32);
-        fprintf(stderr,
-                "confidential training in the enclave (backend %s, "
-                "measurement %.16s...), %d owner(s)\n",
-                a->backend == EML_BACKEND_SIM ? "sim" : "none", mh,
-                a->n_dirs);
-    }
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_TRAIN);
-    eml_msg_put_bytes(&m, cfg, cfg_len);
-    eml_msg_put_u64(&m, (uint64_t)a->epochs);
-    eml_msg_put_u64(&m, (uint64_t)a->batch);
-    eml_msg_put_f64(&m, a->lr);
-    eml_msg_put_u64(&m, a->seed);
-    eml_msg_put_u64(&m, (uint64_t)a->threads);
-    eml_msg_put_u64(&m, (uint64_t)a->kernels);
-    eml_msg_put_bytes(&m, rpk, 32);
-    eml_msg_put_u64(&m, (uint64_t)a->dp.enabled);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.clip : 0.0);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.noise : 0.0);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.delta : 0.0);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.target_epsilon : 0.0);
-    eml_msg_put_u64(&m, (uint64_t)a->dp.fixed_batches);
-    eml_msg_put_u64(&m, (uint64_t)a->dp.insecure_seed);
-    eml_msg_put_u64(&m, (uint64_t)a->n_grants);
-    for (int i = 0; i < a->n_grants; i++)
-        eml_msg_put_bytes(&m, grants[i], glen[i]);
-    eml_msg_put_u64(&m, store != NULL);
-    eml_msg_put_u64(&m, (uint64_t)(a->save_every > 0 ? a->save_every : 1));
-    eml_msg_put_u64(&m, (uint64_t)(a->resume != 0));
-    eml_msg_put_bytes(&m, rnonce, rnlen);
-    st = eml_host_call(&h, &m, EML_MSG_TRAIN_DONE, &r, &err);
-    eml_msg_free(&m);
-    const uint8_t *rep = NULL;
-    size_t rlen = 0;
-    if (st == EML_OK) {
-        st = eml_msg_get_bytes(&r, 1 << 20, &rep, &rlen);
-        if (st == EML_OK) st = eml_msg_get_end(&r);
-        if (st != EML_OK) eml_err_set(&err, st, "malformed TRAIN_DONE");
-    }
-    char *report = NULL;
-    if (st == EML_OK) {
-        report = malloc(rlen + 1);
-        if (report == NULL) st = eml_err_set(&err, EML_ERR_NOMEM, "out of memory");
-        else {
-            memcpy(report, rep, rlen);
-            report[rlen] = '\0';
-        }
-    }
-    /* The report must verify against the enclave we talked to before the
-     * model is kept. */
-    if (st == EML_OK && eml_report_verify(report, rlen, h.ed_pk) != EML_OK)
-        st = eml_err_set(&err, EML_ERR_AUTH,
-                         "the training report does not verify");
-    if (st == EML_OK && fsync(out_fd) != 0)
-        st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a->out, strerror(errno));
-    h.files.paths = NULL;
-    h.files.fds = NULL;
-    h.files.n = 0;
-    for (size_t i = 0; i < nf; i++)
-        if (fds[i] >= 0) close(fds[i]);
-    eml_host_stop(&h);
-    if (close(out_fd) != 0 && st == EML_OK)
-        st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a->out, strerror(errno));
-    if (st == EML_OK && a->report_out != NULL)
-        st = eml_file_write_atomic(a->report_out, report, rlen, 0644, &err);
-    if (st == EML_OK && rename(tmp_model, a->out) != 0)
-        st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a->out, strerror(errno));
-    if (st != EML_OK) {
-        unlink(tmp_model);
-        free(report);
-        rc = eml_fail_st(st, &err);
-        goto out_paths;
-    }
-    if (a->json) {
-        /* The signed report's fields, and where things went. */
-        eml_flatjson j;
-        if (eml_flatjson_parse(report, rlen, &j, &err) == EML_OK) {
-            eml_json o;
-            eml_json_begin(&o, stdout);
-            json_members(&o, &j);
-            eml_json_str(&o, "model", a->out);
-            eml_json_end(&o);
-            eml_flatjson_free(&j);
-        }
-    } else if (!a->quiet) {
-        fprintf(stderr, "encrypted model written to %s%s%s\n", a->out,
-                a->report_out ? ", signed report to " : "",
-                a->report_out ? a->report_out : "");
-    }
-    free(report);
-    rc = 0;
-out_paths:
-    for (size_t i = 0; i < nf; i++) free(paths[i]);
-    free(paths);
-    free(fds);
-out_files:
-    eml_store_close(store);
-    free(cfg);
-    for (int i = 0; i < a->n_grants; i++) free(grants[i]);
-    return rc;
 }

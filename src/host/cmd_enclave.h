@@ -11,32 +11,14 @@
 #include "enclaveml/kernels.h"
 #include "enclaveml/train.h"
 #include "host/enclave_host.h"
+#include "host/flatjson.h"
+#include "host/json.h"
 
 int eml_cmd_measure(int argc, char **argv);
 int eml_cmd_attest(int argc, char **argv);
 int eml_cmd_verify(int argc, char **argv);
 int eml_cmd_grant(int argc, char **argv);
 
-typedef struct eml_confidential_args {
-    const char *cfg;
-    const char *dirs[EML_OWNERS_MAX];
-    int n_dirs;
-    const char *grants[EML_OWNERS_MAX];
-    int n_grants;
-    const char *recipient, *out, *report_out;
-    const char *report_nonce; /* hex, or NULL */
-    eml_backend backend;
-    unsigned heap_mb;
-    int epochs, batch, threads, json, quiet;
-    double lr;
-    uint64_t seed;
-    eml_kernels_kind kernels;
-    eml_dp_opts dp;
-    /* the training-state mirror (a libpmem2 pool) or disk checkpoint */
-    const char *mirror, *checkpoint;
-    long save_every;
-    int resume;
-} eml_confidential_args;
-
-int eml_train_confidential(const eml_confidential_args *a);
+/* Copies a parsed report's members into --json output. */
+void eml_json_members(eml_json *o, const eml_flatjson *j);
 #endif

@@ -1,0 +1,69 @@
+/*
+ * cmd_common.c - the options the engine commands share, and building the
+ * network of a cfg (see cmd_common.h).  Host side.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "host/cli.h"
+#include "host/cmd_common.h"
+#include "host/hostio.h"
+
+
+int eml_common_opt(eml_common_opts *c, int opt, const char *arg,
+                      const char *name)
+{
+    long v;
+    switch (opt) {
+    case OPT_CFG: c->cfg = arg; return 1;
+    case OPT_DATA: c->data = arg; return 1;
+    case OPT_WEIGHTS: c->weights = arg; return 1;
+    case OPT_JSON: c->json = 1; return 1;
+    case OPT_THREADS:
+        if (eml_opt_long("--threads", arg, 1, 1024, &v)) return -1;
+        c->threads = (int)v;
+        return 1;
+    case OPT_BATCH:
+        if (eml_opt_long("--batch", arg, 1, EML_CFG_MAX_BATCH, &v)) return -1;
+        c->batch = v;
+        return 1;
+    case OPT_KERNELS:
+        if (eml_kernels_parse(arg, &c->kernels) != EML_OK) {
+            eml_fail("--kernels: '%s' is not one of: ref, fast", arg);
+            return -1;
+        }
+        return 1;
+    default:
+        (void)name;
+        return 0;
+    }
+}
+
+void eml_common_init(eml_common_opts *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->data = EML_DEFAULT_DATA_DIR;
+    c->kernels = EML_KERNELS_FAST;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    c->threads = n > 0 ? (int)n : 1;
+}
+
+/* Builds the net for cfg with the common options. */
+int eml_build_net(const eml_common_opts *c, eml_netcfg **cfg, eml_net **net,
+                     int max_batch, uint64_t seed)
+{
+    eml_err err = {0};
+    eml_status st = eml_cfg_load(c->cfg, cfg, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    eml_net_opts o = {c->kernels, max_batch, seed};
+    st = eml_net_new(*cfg, &o, net, &err);
+    if (st != EML_OK) {
+        char msg[sizeof(err.msg)];
+        snprintf(msg, sizeof(msg), "%s", eml_err_msg(&err, st));
+        return eml_fail("%s: %s", c->cfg, msg);
+    }
+    eml_kernels_set_threads(c->threads);
+    return 0;
+}
+

@@ -1,0 +1,78 @@
+/*
+ * cmd_common.h - what the engine commands (train, eval, predict) share:
+ * their option ids and common options (cfg, data, weights, threads,
+ * kernels, json, batch), and building the network a cfg describes.  Host
+ * side.
+ */
+#ifndef EML_HOST_CMD_COMMON_H
+#define EML_HOST_CMD_COMMON_H
+
+#include <stdint.h>
+
+#include "enclaveml/cfg.h"
+#include "enclaveml/kernels.h"
+#include "enclaveml/net.h"
+
+/* Options shared by the engine commands. */
+typedef struct eml_common_opts {
+    const char *cfg;
+    const char *data;
+    const char *weights;
+    int threads;
+    eml_kernels_kind kernels;
+    int json;
+    long batch;
+} eml_common_opts;
+
+enum {
+    OPT_CFG = 256,
+    OPT_DATA,
+    OPT_EPOCHS,
+    OPT_BATCH,
+    OPT_LR,
+    OPT_SEED,
+    OPT_THREADS,
+    OPT_KERNELS,
+    OPT_OUT,
+    OPT_JSON,
+    OPT_WEIGHTS,
+    OPT_IMAGES,
+    OPT_LIMIT,
+    OPT_HELP,
+    OPT_QUIET,
+    OPT_GRANT,
+    OPT_RECIPIENT,
+    OPT_REPORT_OUT,
+    OPT_ENCLAVE,
+    OPT_HEAP,
+    OPT_DP,
+    OPT_CLIP,
+    OPT_NOISE,
+    OPT_TARGET_EPS,
+    OPT_DELTA,
+    OPT_DP_FIXED,
+    OPT_INSECURE_SEED,
+    OPT_MIRROR,
+    OPT_MIRROR_EVERY,
+    OPT_CHECKPOINT,
+    OPT_CHECKPOINT_EVERY,
+    OPT_RESUME,
+    OPT_REPORT_NONCE,
+};
+
+/* Takes a common option: 1 taken, 0 not a common one, -1 bad value (the
+ * error is printed). */
+int eml_common_opt(eml_common_opts *c, int opt, const char *arg,
+                   const char *name);
+/* Defaults: the Debian Fashion-MNIST folder, fast kernels, all cores. */
+void eml_common_init(eml_common_opts *c);
+/* Loads the cfg and builds its net for at most max_batch examples; 0, or
+ * 1 with the error printed. */
+int eml_build_net(const eml_common_opts *c, eml_netcfg **cfg, eml_net **net,
+                  int max_batch, uint64_t seed);
+
+/* The commands (argv[0] is the command's name). */
+int eml_cmd_train(int argc, char **argv);
+int eml_cmd_eval(int argc, char **argv);
+int eml_cmd_predict(int argc, char **argv);
+#endif

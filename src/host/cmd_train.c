@@ -1,0 +1,674 @@
+/*
+ * cmd_train.c - `enclaveml train`, both of its paths: plaintext training
+ * in this process (with an optional mirror or checkpoint keyed by the
+ * host's own key), and confidential training in the enclave (with
+ * --grant): the owners' ciphertext served to it, the model written to
+ * OUT.partial and renamed only after the signed report verifies.
+ *
+ * Host side.  Every failure ends in one "enclaveml: error: ..." line.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "enclaveml/crypto.h"
+#include "enclaveml/mirror.h"
+#include "enclaveml/train.h"
+#include "host/cli.h"
+#include "host/cmd_common.h"
+#include "host/cmd_enclave.h"
+#include "host/cmd_train.h"
+#include "host/fileio.h"
+#include "host/keyfile.h"
+#include "host/hostio.h"
+#include "host/progress.h"
+#include "sim/platform.h"
+
+#define EXIT_USAGE 2
+
+/* ==== train ==== */
+
+static const char train_usage[] =
+    "usage: enclaveml train --cfg F [--data DIR] [--epochs N] [--batch N]\n"
+    "                       [--lr X] [--seed N] [--threads N]\n"
+    "                       [--kernels ref|fast] [--out W.safetensors]\n"
+    "                       [--json] [--quiet]\n"
+    "       enclaveml train --cfg F --data DIR --grant G [--data DIR2 --grant\n"
+    "                       G2 ...] --recipient M.pub --out model.emlm\n"
+    "                       [--report-out T.json] [--report-nonce HEX]\n"
+    "                       [--enclave sim|none]\n"
+    "                       [--heap-mb M] [...]\n"
+    "\n"
+    "Trains the network described by the cfg on the IDX data in DIR\n"
+    "(default " EML_DEFAULT_DATA_DIR "): train-images-idx3-ubyte,\n"
+    "train-labels-idx1-ubyte and the t10k test pair, gzipped or not.\n"
+    "Defaults for epochs, batch and learning rate come from the cfg's [net].\n"
+    "--json prints test_accuracy, train_loss, epochs, images_per_second,\n"
+    "parameters and seconds as one JSON object on stdout.\n"
+    "\n"
+    "With --grant, training is confidential: each DIR holds one owner's\n"
+    "encrypted files (<name>.emlc), the enclave (default backend sim) opens\n"
+    "them with the owners' grants, and the model leaves encrypted to\n"
+    "--recipient (which every grant must name), with a training report\n"
+    "signed by the enclave that repeats --report-nonce (the model owner's\n"
+    "freshness check).  Plaintext data (no grant) is only trained outside\n"
+    "an enclave (--enclave none).\n"
+    "\n"
+    "Differential privacy (docs/dp.md):\n"
+    "  --dp --clip C (--noise SIGMA | --target-epsilon E) [--delta D]\n"
+    "  [--dp-fixed-batches] [--insecure-seed]\n"
+    "\n"
+    "Crash consistency (docs/mirror.md): the whole training state, sealed,\n"
+    "  --mirror PATH [--mirror-every N]       into a two-slot persistent-\n"
+    "                                         memory pool (libpmem2; a file\n"
+    "                                         in /dev/shm emulates PM)\n"
+    "  --checkpoint FILE [--checkpoint-every N]  or a disk checkpoint\n"
+    "  --resume                               continue from the newest\n"
+    "                                         committed state\n"
+    "Both save after every step by default.\n";
+
+/* The mirror of an in-process run: keyed with the host's own mirror key
+ * ($ENCLAVEML_HOME/host-mirror.key; host code never holds the platform's
+ * sealing secret), and bound to the cfg, the options and the data. */
+static eml_status open_mirror(const eml_confidential_args *ca,
+                              const char *cfg_path, const eml_train_opts *to,
+                              const eml_dataset *tr, const eml_dataset *te,
+                              int quiet, eml_store **store,
+                              eml_mirror **mirror, eml_err *err)
+{
+    static const char label[] = "enclaveml in-process v1";
+    char home[4096];
+    eml_platform plat;
+    eml_mirror_opts mo;
+    uint8_t *text = NULL;
+    size_t tlen = 0;
+    memset(&plat, 0, sizeof(plat));
+    memset(&mo, 0, sizeof(mo));
+    eml_status st = eml_store_setup(ca->mirror, ca->checkpoint, ca->resume,
+                                    quiet, store, err);
+    if (st == EML_OK) st = eml_platform_home(home, sizeof(home), err);
+    if (st == EML_OK) st = eml_host_mirror_key(home, plat.seal_secret, err);
+    if (st == EML_OK)
+        st = eml_sha256(plat.measurement, label, sizeof(label) - 1);
+    if (st == EML_OK) st = eml_file_read(cfg_path, &text, &tlen, err);
+    if (st == EML_OK) st = eml_train_run_digest(mo.cfg_digest, text, tlen, to);
+    if (st == EML_OK) st = eml_dataset_digest(mo.data_digest, tr, te);
+    if (st == EML_OK) {
+        mo.seal_secret = plat.seal_secret;
+        mo.measurement = plat.measurement;
+        mo.every = ca->save_every;
+        st = eml_mirror_new(&mo, eml_store_ops_of(*store), mirror, err);
+    }
+    eml_wipe(&plat, sizeof(plat));
+    free(text);
+    return st;
+}
+
+int eml_cmd_train(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"cfg", required_argument, 0, OPT_CFG},
+        {"data", required_argument, 0, OPT_DATA},
+        {"epochs", required_argument, 0, OPT_EPOCHS},
+        {"batch", required_argument, 0, OPT_BATCH},
+        {"lr", required_argument, 0, OPT_LR},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"kernels", required_argument, 0, OPT_KERNELS},
+        {"out", required_argument, 0, OPT_OUT},
+        {"json", no_argument, 0, OPT_JSON},
+        {"quiet", no_argument, 0, OPT_QUIET},
+        {"grant", required_argument, 0, OPT_GRANT},
+        {"recipient", required_argument, 0, OPT_RECIPIENT},
+        {"report-out", required_argument, 0, OPT_REPORT_OUT},
+        {"enclave", required_argument, 0, OPT_ENCLAVE},
+        {"heap-mb", required_argument, 0, OPT_HEAP},
+        {"dp", no_argument, 0, OPT_DP},
+        {"clip", required_argument, 0, OPT_CLIP},
+        {"noise", required_argument, 0, OPT_NOISE},
+        {"target-epsilon", required_argument, 0, OPT_TARGET_EPS},
+        {"delta", required_argument, 0, OPT_DELTA},
+        {"dp-fixed-batches", no_argument, 0, OPT_DP_FIXED},
+        {"insecure-seed", no_argument, 0, OPT_INSECURE_SEED},
+        {"mirror", required_argument, 0, OPT_MIRROR},
+        {"mirror-every", required_argument, 0, OPT_MIRROR_EVERY},
+        {"checkpoint", required_argument, 0, OPT_CHECKPOINT},
+        {"checkpoint-every", required_argument, 0, OPT_CHECKPOINT_EVERY},
+        {"resume", no_argument, 0, OPT_RESUME},
+        {"report-nonce", required_argument, 0, OPT_REPORT_NONCE},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
+    eml_common_opts c;
+    eml_common_init(&c);
+    eml_dp_opts dp;
+    memset(&dp, 0, sizeof(dp));
+    dp.delta = 1e-5;
+    dp.noise = -1;
+    int have_seed = 0, have_clip = 0;
+    eml_confidential_args ca;
+    memset(&ca, 0, sizeof(ca));
+    ca.heap_mb = EML_DEFAULT_HEAP_MB;
+    int have_backend = 0;
+    int have_mirror_every = 0, have_ckpt_every = 0;
+    ca.save_every = 1;
+    long epochs = 0;
+    float lr = 0;
+    uint64_t seed = 1;
+    const char *out = NULL;
+    int quiet = 0, opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == OPT_DATA) {
+            if (ca.n_dirs == EML_OWNERS_MAX)
+                return eml_fail("train: at most %d --data", EML_OWNERS_MAX);
+            ca.dirs[ca.n_dirs++] = optarg;
+        }
+        int r = eml_common_opt(&c, opt, optarg, "train");
+        if (r < 0) return 1;
+        if (r > 0) continue;
+        switch (opt) {
+        case OPT_GRANT:
+            if (ca.n_grants == EML_OWNERS_MAX)
+                return eml_fail("train: at most %d --grant", EML_OWNERS_MAX);
+            ca.grants[ca.n_grants++] = optarg;
+            break;
+        case OPT_RECIPIENT: ca.recipient = optarg; break;
+        case OPT_REPORT_OUT: ca.report_out = optarg; break;
+        case OPT_ENCLAVE:
+            if (eml_backend_parse(optarg, &ca.backend) != EML_OK)
+                return eml_fail("--enclave: '%s' is not one of: sim, none",
+                                optarg);
+            have_backend = 1;
+            break;
+        case OPT_HEAP: {
+            long v;
+            if (eml_opt_long("--heap-mb", optarg, 64, 1 << 20, &v)) return 1;
+            ca.heap_mb = (unsigned)v;
+            break;
+        }
+        case OPT_EPOCHS:
+            if (eml_opt_long("--epochs", optarg, 1, 100000, &epochs)) return 1;
+            break;
+        case OPT_LR:
+            if (eml_opt_float("--lr", optarg, 0, 100, &lr)) return 1;
+            break;
+        case OPT_SEED:
+            if (eml_opt_u64("--seed", optarg, &seed)) return 1;
+            have_seed = 1;
+            break;
+        case OPT_DP: dp.enabled = 1; break;
+        case OPT_CLIP:
+            if (eml_opt_double("--clip", optarg, 0, 1e6, &dp.clip)) return 1;
+            have_clip = 1;
+            break;
+        case OPT_NOISE:
+            if (eml_opt_double("--noise", optarg, -1e300, 1e4, &dp.noise))
+                return 1;
+            if (dp.noise < 0)
+                return eml_fail("--noise: the noise multiplier must be >= 0 "
+                                "(got %s)", optarg);
+            break;
+        case OPT_TARGET_EPS:
+            if (eml_opt_double("--target-epsilon", optarg, 0, 1e6,
+                               &dp.target_epsilon))
+                return 1;
+            break;
+        case OPT_DELTA:
+            if (eml_opt_double("--delta", optarg, -1e300, 1e300, &dp.delta) ||
+                !(dp.delta > 0 && dp.delta < 1))
+                return eml_fail("--delta: '%s' is not a number in (0, 1)",
+                                optarg);
+            break;
+        case OPT_DP_FIXED: dp.fixed_batches = 1; break;
+        case OPT_INSECURE_SEED: dp.insecure_seed = 1; break;
+        case OPT_MIRROR: ca.mirror = optarg; break;
+        case OPT_CHECKPOINT: ca.checkpoint = optarg; break;
+        case OPT_MIRROR_EVERY:
+        case OPT_CHECKPOINT_EVERY: {
+            long v;
+            if (eml_opt_long(opt == OPT_MIRROR_EVERY ? "--mirror-every"
+                                                     : "--checkpoint-every",
+                             optarg, 1, 1000000000L, &v))
+                return 1;
+            if (opt == OPT_MIRROR_EVERY) have_mirror_every = 1;
+            else have_ckpt_every = 1;
+            ca.save_every = v;
+            break;
+        }
+        case OPT_RESUME: ca.resume = 1; break;
+        case OPT_REPORT_NONCE: ca.report_nonce = optarg; break;
+        case OPT_OUT: out = optarg; break;
+        case OPT_QUIET: quiet = 1; break;
+        case OPT_HELP: fputs(train_usage, stdout); return 0;
+        default: return eml_opt_unknown("train", argc, argv);
+        }
+    }
+    if (optind < argc)
+        return eml_fail("train: unexpected argument '%s'", argv[optind]);
+    if (c.cfg == NULL) return eml_fail("train: --cfg is required");
+    if (ca.mirror != NULL && ca.checkpoint != NULL)
+        return eml_fail("train: give --mirror or --checkpoint, not both");
+    if (have_mirror_every && ca.mirror == NULL)
+        return eml_fail("train: --mirror-every needs --mirror PATH");
+    if (have_ckpt_every && ca.checkpoint == NULL)
+        return eml_fail("train: --checkpoint-every needs --checkpoint FILE");
+    if (ca.resume && ca.mirror == NULL && ca.checkpoint == NULL)
+        return eml_fail("train: --resume needs --mirror PATH or --checkpoint "
+                        "FILE");
+    if (!dp.enabled && (have_clip || dp.noise >= 0 || dp.target_epsilon > 0 ||
+                        dp.fixed_batches || dp.insecure_seed))
+        return eml_fail("train: --clip, --noise, --target-epsilon, "
+                        "--dp-fixed-batches and --insecure-seed need --dp");
+    if (dp.enabled) {
+        if (!have_clip) return eml_fail("train: --dp needs --clip C");
+        if ((dp.noise >= 0) == (dp.target_epsilon > 0))
+            return eml_fail("train: --dp needs exactly one of --noise SIGMA "
+                            "and --target-epsilon E");
+        if (have_seed && !dp.insecure_seed)
+            return eml_fail("train: --seed cannot seed a DP run's noise and "
+                            "sampling (they come from a CSPRNG); add "
+                            "--insecure-seed to seed them anyway (the report "
+                            "then says so)");
+        if (!have_seed && !dp.insecure_seed) seed = 1;
+    }
+    ca.dp = dp;
+    if (ca.n_grants > 0) {
+        ca.cfg = c.cfg;
+        ca.out = out;
+        ca.epochs = (int)epochs;
+        ca.batch = (int)c.batch;
+        ca.lr = lr;
+        ca.seed = seed;
+        ca.threads = c.threads;
+        ca.kernels = c.kernels;
+        ca.json = c.json;
+        ca.quiet = quiet;
+        if (!have_backend) ca.backend = EML_BACKEND_SIM;
+        return eml_train_confidential(&ca);
+    }
+    if (have_backend && ca.backend == EML_BACKEND_SIM)
+        return eml_fail("train: the enclave only takes encrypted data: give "
+                        "one --grant per --data directory (plaintext data "
+                        "trains with --enclave none)");
+    if (ca.recipient != NULL || ca.report_out != NULL ||
+        ca.report_nonce != NULL)
+        return eml_fail("train: --recipient, --report-out and --report-nonce "
+                        "need --grant");
+    if (ca.n_dirs > 1)
+        return eml_fail("train: several --data directories need --grant");
+
+    eml_netcfg *cfg = NULL;
+    eml_net *net = NULL;
+    eml_store *store = NULL;
+    eml_mirror *mirror = NULL;
+    eml_labelled tr, te;
+    memset(&tr, 0, sizeof(tr));
+    memset(&te, 0, sizeof(te));
+    eml_err err = {0};
+    eml_status st;
+    int rc = 1;
+
+    /* Peek at the cfg for the batch size before building the net. */
+    st = eml_cfg_load(c.cfg, &cfg, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    eml_train_opts to = eml_train_opts_default(cfg);
+    eml_cfg_free(cfg);
+    cfg = NULL;
+    if (c.batch > 0) to.batch = (int)c.batch;
+    if (epochs > 0) to.epochs = (int)epochs;
+    if (lr > 0) to.lr = lr;
+    to.seed = seed;
+    if (eml_build_net(&c, &cfg, &net, to.batch, seed)) goto out;
+
+    st = eml_labelled_load(c.data, "train", &tr, &err);
+    if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
+    if (st != EML_OK) {
+        rc = eml_fail_st(st, &err);
+        goto out;
+    }
+    if (tr.set.item != eml_net_input_size(net) ||
+        te.set.item != eml_net_input_size(net)) {
+        rc = eml_fail("images in %s have %zu values each but %s takes %zu "
+                  "(height x width x channels)",
+                  c.data, tr.set.item, c.cfg,
+                  eml_net_input_size(net));
+        goto out;
+    }
+    to.dp = dp;
+    if (dp.enabled) {
+        double q;
+        long steps;
+        eml_dp_plan(tr.set.count, to.batch, to.epochs, &q, &steps);
+        if (dp.target_epsilon > 0) {
+            st = eml_dp_noise_for_target(q, steps, dp.delta,
+                                         dp.target_epsilon, dp.clip,
+                                         eml_net_param_count(net),
+                                         &to.dp.noise, &err);
+            if (st != EML_OK) {
+                rc = eml_fail_st(st, &err);
+                goto out;
+            }
+        }
+        if (!quiet)
+            fprintf(stderr,
+                    "DP-SGD: clip %g, noise multiplier %.4g, sampling rate "
+                    "%.6g, %ld steps, delta %g%s\n",
+                    dp.clip, to.dp.noise, q, steps, dp.delta,
+                    dp.fixed_batches ? ", fixed batches (the bound assumes "
+                                       "Poisson sampling)"
+                                     : ", Poisson sampling");
+    }
+    eml_progress prog;
+    eml_progress_init(&prog, quiet);
+    to.progress = eml_progress_cb;
+    to.progress_user = &prog;
+    if (ca.mirror != NULL || ca.checkpoint != NULL) {
+        st = open_mirror(&ca, c.cfg, &to, &tr.set, &te.set, quiet, &store,
+                         &mirror, &err);
+        if (st != EML_OK) {
+            rc = eml_fail_st(st, &err);
+            goto out;
+        }
+        to.mirror = mirror;
+        to.resume = ca.resume;
+    }
+    if (!quiet)
+        fprintf(stderr,
+                "training %s: %zu parameters, %zu images, %d epochs, batch "
+                "%d, %s kernels, %d threads\n",
+                c.cfg, eml_net_param_count(net), tr.set.count, to.epochs,
+                to.batch, eml_net_kernels(net)->name, c.threads);
+    eml_train_result res;
+    st = eml_train(net, cfg, &tr.set, &te.set, &to, &res, &err);
+    if (st != EML_OK) {
+        rc = eml_fail_st(st, &err);
+        goto out;
+    }
+    if (out != NULL) {
+        st = eml_weights_save(net, out, &err);
+        if (st != EML_OK) {
+            rc = eml_fail_st(st, &err);
+            goto out;
+        }
+    }
+    if (c.json) {
+        eml_json j;
+        eml_json_begin(&j, stdout);
+        eml_json_num(&j, "test_accuracy", res.test_accuracy);
+        eml_json_num(&j, "test_loss", res.test_loss);
+        eml_json_num(&j, "train_loss", res.train_loss);
+        eml_json_num(&j, "train_accuracy", res.train_accuracy);
+        eml_json_int(&j, "epochs", res.epochs);
+        eml_json_int(&j, "steps", res.steps);
+        eml_json_num(&j, "images_per_second", res.images_per_second);
+        eml_json_int(&j, "parameters", (long long)eml_net_param_count(net));
+        eml_json_num(&j, "seconds", res.seconds);
+        eml_json_str(&j, "kernels", eml_net_kernels(net)->name);
+        eml_json_int(&j, "threads", c.threads);
+        if (dp.enabled) {
+            eml_json_bool(&j, "dp", 1);
+            eml_json_num(&j, "epsilon", res.epsilon);
+            eml_json_num(&j, "delta", dp.delta);
+            eml_json_num(&j, "noise", to.dp.noise);
+            eml_json_num(&j, "clip", dp.clip);
+            eml_json_num(&j, "sampling_rate", res.sampling_rate);
+            eml_json_str(&j, "accountant",
+                         dp.fixed_batches
+                             ? "rdp-sampled-gaussian (assumes Poisson "
+                               "sampling; batches were fixed)"
+                             : "rdp-sampled-gaussian (Mironov et al. 2019)");
+            eml_json_bool(&j, "insecure_seed", dp.insecure_seed);
+            eml_json_bool(&j, "stopped_at_target", res.dp_stopped_early);
+        }
+        if (out != NULL) eml_json_str(&j, "weights", out);
+        if (mirror != NULL) {
+            eml_json_int(&j, "resumed_step", res.resumed_step);
+            eml_json_int(&j, "mirror_saves", res.mirror_saves);
+            eml_json_num(&j, "mirror_seconds", res.mirror_seconds);
+            eml_json_str(&j, ca.mirror ? "mirror_mode" : "checkpoint_mode",
+                         eml_store_mode(store));
+        }
+        eml_json_end(&j);
+    } else if (!quiet) {
+        if (dp.enabled)
+            fprintf(stderr, "privacy spent: epsilon %.3f at delta %g (RDP "
+                            "order %g)%s\n",
+                    res.epsilon, dp.delta, res.order,
+                    res.dp_stopped_early ? ", stopped at the target" : "");
+        fprintf(stderr, "test accuracy %.2f%% after %d epochs (%.1f s, %.0f "
+                        "images/s)%s%s\n",
+                100.0 * res.test_accuracy, res.epochs, res.seconds,
+                res.images_per_second, out ? ", weights written to " : "",
+                out ? out : "");
+    }
+    if (mirror != NULL && !quiet && !c.json)
+        fprintf(stderr, "%s: %ld saves, %.3f s in all (%.2f ms each)\n",
+                ca.mirror ? "mirror" : "checkpoint", res.mirror_saves,
+                res.mirror_seconds,
+                res.mirror_saves ? 1e3 * res.mirror_seconds /
+                                       (double)res.mirror_saves
+                                 : 0.0);
+    rc = 0;
+out:
+    eml_mirror_free(mirror);
+    eml_store_close(store);
+    eml_labelled_free(&tr);
+    eml_labelled_free(&te);
+    eml_net_free(net);
+    eml_cfg_free(cfg);
+    return rc;
+}
+
+
+/* ==== confidential training ==== */
+
+#define MAX_DIRS EML_OWNERS_MAX
+
+static const char *const enc_names[EML_FILE_KINDS] = {
+    "train-images-idx3-ubyte.emlc", "train-labels-idx1-ubyte.emlc",
+    "t10k-images-idx3-ubyte.emlc", "t10k-labels-idx1-ubyte.emlc"};
+
+int eml_train_confidential(const eml_confidential_args *a)
+{
+    eml_err err = {0};
+    eml_status st;
+    if (a->n_grants != a->n_dirs)
+        return eml_fail("train: %d --data directories but %d --grant files: "
+                        "one grant per owner's directory",
+                        a->n_dirs, a->n_grants);
+    if (a->recipient == NULL || a->out == NULL)
+        return eml_fail("train: --recipient and --out are required with "
+                        "--grant");
+    uint8_t rpk[32], rnonce[EML_NONCE_MAX];
+    size_t rnlen = 0;
+    if (a->report_nonce != NULL &&
+        eml_opt_nonce("--report-nonce", a->report_nonce, rnonce, &rnlen))
+        return 1;
+    st = eml_pubfile_load(a->recipient, rpk, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    uint8_t *cfg = NULL, *grants[MAX_DIRS] = {0};
+    size_t cfg_len = 0, glen[MAX_DIRS] = {0};
+    st = eml_file_read(a->cfg, &cfg, &cfg_len, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    int rc = 1;
+    eml_store *store = NULL;
+    st = eml_store_setup(a->mirror, a->checkpoint, a->resume, a->quiet,
+                         &store, &err);
+    if (st != EML_OK) {
+        rc = eml_fail_st(st, &err);
+        goto out_files;
+    }
+    for (int i = 0; i < a->n_grants; i++) {
+        st = eml_file_read(a->grants[i], &grants[i], &glen[i], &err);
+        if (st != EML_OK) {
+            rc = eml_fail_st(st, &err);
+            goto out_files;
+        }
+    }
+    /* The files the enclave may ask for. */
+    size_t nf = (size_t)a->n_dirs * EML_FILE_KINDS;
+    char **paths = calloc(nf, sizeof(char *));
+    int *fds = malloc(nf * sizeof(int));
+    if (paths == NULL || fds == NULL) {
+        free(paths);
+        free(fds);
+        rc = eml_fail("out of memory");
+        goto out_files;
+    }
+    for (size_t i = 0; i < nf; i++) {
+        fds[i] = -1;
+        size_t cap = strlen(a->dirs[i / EML_FILE_KINDS]) + 64;
+        paths[i] = malloc(cap);
+        if (paths[i] != NULL)
+            snprintf(paths[i], cap, "%s/%s", a->dirs[i / EML_FILE_KINDS],
+                     enc_names[i % EML_FILE_KINDS]);
+    }
+
+    /* The model grows in OUT.partial, renamed to OUT once the report
+     * verifies.  One fixed name: a run killed midway leaves it behind, and
+     * the next run to the same output (a resume or a repeat) takes it
+     * over; the lock keeps two live runs from sharing it. */
+    char tmp_model[PATH_MAX];
+    if ((size_t)snprintf(tmp_model, sizeof(tmp_model), "%s.partial",
+                         a->out) >= sizeof(tmp_model)) {
+        rc = eml_fail("%s: path too long", a->out);
+        goto out_paths;
+    }
+    int out_fd = open(tmp_model, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (out_fd >= 0 && flock(out_fd, LOCK_EX | LOCK_NB) != 0) {
+        close(out_fd);
+        rc = eml_fail("%s: another run is writing this model", tmp_model);
+        goto out_paths;
+    }
+    if (out_fd < 0 || ftruncate(out_fd, 0) != 0) {
+        rc = eml_fail("%s: %s", tmp_model, strerror(errno));
+        if (out_fd >= 0) close(out_fd);
+        goto out_paths;
+    }
+    eml_enclave_host h;
+    eml_host_opts ho = {a->backend, a->heap_mb, a->threads};
+    st = eml_host_start(&h, &ho, &err);
+    if (st != EML_OK) {
+        rc = eml_fail_st(st, &err);
+        close(out_fd);
+        unlink(tmp_model);
+        goto out_paths;
+    }
+    h.files.n = nf;
+    h.files.paths = paths;
+    h.files.fds = fds;
+    h.out_fd = out_fd;
+    h.store = store;
+    eml_progress prog;
+    eml_progress_init(&prog, a->quiet);
+    h.progress = eml_progress_cb;
+    h.progress_user = &prog;
+    if (!a->quiet) {
+        char mh[65];
+        eml_hex(mh, h.measurement, 32);
+        fprintf(stderr,
+                "confidential training in the enclave (backend %s, "
+                "measurement %.16s...), %d owner(s)\n",
+                a->backend == EML_BACKEND_SIM ? "sim" : "none", mh,
+                a->n_dirs);
+    }
+    eml_msg m;
+    eml_msg_reader r;
+    eml_msg_init(&m, EML_MSG_TRAIN);
+    eml_msg_put_bytes(&m, cfg, cfg_len);
+    eml_msg_put_u64(&m, (uint64_t)a->epochs);
+    eml_msg_put_u64(&m, (uint64_t)a->batch);
+    eml_msg_put_f64(&m, a->lr);
+    eml_msg_put_u64(&m, a->seed);
+    eml_msg_put_u64(&m, (uint64_t)a->threads);
+    eml_msg_put_u64(&m, (uint64_t)a->kernels);
+    eml_msg_put_bytes(&m, rpk, 32);
+    eml_msg_put_u64(&m, (uint64_t)a->dp.enabled);
+    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.clip : 0.0);
+    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.noise : 0.0);
+    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.delta : 0.0);
+    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.target_epsilon : 0.0);
+    eml_msg_put_u64(&m, (uint64_t)a->dp.fixed_batches);
+    eml_msg_put_u64(&m, (uint64_t)a->dp.insecure_seed);
+    eml_msg_put_u64(&m, (uint64_t)a->n_grants);
+    for (int i = 0; i < a->n_grants; i++)
+        eml_msg_put_bytes(&m, grants[i], glen[i]);
+    eml_msg_put_u64(&m, store != NULL);
+    eml_msg_put_u64(&m, (uint64_t)(a->save_every > 0 ? a->save_every : 1));
+    eml_msg_put_u64(&m, (uint64_t)(a->resume != 0));
+    eml_msg_put_bytes(&m, rnonce, rnlen);
+    st = eml_host_call(&h, &m, EML_MSG_TRAIN_DONE, &r, &err);
+    eml_msg_free(&m);
+    const uint8_t *rep = NULL;
+    size_t rlen = 0;
+    if (st == EML_OK) {
+        st = eml_msg_get_bytes(&r, 1 << 20, &rep, &rlen);
+        if (st == EML_OK) st = eml_msg_get_end(&r);
+        if (st != EML_OK) eml_err_set(&err, st, "malformed TRAIN_DONE");
+    }
+    char *report = NULL;
+    if (st == EML_OK) {
+        report = malloc(rlen + 1);
+        if (report == NULL) st = eml_err_set(&err, EML_ERR_NOMEM, "out of memory");
+        else {
+            memcpy(report, rep, rlen);
+            report[rlen] = '\0';
+        }
+    }
+    /* The report must verify against the enclave we talked to before the
+     * model is kept. */
+    if (st == EML_OK && eml_report_verify(report, rlen, h.ed_pk) != EML_OK)
+        st = eml_err_set(&err, EML_ERR_AUTH,
+                         "the training report does not verify");
+    if (st == EML_OK && fsync(out_fd) != 0)
+        st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a->out, strerror(errno));
+    h.files.paths = NULL;
+    h.files.fds = NULL;
+    h.files.n = 0;
+    for (size_t i = 0; i < nf; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    eml_host_stop(&h);
+    if (close(out_fd) != 0 && st == EML_OK)
+        st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a->out, strerror(errno));
+    if (st == EML_OK && a->report_out != NULL)
+        st = eml_file_write_atomic(a->report_out, report, rlen, 0644, &err);
+    if (st == EML_OK && rename(tmp_model, a->out) != 0)
+        st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a->out, strerror(errno));
+    if (st != EML_OK) {
+        unlink(tmp_model);
+        free(report);
+        rc = eml_fail_st(st, &err);
+        goto out_paths;
+    }
+    if (a->json) {
+        /* The signed report's fields, and where things went. */
+        eml_flatjson j;
+        if (eml_flatjson_parse(report, rlen, &j, &err) == EML_OK) {
+            eml_json o;
+            eml_json_begin(&o, stdout);
+            eml_json_members(&o, &j);
+            eml_json_str(&o, "model", a->out);
+            eml_json_end(&o);
+            eml_flatjson_free(&j);
+        }
+    } else if (!a->quiet) {
+        fprintf(stderr, "encrypted model written to %s%s%s\n", a->out,
+                a->report_out ? ", signed report to " : "",
+                a->report_out ? a->report_out : "");
+    }
+    free(report);
+    rc = 0;
+out_paths:
+    for (size_t i = 0; i < nf; i++) free(paths[i]);
+    free(paths);
+    free(fds);
+out_files:
+    eml_store_close(store);
+    free(cfg);
+    for (int i = 0; i < a->n_grants; i++) free(grants[i]);
+    return rc;
+}

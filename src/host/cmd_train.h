@@ -1,0 +1,37 @@
+/*
+ * cmd_train.h - the confidential path of `enclaveml train` (cmd_train.c):
+ * the arguments it takes from the command line.  Host side.
+ */
+#ifndef EML_HOST_CMD_TRAIN_H
+#define EML_HOST_CMD_TRAIN_H
+
+#include <stdint.h>
+
+#include "enclaveml/edl.h"
+#include "enclaveml/kernels.h"
+#include "enclaveml/train.h"
+#include "host/enclave_host.h"
+
+typedef struct eml_confidential_args {
+    const char *cfg;
+    const char *dirs[EML_OWNERS_MAX];
+    int n_dirs;
+    const char *grants[EML_OWNERS_MAX];
+    int n_grants;
+    const char *recipient, *out, *report_out;
+    const char *report_nonce; /* hex, or NULL */
+    eml_backend backend;
+    unsigned heap_mb;
+    int epochs, batch, threads, json, quiet;
+    double lr;
+    uint64_t seed;
+    eml_kernels_kind kernels;
+    eml_dp_opts dp;
+    /* the training-state mirror (a libpmem2 pool) or disk checkpoint */
+    const char *mirror, *checkpoint;
+    long save_every;
+    int resume;
+} eml_confidential_args;
+
+int eml_train_confidential(const eml_confidential_args *a);
+#endif
