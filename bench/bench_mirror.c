@@ -35,7 +35,7 @@
 #include <unistd.h>
 
 #include "enclaveml/mirror.h"
-#include "host/pool.h"
+#include "host/mirror_store.h"
 
 #ifndef TMPFS_MAGIC
 #define TMPFS_MAGIC 0x01021994

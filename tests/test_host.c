@@ -4,7 +4,7 @@
  * and the one "enclaveml: error:" line on stderr), the key files of
  * src/host/keyfile.c (keygen/load round trip, modes, no clobbering, wrong
  * magic, truncated and overlong files, a .pub given as a .key and the
- * reverse), and the libpmem2 pool of src/host/pool.c (create, write,
+ * reverse), and the libpmem2 pool of src/host/mirror_store.c (create, write,
  * commit, read back, reopen, the single-writer lock, truncated and foreign
  * files refused, eml_store_setup without --resume).  Files live in a fresh
  * directory under /dev/shm (or /tmp), removed at the end.
@@ -27,7 +27,7 @@
 #include "enclaveml/mirror.h"
 #include "host/cli.h"
 #include "host/keyfile.h"
-#include "host/pool.h"
+#include "host/mirror_store.h"
 
 static char g_dir[256];
 
@@ -390,7 +390,7 @@ static void test_keyfile_bad(void **state)
     expect_key_error(g_dir, EML_ERR_IO, "not a regular file");
 }
 
-/* ==== pool.c: the libpmem2 mirror pool ==== */
+/* ==== mirror_store.c: the libpmem2 mirror pool ==== */
 
 #define CAP 4096
 

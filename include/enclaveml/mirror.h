@@ -5,7 +5,7 @@
  * shares its format.
  *
  * Trusted code: no I/O.  The bytes go to a *store* the host implements
- * (a libpmem2 pool, or a checkpoint file: src/host/pool.c), through
+ * (a libpmem2 pool, or a checkpoint file: src/host/mirror_store.c), through
  * eml_store_ops.  The store is untrusted: everything read back from it is
  * parsed strictly and authenticated before use.
  *

@@ -18,7 +18,7 @@
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
 #include "enclaveml/train.h"
-#include "host/pool.h"
+#include "host/mirror_store.h"
 
 typedef enum eml_backend {
     EML_BACKEND_SIM = 0,

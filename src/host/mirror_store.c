@@ -1,5 +1,7 @@
 /*
- * pool.c - the two-slot mirror pool on libpmem2, and the disk checkpoint.
+ * mirror_store.c - the host half of the mirror (nn/mirror.c is the
+ * sealing half): the two-slot mirror pool on libpmem2, and the disk
+ * checkpoint.
  *
  * Pool: the file is mapped whole with pmem2_map_new; the trusted side
  * seals straight into the mapped slot, then commit() persists the slot
@@ -25,7 +27,7 @@
 #include <unistd.h>
 
 #include "core/le.h"
-#include "host/pool.h"
+#include "host/mirror_store.h"
 
 #ifndef TMPFS_MAGIC
 #define TMPFS_MAGIC 0x01021994

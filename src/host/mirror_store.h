@@ -1,5 +1,6 @@
 /*
- * pool.h - the host's stores for sealed training states (mirror.h): a
+ * mirror_store.h - the host half of the mirror (nn/mirror.c is the
+ * sealing half): the stores for sealed training states (mirror.h): a
  * two-slot pool mapped with PMDK's libpmem2 (persistent memory in DAX
  * mode, or a regular file / tmpfs as emulated PM), and the disk checkpoint
  * baseline (write a temporary file, fsync, rename).
@@ -7,8 +8,8 @@
  * Untrusted code: it only moves sealed bytes and never sees a key.  The
  * persist order it implements is in docs/mirror.md.
  */
-#ifndef EML_HOST_POOL_H
-#define EML_HOST_POOL_H
+#ifndef EML_HOST_MIRROR_STORE_H
+#define EML_HOST_MIRROR_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>
