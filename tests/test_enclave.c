@@ -1501,6 +1501,62 @@ static void test_counter_file(void **state)
     unlink(path);
 }
 
+/* The sealed identity ("EMLSEAL1" | nonce | AES-256-GCM(keys) | tag, kept
+ * by the host as sealed-<measurement>.bin): a restart unseals the same
+ * keys; a blob with any byte changed, cut short or grown is refused, and
+ * the host does not fall back to a new identity. */
+static void test_sealed_identity(void **state)
+{
+    (void)state;
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_NONE, 256);
+    uint8_t x_pk[32], meas[32];
+    memcpy(x_pk, h.x_pk, 32);
+    memcpy(meas, h.measurement, 32);
+    eml_host_stop(&h);
+    char hex[65], path[PATH_MAX];
+    eml_hex(hex, meas, 32);
+    snprintf(path, sizeof(path), "%s/sealed-%s.bin", g_home, hex);
+    uint8_t blob[128];
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t n = fread(blob, 1, sizeof(blob), f);
+    fclose(f);
+    assert_int_equal(n, 100);
+    assert_memory_equal(blob, "EMLSEAL1", 8);
+    start(&h, EML_BACKEND_NONE, 256);
+    assert_memory_equal(h.x_pk, x_pk, 32); /* the round trip */
+    eml_host_stop(&h);
+    eml_host_opts o = {EML_BACKEND_NONE, 256, 1};
+    for (size_t len = 99; len <= 101; len++) {
+        for (size_t i = 0; i < (len == 100 ? n : 1); i++) {
+            uint8_t bad[128];
+            memcpy(bad, blob, sizeof(bad));
+            bad[100] = 0;
+            if (len == 100) bad[i] ^= (uint8_t)(1 << (i % 8));
+            f = fopen(path, "wb");
+            assert_non_null(f);
+            assert_int_equal(fwrite(bad, 1, len, f), len);
+            fclose(f);
+            eml_err err = {0};
+            eml_status st = eml_host_start(&h, &o, &err);
+            if (st == EML_OK)
+                fail_msg("a sealed identity of %zu bytes with byte %zu "
+                         "changed was accepted", len, i);
+            if (strstr(err.msg, "sealed identity") == NULL)
+                fail_msg("byte %zu: \"%s\" does not name the sealed "
+                         "identity", i, err.msg);
+        }
+    }
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(blob, 1, n, f), n);
+    fclose(f);
+    start(&h, EML_BACKEND_NONE, 256);
+    assert_memory_equal(h.x_pk, x_pk, 32);
+    eml_host_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1522,6 +1578,7 @@ int main(void)
         cmocka_unit_test(test_sim_host_eof),
         cmocka_unit_test(test_sim_heap_budget),
         cmocka_unit_test(test_none_backend),
+        cmocka_unit_test(test_sealed_identity),
         cmocka_unit_test(test_sim_environment),
         cmocka_unit_test(test_counter_file),
     };
