@@ -35,7 +35,7 @@
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
 #include "host/enclave_host.h"
-#include "host/flatjson.h"
+#include "enclaveml/flatjson.h"
 
 #define N_FILES 4
 

@@ -24,7 +24,7 @@
 
 #include "enclaveml/crypto.h"
 #include "enclaveml/enclave.h"
-#include "host/flatjson.h"
+#include "enclaveml/flatjson.h"
 
 #define CHECK(cond)                                                           \
     do {                                                                      \
@@ -78,6 +78,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *text = (const char *)data;
     if (eml_report_verify(text, size, g_platform_pk) == EML_OK)
         check_verified(text, size, g_platform_pk);
+    /* The attestation check: what it accepts is signed by the key, says
+     * what it binds, and names that key's backend. */
+    eml_platform_key keys[2] = {{{0}, "none"}, {{0}, "sim"}};
+    memcpy(keys[1].pk, g_platform_pk, 32);
+    eml_attestation at;
+    eml_err aerr = {0};
+    if (eml_attestation_check(text, size, keys, 2, &at, &aerr) == EML_OK) {
+        CHECK(at.key == 1);
+        CHECK(eml_report_verify(text, size, g_platform_pk) == EML_OK);
+        CHECK(strncmp(at.policy, "backend=sim;", 12) == 0);
+        CHECK(at.nonce_len <= EML_NONCE_MAX);
+    } else {
+        CHECK(aerr.msg[0] != '\0');
+    }
 
     eml_flatjson j;
     eml_err err = {0};

@@ -43,6 +43,7 @@
 #include "host/enclave_host.h"
 #include "enclave_home.h"
 #include "sim/counter.h"
+#include "sim/platform.h"
 
 /* The sim heap budget (RLIMIT_DATA) cannot hold under AddressSanitizer,
  * whose shadow memory counts against it. */
@@ -1557,6 +1558,73 @@ static void test_sealed_identity(void **state)
     eml_host_stop(&h);
 }
 
+/* The trusted check of attestation reports (eml_attestation_check), on a
+ * real report of the none backend: accepted with its own key and backend
+ * only, its fields as the enclave stated them, and every byte changed
+ * refused. */
+static void test_attestation_check(void **state)
+{
+    (void)state;
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_NONE, 256);
+    eml_msg m;
+    eml_msg_reader r;
+    eml_err err = {0};
+    eml_msg_init(&m, EML_MSG_ATTEST);
+    eml_msg_put_bytes(&m, "\x01\x02\x03", 3);
+    eml_status st = eml_host_call(&h, &m, EML_MSG_REPORT, &r, &err);
+    eml_msg_free(&m);
+    if (st != EML_OK) fail_msg("ATTEST: %s", eml_err_msg(&err, st));
+    const uint8_t *p;
+    size_t n;
+    assert_int_equal(eml_msg_get_bytes(&r, 8192, &p, &n), EML_OK);
+    char *text = malloc(n + 1);
+    assert_non_null(text);
+    memcpy(text, p, n);
+    text[n] = '\0';
+    eml_platform_key keys[2] = {{{0}, "sim"}, {{0}, "none"}};
+    assert_int_equal(eml_platform_load_pub(g_home, EML_PLATFORM_SIM,
+                                           keys[0].pk, &err),
+                     EML_OK);
+    assert_int_equal(eml_platform_load_pub(g_home, EML_PLATFORM_NONE,
+                                           keys[1].pk, &err),
+                     EML_OK);
+    eml_attestation a;
+    st = eml_attestation_check(text, n, keys, 2, &a, &err);
+    if (st != EML_OK) fail_msg("a real report: %s", err.msg);
+    assert_int_equal(a.key, 1);
+    assert_memory_equal(a.measurement, h.measurement, 32);
+    assert_memory_equal(a.x25519, h.x_pk, 32);
+    assert_memory_equal(a.ed25519, h.ed_pk, 32);
+    assert_int_equal(a.nonce_len, 3);
+    assert_memory_equal(a.nonce, "\x01\x02\x03", 3);
+    assert_string_equal(a.policy, h.policy);
+    assert_true(a.sim);
+    /* Only the sim key: no signature verifies. */
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(eml_attestation_check(text, n, keys, 1, &a, &err),
+                     EML_ERR_AUTH);
+    assert_non_null(strstr(err.msg, "signature"));
+    /* The none key, claimed for the sim backend: its policy says none. */
+    eml_platform_key as_sim = keys[1];
+    as_sim.backend = "sim";
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(eml_attestation_check(text, n, &as_sim, 1, &a, &err),
+                     EML_ERR_AUTH);
+    assert_non_null(strstr(err.msg, "not a sim enclave's"));
+    /* Every byte changed: refused. */
+    for (size_t i = 0; i < n; i++) {
+        text[i] ^= 0x01;
+        eml_err e2 = {0};
+        if (eml_attestation_check(text, n, keys, 2, &a, &e2) == EML_OK)
+            fail_msg("byte %zu changed: the report was accepted", i);
+        assert_true(e2.msg[0] != '\0');
+        text[i] ^= 0x01;
+    }
+    free(text);
+    eml_host_stop(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1579,6 +1647,7 @@ int main(void)
         cmocka_unit_test(test_sim_heap_budget),
         cmocka_unit_test(test_none_backend),
         cmocka_unit_test(test_sealed_identity),
+        cmocka_unit_test(test_attestation_check),
         cmocka_unit_test(test_sim_environment),
         cmocka_unit_test(test_counter_file),
     };

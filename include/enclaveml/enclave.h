@@ -165,6 +165,40 @@ EML_MUST_CHECK eml_status eml_report_sign(const char *body_open,
 EML_MUST_CHECK eml_status eml_report_verify(const char *text, size_t len,
                                             const uint8_t pk[32]);
 
+/* ==== checking attestation reports ==== */
+/* A platform key a report may be signed with, and the backend whose
+ * reports it signs ("sim", "none"): the report's policy must name it. */
+typedef struct eml_platform_key {
+    uint8_t pk[32];
+    const char *backend;
+} eml_platform_key;
+
+/* What a verified attestation report says. */
+typedef struct eml_attestation {
+    uint8_t measurement[32], x25519[32], ed25519[32];
+    uint8_t nonce[EML_NONCE_MAX];
+    size_t nonce_len;
+    char policy[EML_POLICY_MAX];
+    int sim;
+    size_t key; /* which of the platform keys signed it */
+} eml_attestation;
+
+/* Checks an attestation report (docs/enclave.md): first the Ed25519
+ * signature over its exact bytes, by one of the n platform keys; then,
+ * strictly, its type and every field's form, that platform_key is the key
+ * that signed, that the policy names that key's backend, and that
+ * report_data binds the keys, the nonce and the policy.  Fills a.  Whether
+ * the measurement, the nonce and a simulated platform are acceptable is
+ * the caller's to decide.  Errors: EML_ERR_AUTH (no key's signature,
+ * another platform key, a broken binding), EML_ERR_FORMAT (not such a
+ * report).  Used by the host's verify and grant, and by enclaves that
+ * attest each other. */
+EML_MUST_CHECK eml_status eml_attestation_check(const char *text,
+                                                size_t len,
+                                                const eml_platform_key *keys,
+                                                size_t n, eml_attestation *a,
+                                                eml_err *err);
+
 /* Lowercase hex of n bytes into out (2n+1 bytes). */
 void eml_hex(char *out, const uint8_t *p, size_t n);
 /* Parses exactly n bytes of hex (either case); -1 on anything else. */

@@ -14,6 +14,7 @@
 #include "core/le.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/enclave.h"
+#include "enclaveml/flatjson.h"
 
 /* ==== hex ==== */
 
@@ -327,4 +328,103 @@ eml_status eml_report_verify(const char *text, size_t len,
     eml_status st = eml_ed25519_verify(sig, msg, body + 1, pk);
     free(msg);
     return st == EML_OK ? EML_OK : EML_ERR_AUTH;
+}
+
+/* ==== checking attestation reports ==== */
+
+/* A member holding exactly n bytes of hex. */
+static eml_status hex_member(const eml_flatjson *j, const char *key,
+                             uint8_t *out, size_t n, eml_err *err)
+{
+    const char *s = eml_flatjson_str(j, key);
+    if (s == NULL || eml_unhex(out, n, s, strlen(s)) != 0)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "field \"%s\" is missing or not %zu bytes of hex",
+                           key, n);
+    return EML_OK;
+}
+
+eml_status eml_attestation_check(const char *text, size_t len,
+                                 const eml_platform_key *keys, size_t n,
+                                 eml_attestation *a, eml_err *err)
+{
+    memset(a, 0, sizeof(*a));
+    /* The signature first: nothing in the text is believed before. */
+    eml_status st = EML_ERR_AUTH;
+    for (size_t k = 0; k < n && st == EML_ERR_AUTH; k++) {
+        st = eml_report_verify(text, len, keys[k].pk);
+        a->key = k;
+    }
+    if (st == EML_ERR_AUTH)
+        return eml_err_set(err, st,
+                           "platform signature does not verify (forged or "
+                           "altered report, or another platform)");
+    if (st != EML_OK)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "not a signed enclaveml report");
+    const eml_platform_key *key = &keys[a->key];
+    eml_flatjson j;
+    st = eml_flatjson_parse(text, len, &j, err);
+    if (st != EML_OK) return st;
+    const char *type = eml_flatjson_str(&j, "type");
+    const char *policy = eml_flatjson_str(&j, "policy");
+    const char *nonce = eml_flatjson_str(&j, "nonce");
+    uint8_t rd[32], ppk[32], want[32];
+    size_t plen = policy != NULL ? strlen(policy) : 0, blen;
+    if (type == NULL || strcmp(type, "enclaveml-attestation") != 0) {
+        st = eml_err_set(err, EML_ERR_FORMAT, "not an attestation report");
+        goto out;
+    }
+    if (eml_flatjson_bool(&j, "sim", &a->sim) != 0 || policy == NULL ||
+        nonce == NULL) {
+        st = eml_err_set(err, EML_ERR_FORMAT,
+                         "report lacks sim, policy or nonce");
+        goto out;
+    }
+    st = hex_member(&j, "measurement", a->measurement, 32, err);
+    if (st == EML_OK) st = hex_member(&j, "x25519", a->x25519, 32, err);
+    if (st == EML_OK) st = hex_member(&j, "ed25519", a->ed25519, 32, err);
+    if (st == EML_OK) st = hex_member(&j, "report_data", rd, 32, err);
+    if (st == EML_OK) st = hex_member(&j, "platform_key", ppk, 32, err);
+    if (st != EML_OK) goto out;
+    /* The policy names the backend; it must be the one whose key signed. */
+    blen = strlen(key->backend);
+    if (plen >= EML_POLICY_MAX || strncmp(policy, "backend=", 8) != 0 ||
+        strncmp(policy + 8, key->backend, blen) != 0 || policy[8 + blen] != ';') {
+        st = eml_err_set(err, EML_ERR_AUTH,
+                         "policy '%.64s' is not a %s enclave's", policy,
+                         key->backend);
+        goto out;
+    }
+    memcpy(a->policy, policy, plen + 1);
+    if (!eml_ct_equal(ppk, key->pk, 32)) {
+        st = eml_err_set(err, EML_ERR_AUTH, "signed by another platform key");
+        goto out;
+    }
+    size_t nl = strlen(nonce);
+    if (nl % 2 != 0 || nl / 2 > EML_NONCE_MAX ||
+        eml_unhex(a->nonce, nl / 2, nonce, nl) != 0) {
+        st = eml_err_set(err, EML_ERR_FORMAT, "malformed nonce");
+        goto out;
+    }
+    a->nonce_len = nl / 2;
+    /* report_data = SHA-256(x25519 || ed25519 || nonce || policy) */
+    uint8_t in[64 + EML_NONCE_MAX + EML_POLICY_MAX];
+    memcpy(in, a->x25519, 32);
+    memcpy(in + 32, a->ed25519, 32);
+    memcpy(in + 64, a->nonce, a->nonce_len);
+    memcpy(in + 64 + a->nonce_len, policy, plen);
+    st = eml_sha256(want, in, 64 + a->nonce_len + plen);
+    if (st == EML_OK && !eml_ct_equal(want, rd, 32))
+        st = eml_err_set(err, EML_ERR_AUTH,
+                         "report_data does not bind its keys, nonce and "
+                         "policy");
+out:
+    eml_flatjson_free(&j);
+    if (st != EML_OK) {
+        size_t k = a->key;
+        memset(a, 0, sizeof(*a));
+        a->key = k;
+    }
+    return st;
 }

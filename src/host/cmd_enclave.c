@@ -25,7 +25,7 @@
 #include "host/cli.h"
 #include "host/enclave_host.h"
 #include "host/fileio.h"
-#include "host/flatjson.h"
+#include "enclaveml/flatjson.h"
 #include "host/json.h"
 #include "host/keyfile.h"
 #include "host/progress.h"
@@ -233,113 +233,46 @@ static int verify_attestation(const char *path, const uint8_t meas[32],
     char home[4096];
     /* allow_sim: bit 0 accepts simulated reports, bit 1 also the `none`
      * backend's platform key (--allow-none), which never verifies as sim. */
-    uint8_t platform_pk[32], none_pk[32];
-    int by_none = 0;
+    eml_platform_key keys[2] = {{{0}, "sim"}, {{0}, "none"}};
+    size_t n_keys = (allow_sim & 2) ? 2 : 1;
     eml_status st = eml_platform_home(home, sizeof(home), &err);
     if (st == EML_OK) st = eml_platform_provision(home, EML_PLATFORM_SIM, &err);
     if (st == EML_OK)
-        st = eml_platform_load_pub(home, EML_PLATFORM_SIM, platform_pk, &err);
-    if (st == EML_OK && (allow_sim & 2))
+        st = eml_platform_load_pub(home, EML_PLATFORM_SIM, keys[0].pk, &err);
+    if (st == EML_OK && n_keys == 2)
         st = eml_platform_provision(home, EML_PLATFORM_NONE, &err);
-    if (st == EML_OK && (allow_sim & 2))
-        st = eml_platform_load_pub(home, EML_PLATFORM_NONE, none_pk, &err);
+    if (st == EML_OK && n_keys == 2)
+        st = eml_platform_load_pub(home, EML_PLATFORM_NONE, keys[1].pk, &err);
     if (st != EML_OK) {
         free(text);
         return eml_fail_st(st, &err);
     }
-    /* The signature first: nothing in the file is believed before. */
-    st = eml_report_verify(text, len, platform_pk);
-    if (st == EML_ERR_AUTH && (allow_sim & 2)) {
-        st = eml_report_verify(text, len, none_pk);
-        by_none = st == EML_OK;
-    }
-    if (st != EML_OK) {
-        free(text);
-        return eml_fail("%s: %s", path,
-                        st == EML_ERR_AUTH
-                            ? "platform signature does not verify (forged or "
-                              "altered report, or another platform)"
-                            : "not a signed enclaveml report");
-    }
-    eml_flatjson j;
-    st = eml_flatjson_parse(text, len, &j, &err);
+    /* The checks every verifier makes (trusted code, shared with enclaves
+     * that attest each other), then this command's choices. */
+    eml_attestation at;
+    st = eml_attestation_check(text, len, keys, n_keys, &at, &err);
     free(text);
     if (st != EML_OK) return eml_fail("%s: %s", path, eml_err_msg(&err, st));
-    int rc = 1;
-    const char *type = eml_flatjson_str(&j, "type");
-    const char *policy = eml_flatjson_str(&j, "policy");
-    const char *nonce_hex = eml_flatjson_str(&j, "nonce");
-    uint8_t rd[32], ppk[32], rn[EML_NONCE_MAX];
-    if (type == NULL || strcmp(type, "enclaveml-attestation") != 0) {
-        eml_fail("%s: not an attestation report", path);
-        goto out;
-    }
-    if (eml_flatjson_bool(&j, "sim", &a->sim) != 0 || policy == NULL ||
-        nonce_hex == NULL) {
-        eml_fail("%s: report lacks sim, policy or nonce", path);
-        goto out;
-    }
-    if (hex_field(&j, "measurement", a->measurement, 32, path) ||
-        hex_field(&j, "x25519", a->x25519, 32, path) ||
-        hex_field(&j, "ed25519", a->ed25519, 32, path) ||
-        hex_field(&j, "report_data", rd, 32, path) ||
-        hex_field(&j, "platform_key", ppk, 32, path))
-        goto out;
-    /* The policy names the backend; it must be the one whose platform key
-     * signed. */
-    const char *bk = by_none ? "backend=none;" : "backend=sim;";
-    if (strncmp(policy, bk, strlen(bk)) != 0) {
-        eml_fail("%s: policy '%.64s' is not a %s enclave's", path, policy,
-                 by_none ? "none" : "sim");
-        goto out;
-    }
-    if (a->sim && !(allow_sim & 1)) {
-        eml_fail("%s: simulated attestation refused (a `sim` platform proves "
-                 "nothing about hardware; pass --allow-sim to accept it)",
-                 path);
-        goto out;
-    }
-    if (!eml_ct_equal(ppk, by_none ? none_pk : platform_pk, 32)) {
-        eml_fail("%s: signed by another platform key", path);
-        goto out;
-    }
+    memcpy(a->measurement, at.measurement, 32);
+    memcpy(a->x25519, at.x25519, 32);
+    memcpy(a->ed25519, at.ed25519, 32);
+    a->sim = at.sim;
+    if (a->sim && !(allow_sim & 1))
+        return eml_fail("%s: simulated attestation refused (a `sim` platform "
+                        "proves nothing about hardware; pass --allow-sim to "
+                        "accept it)",
+                        path);
     if (!eml_ct_equal(a->measurement, meas, 32)) {
         char h[65];
         eml_hex(h, a->measurement, 32);
-        eml_fail("%s: measurement %s is not the expected one", path, h);
-        goto out;
+        return eml_fail("%s: measurement %s is not the expected one", path,
+                        h);
     }
-    size_t rnl = strlen(nonce_hex);
-    if (rnl % 2 != 0 || rnl / 2 > EML_NONCE_MAX ||
-        eml_unhex(rn, rnl / 2, nonce_hex, rnl) != 0) {
-        eml_fail("%s: malformed nonce", path);
-        goto out;
-    }
-    if (have_nonce && (rnl / 2 != nlen || memcmp(rn, nonce, nlen) != 0)) {
-        eml_fail("%s: nonce does not match (a replayed report?)", path);
-        goto out;
-    }
-    /* report_data binds keys, nonce and policy. */
-    size_t plen = strlen(policy);
-    if (plen >= EML_POLICY_MAX) {
-        eml_fail("%s: policy too long", path);
-        goto out;
-    }
-    uint8_t in[64 + EML_NONCE_MAX + EML_POLICY_MAX], want[32];
-    memcpy(in, a->x25519, 32);
-    memcpy(in + 32, a->ed25519, 32);
-    memcpy(in + 64, rn, rnl / 2);
-    memcpy(in + 64 + rnl / 2, policy, plen);
-    if (eml_sha256(want, in, 64 + rnl / 2 + plen) != EML_OK ||
-        !eml_ct_equal(want, rd, 32)) {
-        eml_fail("%s: report_data does not bind its keys, nonce and policy",
-                 path);
-        goto out;
-    }
-    rc = 0;
-out:
-    eml_flatjson_free(&j);
-    return rc;
+    if (have_nonce &&
+        (at.nonce_len != nlen || memcmp(at.nonce, nonce, nlen) != 0))
+        return eml_fail("%s: nonce does not match (a replayed report?)",
+                        path);
+    return 0;
 }
 
 /* What a training report is checked against, beyond its signature. */

@@ -11,7 +11,7 @@
 #include "enclaveml/kernels.h"
 #include "enclaveml/train.h"
 #include "host/enclave_host.h"
-#include "host/flatjson.h"
+#include "enclaveml/flatjson.h"
 #include "host/json.h"
 
 int eml_cmd_measure(int argc, char **argv);

@@ -4,7 +4,7 @@
  * that would decode to NUL, trailing bytes, and anything over the size and
  * member limits.
  */
-#include "host/flatjson.h"
+#include "enclaveml/flatjson.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,7 +1,8 @@
 /*
  * flatjson.h - a strict parser for flat JSON objects (string, number and
- * boolean members only), enough for enclaveml's signed reports.  Host side;
- * a libFuzzer target covers it.
+ * boolean members only), enough for enclaveml's signed reports.  Trusted
+ * code (the enclave checks attestation reports with it): memory only, no
+ * I/O; a libFuzzer target covers it.
  *
  *     eml_flatjson j;
  *     if (eml_flatjson_parse(text, len, &j, &err) != EML_OK) ...
@@ -9,8 +10,8 @@
  *     double acc; eml_flatjson_num(&j, "test_accuracy", &acc);
  *     eml_flatjson_free(&j);
  */
-#ifndef EML_HOST_FLATJSON_H
-#define EML_HOST_FLATJSON_H
+#ifndef ENCLAVEML_FLATJSON_H
+#define ENCLAVEML_FLATJSON_H
 
 #include <stddef.h>
 
