@@ -165,6 +165,13 @@ EML_MUST_CHECK eml_status eml_report_sign(const char *body_open,
 EML_MUST_CHECK eml_status eml_report_verify(const char *text, size_t len,
                                             const uint8_t pk[32]);
 
+/* A report member holding exactly n bytes of hex, into out; otherwise
+ * EML_ERR_FORMAT naming the member. */
+struct eml_flatjson;
+EML_MUST_CHECK eml_status eml_report_hex(const struct eml_flatjson *j,
+                                         const char *key, uint8_t *out,
+                                         size_t n, eml_err *err);
+
 /* ==== checking attestation reports ==== */
 /* A platform key a report may be signed with, and the backend whose
  * reports it signs ("sim", "none"): the report's policy must name it. */

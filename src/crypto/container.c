@@ -119,19 +119,6 @@ eml_status eml_container_dataset_id(
     return st;
 }
 
-static void put_le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-
-static uint16_t get_le16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-
 static void put_be64(uint8_t *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i));
@@ -247,7 +234,7 @@ static eml_status parse_prefix(const uint8_t *buf, size_t len,
     if (memcmp(buf + OFF_MAGIC, magic, 4) != 0)
         return eml_err_set(err, EML_ERR_FORMAT,
                            "not an enclaveml container (bad magic)");
-    unsigned version = get_le16(buf + OFF_VERSION);
+    unsigned version = eml_get_le16(buf + OFF_VERSION);
     if (version == 1)
         return eml_err_set(err, EML_ERR_UNSUPPORTED,
                            "container version 1 is no longer supported "
@@ -258,7 +245,7 @@ static eml_status parse_prefix(const uint8_t *buf, size_t len,
                            "container version %u is not supported (this "
                            "build reads version %d)",
                            version, EML_CONTAINER_VERSION);
-    unsigned mode = get_le16(buf + OFF_MODE);
+    unsigned mode = eml_get_le16(buf + OFF_MODE);
     if (mode != EML_CONTAINER_SYMMETRIC && mode != EML_CONTAINER_RECIPIENT)
         return eml_err_set(err, EML_ERR_FORMAT,
                            "container key mode %u is unknown (1 = data key, "
@@ -312,8 +299,8 @@ eml_status eml_container_peek(const uint8_t *buf, size_t len,
                            "container header is truncated: %zu of %zu bytes",
                            len, need);
     }
-    unsigned role = get_le16(buf + OFF_ROLE);
-    unsigned reserved = get_le16(buf + OFF_RESERVED);
+    unsigned role = eml_get_le16(buf + OFF_ROLE);
+    unsigned reserved = eml_get_le16(buf + OFF_RESERVED);
     if (role >= EML_CONTAINER_ROLES || reserved != 0) {
         memset(info, 0, sizeof(*info));
         if (reserved != 0)
@@ -358,12 +345,12 @@ static eml_status writer_header(eml_cw *w, eml_container_mode mode,
     eml_status st;
 
     memcpy(h + OFF_MAGIC, magic, 4);
-    put_le16(h + OFF_VERSION, EML_CONTAINER_VERSION);
-    put_le16(h + OFF_MODE, (uint16_t)mode);
+    eml_put_le16(h + OFF_VERSION, EML_CONTAINER_VERSION);
+    eml_put_le16(h + OFF_MODE, (uint16_t)mode);
     eml_put_le32(h + OFF_CHUNK, w->chunk_size);
     eml_put_le32(h + OFF_HLEN, (uint32_t)hlen);
     if (meta != NULL) {
-        put_le16(h + OFF_ROLE, (uint16_t)meta->role);
+        eml_put_le16(h + OFF_ROLE, (uint16_t)meta->role);
         memcpy(h + OFF_DATASET, meta->dataset_id,
                EML_CONTAINER_DATASET_ID_BYTES);
     }

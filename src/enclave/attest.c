@@ -332,9 +332,8 @@ eml_status eml_report_verify(const char *text, size_t len,
 
 /* ==== checking attestation reports ==== */
 
-/* A member holding exactly n bytes of hex. */
-static eml_status hex_member(const eml_flatjson *j, const char *key,
-                             uint8_t *out, size_t n, eml_err *err)
+eml_status eml_report_hex(const eml_flatjson *j, const char *key,
+                          uint8_t *out, size_t n, eml_err *err)
 {
     const char *s = eml_flatjson_str(j, key);
     if (s == NULL || eml_unhex(out, n, s, strlen(s)) != 0)
@@ -381,11 +380,11 @@ eml_status eml_attestation_check(const char *text, size_t len,
                          "report lacks sim, policy or nonce");
         goto out;
     }
-    st = hex_member(&j, "measurement", a->measurement, 32, err);
-    if (st == EML_OK) st = hex_member(&j, "x25519", a->x25519, 32, err);
-    if (st == EML_OK) st = hex_member(&j, "ed25519", a->ed25519, 32, err);
-    if (st == EML_OK) st = hex_member(&j, "report_data", rd, 32, err);
-    if (st == EML_OK) st = hex_member(&j, "platform_key", ppk, 32, err);
+    st = eml_report_hex(&j, "measurement", a->measurement, 32, err);
+    if (st == EML_OK) st = eml_report_hex(&j, "x25519", a->x25519, 32, err);
+    if (st == EML_OK) st = eml_report_hex(&j, "ed25519", a->ed25519, 32, err);
+    if (st == EML_OK) st = eml_report_hex(&j, "report_data", rd, 32, err);
+    if (st == EML_OK) st = eml_report_hex(&j, "platform_key", ppk, 32, err);
     if (st != EML_OK) goto out;
     /* The policy names the backend; it must be the one whose key signed. */
     blen = strlen(key->backend);

@@ -198,10 +198,10 @@ void eml_json_members(eml_json *o, const eml_flatjson *j)
 static int hex_field(const eml_flatjson *j, const char *key, uint8_t *out,
                      size_t n, const char *path)
 {
-    const char *s = eml_flatjson_str(j, key);
-    if (s == NULL || eml_unhex(out, n, s, strlen(s)) != 0) {
-        eml_fail("%s: field \"%s\" is missing or not %zu bytes of hex", path,
-                 key, n);
+    eml_err err = {0};
+    eml_status st = eml_report_hex(j, key, out, n, &err);
+    if (st != EML_OK) {
+        eml_fail("%s: %s", path, eml_err_msg(&err, st));
         return -1;
     }
     return 0;
