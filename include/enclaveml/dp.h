@@ -188,6 +188,49 @@ EML_MUST_CHECK eml_status eml_dp_discrete_gaussian(eml_csprng *rng,
                                                    int64_t *out, size_t n,
                                                    uint32_t sigma2);
 
+/* ==== DP-SGD: the options and the plan (plan.c) ====
+ *
+ * Differentially private SGD (Abadi et al. 2016) with the RDP accountant
+ * of dp.h.  Every example's gradient is clipped to L2 norm `clip` over all
+ * parameters; Gaussian noise of standard deviation noise * clip is added to
+ * the sum, which is divided by the expected batch size.  Batches are
+ * Poisson samples (each example joins a step with probability q =
+ * batch / count), unless fixed_batches (shuffled fixed-size batches, whose
+ * accounting then ASSUMES Poisson sampling: the report says so).  Noise and
+ * sampling come from a CSPRNG seeded by the OS; insecure_seed seeds it
+ * from the training seed instead (tests only; the report says so). */
+typedef struct eml_dp_opts {
+    int enabled;
+    double clip;           /* C > 0 */
+    double noise;          /* sigma >= 0 (the noise multiplier) */
+    double delta;          /* in (0, 1) */
+    double target_epsilon; /* > 0: never take a step past it; 0: no limit */
+    int fixed_batches;
+    int insecure_seed;
+} eml_dp_opts;
+
+/* The sampling rate and number of steps a DP run of `epochs` epochs over
+ * `count` examples with expected batch size `batch` takes. */
+void eml_dp_plan(size_t count, int batch, int epochs, double *q, long *steps);
+
+/* The clipped gradient sum is rounded to the noise grid h (dp.h) before the
+ * discrete noise is added, which can move it by h/2 per coordinate: the
+ * sensitivity grows from C to C + h sqrt(d), so the accountant is charged
+ * with the smaller multiplier sigma / (1 + h sqrt(d) / C). */
+double eml_dp_effective_noise(double sigma, double clip, size_t n_params);
+/* The smallest multiplier whose effective noise reaches target_eps. */
+EML_MUST_CHECK eml_status eml_dp_noise_for_target(double q, long steps,
+                                                  double delta,
+                                                  double target_eps,
+                                                  double clip,
+                                                  size_t n_params,
+                                                  double *sigma, eml_err *err);
+
+/* The options as the trainer takes them: "clip must be positive" and so
+ * on, with the command line's option names in the message. */
+EML_MUST_CHECK eml_status eml_dp_opts_check(const eml_dp_opts *dp,
+                                            eml_err *err);
+
 #ifdef __cplusplus
 }
 #endif

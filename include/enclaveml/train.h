@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "enclaveml/cfg.h"
+#include "enclaveml/dp.h"
 #include "enclaveml/net.h"
 #include "enclaveml/status.h"
 
@@ -72,41 +73,18 @@ typedef struct eml_train_progress {
 
 typedef void (*eml_progress_fn)(void *user, const eml_train_progress *p);
 
-/* Differentially private SGD (Abadi et al. 2016) with the RDP accountant
- * of dp.h.  Every example's gradient is clipped to L2 norm `clip` over all
- * parameters; Gaussian noise of standard deviation noise * clip is added to
- * the sum, which is divided by the expected batch size.  Batches are
- * Poisson samples (each example joins a step with probability q =
- * batch / count), unless fixed_batches (shuffled fixed-size batches, whose
- * accounting then ASSUMES Poisson sampling: the report says so).  Noise and
- * sampling come from a CSPRNG seeded by the OS; insecure_seed seeds it
- * from the training seed instead (tests only; the report says so). */
-typedef struct eml_dp_opts {
-    int enabled;
-    double clip;           /* C > 0 */
-    double noise;          /* sigma >= 0 (the noise multiplier) */
-    double delta;          /* in (0, 1) */
-    double target_epsilon; /* > 0: never take a step past it; 0: no limit */
-    int fixed_batches;
-    int insecure_seed;
-} eml_dp_opts;
+/* After every step: where the run is.  A step hook returning anything but
+ * EML_OK ends the run with that status (the mirror's save and the
+ * progress report are hooks of this kind inside the trainer). */
+typedef struct eml_step_info {
+    int epoch, epochs;   /* 1-based epoch, epochs the run shows */
+    long batch, batches; /* 1-based step within the epoch, its steps */
+    long step, total;    /* steps taken, steps the run takes */
+    long examples;       /* examples this step saw */
+} eml_step_info;
 
-/* The sampling rate and number of steps a DP run of `epochs` epochs over
- * `count` examples with expected batch size `batch` takes. */
-void eml_dp_plan(size_t count, int batch, int epochs, double *q, long *steps);
-
-/* The clipped gradient sum is rounded to the noise grid h (dp.h) before the
- * discrete noise is added, which can move it by h/2 per coordinate: the
- * sensitivity grows from C to C + h sqrt(d), so the accountant is charged
- * with the smaller multiplier sigma / (1 + h sqrt(d) / C). */
-double eml_dp_effective_noise(double sigma, double clip, size_t n_params);
-/* The smallest multiplier whose effective noise reaches target_eps. */
-EML_MUST_CHECK eml_status eml_dp_noise_for_target(double q, long steps,
-                                                  double delta,
-                                                  double target_eps,
-                                                  double clip,
-                                                  size_t n_params,
-                                                  double *sigma, eml_err *err);
+typedef eml_status (*eml_step_fn)(void *user, const eml_step_info *s,
+                                  eml_err *err);
 
 typedef struct eml_train_opts {
     int epochs;
@@ -130,6 +108,10 @@ typedef struct eml_train_opts {
      * charges privacy budgets here).  NULL: nothing to do. */
     eml_status (*on_start)(void *user, int resumed, eml_err *err);
     void *on_start_user;
+    /* Called after every step, after the mirror and the progress report.
+     * NULL: nothing to do. */
+    eml_step_fn on_step;
+    void *on_step_user;
 } eml_train_opts;
 
 /* Defaults from the cfg: epochs, batch, learning rate; seed 1. */
