@@ -50,7 +50,7 @@ typedef struct eml_run_spec {
     int resume;        /* continue from the mirror's newest state */
 } eml_run_spec;
 
-/* Command-line defaults: seed 1, one thread, ref kernels, no DP (delta
+/* Command-line defaults: seed 1, one thread, fast kernels, no DP (delta
  * 1e-5, noise -1), no mirror, a save every step. */
 eml_run_spec eml_run_spec_default(void);
 

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,39 +75,176 @@ static const char train_usage[] =
 
 /* The mirror of an in-process run: keyed with the host's own mirror key
  * ($ENCLAVEML_HOME/host-mirror.key; host code never holds the platform's
- * sealing secret), and bound to the cfg, the options and the data. */
-static eml_status open_mirror(const eml_confidential_args *ca,
-                              const char *cfg_path, const eml_train_opts *to,
-                              const eml_dataset *tr, const eml_dataset *te,
-                              int quiet, eml_store **store,
-                              eml_mirror **mirror, eml_err *err)
+ * sealing secret), under a fixed label for a measurement. */
+static eml_status host_seal_key(eml_platform *plat, eml_err *err)
 {
     static const char label[] = "enclaveml in-process v1";
     char home[4096];
+    memset(plat, 0, sizeof(*plat));
+    eml_status st = eml_platform_home(home, sizeof(home), err);
+    if (st == EML_OK) st = eml_host_mirror_key(home, plat->seal_secret, err);
+    if (st == EML_OK)
+        st = eml_sha256(plat->measurement, label, sizeof(label) - 1);
+    return st;
+}
+
+/* --json: what the run did, as one object on stdout. */
+static void print_json(const eml_common_opts *c, const eml_run *run,
+                       const eml_train_result *res, const char *out,
+                       const eml_confidential_args *ca, eml_store *store)
+{
+    const eml_dp_opts *dp = &eml_run_opts(run)->dp;
+    eml_net *net = eml_run_net((eml_run *)run);
+    eml_json j;
+    eml_json_begin(&j, stdout);
+    eml_json_num(&j, "test_accuracy", res->test_accuracy);
+    eml_json_num(&j, "test_loss", res->test_loss);
+    eml_json_num(&j, "train_loss", res->train_loss);
+    eml_json_num(&j, "train_accuracy", res->train_accuracy);
+    eml_json_int(&j, "epochs", res->epochs);
+    eml_json_int(&j, "steps", res->steps);
+    eml_json_num(&j, "images_per_second", res->images_per_second);
+    eml_json_int(&j, "parameters", (long long)eml_net_param_count(net));
+    eml_json_num(&j, "seconds", res->seconds);
+    eml_json_str(&j, "kernels", eml_net_kernels(net)->name);
+    eml_json_int(&j, "threads", c->threads);
+    if (dp->enabled) {
+        eml_json_bool(&j, "dp", 1);
+        eml_json_num(&j, "epsilon", res->epsilon);
+        eml_json_num(&j, "delta", dp->delta);
+        eml_json_num(&j, "noise", dp->noise);
+        eml_json_num(&j, "clip", dp->clip);
+        eml_json_num(&j, "sampling_rate", res->sampling_rate);
+        eml_json_str(&j, "accountant",
+                     dp->fixed_batches
+                         ? "rdp-sampled-gaussian (assumes Poisson "
+                           "sampling; batches were fixed)"
+                         : "rdp-sampled-gaussian (Mironov et al. 2019)");
+        eml_json_bool(&j, "insecure_seed", dp->insecure_seed);
+        eml_json_bool(&j, "stopped_at_target", res->dp_stopped_early);
+    }
+    if (out != NULL) eml_json_str(&j, "weights", out);
+    if (store != NULL) {
+        eml_json_int(&j, "resumed_step", res->resumed_step);
+        eml_json_int(&j, "mirror_saves", res->mirror_saves);
+        eml_json_num(&j, "mirror_seconds", res->mirror_seconds);
+        eml_json_str(&j, ca->mirror ? "mirror_mode" : "checkpoint_mode",
+                     eml_store_mode(store));
+    }
+    eml_json_end(&j);
+}
+
+/* The lines a person reads at the end of a run. */
+static void print_summary(const eml_run *run, const eml_train_result *res,
+                          const char *out, const eml_confidential_args *ca,
+                          eml_store *store)
+{
+    const eml_dp_opts *dp = &eml_run_opts(run)->dp;
+    if (dp->enabled)
+        fprintf(stderr, "privacy spent: epsilon %.3f at delta %g (RDP "
+                        "order %g)%s\n",
+                res->epsilon, dp->delta, res->order,
+                res->dp_stopped_early ? ", stopped at the target" : "");
+    fprintf(stderr, "test accuracy %.2f%% after %d epochs (%.1f s, %.0f "
+                    "images/s)%s%s\n",
+            100.0 * res->test_accuracy, res->epochs, res->seconds,
+            res->images_per_second, out ? ", weights written to " : "",
+            out ? out : "");
+    if (store != NULL)
+        fprintf(stderr, "%s: %ld saves, %.3f s in all (%.2f ms each)\n",
+                ca->mirror ? "mirror" : "checkpoint", res->mirror_saves,
+                res->mirror_seconds,
+                res->mirror_saves ? 1e3 * res->mirror_seconds /
+                                        (double)res->mirror_saves
+                                  : 0.0);
+}
+
+/* Plaintext training in this process: the same run function as the
+ * enclave's (run.h), with the host's own mirror key. */
+static int train_in_process(const eml_common_opts *c,
+                            const eml_confidential_args *ca, const char *out,
+                            int quiet)
+{
+    eml_run *run = NULL;
+    eml_store *store = NULL;
     eml_platform plat;
-    eml_mirror_opts mo;
+    eml_labelled tr, te;
+    memset(&plat, 0, sizeof(plat));
+    memset(&tr, 0, sizeof(tr));
+    memset(&te, 0, sizeof(te));
+    eml_err err = {0};
     uint8_t *text = NULL;
     size_t tlen = 0;
-    memset(&plat, 0, sizeof(plat));
-    memset(&mo, 0, sizeof(mo));
-    eml_status st = eml_store_setup(ca->mirror, ca->checkpoint, ca->resume,
-                                    quiet, store, err);
-    if (st == EML_OK) st = eml_platform_home(home, sizeof(home), err);
-    if (st == EML_OK) st = eml_host_mirror_key(home, plat.seal_secret, err);
+    eml_status st = eml_file_read(c->cfg, &text, &tlen, &err);
     if (st == EML_OK)
-        st = eml_sha256(plat.measurement, label, sizeof(label) - 1);
-    if (st == EML_OK) st = eml_file_read(cfg_path, &text, &tlen, err);
-    if (st == EML_OK) st = eml_train_run_digest(mo.cfg_digest, text, tlen, to);
-    if (st == EML_OK) st = eml_dataset_digest(mo.data_digest, tr, te);
-    if (st == EML_OK) {
-        mo.seal_secret = plat.seal_secret;
-        mo.measurement = plat.measurement;
-        mo.every = ca->save_every;
-        st = eml_mirror_new(&mo, eml_store_ops_of(*store), mirror, err);
-    }
-    eml_wipe(&plat, sizeof(plat));
+        st = eml_run_new(&ca->spec, text, tlen, c->cfg, &run, &err);
     free(text);
-    return st;
+    if (st == EML_OK) st = eml_labelled_load(c->data, "train", &tr, &err);
+    if (st == EML_OK) st = eml_labelled_load(c->data, "t10k", &te, &err);
+    if (st != EML_OK) goto fail;
+    eml_net *net = eml_run_net(run);
+    if (tr.set.item != eml_net_input_size(net) ||
+        te.set.item != eml_net_input_size(net)) {
+        st = eml_err_set(&err, EML_ERR_SHAPE,
+                         "images in %s have %zu values each but %s takes %zu "
+                         "(height x width x channels)",
+                         c->data, tr.set.item, c->cfg,
+                         eml_net_input_size(net));
+        goto fail;
+    }
+    eml_run_plan_info plan;
+    st = eml_run_plan(run, tr.set.count, INFINITY, &plan, &err);
+    if (st != EML_OK) goto fail;
+    const eml_train_opts *to = eml_run_opts(run);
+    if (to->dp.enabled && !quiet)
+        fprintf(stderr,
+                "DP-SGD: clip %g, noise multiplier %.4g, sampling rate "
+                "%.6g, %ld steps, delta %g%s\n",
+                to->dp.clip, plan.noise, plan.sampling_rate, plan.steps,
+                to->dp.delta,
+                to->dp.fixed_batches ? ", fixed batches (the bound assumes "
+                                       "Poisson sampling)"
+                                     : ", Poisson sampling");
+    eml_progress prog;
+    eml_progress_init(&prog, quiet);
+    eml_run_env env;
+    memset(&env, 0, sizeof(env));
+    env.progress = eml_progress_cb;
+    env.progress_user = &prog;
+    if (ca->spec.mirror) {
+        st = eml_store_setup(ca->mirror, ca->checkpoint, ca->spec.resume,
+                             quiet, &store, &err);
+        if (st == EML_OK) st = host_seal_key(&plat, &err);
+        if (st != EML_OK) goto fail;
+        env.store = eml_store_ops_of(store);
+        env.seal_secret = plat.seal_secret;
+        env.measurement = plat.measurement;
+    }
+    if (!quiet)
+        fprintf(stderr,
+                "training %s: %zu parameters, %zu images, %d epochs, batch "
+                "%d, %s kernels, %d threads\n",
+                c->cfg, eml_net_param_count(net), tr.set.count, to->epochs,
+                to->batch, eml_net_kernels(net)->name, c->threads);
+    eml_train_result res;
+    st = eml_run_train(run, &tr.set, &te.set, &env, &res, &err);
+    if (st == EML_OK && out != NULL) st = eml_weights_save(net, out, &err);
+    if (st != EML_OK) goto fail;
+    if (c->json) print_json(c, run, &res, out, ca, store);
+    else if (!quiet) print_summary(run, &res, out, ca, store);
+    eml_wipe(&plat, sizeof(plat));
+    eml_run_free(run);
+    eml_store_close(store);
+    eml_labelled_free(&tr);
+    eml_labelled_free(&te);
+    return 0;
+fail:
+    eml_wipe(&plat, sizeof(plat));
+    eml_run_free(run);
+    eml_store_close(store);
+    eml_labelled_free(&tr);
+    eml_labelled_free(&te);
+    return eml_fail_st(st, &err);
 }
 
 int eml_cmd_train(int argc, char **argv)
@@ -155,7 +293,8 @@ int eml_cmd_train(int argc, char **argv)
     ca.heap_mb = EML_DEFAULT_HEAP_MB;
     int have_backend = 0;
     int have_mirror_every = 0, have_ckpt_every = 0;
-    ca.save_every = 1;
+    long save_every = 1;
+    int resume = 0;
     long epochs = 0;
     float lr = 0;
     uint64_t seed = 1;
@@ -236,10 +375,10 @@ int eml_cmd_train(int argc, char **argv)
                 return 1;
             if (opt == OPT_MIRROR_EVERY) have_mirror_every = 1;
             else have_ckpt_every = 1;
-            ca.save_every = v;
+            save_every = v;
             break;
         }
-        case OPT_RESUME: ca.resume = 1; break;
+        case OPT_RESUME: resume = 1; break;
         case OPT_REPORT_NONCE: ca.report_nonce = optarg; break;
         case OPT_OUT: out = optarg; break;
         case OPT_QUIET: quiet = 1; break;
@@ -256,7 +395,7 @@ int eml_cmd_train(int argc, char **argv)
         return eml_fail("train: --mirror-every needs --mirror PATH");
     if (have_ckpt_every && ca.checkpoint == NULL)
         return eml_fail("train: --checkpoint-every needs --checkpoint FILE");
-    if (ca.resume && ca.mirror == NULL && ca.checkpoint == NULL)
+    if (resume && ca.mirror == NULL && ca.checkpoint == NULL)
         return eml_fail("train: --resume needs --mirror PATH or --checkpoint "
                         "FILE");
     if (!dp.enabled && (have_clip || dp.noise >= 0 || dp.target_epsilon > 0 ||
@@ -275,18 +414,26 @@ int eml_cmd_train(int argc, char **argv)
                             "then says so)");
         if (!have_seed && !dp.insecure_seed) seed = 1;
     }
-    ca.dp = dp;
+    /* Every training option, once (run.h); DP's fields are zero when
+     * it is off. */
+    eml_run_spec *spec = &ca.spec;
+    *spec = eml_run_spec_default();
+    spec->epochs = (int)epochs;
+    spec->batch = (int)c.batch;
+    spec->lr = lr;
+    spec->seed = seed;
+    spec->threads = c.threads;
+    spec->kernels = (int)c.kernels;
+    if (dp.enabled) spec->dp = dp;
+    else memset(&spec->dp, 0, sizeof(spec->dp));
+    spec->mirror = ca.mirror != NULL || ca.checkpoint != NULL;
+    spec->save_every = save_every;
+    spec->resume = resume;
+    ca.cfg = c.cfg;
+    ca.out = out;
+    ca.json = c.json;
+    ca.quiet = quiet;
     if (ca.n_grants > 0) {
-        ca.cfg = c.cfg;
-        ca.out = out;
-        ca.epochs = (int)epochs;
-        ca.batch = (int)c.batch;
-        ca.lr = lr;
-        ca.seed = seed;
-        ca.threads = c.threads;
-        ca.kernels = c.kernels;
-        ca.json = c.json;
-        ca.quiet = quiet;
         if (!have_backend) ca.backend = EML_BACKEND_SIM;
         return eml_train_confidential(&ca);
     }
@@ -301,166 +448,7 @@ int eml_cmd_train(int argc, char **argv)
     if (ca.n_dirs > 1)
         return eml_fail("train: several --data directories need --grant");
 
-    eml_netcfg *cfg = NULL;
-    eml_net *net = NULL;
-    eml_store *store = NULL;
-    eml_mirror *mirror = NULL;
-    eml_labelled tr, te;
-    memset(&tr, 0, sizeof(tr));
-    memset(&te, 0, sizeof(te));
-    eml_err err = {0};
-    eml_status st;
-    int rc = 1;
-
-    /* Peek at the cfg for the batch size before building the net. */
-    st = eml_cfg_load(c.cfg, &cfg, &err);
-    if (st != EML_OK) return eml_fail_st(st, &err);
-    eml_train_opts to = eml_train_opts_default(cfg);
-    eml_cfg_free(cfg);
-    cfg = NULL;
-    if (c.batch > 0) to.batch = (int)c.batch;
-    if (epochs > 0) to.epochs = (int)epochs;
-    if (lr > 0) to.lr = lr;
-    to.seed = seed;
-    if (eml_build_net(&c, &cfg, &net, to.batch, seed)) goto out;
-
-    st = eml_labelled_load(c.data, "train", &tr, &err);
-    if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
-    if (st != EML_OK) {
-        rc = eml_fail_st(st, &err);
-        goto out;
-    }
-    if (tr.set.item != eml_net_input_size(net) ||
-        te.set.item != eml_net_input_size(net)) {
-        rc = eml_fail("images in %s have %zu values each but %s takes %zu "
-                  "(height x width x channels)",
-                  c.data, tr.set.item, c.cfg,
-                  eml_net_input_size(net));
-        goto out;
-    }
-    to.dp = dp;
-    if (dp.enabled) {
-        double q;
-        long steps;
-        eml_dp_plan(tr.set.count, to.batch, to.epochs, &q, &steps);
-        if (dp.target_epsilon > 0) {
-            st = eml_dp_noise_for_target(q, steps, dp.delta,
-                                         dp.target_epsilon, dp.clip,
-                                         eml_net_param_count(net),
-                                         &to.dp.noise, &err);
-            if (st != EML_OK) {
-                rc = eml_fail_st(st, &err);
-                goto out;
-            }
-        }
-        if (!quiet)
-            fprintf(stderr,
-                    "DP-SGD: clip %g, noise multiplier %.4g, sampling rate "
-                    "%.6g, %ld steps, delta %g%s\n",
-                    dp.clip, to.dp.noise, q, steps, dp.delta,
-                    dp.fixed_batches ? ", fixed batches (the bound assumes "
-                                       "Poisson sampling)"
-                                     : ", Poisson sampling");
-    }
-    eml_progress prog;
-    eml_progress_init(&prog, quiet);
-    to.progress = eml_progress_cb;
-    to.progress_user = &prog;
-    if (ca.mirror != NULL || ca.checkpoint != NULL) {
-        st = open_mirror(&ca, c.cfg, &to, &tr.set, &te.set, quiet, &store,
-                         &mirror, &err);
-        if (st != EML_OK) {
-            rc = eml_fail_st(st, &err);
-            goto out;
-        }
-        to.mirror = mirror;
-        to.resume = ca.resume;
-    }
-    if (!quiet)
-        fprintf(stderr,
-                "training %s: %zu parameters, %zu images, %d epochs, batch "
-                "%d, %s kernels, %d threads\n",
-                c.cfg, eml_net_param_count(net), tr.set.count, to.epochs,
-                to.batch, eml_net_kernels(net)->name, c.threads);
-    eml_train_result res;
-    st = eml_train(net, cfg, &tr.set, &te.set, &to, &res, &err);
-    if (st != EML_OK) {
-        rc = eml_fail_st(st, &err);
-        goto out;
-    }
-    if (out != NULL) {
-        st = eml_weights_save(net, out, &err);
-        if (st != EML_OK) {
-            rc = eml_fail_st(st, &err);
-            goto out;
-        }
-    }
-    if (c.json) {
-        eml_json j;
-        eml_json_begin(&j, stdout);
-        eml_json_num(&j, "test_accuracy", res.test_accuracy);
-        eml_json_num(&j, "test_loss", res.test_loss);
-        eml_json_num(&j, "train_loss", res.train_loss);
-        eml_json_num(&j, "train_accuracy", res.train_accuracy);
-        eml_json_int(&j, "epochs", res.epochs);
-        eml_json_int(&j, "steps", res.steps);
-        eml_json_num(&j, "images_per_second", res.images_per_second);
-        eml_json_int(&j, "parameters", (long long)eml_net_param_count(net));
-        eml_json_num(&j, "seconds", res.seconds);
-        eml_json_str(&j, "kernels", eml_net_kernels(net)->name);
-        eml_json_int(&j, "threads", c.threads);
-        if (dp.enabled) {
-            eml_json_bool(&j, "dp", 1);
-            eml_json_num(&j, "epsilon", res.epsilon);
-            eml_json_num(&j, "delta", dp.delta);
-            eml_json_num(&j, "noise", to.dp.noise);
-            eml_json_num(&j, "clip", dp.clip);
-            eml_json_num(&j, "sampling_rate", res.sampling_rate);
-            eml_json_str(&j, "accountant",
-                         dp.fixed_batches
-                             ? "rdp-sampled-gaussian (assumes Poisson "
-                               "sampling; batches were fixed)"
-                             : "rdp-sampled-gaussian (Mironov et al. 2019)");
-            eml_json_bool(&j, "insecure_seed", dp.insecure_seed);
-            eml_json_bool(&j, "stopped_at_target", res.dp_stopped_early);
-        }
-        if (out != NULL) eml_json_str(&j, "weights", out);
-        if (mirror != NULL) {
-            eml_json_int(&j, "resumed_step", res.resumed_step);
-            eml_json_int(&j, "mirror_saves", res.mirror_saves);
-            eml_json_num(&j, "mirror_seconds", res.mirror_seconds);
-            eml_json_str(&j, ca.mirror ? "mirror_mode" : "checkpoint_mode",
-                         eml_store_mode(store));
-        }
-        eml_json_end(&j);
-    } else if (!quiet) {
-        if (dp.enabled)
-            fprintf(stderr, "privacy spent: epsilon %.3f at delta %g (RDP "
-                            "order %g)%s\n",
-                    res.epsilon, dp.delta, res.order,
-                    res.dp_stopped_early ? ", stopped at the target" : "");
-        fprintf(stderr, "test accuracy %.2f%% after %d epochs (%.1f s, %.0f "
-                        "images/s)%s%s\n",
-                100.0 * res.test_accuracy, res.epochs, res.seconds,
-                res.images_per_second, out ? ", weights written to " : "",
-                out ? out : "");
-    }
-    if (mirror != NULL && !quiet && !c.json)
-        fprintf(stderr, "%s: %ld saves, %.3f s in all (%.2f ms each)\n",
-                ca.mirror ? "mirror" : "checkpoint", res.mirror_saves,
-                res.mirror_seconds,
-                res.mirror_saves ? 1e3 * res.mirror_seconds /
-                                       (double)res.mirror_saves
-                                 : 0.0);
-    rc = 0;
-out:
-    eml_mirror_free(mirror);
-    eml_store_close(store);
-    eml_labelled_free(&tr);
-    eml_labelled_free(&te);
-    eml_net_free(net);
-    eml_cfg_free(cfg);
-    return rc;
+    return train_in_process(&c, &ca, out, quiet);
 }
 
 
@@ -496,7 +484,7 @@ int eml_train_confidential(const eml_confidential_args *a)
     if (st != EML_OK) return eml_fail_st(st, &err);
     int rc = 1;
     eml_store *store = NULL;
-    st = eml_store_setup(a->mirror, a->checkpoint, a->resume, a->quiet,
+    st = eml_store_setup(a->mirror, a->checkpoint, a->spec.resume, a->quiet,
                          &store, &err);
     if (st != EML_OK) {
         rc = eml_fail_st(st, &err);
@@ -550,7 +538,7 @@ int eml_train_confidential(const eml_confidential_args *a)
         goto out_paths;
     }
     eml_enclave_host h;
-    eml_host_opts ho = {a->backend, a->heap_mb, a->threads};
+    eml_host_opts ho = {a->backend, a->heap_mb, a->spec.threads};
     st = eml_host_start(&h, &ho, &err);
     if (st != EML_OK) {
         rc = eml_fail_st(st, &err);
@@ -580,26 +568,26 @@ int eml_train_confidential(const eml_confidential_args *a)
     eml_msg_reader r;
     eml_msg_init(&m, EML_MSG_TRAIN);
     eml_msg_put_bytes(&m, cfg, cfg_len);
-    eml_msg_put_u64(&m, (uint64_t)a->epochs);
-    eml_msg_put_u64(&m, (uint64_t)a->batch);
-    eml_msg_put_f64(&m, a->lr);
-    eml_msg_put_u64(&m, a->seed);
-    eml_msg_put_u64(&m, (uint64_t)a->threads);
-    eml_msg_put_u64(&m, (uint64_t)a->kernels);
+    eml_msg_put_u64(&m, (uint64_t)a->spec.epochs);
+    eml_msg_put_u64(&m, (uint64_t)a->spec.batch);
+    eml_msg_put_f64(&m, a->spec.lr);
+    eml_msg_put_u64(&m, a->spec.seed);
+    eml_msg_put_u64(&m, (uint64_t)a->spec.threads);
+    eml_msg_put_u64(&m, (uint64_t)a->spec.kernels);
     eml_msg_put_bytes(&m, rpk, 32);
-    eml_msg_put_u64(&m, (uint64_t)a->dp.enabled);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.clip : 0.0);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.noise : 0.0);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.delta : 0.0);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.target_epsilon : 0.0);
-    eml_msg_put_u64(&m, (uint64_t)a->dp.fixed_batches);
-    eml_msg_put_u64(&m, (uint64_t)a->dp.insecure_seed);
+    eml_msg_put_u64(&m, (uint64_t)a->spec.dp.enabled);
+    eml_msg_put_f64(&m, a->spec.dp.clip);
+    eml_msg_put_f64(&m, a->spec.dp.noise);
+    eml_msg_put_f64(&m, a->spec.dp.delta);
+    eml_msg_put_f64(&m, a->spec.dp.target_epsilon);
+    eml_msg_put_u64(&m, (uint64_t)a->spec.dp.fixed_batches);
+    eml_msg_put_u64(&m, (uint64_t)a->spec.dp.insecure_seed);
     eml_msg_put_u64(&m, (uint64_t)a->n_grants);
     for (int i = 0; i < a->n_grants; i++)
         eml_msg_put_bytes(&m, grants[i], glen[i]);
     eml_msg_put_u64(&m, store != NULL);
-    eml_msg_put_u64(&m, (uint64_t)(a->save_every > 0 ? a->save_every : 1));
-    eml_msg_put_u64(&m, (uint64_t)(a->resume != 0));
+    eml_msg_put_u64(&m, (uint64_t)a->spec.save_every);
+    eml_msg_put_u64(&m, (uint64_t)(a->spec.resume != 0));
     eml_msg_put_bytes(&m, rnonce, rnlen);
     st = eml_host_call(&h, &m, EML_MSG_TRAIN_DONE, &r, &err);
     eml_msg_free(&m);

@@ -1,6 +1,6 @@
 /*
- * cmd_train.h - the confidential path of `enclaveml train` (cmd_train.c):
- * the arguments it takes from the command line.  Host side.
+ * cmd_train.h - `enclaveml train` (cmd_train.c): the arguments its two
+ * paths take from the command line.  Host side.
  */
 #ifndef EML_HOST_CMD_TRAIN_H
 #define EML_HOST_CMD_TRAIN_H
@@ -9,6 +9,7 @@
 
 #include "enclaveml/edl.h"
 #include "enclaveml/kernels.h"
+#include "enclaveml/run.h"
 #include "enclaveml/train.h"
 #include "host/enclave_host.h"
 
@@ -22,15 +23,10 @@ typedef struct eml_confidential_args {
     const char *report_nonce; /* hex, or NULL */
     eml_backend backend;
     unsigned heap_mb;
-    int epochs, batch, threads, json, quiet;
-    double lr;
-    uint64_t seed;
-    eml_kernels_kind kernels;
-    eml_dp_opts dp;
+    int json, quiet;
+    eml_run_spec spec; /* every training option (run.h) */
     /* the training-state mirror (a libpmem2 pool) or disk checkpoint */
     const char *mirror, *checkpoint;
-    long save_every;
-    int resume;
 } eml_confidential_args;
 
 int eml_train_confidential(const eml_confidential_args *a);
