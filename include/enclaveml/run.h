@@ -56,8 +56,10 @@ eml_run_spec eml_run_spec_default(void);
 
 typedef struct eml_run eml_run;
 
-/* Parses the cfg (cfg_name names it in errors), applies the spec over the
- * cfg's defaults and builds the network (parameters from the seed). */
+/* Checks the spec (DP needs a clip, a delta in (0, 1), and a noise
+ * multiplier or a target epsilon), parses the cfg (cfg_name names it in
+ * errors), applies the spec over the cfg's defaults and builds the
+ * network (parameters from the seed). */
 EML_MUST_CHECK eml_status eml_run_new(const eml_run_spec *spec,
                                       const uint8_t *cfg_text, size_t cfg_len,
                                       const char *cfg_name, eml_run **out,

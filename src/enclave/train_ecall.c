@@ -19,6 +19,7 @@
 #include "enclaveml/crypto.h"
 #include "enclaveml/dp.h"
 #include "enclaveml/net.h"
+#include "enclaveml/run.h"
 
 typedef struct progress_ctx {
     eml_enclave *e;
@@ -111,11 +112,9 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
 typedef struct train_req {
     const uint8_t *cfg_text;
     size_t cfg_len;
-    uint64_t epochs, batch, seed, threads, kernels, n_owners;
-    uint64_t mirror, save_every, resume;
-    double lr;
+    eml_run_spec spec;
     uint8_t recipient[32];
-    eml_dp_opts dp;
+    uint64_t n_owners;
     const uint8_t *grants[EML_OWNERS_MAX];
     size_t grant_len[EML_OWNERS_MAX];
     uint8_t report_nonce[EML_NONCE_MAX]; /* copied: ocalls reuse the frame */
@@ -125,88 +124,256 @@ typedef struct train_req {
 static eml_status decode_train(eml_msg_reader *r, train_req *q)
 {
     memset(q, 0, sizeof(*q));
+    eml_run_spec *s = &q->spec;
+    uint64_t v[10] = {0};
     eml_status st = eml_msg_get_bytes(r, EML_CFG_TEXT_MAX, &q->cfg_text,
                                       &q->cfg_len);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 100000, &q->epochs);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, EML_CFG_MAX_BATCH, &q->batch);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &q->lr);
-    if (st == EML_OK) st = eml_msg_get_u64(r, &q->seed);
-    if (st == EML_OK) st = eml_msg_get_range(r, 1, 256, &q->threads);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 100000, &v[0]);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, EML_CFG_MAX_BATCH, &v[1]);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &s->lr);
+    if (st == EML_OK) st = eml_msg_get_u64(r, &s->seed);
+    if (st == EML_OK) st = eml_msg_get_range(r, 1, 256, &v[2]);
     if (st == EML_OK)
-        st = eml_msg_get_range(r, 0, EML_KERNELS_COUNT - 1, &q->kernels);
+        st = eml_msg_get_range(r, 0, EML_KERNELS_COUNT - 1, &v[3]);
     if (st == EML_OK) st = eml_msg_get_fixed(r, q->recipient, 32);
-    uint64_t dp = 0, fixed = 0, insecure = 0;
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &dp);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.clip);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.noise);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.delta);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.target_epsilon);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &fixed);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &insecure);
-    q->dp.enabled = (int)dp;
-    q->dp.fixed_batches = (int)fixed;
-    q->dp.insecure_seed = (int)insecure;
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &v[4]);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &s->dp.clip);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &s->dp.noise);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &s->dp.delta);
+    if (st == EML_OK) st = eml_msg_get_f64(r, &s->dp.target_epsilon);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &v[5]);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &v[6]);
     if (st == EML_OK) st = eml_msg_get_range(r, 1, EML_OWNERS_MAX, &q->n_owners);
     for (uint64_t i = 0; st == EML_OK && i < q->n_owners; i++)
         st = eml_msg_get_bytes(r, EML_GRANT_MAX, &q->grants[i],
                                &q->grant_len[i]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &q->mirror);
-    if (st == EML_OK)
-        st = eml_msg_get_range(r, 1, 1000000000, &q->save_every);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &q->resume);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &v[7]);
+    if (st == EML_OK) st = eml_msg_get_range(r, 1, 1000000000, &v[8]);
+    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &v[9]);
     const uint8_t *nonce = NULL;
     if (st == EML_OK)
         st = eml_msg_get_bytes(r, EML_NONCE_MAX, &nonce, &q->report_nonce_len);
     if (st == EML_OK) memcpy(q->report_nonce, nonce, q->report_nonce_len);
     if (st == EML_OK) st = eml_msg_get_end(r);
-    if (st == EML_OK && (q->lr < 0 || q->lr > 100)) st = EML_ERR_RANGE;
+    if (st == EML_OK && (s->lr < 0 || s->lr > 100)) st = EML_ERR_RANGE;
+    s->epochs = (int)v[0];
+    s->batch = (int)v[1];
+    s->threads = (int)v[2];
+    s->kernels = (int)v[3];
+    s->dp.enabled = (int)v[4];
+    s->dp.fixed_batches = (int)v[5];
+    s->dp.insecure_seed = (int)v[6];
+    s->mirror = (int)v[7];
+    s->save_every = (long)v[8];
+    s->resume = (int)v[9];
     return st;
 }
 
-/* Fixes the noise, before any data is decrypted; *planned is the epsilon
- * the whole run may spend.  cap (the smallest max_epsilon among the
- * grants, or infinity) refuses a larger plan and bounds the target, so
- * that training never takes a step past it.  The spend ledger's gate
- * (budget_gate) then checks what is left of each grant's budget. */
-static eml_status plan_dp(eml_enclave *e, train_req *q, int batch,
-                          int epochs, size_t n_params, double cap,
-                          size_t *claimed, double *planned, eml_err *err)
+/* Everything one TRAIN ecall holds, freed (and wiped) by job_free. */
+typedef struct train_job {
+    eml_enclave *e;
+    train_req q;
+    uint8_t cfg_hash[32];
+    uint8_t *keys;           /* the owners' data keys, locked memory */
+    eml_grant_info *ginfo;
+    double cap;              /* the smallest max_epsilon, or infinity */
+    eml_run *run;
+    eml_run_plan_info plan;
+    budget bud;
+    data_acc train_set, test_set;
+    uint8_t digests[EML_OWNERS_MAX][EML_FILE_KINDS][32];
+    /* Each owner's dataset id (the same in its four files). */
+    uint8_t dataset_ids[EML_OWNERS_MAX][EML_CONTAINER_DATASET_ID_BYTES];
+    eml_train_result res;
+    uint8_t model_hash[32], model_file_hash[32];
+} train_job;
+
+static void job_free(train_job *j)
 {
-    eml_dp_opts *dp = &q->dp;
-    if (!(dp->clip > 0) || !(dp->delta > 0 && dp->delta < 1) ||
-        dp->target_epsilon < 0)
-        return eml_err_set(err, EML_ERR_INVALID,
-                           "DP needs clip > 0 and delta in (0, 1)");
-    eml_status st = eml_rt_claimed_count(e, q->n_owners, claimed, err);
-    if (st != EML_OK) return st;
-    double rate;
-    long steps;
-    eml_dp_plan(*claimed, batch, epochs, &rate, &steps);
-    if (dp->noise < 0) {
-        if (!(dp->target_epsilon > 0))
-            return eml_err_set(err, EML_ERR_INVALID,
-                               "DP needs a noise multiplier or a target "
-                               "epsilon");
-        st = eml_dp_noise_for_target(rate, steps, dp->delta,
-                                     dp->target_epsilon, dp->clip, n_params,
-                                     &dp->noise, err);
+    eml_ledger_free(&j->bud.ledger);
+    if (j->keys != NULL) eml_secure_free(j->keys, 32 * (size_t)j->q.n_owners);
+    free(j->ginfo);
+    eml_rt_data_acc_free(&j->train_set);
+    eml_rt_data_acc_free(&j->test_set);
+    eml_run_free(j->run); /* parameters are wiped by the allocator */
+    free(j);
+}
+
+/* Grant o allows this run: it opens, is not a replay of an earlier one,
+ * names the recipient and this network, and a budget means DP. */
+static eml_status check_grant(train_job *j, uint64_t o, eml_err *err)
+{
+    eml_enclave *e = j->e;
+    eml_grant_info *g = &j->ginfo[o];
+    eml_err gerr = {0};
+    eml_status st = eml_grant_open(j->q.grants[o], j->q.grant_len[o],
+                                   e->measurement, e->sec->x_sk, e->x_pk, g,
+                                   j->keys + 32 * o, &gerr);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "grant %u: %s", (unsigned)o + 1,
+                           eml_err_msg(&gerr, st));
+    for (uint64_t p = 0; p < o; p++)
+        if (memcmp(j->ginfo[p].grant_id, g->grant_id, 16) == 0)
+            return eml_err_set(err, EML_ERR_AUTH, "grant %u replays grant %u",
+                               (unsigned)o + 1, (unsigned)p + 1);
+    if (!eml_grant_allows_recipient(g, j->q.recipient))
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "grant %u does not name this run's recipient: "
+                           "its owner did not agree that this key gets "
+                           "the model",
+                           (unsigned)o + 1);
+    if (g->has_cfg_digest && !eml_ct_equal(g->cfg_digest, j->cfg_hash, 32))
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "grant %u allows only another network (its cfg "
+                           "digest differs from this run's cfg)",
+                           (unsigned)o + 1);
+    if (g->has_max_epsilon) {
+        if (!j->q.spec.dp.enabled)
+            return eml_err_set(err, EML_ERR_AUTH,
+                               "grant %u allows only differentially "
+                               "private training (max epsilon %g); this "
+                               "run is not private",
+                               (unsigned)o + 1, g->max_epsilon);
+        if (!(j->cap <= g->max_epsilon)) j->cap = g->max_epsilon;
+    }
+    return EML_OK;
+}
+
+/* A budgeted run: the noise must be the enclave's and the sampling what
+ * the accountant assumes; the ledger is loaded. */
+static eml_status open_budget(train_job *j, eml_err *err)
+{
+    /* --insecure-seed lets the host choose the noise and the sampling:
+     * never against an owner's budget.  Fixed-size batches are not what
+     * the accountant assumes (Poisson sampling). */
+    if (j->q.spec.dp.insecure_seed)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "a grant sets a privacy budget, so the noise "
+                           "must come from the enclave's own randomness: "
+                           "--insecure-seed is refused");
+    if (j->q.spec.dp.fixed_batches)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "a grant sets a privacy budget, and the "
+                           "accountant's bound holds for Poisson sampling "
+                           "only: --dp-fixed-batches is refused");
+    j->bud.e = j->e;
+    j->bud.g = j->ginfo;
+    j->bud.n = j->q.n_owners;
+    return eml_rt_ledger_load(&j->bud, 0, err);
+}
+
+/* Everything decided before any data is decrypted: the grants, the
+ * network, the budget, and the DP plan (for the training-set size the
+ * label files' headers claim; checked again once they are decrypted). */
+static eml_status admit(train_job *j, size_t *claimed, eml_err *err)
+{
+    eml_status st;
+    j->cap = INFINITY;
+    for (uint64_t o = 0; o < j->q.n_owners; o++) {
+        st = check_grant(j, o, err);
         if (st != EML_OK) return st;
     }
-    double order;
-    st = eml_dp_epsilon(rate,
-                        eml_dp_effective_noise(dp->noise, dp->clip, n_params),
-                        steps, dp->delta, planned, &order, err);
+    st = eml_run_new(&j->q.spec, j->q.cfg_text, j->q.cfg_len, "cfg", &j->run,
+                     err);
     if (st != EML_OK) return st;
-    if (isfinite(cap) && *planned > cap * (1 + 1e-9))
-        return eml_err_set(err, EML_ERR_AUTH,
-                           "the planned run spends epsilon %.4g (q %.6g, "
-                           "noise %.4g, %ld steps, delta %g) but a grant "
-                           "allows at most %.4g: refused before any data "
-                           "was decrypted",
-                           *planned, rate, dp->noise, steps, dp->delta, cap);
-    if (dp->target_epsilon <= 0 || dp->target_epsilon > cap)
-        dp->target_epsilon = isfinite(cap) ? cap : 0;
+    if (isfinite(j->cap)) {
+        st = open_budget(j, err);
+        if (st != EML_OK) return st;
+    }
+    if (j->q.spec.dp.enabled) {
+        st = eml_rt_claimed_count(j->e, j->q.n_owners, claimed, err);
+        if (st == EML_OK)
+            st = eml_run_plan(j->run, *claimed, j->cap, &j->plan, err);
+        if (st != EML_OK) return st;
+        j->bud.planned = j->plan.planned;
+    }
+    /* A fresh run is checked here, before any data is decrypted (an early
+     * answer: the binding check is made again under the counter lock when
+     * it is charged); one that may resume is checked when training starts,
+     * once it is known whether it continues a run that was already
+     * charged. */
+    if (isfinite(j->cap) && !j->q.spec.resume)
+        return eml_rt_budget_gate(&j->bud, err);
     return EML_OK;
+}
+
+/* Reads, authenticates and decrypts every owner's four files; the data
+ * keys are wiped as soon as they are done with. */
+static eml_status read_owners(train_job *j, size_t claimed, eml_err *err)
+{
+    eml_status st = EML_OK;
+    for (uint64_t o = 0; o < j->q.n_owners && st == EML_OK; o++) {
+        owner_file f[EML_FILE_KINDS];
+        memset(f, 0, sizeof(f));
+        for (int k = 0; k < EML_FILE_KINDS && st == EML_OK; k++) {
+            st = eml_rt_read_owner_file(
+                j->e, o * EML_FILE_KINDS + (uint64_t)k, j->keys + 32 * o,
+                j->ginfo[o].key_id, k > 0 ? f[0].dataset_id : NULL, &f[k],
+                err);
+            if (st == EML_OK) memcpy(j->digests[o][k], f[k].digest, 32);
+        }
+        if (st == EML_OK)
+            memcpy(j->dataset_ids[o], f[0].dataset_id,
+                   sizeof(j->dataset_ids[o]));
+        char what[32];
+        snprintf(what, sizeof(what), "owner %u", (unsigned)o + 1);
+        if (st == EML_OK)
+            st = eml_rt_data_acc_add(&j->train_set, &f[0], &f[1], what, err);
+        if (st == EML_OK)
+            st = eml_rt_data_acc_add(&j->test_set, &f[2], &f[3], what, err);
+        for (int k = 0; k < EML_FILE_KINDS; k++) eml_rt_owner_file_free(&f[k]);
+    }
+    if (st != EML_OK) return st;
+    eml_secure_free(j->keys, 32 * (size_t)j->q.n_owners);
+    j->keys = NULL;
+    if (j->q.spec.dp.enabled && j->train_set.count != claimed)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "the privacy budget was planned for %zu training "
+                           "images (from the label files' sizes) but the "
+                           "decrypted files hold another number: encrypt "
+                           "raw, not gzipped, label files for DP runs",
+                           claimed);
+    return EML_OK;
+}
+
+/* Trains (the mirror sealed to this measurement, the budget charged when
+ * training starts) and sends the model out encrypted to the recipient. */
+static eml_status train_and_send(train_job *j, eml_err *err)
+{
+    eml_enclave *e = j->e;
+    eml_dataset tr = {j->train_set.count, j->train_set.item,
+                      j->train_set.images, j->train_set.labels};
+    eml_dataset te = {j->test_set.count, j->test_set.item,
+                      j->test_set.images, j->test_set.labels};
+    progress_ctx pc = {e, 0};
+    eml_store_ops ops = eml_rt_store_ops(e);
+    eml_run_env env;
+    memset(&env, 0, sizeof(env));
+    env.store = &ops;
+    env.seal_secret = e->sec->seal_secret;
+    env.measurement = e->measurement;
+    env.progress = send_progress;
+    env.progress_user = &pc;
+    if (isfinite(j->cap)) {
+        env.on_start = eml_rt_budget_charge;
+        env.on_start_user = &j->bud;
+    }
+    eml_status st = eml_run_train(j->run, &tr, &te, &env, &j->res, err);
+    if (st != EML_OK) return st;
+    if (pc.failed)
+        return eml_err_set(err, EML_ERR_IO, "lost the host during training");
+    uint8_t *weights = NULL;
+    size_t wlen = 0;
+    st = eml_weights_encode(eml_run_net(j->run), &weights, &wlen);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "cannot encode the weights");
+    st = eml_sha256(j->model_hash, weights, wlen);
+    if (st == EML_OK)
+        st = send_model(e, weights, wlen, j->q.recipient, j->model_file_hash,
+                        err);
+    eml_wipe(weights, wlen);
+    free(weights);
+    return st;
 }
 
 /* snprintf that never runs past cap (the report body is sized for its
@@ -225,244 +392,78 @@ static void append(char *buf, size_t cap, size_t *k, const char *fmt, ...)
     if (*k >= cap) *k = cap - 1;
 }
 
-eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
+/* The report's hex lists: every owner's file digests, dataset ids and
+ * grant ids. */
+static void report_lists(const train_job *j, char *body, size_t bcap,
+                         size_t *k)
 {
-    train_req q;
-    eml_status st = decode_train(r, &q);
-    if (st != EML_OK) return eml_err_set(err, st, "malformed TRAIN message");
-    if (!e->has_identity)
-        return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
+    uint64_t n = j->q.n_owners;
+    for (uint64_t o = 0; o < n; o++)
+        for (int f = 0; f < EML_FILE_KINDS; f++) {
+            char dh[65];
+            eml_hex(dh, j->digests[o][f], 32);
+            append(body, bcap, k, "%s%s", (o == 0 && f == 0) ? "" : ",", dh);
+        }
+    append(body, bcap, k, "\",\"dataset_ids\":\"");
+    for (uint64_t o = 0; o < n; o++) {
+        char dh[2 * EML_CONTAINER_DATASET_ID_BYTES + 1];
+        eml_hex(dh, j->dataset_ids[o], EML_CONTAINER_DATASET_ID_BYTES);
+        append(body, bcap, k, "%s%s", o == 0 ? "" : ",", dh);
+    }
+    append(body, bcap, k, "\",\"grants\":\"");
+    for (uint64_t o = 0; o < n; o++) {
+        char gh[33];
+        eml_hex(gh, j->ginfo[o].grant_id, 16);
+        append(body, bcap, k, "%s%s", o == 0 ? "" : ",", gh);
+    }
+    append(body, bcap, k, "\"");
+}
 
-    uint8_t *keys = eml_secure_alloc(32 * (size_t)q.n_owners);
-    eml_grant_info *ginfo = calloc((size_t)q.n_owners, sizeof(*ginfo));
-    data_acc train_set, test_set;
-    memset(&train_set, 0, sizeof(train_set));
-    memset(&test_set, 0, sizeof(test_set));
-    eml_netcfg *cfg = NULL;
-    eml_net *net = NULL;
-    uint8_t *weights = NULL;
-    size_t wlen = 0;
-    char *report = NULL;
-    size_t rlen = 0;
-    uint8_t digests[EML_OWNERS_MAX][EML_FILE_KINDS][32];
-    /* Each owner's dataset id (the same in its four files), for the
-     * report. */
-    uint8_t dataset_ids[EML_OWNERS_MAX][EML_CONTAINER_DATASET_ID_BYTES];
-    eml_mirror *mirror = NULL;
-    budget bud;
-    memset(&bud, 0, sizeof(bud));
-    eml_ledger_init(&bud.ledger);
-    if (keys == NULL || ginfo == NULL) {
-        st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
-        goto out;
-    }
-    /* The cfg text lies in the received frame, which the ocalls below
-     * reuse: hash it now. */
-    uint8_t cfg_hash[32];
-    st = eml_sha256(cfg_hash, q.cfg_text, q.cfg_len);
-    if (st != EML_OK) {
-        st = eml_err_set(err, st, "hash failed");
-        goto out;
-    }
-    /* Grants first: nothing is decrypted unless every grant opens and
-     * allows this recipient and this network.  The smallest max_epsilon
-     * among them caps the run. */
-    double cap = INFINITY;
-    for (uint64_t o = 0; o < q.n_owners; o++) {
-        eml_err gerr = {0};
-        st = eml_grant_open(q.grants[o], q.grant_len[o], e->measurement,
-                            e->sec->x_sk, e->x_pk, &ginfo[o], keys + 32 * o,
-                            &gerr);
-        if (st != EML_OK) {
-            st = eml_err_set(err, st, "grant %u: %s", (unsigned)o + 1,
-                             eml_err_msg(&gerr, st));
-            goto out;
-        }
-        for (uint64_t p = 0; p < o; p++)
-            if (memcmp(ginfo[p].grant_id, ginfo[o].grant_id, 16) == 0) {
-                st = eml_err_set(err, EML_ERR_AUTH,
-                                 "grant %u replays grant %u",
-                                 (unsigned)o + 1, (unsigned)p + 1);
-                goto out;
-            }
-        if (!eml_grant_allows_recipient(&ginfo[o], q.recipient)) {
-            st = eml_err_set(err, EML_ERR_AUTH,
-                             "grant %u does not name this run's recipient: "
-                             "its owner did not agree that this key gets "
-                             "the model",
-                             (unsigned)o + 1);
-            goto out;
-        }
-        if (ginfo[o].has_cfg_digest &&
-            !eml_ct_equal(ginfo[o].cfg_digest, cfg_hash, 32)) {
-            st = eml_err_set(err, EML_ERR_AUTH,
-                             "grant %u allows only another network (its cfg "
-                             "digest differs from this run's cfg)",
-                             (unsigned)o + 1);
-            goto out;
-        }
-        if (ginfo[o].has_max_epsilon) {
-            if (!q.dp.enabled) {
-                st = eml_err_set(err, EML_ERR_AUTH,
-                                 "grant %u allows only differentially "
-                                 "private training (max epsilon %g); this "
-                                 "run is not private",
-                                 (unsigned)o + 1, ginfo[o].max_epsilon);
-                goto out;
-            }
-            if (!(cap <= ginfo[o].max_epsilon)) cap = ginfo[o].max_epsilon;
-        }
-    }
-    /* The network, before any data is decrypted. */
-    st = eml_cfg_parse((const char *)q.cfg_text, q.cfg_len, "cfg", &cfg,
-                       err);
-    if (st != EML_OK) goto out;
-    eml_train_opts to = eml_train_opts_default(cfg);
-    if (q.epochs > 0) to.epochs = (int)q.epochs;
-    if (q.batch > 0) to.batch = (int)q.batch;
-    if (q.lr > 0) to.lr = (float)q.lr;
-    to.seed = q.seed;
-    eml_net_opts no = {(eml_kernels_kind)q.kernels, to.batch, q.seed};
-    st = eml_net_new(cfg, &no, &net, err);
-    if (st != EML_OK) goto out;
-    eml_kernels_set_threads((int)q.threads);
+/* The DP members of the report. */
+static void report_dp(const train_job *j, char *body, size_t bcap, size_t *k)
+{
+    const eml_dp_opts *dp = &eml_run_opts(j->run)->dp;
+    const eml_train_result *res = &j->res;
+    if (!dp->enabled) return;
+    if (!isfinite(res->epsilon))
+        append(body, bcap, k, ",\"epsilon\":\"inf\"");
+    else
+        append(body, bcap, k, ",\"epsilon\":%.9g", res->epsilon);
+    append(body, bcap, k,
+           ",\"delta\":%.9g,\"noise\":%.9g,"
+           "\"clip\":%.9g,\"sampling_rate\":%.9g,\"dp_steps\":%ld,"
+           "\"budget\":%.9g,\"stopped_at_budget\":%s,"
+           "\"sampling\":\"%s\",\"insecure_seed\":%s,"
+           "\"accountant\":\"rdp-sampled-gaussian%s\"",
+           dp->delta, dp->noise, dp->clip, res->sampling_rate, res->steps,
+           dp->target_epsilon, res->dp_stopped_early ? "true" : "false",
+           dp->fixed_batches ? "fixed" : "poisson",
+           dp->insecure_seed ? "true" : "false",
+           dp->fixed_batches ? " (assumes poisson sampling)" : "");
+    append(body, bcap, k, ",\"epsilon_planned\":%.9g", j->bud.planned);
+}
 
-    size_t claimed = 0;
-    if (isfinite(cap)) {
-        /* --insecure-seed lets the host choose the noise and the sampling:
-         * never against an owner's budget.  Fixed-size batches are not
-         * what the accountant assumes (Poisson sampling). */
-        if (q.dp.insecure_seed) {
-            st = eml_err_set(err, EML_ERR_AUTH,
-                             "a grant sets a privacy budget, so the noise "
-                             "must come from the enclave's own randomness: "
-                             "--insecure-seed is refused");
-            goto out;
-        }
-        if (q.dp.fixed_batches) {
-            st = eml_err_set(err, EML_ERR_AUTH,
-                             "a grant sets a privacy budget, and the "
-                             "accountant's bound holds for Poisson sampling "
-                             "only: --dp-fixed-batches is refused");
-            goto out;
-        }
-        bud.e = e;
-        bud.g = ginfo;
-        bud.n = q.n_owners;
-        st = eml_rt_ledger_load(&bud, 0, err);
-        if (st != EML_OK) goto out;
-    }
-    if (q.dp.enabled) {
-        st = plan_dp(e, &q, to.batch, to.epochs, eml_net_param_count(net),
-                     cap, &claimed, &bud.planned, err);
-        if (st != EML_OK) goto out;
-        to.dp = q.dp;
-    }
-    if (isfinite(cap)) {
-        /* A fresh run is checked here, before any data is decrypted (an
-         * early answer: the binding check is made again under the counter
-         * lock when it is charged); one that may resume is checked when
-         * training starts, once it is known whether it continues a run
-         * that was already charged. */
-        if (!q.resume) {
-            st = eml_rt_budget_gate(&bud, err);
-            if (st != EML_OK) goto out;
-        }
-        to.on_start = eml_rt_budget_charge;
-        to.on_start_user = &bud;
-    }
-
-    for (uint64_t o = 0; o < q.n_owners; o++) {
-        owner_file f[EML_FILE_KINDS];
-        memset(f, 0, sizeof(f));
-        for (int k = 0; k < EML_FILE_KINDS && st == EML_OK; k++) {
-            st = eml_rt_read_owner_file(
-                e, o * EML_FILE_KINDS + (uint64_t)k, keys + 32 * o,
-                ginfo[o].key_id, k > 0 ? f[0].dataset_id : NULL, &f[k], err);
-            if (st == EML_OK) memcpy(digests[o][k], f[k].digest, 32);
-        }
-        if (st == EML_OK)
-            memcpy(dataset_ids[o], f[0].dataset_id, sizeof(dataset_ids[o]));
-        char what[32];
-        snprintf(what, sizeof(what), "owner %u", (unsigned)o + 1);
-        if (st == EML_OK)
-            st = eml_rt_data_acc_add(&train_set, &f[0], &f[1], what, err);
-        if (st == EML_OK)
-            st = eml_rt_data_acc_add(&test_set, &f[2], &f[3], what, err);
-        for (int k = 0; k < EML_FILE_KINDS; k++) eml_rt_owner_file_free(&f[k]);
-        if (st != EML_OK) goto out;
-    }
-    eml_secure_free(keys, 32 * (size_t)q.n_owners);
-    keys = NULL;
-    if (q.dp.enabled && train_set.count != claimed) {
-        st = eml_err_set(err, EML_ERR_FORMAT,
-                         "the privacy budget was planned for %zu training "
-                         "images (from the label files' sizes) but the "
-                         "decrypted files hold another number: encrypt raw, "
-                         "not gzipped, label files for DP runs",
-                         claimed);
-        goto out;
-    }
-
-    eml_dataset tr = {train_set.count, train_set.item, train_set.images,
-                      train_set.labels};
-    eml_dataset te = {test_set.count, test_set.item, test_set.images,
-                      test_set.labels};
-    progress_ctx pc = {e, 0};
-    to.progress = send_progress;
-    to.progress_user = &pc;
-    if (q.mirror) {
-        /* Sealed to this measurement, bound to the run and its data. */
-        eml_store_ops ops = eml_rt_store_ops(e);
-        eml_mirror_opts mo;
-        memset(&mo, 0, sizeof(mo));
-        mo.seal_secret = e->sec->seal_secret;
-        mo.measurement = e->measurement;
-        mo.every = (long)q.save_every;
-        st = eml_train_run_digest(mo.cfg_digest, cfg_hash, 32, &to);
-        if (st == EML_OK) st = eml_dataset_digest(mo.data_digest, &tr, &te);
-        if (st == EML_OK) st = eml_mirror_new(&mo, &ops, &mirror, err);
-        if (st != EML_OK) goto out;
-        to.mirror = mirror;
-        to.resume = (int)q.resume;
-    }
-    eml_train_result res;
-    st = eml_train(net, cfg, &tr, &te, &to, &res, err);
-    if (st != EML_OK) goto out;
-    if (pc.failed) {
-        st = eml_err_set(err, EML_ERR_IO, "lost the host during training");
-        goto out;
-    }
-    st = eml_weights_encode(net, &weights, &wlen);
-    if (st != EML_OK) {
-        st = eml_err_set(err, st, "cannot encode the weights");
-        goto out;
-    }
-    uint8_t model_hash[32], model_file_hash[32];
-    st = eml_sha256(model_hash, weights, wlen);
-    if (st == EML_OK)
-        st = send_model(e, weights, wlen, q.recipient, model_file_hash, err);
-    if (st != EML_OK) goto out;
-
-    /* The signed training report. */
-    size_t bcap = 2560 + (size_t)q.n_owners * (EML_FILE_KINDS * 66 + 68) +
-                 2 * EML_NONCE_MAX;
+/* The signed training report, sent as TRAIN_DONE. */
+static eml_status send_report(train_job *j, eml_err *err)
+{
+    eml_enclave *e = j->e;
+    const eml_train_result *res = &j->res;
+    size_t bcap = 2560 + (size_t)j->q.n_owners * (EML_FILE_KINDS * 66 + 68) +
+                  2 * EML_NONCE_MAX;
     char *body = malloc(bcap);
-    if (body == NULL) {
-        st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
-        goto out;
-    }
+    if (body == NULL)
+        return eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
     char meas[65], edh[65], mh[65], mfh[65], ch[65], rh[65];
     char nh[2 * EML_NONCE_MAX + 1];
     eml_hex(meas, e->measurement, 32);
     eml_hex(edh, e->ed_pk, 32);
-    eml_hex(mh, model_hash, 32);
-    eml_hex(mfh, model_file_hash, 32);
-    eml_hex(ch, cfg_hash, 32);
-    eml_hex(rh, q.recipient, 32);
-    eml_hex(nh, q.report_nonce, q.report_nonce_len);
-    size_t k = (size_t)snprintf(
-        body, bcap,
+    eml_hex(mh, j->model_hash, 32);
+    eml_hex(mfh, j->model_file_hash, 32);
+    eml_hex(ch, j->cfg_hash, 32);
+    eml_hex(rh, j->q.recipient, 32);
+    eml_hex(nh, j->q.report_nonce, j->q.report_nonce_len);
+    size_t k = 0;
+    append(body, bcap, &k,
         "{\"type\":\"enclaveml-training-report\",\"version\":2,\"sim\":%s,"
         "\"measurement\":\"%s\",\"ed25519\":\"%s\",\"report_nonce\":\"%s\","
         "\"cfg_sha256\":\"%s\",\"model_sha256\":\"%s\","
@@ -473,77 +474,62 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         "\"images_per_second\":%.6g,\"mirror\":%s,\"resumed_step\":%ld,"
         "\"mirror_saves\":%ld,\"dp\":%s,\"datasets\":\"",
         e->sim ? "true" : "false", meas, edh, nh, ch, mh, mfh, rh,
-        (unsigned)q.n_owners, train_set.count, test_set.count, res.epochs,
-        res.steps, eml_net_param_count(net), res.train_loss,
-        res.test_accuracy, res.test_loss, res.seconds, res.images_per_second,
-        q.mirror ? "true" : "false", res.resumed_step, res.mirror_saves,
-        q.dp.enabled ? "true" : "false");
-    if (k >= bcap) k = bcap - 1;
-    for (uint64_t o = 0; o < q.n_owners; o++)
-        for (int f = 0; f < EML_FILE_KINDS; f++) {
-            char dh[65];
-            eml_hex(dh, digests[o][f], 32);
-            append(body, bcap, &k, "%s%s", (o == 0 && f == 0) ? "" : ",", dh);
-        }
-    append(body, bcap, &k, "\",\"dataset_ids\":\"");
-    for (uint64_t o = 0; o < q.n_owners; o++) {
-        char dh[2 * EML_CONTAINER_DATASET_ID_BYTES + 1];
-        eml_hex(dh, dataset_ids[o], EML_CONTAINER_DATASET_ID_BYTES);
-        append(body, bcap, &k, "%s%s", o == 0 ? "" : ",", dh);
-    }
-    append(body, bcap, &k, "\",\"grants\":\"");
-    for (uint64_t o = 0; o < q.n_owners; o++) {
-        char gh[33];
-        eml_hex(gh, ginfo[o].grant_id, 16);
-        append(body, bcap, &k, "%s%s", o == 0 ? "" : ",", gh);
-    }
-    append(body, bcap, &k, "\"");
-    if (q.dp.enabled && !isfinite(res.epsilon))
-        append(body, bcap, &k, ",\"epsilon\":\"inf\"");
-    else if (q.dp.enabled)
-        append(body, bcap, &k, ",\"epsilon\":%.9g", res.epsilon);
-    if (q.dp.enabled)
-        append(body, bcap, &k,
-                 ",\"delta\":%.9g,\"noise\":%.9g,"
-                 "\"clip\":%.9g,\"sampling_rate\":%.9g,\"dp_steps\":%ld,"
-                 "\"budget\":%.9g,\"stopped_at_budget\":%s,"
-                 "\"sampling\":\"%s\",\"insecure_seed\":%s,"
-                 "\"accountant\":\"rdp-sampled-gaussian%s\"",
-                 q.dp.delta, q.dp.noise, q.dp.clip,
-                 res.sampling_rate, res.steps,
-                 q.dp.target_epsilon, res.dp_stopped_early ? "true" : "false",
-                 q.dp.fixed_batches ? "fixed" : "poisson",
-                 q.dp.insecure_seed ? "true" : "false",
-                 q.dp.fixed_batches ? " (assumes poisson sampling)" : "");
-    if (q.dp.enabled)
-        append(body, bcap, &k, ",\"epsilon_planned\":%.9g", bud.planned);
-    if (isfinite(cap))
+        (unsigned)j->q.n_owners, j->train_set.count, j->test_set.count,
+        res->epochs, res->steps, eml_net_param_count(eml_run_net(j->run)),
+        res->train_loss, res->test_accuracy, res->test_loss, res->seconds,
+        res->images_per_second, j->q.spec.mirror ? "true" : "false",
+        res->resumed_step, res->mirror_saves,
+        j->q.spec.dp.enabled ? "true" : "false");
+    report_lists(j, body, bcap, &k);
+    report_dp(j, body, bcap, &k);
+    if (isfinite(j->cap))
         append(body, bcap, &k, ",\"budget_charged\":%s",
-               res.resumed_step >= 0 ? "false" : "true");
-    st = eml_report_sign(body, e->sec->ed_sk, &report, &rlen);
+               res->resumed_step >= 0 ? "false" : "true");
+    char *report = NULL;
+    size_t rlen = 0;
+    eml_status st = eml_report_sign(body, e->sec->ed_sk, &report, &rlen);
     free(body);
-    if (st != EML_OK) {
-        st = eml_err_set(err, st, "cannot sign the training report");
-        goto out;
-    }
+    if (st != EML_OK)
+        return eml_err_set(err, st, "cannot sign the training report");
     eml_msg m;
     eml_msg_init(&m, EML_MSG_TRAIN_DONE);
     eml_msg_put_bytes(&m, report, rlen);
     st = eml_msg_send(&e->ch, &m);
     eml_msg_free(&m);
-out:
-    eml_ledger_free(&bud.ledger);
-    eml_mirror_free(mirror);
-    if (keys != NULL) eml_secure_free(keys, 32 * (size_t)q.n_owners);
-    free(ginfo);
-    eml_rt_data_acc_free(&train_set);
-    eml_rt_data_acc_free(&test_set);
-    if (weights != NULL) {
-        eml_wipe(weights, wlen);
-        free(weights);
-    }
     free(report);
-    eml_net_free(net); /* parameters are wiped by the allocator below */
-    eml_cfg_free(cfg);
+    return st;
+}
+
+eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
+{
+    train_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) return eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
+    j->e = e;
+    eml_ledger_init(&j->bud.ledger);
+    eml_status st = decode_train(r, &j->q);
+    if (st != EML_OK) {
+        job_free(j);
+        return eml_err_set(err, st, "malformed TRAIN message");
+    }
+    if (!e->has_identity) {
+        job_free(j);
+        return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
+    }
+    j->keys = eml_secure_alloc(32 * (size_t)j->q.n_owners);
+    j->ginfo = calloc((size_t)j->q.n_owners, sizeof(*j->ginfo));
+    if (j->keys == NULL || j->ginfo == NULL)
+        st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
+    /* The cfg text lies in the received frame, which the ocalls below
+     * reuse: hash it now (eml_run_new parses it before the first ocall). */
+    if (st == EML_OK) {
+        st = eml_sha256(j->cfg_hash, j->q.cfg_text, j->q.cfg_len);
+        if (st != EML_OK) st = eml_err_set(err, st, "hash failed");
+    }
+    size_t claimed = 0;
+    if (st == EML_OK) st = admit(j, &claimed, err);
+    if (st == EML_OK) st = read_owners(j, claimed, err);
+    if (st == EML_OK) st = train_and_send(j, err);
+    if (st == EML_OK) st = send_report(j, err);
+    job_free(j);
     return st;
 }

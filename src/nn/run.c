@@ -49,6 +49,16 @@ eml_status eml_run_new(const eml_run_spec *spec, const uint8_t *cfg_text,
         spec->threads < 1 || spec->epochs < 0 || spec->batch < 0 ||
         !(spec->lr >= 0 && spec->lr <= 100))
         return eml_err_set(err, EML_ERR_RANGE, "run options out of range");
+    const eml_dp_opts *dp = &spec->dp;
+    if (dp->enabled &&
+        (!(dp->clip > 0) || !(dp->delta > 0 && dp->delta < 1) ||
+         !(dp->target_epsilon >= 0)))
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "DP needs clip > 0 and delta in (0, 1)");
+    if (dp->enabled && !(dp->noise >= 0) && !(dp->target_epsilon > 0))
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "DP needs a noise multiplier or a target "
+                           "epsilon");
     eml_run *r = calloc(1, sizeof(*r));
     if (r == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
     r->spec = *spec;
@@ -98,19 +108,11 @@ eml_status eml_run_plan(eml_run *r, size_t train_count, double cap,
     memset(plan, 0, sizeof(*plan));
     r->planned = 1;
     if (!dp->enabled) return EML_OK;
-    if (!(dp->clip > 0) || !(dp->delta > 0 && dp->delta < 1) ||
-        dp->target_epsilon < 0)
-        return eml_err_set(err, EML_ERR_INVALID,
-                           "DP needs clip > 0 and delta in (0, 1)");
     size_t n_params = eml_net_param_count(r->net);
     eml_dp_plan(train_count, r->to.batch, r->to.epochs, &plan->sampling_rate,
                 &plan->steps);
     eml_status st;
     if (dp->noise < 0) {
-        if (!(dp->target_epsilon > 0))
-            return eml_err_set(err, EML_ERR_INVALID,
-                               "DP needs a noise multiplier or a target "
-                               "epsilon");
         st = eml_dp_noise_for_target(plan->sampling_rate, plan->steps,
                                      dp->delta, dp->target_epsilon, dp->clip,
                                      n_params, &dp->noise, err);
