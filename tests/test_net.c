@@ -213,18 +213,15 @@ static void test_ref_vs_fast(void **state)
 typedef struct hook {
     eml_gemm_fn inner;
     void *inner_ctx;
-    int calls;
+    int calls, per_example;
 } hook;
 
-static eml_status counting_gemm(void *ctx, int ta, int tb, int M, int N, int K,
-                                float alpha, const float *A, int lda,
-                                const float *B, int ldb, float beta, float *C,
-                                int ldc)
+static eml_status counting_gemm(void *ctx, const eml_gemm_desc *g)
 {
     hook *h = ctx;
     h->calls++;
-    return h->inner(h->inner_ctx, ta, tb, M, N, K, alpha, A, lda, B, ldb,
-                    beta, C, ldc);
+    h->per_example += g->pass == EML_GEMM_PER_EXAMPLE;
+    return h->inner(h->inner_ctx, g);
 }
 
 static void test_gemm_dispatch(void **state)
@@ -233,7 +230,7 @@ static void test_gemm_dispatch(void **state)
     const int n = 2;
     eml_net *net = make_net(fd_nets[1], EML_KERNELS_REF, n, NULL);
     eml_gemm_dispatch *d = eml_net_gemm(net);
-    hook h = {d->fn, d->ctx, 0};
+    hook h = {d->fn, d->ctx, 0, 0};
     d->fn = counting_gemm;
     d->ctx = &h;
     uint8_t labels[2] = {0, 1};
@@ -252,7 +249,43 @@ static void test_gemm_dispatch(void **state)
     printf("dispatch: %d calls, %g flops (expected %g)\n", h.calls, d->flops,
            expect);
     assert_true(fabs(d->flops - expect) < 1e-6 * expect);
+    /* Per-example gradients (DP-SGD): one batched product per
+     * convolution, whatever the batch size. */
+    float sq[2];
+    int before = h.calls;
+    assert_int_equal(eml_net_forward(net, n, 1), EML_OK);
+    assert_int_equal(eml_net_loss(net, n, labels, NULL, NULL), EML_OK);
+    assert_int_equal(eml_net_example_norms(net, n, sq), EML_OK);
+    assert_int_equal(h.per_example, 2);
+    printf("per-example pass: %d calls\n", h.calls - before);
     eml_net_free(net);
+}
+
+/* ==== a layer the fast table cannot run ==== */
+
+/* A 2x2/2 max pool over 29x29 stops one column and row short of the
+ * edge, which oneDNN cannot express: under fast kernels that one layer
+ * runs on the reference table, the net counts it, and the outputs match a
+ * reference net's. */
+static void test_pool_on_ref(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "[net]\nheight=29\nwidth=29\nchannels=1\n"
+        "[maxpool]\nsize=2\nstride=2\npadding=0\n"
+        "[connected]\noutput=3\nactivation=linear\n[softmax]\n";
+    eml_net *fast = make_net(text, EML_KERNELS_FAST, 2, NULL);
+    eml_net *ref = make_net(text, EML_KERNELS_REF, 2, NULL);
+    assert_int_equal(eml_net_ref_layers(fast), 1);
+    assert_int_equal(eml_net_ref_layers(ref), 0);
+    random_input(fast, 2, 5);
+    random_input(ref, 2, 5);
+    assert_int_equal(eml_net_forward(fast, 2, 0), EML_OK);
+    assert_int_equal(eml_net_forward(ref, 2, 0), EML_OK);
+    const float *a = eml_net_output(fast), *b = eml_net_output(ref);
+    for (int i = 0; i < 6; i++) assert_true(fabsf(a[i] - b[i]) < 1e-5f);
+    eml_net_free(fast);
+    eml_net_free(ref);
 }
 
 /* ==== construction errors ==== */
@@ -552,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_per_example_norms),
         cmocka_unit_test(test_ref_vs_fast),
         cmocka_unit_test(test_gemm_dispatch),
+        cmocka_unit_test(test_pool_on_ref),
         cmocka_unit_test(test_shape_errors),
         cmocka_unit_test(test_weights_roundtrip_and_mismatch),
         cmocka_unit_test(test_training_learns_and_is_reproducible),

@@ -88,13 +88,67 @@ static inline size_t eml_conv_ld(const eml_conv_shape *s)
 
 typedef struct eml_kstate eml_kstate; /* per-network backend state (caches) */
 
-/* C (M x N, row stride ldc) = alpha * op(A) * op(B) + beta * C, row-major.
- * op(A) is M x K (A stored K x M, row stride lda, when trans_a).  op(B) is
- * K x N (B stored N x K when trans_b).  beta == 0 means C is not read. */
-typedef eml_status (*eml_gemm_fn)(void *ctx, int trans_a, int trans_b, int M,
-                                  int N, int K, float alpha, const float *A,
-                                  int lda, const float *B, int ldb, float beta,
-                                  float *C, int ldc);
+/* What a matrix product is, so that a backend can decide how to run it
+ * (an outsourcing backend caches a blinded weight until its version
+ * changes, verifies each product, quantizes by data type).
+ * Values are only ever appended. */
+typedef enum eml_gemm_pass {
+    EML_GEMM_OTHER = 0,        /* not a layer's product (tests, tools) */
+    EML_GEMM_FORWARD = 1,      /* a layer's outputs from its inputs */
+    EML_GEMM_INPUT_GRAD = 2,   /* the gradient w.r.t. a layer's inputs */
+    EML_GEMM_WEIGHT_GRAD = 3,  /* a weight gradient summed over the batch */
+    EML_GEMM_PER_EXAMPLE = 4   /* one weight gradient per example (DP-SGD):
+                                  `count` products in one call */
+} eml_gemm_pass;
+
+typedef enum eml_gemm_weight {
+    EML_GEMM_NO_WEIGHT = 0, /* neither operand is a layer's weight */
+    EML_GEMM_WEIGHT_A = 1,
+    EML_GEMM_WEIGHT_B = 2
+} eml_gemm_weight;
+
+typedef enum eml_dtype {
+    EML_DTYPE_F32 = 0, /* float operands and result: all there is today */
+    EML_DTYPE_S8 = 1,  /* int8 operands, int32 result (next) */
+    EML_DTYPE_FIELD = 2 /* elements of a prime field (outsourcing, next) */
+} eml_dtype;
+
+/* C (M x N, row stride ldc) = alpha * op(A) * op(B) + beta * C, row-major,
+ * `count` times: product i reads A + i*stride_a and B + i*stride_b and
+ * writes C + i*stride_c (strides in elements; products must not write
+ * over each other).  op(A) is M x K (A stored K x M, row stride lda, when
+ * trans_a).  op(B) is K x N (B stored N x K when trans_b).  beta == 0
+ * means C is not read. */
+typedef struct eml_gemm_desc {
+    /* what it is */
+    int layer;                 /* the layer's index in its net; -1: none */
+    eml_gemm_pass pass;
+    eml_gemm_weight weight;    /* which operand is the layer's weight */
+    uint64_t weight_version;   /* changes whenever the weights do */
+    eml_dtype dtype;
+    /* the product */
+    int trans_a, trans_b, M, N, K;
+    float alpha, beta;
+    const void *A;
+    int lda;
+    const void *B;
+    int ldb;
+    void *C;
+    int ldc;
+    int count;                 /* >= 1 */
+    size_t stride_a, stride_b, stride_c;
+} eml_gemm_desc;
+
+/* A plain f32 product, not a layer's (pass OTHER, layer -1, count 1). */
+eml_gemm_desc eml_gemm_desc_f32(int trans_a, int trans_b, int M, int N,
+                                int K, float alpha, const float *A, int lda,
+                                const float *B, int ldb, float beta, float *C,
+                                int ldc);
+
+/* A backend's GEMM: runs every product of the descriptor, or answers
+ * EML_ERR_UNSUPPORTED for a data type it does not have (never quietly
+ * something else).  Arguments were checked by eml_gemm(). */
+typedef eml_status (*eml_gemm_fn)(void *ctx, const eml_gemm_desc *g);
 
 typedef struct eml_kernels {
     const char *name; /* "ref" or "fast" */
@@ -112,6 +166,10 @@ typedef struct eml_kernels {
     eml_status (*act_backward)(eml_kstate *ks, float *delta, const float *y,
                                size_t n, eml_act a);
 
+    /* 1 if this table runs pooling of shape s, 0 if not (its pooling
+     * functions then fail with EML_ERR_UNSUPPORTED: a layer of that shape
+     * runs on the reference table, and the net says so). */
+    int (*pool_supported)(const eml_pool_shape *s);
     /* Max pooling.  ws is backend scratch of maxpool_ws_bytes(s) bytes that
      * forward fills and backward reads (ref: int32 argmax per output). */
     size_t (*maxpool_ws_bytes)(const eml_pool_shape *s);
@@ -156,11 +214,17 @@ typedef struct eml_gemm_dispatch {
     double flops;
 } eml_gemm_dispatch;
 
-EML_MUST_CHECK eml_status eml_gemm(eml_gemm_dispatch *d, int trans_a,
-                                   int trans_b, int M, int N, int K,
-                                   float alpha, const float *A, int lda,
-                                   const float *B, int ldb, float beta,
-                                   float *C, int ldc);
+/* Checks the descriptor (dimensions, leading dimensions, pointers, count
+ * and strides), counts it (calls += 1, flops += count * 2MNK) and runs it
+ * through d->fn. */
+EML_MUST_CHECK eml_status eml_gemm(eml_gemm_dispatch *d,
+                                   const eml_gemm_desc *g);
+/* eml_gemm of eml_gemm_desc_f32(...). */
+EML_MUST_CHECK eml_status eml_gemm_f32(eml_gemm_dispatch *d, int trans_a,
+                                       int trans_b, int M, int N, int K,
+                                       float alpha, const float *A, int lda,
+                                       const float *B, int ldb, float beta,
+                                       float *C, int ldc);
 
 /* Sets the number of threads used by fast kernels and OpenMP loops. */
 void eml_kernels_set_threads(int n);

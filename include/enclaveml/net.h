@@ -57,7 +57,13 @@ void eml_net_free(eml_net *net); /* NULL is a no-op */
 void eml_net_init_params(eml_net *net, uint64_t seed);
 
 size_t eml_net_param_count(const eml_net *net);
+/* The parameters, to read or to write: whoever writes them calls
+ * eml_net_params_changed afterwards (the optimiser, weight loading, the
+ * weight average's swap, a resumed state), so that the version GEMM
+ * descriptors carry changes with them. */
 float *eml_net_params(eml_net *net);
+void eml_net_params_changed(eml_net *net);
+uint64_t eml_net_params_version(const eml_net *net);
 float *eml_net_grads(eml_net *net);
 /* The generator behind dropout masks (its state is part of a training
  * state that a mirror saves and restores). */
@@ -110,6 +116,10 @@ void eml_net_scale_output_delta(eml_net *net, int n, const float *s);
 
 /* The GEMM dispatch point every linear layer of this net goes through. */
 eml_gemm_dispatch *eml_net_gemm(eml_net *net);
+/* Layers the net's kernel table cannot run (pooling shapes oneDNN cannot
+ * express), which run on the reference table instead: the caller says
+ * so. */
+int eml_net_ref_layers(const eml_net *net);
 
 /* ==== named tensors (safetensors names and PyTorch shapes) ==== */
 typedef struct eml_net_tensor {

@@ -226,6 +226,11 @@ static int train_in_process(const eml_common_opts *c,
                 "%d, %s kernels, %d threads\n",
                 c->cfg, eml_net_param_count(net), tr.set.count, to->epochs,
                 to->batch, eml_net_kernels(net)->name, c->threads);
+    if (!quiet && eml_net_ref_layers(net) > 0)
+        fprintf(stderr,
+                "note: %d layer(s) run on the ref kernels (pooling shapes "
+                "oneDNN cannot express)\n",
+                eml_net_ref_layers(net));
     eml_train_result res;
     st = eml_run_train(run, &tr.set, &te.set, &env, &res, &err);
     if (st == EML_OK && out != NULL) st = eml_weights_save(net, out, &err);

@@ -210,23 +210,33 @@ static void fast_state_free(eml_kstate *ks)
 /* ==== gemm ==== */
 
 /* dnnl_sgemm is row-major with the same meaning of lda/ldb/ldc as our
- * interface, so the arguments map one to one.  Arguments were checked by
- * eml_gemm(). */
-static eml_status fast_gemm(void *ctx, int trans_a, int trans_b, int M, int N,
-                            int K, float alpha, const float *A, int lda,
-                            const float *B, int ldb, float beta, float *C,
-                            int ldc)
+ * interface, so the arguments map one to one; a batched descriptor is one
+ * call per product.  K == 0 leaves C = beta * C, done here (oneDNN is kept
+ * out of the corner case).  Arguments were checked by eml_gemm(). */
+static eml_status fast_gemm(void *ctx, const eml_gemm_desc *g)
 {
     (void)ctx;
-    if (M <= 0 || N <= 0)
-        return EML_OK;
-    if (K == 0) /* only C = beta * C; keep oneDNN out of the corner case */
-        return eml_ref_gemm(ctx, trans_a, trans_b, M, N, K, alpha, A, lda, B,
-                            ldb, beta, C, ldc);
-    dnnl_status_t r =
-        dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha,
-                   A, lda, B, ldb, beta, C, ldc);
-    return r == dnnl_success ? EML_OK : EML_ERR_BACKEND;
+    if (g->dtype != EML_DTYPE_F32)
+        return EML_ERR_UNSUPPORTED;
+    for (int i = 0; i < g->count; i++) {
+        size_t k = (size_t)i;
+        float *C = (float *)g->C + k * g->stride_c;
+        if (g->K == 0) {
+            for (int r = 0; r < g->M; r++)
+                for (int j = 0; j < g->N; j++) {
+                    float *c = C + (size_t)r * (size_t)g->ldc + (size_t)j;
+                    *c = g->beta == 0.0f ? 0.0f : g->beta * *c;
+                }
+            continue;
+        }
+        dnnl_status_t r = dnnl_sgemm(
+            g->trans_a ? 'T' : 'N', g->trans_b ? 'T' : 'N', g->M, g->N, g->K,
+            g->alpha, (const float *)g->A + k * g->stride_a, g->lda,
+            (const float *)g->B + k * g->stride_b, g->ldb, g->beta, C,
+            g->ldc);
+        if (r != dnnl_success) return EML_ERR_BACKEND;
+    }
+    return EML_OK;
 }
 
 /* ==== activations ==== */
@@ -480,22 +490,32 @@ static eml_status pool_entry(struct eml_fast_state *fs, enum fast_op op,
     return st;
 }
 
+/* Shapes oneDNN's pooling cannot express (a window running past the
+ * bottom or right edge by more than its padding allows) run on the
+ * reference table instead: the net picks it for that layer, and says so. */
+static int fast_pool_supported(const eml_pool_shape *s)
+{
+    dnnl_dims_t pl, pr;
+    return pool_pads(s, pl, pr);
+}
+
 /* The size of oneDNN's workspace for this shape.  The table entry has no
  * state, so a throwaway engine answers the query; it is called once per
- * layer, not per step.  Shapes run by the reference keep its int32 argmax;
- * if oneDNN cannot answer, the int32-per-output size is returned, which
- * bounds oneDNN's (u8 or s32 per output) workspace as well. */
+ * layer, not per step.  If oneDNN cannot answer, the int32-per-output size
+ * is returned, which bounds oneDNN's (u8 or s32 per output) workspace as
+ * well.  0 for a shape this table does not run. */
 static size_t fast_maxpool_ws_bytes(const eml_pool_shape *s)
 {
-    size_t ref_bytes = eml_ref_maxpool_ws_bytes(s);
+    size_t n_out = 0;
     dnnl_dims_t pl, pr;
-    if (ref_bytes == 0 || !pool_pads(s, pl, pr))
-        return ref_bytes;
-    size_t bytes = ref_bytes;
+    if (eml_pool_shape_check(s, NULL, &n_out) != EML_OK ||
+        !pool_pads(s, pl, pr))
+        return 0;
+    size_t bytes = n_out * sizeof(int32_t);
     dnnl_engine_t engine = NULL;
     dnnl_primitive_desc_t pd = NULL;
     if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
-        return ref_bytes;
+        return bytes;
     if (pool_fwd_pd(engine, s, dnnl_pooling_max, &pd) == EML_OK) {
         const dnnl_memory_desc_t *md =
             dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
@@ -519,7 +539,7 @@ static eml_status fast_maxpool_forward(eml_kstate *ks, float *out, void *ws,
         return EML_ERR_INVALID;
     dnnl_dims_t pl, pr;
     if (!pool_pads(s, pl, pr))
-        return eml_ref_maxpool_forward(ks, out, ws, in, s);
+        return EML_ERR_UNSUPPORTED; /* see fast_pool_supported */
     struct fast_entry *e;
     if ((st = pool_entry(fs, FAST_OP_MAXPOOL_FWD, s, &e)) != EML_OK)
         return st;
@@ -539,7 +559,7 @@ static eml_status fast_maxpool_backward(eml_kstate *ks, float *din,
         return EML_ERR_INVALID;
     dnnl_dims_t pl, pr;
     if (!pool_pads(s, pl, pr))
-        return eml_ref_maxpool_backward(ks, din, dout, ws, s);
+        return EML_ERR_UNSUPPORTED; /* see fast_pool_supported */
     struct fast_entry *e;
     if ((st = pool_entry(fs, FAST_OP_MAXPOOL_BWD, s, &e)) != EML_OK)
         return st;
@@ -559,7 +579,7 @@ static eml_status fast_avgpool_forward(eml_kstate *ks, float *out,
         return EML_ERR_INVALID;
     dnnl_dims_t pl, pr;
     if (!pool_pads(s, pl, pr))
-        return eml_ref_avgpool_forward(ks, out, in, s);
+        return EML_ERR_UNSUPPORTED; /* see fast_pool_supported */
     struct fast_entry *e;
     if ((st = pool_entry(fs, FAST_OP_AVGPOOL_FWD, s, &e)) != EML_OK)
         return st;
@@ -579,7 +599,7 @@ static eml_status fast_avgpool_backward(eml_kstate *ks, float *din,
         return EML_ERR_INVALID;
     dnnl_dims_t pl, pr;
     if (!pool_pads(s, pl, pr))
-        return eml_ref_avgpool_backward(ks, din, dout, s);
+        return EML_ERR_UNSUPPORTED; /* see fast_pool_supported */
     struct fast_entry *e;
     if ((st = pool_entry(fs, FAST_OP_AVGPOOL_BWD, s, &e)) != EML_OK)
         return st;
@@ -798,6 +818,7 @@ const eml_kernels eml_kernels_fast_table = {
     .gemm = fast_gemm,
     .act_forward = fast_act_forward,
     .act_backward = fast_act_backward,
+    .pool_supported = fast_pool_supported,
     .maxpool_ws_bytes = fast_maxpool_ws_bytes,
     .maxpool_forward = fast_maxpool_forward,
     .maxpool_backward = fast_maxpool_backward,

@@ -1,9 +1,11 @@
 /*
  * kernels.c - picks a kernel table, and owns the one GEMM dispatch point.
  *
- * Every matrix product of a linear layer enters through eml_gemm(), which
- * checks the arguments once (so backends may trust them), counts calls and
- * flops, and forwards to whatever function the dispatch holds.  Also the
+ * Every matrix product of a linear layer enters through eml_gemm(), as a
+ * descriptor (which layer, which pass, which operand is the weight and its
+ * version, the data type, and one or a batch of products), which it checks
+ * once (so backends may trust it), counts, and forwards to whatever
+ * function the dispatch holds.  Also the
  * shape checks both backends share.  No I/O; no state of its own.
  */
 #include <stdint.h>
@@ -62,28 +64,83 @@ static int max1(int v)
     return v > 1 ? v : 1;
 }
 
-eml_status eml_gemm(eml_gemm_dispatch *d, int trans_a, int trans_b, int M,
-                    int N, int K, float alpha, const float *A, int lda,
-                    const float *B, int ldb, float beta, float *C, int ldc)
+eml_gemm_desc eml_gemm_desc_f32(int trans_a, int trans_b, int M, int N,
+                                int K, float alpha, const float *A, int lda,
+                                const float *B, int ldb, float beta, float *C,
+                                int ldc)
 {
-    if (d == NULL || d->fn == NULL)
+    eml_gemm_desc g;
+    memset(&g, 0, sizeof(g));
+    g.layer = -1;
+    g.pass = EML_GEMM_OTHER;
+    g.weight = EML_GEMM_NO_WEIGHT;
+    g.dtype = EML_DTYPE_F32;
+    g.trans_a = trans_a != 0;
+    g.trans_b = trans_b != 0;
+    g.M = M;
+    g.N = N;
+    g.K = K;
+    g.alpha = alpha;
+    g.beta = beta;
+    g.A = A;
+    g.lda = lda;
+    g.B = B;
+    g.ldb = ldb;
+    g.C = C;
+    g.ldc = ldc;
+    g.count = 1;
+    return g;
+}
+
+/* Products of a batched descriptor must not write over each other, and
+ * the last one's operands must be addressable. */
+static int strides_ok(const eml_gemm_desc *g)
+{
+    if (g->count == 1) return 1;
+    size_t n = (size_t)g->count - 1;
+    size_t c_rows = g->M > 0 ? (size_t)g->M - 1 : 0;
+    size_t c_span = c_rows * (size_t)g->ldc + (size_t)g->N;
+    if (g->stride_c < c_span) return 0;
+    const size_t lim = (size_t)1 << 40;
+    return g->stride_a <= lim / (n + 1) && g->stride_b <= lim / (n + 1) &&
+           g->stride_c <= lim / (n + 1);
+}
+
+eml_status eml_gemm(eml_gemm_dispatch *d, const eml_gemm_desc *g)
+{
+    if (d == NULL || d->fn == NULL || g == NULL)
         return EML_ERR_INVALID;
-    if (M < 0 || N < 0 || K < 0)
+    int M = g->M, N = g->N, K = g->K;
+    if (M < 0 || N < 0 || K < 0 || g->count < 1)
+        return EML_ERR_INVALID;
+    if ((unsigned)g->dtype > EML_DTYPE_FIELD ||
+        (unsigned)g->pass > EML_GEMM_PER_EXAMPLE ||
+        (unsigned)g->weight > EML_GEMM_WEIGHT_B)
         return EML_ERR_INVALID;
     /* Stored A is M x K (K x M when transposed); B is K x N (N x K). */
-    if (lda < max1(trans_a ? M : K) || ldb < max1(trans_b ? K : N) ||
-        ldc < max1(N))
+    if (g->lda < max1(g->trans_a ? M : K) ||
+        g->ldb < max1(g->trans_b ? K : N) || g->ldc < max1(N))
         return EML_ERR_INVALID;
-    if ((M > 0 && K > 0 && A == NULL) || (K > 0 && N > 0 && B == NULL) ||
-        (M > 0 && N > 0 && C == NULL))
+    if ((M > 0 && K > 0 && g->A == NULL) || (K > 0 && N > 0 && g->B == NULL) ||
+        (M > 0 && N > 0 && g->C == NULL))
+        return EML_ERR_INVALID;
+    if (!strides_ok(g))
         return EML_ERR_INVALID;
 
     d->calls++;
-    d->flops += 2.0 * (double)M * (double)N * (double)K;
+    d->flops += 2.0 * (double)g->count * (double)M * (double)N * (double)K;
     if (M == 0 || N == 0)
         return EML_OK; /* nothing to write */
-    return d->fn(d->ctx, trans_a != 0, trans_b != 0, M, N, K, alpha, A, lda,
-                 B, ldb, beta, C, ldc);
+    return d->fn(d->ctx, g);
+}
+
+eml_status eml_gemm_f32(eml_gemm_dispatch *d, int trans_a, int trans_b, int M,
+                        int N, int K, float alpha, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C, int ldc)
+{
+    eml_gemm_desc g = eml_gemm_desc_f32(trans_a, trans_b, M, N, K, alpha, A,
+                                        lda, B, ldb, beta, C, ldc);
+    return eml_gemm(d, &g);
 }
 
 /* ==== shape checks ==== */

@@ -33,12 +33,9 @@ eml_status eml_pool_shape_check(const eml_pool_shape *s, size_t *n_in,
 /* True when im2col/col2im may run on s (positive sizes, no overflow). */
 int eml_conv_shape_ok(const eml_conv_shape *s);
 
-/* ==== reference ops (ref.c), reused by fast fallbacks ==== */
+/* ==== reference ops (ref.c), for tests and the reference table ==== */
 
-eml_status eml_ref_gemm(void *ctx, int trans_a, int trans_b, int M, int N,
-                        int K, float alpha, const float *A, int lda,
-                        const float *B, int ldb, float beta, float *C,
-                        int ldc);
+eml_status eml_ref_gemm(void *ctx, const eml_gemm_desc *g);
 eml_status eml_ref_act_forward(eml_kstate *ks, float *x, size_t n, eml_act a);
 eml_status eml_ref_act_backward(eml_kstate *ks, float *delta, const float *y,
                                 size_t n, eml_act a);

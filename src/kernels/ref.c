@@ -39,12 +39,10 @@ static void ref_state_free(eml_kstate *ks)
  * eml_gemm().  Two loop orders, both plain: with B untransposed the inner
  * loop is an axpy over a row of B, otherwise a dot product over a row of B;
  * either way the inner loop walks contiguous memory. */
-eml_status eml_ref_gemm(void *ctx, int trans_a, int trans_b, int M, int N,
-                        int K, float alpha, const float *A, int lda,
-                        const float *B, int ldb, float beta, float *C,
-                        int ldc)
+static void gemm_one(int trans_a, int trans_b, int M, int N, int K,
+                     float alpha, const float *A, int lda, const float *B,
+                     int ldb, float beta, float *C, int ldc)
 {
-    (void)ctx;
     for (int i = 0; i < M; i++) {
         float *c = C + (size_t)i * (size_t)ldc; /* (N) */
         if (beta == 0.0f) {
@@ -78,6 +76,22 @@ eml_status eml_ref_gemm(void *ctx, int trans_a, int trans_b, int M, int N,
                 c[j] += alpha * sum;
             }
         }
+    }
+}
+
+/* Every product of the descriptor, f32 only. */
+eml_status eml_ref_gemm(void *ctx, const eml_gemm_desc *g)
+{
+    (void)ctx;
+    if (g->dtype != EML_DTYPE_F32)
+        return EML_ERR_UNSUPPORTED;
+    for (int i = 0; i < g->count; i++) {
+        size_t k = (size_t)i;
+        const float *A = g->A ? (const float *)g->A + k * g->stride_a : NULL;
+        const float *B = g->B ? (const float *)g->B + k * g->stride_b : NULL;
+        gemm_one(g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, A,
+                 g->lda, B, g->ldb, g->beta,
+                 (float *)g->C + k * g->stride_c, g->ldc);
     }
     return EML_OK;
 }

@@ -45,6 +45,7 @@ void eml_ema_swap(eml_ema *a, eml_net *net)
         w[i] = a->avg[i];
         a->avg[i] = t;
     }
+    eml_net_params_changed(net);
 }
 
 void eml_ema_free(eml_ema *a, eml_net *net)

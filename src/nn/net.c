@@ -42,8 +42,10 @@ typedef struct layer {
     float *col;   /* conv: (c*k*k, n*out_h*out_w) */
     float *dcol;  /* conv after the first layer: the columns' gradient */
     float *wide;  /* conv: (out_c, n*out_h*out_w) outputs or their deltas */
-    float *dw_ex; /* conv: one example's weight gradient (per-example norms) */
+    float *dw_ex; /* conv: per-example weight gradients (max_batch x n_w),
+                     made on the first per-example pass (DP-SGD) */
     void *ws;     /* maxpool workspace */
+    const eml_kernels *pk; /* pooling: the table that runs this layer */
     float *mask;  /* dropout: (max_batch, n_out), 0 or 1/(1-p) */
     eml_scatter *sc; /* scattering */
 
@@ -65,6 +67,8 @@ struct eml_net {
     eml_net_tensor *tensors;
     eml_rng rng;
     int profiling;
+    uint64_t wversion; /* the weights' version (eml_gemm_desc) */
+    int ref_layers;    /* layers the kernel table cannot run, on ref */
 };
 
 /* ==== helpers ==== */
@@ -94,6 +98,8 @@ static const float *layer_input(const eml_net *net, int i)
 {
     return i == 0 ? net->input : net->layers[i - 1].out;
 }
+
+static eml_pool_shape pool_shape(const layer *l, int n);
 
 /* ==== construction ==== */
 
@@ -355,16 +361,23 @@ eml_status eml_net_new(const eml_netcfg *cfg, const eml_net_opts *opts,
                 if (l->dcol == NULL) goto nomem;
             }
             l->wide = alloc_floats(n_out);
-            l->dw_ex = alloc_floats(l->n_w);
             if (mul_size(mb, hw) > INT32_MAX || l->col == NULL ||
-                l->wide == NULL || l->dw_ex == NULL)
+                l->wide == NULL)
                 goto nomem;
         }
+        if (l->type == EML_LAYER_MAXPOOL || l->type == EML_LAYER_AVGPOOL) {
+            /* A shape the table cannot run goes to the reference table,
+             * counted (eml_net_ref_layers), never swapped in silently. */
+            eml_pool_shape s = pool_shape(l, (int)mb);
+            l->pk = k;
+            if (k->pool_supported != NULL && !k->pool_supported(&s)) {
+                l->pk = eml_kernels_get(EML_KERNELS_REF);
+                net->ref_layers++;
+            }
+        }
         if (l->type == EML_LAYER_MAXPOOL) {
-            eml_pool_shape s = {(int)mb, l->c, l->h, l->w, l->out_h,
-                                l->out_w, l->size, l->size, l->stride,
-                                l->pad / 2, l->pad / 2};
-            size_t bytes = k->maxpool_ws_bytes(&s);
+            eml_pool_shape s = pool_shape(l, (int)mb);
+            size_t bytes = l->pk->maxpool_ws_bytes(&s);
             l->ws = calloc(bytes ? bytes : 1, 1);
             if (l->ws == NULL) goto nomem;
         }
@@ -408,7 +421,7 @@ void eml_net_free(eml_net *net)
             free(l->col);
             free(l->wide);
             free(l->dcol);
-            free(l->dw_ex);
+            if (l->dw_ex != NULL) free_wiped(l->dw_ex, mb * l->n_w);
             free(l->ws);
             free(l->mask);
             eml_scatter_free(l->sc);
@@ -424,8 +437,24 @@ void eml_net_free(eml_net *net)
     free(net);
 }
 
+void eml_net_params_changed(eml_net *net)
+{
+    net->wversion++;
+}
+
+uint64_t eml_net_params_version(const eml_net *net)
+{
+    return net->wversion;
+}
+
+int eml_net_ref_layers(const eml_net *net)
+{
+    return net->ref_layers;
+}
+
 void eml_net_init_params(eml_net *net, uint64_t seed)
 {
+    net->wversion++;
     eml_rng r;
     eml_rng_seed(&r, seed);
     for (int i = 0; i < net->n_layers; i++) {
@@ -475,15 +504,35 @@ const eml_net_tensor *eml_net_tensor_get(const eml_net *net, size_t i)
     return i < net->n_tensors ? &net->tensors[i] : NULL;
 }
 
+/* ==== the layers' matrix products ==== */
+
+/* One product of layer l, described for the GEMM dispatch point: which
+ * pass, which operand is the weight, and the weights' version. */
+static eml_status layer_gemm(eml_net *net, const layer *l,
+                             eml_gemm_pass pass, eml_gemm_weight weight,
+                             int ta, int tb, int M, int N, int K,
+                             const float *A, int lda, const float *B, int ldb,
+                             float beta, float *C, int ldc)
+{
+    eml_gemm_desc g = eml_gemm_desc_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb,
+                                        beta, C, ldc);
+    g.layer = l->index;
+    g.pass = pass;
+    g.weight = weight;
+    g.weight_version = net->wversion;
+    return eml_gemm(&net->gemm, &g);
+}
+
 /* ==== connected ==== */
 
 static eml_status connected_forward(eml_net *net, layer *l, const float *in,
                                     int n)
 {
     /* out (n, out) = in (n, in) * w^T (in, out) */
-    eml_status st = eml_gemm(&net->gemm, 0, 1, n, (int)l->n_out, (int)l->n_in,
-                             1.0f, in, (int)l->n_in, l->wt, (int)l->n_in, 0.0f,
-                             l->out, (int)l->n_out);
+    eml_status st = layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_B,
+                               0, 1, n, (int)l->n_out, (int)l->n_in, in,
+                               (int)l->n_in, l->wt, (int)l->n_in, 0.0f,
+                               l->out, (int)l->n_out);
     if (st != EML_OK) return st;
     for (int b = 0; b < n; b++) {
         float *o = l->out + (size_t)b * l->n_out;
@@ -506,8 +555,9 @@ static eml_status connected_backward(eml_net *net, layer *l, const float *in,
             for (size_t j = 0; j < no; j++) l->db[j] += d[j];
         }
         /* dw (out, in) += delta^T (out, n) * in (n, in) */
-        st = eml_gemm(&net->gemm, 1, 0, (int)no, (int)ni, n, 1.0f, l->delta,
-                      (int)no, in, (int)ni, 1.0f, l->dw, (int)ni);
+        st = layer_gemm(net, l, EML_GEMM_WEIGHT_GRAD, EML_GEMM_NO_WEIGHT, 1,
+                        0, (int)no, (int)ni, n, l->delta, (int)no, in,
+                        (int)ni, 1.0f, l->dw, (int)ni);
         if (st != EML_OK) return st;
     }
     if (sqnorm != NULL) {
@@ -528,8 +578,9 @@ static eml_status connected_backward(eml_net *net, layer *l, const float *in,
     }
     if (din == NULL) return EML_OK;
     /* din (n, in) = delta (n, out) * w (out, in) */
-    return eml_gemm(&net->gemm, 0, 0, n, (int)ni, (int)no, 1.0f, l->delta,
-                    (int)no, l->wt, (int)ni, 0.0f, din, (int)ni);
+    return layer_gemm(net, l, EML_GEMM_INPUT_GRAD, EML_GEMM_WEIGHT_B, 0, 0,
+                      n, (int)ni, (int)no, l->delta, (int)no, l->wt,
+                      (int)ni, 0.0f, din, (int)ni);
 }
 
 /* ==== convolutional ==== */
@@ -559,8 +610,9 @@ static eml_status conv_forward(eml_net *net, layer *l, const float *in, int n)
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++)
         net->k->im2col(l->col + (size_t)b * hw, in + (size_t)b * l->n_in, &s);
-    eml_status st = eml_gemm(&net->gemm, 0, 0, f, wide, ckk, 1.0f, l->wt, ckk,
-                             l->col, wide, 0.0f, l->wide, wide);
+    eml_status st = layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_A,
+                               0, 0, f, wide, ckk, l->wt, ckk, l->col, wide,
+                               0.0f, l->wide, wide);
     if (st != EML_OK) return st;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++) {
@@ -573,6 +625,43 @@ static eml_status conv_forward(eml_net *net, layer *l, const float *in, int n)
         }
     }
     return net->k->act_forward(net->ks, l->out, (size_t)n * l->n_out, l->act);
+}
+
+/* Every example's own weight gradient, dw_b (f, ckk) = delta_b (f, hw) *
+ * col_b^T (hw, ckk), in one batched product; then their squared norms,
+ * and (sums) their sum in example order. */
+static eml_status conv_per_example(eml_net *net, layer *l, int n,
+                                   float *sqnorm, int sums)
+{
+    int f = l->out_c;
+    int ckk = l->c * l->size * l->size;
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
+    int wide = (int)((size_t)n * hw);
+    if (l->dw_ex == NULL) {
+        l->dw_ex = alloc_floats(mul_size((size_t)net->max_batch, l->n_w));
+        if (l->dw_ex == NULL) return EML_ERR_NOMEM;
+    }
+    eml_gemm_desc g = eml_gemm_desc_f32(0, 1, f, ckk, (int)hw, 1.0f, l->wide,
+                                        wide, l->col, wide, 0.0f, l->dw_ex,
+                                        ckk);
+    g.layer = l->index;
+    g.pass = EML_GEMM_PER_EXAMPLE;
+    g.weight_version = net->wversion;
+    g.count = n;
+    g.stride_a = g.stride_b = hw;
+    g.stride_c = l->n_w;
+    eml_status st = eml_gemm(&net->gemm, &g);
+    if (st != EML_OK) return st;
+    for (int b = 0; b < n; b++) {
+        const float *ex = l->dw_ex + (size_t)b * l->n_w;
+        double sq = 0;
+        for (size_t j = 0; j < l->n_w; j++) {
+            sq += (double)ex[j] * ex[j];
+            if (sums) l->dw[j] += ex[j];
+        }
+        sqnorm[b] += (float)sq;
+    }
+    return EML_OK;
 }
 
 static eml_status conv_backward(eml_net *net, layer *l, float *din, int n,
@@ -617,30 +706,20 @@ static eml_status conv_backward(eml_net *net, layer *l, float *din, int n,
         }
     }
     if (sqnorm != NULL) {
-        /* dw_b (f, ckk) = delta_b (f, hw) * col_b^T (hw, ckk) */
-        for (int b = 0; b < n; b++) {
-            st = eml_gemm(&net->gemm, 0, 1, f, ckk, (int)hw, 1.0f,
-                          l->wide + (size_t)b * hw, wide,
-                          l->col + (size_t)b * hw, wide, 0.0f, l->dw_ex, ckk);
-            if (st != EML_OK) return st;
-            double sq = 0;
-            for (size_t j = 0; j < l->n_w; j++) {
-                sq += (double)l->dw_ex[j] * l->dw_ex[j];
-                if (sums) l->dw[j] += l->dw_ex[j];
-            }
-            sqnorm[b] += (float)sq;
-        }
+        st = conv_per_example(net, l, n, sqnorm, sums);
+        if (st != EML_OK) return st;
     } else {
         /* dw (f, ckk) = delta' (f, n*hw) * col^T (n*hw, ckk) */
-        st = eml_gemm(&net->gemm, 0, 1, f, ckk, wide, 1.0f, l->wide, wide,
-                      l->col, wide, 0.0f, l->dw, ckk);
+        st = layer_gemm(net, l, EML_GEMM_WEIGHT_GRAD, EML_GEMM_NO_WEIGHT, 0,
+                        1, f, ckk, wide, l->wide, wide, l->col, wide, 0.0f,
+                        l->dw, ckk);
         if (st != EML_OK) return st;
     }
     if (din == NULL) return EML_OK;
     /* dcol (ckk, n*hw) = w^T (ckk, f) * delta' (f, n*hw).  Not written over
      * the columns: a second backward pass (DP clipping) needs them. */
-    st = eml_gemm(&net->gemm, 1, 0, ckk, wide, f, 1.0f, l->wt, ckk, l->wide,
-                  wide, 0.0f, l->dcol, wide);
+    st = layer_gemm(net, l, EML_GEMM_INPUT_GRAD, EML_GEMM_WEIGHT_A, 1, 0, ckk,
+                    wide, f, l->wt, ckk, l->wide, wide, 0.0f, l->dcol, wide);
     if (st != EML_OK) return st;
     memset(din, 0, (size_t)n * l->n_in * sizeof(float));
 #pragma omp parallel for schedule(static)
@@ -776,12 +855,12 @@ eml_status eml_net_forward_range(eml_net *net, int first, int end, int n,
             break;
         case EML_LAYER_MAXPOOL: {
             eml_pool_shape s = pool_shape(l, n);
-            st = net->k->maxpool_forward(net->ks, l->out, l->ws, in, &s);
+            st = l->pk->maxpool_forward(net->ks, l->out, l->ws, in, &s);
             break;
         }
         case EML_LAYER_AVGPOOL: {
             eml_pool_shape s = pool_shape(l, n);
-            st = net->k->avgpool_forward(net->ks, l->out, in, &s);
+            st = l->pk->avgpool_forward(net->ks, l->out, in, &s);
             break;
         }
         case EML_LAYER_DROPOUT:
@@ -882,14 +961,14 @@ static eml_status backward(eml_net *net, int n, float *sqnorm, int sums)
         case EML_LAYER_MAXPOOL:
             if (din != NULL) {
                 eml_pool_shape s = pool_shape(l, n);
-                st = net->k->maxpool_backward(net->ks, din, l->delta, l->ws,
+                st = l->pk->maxpool_backward(net->ks, din, l->delta, l->ws,
                                               &s);
             }
             break;
         case EML_LAYER_AVGPOOL:
             if (din != NULL) {
                 eml_pool_shape s = pool_shape(l, n);
-                st = net->k->avgpool_backward(net->ks, din, l->delta, &s);
+                st = l->pk->avgpool_backward(net->ks, din, l->delta, &s);
             }
             break;
         case EML_LAYER_DROPOUT:

@@ -104,6 +104,7 @@ void eml_optim_step(eml_optim *o, float lr, float n)
     float decay = o->decay;
     size_t count = o->n;
     o->t++;
+    eml_net_params_changed(o->net);
     if (o->kind == EML_OPT_ADAM) {
         float b1 = o->b1, b2 = o->b2, eps = o->eps;
         float c1 = 1.0f / (1.0f - powf(b1, (float)o->t));

@@ -117,6 +117,7 @@ eml_status eml_run_state_load(eml_run_state *rs, eml_mirror *mirror,
     if (rs->src->has_rng)
         memcpy(rs->src->rng.s, s->shuffle_rng, sizeof(s->shuffle_rng));
     memcpy(eml_net_rng(rs->net)->s, s->net_rng, sizeof(s->net_rng));
+    eml_net_params_changed(rs->net);
     float *m, *v;
     size_t n;
     long *t;

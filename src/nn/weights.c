@@ -94,6 +94,7 @@ eml_status eml_weights_decode(eml_net *net, const uint8_t *buf, size_t len,
         const eml_net_tensor *t = eml_net_tensor_get(net, i);
         eml_st_copy(params + t->offset, eml_st_find(st_file, t->name));
     }
+    eml_net_params_changed(net);
 out:
     eml_st_free(st_file);
     return st;
