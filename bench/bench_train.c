@@ -68,7 +68,8 @@ typedef struct step_result {
 static int time_steps(const eml_netcfg *cfg, eml_kernels_kind kind, int batch,
                       int steps, int profile, step_result *res, int dp)
 {
-    eml_net_opts o = {kind, batch, 1};
+    eml_net_opts o = {.kernels = kind, .max_batch = batch,
+                      .seed = 1};
     eml_net *net = NULL;
     eml_err err = {0};
     eml_status st = eml_net_new(cfg, &o, &net, &err);
@@ -199,7 +200,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "enclaveml: error: %s\n", eml_err_msg(&err, st));
         return 1;
     }
-    eml_net_opts o = {EML_KERNELS_FAST, batch, 1};
+    eml_net_opts o = {.kernels = EML_KERNELS_FAST, .max_batch = batch,
+                      .seed = 1};
     eml_net *probe = NULL;
     if (eml_net_new(cfg, &o, &probe, &err) != EML_OK) {
         fprintf(stderr, "enclaveml: error: %s\n", err.msg);

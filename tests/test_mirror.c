@@ -1049,7 +1049,8 @@ static void run_training(const run_case *c, memstore *store, long fail_after,
     eml_status st = eml_cfg_parse(c->cfg, strlen(c->cfg), "test.cfg", &cfg,
                                   &err);
     if (st != EML_OK) fail_msg("cfg: %s", eml_err_msg(&err, st));
-    eml_net_opts no = {EML_KERNELS_REF, 16, 7};
+    eml_net_opts no = {.kernels = EML_KERNELS_REF, .max_batch = 16,
+                      .seed = 7};
     eml_net *net = NULL;
     st = eml_net_new(cfg, &no, &net, &err);
     if (st != EML_OK) fail_msg("net: %s", eml_err_msg(&err, st));

@@ -18,6 +18,7 @@
 
 #include "enclaveml/cfg.h"
 #include "enclaveml/dp.h"
+#include "enclaveml/model.h"
 #include "enclaveml/net.h"
 #include "enclaveml/rng.h"
 #include "enclaveml/train.h"
@@ -30,7 +31,8 @@ static eml_net *make_net(const char *text, eml_kernels_kind kind, int batch,
     eml_err err = {0};
     eml_status st = eml_cfg_parse(text, strlen(text), "test.cfg", &cfg, &err);
     if (st != EML_OK) fail_msg("cfg: %s", eml_err_msg(&err, st));
-    eml_net_opts o = {kind, batch, 7};
+    eml_net_opts o = {.kernels = kind, .max_batch = batch,
+                      .seed = 7};
     eml_net *net = NULL;
     st = eml_net_new(cfg, &o, &net, &err);
     if (st != EML_OK) fail_msg("net: %s", eml_err_msg(&err, st));
@@ -288,6 +290,66 @@ static void test_pool_on_ref(void **state)
     eml_net_free(ref);
 }
 
+/* ==== inference: one model, several workspaces ==== */
+
+/* A trained net's weights loaded as a model: two workspaces (two requests
+ * in flight) over its one copy of the parameters predict exactly what the
+ * training net computes, have no gradients, and refuse backward passes
+ * and training-mode forward passes. */
+static void test_model_workspaces(void **state)
+{
+    (void)state;
+    for (int t = 0; t < 3; t++) {
+        const char *text = fd_nets[t];
+        eml_net *net = make_net(text, EML_KERNELS_REF, 5, NULL);
+        uint8_t *w = NULL;
+        size_t wlen = 0;
+        assert_int_equal(eml_weights_encode(net, &w, &wlen), EML_OK);
+        eml_model *m = NULL;
+        eml_err err = {0};
+        assert_int_equal(eml_model_load((const uint8_t *)text, strlen(text),
+                                        "t.cfg", w, wlen, "w", &m, &err),
+                         EML_OK);
+        eml_net *a = NULL, *b = NULL;
+        assert_int_equal(eml_model_workspace(m, EML_KERNELS_REF, 2, &a, &err),
+                         EML_OK);
+        assert_int_equal(eml_model_workspace(m, EML_KERNELS_FAST, 5, &b, &err),
+                         EML_OK);
+        assert_null(eml_net_grads(a));
+        assert_ptr_equal(eml_net_params(a), eml_net_params(b));
+        size_t item = eml_net_input_size(net), k = eml_net_output_size(net);
+        uint8_t img[5 * 200];
+        for (size_t i = 0; i < 5 * item; i++) img[i] = (uint8_t)(i * 37 + t);
+        float *x = eml_net_input(net);
+        for (size_t i = 0; i < 5 * item; i++) x[i] = img[i] * (1.0f / 255);
+        assert_int_equal(eml_net_forward(net, 5, 0), EML_OK);
+        uint32_t la[5], lb[5];
+        float oa[5 * 16], ob[5 * 16];
+        assert_int_equal(eml_net_predict(a, img, 5, item, la, oa, &err),
+                         EML_OK); /* 3 batches: 2 + 2 + 1 */
+        assert_int_equal(eml_net_predict(b, img, 5, item, lb, ob, &err),
+                         EML_OK);
+        const float *o = eml_net_output(net);
+        for (size_t i = 0; i < 5 * k; i++) {
+            assert_true(oa[i] == o[i]); /* same kernels: same bits */
+            assert_true(fabsf(ob[i] - o[i]) < 1e-5f);
+        }
+        for (int i = 0; i < 5; i++) assert_int_equal(la[i], lb[i]);
+        uint8_t labels[2] = {0, 0};
+        assert_int_equal(eml_net_forward(a, 2, 1), EML_ERR_INVALID);
+        assert_int_equal(eml_net_forward(a, 2, 0), EML_OK);
+        assert_int_equal(eml_net_loss(a, 2, labels, NULL, NULL), EML_OK);
+        assert_int_equal(eml_net_backward(a, 2, NULL), EML_ERR_INVALID);
+        assert_int_equal(eml_net_predict(a, img, 1, item + 1, la, NULL, &err),
+                         EML_ERR_SHAPE);
+        eml_net_free(a);
+        eml_net_free(b);
+        eml_model_free(m);
+        free(w);
+        eml_net_free(net);
+    }
+}
+
 /* ==== construction errors ==== */
 
 static void expect_net_error(const char *text, eml_status want,
@@ -297,7 +359,8 @@ static void expect_net_error(const char *text, eml_status want,
     eml_err err = {0};
     assert_int_equal(eml_cfg_parse(text, strlen(text), "x.cfg", &cfg, &err),
                      EML_OK);
-    eml_net_opts o = {EML_KERNELS_REF, 4, 1};
+    eml_net_opts o = {.kernels = EML_KERNELS_REF, .max_batch = 4,
+                      .seed = 1};
     eml_net *net = NULL;
     eml_status st = eml_net_new(cfg, &o, &net, &err);
     printf("expected error: %s\n", eml_err_msg(&err, st));
@@ -586,6 +649,7 @@ int main(void)
         cmocka_unit_test(test_ref_vs_fast),
         cmocka_unit_test(test_gemm_dispatch),
         cmocka_unit_test(test_pool_on_ref),
+        cmocka_unit_test(test_model_workspaces),
         cmocka_unit_test(test_shape_errors),
         cmocka_unit_test(test_weights_roundtrip_and_mismatch),
         cmocka_unit_test(test_training_learns_and_is_reproducible),

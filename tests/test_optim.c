@@ -48,7 +48,8 @@ static eml_net *make_net(const char *net_keys, eml_netcfg **cfg_out)
              "[connected]\noutput=2\nactivation=linear\n[softmax]\n",
              net_keys);
     eml_netcfg *cfg = parse(text);
-    eml_net_opts o = {EML_KERNELS_REF, 1, 1};
+    eml_net_opts o = {.kernels = EML_KERNELS_REF, .max_batch = 1,
+                      .seed = 1};
     eml_net *net = NULL;
     eml_err err = {0};
     eml_status st = eml_net_new(cfg, &o, &net, &err);

@@ -233,7 +233,8 @@ static eml_status parse_net(const char *text, eml_netcfg **cfg, eml_net **net,
     memset(err, 0, sizeof(*err));
     eml_status st = eml_cfg_parse(text, strlen(text), "s.cfg", cfg, err);
     if (st != EML_OK) return st;
-    eml_net_opts o = {EML_KERNELS_REF, 16, 1};
+    eml_net_opts o = {.kernels = EML_KERNELS_REF, .max_batch = 16,
+                      .seed = 1};
     st = eml_net_new(*cfg, &o, net, err);
     if (st != EML_OK) eml_cfg_free(*cfg);
     return st;

@@ -43,6 +43,15 @@ typedef struct eml_net_opts {
     eml_kernels_kind kernels;
     int max_batch;   /* largest n passed to forward/backward */
     uint64_t seed;   /* dropout masks */
+    /* 1: for inference only: no gradients, deltas, column gradients or
+     * dropout masks; backward passes are refused, the loss is computed
+     * without its gradient, and forward runs with train = 0 only. */
+    int inference;
+    /* Not NULL (inference only): the net's parameters are these
+     * params_count floats, another net's (eml_model_workspace: a loaded
+     * model's), read and never written; they must outlive the net. */
+    const float *params_of;
+    size_t params_count;
 } eml_net_opts;
 
 #define EML_NET_MAX_PARAMS ((size_t)1 << 31)

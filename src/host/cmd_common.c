@@ -56,7 +56,8 @@ int eml_build_net(const eml_common_opts *c, eml_netcfg **cfg, eml_net **net,
     eml_err err = {0};
     eml_status st = eml_cfg_load(c->cfg, cfg, &err);
     if (st != EML_OK) return eml_fail_st(st, &err);
-    eml_net_opts o = {c->kernels, max_batch, seed};
+    eml_net_opts o = {.kernels = c->kernels, .max_batch = max_batch,
+                      .seed = seed};
     st = eml_net_new(*cfg, &o, net, &err);
     if (st != EML_OK) {
         char msg[sizeof(err.msg)];

@@ -11,10 +11,13 @@
 
 #include "host/cli.h"
 #include "host/cmd_common.h"
+#include "host/fileio.h"
 #include "host/hostio.h"
 #include "host/json.h"
+#include "enclaveml/crypto.h"
 #include "enclaveml/idx.h"
 #include "enclaveml/net.h"
+#include "enclaveml/model.h"
 #include "enclaveml/train.h"
 
 #define EXIT_USAGE 2
@@ -138,80 +141,79 @@ int eml_cmd_predict(int argc, char **argv)
         return eml_fail("predict: unexpected argument '%s'", argv[optind]);
     if (c.cfg == NULL || c.weights == NULL || images == NULL)
         return eml_fail("predict: --cfg, --weights and --images are required");
-    eml_netcfg *cfg = NULL;
+    eml_model *model = NULL;
     eml_net *net = NULL;
     eml_idx idx;
     memset(&idx, 0, sizeof(idx));
     eml_err err = {0};
+    uint8_t *text = NULL, *wbuf = NULL;
+    size_t tlen = 0, wlen = 0;
+    uint32_t *pred = NULL;
+    float *outs = NULL;
     int rc = 1;
     int mb = c.batch > 0 ? (int)c.batch : 256;
-    if (eml_build_net(&c, &cfg, &net, mb, 1)) goto out;
-    eml_status st = eml_weights_load(net, c.weights, &err);
+    /* The trusted inference path (model.h), as the enclave runs it: a
+     * model, one workspace, eml_net_predict. */
+    eml_status st = eml_file_read(c.cfg, &text, &tlen, &err);
+    if (st == EML_OK) st = eml_file_read(c.weights, &wbuf, &wlen, &err);
+    if (st == EML_OK)
+        st = eml_model_load(text, tlen, c.cfg, wbuf, wlen, c.weights, &model,
+                            &err);
+    if (st == EML_OK) st = eml_model_workspace(model, c.kernels, mb, &net, &err);
+    if (st == EML_OK) eml_kernels_set_threads(c.threads);
     if (st == EML_OK) st = eml_idx_load(images, &idx, &err);
+    if (st == EML_OK && idx.item != eml_net_input_size(net))
+        st = eml_err_set(&err, EML_ERR_SHAPE,
+                         "%s: images have %zu values each but %s takes %zu",
+                         images, idx.item, c.cfg, eml_net_input_size(net));
+    size_t count = idx.count;
+    if (limit >= 0 && (size_t)limit < count) count = (size_t)limit;
+    size_t k = net != NULL ? eml_net_output_size(net) : 0;
+    if (st == EML_OK) {
+        pred = malloc((count ? count : 1) * sizeof(*pred));
+        outs = malloc((count ? count : 1) * k * sizeof(float));
+        if (pred == NULL || outs == NULL)
+            st = eml_err_set(&err, EML_ERR_NOMEM, "out of memory");
+    }
+    if (st == EML_OK)
+        st = eml_net_predict(net, idx.data, count, idx.item, pred, outs, &err);
     if (st != EML_OK) {
         rc = eml_fail_st(st, &err);
         goto out;
     }
-    if (idx.item != eml_net_input_size(net)) {
-        rc = eml_fail("%s: images have %zu values each but %s takes %zu", images,
-                  idx.item, c.cfg, eml_net_input_size(net));
-        goto out;
-    }
-    size_t count = idx.count;
-    if (limit >= 0 && (size_t)limit < count) count = (size_t)limit;
-    size_t k = eml_net_output_size(net);
     eml_json j;
     if (c.json) {
         eml_json_begin(&j, stdout);
         eml_json_int(&j, "count", (long long)count);
         eml_json_array_begin(&j, "outputs");
-    }
-    size_t *pred = malloc((count ? count : 1) * sizeof(size_t));
-    if (pred == NULL) {
-        rc = eml_fail("out of memory");
-        goto out;
-    }
-    for (size_t first = 0; first < count; first += (size_t)mb) {
-        int n = (int)(count - first < (size_t)mb ? count - first : (size_t)mb);
-        float *x = eml_net_input(net);
-        const uint8_t *img = idx.data + first * idx.item;
-        for (size_t p = 0; p < (size_t)n * idx.item; p++)
-            x[p] = (float)img[p] * (1.0f / 255.0f);
-        st = eml_net_forward(net, n, 0);
-        if (st != EML_OK) {
-            free(pred);
-            rc = eml_fail("forward pass failed: %s", eml_status_str(st));
-            goto out;
-        }
-        const float *o = eml_net_output(net);
-        for (int b = 0; b < n; b++) {
-            const float *ob = o + (size_t)b * k;
-            size_t best = 0;
+        for (size_t i = 0; i < count; i++) {
+            eml_json_array_begin(&j, NULL);
             for (size_t q = 0; q < k; q++)
-                if (ob[q] > ob[best]) best = q;
-            pred[first + (size_t)b] = best;
-            if (c.json) {
-                eml_json_array_begin(&j, NULL);
-                for (size_t q = 0; q < k; q++) eml_json_num(&j, NULL, ob[q]);
-                eml_json_array_end(&j);
-            }
+                eml_json_num(&j, NULL, outs[i * k + q]);
+            eml_json_array_end(&j);
         }
     }
     if (c.json) {
         eml_json_array_end(&j);
         eml_json_array_begin(&j, "predictions");
-        for (size_t i = 0; i < count; i++) eml_json_int(&j, NULL, (long long)pred[i]);
+        for (size_t i = 0; i < count; i++)
+            eml_json_int(&j, NULL, (long long)pred[i]);
         eml_json_array_end(&j);
         eml_json_end(&j);
     } else {
-        for (size_t i = 0; i < count; i++) printf("%zu\t%zu\n", i, pred[i]);
+        for (size_t i = 0; i < count; i++)
+            printf("%zu\t%u\n", i, (unsigned)pred[i]);
     }
-    free(pred);
     rc = 0;
 out:
+    free(pred);
+    free(outs);
+    free(text);
+    if (wbuf != NULL) eml_wipe(wbuf, wlen);
+    free(wbuf);
     eml_idx_free(&idx);
     eml_net_free(net);
-    eml_cfg_free(cfg);
+    eml_model_free(model);
     return rc;
 }
 

@@ -78,8 +78,9 @@ eml_status eml_run_new(const eml_run_spec *spec, const uint8_t *cfg_text,
     if (spec->lr > 0) to->lr = (float)spec->lr;
     to->seed = spec->seed;
     to->dp = spec->dp;
-    eml_net_opts no = {(eml_kernels_kind)spec->kernels, to->batch,
-                       spec->seed};
+    eml_net_opts no = {.kernels = (eml_kernels_kind)spec->kernels,
+                       .max_batch = to->batch,
+                       .seed = spec->seed};
     eml_err nerr = {0};
     st = eml_net_new(r->cfg, &no, &r->net, &nerr);
     if (st != EML_OK) {

@@ -1,0 +1,331 @@
+/*
+ * layers.c - each layer's forward and backward pass over flat buffers:
+ * connected, convolution, pooling geometry, dropout, scattering.  Every
+ * numeric op goes through the kernel table, every matrix product through
+ * the GEMM dispatch point with a descriptor naming the layer, the pass,
+ * the weight operand and its version.  Convolutions are im2col + GEMM over
+ * the whole batch; per-example weight gradients (DP-SGD needs their norms)
+ * are one batched product per layer.
+ *
+ * Trusted code: no I/O.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "enclaveml/crypto.h"
+#include "nn/net_internal.h"
+
+/* ==== the layers' matrix products ==== */
+
+/* One product of layer l, described for the GEMM dispatch point: which
+ * pass, which operand is the weight, and the weights' version. */
+static eml_status layer_gemm(eml_net *net, const layer *l,
+                             eml_gemm_pass pass, eml_gemm_weight weight,
+                             int ta, int tb, int M, int N, int K,
+                             const float *A, int lda, const float *B, int ldb,
+                             float beta, float *C, int ldc)
+{
+    eml_gemm_desc g = eml_gemm_desc_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb,
+                                        beta, C, ldc);
+    g.layer = l->index;
+    g.pass = pass;
+    g.weight = weight;
+    g.weight_version = net->wversion;
+    return eml_gemm(&net->gemm, &g);
+}
+
+/* ==== connected ==== */
+
+eml_status eml_layer_connected_forward(eml_net *net, layer *l, const float *in,
+                                    int n)
+{
+    /* out (n, out) = in (n, in) * w^T (in, out) */
+    eml_status st = layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_B,
+                               0, 1, n, (int)l->n_out, (int)l->n_in, in,
+                               (int)l->n_in, l->wt, (int)l->n_in, 0.0f,
+                               l->out, (int)l->n_out);
+    if (st != EML_OK) return st;
+    for (int b = 0; b < n; b++) {
+        float *o = l->out + (size_t)b * l->n_out;
+        for (size_t j = 0; j < l->n_out; j++) o[j] += l->b[j];
+    }
+    return net->k->act_forward(net->ks, l->out, (size_t)n * l->n_out, l->act);
+}
+
+eml_status eml_layer_connected_backward(eml_net *net, layer *l, const float *in,
+                                     float *din, int n, float *sqnorm,
+                                     int sums)
+{
+    size_t no = l->n_out, ni = l->n_in;
+    eml_status st =
+        net->k->act_backward(net->ks, l->delta, l->out, (size_t)n * no, l->act);
+    if (st != EML_OK) return st;
+    if (sums) {
+        for (int b = 0; b < n; b++) {
+            const float *d = l->delta + (size_t)b * no;
+            for (size_t j = 0; j < no; j++) l->db[j] += d[j];
+        }
+        /* dw (out, in) += delta^T (out, n) * in (n, in) */
+        st = layer_gemm(net, l, EML_GEMM_WEIGHT_GRAD, EML_GEMM_NO_WEIGHT, 1,
+                        0, (int)no, (int)ni, n, l->delta, (int)no, in,
+                        (int)ni, 1.0f, l->dw, (int)ni);
+        if (st != EML_OK) return st;
+    }
+    if (sqnorm != NULL) {
+        /* One example's weight gradient is the outer product delta_b x_b^T,
+         * so its squared norm is |delta_b|^2 |x_b|^2 (+ |delta_b|^2 for the
+         * bias). */
+#pragma omp parallel for schedule(static) if ((size_t)n * (no + ni) > 65536)
+        for (int b = 0; b < n; b++) {
+            const float *d = l->delta + (size_t)b * no;
+            const float *x = in + (size_t)b * ni;
+            double dd = 0, xx = 0;
+#pragma omp simd reduction(+ : dd)
+            for (size_t j = 0; j < no; j++) dd += (double)d[j] * d[j];
+#pragma omp simd reduction(+ : xx)
+            for (size_t j = 0; j < ni; j++) xx += (double)x[j] * x[j];
+            sqnorm[b] += (float)(dd * (xx + 1.0));
+        }
+    }
+    if (din == NULL) return EML_OK;
+    /* din (n, in) = delta (n, out) * w (out, in) */
+    return layer_gemm(net, l, EML_GEMM_INPUT_GRAD, EML_GEMM_WEIGHT_B, 0, 0,
+                      n, (int)ni, (int)no, l->delta, (int)no, l->wt,
+                      (int)ni, 0.0f, din, (int)ni);
+}
+
+/* ==== convolutional ==== */
+
+/* A batch's column matrices sit side by side in one wide matrix
+ * col (ckk, n*hw), so each pass is one large GEMM: out' (f, n*hw) =
+ * w (f, ckk) * col.  out' is then reordered to (n, f, hw) with the bias
+ * added.  Example b owns columns [b*hw, (b+1)*hw), which is also how its
+ * own weight gradient is formed for per-example norms. */
+
+static eml_conv_shape conv_shape(const layer *l, int n)
+{
+    eml_conv_shape s = {l->c,      l->h,     l->w,     l->size, l->stride,
+                        l->pad,    l->out_h, l->out_w,
+                        (size_t)n * (size_t)l->out_h * (size_t)l->out_w};
+    return s;
+}
+
+eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n)
+{
+    eml_conv_shape s = conv_shape(l, n);
+    int f = l->out_c;
+    int ckk = l->c * l->size * l->size;
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
+    int wide = (int)s.ld;
+    /* Examples are independent: each thread fills its own columns. */
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < n; b++)
+        net->k->im2col(l->col + (size_t)b * hw, in + (size_t)b * l->n_in, &s);
+    eml_status st = layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_A,
+                               0, 0, f, wide, ckk, l->wt, ckk, l->col, wide,
+                               0.0f, l->wide, wide);
+    if (st != EML_OK) return st;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < n; b++) {
+        float *o = l->out + (size_t)b * l->n_out;
+        for (int j = 0; j < f; j++) {
+            const float *src = l->wide + (size_t)j * s.ld + (size_t)b * hw;
+            float *dst = o + (size_t)j * hw;
+            float bj = l->b[j];
+            for (size_t p = 0; p < hw; p++) dst[p] = src[p] + bj;
+        }
+    }
+    return net->k->act_forward(net->ks, l->out, (size_t)n * l->n_out, l->act);
+}
+
+/* Every example's own weight gradient, dw_b (f, ckk) = delta_b (f, hw) *
+ * col_b^T (hw, ckk), in one batched product; then their squared norms,
+ * and (sums) their sum in example order. */
+static eml_status conv_per_example(eml_net *net, layer *l, int n,
+                                   float *sqnorm, int sums)
+{
+    int f = l->out_c;
+    int ckk = l->c * l->size * l->size;
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
+    int wide = (int)((size_t)n * hw);
+    if (l->dw_ex == NULL) {
+        l->dw_ex = eml_alloc_floats(eml_mul_size((size_t)net->max_batch, l->n_w));
+        if (l->dw_ex == NULL) return EML_ERR_NOMEM;
+    }
+    eml_gemm_desc g = eml_gemm_desc_f32(0, 1, f, ckk, (int)hw, 1.0f, l->wide,
+                                        wide, l->col, wide, 0.0f, l->dw_ex,
+                                        ckk);
+    g.layer = l->index;
+    g.pass = EML_GEMM_PER_EXAMPLE;
+    g.weight_version = net->wversion;
+    g.count = n;
+    g.stride_a = g.stride_b = hw;
+    g.stride_c = l->n_w;
+    eml_status st = eml_gemm(&net->gemm, &g);
+    if (st != EML_OK) return st;
+    for (int b = 0; b < n; b++) {
+        const float *ex = l->dw_ex + (size_t)b * l->n_w;
+        double sq = 0;
+        for (size_t j = 0; j < l->n_w; j++) {
+            sq += (double)ex[j] * ex[j];
+            if (sums) l->dw[j] += ex[j];
+        }
+        sqnorm[b] += (float)sq;
+    }
+    return EML_OK;
+}
+
+eml_status eml_layer_conv_backward(eml_net *net, layer *l, float *din, int n,
+                                float *sqnorm, int sums)
+{
+    eml_conv_shape s = conv_shape(l, n);
+    int f = l->out_c;
+    int ckk = l->c * l->size * l->size;
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
+    int wide = (int)s.ld;
+    eml_status st = net->k->act_backward(net->ks, l->delta, l->out,
+                                         (size_t)n * l->n_out, l->act);
+    if (st != EML_OK) return st;
+    /* delta (n, f, hw) -> wide (f, n*hw).  Threads split the filters and
+     * each sums its bias gradient over examples in order, so the result
+     * does not depend on the number of threads. */
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < f; j++) {
+        float total = 0;
+        for (int b = 0; b < n; b++) {
+            const float *src = l->delta + (size_t)b * l->n_out + (size_t)j * hw;
+            float *dst = l->wide + (size_t)j * s.ld + (size_t)b * hw;
+            float sum = 0;
+            for (size_t p = 0; p < hw; p++) {
+                dst[p] = src[p];
+                sum += src[p];
+            }
+            total += sum;
+        }
+        if (sums) l->db[j] += total;
+    }
+    if (sqnorm != NULL) {
+        for (int b = 0; b < n; b++) {
+            double bias_sq = 0;
+            for (int j = 0; j < f; j++) {
+                const float *src = l->wide + (size_t)j * s.ld + (size_t)b * hw;
+                float sum = 0;
+                for (size_t p = 0; p < hw; p++) sum += src[p];
+                bias_sq += (double)sum * sum;
+            }
+            sqnorm[b] += (float)bias_sq;
+        }
+    }
+    if (sqnorm != NULL) {
+        st = conv_per_example(net, l, n, sqnorm, sums);
+        if (st != EML_OK) return st;
+    } else {
+        /* dw (f, ckk) = delta' (f, n*hw) * col^T (n*hw, ckk) */
+        st = layer_gemm(net, l, EML_GEMM_WEIGHT_GRAD, EML_GEMM_NO_WEIGHT, 0,
+                        1, f, ckk, wide, l->wide, wide, l->col, wide, 0.0f,
+                        l->dw, ckk);
+        if (st != EML_OK) return st;
+    }
+    if (din == NULL) return EML_OK;
+    /* dcol (ckk, n*hw) = w^T (ckk, f) * delta' (f, n*hw).  Not written over
+     * the columns: a second backward pass (DP clipping) needs them. */
+    st = layer_gemm(net, l, EML_GEMM_INPUT_GRAD, EML_GEMM_WEIGHT_A, 1, 0, ckk,
+                    wide, f, l->wt, ckk, l->wide, wide, 0.0f, l->dcol, wide);
+    if (st != EML_OK) return st;
+    memset(din, 0, (size_t)n * l->n_in * sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < n; b++)
+        net->k->col2im(din + (size_t)b * l->n_in, l->dcol + (size_t)b * hw, &s);
+    return EML_OK;
+}
+
+/* ==== pooling ==== */
+
+eml_pool_shape eml_layer_pool_shape(const layer *l, int n)
+{
+    eml_pool_shape s;
+    s.batch = n;
+    s.c = l->c;
+    s.in_h = l->h;
+    s.in_w = l->w;
+    s.out_h = l->out_h;
+    s.out_w = l->out_w;
+    if (l->type == EML_LAYER_AVGPOOL && l->size == 0) {
+        s.size_h = l->h;
+        s.size_w = l->w;
+        s.stride = 1;
+        s.pad_t = s.pad_l = 0;
+    } else if (l->type == EML_LAYER_MAXPOOL) {
+        /* Darknet: padding is the total; top/left get padding/2. */
+        s.size_h = s.size_w = l->size;
+        s.stride = l->stride;
+        s.pad_t = s.pad_l = l->pad / 2;
+    } else {
+        s.size_h = s.size_w = l->size;
+        s.stride = l->stride;
+        s.pad_t = s.pad_l = l->pad;
+    }
+    return s;
+}
+
+/* ==== dropout ==== */
+
+void eml_layer_dropout_forward(eml_net *net, layer *l, const float *in, int n,
+                            int train)
+{
+    size_t total = (size_t)n * l->n_out;
+    if (!train || l->prob <= 0.0f) {
+        memcpy(l->out, in, total * sizeof(float));
+        if (l->mask != NULL) /* an inference net has none */
+            for (size_t j = 0; j < total; j++) l->mask[j] = 1.0f;
+        return;
+    }
+    float scale = 1.0f / (1.0f - l->prob);
+    /* One draw from the net's generator per call, then a counter-based
+     * stream: unit pair k gets splitmix64(base + k), each 32-bit half
+     * deciding one unit (dropped when below prob * 2^32).  The mask is the
+     * same whatever the number of threads. */
+    uint64_t thresh = (uint64_t)((double)l->prob * 4294967296.0);
+    uint64_t base = eml_rng_next(&net->rng);
+    size_t pairs = (total + 1) / 2;
+#pragma omp parallel for schedule(static) if (total > 65536)
+    for (size_t k = 0; k < pairs; k++) {
+        uint64_t z = base + 0x9e3779b97f4a7c15ULL * (k + 1);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        size_t j = 2 * k;
+        float m0 = (z & 0xffffffffu) < thresh ? 0.0f : scale;
+        l->mask[j] = m0;
+        l->out[j] = in[j] * m0;
+        if (j + 1 < total) {
+            float m1 = (z >> 32) < thresh ? 0.0f : scale;
+            l->mask[j + 1] = m1;
+            l->out[j + 1] = in[j + 1] * m1;
+        }
+    }
+}
+
+
+/* Each example's scattering features, one scratch area per thread. */
+eml_status eml_layer_scatter_forward(layer *l, const float *in, int n)
+{
+    size_t scratch = eml_scatter_scratch_size(l->sc);
+    int failed = 0;
+#pragma omp parallel
+    {
+        void *ws = malloc(scratch);
+        if (ws == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 4)
+        for (int b = 0; b < n; b++)
+            if (ws != NULL)
+                eml_scatter_forward(l->sc, in + (size_t)b * l->n_in,
+                                    l->out + (size_t)b * l->n_out, ws);
+        free(ws);
+    }
+    return failed ? EML_ERR_NOMEM : EML_OK;
+}
+
