@@ -33,6 +33,11 @@ eml_status eml_pool_shape_check(const eml_pool_shape *s, size_t *n_in,
 /* True when im2col/col2im may run on s (positive sizes, no overflow). */
 int eml_conv_shape_ok(const eml_conv_shape *s);
 
+/* ==== the fast table's im2col (fast_im2col.c) ==== */
+
+void eml_fast_im2col(float *col, const float *in, const eml_conv_shape *s);
+void eml_fast_col2im(float *din, const float *col, const eml_conv_shape *s);
+
 /* ==== reference ops (ref.c), for tests and the reference table ==== */
 
 eml_status eml_ref_gemm(void *ctx, const eml_gemm_desc *g);
