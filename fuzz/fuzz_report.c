@@ -1,7 +1,7 @@
 /*
  * fuzz_report.c - libFuzzer target for signed reports: eml_report_verify
  * (src/enclave/attest.c) and the report JSON parser eml_flatjson_parse
- * (src/host/flatjson.c), on arbitrary bytes.
+ * (src/formats/flatjson.c), on arbitrary bytes.
  *
  * The input is verified against the fixed platform key of the seeds (the
  * attestation seed verifies) and against the key the report names itself

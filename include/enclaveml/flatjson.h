@@ -2,7 +2,11 @@
  * flatjson.h - a strict parser for flat JSON objects (string, number and
  * boolean members only), enough for enclaveml's signed reports.  Trusted
  * code (the enclave checks attestation reports with it): memory only, no
- * I/O; a libFuzzer target covers it.
+ * I/O; a libFuzzer target covers it.  It runs on enclaveml's one strict
+ * JSON reader (src/formats/flatjson.c), the one that also reads safetensors
+ * headers: strings are valid UTF-8 without NUL, numbers follow JSON's
+ * grammar and are finite, and duplicate keys, null, nesting and trailing
+ * bytes are errors.
  *
  *     eml_flatjson j;
  *     if (eml_flatjson_parse(text, len, &j, &err) != EML_OK) ...

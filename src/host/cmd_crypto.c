@@ -362,7 +362,54 @@ static int role_from_name(const char *path)
     return -1;
 }
 
-int eml_cmd_encrypt(int argc, char **argv)
+/* What `encrypt` was asked to do. */
+typedef struct encrypt_args {
+    const char *key_path, *rcpt_path, *in, *out;
+    uint32_t cs;
+    eml_container_meta meta;
+    int quiet;
+} encrypt_args;
+
+/* The header's role and dataset id, from --role, --dataset or
+ * --dataset-id, or the file's name.  0, or 1 after printing an error. */
+static int encrypt_meta(encrypt_args *a, const char *role_s,
+                        const char *dataset, const char *dataset_hex)
+{
+    if (role_s != NULL) {
+        if (eml_container_role_parse(role_s, &a->meta.role) != EML_OK)
+            return eml_fail("encrypt: --role '%s' is not one of train-images, "
+                            "train-labels, test-images, test-labels, model, "
+                            "none",
+                            role_s);
+    } else {
+        int r = role_from_name(a->in);
+        if (r < 0)
+            return eml_fail("encrypt: %s: cannot tell the file's role from "
+                            "its name; pass --role train-images|"
+                            "train-labels|test-images|test-labels|model|none",
+                            a->in);
+        a->meta.role = (eml_container_role)r;
+    }
+    if (dataset != NULL && dataset_hex != NULL)
+        return eml_fail("encrypt: give at most one of --dataset NAME and "
+                        "--dataset-id HEX");
+    if (dataset != NULL) {
+        if (dataset[0] == '\0')
+            return eml_fail("encrypt: --dataset: empty name");
+        if (eml_container_dataset_id(a->meta.dataset_id, dataset,
+                                     strlen(dataset)) != EML_OK)
+            return eml_fail("encrypt: --dataset: cannot hash the name");
+    }
+    if (dataset_hex != NULL &&
+        eml_opt_hex("encrypt: --dataset-id", dataset_hex, a->meta.dataset_id,
+                    sizeof(a->meta.dataset_id)) != 0)
+        return 1;
+    return 0;
+}
+
+/* Fills a from the command line.  -1 to go on, else the exit status (0
+ * after --help, 1 after an error, printed). */
+static int encrypt_options(int argc, char **argv, encrypt_args *a)
 {
     static const struct option opts[] = {
         {"key", required_argument, 0, OPT_KEY},
@@ -376,67 +423,84 @@ int eml_cmd_encrypt(int argc, char **argv)
         {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
-    const char *key_path = NULL, *rcpt_path = NULL, *in = NULL, *out = NULL;
     const char *role_s = NULL, *dataset = NULL, *dataset_hex = NULL;
-    uint32_t cs = EML_CONTAINER_CHUNK_DEFAULT;
-    eml_container_meta meta;
-    int quiet = 0, opt;
-    memset(&meta, 0, sizeof(meta));
+    int opt;
+    memset(a, 0, sizeof(*a));
+    a->cs = EML_CONTAINER_CHUNK_DEFAULT;
     opterr = 0;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
-        case OPT_KEY: key_path = optarg; break;
-        case OPT_RECIPIENT: rcpt_path = optarg; break;
-        case OPT_IN: in = optarg; break;
-        case OPT_OUT: out = optarg; break;
+        case OPT_KEY: a->key_path = optarg; break;
+        case OPT_RECIPIENT: a->rcpt_path = optarg; break;
+        case OPT_IN: a->in = optarg; break;
+        case OPT_OUT: a->out = optarg; break;
         case OPT_CHUNK_SIZE:
-            if (parse_chunk_size(optarg, &cs)) return 1;
+            if (parse_chunk_size(optarg, &a->cs)) return 1;
             break;
         case OPT_ROLE: role_s = optarg; break;
         case OPT_DATASET: dataset = optarg; break;
         case OPT_DATASET_ID: dataset_hex = optarg; break;
-        case OPT_QUIET: quiet = 1; break;
+        case OPT_QUIET: a->quiet = 1; break;
         case OPT_HELP: fputs(encrypt_usage, stdout); return 0;
         default: return eml_opt_unknown("encrypt", argc, argv);
         }
     }
     if (optind < argc)
         return eml_fail("encrypt: unexpected argument '%s'", argv[optind]);
-    if ((key_path == NULL) == (rcpt_path == NULL))
+    if ((a->key_path == NULL) == (a->rcpt_path == NULL))
         return eml_fail("encrypt: give exactly one of --key NAME.key and "
                     "--recipient NAME.pub");
-    if (in == NULL) return eml_fail("encrypt: --in FILE is required");
-    if (out == NULL) return eml_fail("encrypt: --out FILE is required");
-    if (role_s != NULL) {
-        if (eml_container_role_parse(role_s, &meta.role) != EML_OK)
-            return eml_fail("encrypt: --role '%s' is not one of train-images, "
-                            "train-labels, test-images, test-labels, model, "
-                            "none",
-                            role_s);
-    } else {
-        int r = role_from_name(in);
-        if (r < 0)
-            return eml_fail("encrypt: %s: cannot tell the file's role from "
-                            "its name; pass --role train-images|"
-                            "train-labels|test-images|test-labels|model|none",
-                            in);
-        meta.role = (eml_container_role)r;
+    if (a->in == NULL) return eml_fail("encrypt: --in FILE is required");
+    if (a->out == NULL) return eml_fail("encrypt: --out FILE is required");
+    if (encrypt_meta(a, role_s, dataset, dataset_hex) != 0) return 1;
+    return -1;
+}
+
+/* Reads in_fd to its end and writes it to of sealed, chunk by chunk,
+ * through two plaintext buffers pa and pb (locked, cs bytes each) and ct
+ * (cs + tag bytes).  0, or 1 after printing an error. */
+static int encrypt_stream(const encrypt_args *a, int in_fd, eml_cw *w,
+                          outfile *of, uint8_t *pa, uint8_t *pb, uint8_t *ct,
+                          uint64_t *total, uint64_t *chunks)
+{
+    const uint32_t cs = a->cs;
+    eml_err err = {0};
+    ssize_t n = read_full(in_fd, pa, cs);
+    if (n < 0)
+        return eml_fail("%s: read failed: %s", a->in, strerror(errno));
+    for (;;) {
+        ssize_t m = 0;
+        if ((size_t)n == cs) {
+            m = read_full(in_fd, pb, cs);
+            if (m < 0)
+                return eml_fail("%s: read failed: %s", a->in,
+                                strerror(errno));
+        }
+        int final = m == 0;
+        size_t got = 0;
+        eml_status st = eml_cw_seal(w, pa, (size_t)n, final, ct, &got, &err);
+        if (st != EML_OK)
+            return eml_fail("%s: %s", a->out, eml_err_msg(&err, st));
+        int e = eml_fd_write_all(of->fd, ct, got);
+        if (e != 0)
+            return eml_fail("%s: write failed: %s", a->out, strerror(e));
+        *total += (uint64_t)n;
+        (*chunks)++;
+        if (final) return 0;
+        uint8_t *t = pa;
+        pa = pb;
+        pb = t;
+        n = m;
     }
-    if (dataset != NULL && dataset_hex != NULL)
-        return eml_fail("encrypt: give at most one of --dataset NAME and "
-                        "--dataset-id HEX");
-    if (dataset != NULL) {
-        if (dataset[0] == '\0')
-            return eml_fail("encrypt: --dataset: empty name");
-        if (eml_container_dataset_id(meta.dataset_id, dataset,
-                                     strlen(dataset)) != EML_OK)
-            return eml_fail("encrypt: --dataset: cannot hash the name");
-    }
-    if (dataset_hex != NULL &&
-        eml_opt_hex("encrypt: --dataset-id", dataset_hex, meta.dataset_id,
-                    sizeof(meta.dataset_id)) != 0)
-        return 1;
+}
+
+int eml_cmd_encrypt(int argc, char **argv)
+{
+    encrypt_args a;
+    int rc = encrypt_options(argc, argv, &a);
+    if (rc >= 0) return rc;
+    rc = 1;
 
     eml_err err = {0};
     eml_status st;
@@ -445,103 +509,71 @@ int eml_cmd_encrypt(int argc, char **argv)
     char id_hex[33], ds_hex[33];
     size_t hlen = 0;
     eml_cw *w = NULL;
-    uint8_t *a = NULL, *b = NULL, *ct = NULL;
+    uint8_t *pa = NULL, *pb = NULL, *ct = NULL;
     outfile of = {0};
     of.fd = -1;
-    int in_fd = -1, rc = 1, e;
+    int in_fd = -1, e;
     uint64_t total = 0, chunks = 0;
-    eml_container_mode mode = key_path != NULL ? EML_CONTAINER_SYMMETRIC
-                                               : EML_CONTAINER_RECIPIENT;
+    eml_container_mode mode = a.key_path != NULL ? EML_CONTAINER_SYMMETRIC
+                                                 : EML_CONTAINER_RECIPIENT;
     const uint8_t *key;
 
-    if (key_path != NULL) {
-        st = eml_keyfile_load(key_path, &k, &err);
+    if (a.key_path != NULL) {
+        st = eml_keyfile_load(a.key_path, &k, &err);
         if (st != EML_OK) return eml_fail("%s", eml_err_msg(&err, st));
         key = k->data_key;
     } else {
-        st = eml_pubfile_load(rcpt_path, rcpt_pk, &err);
+        st = eml_pubfile_load(a.rcpt_path, rcpt_pk, &err);
         if (st != EML_OK) return eml_fail("%s", eml_err_msg(&err, st));
         key = rcpt_pk;
     }
-    in_fd = open_input(in);
+    in_fd = open_input(a.in);
     if (in_fd < 0) goto out;
-    st = eml_cw_new(mode, key, cs, &meta, &w, hdr, &hlen, &err);
+    st = eml_cw_new(mode, key, a.cs, &a.meta, &w, hdr, &hlen, &err);
     if (st == EML_OK) st = eml_container_key_id(id, key);
     if (st != EML_OK) {
-        eml_fail("%s: %s", out, eml_err_msg(&err, st));
+        eml_fail("%s: %s", a.out, eml_err_msg(&err, st));
         goto out;
     }
     hex(id_hex, id, 16);
-    hex(ds_hex, meta.dataset_id, 16);
+    hex(ds_hex, a.meta.dataset_id, 16);
     /* Two plaintext chunks: the next one is read before the current one
      * is sealed, because only then is it known whether it is final. */
-    a = eml_secure_alloc(cs);
-    b = eml_secure_alloc(cs);
-    ct = malloc((size_t)cs + EML_CONTAINER_TAG_BYTES);
-    if (a == NULL || b == NULL || ct == NULL) {
-        eml_fail("encrypt: out of memory for %" PRIu32 "-byte chunks", cs);
+    pa = eml_secure_alloc(a.cs);
+    pb = eml_secure_alloc(a.cs);
+    ct = malloc((size_t)a.cs + EML_CONTAINER_TAG_BYTES);
+    if (pa == NULL || pb == NULL || ct == NULL) {
+        eml_fail("encrypt: out of memory for %" PRIu32 "-byte chunks", a.cs);
         goto out;
     }
-    e = out_open(&of, out, 0644);
+    e = out_open(&of, a.out, 0644);
     if (e == 0) e = eml_fd_write_all(of.fd, hdr, hlen);
     if (e != 0) {
-        eml_fail("%s: %s", out, strerror(e));
+        eml_fail("%s: %s", a.out, strerror(e));
         goto out;
     }
-    ssize_t n = read_full(in_fd, a, cs);
-    if (n < 0) {
-        eml_fail("%s: read failed: %s", in, strerror(errno));
+    if (encrypt_stream(&a, in_fd, w, &of, pa, pb, ct, &total, &chunks) != 0)
         goto out;
-    }
-    for (;;) {
-        ssize_t m = 0;
-        if ((size_t)n == cs) {
-            m = read_full(in_fd, b, cs);
-            if (m < 0) {
-                eml_fail("%s: read failed: %s", in, strerror(errno));
-                goto out;
-            }
-        }
-        int final = m == 0;
-        size_t got = 0;
-        st = eml_cw_seal(w, a, (size_t)n, final, ct, &got, &err);
-        if (st != EML_OK) {
-            eml_fail("%s: %s", out, eml_err_msg(&err, st));
-            goto out;
-        }
-        e = eml_fd_write_all(of.fd, ct, got);
-        if (e != 0) {
-            eml_fail("%s: write failed: %s", out, strerror(e));
-            goto out;
-        }
-        total += (uint64_t)n;
-        chunks++;
-        if (final) break;
-        uint8_t *t = a;
-        a = b;
-        b = t;
-        n = m;
-    }
     e = out_commit(&of);
     if (e != 0) {
-        eml_fail("%s: write failed: %s", out, strerror(e));
+        eml_fail("%s: write failed: %s", a.out, strerror(e));
         goto out;
     }
-    if (!quiet)
+    if (!a.quiet)
         fprintf(stderr,
                 "enclaveml: encrypted %s -> %s: %" PRIu64 " byte%s in %" PRIu64
                 " chunk%s of %" PRIu32 ", %s key id %s, role %s, dataset id "
                 "%s\n",
-                in, out, total, total == 1 ? "" : "s", chunks,
-                chunks == 1 ? "" : "s", cs,
+                a.in, a.out, total, total == 1 ? "" : "s", chunks,
+                chunks == 1 ? "" : "s", a.cs,
                 mode == EML_CONTAINER_SYMMETRIC ? "data" : "recipient",
-                id_hex, eml_container_role_name(meta.role), ds_hex);
+                id_hex, eml_container_role_name(a.meta.role), ds_hex);
     rc = 0;
 out:
     out_abort(&of); /* after a commit: nothing left to drop */
     if (in_fd >= 0) close(in_fd);
-    eml_secure_free(a, cs);
-    eml_secure_free(b, cs);
+    eml_secure_free(pa, a.cs);
+    eml_secure_free(pb, a.cs);
     free(ct);
     eml_cw_free(w);
     eml_keyfile_free(k);
@@ -559,7 +591,10 @@ static const char decrypt_usage[] =
     "(the container's header says which).  Every chunk is authenticated; on\n"
     "any failure (wrong key, tampering, truncation) FILE is not created.\n";
 
-int eml_cmd_decrypt(int argc, char **argv)
+/* Fills key_path, in, out and quiet from the command line.  -1 to go on,
+ * else the exit status (0 after --help, 1 after an error, printed). */
+static int decrypt_options(int argc, char **argv, const char **key_path,
+                           const char **in, const char **out, int *quiet)
 {
     static const struct option opts[] = {
         {"key", required_argument, 0, OPT_KEY},
@@ -568,63 +603,113 @@ int eml_cmd_decrypt(int argc, char **argv)
         {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
-    const char *key_path = NULL, *in = NULL, *out = NULL;
-    int quiet = 0, opt;
+    int opt;
     opterr = 0;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
-        case OPT_KEY: key_path = optarg; break;
-        case OPT_IN: in = optarg; break;
-        case OPT_OUT: out = optarg; break;
-        case OPT_QUIET: quiet = 1; break;
+        case OPT_KEY: *key_path = optarg; break;
+        case OPT_IN: *in = optarg; break;
+        case OPT_OUT: *out = optarg; break;
+        case OPT_QUIET: *quiet = 1; break;
         case OPT_HELP: fputs(decrypt_usage, stdout); return 0;
         default: return eml_opt_unknown("decrypt", argc, argv);
         }
     }
     if (optind < argc)
         return eml_fail("decrypt: unexpected argument '%s'", argv[optind]);
-    if (key_path == NULL) return eml_fail("decrypt: --key NAME.key is required");
-    if (in == NULL) return eml_fail("decrypt: --in FILE is required");
-    if (out == NULL) return eml_fail("decrypt: --out FILE is required");
+    if (*key_path == NULL)
+        return eml_fail("decrypt: --key NAME.key is required");
+    if (*in == NULL) return eml_fail("decrypt: --in FILE is required");
+    if (*out == NULL) return eml_fail("decrypt: --out FILE is required");
+    return -1;
+}
+
+/* Reads the container's header from in_fd and opens a reader on it with
+ * k's keys.  0, or 1 after printing an error. */
+static int decrypt_header(int in_fd, const char *in, const eml_keyfile *k,
+                          eml_cr **r)
+{
+    uint8_t hdr[EML_CONTAINER_HEADER_MAX];
+    size_t hlen = 0;
+    eml_err err = {0};
+    ssize_t n = read_full(in_fd, hdr, EML_CONTAINER_PREFIX);
+    if (n < 0) return eml_fail("%s: read failed: %s", in, strerror(errno));
+    eml_status st = eml_cr_header_len(hdr, (size_t)n, &hlen, &err);
+    if (st == EML_OK) {
+        n = read_full(in_fd, hdr + EML_CONTAINER_PREFIX,
+                      hlen - EML_CONTAINER_PREFIX);
+        if (n < 0)
+            return eml_fail("%s: read failed: %s", in, strerror(errno));
+        eml_container_keys keys = {k->data_key, k->x25519_sk};
+        st = eml_cr_new(hdr, EML_CONTAINER_PREFIX + (size_t)n, &keys, r,
+                        &err);
+    }
+    if (st != EML_OK) return eml_fail("%s: %s", in, eml_err_msg(&err, st));
+    return 0;
+}
+
+/* Opens every chunk left in in_fd into of, through two ciphertext buffers
+ * ca and cb (read ahead to learn which chunk is the last) and the locked
+ * plaintext buffer pt, then checks that the file was complete.  0, or 1
+ * after printing an error. */
+static int decrypt_stream(int in_fd, eml_cr *r, outfile *of, uint8_t *ca,
+                          uint8_t *cb, uint8_t *pt, const char *in,
+                          const char *out)
+{
+    const size_t full = (size_t)eml_cr_chunk_size(r) + EML_CONTAINER_TAG_BYTES;
+    eml_err err = {0};
+    eml_status st;
+    ssize_t n = read_full(in_fd, ca, full);
+    if (n < 0) return eml_fail("%s: read failed: %s", in, strerror(errno));
+    while (n > 0) {
+        ssize_t m = 0;
+        if ((size_t)n == full) {
+            m = read_full(in_fd, cb, full);
+            if (m < 0)
+                return eml_fail("%s: read failed: %s", in, strerror(errno));
+        }
+        size_t got = 0;
+        st = eml_cr_open(r, ca, (size_t)n, m == 0, pt, &got, &err);
+        if (st != EML_OK)
+            return eml_fail("%s: %s", in, eml_err_msg(&err, st));
+        int e = eml_fd_write_all(of->fd, pt, got);
+        eml_wipe(pt, got);
+        if (e != 0)
+            return eml_fail("%s: write failed: %s", out, strerror(e));
+        uint8_t *t = ca;
+        ca = cb;
+        cb = t;
+        n = m;
+    }
+    st = eml_cr_finish(r, &err);
+    if (st != EML_OK) return eml_fail("%s: %s", in, eml_err_msg(&err, st));
+    return 0;
+}
+
+int eml_cmd_decrypt(int argc, char **argv)
+{
+    const char *key_path = NULL, *in = NULL, *out = NULL;
+    int quiet = 0;
+    int rc = decrypt_options(argc, argv, &key_path, &in, &out, &quiet);
+    if (rc >= 0) return rc;
+    rc = 1;
 
     eml_err err = {0};
     eml_status st;
     eml_keyfile *k = NULL;
-    uint8_t hdr[EML_CONTAINER_HEADER_MAX];
-    size_t hlen = 0, cs = 0, full = 0;
+    size_t cs = 0, full = 0;
     eml_cr *r = NULL;
     uint8_t *a = NULL, *b = NULL, *pt = NULL;
     outfile of = {0};
     of.fd = -1;
-    int in_fd = -1, rc = 1, e;
-    ssize_t n;
+    int in_fd = -1, e;
 
     st = eml_keyfile_load(key_path, &k, &err);
     if (st != EML_OK) return eml_fail("%s", eml_err_msg(&err, st));
     in_fd = open_input(in);
     if (in_fd < 0) goto out;
-    n = read_full(in_fd, hdr, EML_CONTAINER_PREFIX);
-    if (n < 0) {
-        eml_fail("%s: read failed: %s", in, strerror(errno));
-        goto out;
-    }
-    st = eml_cr_header_len(hdr, (size_t)n, &hlen, &err);
-    if (st == EML_OK) {
-        n = read_full(in_fd, hdr + EML_CONTAINER_PREFIX,
-                      hlen - EML_CONTAINER_PREFIX);
-        if (n < 0) {
-            eml_fail("%s: read failed: %s", in, strerror(errno));
-            goto out;
-        }
-        eml_container_keys keys = {k->data_key, k->x25519_sk};
-        st = eml_cr_new(hdr, EML_CONTAINER_PREFIX + (size_t)n, &keys, &r,
-                        &err);
-    }
-    if (st != EML_OK) {
-        eml_fail("%s: %s", in, eml_err_msg(&err, st));
-        goto out;
-    }
+    if (decrypt_header(in_fd, in, k, &r) != 0) goto out;
     eml_keyfile_free(k); /* the reader holds what it needs */
     k = NULL;
     cs = eml_cr_chunk_size(r);
@@ -643,42 +728,7 @@ int eml_cmd_decrypt(int argc, char **argv)
         eml_fail("%s: %s", out, strerror(e));
         goto out;
     }
-    n = read_full(in_fd, a, full);
-    if (n < 0) {
-        eml_fail("%s: read failed: %s", in, strerror(errno));
-        goto out;
-    }
-    while (n > 0) {
-        ssize_t m = 0;
-        if ((size_t)n == full) {
-            m = read_full(in_fd, b, full);
-            if (m < 0) {
-                eml_fail("%s: read failed: %s", in, strerror(errno));
-                goto out;
-            }
-        }
-        size_t got = 0;
-        st = eml_cr_open(r, a, (size_t)n, m == 0, pt, &got, &err);
-        if (st != EML_OK) {
-            eml_fail("%s: %s", in, eml_err_msg(&err, st));
-            goto out;
-        }
-        e = eml_fd_write_all(of.fd, pt, got);
-        eml_wipe(pt, got);
-        if (e != 0) {
-            eml_fail("%s: write failed: %s", out, strerror(e));
-            goto out;
-        }
-        uint8_t *t = a;
-        a = b;
-        b = t;
-        n = m;
-    }
-    st = eml_cr_finish(r, &err);
-    if (st != EML_OK) {
-        eml_fail("%s: %s", in, eml_err_msg(&err, st));
-        goto out;
-    }
+    if (decrypt_stream(in_fd, r, &of, a, b, pt, in, out) != 0) goto out;
     e = out_commit(&of);
     if (e != 0) {
         eml_fail("%s: write failed: %s", out, strerror(e));
