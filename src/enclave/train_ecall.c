@@ -23,29 +23,19 @@
 typedef struct progress_ctx {
     eml_enclave *e;
     int failed;
+    eml_err err; /* why the first PROGRESS did not go out */
 } progress_ctx;
 
 static void send_progress(void *user, const eml_train_progress *p)
 {
     progress_ctx *pc = user;
     if (pc->failed) return;
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_PROGRESS);
-    eml_msg_put_u64(&m, (uint64_t)p->epoch);
-    eml_msg_put_u64(&m, (uint64_t)p->epochs);
-    eml_msg_put_u64(&m, (uint64_t)p->batch);
-    eml_msg_put_u64(&m, (uint64_t)p->batches);
-    eml_msg_put_f64(&m, p->loss);
-    eml_msg_put_f64(&m, p->images_per_second);
-    eml_msg_put_f64(&m, p->seconds);
-    eml_msg_put_f64(&m, p->eta_seconds);
-    eml_msg_put_u64(&m, (uint64_t)p->epoch_done);
-    eml_msg_put_f64(&m, p->test_accuracy);
-    eml_msg_put_f64(&m, p->train_accuracy);
-    eml_msg_put_u64(&m, (uint64_t)p->resume_event);
-    eml_msg_put_u64(&m, p->resume_event ? (uint64_t)(p->resumed_step + 1) : 0);
-    if (eml_msg_send(&pc->e->ch, &m) != EML_OK) pc->failed = 1;
-    eml_msg_free(&m);
+    eml_notify_progress m;
+    m.p = *p;
+    m.resumed = p->resume_event ? p->resumed_step + 1 : 0;
+    if (eml_rt_notify(pc->e, EML_MSG_PROGRESS, &m, sizeof(m), &pc->err) !=
+        EML_OK)
+        pc->failed = 1;
 }
 
 /* Encrypts the weights to the recipient and streams them out; file_hash
@@ -76,14 +66,8 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
         eml_sha256_free(fh);
         return eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
     }
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_OUTPUT);
-    eml_msg_put_u64(&m, 0);
-    eml_msg_put_bytes(&m, header, hlen);
-    eml_msg_put_u64(&m, 0);
-    st = eml_rt_ocall(e, &m, EML_MSG_OUTPUT_OK, &r, err);
-    eml_msg_free(&m);
+    eml_ocall_output q = {0, {header, hlen}, 0};
+    st = eml_rt_ocall(e, EML_MSG_OUTPUT, &q, sizeof(q), NULL, 0, err);
     size_t off = 0;
     while (st == EML_OK) {
         size_t n = len - off < cs ? len - off : cs;
@@ -92,12 +76,8 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
         st = eml_cw_seal(w, pt + off, n, final, ct, &cl, err);
         if (st == EML_OK) st = eml_sha256_update(fh, ct, cl);
         if (st != EML_OK) break;
-        eml_msg_init(&m, EML_MSG_OUTPUT);
-        eml_msg_put_u64(&m, 0);
-        eml_msg_put_bytes(&m, ct, cl);
-        eml_msg_put_u64(&m, (uint64_t)final);
-        st = eml_rt_ocall(e, &m, EML_MSG_OUTPUT_OK, &r, err);
-        eml_msg_free(&m);
+        eml_ocall_output c = {0, {ct, cl}, final};
+        st = eml_rt_ocall(e, EML_MSG_OUTPUT, &c, sizeof(c), NULL, 0, err);
         off += n;
         if (final) break;
     }
@@ -108,76 +88,21 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
     return st;
 }
 
-typedef struct train_req {
-    const uint8_t *cfg_text;
-    size_t cfg_len;
-    uint64_t epochs, batch, seed, threads, kernels, n_owners;
-    uint64_t mirror, save_every, resume;
-    double lr;
-    uint8_t recipient[32];
-    eml_dp_opts dp;
-    const uint8_t *grants[EML_OWNERS_MAX];
-    size_t grant_len[EML_OWNERS_MAX];
-    uint8_t report_nonce[EML_NONCE_MAX]; /* copied: ocalls reuse the frame */
-    size_t report_nonce_len;
-} train_req;
-
-static eml_status decode_train(eml_msg_reader *r, train_req *q)
-{
-    memset(q, 0, sizeof(*q));
-    eml_status st = eml_msg_get_bytes(r, EML_CFG_TEXT_MAX, &q->cfg_text,
-                                      &q->cfg_len);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 100000, &q->epochs);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, EML_CFG_MAX_BATCH, &q->batch);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &q->lr);
-    if (st == EML_OK) st = eml_msg_get_u64(r, &q->seed);
-    if (st == EML_OK) st = eml_msg_get_range(r, 1, 256, &q->threads);
-    if (st == EML_OK)
-        st = eml_msg_get_range(r, 0, EML_KERNELS_COUNT - 1, &q->kernels);
-    if (st == EML_OK) st = eml_msg_get_fixed(r, q->recipient, 32);
-    uint64_t dp = 0, fixed = 0, insecure = 0;
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &dp);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.clip);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.noise);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.delta);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &q->dp.target_epsilon);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &fixed);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &insecure);
-    q->dp.enabled = (int)dp;
-    q->dp.fixed_batches = (int)fixed;
-    q->dp.insecure_seed = (int)insecure;
-    if (st == EML_OK) st = eml_msg_get_range(r, 1, EML_OWNERS_MAX, &q->n_owners);
-    for (uint64_t i = 0; st == EML_OK && i < q->n_owners; i++)
-        st = eml_msg_get_bytes(r, EML_GRANT_MAX, &q->grants[i],
-                               &q->grant_len[i]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &q->mirror);
-    if (st == EML_OK)
-        st = eml_msg_get_range(r, 1, 1000000000, &q->save_every);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &q->resume);
-    const uint8_t *nonce = NULL;
-    if (st == EML_OK)
-        st = eml_msg_get_bytes(r, EML_NONCE_MAX, &nonce, &q->report_nonce_len);
-    if (st == EML_OK) memcpy(q->report_nonce, nonce, q->report_nonce_len);
-    if (st == EML_OK) st = eml_msg_get_end(r);
-    if (st == EML_OK && (q->lr < 0 || q->lr > 100)) st = EML_ERR_RANGE;
-    return st;
-}
-
 /* Fixes the noise, before any data is decrypted; *planned is the epsilon
  * the whole run may spend.  cap (the smallest max_epsilon among the
  * grants, or infinity) refuses a larger plan and bounds the target, so
  * that training never takes a step past it.  The spend ledger's gate
  * (budget_gate) then checks what is left of each grant's budget. */
-static eml_status plan_dp(eml_enclave *e, train_req *q, int batch,
+static eml_status plan_dp(eml_enclave *e, eml_ecall_train *q, int batch,
                           int epochs, size_t n_params, double cap,
                           size_t *claimed, double *planned, eml_err *err)
 {
-    eml_dp_opts *dp = &q->dp;
+    eml_dp_opts *dp = &q->spec.dp;
     if (!(dp->clip > 0) || !(dp->delta > 0 && dp->delta < 1) ||
         dp->target_epsilon < 0)
         return eml_err_set(err, EML_ERR_INVALID,
                            "DP needs clip > 0 and delta in (0, 1)");
-    eml_status st = eml_rt_claimed_count(e, q->n_owners, claimed, err);
+    eml_status st = eml_rt_claimed_count(e, q->n_grants, claimed, err);
     if (st != EML_OK) return st;
     double rate;
     long steps;
@@ -225,16 +150,15 @@ static void append(char *buf, size_t cap, size_t *k, const char *fmt, ...)
     if (*k >= cap) *k = cap - 1;
 }
 
-eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
+eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_any *req, eml_err *err)
 {
-    train_req q;
-    eml_status st = decode_train(r, &q);
-    if (st != EML_OK) return eml_err_set(err, st, "malformed TRAIN message");
+    eml_ecall_train q = req->m_TRAIN; /* plan_dp fixes q.spec.dp */
+    eml_status st;
     if (!e->has_identity)
         return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
 
-    uint8_t *keys = eml_secure_alloc(32 * (size_t)q.n_owners);
-    eml_grant_info *ginfo = calloc((size_t)q.n_owners, sizeof(*ginfo));
+    uint8_t *keys = eml_secure_alloc(32 * (size_t)q.n_grants);
+    eml_grant_info *ginfo = calloc((size_t)q.n_grants, sizeof(*ginfo));
     data_acc train_set, test_set;
     memset(&train_set, 0, sizeof(train_set));
     memset(&test_set, 0, sizeof(test_set));
@@ -259,7 +183,7 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     /* The cfg text lies in the received frame, which the ocalls below
      * reuse: hash it now. */
     uint8_t cfg_hash[32];
-    st = eml_sha256(cfg_hash, q.cfg_text, q.cfg_len);
+    st = eml_sha256(cfg_hash, q.cfg_text.p, q.cfg_text.n);
     if (st != EML_OK) {
         st = eml_err_set(err, st, "hash failed");
         goto out;
@@ -268,9 +192,9 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
      * allows this recipient and this network.  The smallest max_epsilon
      * among them caps the run. */
     double cap = INFINITY;
-    for (uint64_t o = 0; o < q.n_owners; o++) {
+    for (uint64_t o = 0; o < q.n_grants; o++) {
         eml_err gerr = {0};
-        st = eml_grant_open(q.grants[o], q.grant_len[o], e->measurement,
+        st = eml_grant_open(q.grants[o].p, q.grants[o].n, e->measurement,
                             e->sec->x_sk, e->x_pk, &ginfo[o], keys + 32 * o,
                             &gerr);
         if (st != EML_OK) {
@@ -302,7 +226,7 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
             goto out;
         }
         if (ginfo[o].has_max_epsilon) {
-            if (!q.dp.enabled) {
+            if (!q.spec.dp.enabled) {
                 st = eml_err_set(err, EML_ERR_AUTH,
                                  "grant %u allows only differentially "
                                  "private training (max epsilon %g); this "
@@ -314,32 +238,32 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         }
     }
     /* The network, before any data is decrypted. */
-    st = eml_cfg_parse((const char *)q.cfg_text, q.cfg_len, "cfg", &cfg,
-                       err);
+    st = eml_cfg_parse((const char *)q.cfg_text.p, q.cfg_text.n, "cfg",
+                       &cfg, err);
     if (st != EML_OK) goto out;
     eml_train_opts to = eml_train_opts_default(cfg);
-    if (q.epochs > 0) to.epochs = (int)q.epochs;
-    if (q.batch > 0) to.batch = (int)q.batch;
-    if (q.lr > 0) to.lr = (float)q.lr;
-    to.seed = q.seed;
-    eml_net_opts no = {(eml_kernels_kind)q.kernels, to.batch, q.seed};
+    if (q.spec.epochs > 0) to.epochs = (int)q.spec.epochs;
+    if (q.spec.batch > 0) to.batch = (int)q.spec.batch;
+    if (q.spec.lr > 0) to.lr = (float)q.spec.lr;
+    to.seed = q.spec.seed;
+    eml_net_opts no = {(eml_kernels_kind)q.spec.kernels, to.batch, q.spec.seed};
     st = eml_net_new(cfg, &no, &net, err);
     if (st != EML_OK) goto out;
-    eml_kernels_set_threads((int)q.threads);
+    eml_kernels_set_threads((int)q.spec.threads);
 
     size_t claimed = 0;
     if (isfinite(cap)) {
         /* --insecure-seed lets the host choose the noise and the sampling:
          * never against an owner's budget.  Fixed-size batches are not
          * what the accountant assumes (Poisson sampling). */
-        if (q.dp.insecure_seed) {
+        if (q.spec.dp.insecure_seed) {
             st = eml_err_set(err, EML_ERR_AUTH,
                              "a grant sets a privacy budget, so the noise "
                              "must come from the enclave's own randomness: "
                              "--insecure-seed is refused");
             goto out;
         }
-        if (q.dp.fixed_batches) {
+        if (q.spec.dp.fixed_batches) {
             st = eml_err_set(err, EML_ERR_AUTH,
                              "a grant sets a privacy budget, and the "
                              "accountant's bound holds for Poisson sampling "
@@ -348,15 +272,15 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         }
         bud.e = e;
         bud.g = ginfo;
-        bud.n = q.n_owners;
+        bud.n = q.n_grants;
         st = eml_rt_ledger_load(&bud, 0, err);
         if (st != EML_OK) goto out;
     }
-    if (q.dp.enabled) {
+    if (q.spec.dp.enabled) {
         st = plan_dp(e, &q, to.batch, to.epochs, eml_net_param_count(net),
                      cap, &claimed, &bud.planned, err);
         if (st != EML_OK) goto out;
-        to.dp = q.dp;
+        to.dp = q.spec.dp;
     }
     if (isfinite(cap)) {
         /* A fresh run is checked here, before any data is decrypted (an
@@ -364,7 +288,7 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
          * lock when it is charged); one that may resume is checked when
          * training starts, once it is known whether it continues a run
          * that was already charged. */
-        if (!q.resume) {
+        if (!q.spec.resume) {
             st = eml_rt_budget_gate(&bud, err);
             if (st != EML_OK) goto out;
         }
@@ -372,7 +296,7 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         to.on_start_user = &bud;
     }
 
-    for (uint64_t o = 0; o < q.n_owners; o++) {
+    for (uint64_t o = 0; o < q.n_grants; o++) {
         owner_file f[EML_FILE_KINDS];
         memset(f, 0, sizeof(f));
         for (int k = 0; k < EML_FILE_KINDS && st == EML_OK; k++) {
@@ -392,9 +316,9 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         for (int k = 0; k < EML_FILE_KINDS; k++) eml_rt_owner_file_free(&f[k]);
         if (st != EML_OK) goto out;
     }
-    eml_secure_free(keys, 32 * (size_t)q.n_owners);
+    eml_secure_free(keys, 32 * (size_t)q.n_grants);
     keys = NULL;
-    if (q.dp.enabled && train_set.count != claimed) {
+    if (q.spec.dp.enabled && train_set.count != claimed) {
         st = eml_err_set(err, EML_ERR_FORMAT,
                          "the privacy budget was planned for %zu training "
                          "images (from the label files' sizes) but the "
@@ -408,29 +332,32 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
                       train_set.labels};
     eml_dataset te = {test_set.count, test_set.item, test_set.images,
                       test_set.labels};
-    progress_ctx pc = {e, 0};
+    progress_ctx pc;
+    memset(&pc, 0, sizeof(pc));
+    pc.e = e;
     to.progress = send_progress;
     to.progress_user = &pc;
-    if (q.mirror) {
+    if (q.spec.mirror) {
         /* Sealed to this measurement, bound to the run and its data. */
         eml_store_ops ops = eml_rt_store_ops(e);
         eml_mirror_opts mo;
         memset(&mo, 0, sizeof(mo));
         mo.seal_secret = e->sec->seal_secret;
         mo.measurement = e->measurement;
-        mo.every = (long)q.save_every;
+        mo.every = (long)q.spec.save_every;
         st = eml_train_run_digest(mo.cfg_digest, cfg_hash, 32, &to);
         if (st == EML_OK) st = eml_dataset_digest(mo.data_digest, &tr, &te);
         if (st == EML_OK) st = eml_mirror_new(&mo, &ops, &mirror, err);
         if (st != EML_OK) goto out;
         to.mirror = mirror;
-        to.resume = (int)q.resume;
+        to.resume = (int)q.spec.resume;
     }
     eml_train_result res;
     st = eml_train(net, cfg, &tr, &te, &to, &res, err);
     if (st != EML_OK) goto out;
     if (pc.failed) {
-        st = eml_err_set(err, EML_ERR_IO, "lost the host during training");
+        st = eml_err_set(err, EML_ERR_IO, "lost the host during training (%s)",
+                         pc.err.msg);
         goto out;
     }
     st = eml_weights_encode(net, &weights, &wlen);
@@ -445,7 +372,7 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
     if (st != EML_OK) goto out;
 
     /* The signed training report. */
-    size_t bcap = 2560 + (size_t)q.n_owners * (EML_FILE_KINDS * 66 + 68) +
+    size_t bcap = 2560 + (size_t)q.n_grants * (EML_FILE_KINDS * 66 + 68) +
                  2 * EML_NONCE_MAX;
     char *body = malloc(bcap);
     if (body == NULL) {
@@ -473,49 +400,49 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         "\"images_per_second\":%.6g,\"mirror\":%s,\"resumed_step\":%ld,"
         "\"mirror_saves\":%ld,\"dp\":%s,\"datasets\":\"",
         e->sim ? "true" : "false", meas, edh, nh, ch, mh, mfh, rh,
-        (unsigned)q.n_owners, train_set.count, test_set.count, res.epochs,
+        (unsigned)q.n_grants, train_set.count, test_set.count, res.epochs,
         res.steps, eml_net_param_count(net), res.train_loss,
         res.test_accuracy, res.test_loss, res.seconds, res.images_per_second,
-        q.mirror ? "true" : "false", res.resumed_step, res.mirror_saves,
-        q.dp.enabled ? "true" : "false");
+        q.spec.mirror ? "true" : "false", res.resumed_step, res.mirror_saves,
+        q.spec.dp.enabled ? "true" : "false");
     if (k >= bcap) k = bcap - 1;
-    for (uint64_t o = 0; o < q.n_owners; o++)
+    for (uint64_t o = 0; o < q.n_grants; o++)
         for (int f = 0; f < EML_FILE_KINDS; f++) {
             char dh[65];
             eml_hex(dh, digests[o][f], 32);
             append(body, bcap, &k, "%s%s", (o == 0 && f == 0) ? "" : ",", dh);
         }
     append(body, bcap, &k, "\",\"dataset_ids\":\"");
-    for (uint64_t o = 0; o < q.n_owners; o++) {
+    for (uint64_t o = 0; o < q.n_grants; o++) {
         char dh[2 * EML_CONTAINER_DATASET_ID_BYTES + 1];
         eml_hex(dh, dataset_ids[o], EML_CONTAINER_DATASET_ID_BYTES);
         append(body, bcap, &k, "%s%s", o == 0 ? "" : ",", dh);
     }
     append(body, bcap, &k, "\",\"grants\":\"");
-    for (uint64_t o = 0; o < q.n_owners; o++) {
+    for (uint64_t o = 0; o < q.n_grants; o++) {
         char gh[33];
         eml_hex(gh, ginfo[o].grant_id, 16);
         append(body, bcap, &k, "%s%s", o == 0 ? "" : ",", gh);
     }
     append(body, bcap, &k, "\"");
-    if (q.dp.enabled && !isfinite(res.epsilon))
+    if (q.spec.dp.enabled && !isfinite(res.epsilon))
         append(body, bcap, &k, ",\"epsilon\":\"inf\"");
-    else if (q.dp.enabled)
+    else if (q.spec.dp.enabled)
         append(body, bcap, &k, ",\"epsilon\":%.9g", res.epsilon);
-    if (q.dp.enabled)
+    if (q.spec.dp.enabled)
         append(body, bcap, &k,
                  ",\"delta\":%.9g,\"noise\":%.9g,"
                  "\"clip\":%.9g,\"sampling_rate\":%.9g,\"dp_steps\":%ld,"
                  "\"budget\":%.9g,\"stopped_at_budget\":%s,"
                  "\"sampling\":\"%s\",\"insecure_seed\":%s,"
                  "\"accountant\":\"rdp-sampled-gaussian%s\"",
-                 q.dp.delta, q.dp.noise, q.dp.clip,
+                 q.spec.dp.delta, q.spec.dp.noise, q.spec.dp.clip,
                  res.sampling_rate, res.steps,
-                 q.dp.target_epsilon, res.dp_stopped_early ? "true" : "false",
-                 q.dp.fixed_batches ? "fixed" : "poisson",
-                 q.dp.insecure_seed ? "true" : "false",
-                 q.dp.fixed_batches ? " (assumes poisson sampling)" : "");
-    if (q.dp.enabled)
+                 q.spec.dp.target_epsilon, res.dp_stopped_early ? "true" : "false",
+                 q.spec.dp.fixed_batches ? "fixed" : "poisson",
+                 q.spec.dp.insecure_seed ? "true" : "false",
+                 q.spec.dp.fixed_batches ? " (assumes poisson sampling)" : "");
+    if (q.spec.dp.enabled)
         append(body, bcap, &k, ",\"epsilon_planned\":%.9g", bud.planned);
     if (isfinite(cap))
         append(body, bcap, &k, ",\"budget_charged\":%s",
@@ -526,15 +453,12 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         st = eml_err_set(err, st, "cannot sign the training report");
         goto out;
     }
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_TRAIN_DONE);
-    eml_msg_put_bytes(&m, report, rlen);
-    st = eml_msg_send(&e->ch, &m);
-    eml_msg_free(&m);
+    eml_reply_train_done done = {{(const uint8_t *)report, rlen}};
+    st = eml_rt_reply(e, EML_MSG_TRAIN_DONE, &done, sizeof(done), err);
 out:
     eml_ledger_free(&bud.ledger);
     eml_mirror_free(mirror);
-    if (keys != NULL) eml_secure_free(keys, 32 * (size_t)q.n_owners);
+    if (keys != NULL) eml_secure_free(keys, 32 * (size_t)q.n_grants);
     free(ginfo);
     eml_rt_data_acc_free(&train_set);
     eml_rt_data_acc_free(&test_set);

@@ -89,7 +89,7 @@ static eml_status open_mirror(const eml_confidential_args *ca,
     size_t tlen = 0;
     memset(&plat, 0, sizeof(plat));
     memset(&mo, 0, sizeof(mo));
-    eml_status st = eml_store_setup(ca->mirror, ca->checkpoint, ca->resume,
+    eml_status st = eml_store_setup(ca->mirror, ca->checkpoint, ca->spec.resume,
                                     quiet, store, err);
     if (st == EML_OK) st = eml_platform_home(home, sizeof(home), err);
     if (st == EML_OK) st = eml_host_mirror_key(home, plat.seal_secret, err);
@@ -101,7 +101,7 @@ static eml_status open_mirror(const eml_confidential_args *ca,
     if (st == EML_OK) {
         mo.seal_secret = plat.seal_secret;
         mo.measurement = plat.measurement;
-        mo.every = ca->save_every;
+        mo.every = ca->spec.save_every;
         st = eml_mirror_new(&mo, eml_store_ops_of(*store), mirror, err);
     }
     eml_wipe(&plat, sizeof(plat));
@@ -155,7 +155,7 @@ int eml_cmd_train(int argc, char **argv)
     ca.heap_mb = EML_DEFAULT_HEAP_MB;
     int have_backend = 0;
     int have_mirror_every = 0, have_ckpt_every = 0;
-    ca.save_every = 1;
+    ca.spec.save_every = 1;
     long epochs = 0;
     float lr = 0;
     uint64_t seed = 1;
@@ -236,10 +236,10 @@ int eml_cmd_train(int argc, char **argv)
                 return 1;
             if (opt == OPT_MIRROR_EVERY) have_mirror_every = 1;
             else have_ckpt_every = 1;
-            ca.save_every = v;
+            ca.spec.save_every = v;
             break;
         }
-        case OPT_RESUME: ca.resume = 1; break;
+        case OPT_RESUME: ca.spec.resume = 1; break;
         case OPT_REPORT_NONCE: ca.report_nonce = optarg; break;
         case OPT_OUT: out = optarg; break;
         case OPT_QUIET: quiet = 1; break;
@@ -256,7 +256,7 @@ int eml_cmd_train(int argc, char **argv)
         return eml_fail("train: --mirror-every needs --mirror PATH");
     if (have_ckpt_every && ca.checkpoint == NULL)
         return eml_fail("train: --checkpoint-every needs --checkpoint FILE");
-    if (ca.resume && ca.mirror == NULL && ca.checkpoint == NULL)
+    if (ca.spec.resume && ca.mirror == NULL && ca.checkpoint == NULL)
         return eml_fail("train: --resume needs --mirror PATH or --checkpoint "
                         "FILE");
     if (!dp.enabled && (have_clip || dp.noise >= 0 || dp.target_epsilon > 0 ||
@@ -275,16 +275,16 @@ int eml_cmd_train(int argc, char **argv)
                             "then says so)");
         if (!have_seed && !dp.insecure_seed) seed = 1;
     }
-    ca.dp = dp;
+    ca.spec.dp = dp;
     if (ca.n_grants > 0) {
         ca.cfg = c.cfg;
         ca.out = out;
-        ca.epochs = (int)epochs;
-        ca.batch = (int)c.batch;
-        ca.lr = lr;
-        ca.seed = seed;
-        ca.threads = c.threads;
-        ca.kernels = c.kernels;
+        ca.spec.epochs = (int)epochs;
+        ca.spec.batch = (int)c.batch;
+        ca.spec.lr = lr;
+        ca.spec.seed = seed;
+        ca.spec.threads = c.threads;
+        ca.spec.kernels = (int)c.kernels;
         ca.json = c.json;
         ca.quiet = quiet;
         if (!have_backend) ca.backend = EML_BACKEND_SIM;
@@ -374,7 +374,7 @@ int eml_cmd_train(int argc, char **argv)
             goto out;
         }
         to.mirror = mirror;
-        to.resume = ca.resume;
+        to.resume = ca.spec.resume;
     }
     if (!quiet)
         fprintf(stderr,
@@ -496,7 +496,7 @@ int eml_train_confidential(const eml_confidential_args *a)
     if (st != EML_OK) return eml_fail_st(st, &err);
     int rc = 1;
     eml_store *store = NULL;
-    st = eml_store_setup(a->mirror, a->checkpoint, a->resume, a->quiet,
+    st = eml_store_setup(a->mirror, a->checkpoint, a->spec.resume, a->quiet,
                          &store, &err);
     if (st != EML_OK) {
         rc = eml_fail_st(st, &err);
@@ -550,7 +550,7 @@ int eml_train_confidential(const eml_confidential_args *a)
         goto out_paths;
     }
     eml_enclave_host h;
-    eml_host_opts ho = {a->backend, a->heap_mb, a->threads};
+    eml_host_opts ho = {a->backend, a->heap_mb, a->spec.threads};
     st = eml_host_start(&h, &ho, &err);
     if (st != EML_OK) {
         rc = eml_fail_st(st, &err);
@@ -576,40 +576,30 @@ int eml_train_confidential(const eml_confidential_args *a)
                 a->backend == EML_BACKEND_SIM ? "sim" : "none", mh,
                 a->n_dirs);
     }
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_TRAIN);
-    eml_msg_put_bytes(&m, cfg, cfg_len);
-    eml_msg_put_u64(&m, (uint64_t)a->epochs);
-    eml_msg_put_u64(&m, (uint64_t)a->batch);
-    eml_msg_put_f64(&m, a->lr);
-    eml_msg_put_u64(&m, a->seed);
-    eml_msg_put_u64(&m, (uint64_t)a->threads);
-    eml_msg_put_u64(&m, (uint64_t)a->kernels);
-    eml_msg_put_bytes(&m, rpk, 32);
-    eml_msg_put_u64(&m, (uint64_t)a->dp.enabled);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.clip : 0.0);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.noise : 0.0);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.delta : 0.0);
-    eml_msg_put_f64(&m, a->dp.enabled ? a->dp.target_epsilon : 0.0);
-    eml_msg_put_u64(&m, (uint64_t)a->dp.fixed_batches);
-    eml_msg_put_u64(&m, (uint64_t)a->dp.insecure_seed);
-    eml_msg_put_u64(&m, (uint64_t)a->n_grants);
-    for (int i = 0; i < a->n_grants; i++)
-        eml_msg_put_bytes(&m, grants[i], glen[i]);
-    eml_msg_put_u64(&m, store != NULL);
-    eml_msg_put_u64(&m, (uint64_t)(a->save_every > 0 ? a->save_every : 1));
-    eml_msg_put_u64(&m, (uint64_t)(a->resume != 0));
-    eml_msg_put_bytes(&m, rnonce, rnlen);
-    st = eml_host_call(&h, &m, EML_MSG_TRAIN_DONE, &r, &err);
-    eml_msg_free(&m);
-    const uint8_t *rep = NULL;
-    size_t rlen = 0;
-    if (st == EML_OK) {
-        st = eml_msg_get_bytes(&r, 1 << 20, &rep, &rlen);
-        if (st == EML_OK) st = eml_msg_get_end(&r);
-        if (st != EML_OK) eml_err_set(&err, st, "malformed TRAIN_DONE");
+    eml_ecall_train q;
+    memset(&q, 0, sizeof(q));
+    q.cfg_text.p = cfg;
+    q.cfg_text.n = cfg_len;
+    q.spec = a->spec;
+    if (!q.spec.dp.enabled) /* only the flags go as they are */
+        q.spec.dp.clip = q.spec.dp.noise = q.spec.dp.delta =
+            q.spec.dp.target_epsilon = 0;
+    q.spec.mirror = store != NULL;
+    if (q.spec.save_every <= 0) q.spec.save_every = 1;
+    q.spec.resume = q.spec.resume != 0;
+    memcpy(q.recipient, rpk, 32);
+    q.n_grants = (size_t)a->n_grants;
+    for (int i = 0; i < a->n_grants; i++) {
+        q.grants[i].p = grants[i];
+        q.grants[i].n = glen[i];
     }
+    memcpy(q.report_nonce, rnonce, rnlen);
+    q.report_nonce_len = rnlen;
+    eml_reply_train_done done = {{NULL, 0}};
+    st = eml_host_call(&h, EML_MSG_TRAIN, &q, sizeof(q), &done, sizeof(done),
+                       &err);
+    const uint8_t *rep = done.report.p;
+    size_t rlen = done.report.n;
     char *report = NULL;
     if (st == EML_OK) {
         report = malloc(rlen + 1);

@@ -8,8 +8,7 @@
 #include <stdint.h>
 
 #include "enclaveml/edl.h"
-#include "enclaveml/kernels.h"
-#include "enclaveml/train.h"
+#include "enclaveml/run.h"
 #include "host/enclave_host.h"
 
 typedef struct eml_confidential_args {
@@ -22,15 +21,10 @@ typedef struct eml_confidential_args {
     const char *report_nonce; /* hex, or NULL */
     eml_backend backend;
     unsigned heap_mb;
-    int epochs, batch, threads, json, quiet;
-    double lr;
-    uint64_t seed;
-    eml_kernels_kind kernels;
-    eml_dp_opts dp;
+    int json, quiet;
+    eml_run_spec spec; /* spec.mirror: set from mirror/checkpoint */
     /* the training-state mirror (a libpmem2 pool) or disk checkpoint */
     const char *mirror, *checkpoint;
-    long save_every;
-    int resume;
 } eml_confidential_args;
 
 int eml_train_confidential(const eml_confidential_args *a);
