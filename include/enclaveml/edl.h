@@ -3,9 +3,11 @@
  * message between the host program (`enclaveml`, untrusted) and the enclave
  * program (`enclaveml-enclave`, trusted), with its number, its own version,
  * its kind, its reply and its fields, in one place.  Adding a message or a
- * field is an edit here and nowhere else: the C structs below, the codec's
- * table (src/boundary/messages.c), the docs' message list (docs/enclave.md,
- * checked by tests/test_boundary.c) and the fuzz targets all follow.
+ * field is an edit here (and, for a new request, its handler in the
+ * receiver's table: src/enclave/serve.c, src/host/enclave_ocalls.c): the
+ * C structs below, the codec's table (src/boundary/messages.c), the docs'
+ * message list (docs/enclave.md, checked by tests/test_boundary.c), the
+ * codec's tests and the fuzz targets all follow.
  *
  * Frames travel over one channel fd.  A frame is a 16-byte header
  *

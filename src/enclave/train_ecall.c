@@ -438,7 +438,8 @@ eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_any *req, eml_err *err)
                  "\"accountant\":\"rdp-sampled-gaussian%s\"",
                  q.spec.dp.delta, q.spec.dp.noise, q.spec.dp.clip,
                  res.sampling_rate, res.steps,
-                 q.spec.dp.target_epsilon, res.dp_stopped_early ? "true" : "false",
+                 q.spec.dp.target_epsilon,
+                 res.dp_stopped_early ? "true" : "false",
                  q.spec.dp.fixed_batches ? "fixed" : "poisson",
                  q.spec.dp.insecure_seed ? "true" : "false",
                  q.spec.dp.fixed_batches ? " (assumes poisson sampling)" : "");
