@@ -37,13 +37,11 @@ static int cmp_double(const void *a, const void *b)
 
 static int ping(eml_enclave_host *h, const uint8_t *p, size_t n)
 {
-    eml_msg m;
-    eml_msg_reader r;
     eml_err err = {0};
-    eml_msg_init(&m, EML_MSG_PING);
-    eml_msg_put_bytes(&m, p, n);
-    eml_status st = eml_host_call(h, &m, EML_MSG_PONG, &r, &err);
-    eml_msg_free(&m);
+    eml_ecall_ping q = {{p, n}};
+    eml_reply_pong a;
+    eml_status st =
+        eml_host_call(h, EML_MSG_PING, &q, sizeof(q), &a, sizeof(a), &err);
     if (st != EML_OK) {
         fprintf(stderr, "bench_enclave: %s\n", eml_err_msg(&err, st));
         return -1;

@@ -1,7 +1,7 @@
 /*
  * fuzz_msg_enclave.c - libFuzzer target for the enclave side of the
- * boundary: the trusted runtime's ecall loop (src/enclave/enclave.c) and
- * codec (src/enclave/msg.c) fed a hostile host.
+ * boundary: the trusted runtime's ecall loop (src/enclave/serve.c) and
+ * the boundary's codec (src/boundary/) fed a hostile host.
  *
  * The input is the byte stream a host sends: ecall frames and, during an
  * ecall, the host's answers to the enclave's ocalls (FILE_INFO, FILE_DATA,
@@ -9,7 +9,9 @@
  * measurement, policy "heap_mb=64") serves it on one end of a socketpair
  * until EOF, SHUTDOWN or a frame it cannot parse, while a thread writes
  * the input into the other end and drains the replies.  Beyond the
- * sanitizers, the loop must simply return.
+ * sanitizers, the loop must simply return.  Before that, the input and
+ * each frame's payload in it are decoded as every message of the codec's
+ * table, and whatever decodes must encode back to the same bytes.
  *
  * PROBE ecalls are turned into PINGs before the run: outside the sandbox
  * the probe's execve would replace the fuzzer.  The enclave's heap budget
@@ -40,6 +42,7 @@
 #include <unistd.h>
 
 #include "feeder.h"
+#include "enclaveml/boundary.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
@@ -119,9 +122,9 @@ static void fixed_platform(eml_platform *p)
 /* Writes the input into fd and drains whatever comes back, without ever
  * blocking (the enclave may be writing a reply while we write). */
 
-/* Walks the frames as the enclave will read them and turns each PROBE
- * into a PING (stops where a header would not parse: so does the
- * enclave). */
+/* Walks the frames as the enclave will read them, round-trips each
+ * payload through the table and turns each PROBE into a PING (stops where
+ * a header would not parse: so does the enclave). */
 static void defuse_probes(uint8_t *p, size_t n)
 {
     size_t off = 0;
@@ -132,6 +135,7 @@ static void defuse_probes(uint8_t *p, size_t n)
         if (type == EML_MSG_PROBE) p[off + 6] = EML_MSG_PING;
         off += EML_MSG_HEADER;
         if (len > n - off) return;
+        roundtrip_table(p + off, len);
         off += len;
     }
 }
@@ -143,6 +147,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *in = malloc(size ? size : 1);
     if (in == NULL) return 0;
     if (size) memcpy(in, data, size);
+    roundtrip_table(in, size);
     defuse_probes(in, size);
 
     eml_platform plat;
@@ -275,49 +280,50 @@ static void session_start(eml_enclave_host *h, enclave_thread *t, recs *r)
 
 static void session_stop(eml_enclave_host *h, enclave_thread *t)
 {
-    eml_msg m;
-    eml_msg_reader r;
     eml_err err = {0};
-    eml_msg_init(&m, EML_MSG_SHUTDOWN);
-    if (eml_host_call(h, &m, EML_MSG_SHUTDOWN_OK, &r, &err) != EML_OK)
+    if (eml_host_call(h, EML_MSG_SHUTDOWN, NULL, 0, NULL, 0, &err) != EML_OK)
         die("SHUTDOWN");
-    eml_msg_free(&m);
     pthread_join(t->tid, NULL);
     close(h->ch.fd);
     eml_channel_free(&h->ch);
     eml_enclave_free(t->e);
 }
 
-static eml_status call(eml_enclave_host *h, eml_msg *m, uint16_t want,
-                       eml_msg_reader *r)
+/* An ecall (req: its struct) and its reply. */
+static eml_status call(eml_enclave_host *h, uint16_t type, const void *req,
+                       size_t req_size, void *reply, size_t reply_size)
 {
     eml_err err = {0};
-    eml_status st = eml_host_call(h, m, want, r, &err);
-    eml_msg_free(m);
+    eml_status st =
+        eml_host_call(h, type, req, req_size, reply, reply_size, &err);
     if (st != EML_OK) fprintf(stderr, "eml-seeds: %s\n", err.msg);
     return st;
+}
+
+/* A frame built by hand (a malformed ecall): its answer is an ERROR. */
+static void call_frame(eml_enclave_host *h, eml_msg *m)
+{
+    eml_err err = {0};
+    eml_msg_reader r;
+    if (eml_host_call_frame(h, m, EML_MSG_TYPE_END, &r, &err) == EML_OK)
+        die("a malformed ecall was answered");
+    eml_msg_free(m);
 }
 
 /* INIT (with blob, or empty); returns the sealed blob of a first start. */
 static void do_init(eml_enclave_host *h, const uint8_t *blob, size_t blen,
                     uint8_t *sealed_out, size_t *sealed_len)
 {
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_INIT);
-    eml_msg_put_bytes(&m, blob, blen);
-    if (call(h, &m, EML_MSG_INIT_OK, &r) != EML_OK) die("INIT");
-    const uint8_t *pol, *sealed;
-    size_t pl, sl;
-    if (eml_msg_get_fixed(&r, h->measurement, 32) != EML_OK ||
-        eml_msg_get_fixed(&r, h->x_pk, 32) != EML_OK ||
-        eml_msg_get_fixed(&r, h->ed_pk, 32) != EML_OK ||
-        eml_msg_get_bytes(&r, EML_POLICY_MAX - 1, &pol, &pl) != EML_OK ||
-        eml_msg_get_bytes(&r, EML_SEALED_MAX, &sealed, &sl) != EML_OK)
-        die("INIT_OK");
+    eml_ecall_init q = {{blob, blen}};
+    eml_reply_init_ok a;
+    if (call(h, EML_MSG_INIT, &q, sizeof(q), &a, sizeof(a)) != EML_OK)
+        die("INIT");
+    memcpy(h->measurement, a.measurement, 32);
+    memcpy(h->x_pk, a.x25519_pk, 32);
+    memcpy(h->ed_pk, a.ed25519_pk, 32);
     if (sealed_out != NULL) {
-        memcpy(sealed_out, sealed, sl);
-        *sealed_len = sl;
+        memcpy(sealed_out, a.sealed_identity.p, a.sealed_identity.n);
+        *sealed_len = a.sealed_identity.n;
     }
 }
 
@@ -373,35 +379,35 @@ static const uint8_t *seed_recipient(void)
     return rcpt;
 }
 
-static void put_train(eml_msg *m, const uint8_t *grant, size_t glen, int dp)
+static eml_ecall_train train_request(const uint8_t *grant, size_t glen,
+                                     int dp)
 {
     static const char cfg[] =
         "[net]\nheight=28\nwidth=28\nchannels=1\nbatch=8\n"
         "learning_rate=0.1\n[connected]\noutput=10\nactivation=linear\n"
         "[softmax]\n";
-    const uint8_t *rcpt = seed_recipient();
-    eml_msg_init(m, EML_MSG_TRAIN);
-    eml_msg_put_bytes(m, cfg, sizeof(cfg) - 1);
-    eml_msg_put_u64(m, 1);     /* epochs */
-    eml_msg_put_u64(m, 8);     /* batch */
-    eml_msg_put_f64(m, 0.1);   /* lr */
-    eml_msg_put_u64(m, 7);     /* seed */
-    eml_msg_put_u64(m, 1);     /* threads */
-    eml_msg_put_u64(m, 0);     /* kernels */
-    eml_msg_put_bytes(m, rcpt, 32);
-    eml_msg_put_u64(m, (uint64_t)dp);
-    eml_msg_put_f64(m, 1.0);   /* clip */
-    eml_msg_put_f64(m, 1.1);   /* noise */
-    eml_msg_put_f64(m, 1e-5);  /* delta */
-    eml_msg_put_f64(m, 0);     /* target epsilon */
-    eml_msg_put_u64(m, 0);     /* fixed batches */
-    eml_msg_put_u64(m, 0);     /* insecure seed */
-    eml_msg_put_u64(m, 1);
-    eml_msg_put_bytes(m, grant, glen);
-    eml_msg_put_u64(m, 0);                   /* no mirror */
-    eml_msg_put_u64(m, 1);                   /* save every step */
-    eml_msg_put_u64(m, 0);                   /* no resume */
-    eml_msg_put_bytes(m, "\x5e\xed", 2);     /* report nonce */
+    eml_ecall_train q;
+    memset(&q, 0, sizeof(q));
+    q.cfg_text.p = (const uint8_t *)cfg;
+    q.cfg_text.n = sizeof(cfg) - 1;
+    q.spec.epochs = 1;
+    q.spec.batch = 8;
+    q.spec.lr = 0.1;
+    q.spec.seed = 7;
+    q.spec.threads = 1;
+    q.spec.kernels = 0;
+    memcpy(q.recipient, seed_recipient(), 32);
+    q.spec.dp.enabled = dp;
+    q.spec.dp.clip = 1.0;
+    q.spec.dp.noise = 1.1;
+    q.spec.dp.delta = 1e-5;
+    q.n_grants = 1;
+    q.grants[0].p = grant;
+    q.grants[0].n = glen;
+    q.spec.save_every = 1; /* no mirror, no resume */
+    memcpy(q.report_nonce, "\x5e\xed", 2);
+    q.report_nonce_len = 2;
+    return q;
 }
 
 int main(int argc, char **argv)
@@ -457,36 +463,36 @@ int main(int argc, char **argv)
         size_t glen = 0;
         if (eml_grant_build(grant, &glen, &gi, owner_key) != EML_OK)
             die("grant");
-        eml_msg m;
-        eml_msg_reader rd;
-        const uint8_t *rep;
-        size_t rlen;
-        eml_msg_init(&m, EML_MSG_ATTEST);
-        eml_msg_put_bytes(&m, "\x00\x11", 2);
-        if (call(&h, &m, EML_MSG_REPORT, &rd) != EML_OK ||
-            eml_msg_get_bytes(&rd, 8192, &rep, &rlen) != EML_OK)
+        eml_ecall_attest aq = {{(const uint8_t *)"\x00\x11", 2}};
+        eml_reply_report rep;
+        if (call(&h, EML_MSG_ATTEST, &aq, sizeof(aq), &rep, sizeof(rep)) !=
+            EML_OK)
             die("ATTEST");
         snprintf(dir, sizeof(dir), "%s/report", root);
-        if (!dp) write_file(dir, "attestation.json", rep, rlen);
+        if (!dp)
+            write_file(dir, "attestation.json", rep.report.p, rep.report.n);
         h.files.n = 4;
         h.files.paths = paths;
         h.files.fds = fds;
         h.out_fd = open("/dev/null", O_WRONLY);
-        put_train(&m, grant, glen, dp);
-        if (call(&h, &m, EML_MSG_TRAIN_DONE, &rd) != EML_OK ||
-            eml_msg_get_bytes(&rd, 1 << 20, &rep, &rlen) != EML_OK)
+        eml_ecall_train tq = train_request(grant, glen, dp);
+        eml_reply_train_done done;
+        if (call(&h, EML_MSG_TRAIN, &tq, sizeof(tq), &done, sizeof(done)) !=
+            EML_OK)
             die("TRAIN");
-        if (!dp) write_file(dir, "training.json", rep, rlen);
-        else write_file(dir, "training-dp.json", rep, rlen);
+        write_file(dir, dp ? "training-dp.json" : "training.json",
+                   done.report.p, done.report.n);
         close(h.out_fd);
         for (int k = 0; k < 4; k++) {
             if (fds[k] >= 0) close(fds[k]);
             fds[k] = -1;
         }
         h.files.n = 0;
-        eml_msg_init(&m, EML_MSG_PING);
-        eml_msg_put_bytes(&m, "ping", 4);
-        if (call(&h, &m, EML_MSG_PONG, &rd) != EML_OK) die("PING");
+        eml_ecall_ping pq = {{(const uint8_t *)"ping", 4}};
+        eml_reply_pong pong;
+        if (call(&h, EML_MSG_PING, &pq, sizeof(pq), &pong, sizeof(pong)) !=
+            EML_OK)
+            die("PING");
         session_stop(&h, &t);
         snprintf(dir, sizeof(dir), "%s/msg_enclave", root);
         write_file(dir, dp ? "session-dp-train" : "session-train",
@@ -505,17 +511,19 @@ int main(int argc, char **argv)
         session_start(&h, &t, &r);
         do_init(&h, NULL, 0, NULL, NULL);
         eml_msg m;
-        eml_msg_reader rd;
         eml_msg_init(&m, EML_MSG_PONG);
-        (void)call(&h, &m, EML_MSG_PONG, &rd);
+        call_frame(&h, &m);
         uint8_t junk[EML_GRANT_FIXED_BYTES + 32] = {0};
-        put_train(&m, junk, sizeof(junk), 0);
-        eml_msg_put_u64(&m, 1);
-        (void)call(&h, &m, EML_MSG_TRAIN_DONE, &rd);
+        eml_ecall_train tq = train_request(junk, sizeof(junk), 0);
+        if (eml_boundary_encode(EML_MSG_TRAIN, &tq, sizeof(tq), &m, NULL) !=
+            EML_OK)
+            die("TRAIN");
+        eml_msg_put_u64(&m, 1); /* a stray field */
+        call_frame(&h, &m);
         uint8_t nonce[EML_NONCE_MAX + 1] = {0};
         eml_msg_init(&m, EML_MSG_ATTEST);
         eml_msg_put_bytes(&m, nonce, sizeof(nonce));
-        (void)call(&h, &m, EML_MSG_REPORT, &rd);
+        call_frame(&h, &m);
         session_stop(&h, &t);
         snprintf(dir, sizeof(dir), "%s/msg_enclave", root);
         write_file(dir, "session-refusals", r.to_enclave.p, r.to_enclave.n);

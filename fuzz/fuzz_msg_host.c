@@ -12,7 +12,9 @@
  * ATTEST, TRAIN, PING, SHUTDOWN, and decodes each reply as the commands
  * do (INIT_OK fields, report signature and JSON).  Its ocall services work
  * for real: four readable files, and OUTPUT into /dev/null.  Beyond the
- * sanitizers, nothing must hang or crash.
+ * sanitizers, nothing must hang or crash.  First, the input is decoded as
+ * every message of the codec's table, and whatever decodes must encode
+ * back to the same bytes.
  *
  *   ./build-fuzz/fuzz/fuzz_msg_host -max_total_time=60 fuzz/corpus/msg_host
  *
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include "feeder.h"
+#include "enclaveml/boundary.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
@@ -117,12 +120,12 @@ static void report(const uint8_t *p, size_t n, const uint8_t pk[32])
     free(text);
 }
 
-static eml_status call(eml_enclave_host *h, eml_msg *m, uint16_t want,
-                       eml_msg_reader *r)
+static eml_status call(eml_enclave_host *h, uint16_t type, const void *req,
+                       size_t req_size, void *reply, size_t reply_size)
 {
     eml_err err = {0};
-    eml_status st = eml_host_call(h, m, want, r, &err);
-    eml_msg_free(m);
+    eml_status st =
+        eml_host_call(h, type, req, req_size, reply, reply_size, &err);
     if (st != EML_OK && (err.msg[0] == '\0' || strchr(err.msg, '\n') != NULL))
         abort(); /* every failure names itself, on one line */
     return st;
@@ -132,6 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    roundtrip_table(data, size);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) abort();
     feeder f = {sv[1], data, size};
@@ -150,57 +154,47 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     h.out_fd = g_null;
     h.progress = progress;
 
-    eml_msg m;
-    eml_msg_reader r;
-    const uint8_t *p, *q;
-    size_t n, k;
-
     /* INIT -> INIT_OK, decoded as eml_host_start does. */
-    eml_msg_init(&m, EML_MSG_INIT);
-    eml_msg_put_bytes(&m, NULL, 0);
-    if (call(&h, &m, EML_MSG_INIT_OK, &r) == EML_OK) {
-        if (eml_msg_get_fixed(&r, h.measurement, 32) == EML_OK &&
-            eml_msg_get_fixed(&r, h.x_pk, 32) == EML_OK &&
-            eml_msg_get_fixed(&r, h.ed_pk, 32) == EML_OK &&
-            eml_msg_get_bytes(&r, EML_POLICY_MAX - 1, &p, &n) == EML_OK &&
-            eml_msg_get_bytes(&r, EML_SEALED_MAX, &q, &k) == EML_OK &&
-            eml_msg_get_end(&r) == EML_OK) {
-            memcpy(h.policy, p, n);
-            h.policy[n] = '\0';
-        }
+    eml_ecall_init init = {{NULL, 0}};
+    eml_reply_init_ok init_ok;
+    if (call(&h, EML_MSG_INIT, &init, sizeof(init), &init_ok,
+             sizeof(init_ok)) == EML_OK) {
+        memcpy(h.measurement, init_ok.measurement, 32);
+        memcpy(h.x_pk, init_ok.x25519_pk, 32);
+        memcpy(h.ed_pk, init_ok.ed25519_pk, 32);
+        memcpy(h.policy, init_ok.policy.p, init_ok.policy.n);
+        h.policy[init_ok.policy.n] = '\0';
     }
     /* ATTEST -> REPORT, signed by the platform. */
-    eml_msg_init(&m, EML_MSG_ATTEST);
-    eml_msg_put_bytes(&m, "\x00\x11", 2);
-    if (call(&h, &m, EML_MSG_REPORT, &r) == EML_OK &&
-        eml_msg_get_bytes(&r, 8192, &p, &n) == EML_OK &&
-        eml_msg_get_end(&r) == EML_OK)
-        report(p, n, g_platform_pk);
+    eml_ecall_attest attest = {{(const uint8_t *)"\x00\x11", 2}};
+    eml_reply_report rep;
+    if (call(&h, EML_MSG_ATTEST, &attest, sizeof(attest), &rep,
+             sizeof(rep)) == EML_OK)
+        report(rep.report.p, rep.report.n, g_platform_pk);
     /* TRAIN -> ocalls, then TRAIN_DONE signed by the enclave. */
-    uint8_t grant[EML_GRANT_FIXED_BYTES + 32] = {0}, rcpt[32] = {0};
-    eml_msg_init(&m, EML_MSG_TRAIN);
-    eml_msg_put_bytes(&m, "[net]\n", 6);
-    for (int i = 0; i < 3; i++) eml_msg_put_u64(&m, 1);
-    eml_msg_put_u64(&m, 0);
-    eml_msg_put_bytes(&m, rcpt, 32);
-    eml_msg_put_u64(&m, 1);
-    eml_msg_put_bytes(&m, grant, sizeof(grant));
-    if (call(&h, &m, EML_MSG_TRAIN_DONE, &r) == EML_OK &&
-        eml_msg_get_bytes(&r, 1 << 20, &p, &n) == EML_OK &&
-        eml_msg_get_end(&r) == EML_OK)
-        report(p, n, h.ed_pk);
+    static const uint8_t grant[EML_GRANT_FIXED_BYTES + 32];
+    eml_ecall_train train;
+    memset(&train, 0, sizeof(train));
+    train.cfg_text.p = (const uint8_t *)"[net]\n";
+    train.cfg_text.n = 6;
+    train.spec.epochs = train.spec.batch = train.spec.threads = 1;
+    train.spec.lr = 1;
+    train.spec.save_every = 1;
+    train.n_grants = 1;
+    train.grants[0].p = grant;
+    train.grants[0].n = sizeof(grant);
+    eml_reply_train_done done;
+    if (call(&h, EML_MSG_TRAIN, &train, sizeof(train), &done,
+             sizeof(done)) == EML_OK)
+        report(done.report.p, done.report.n, h.ed_pk);
     /* PING -> PONG */
-    eml_msg_init(&m, EML_MSG_PING);
-    eml_msg_put_bytes(&m, "ping", 4);
-    if (call(&h, &m, EML_MSG_PONG, &r) == EML_OK &&
-        eml_msg_get_bytes(&r, EML_CHUNK_MAX, &p, &n) == EML_OK &&
-        eml_msg_get_end(&r) == EML_OK)
-        g_sink = (double)n;
+    eml_ecall_ping ping = {{(const uint8_t *)"ping", 4}};
+    eml_reply_pong pong;
+    if (call(&h, EML_MSG_PING, &ping, sizeof(ping), &pong, sizeof(pong)) ==
+        EML_OK)
+        g_sink = (double)pong.payload.n;
     /* SHUTDOWN -> SHUTDOWN_OK */
-    eml_msg_init(&m, EML_MSG_SHUTDOWN);
-    if (call(&h, &m, EML_MSG_SHUTDOWN_OK, &r) == EML_OK &&
-        eml_msg_get_end(&r) == EML_OK)
-        g_sink = 0;
+    if (call(&h, EML_MSG_SHUTDOWN, NULL, 0, NULL, 0) == EML_OK) g_sink = 0;
 
     close(sv[0]);
     pthread_join(tid, NULL);

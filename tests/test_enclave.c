@@ -36,6 +36,7 @@
 
 #include <cmocka.h>
 
+#include "enclaveml/boundary.h"
 #include "enclaveml/container.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/edl.h"
@@ -102,7 +103,7 @@ static eml_status expect_error_reply(eml_enclave_host *h, eml_msg *m,
 {
     eml_msg_reader r;
     eml_err err = {0};
-    eml_status st = eml_host_call(h, m, EML_MSG_TYPE_END, &r, &err);
+    eml_status st = eml_host_call_frame(h, m, EML_MSG_TYPE_END, &r, &err);
     eml_msg_free(m);
     if (st == EML_OK) fail_msg("expected an ERROR reply, got a reply");
     if (strncmp(err.msg, "enclave: ", 9) != 0)
@@ -129,20 +130,14 @@ static void ping(eml_enclave_host *h, size_t n)
     uint8_t *p = malloc(n ? n : 1);
     assert_non_null(p);
     fill_pattern(p, n, (uint32_t)n);
-    eml_msg m;
-    eml_msg_reader r;
     eml_err err = {0};
-    eml_msg_init(&m, EML_MSG_PING);
-    eml_msg_put_bytes(&m, p, n);
-    eml_status st = eml_host_call(h, &m, EML_MSG_PONG, &r, &err);
-    eml_msg_free(&m);
+    eml_ecall_ping q = {{p, n}};
+    eml_reply_pong a;
+    eml_status st =
+        eml_host_call(h, EML_MSG_PING, &q, sizeof(q), &a, sizeof(a), &err);
     if (st != EML_OK) fail_msg("PING %zu: %s", n, eml_err_msg(&err, st));
-    const uint8_t *q;
-    size_t qn;
-    assert_int_equal(eml_msg_get_bytes(&r, EML_CHUNK_MAX, &q, &qn), EML_OK);
-    assert_int_equal(eml_msg_get_end(&r), EML_OK);
-    assert_int_equal(qn, n);
-    if (n > 0) assert_memory_equal(q, p, n);
+    assert_int_equal(a.payload.n, n);
+    if (n > 0) assert_memory_equal(a.payload.p, p, n);
     free(p);
 }
 
@@ -680,6 +675,81 @@ static void test_channel_frames(void **state)
     free(big);
 }
 
+/* The host checks that an ecall's reply carries the ecall's seq, and
+ * answers an ocall with the ocall's seq.  The "enclave" here is the other
+ * end of a socketpair whose frames are written before the host reads. */
+static void test_host_reply_seq(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    eml_enclave_host h;
+    memset(&h, 0, sizeof(h));
+    h.pid = -1;
+    h.out_fd = -1;
+    eml_channel_init(&h.ch, sv[0]);
+    eml_channel enc;
+    eml_channel_init(&enc, sv[1]);
+    eml_ecall_ping ping_q = {{(const uint8_t *)"abc", 3}};
+    eml_reply_pong pong = {{(const uint8_t *)"abc", 3}}, got;
+    eml_err err = {0};
+    /* A PONG for request 5 answers the host's PING 0: refused. */
+    assert_int_equal(eml_boundary_reply(&enc, EML_MSG_PONG, &pong,
+                                        sizeof(pong), 5, NULL),
+                     EML_OK);
+    eml_status st = eml_host_call(&h, EML_MSG_PING, &ping_q, sizeof(ping_q),
+                                  &got, sizeof(got), &err);
+    assert_int_not_equal(st, EML_OK);
+    if (strstr(err.msg, "PONG answers request 5, not PING 0") == NULL)
+        fail_msg("wrong seq: %s", err.msg);
+    /* An ERROR for another request is refused the same way. */
+    eml_reply_error er = {(uint64_t)(int64_t)EML_ERR_AUTH,
+                          {(const uint8_t *)"no", 2}};
+    assert_int_equal(eml_boundary_reply(&enc, EML_MSG_ERROR, &er, sizeof(er),
+                                        0, NULL),
+                     EML_OK);
+    memset(&err, 0, sizeof(err));
+    st = eml_host_call(&h, EML_MSG_PING, &ping_q, sizeof(ping_q), &got,
+                       sizeof(got), &err);
+    assert_int_not_equal(st, EML_OK);
+    if (strstr(err.msg, "ERROR answers request 0, not PING 1") == NULL)
+        fail_msg("wrong seq of an ERROR: %s", err.msg);
+    /* An ocall first (served: ERROR, no such file, with its seq), then
+     * the PONG for PING 2: accepted. */
+    eml_ocall_file_open fo = {7};
+    uint32_t fo_seq;
+    assert_int_equal(eml_boundary_send(&enc, EML_MSG_FILE_OPEN, &fo,
+                                       sizeof(fo), &fo_seq, NULL),
+                     EML_OK);
+    assert_int_equal(eml_boundary_reply(&enc, EML_MSG_PONG, &pong,
+                                        sizeof(pong), 2, NULL),
+                     EML_OK);
+    memset(&err, 0, sizeof(err));
+    st = eml_host_call(&h, EML_MSG_PING, &ping_q, sizeof(ping_q), &got,
+                       sizeof(got), &err);
+    if (st != EML_OK) fail_msg("the right seq: %s", err.msg);
+    assert_int_equal(got.payload.n, 3);
+    assert_memory_equal(got.payload.p, "abc", 3);
+    /* What the host sent: PING 0, 1, 2 with its running seq, and the
+     * answer to FILE_OPEN with the ocall's seq. */
+    uint16_t type;
+    const uint8_t *p;
+    size_t n;
+    for (uint32_t i = 0; i < 3; i++) {
+        assert_int_equal(eml_msg_recv(&enc, &type, &p, &n), EML_OK);
+        assert_int_equal(type, EML_MSG_PING);
+        assert_int_equal(enc.recv_seq, i);
+        if (i < 2) continue;
+        assert_int_equal(eml_msg_recv(&enc, &type, &p, &n), EML_OK);
+        assert_int_equal(type, EML_MSG_ERROR);
+        assert_int_equal(enc.recv_seq, fo_seq);
+    }
+    eml_channel_free(&enc);
+    eml_channel_free(&h.ch);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 /* ==== the sim enclave process ==== */
 
 static void test_sim_sandbox(void **state)
@@ -827,16 +897,12 @@ static void test_sim_probe(void **state)
     eml_enclave_host h;
     start(&h, EML_BACKEND_SIM, 256);
     eml_msg m;
-    eml_msg_reader r;
     eml_err err = {0};
-    eml_msg_init(&m, EML_MSG_PROBE);
-    eml_status st = eml_host_call(&h, &m, EML_MSG_PROBE_OK, &r, &err);
-    eml_msg_free(&m);
+    eml_reply_probe_ok a;
+    eml_status st =
+        eml_host_call(&h, EML_MSG_PROBE, NULL, 0, &a, sizeof(a), &err);
     if (st != EML_OK) fail_msg("PROBE: %s", eml_err_msg(&err, st));
-    uint64_t refused, attempted;
-    assert_int_equal(eml_msg_get_u64(&r, &refused), EML_OK);
-    assert_int_equal(eml_msg_get_u64(&r, &attempted), EML_OK);
-    assert_int_equal(eml_msg_get_end(&r), EML_OK);
+    uint64_t refused = a.refused, attempted = a.attempted;
     const uint64_t must = EML_PROBE_OPENAT | EML_PROBE_SOCKET |
                           EML_PROBE_EXECVE | EML_PROBE_PTRACE |
                           EML_PROBE_CONNECT | EML_PROBE_FORK |
@@ -1077,7 +1143,7 @@ static void train_reaches_files(eml_enclave_host *h, const char *when)
     put_train(&m, &t);
     eml_msg_reader r;
     eml_err err = {0};
-    eml_status st = eml_host_call(h, &m, EML_MSG_TYPE_END, &r, &err);
+    eml_status st = eml_host_call_frame(h, &m, EML_MSG_TYPE_END, &r, &err);
     eml_msg_free(&m);
     /* The grant opens: the enclave goes on to ask for files. */
     if (st == EML_OK || strstr(err.msg, "no file 0") == NULL)
@@ -1098,18 +1164,14 @@ static void test_sim_reinit(void **state)
     eml_msg_put_bytes(&m, blob, sizeof(blob));
     expect_error_reply(&h, &m, NULL);
     train_reaches_files(&h, "after INIT with a forged sealed blob");
-    eml_msg_init(&m, EML_MSG_INIT);
-    eml_msg_put_bytes(&m, NULL, 0);
-    eml_msg_reader r;
+    eml_ecall_init q = {{NULL, 0}};
+    eml_reply_init_ok a;
     eml_err err = {0};
-    eml_status st = eml_host_call(&h, &m, EML_MSG_INIT_OK, &r, &err);
-    eml_msg_free(&m);
+    eml_status st =
+        eml_host_call(&h, EML_MSG_INIT, &q, sizeof(q), &a, sizeof(a), &err);
     if (st == EML_OK) {
         /* Allowed only if it kept the same keys. */
-        uint8_t meas[32], x[32];
-        assert_int_equal(eml_msg_get_fixed(&r, meas, 32), EML_OK);
-        assert_int_equal(eml_msg_get_fixed(&r, x, 32), EML_OK);
-        assert_memory_equal(x, h.x_pk, 32);
+        assert_memory_equal(a.x25519_pk, h.x_pk, 32);
     }
     train_reaches_files(&h, "after a second, empty INIT");
     ping(&h, 1);
@@ -1567,17 +1629,14 @@ static void test_attestation_check(void **state)
     (void)state;
     eml_enclave_host h;
     start(&h, EML_BACKEND_NONE, 256);
-    eml_msg m;
-    eml_msg_reader r;
     eml_err err = {0};
-    eml_msg_init(&m, EML_MSG_ATTEST);
-    eml_msg_put_bytes(&m, "\x01\x02\x03", 3);
-    eml_status st = eml_host_call(&h, &m, EML_MSG_REPORT, &r, &err);
-    eml_msg_free(&m);
+    eml_ecall_attest q = {{(const uint8_t *)"\x01\x02\x03", 3}};
+    eml_reply_report rep;
+    eml_status st = eml_host_call(&h, EML_MSG_ATTEST, &q, sizeof(q), &rep,
+                                  sizeof(rep), &err);
     if (st != EML_OK) fail_msg("ATTEST: %s", eml_err_msg(&err, st));
-    const uint8_t *p;
-    size_t n;
-    assert_int_equal(eml_msg_get_bytes(&r, 8192, &p, &n), EML_OK);
+    const uint8_t *p = rep.report.p;
+    size_t n = rep.report.n;
     char *text = malloc(n + 1);
     assert_non_null(text);
     memcpy(text, p, n);
@@ -1636,6 +1695,7 @@ int main(void)
         cmocka_unit_test(test_codec_header),
         cmocka_unit_test(test_codec_builder_limits),
         cmocka_unit_test(test_channel_frames),
+        cmocka_unit_test(test_host_reply_seq),
         cmocka_unit_test(test_sim_sandbox),
         cmocka_unit_test(test_sim_not_dumpable),
         cmocka_unit_test(test_sim_probe),

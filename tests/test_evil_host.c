@@ -30,6 +30,7 @@
 
 #include <cmocka.h>
 
+#include "enclaveml/boundary.h"
 #include "enclaveml/container.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/edl.h"
@@ -198,6 +199,7 @@ typedef enum lie {
     LIE_MORE_BYTES,   /* FILE_DATA longer than asked for */
     LIE_WRONG_TYPE,   /* FILE_READ answered with LEDGER_OK */
     LIE_SHORT_HEADER, /* FILE_DATA cut inside the container header */
+    LIE_WRONG_SEQ,    /* FILE_INFO answering another request */
 } lie;
 
 /* What the host serves during one TRAIN. */
@@ -237,120 +239,125 @@ static void outcome_free(outcome *o)
     memset(o, 0, sizeof(*o));
 }
 
-static void send_or_fail(eml_enclave_host *h, eml_msg *m)
+/* Answers the enclave's request seq with msg (its struct, NULL for one
+ * without fields). */
+static void reply_or_fail(eml_enclave_host *h, uint16_t type, const void *msg,
+                          size_t size, uint32_t seq)
 {
-    eml_status st = eml_msg_send(&h->ch, m);
-    eml_msg_free(m);
-    if (st != EML_OK) fail_msg("send: %s", eml_status_str(st));
+    eml_err err = {0};
+    eml_status st = eml_boundary_reply(&h->ch, type, msg, size, seq, &err);
+    if (st != EML_OK) fail_msg("reply: %s", eml_err_msg(&err, st));
 }
 
-static void put_train(eml_msg *m, const plan *p)
+static void send_train(eml_enclave_host *h, const plan *p)
 {
-    eml_msg_init(m, EML_MSG_TRAIN);
-    eml_msg_put_bytes(m, cfg_text, sizeof(cfg_text) - 1);
-    eml_msg_put_u64(m, 2);    /* epochs */
-    eml_msg_put_u64(m, 16);   /* batch */
-    eml_msg_put_f64(m, 0.1);  /* lr */
-    eml_msg_put_u64(m, 3);    /* seed */
-    eml_msg_put_u64(m, 1);    /* threads */
-    eml_msg_put_u64(m, EML_KERNELS_REF);
-    eml_msg_put_bytes(m, p->recipient, 32);
-    eml_msg_put_u64(m, (uint64_t)p->dp);
-    eml_msg_put_f64(m, p->dp ? 1.0 : 0.0);           /* clip */
-    eml_msg_put_f64(m, p->dp ? -1.0 : 0.0);          /* noise: derive */
-    eml_msg_put_f64(m, p->dp ? 1e-5 : 0.0);          /* delta */
-    eml_msg_put_f64(m, p->dp ? p->target_eps : 0.0); /* target epsilon */
-    eml_msg_put_u64(m, (uint64_t)p->fixed_batches);
-    eml_msg_put_u64(m, 0); /* insecure seed */
-    eml_msg_put_u64(m, (uint64_t)p->n_owners);
-    for (int i = 0; i < p->n_owners; i++)
-        eml_msg_put_bytes(m, p->grants[i]->g, p->grants[i]->n);
-    eml_msg_put_u64(m, 0); /* no mirror */
-    eml_msg_put_u64(m, 1);
-    eml_msg_put_u64(m, 0);
-    eml_msg_put_bytes(m, "\x0e\x71", 2); /* report nonce */
+    eml_ecall_train q;
+    memset(&q, 0, sizeof(q));
+    q.cfg_text.p = (const uint8_t *)cfg_text;
+    q.cfg_text.n = sizeof(cfg_text) - 1;
+    q.spec.epochs = 2;
+    q.spec.batch = 16;
+    q.spec.lr = 0.1;
+    q.spec.seed = 3;
+    q.spec.threads = 1;
+    q.spec.kernels = EML_KERNELS_REF;
+    memcpy(q.recipient, p->recipient, 32);
+    q.spec.dp.enabled = p->dp;
+    q.spec.dp.clip = p->dp ? 1.0 : 0.0;
+    q.spec.dp.noise = p->dp ? -1.0 : 0.0; /* derive */
+    q.spec.dp.delta = p->dp ? 1e-5 : 0.0;
+    q.spec.dp.target_epsilon = p->dp ? p->target_eps : 0.0;
+    q.spec.dp.fixed_batches = p->fixed_batches;
+    q.n_grants = (size_t)p->n_owners;
+    for (int i = 0; i < p->n_owners; i++) {
+        q.grants[i].p = p->grants[i]->g;
+        q.grants[i].n = p->grants[i]->n;
+    }
+    q.spec.save_every = 1; /* no mirror */
+    memcpy(q.report_nonce, "\x0e\x71", 2);
+    q.report_nonce_len = 2;
+    eml_err err = {0};
+    eml_status st = eml_boundary_send(&h->ch, EML_MSG_TRAIN, &q, sizeof(q),
+                                      NULL, &err);
+    if (st != EML_OK) fail_msg("TRAIN: %s", eml_err_msg(&err, st));
 }
 
-/* Serves one ocall the way the plan says. */
+/* Serves one ocall (seq) the way the plan says. */
 static void serve(eml_enclave_host *h, const plan *p, outcome *o,
-                  uint16_t type, eml_msg_reader *r)
+                  uint16_t type, const uint8_t *pl, size_t n, uint32_t seq)
 {
-    eml_msg m;
-    uint64_t id = 0, off = 0, len = 0;
-    const uint8_t *q;
-    size_t qn;
+    eml_msg_any q;
+    const eml_msg_desc *d = eml_msg_desc_of(type);
+    eml_err err = {0};
+    if (d->kind != EML_MSG_KIND_OCALL)
+        fail_msg("unexpected %s from the enclave", d->name);
+    if (eml_boundary_decode(type, pl, n, d->size ? &q : NULL, d->size,
+                            &err) != EML_OK)
+        fail_msg("%s", err.msg);
     switch (type) {
-    case EML_MSG_FILE_OPEN:
-        assert_int_equal(eml_msg_get_u64(r, &id), EML_OK);
+    case EML_MSG_FILE_OPEN: {
+        uint64_t id = q.m_FILE_OPEN.file_id;
         o->file_opens++;
         assert_true(id < 4 * EML_FILE_KINDS && p->files[id] != NULL);
-        eml_msg_init(&m, EML_MSG_FILE_INFO);
-        eml_msg_put_u64(&m, p->files[id]->n);
-        break;
+        eml_reply_file_info a = {p->files[id]->n};
+        reply_or_fail(h, EML_MSG_FILE_INFO, &a, sizeof(a),
+                      p->lie == LIE_WRONG_SEQ ? seq + 1 : seq);
+        return;
+    }
     case EML_MSG_FILE_READ: {
-        assert_int_equal(eml_msg_get_u64(r, &id), EML_OK);
-        assert_int_equal(eml_msg_get_u64(r, &off), EML_OK);
-        assert_int_equal(eml_msg_get_u64(r, &len), EML_OK);
+        uint64_t id = q.m_FILE_READ.file_id, off = q.m_FILE_READ.offset;
+        uint64_t len = q.m_FILE_READ.length;
         assert_true(id < 4 * EML_FILE_KINDS && p->files[id] != NULL);
         const buf *f = p->files[id];
-        size_t n = off >= f->n ? 0 : f->n - off < len ? f->n - off : len;
+        size_t k = off >= f->n ? 0 : f->n - off < len ? f->n - off : len;
         if (p->lie == LIE_WRONG_TYPE) {
-            eml_msg_init(&m, EML_MSG_LEDGER_OK);
-            break;
+            reply_or_fail(h, EML_MSG_LEDGER_OK, NULL, 0, seq);
+            return;
         }
-        eml_msg_init(&m, EML_MSG_FILE_DATA);
+        eml_reply_file_data a = {{f->p + off, k}};
+        uint8_t *more = NULL;
         if (p->lie == LIE_MORE_BYTES && off > 0) {
-            uint8_t *more = calloc(1, len + 100);
+            more = calloc(1, len + 100);
             assert_non_null(more);
-            memcpy(more, f->p + off, n);
-            eml_msg_put_bytes(&m, more, len + 100);
-            free(more);
+            memcpy(more, f->p + off, k);
+            a.data.p = more;
+            a.data.n = len + 100;
         } else if (p->lie == LIE_SHORT_HEADER && off == 0 && len > 4) {
-            eml_msg_put_bytes(&m, f->p, 4);
-        } else {
-            eml_msg_put_bytes(&m, f->p + off, n);
+            a.data.n = 4;
         }
-        break;
+        reply_or_fail(h, EML_MSG_FILE_DATA, &a, sizeof(a), seq);
+        free(more);
+        return;
     }
-    case EML_MSG_OUTPUT: {
-        uint64_t stream, last;
-        assert_int_equal(eml_msg_get_u64(r, &stream), EML_OK);
-        assert_int_equal(eml_msg_get_bytes(r, EML_CHUNK_MAX + 64, &q, &qn),
-                         EML_OK);
-        assert_int_equal(eml_msg_get_u64(r, &last), EML_OK);
-        append(&o->model, q, qn);
-        eml_msg_init(&m, EML_MSG_OUTPUT_OK);
-        break;
+    case EML_MSG_OUTPUT:
+        append(&o->model, q.m_OUTPUT.data.p, q.m_OUTPUT.data.n);
+        reply_or_fail(h, EML_MSG_OUTPUT_OK, NULL, 0, seq);
+        return;
+    case EML_MSG_LEDGER_READ: {
+        eml_reply_ledger_data a = {{p->ledger != NULL ? p->ledger->p : NULL,
+                                    p->ledger != NULL ? p->ledger->n : 0}};
+        reply_or_fail(h, EML_MSG_LEDGER_DATA, &a, sizeof(a), seq);
+        return;
     }
-    case EML_MSG_LEDGER_READ:
-        eml_msg_init(&m, EML_MSG_LEDGER_DATA);
-        eml_msg_put_bytes(&m, p->ledger != NULL ? p->ledger->p : NULL,
-                          p->ledger != NULL ? p->ledger->n : 0);
-        break;
     case EML_MSG_LEDGER_WRITE:
-        assert_int_equal(eml_msg_get_bytes(r, EML_LEDGER_MAX_BYTES, &q, &qn),
-                         EML_OK);
         assert_non_null(p->ledger);
         free(p->ledger->p);
         p->ledger->p = NULL;
         p->ledger->n = 0;
-        append(p->ledger, q, qn);
-        eml_msg_init(&m, EML_MSG_LEDGER_OK);
-        break;
+        append(p->ledger, q.m_LEDGER_WRITE.ledger.p,
+               q.m_LEDGER_WRITE.ledger.n);
+        reply_or_fail(h, EML_MSG_LEDGER_OK, NULL, 0, seq);
+        return;
     default:
         fail_msg("unexpected %s from the enclave", eml_msg_type_name(type));
-        return;
     }
-    send_or_fail(h, &m);
 }
 
 /* One TRAIN ecall against the plan; fills o (caller frees). */
 static void run(eml_enclave_host *h, const plan *p, outcome *o)
 {
     memset(o, 0, sizeof(*o));
-    eml_msg m;
-    put_train(&m, p);
-    send_or_fail(h, &m);
+    send_train(h, p);
     for (;;) {
         uint16_t type;
         const uint8_t *pl;
@@ -359,30 +366,28 @@ static void run(eml_enclave_host *h, const plan *p, outcome *o)
         if (st != EML_OK) fail_msg("the enclave went away: %s",
                                    eml_status_str(st));
         append(&o->seen, pl, n);
-        eml_msg_reader r;
-        eml_msg_reader_init(&r, pl, n);
         if (type == EML_MSG_PROGRESS) continue;
+        eml_err err = {0};
         if (type == EML_MSG_ERROR) {
-            uint64_t code;
-            const uint8_t *t;
-            size_t tl;
-            assert_int_equal(eml_msg_get_u64(&r, &code), EML_OK);
-            assert_int_equal(eml_msg_get_bytes(&r, EML_ERRMSG_MAX, &t, &tl),
+            eml_reply_error e;
+            assert_int_equal(eml_boundary_decode(type, pl, n, &e, sizeof(e),
+                                                 &err),
                              EML_OK);
-            memcpy(o->error, t, tl);
-            o->error[tl] = '\0';
+            memcpy(o->error, e.message.p, e.message.n);
+            o->error[e.message.n] = '\0';
             return;
         }
         if (type == EML_MSG_TRAIN_DONE) {
-            const uint8_t *t;
-            size_t tl;
-            assert_int_equal(eml_msg_get_bytes(&r, 1 << 20, &t, &tl), EML_OK);
-            assert_true(tl < sizeof(o->report));
-            memcpy(o->report, t, tl);
+            eml_reply_train_done d;
+            assert_int_equal(eml_boundary_decode(type, pl, n, &d, sizeof(d),
+                                                 &err),
+                             EML_OK);
+            assert_true(d.report.n < sizeof(o->report));
+            memcpy(o->report, d.report.p, d.report.n);
             o->done = 1;
             return;
         }
-        serve(h, p, o, type, &r);
+        serve(h, p, o, type, pl, n, h->ch.recv_seq);
     }
 }
 
@@ -527,6 +532,9 @@ static void test_size_lies_and_wrong_replies(void **state)
     expect_refusal(&h, &p, "LEDGER_OK where FILE_DATA was expected", -1);
     p.lie = LIE_SHORT_HEADER;
     expect_refusal(&h, &p, "ends inside the container header", -1);
+    /* An answer to another request than the ocall's. */
+    p.lie = LIE_WRONG_SEQ;
+    expect_refusal(&h, &p, "FILE_INFO answers request", 1);
     /* After all that, an honest run still works on the same enclave. */
     p.lie = LIE_NONE;
     outcome o;

@@ -1,44 +1,63 @@
 /*
- * edl.h - the enclave boundary: every message between the host program
- * (`enclaveml`, untrusted) and the enclave program (`enclaveml-enclave`,
- * trusted), with its fields, in one place, like an SGX EDL file.
+ * edl.h - the enclave boundary's interface, like an SGX EDL file: every
+ * message between the host program (`enclaveml`, untrusted) and the enclave
+ * program (`enclaveml-enclave`, trusted), with its number, its own version,
+ * its kind, its reply and its fields, in one place.  Adding a message or a
+ * field is an edit here (and, for a new request, its handler in the
+ * receiver's table: src/enclave/serve.c, src/host/enclave_ocalls.c): the
+ * C structs below, the codec's table (src/boundary/messages.c), the docs'
+ * message list (docs/enclave.md, checked by tests/test_boundary.c), the
+ * codec's tests and the fuzz targets all follow.
  *
  * Frames travel over one channel fd.  A frame is a 16-byte header
  *
- *     u32 magic "EMLM" | u16 version (1) | u16 type | u32 length | u32 seq
+ *     u32 magic "EMLM" | u16 version | u16 type | u32 length | u32 seq
  *
- * (little-endian) and `length` payload bytes (at most EML_MSG_MAX).  A
- * payload is the message's fields in the order listed below, each either a
- * u64 (8 bytes little-endian), an f64 (IEEE-754 bits as a u64) or a byte
- * string (u32 length + bytes).  No pointers cross the boundary, only bytes.
+ * (little-endian) and `length` payload bytes (at most EML_MSG_MAX).
  *
- * The enclave treats every received field as hostile: the decoder checks
- * every length against the frame and against the field's maximum, every
- * count and enum against its range, and that a frame holds exactly its
- * fields (nothing left over).
+ *   version  the message's own version (EML_MESSAGES below); a receiver
+ *            refuses a frame whose version is not its type's.
+ *   seq      a request's id.  Every frame that answers nothing (an ecall,
+ *            an ocall, a notification, or an ERROR about a frame that could
+ *            not be parsed) carries its sender's running count on the
+ *            channel, 0, 1, 2, ...; a reply (ERROR included) carries the
+ *            seq of the request it answers.  The host checks the seq of an
+ *            ecall's reply and the enclave that of every ocall's reply
+ *            (asynchronous ones too, in order), so an answer to another
+ *            request is refused.
  *
- *     eml_msg m;  eml_msg_init(&m, EML_MSG_ATTEST);
- *     eml_msg_put_bytes(&m, nonce, nonce_len);
- *     eml_msg_send(fd, &m, seq);  eml_msg_free(&m);
+ * A payload is the message's fields in the order listed below, each a u64
+ * (8 bytes little-endian; U64, INT and LONG fields), an f64 (IEEE-754 bits
+ * as a u64, finite only), a byte string (u32 length + bytes; BYTES, FIXED
+ * and COPY fields) or a list (u64 count, then that many byte strings).  No
+ * pointers cross the boundary, only bytes.  The receiver decodes with the
+ * same table as the sender encodes: every length and count is checked
+ * against the frame and the field's maximum, every number against its
+ * range, and a frame must hold exactly its fields.
  *
- *     eml_msg_reader r;  (after eml_msg_recv gave type and payload)
- *     eml_msg_reader_init(&r, payload, len);
- *     eml_msg_get_bytes(&r, EML_NONCE_MAX, &p, &n);  eml_msg_get_end(&r);
+ * The codec and the channel are in boundary.h.
  */
 #ifndef ENCLAVEML_EDL_H
 #define ENCLAVEML_EDL_H
 
+#include <float.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "enclaveml/cfg.h"
+#include "enclaveml/kernels.h"
+#include "enclaveml/ledger.h"
+#include "enclaveml/mirror.h"
+#include "enclaveml/run.h"
 #include "enclaveml/status.h"
+#include "enclaveml/train.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 #define EML_MSG_MAGIC 0x4d4c4d45u /* "EMLM" little-endian */
-#define EML_MSG_VERSION 1
 #define EML_MSG_HEADER 16
 #define EML_MSG_MAX ((size_t)64 << 20) /* 64 MiB per frame */
 
@@ -51,140 +70,284 @@ extern "C" {
 #define EML_SEALED_MAX 4096
 #define EML_POLICY_MAX 256
 #define EML_MEASURE_LIST_MAX 16384 /* MEASURE's list of measured files */
+#define EML_REPORT_MAX 8192                    /* an attestation report */
+#define EML_TRAIN_REPORT_MAX ((size_t)1 << 20) /* a training report */
 /* The bulk region: shared memory set up at launch (untrusted, like the
  * channel).  The enclave only ever WRITES there (sealed bytes going out);
  * it never reads from it, so the host changing it underneath proves
  * nothing. */
 #define EML_BULK_BYTES ((size_t)16 << 20)
 
-/* Message types.  Values are only ever appended.
- *   ecall  = request host -> enclave, answered by one reply (or ERROR);
- *   ocall  = request enclave -> host during an ecall, answered by the host;
- *   notify = one-way, no answer. */
+/* ==== the messages ==== */
+
+/* One row per message: M(NAME, type, version, kind, reply, struct), or
+ * E(NAME, type, version, kind, reply) for one without fields.  Types are
+ * only ever appended; a message's version goes up when its fields change.
+ *   ECALL   request host -> enclave, answered by its reply (or ERROR);
+ *   OCALL   request enclave -> host during an ecall, answered likewise;
+ *   NOTIFY  one-way, no answer;
+ *   REPLY   the answer to one request. */
+#define EML_MESSAGES(M, E)                                                   \
+    M(ERROR, 1, 1, REPLY, NONE, eml_reply_error)                             \
+    M(INIT, 2, 1, ECALL, INIT_OK, eml_ecall_init)                            \
+    M(INIT_OK, 3, 1, REPLY, NONE, eml_reply_init_ok)                         \
+    M(ATTEST, 4, 1, ECALL, REPORT, eml_ecall_attest)                         \
+    M(REPORT, 5, 1, REPLY, NONE, eml_reply_report)                           \
+    M(TRAIN, 6, 1, ECALL, TRAIN_DONE, eml_ecall_train)                       \
+    M(TRAIN_DONE, 7, 1, REPLY, NONE, eml_reply_train_done)                   \
+    M(FILE_OPEN, 8, 1, OCALL, FILE_INFO, eml_ocall_file_open)                \
+    M(FILE_INFO, 9, 1, REPLY, NONE, eml_reply_file_info)                     \
+    M(FILE_READ, 10, 1, OCALL, FILE_DATA, eml_ocall_file_read)               \
+    M(FILE_DATA, 11, 1, REPLY, NONE, eml_reply_file_data)                    \
+    M(OUTPUT, 12, 1, OCALL, OUTPUT_OK, eml_ocall_output)                     \
+    E(OUTPUT_OK, 13, 1, REPLY, NONE)                                         \
+    M(PROGRESS, 14, 1, NOTIFY, NONE, eml_notify_progress)                    \
+    M(PING, 15, 1, ECALL, PONG, eml_ecall_ping)                              \
+    M(PONG, 16, 1, REPLY, NONE, eml_reply_pong)                              \
+    E(PROBE, 17, 1, ECALL, PROBE_OK)                                         \
+    M(PROBE_OK, 18, 1, REPLY, NONE, eml_reply_probe_ok)                      \
+    E(SHUTDOWN, 19, 1, ECALL, SHUTDOWN_OK)                                   \
+    E(SHUTDOWN_OK, 20, 1, REPLY, NONE)                                       \
+    E(MIRROR_HEADER, 21, 1, OCALL, MIRROR_DATA)                              \
+    M(MIRROR_DATA, 22, 1, REPLY, NONE, eml_reply_mirror_data)                \
+    M(MIRROR_CREATE, 23, 1, OCALL, MIRROR_OK, eml_ocall_mirror_create)       \
+    M(MIRROR_WRITE, 24, 1, OCALL, MIRROR_OK, eml_ocall_mirror_write)         \
+    M(MIRROR_COMMIT, 25, 1, OCALL, MIRROR_OK, eml_ocall_mirror_commit)       \
+    M(MIRROR_READ, 26, 1, OCALL, MIRROR_DATA, eml_ocall_mirror_read)         \
+    E(MIRROR_OK, 27, 1, REPLY, NONE)                                         \
+    M(MIRROR_WRITE_BULK, 28, 1, OCALL, MIRROR_OK, eml_ocall_mirror_write_bulk) \
+    M(MEASURE, 29, 1, NOTIFY, NONE, eml_notify_measure)                      \
+    E(LEDGER_READ, 30, 1, OCALL, LEDGER_DATA)                                \
+    M(LEDGER_DATA, 31, 1, REPLY, NONE, eml_reply_ledger_data)                \
+    M(LEDGER_WRITE, 32, 1, OCALL, LEDGER_OK, eml_ocall_ledger_write)         \
+    E(LEDGER_OK, 33, 1, REPLY, NONE)
+
+#define EML_MSG_ENUM_(NAME, type, ...) EML_MSG_##NAME = type,
 typedef enum eml_msg_type {
-    EML_MSG_ERROR = 1,
-    /* reply (either direction): i64 status (as u64) | bytes message */
-
-    EML_MSG_INIT = 2,
-    /* ecall: bytes sealed_identity (0..EML_SEALED_MAX; empty on first start)
-     * reply INIT_OK */
-    EML_MSG_INIT_OK = 3,
-    /* reply: bytes measurement[32] | bytes x25519_pk[32] | bytes
-     *        ed25519_pk[32] | bytes policy | bytes sealed_identity (new blob
-     *        to store, empty if unchanged) */
-
-    EML_MSG_ATTEST = 4,
-    /* ecall: bytes nonce (0..EML_NONCE_MAX)   reply REPORT */
-    EML_MSG_REPORT = 5,
-    /* reply: bytes report (signed JSON) */
-
-    EML_MSG_TRAIN = 6,
-    /* ecall: bytes cfg_text | u64 epochs (0 = cfg) | u64 batch (0 = cfg) |
-     *        f64 lr (0 = cfg) | u64 seed | u64 threads | u64 kernels |
-     *        bytes recipient_pk[32] | u64 dp (0/1) | f64 clip | f64 noise
-     *        (< 0: derive from target_epsilon) | f64 delta | f64
-     *        target_epsilon (0 = none) | u64 fixed_batches (0/1) |
-     *        u64 insecure_seed (0/1) | u64 n_owners (1..EML_OWNERS_MAX) |
-     *        n_owners x bytes grant (..EML_GRANT_MAX) | u64 mirror (0 =
-     *        none, 1 = save the training state through MIRROR_* ocalls) |
-     *        u64 save_every (1..1e9) | u64 resume (0/1) | bytes
-     *        report_nonce (0..EML_NONCE_MAX: the model owner's, repeated in
-     *        the signed report)
-     * During the ecall the enclave sends FILE_OPEN/FILE_READ ocalls for
-     * owner o's files (file id o*4 + kind, kind = eml_file_kind), PROGRESS
-     * notifications, OUTPUT ocalls, MIRROR_* ocalls when mirroring, and
-     * LEDGER_* ocalls when a grant carries a privacy budget.
-     * reply TRAIN_DONE */
-    EML_MSG_TRAIN_DONE = 7,
-    /* reply: bytes training report (signed JSON) */
-
-    EML_MSG_FILE_OPEN = 8,
-    /* ocall: u64 file_id   reply FILE_INFO */
-    EML_MSG_FILE_INFO = 9,
-    /* reply: u64 size (bytes of ciphertext) */
-    EML_MSG_FILE_READ = 10,
-    /* ocall: u64 file_id | u64 offset | u64 length (..EML_CHUNK_MAX+64)
-     * reply FILE_DATA */
-    EML_MSG_FILE_DATA = 11,
-    /* reply: bytes data (exactly `length` bytes unless the file ends) */
-
-    EML_MSG_OUTPUT = 12,
-    /* ocall: u64 stream (0 = model) | bytes data (..EML_CHUNK_MAX+64) |
-     *        u64 last (0/1)   reply OUTPUT_OK */
-    EML_MSG_OUTPUT_OK = 13,
-    /* reply: (no fields) */
-
-    EML_MSG_PROGRESS = 14,
-    /* notify: u64 epoch | u64 epochs | u64 batch | u64 batches |
-     *         f64 loss | f64 images_per_second | f64 seconds | f64 eta |
-     *         u64 epoch_done | f64 test_accuracy | f64 train_accuracy |
-     *         u64 resume_event (0/1) | u64 resumed_step + 1 (0: a fresh
-     *         start) */
-
-    EML_MSG_PING = 15,
-    /* ecall: bytes payload (..EML_CHUNK_MAX)   reply PONG with the same */
-    EML_MSG_PONG = 16,
-
-    EML_MSG_PROBE = 17,
-    /* ecall: (no fields)   reply PROBE_OK: asks the enclave to try calls its
-     * sandbox forbids, to show they are refused */
-    EML_MSG_PROBE_OK = 18,
-    /* reply: u64 refused (bit mask of eml_probe_call that were refused) |
-     *        u64 attempted (bit mask) */
-
-    EML_MSG_SHUTDOWN = 19,
-    /* ecall: (no fields); the enclave exits after replying SHUTDOWN_OK */
-    EML_MSG_SHUTDOWN_OK = 20,
-
-    /* The training-state mirror (mirror.h): the enclave seals, the host
-     * stores the sealed bytes in its pool or checkpoint file. */
-    EML_MSG_MIRROR_HEADER = 21,
-    /* ocall: (no fields)   reply MIRROR_DATA with the store's first
-     * EML_POOL_HEADER_BYTES (zeros if it does not exist) */
-    EML_MSG_MIRROR_DATA = 22,
-    /* reply: bytes data (exactly what was asked for) */
-    EML_MSG_MIRROR_CREATE = 23,
-    /* ocall: bytes header (EML_POOL_HEADER_BYTES) | u64 slot capacity
-     * reply MIRROR_OK */
-    EML_MSG_MIRROR_WRITE = 24,
-    /* ocall: u64 slot (0/1) | u64 offset | bytes data (..EML_CHUNK_MAX+64)
-     * reply MIRROR_OK */
-    EML_MSG_MIRROR_COMMIT = 25,
-    /* ocall: u64 slot | u64 length | u64 commit word: persist the slot's
-     * first `length` bytes, then the commit word.  reply MIRROR_OK */
-    EML_MSG_MIRROR_READ = 26,
-    /* ocall: u64 slot | u64 offset | u64 length (..EML_CHUNK_MAX+64)
-     * reply MIRROR_DATA */
-    EML_MSG_MIRROR_OK = 27,
-    /* reply: (no fields) */
-    EML_MSG_MIRROR_WRITE_BULK = 28,
-    /* ocall: u64 slot | u64 offset | u64 length (..EML_BULK_BYTES): like
-     * MIRROR_WRITE, with the bytes in the first `length` bytes of the bulk
-     * region.  reply MIRROR_OK */
-
-    EML_MSG_MEASURE = 29,
-    /* notify, the first frame of every `sim` enclave process (and the only
-     * one of `enclaveml-enclave --measure`): measurement[32] | bytes policy
-     * (..EML_POLICY_MAX-1) | bytes files (..EML_MEASURE_LIST_MAX: one line
-     * "<sha256 hex>  <path>\n" per file mapped executable, sorted by
-     * digest).  What the host learns before INIT; the signed report is
-     * what a verifier trusts. */
-
-    /* The spend ledger (ledger.h): sealed by the enclave, kept by the
-     * host, checked against the platform's monotonic counter. */
-    EML_MSG_LEDGER_READ = 30,
-    /* ocall: (no fields)   reply LEDGER_DATA */
-    EML_MSG_LEDGER_DATA = 31,
-    /* reply: bytes sealed ledger (..EML_LEDGER_MAX_BYTES; empty if the host
-     *        has none) */
-    EML_MSG_LEDGER_WRITE = 32,
-    /* ocall: bytes sealed ledger (..EML_LEDGER_MAX_BYTES): store it durably
-     * (replacing the old one), then reply LEDGER_OK */
-    EML_MSG_LEDGER_OK = 33,
-    /* reply: (no fields) */
-
-    EML_MSG_TYPE_END = 34
+    EML_MSG_NONE = 0, /* no message (never a type on the wire) */
+    EML_MESSAGES(EML_MSG_ENUM_, EML_MSG_ENUM_) /* EML_MSG_<NAME> = type */
+    EML_MSG_TYPE_END /* one past the last */
 } eml_msg_type;
+
+typedef enum eml_msg_kind {
+    EML_MSG_KIND_ECALL = 1,
+    EML_MSG_KIND_OCALL = 2,
+    EML_MSG_KIND_NOTIFY = 3,
+    EML_MSG_KIND_REPLY = 4
+} eml_msg_kind;
+
+/* ==== the fields ==== */
+
+/* Each message's fields in wire order: X(S, KIND, name, bounds...), where
+ * S is the message's struct, and KIND (with the member it declares):
+ *   U64   name, lo, hi       uint64_t, in [lo, hi]
+ *   INT   name, lo, hi       int, a u64 in [lo, hi] on the wire
+ *   LONG  name, lo, hi       long, likewise
+ *   F64   name, lo, hi       double, finite, in [lo, hi]
+ *   BYTES name, max          eml_bytes: at most max bytes, borrowed from
+ *                            the received frame (valid until the next
+ *                            frame is received on that channel)
+ *   FIXED name, n            uint8_t name[n]: a byte string of exactly n
+ *   COPY  name, max          uint8_t name[max] + size_t name_len: at most
+ *                            max bytes, copied (outlives the frame)
+ *   LIST  name, lo, hi, max  eml_bytes name[hi] + size_t n_name: a u64
+ *                            count in [lo, hi], then that many byte
+ *                            strings of at most max bytes each
+ *   EMBED type, name         `type name;`, nothing on the wire: a struct
+ *                            whose members the IN_* rows below it send
+ *   IN_U64, IN_INT, IN_LONG, IN_F64  path, lo, hi
+ *                            a member of an embedded struct
+ *                            ("spec.dp.clip"), as U64 ... F64 */
+typedef struct eml_bytes {
+    const uint8_t *p;
+    size_t n;
+} eml_bytes;
+
+/* ERROR (either direction): why a request failed. */
+#define EML_FIELDS_ERROR(X, S)                                               \
+    X(S, U64, status, 0, UINT64_MAX) /* an eml_status, as an i64 */          \
+    X(S, BYTES, message, EML_ERRMSG_MAX)
+
+/* INIT: start with the identity sealed at an earlier start (empty on the
+ * first start, when the enclave makes one). */
+#define EML_FIELDS_INIT(X, S) X(S, BYTES, sealed_identity, EML_SEALED_MAX)
+
+/* INIT_OK: the enclave's measurement, keys and policy, and its sealed
+ * identity for the host to keep (empty if unchanged). */
+#define EML_FIELDS_INIT_OK(X, S)                                             \
+    X(S, FIXED, measurement, 32)                                             \
+    X(S, FIXED, x25519_pk, 32)                                               \
+    X(S, FIXED, ed25519_pk, 32)                                              \
+    X(S, BYTES, policy, EML_POLICY_MAX - 1)                                  \
+    X(S, BYTES, sealed_identity, EML_SEALED_MAX)
+
+/* ATTEST: an attestation report binding the verifier's nonce. */
+#define EML_FIELDS_ATTEST(X, S) X(S, BYTES, nonce, EML_NONCE_MAX)
+
+/* REPORT: the attestation report (signed JSON, docs/enclave.md). */
+#define EML_FIELDS_REPORT(X, S) X(S, BYTES, report, EML_REPORT_MAX)
+
+/* TRAIN: train the network in cfg_text on the data of the owners whose
+ * grants come with it; the model leaves encrypted to recipient (a key
+ * every grant must name), the signed training report repeats
+ * report_nonce (the model owner's).  During the ecall the enclave sends
+ * FILE_OPEN/FILE_READ ocalls for owner o's files (file id o * 4 + kind,
+ * kind = eml_file_kind), PROGRESS notifications, OUTPUT ocalls, MIRROR_*
+ * ocalls when mirroring, and LEDGER_* ocalls when a grant carries a
+ * privacy budget.  Zero epochs, batch or lr take the cfg's. */
+#define EML_FIELDS_TRAIN(X, S)                                               \
+    X(S, BYTES, cfg_text, EML_CFG_TEXT_MAX)                                  \
+    X(S, EMBED, eml_run_spec, spec) /* every option of the run (run.h) */    \
+    X(S, IN_INT, spec.epochs, 0, 100000)                                     \
+    X(S, IN_INT, spec.batch, 0, EML_CFG_MAX_BATCH)                           \
+    X(S, IN_F64, spec.lr, 0, 100)                                            \
+    X(S, IN_U64, spec.seed, 0, UINT64_MAX)                                   \
+    X(S, IN_INT, spec.threads, 1, 256)                                       \
+    X(S, IN_INT, spec.kernels, 0, EML_KERNELS_COUNT - 1)                     \
+    X(S, FIXED, recipient, 32) /* the model owner's X25519 key */            \
+    X(S, IN_INT, spec.dp.enabled, 0, 1)                                      \
+    X(S, IN_F64, spec.dp.clip, -DBL_MAX, DBL_MAX)                            \
+    X(S, IN_F64, spec.dp.noise, -DBL_MAX, DBL_MAX) /* < 0: from target */    \
+    X(S, IN_F64, spec.dp.delta, -DBL_MAX, DBL_MAX)                           \
+    X(S, IN_F64, spec.dp.target_epsilon, -DBL_MAX, DBL_MAX) /* 0: none */    \
+    X(S, IN_INT, spec.dp.fixed_batches, 0, 1)                                \
+    X(S, IN_INT, spec.dp.insecure_seed, 0, 1)                                \
+    X(S, LIST, grants, 1, EML_OWNERS_MAX, EML_GRANT_MAX) /* one per owner */ \
+    X(S, IN_INT, spec.mirror, 0, 1) /* 1: save through MIRROR_* ocalls */    \
+    X(S, IN_LONG, spec.save_every, 1, 1000000000)                            \
+    X(S, IN_INT, spec.resume, 0, 1)                                          \
+    X(S, COPY, report_nonce, EML_NONCE_MAX)
+
+/* TRAIN_DONE: the training report (signed JSON, docs/enclave.md). */
+#define EML_FIELDS_TRAIN_DONE(X, S)                                          \
+    X(S, BYTES, report, EML_TRAIN_REPORT_MAX)
+
+/* FILE_OPEN: the size of file_id's ciphertext (the host's word for it: a
+ * hint, the container's authentication decides). */
+#define EML_FIELDS_FILE_OPEN(X, S) X(S, U64, file_id, 0, UINT64_MAX)
+#define EML_FIELDS_FILE_INFO(X, S) X(S, U64, size, 0, UINT64_MAX)
+
+/* FILE_READ: length bytes of file_id's ciphertext from offset; FILE_DATA
+ * holds exactly that many unless the file ends. */
+#define EML_FIELDS_FILE_READ(X, S)                                           \
+    X(S, U64, file_id, 0, UINT64_MAX)                                        \
+    X(S, U64, offset, 0, UINT64_MAX)                                         \
+    X(S, U64, length, 0, EML_CHUNK_MAX + 64)
+#define EML_FIELDS_FILE_DATA(X, S) X(S, BYTES, data, EML_CHUNK_MAX + 64)
+
+/* OUTPUT: the next bytes of an output stream (0: the encrypted model);
+ * OUTPUT_OK has no fields. */
+#define EML_FIELDS_OUTPUT(X, S)                                              \
+    X(S, U64, stream, 0, UINT64_MAX)                                         \
+    X(S, BYTES, data, EML_CHUNK_MAX + 64)                                    \
+    X(S, INT, last, 0, 1)
+
+/* PROGRESS: how training goes (numbers the model owner sees anyway). */
+#define EML_FIELDS_PROGRESS(X, S)                                            \
+    X(S, EMBED, eml_train_progress, p) /* but p.resumed_step */              \
+    X(S, IN_INT, p.epoch, 0, INT_MAX)                                        \
+    X(S, IN_INT, p.epochs, 0, INT_MAX)                                       \
+    X(S, IN_LONG, p.batch, 0, LONG_MAX)                                      \
+    X(S, IN_LONG, p.batches, 0, LONG_MAX)                                    \
+    X(S, IN_F64, p.loss, -DBL_MAX, DBL_MAX)                                  \
+    X(S, IN_F64, p.images_per_second, -DBL_MAX, DBL_MAX)                     \
+    X(S, IN_F64, p.seconds, -DBL_MAX, DBL_MAX)                               \
+    X(S, IN_F64, p.eta_seconds, -DBL_MAX, DBL_MAX)                           \
+    X(S, IN_INT, p.epoch_done, 0, 1)                                         \
+    X(S, IN_F64, p.test_accuracy, -DBL_MAX, DBL_MAX)                         \
+    X(S, IN_F64, p.train_accuracy, -DBL_MAX, DBL_MAX)                        \
+    X(S, IN_INT, p.resume_event, 0, 1)                                       \
+    X(S, LONG, resumed, 0, LONG_MAX) /* resumed_step + 1 (0: fresh start) */
+
+/* PING: PONG echoes the payload.  PROBE (no fields): the enclave tries the
+ * calls its sandbox forbids, to show they are refused (refused under the
+ * none backend, which has no sandbox). */
+#define EML_FIELDS_PING(X, S) X(S, BYTES, payload, EML_CHUNK_MAX)
+#define EML_FIELDS_PONG(X, S) X(S, BYTES, payload, EML_CHUNK_MAX)
+#define EML_FIELDS_PROBE_OK(X, S)                                            \
+    X(S, U64, refused, 0, UINT64_MAX) /* eml_probe_call bits refused */      \
+    X(S, U64, attempted, 0, UINT64_MAX) /* and tried */
+
+/* SHUTDOWN (no fields): the enclave exits after replying SHUTDOWN_OK.  */
+
+/* The training-state mirror (mirror.h): the enclave seals, the host
+ * stores the sealed bytes in its pool or checkpoint file.  MIRROR_HEADER
+ * (no fields) asks for the store's first EML_POOL_HEADER_BYTES (zeros if
+ * it does not exist); MIRROR_DATA holds exactly what was asked for. */
+#define EML_FIELDS_MIRROR_DATA(X, S) X(S, BYTES, data, EML_CHUNK_MAX + 64)
+#define EML_FIELDS_MIRROR_CREATE(X, S)                                       \
+    X(S, FIXED, header, EML_POOL_HEADER_BYTES)                               \
+    X(S, U64, capacity, 0, UINT64_MAX) /* of each slot */
+#define EML_FIELDS_MIRROR_WRITE(X, S)                                        \
+    X(S, INT, slot, 0, 1)                                                    \
+    X(S, U64, offset, 0, UINT64_MAX)                                         \
+    X(S, BYTES, data, EML_CHUNK_MAX + 64)
+/* MIRROR_COMMIT: persist the slot's first length bytes, then the commit
+ * word. */
+#define EML_FIELDS_MIRROR_COMMIT(X, S)                                       \
+    X(S, INT, slot, 0, 1)                                                    \
+    X(S, U64, length, 0, UINT64_MAX)                                         \
+    X(S, U64, word, 0, UINT64_MAX)
+#define EML_FIELDS_MIRROR_READ(X, S)                                         \
+    X(S, INT, slot, 0, 1)                                                    \
+    X(S, U64, offset, 0, UINT64_MAX)                                         \
+    X(S, U64, length, 0, EML_CHUNK_MAX + 64)
+/* MIRROR_WRITE_BULK: like MIRROR_WRITE, with the bytes in the first
+ * length bytes of the bulk region. */
+#define EML_FIELDS_MIRROR_WRITE_BULK(X, S)                                   \
+    X(S, INT, slot, 0, 1)                                                    \
+    X(S, U64, offset, 0, UINT64_MAX)                                         \
+    X(S, U64, length, 0, EML_BULK_BYTES)
+
+/* MEASURE: the first frame of every `sim` enclave process (and the only
+ * one of `enclaveml-enclave --measure`): what the host learns before
+ * INIT; the signed report is what a verifier trusts.  files: one line
+ * "<sha256 hex>  <path>\n" per file mapped executable, sorted by digest. */
+#define EML_FIELDS_MEASURE(X, S)                                             \
+    X(S, FIXED, measurement, 32)                                             \
+    X(S, BYTES, policy, EML_POLICY_MAX - 1)                                  \
+    X(S, BYTES, files, EML_MEASURE_LIST_MAX)
+
+/* The spend ledger (ledger.h): sealed by the enclave, kept by the host,
+ * checked against the platform's monotonic counter.  LEDGER_READ (no
+ * fields) asks for it (empty if the host has none); LEDGER_WRITE stores it
+ * durably, replacing the old one, before LEDGER_OK. */
+#define EML_FIELDS_LEDGER_DATA(X, S)                                         \
+    X(S, BYTES, ledger, EML_LEDGER_MAX_BYTES)
+#define EML_FIELDS_LEDGER_WRITE(X, S)                                        \
+    X(S, BYTES, ledger, EML_LEDGER_MAX_BYTES)
+
+/* ==== the structs: one per message with fields, made from its rows ==== */
+
+#define EML_MEMBER_(S, KIND, ...) EML_MEMBER_##KIND(__VA_ARGS__)
+#define EML_MEMBER_U64(name, lo, hi) uint64_t name;
+#define EML_MEMBER_INT(name, lo, hi) int name;
+#define EML_MEMBER_LONG(name, lo, hi) long name;
+#define EML_MEMBER_F64(name, lo, hi) double name;
+#define EML_MEMBER_BYTES(name, max) eml_bytes name;
+#define EML_MEMBER_FIXED(name, n) uint8_t name[n];
+#define EML_MEMBER_COPY(name, max) uint8_t name[max]; size_t name##_len;
+#define EML_MEMBER_LIST(name, lo, hi, max) eml_bytes name[hi]; size_t n_##name;
+#define EML_MEMBER_EMBED(type, name) type name;
+#define EML_MEMBER_IN_U64(path, lo, hi)
+#define EML_MEMBER_IN_INT(path, lo, hi)
+#define EML_MEMBER_IN_LONG(path, lo, hi)
+#define EML_MEMBER_IN_F64(path, lo, hi)
+
+#define EML_STRUCT_(NAME, type, version, kind, reply, T)                     \
+    typedef struct T {                                                       \
+        EML_FIELDS_##NAME(EML_MEMBER_, T)                                    \
+    } T;
+#define EML_NO_STRUCT_(...)
+EML_MESSAGES(EML_STRUCT_, EML_NO_STRUCT_)
+
+/* Room for any message (what a receiver decodes into before it knows). */
+#define EML_UNION_(NAME, type, version, kind, reply, T) T m_##NAME;
+typedef union eml_msg_any {
+    EML_MESSAGES(EML_UNION_, EML_NO_STRUCT_)
+} eml_msg_any;
+
+/* ==== enums carried in fields ==== */
 
 typedef enum eml_file_kind {
     EML_FILE_TRAIN_IMAGES = 0,
@@ -208,75 +371,6 @@ typedef enum eml_probe_call {
     EML_PROBE_STAT_PATH = 1 << 9,   /* newfstatat(AT_FDCWD, "/etc/passwd") */
     EML_PROBE_READ_FD = 1 << 10,    /* read from fd 0, not the channel */
 } eml_probe_call;
-
-/* Name of a type ("ATTEST"), or "?" */
-const char *eml_msg_type_name(uint32_t type);
-
-/* ==== building a payload ==== */
-typedef struct eml_msg {
-    uint16_t type;
-    uint8_t *buf; /* header + payload */
-    size_t len, cap;
-    int failed;   /* sticky: an append ran out of memory or over the max */
-} eml_msg;
-
-void eml_msg_init(eml_msg *m, eml_msg_type type);
-void eml_msg_put_u64(eml_msg *m, uint64_t v);
-void eml_msg_put_f64(eml_msg *m, double v);
-void eml_msg_put_bytes(eml_msg *m, const void *p, size_t n);
-void eml_msg_free(eml_msg *m); /* wipes the buffer */
-
-/* ==== reading a payload ==== */
-typedef struct eml_msg_reader {
-    const uint8_t *p;
-    size_t len, pos;
-    int failed;
-} eml_msg_reader;
-
-void eml_msg_reader_init(eml_msg_reader *r, const uint8_t *p, size_t len);
-EML_MUST_CHECK eml_status eml_msg_get_u64(eml_msg_reader *r, uint64_t *v);
-/* A u64 that must lie in [lo, hi]. */
-EML_MUST_CHECK eml_status eml_msg_get_range(eml_msg_reader *r, uint64_t lo,
-                                            uint64_t hi, uint64_t *v);
-/* A finite f64. */
-EML_MUST_CHECK eml_status eml_msg_get_f64(eml_msg_reader *r, double *v);
-/* Byte string of at most max bytes; *p points into the frame. */
-EML_MUST_CHECK eml_status eml_msg_get_bytes(eml_msg_reader *r, size_t max,
-                                            const uint8_t **p, size_t *n);
-/* A byte string of exactly n bytes copied to out. */
-EML_MUST_CHECK eml_status eml_msg_get_fixed(eml_msg_reader *r, void *out,
-                                            size_t n);
-/* Every byte consumed: a frame with trailing bytes is malformed. */
-EML_MUST_CHECK eml_status eml_msg_get_end(eml_msg_reader *r);
-
-/* ==== framing over an fd ==== */
-
-/* A tap that sees every frame's bytes (ENCLAVEML_TRACE on the host). */
-typedef void (*eml_msg_tap)(void *user, int outgoing, const uint8_t *p,
-                            size_t n);
-
-typedef struct eml_channel {
-    int fd;
-    uint32_t seq_out;
-    uint8_t *rbuf; /* last received frame's payload (owned, reused) */
-    size_t rcap;
-    eml_msg_tap tap;
-    void *tap_user;
-    uint8_t *ibuf; /* read-ahead: a frame usually arrives in one read() */
-    size_t ipos, ilen;
-} eml_channel;
-
-void eml_channel_init(eml_channel *c, int fd);
-void eml_channel_free(eml_channel *c); /* wipes and frees rbuf */
-EML_MUST_CHECK eml_status eml_msg_send(eml_channel *c, eml_msg *m);
-/* Receives one frame; *payload is valid until the next receive.  Checks
- * magic, version, type range and length before reading the payload. */
-EML_MUST_CHECK eml_status eml_msg_recv(eml_channel *c, uint16_t *type,
-                                       const uint8_t **payload, size_t *len);
-
-/* Parses a frame header (for the fuzz target and tests). */
-EML_MUST_CHECK eml_status eml_msg_parse_header(const uint8_t hdr[16],
-                                               uint16_t *type, uint32_t *len);
 
 #ifdef __cplusplus
 }

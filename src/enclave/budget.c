@@ -41,17 +41,11 @@ eml_status eml_rt_ledger_load(budget *b, int catch_up, eml_err *err)
     uint64_t c = 0;
     eml_status st = e->counter.read(e->counter.user, &c, err);
     if (st != EML_OK) return st;
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_LEDGER_READ);
-    st = eml_rt_ocall(e, &m, EML_MSG_LEDGER_DATA, &r, err);
-    eml_msg_free(&m);
+    eml_reply_ledger_data a;
+    st = eml_rt_ocall(e, EML_MSG_LEDGER_READ, NULL, 0, &a, sizeof(a), err);
     if (st != EML_OK) return st;
-    const uint8_t *p;
-    size_t n;
-    st = eml_msg_get_bytes(&r, EML_LEDGER_MAX_BYTES, &p, &n);
-    if (st == EML_OK) st = eml_msg_get_end(&r);
-    if (st != EML_OK) return eml_err_set(err, st, "malformed LEDGER_DATA");
+    const uint8_t *p = a.ledger.p;
+    size_t n = a.ledger.n;
     eml_ledger_free(&b->ledger);
     if (n == 0) {
         if (c != 0)
@@ -137,15 +131,9 @@ static eml_status charge_locked(budget *b, eml_err *err)
     eml_wipe(key, sizeof(key));
     if (st != EML_OK)
         return eml_err_set(err, st, "cannot seal the spend ledger");
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_LEDGER_WRITE);
-    eml_msg_put_bytes(&m, blob, blen);
+    eml_ocall_ledger_write q = {{blob, blen}};
+    st = eml_rt_ocall(e, EML_MSG_LEDGER_WRITE, &q, sizeof(q), NULL, 0, err);
     free(blob);
-    st = eml_rt_ocall(e, &m, EML_MSG_LEDGER_OK, &r, err);
-    eml_msg_free(&m);
-    if (st == EML_OK && eml_msg_get_end(&r) != EML_OK)
-        st = eml_err_set(err, EML_ERR_FORMAT, "malformed LEDGER_OK");
     if (st != EML_OK) return st;
     /* Only now is the charge binding: the counter moves past every older
      * copy of the ledger. */

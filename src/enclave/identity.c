@@ -63,14 +63,11 @@ static eml_status unseal_identity(eml_enclave *e, const uint8_t *blob,
     return EML_OK;
 }
 
-eml_status eml_rt_ecall_init(eml_enclave *e, eml_msg_reader *r, eml_err *err)
+eml_status eml_rt_ecall_init(eml_enclave *e, eml_msg_any *req, eml_err *err)
 {
-    const uint8_t *blob;
-    size_t blen;
-    eml_status st = eml_msg_get_bytes(r, EML_SEALED_MAX, &blob, &blen);
-    if (st == EML_OK) st = eml_msg_get_end(r);
-    if (st != EML_OK)
-        return eml_err_set(err, st, "malformed INIT message");
+    const uint8_t *blob = req->m_INIT.sealed_identity.p;
+    size_t blen = req->m_INIT.sealed_identity.n;
+    eml_status st;
     if (e->has_identity) /* a failed unseal would wipe the live identity */
         return eml_err_set(err, EML_ERR_INVALID, "enclave already initialised");
     uint8_t sealed[SEALED_BYTES];
@@ -89,28 +86,25 @@ eml_status eml_rt_ecall_init(eml_enclave *e, eml_msg_reader *r, eml_err *err)
         if (st != EML_OK) return eml_err_set(err, st, "cannot unseal");
     }
     e->has_identity = 1;
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_INIT_OK);
-    eml_msg_put_bytes(&m, e->measurement, 32);
-    eml_msg_put_bytes(&m, e->x_pk, 32);
-    eml_msg_put_bytes(&m, e->ed_pk, 32);
-    eml_msg_put_bytes(&m, e->policy, strlen(e->policy));
-    eml_msg_put_bytes(&m, sealed, sealed_len);
-    st = eml_msg_send(&e->ch, &m);
-    eml_msg_free(&m);
-    return st;
+    eml_reply_init_ok a;
+    memcpy(a.measurement, e->measurement, 32);
+    memcpy(a.x25519_pk, e->x_pk, 32);
+    memcpy(a.ed25519_pk, e->ed_pk, 32);
+    a.policy.p = (const uint8_t *)e->policy;
+    a.policy.n = strlen(e->policy);
+    a.sealed_identity.p = sealed;
+    a.sealed_identity.n = sealed_len;
+    return eml_rt_reply(e, EML_MSG_INIT_OK, &a, sizeof(a), err);
 }
 
 /* ==== attestation ==== */
 
-eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_reader *r,
+eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_any *req,
                                eml_err *err)
 {
-    const uint8_t *nonce;
-    size_t nlen;
-    eml_status st = eml_msg_get_bytes(r, EML_NONCE_MAX, &nonce, &nlen);
-    if (st == EML_OK) st = eml_msg_get_end(r);
-    if (st != EML_OK) return eml_err_set(err, st, "malformed ATTEST message");
+    const uint8_t *nonce = req->m_ATTEST.nonce.p;
+    size_t nlen = req->m_ATTEST.nonce.n;
+    eml_status st;
     if (!e->has_identity)
         return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
     /* report_data = SHA-256(x25519 pk || ed25519 pk || nonce || policy) */
@@ -146,11 +140,8 @@ eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_reader *r,
     size_t rlen = 0;
     st = eml_report_sign(body, e->sec->sign_sk, &report, &rlen);
     if (st != EML_OK) return eml_err_set(err, st, "cannot sign the report");
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_REPORT);
-    eml_msg_put_bytes(&m, report, rlen);
-    st = eml_msg_send(&e->ch, &m);
-    eml_msg_free(&m);
+    eml_reply_report a = {{(const uint8_t *)report, rlen}};
+    st = eml_rt_reply(e, EML_MSG_REPORT, &a, sizeof(a), err);
     free(report);
     return st;
 }

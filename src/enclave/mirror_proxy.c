@@ -9,9 +9,6 @@
  * Trusted code: what the host returns is checked for size here and
  * authenticated by the mirror.
  */
-#include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,52 +16,37 @@
 
 /* ==== the mirror's store, served by the host ==== */
 
-/* The host's MIRROR_DATA reply must be exactly n bytes. */
-static eml_status mirror_data(eml_enclave *e, eml_msg *m, uint8_t *out,
-                              size_t n, eml_err *err)
+/* An ocall answered by MIRROR_DATA, which must hold exactly n bytes. */
+static eml_status mirror_data(eml_enclave *e, uint16_t type, const void *req,
+                              size_t size, uint8_t *out, size_t n,
+                              eml_err *err)
 {
-    eml_msg_reader r;
-    eml_status st = eml_rt_ocall(e, m, EML_MSG_MIRROR_DATA, &r, err);
-    eml_msg_free(m);
+    eml_reply_mirror_data a;
+    eml_status st = eml_rt_ocall(e, type, req, size, &a, sizeof(a), err);
     if (st != EML_OK) return st;
-    const uint8_t *p;
-    size_t got;
-    st = eml_msg_get_bytes(&r, EML_CHUNK_MAX + 64, &p, &got);
-    if (st == EML_OK) st = eml_msg_get_end(&r);
-    if (st != EML_OK || got != n)
+    if (a.data.n != n)
         return eml_err_set(err, EML_ERR_FORMAT,
                            "the host sent %zu mirror bytes where %zu were "
                            "asked for",
-                           got, n);
-    memcpy(out, p, n);
+                           a.data.n, n);
+    memcpy(out, a.data.p, n);
     return EML_OK;
-}
-
-static eml_status mirror_ok(eml_enclave *e, eml_msg *m, eml_err *err)
-{
-    eml_msg_reader r;
-    eml_status st = eml_rt_ocall(e, m, EML_MSG_MIRROR_OK, &r, err);
-    eml_msg_free(m);
-    if (st == EML_OK && eml_msg_get_end(&r) != EML_OK)
-        st = eml_err_set(err, EML_ERR_FORMAT, "malformed MIRROR_OK");
-    return st;
 }
 
 static eml_status ms_read_header(void *u, uint8_t *hdr, eml_err *err)
 {
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_MIRROR_HEADER);
-    return mirror_data(u, &m, hdr, EML_POOL_HEADER_BYTES, err);
+    return mirror_data(u, EML_MSG_MIRROR_HEADER, NULL, 0, hdr,
+                       EML_POOL_HEADER_BYTES, err);
 }
 
 static eml_status ms_create(void *u, const uint8_t *hdr, uint64_t cap,
                             eml_err *err)
 {
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_MIRROR_CREATE);
-    eml_msg_put_bytes(&m, hdr, EML_POOL_HEADER_BYTES);
-    eml_msg_put_u64(&m, cap);
-    return mirror_ok(u, &m, err);
+    eml_ocall_mirror_create q;
+    memcpy(q.header, hdr, EML_POOL_HEADER_BYTES);
+    q.capacity = cap;
+    return eml_rt_ocall(u, EML_MSG_MIRROR_CREATE, &q, sizeof(q), NULL, 0,
+                        err);
 }
 
 /* The mirror seals into a private buffer of the enclave, never into the
@@ -87,7 +69,6 @@ static eml_status ms_write(void *u, int slot, uint64_t off, const uint8_t *p,
                            size_t n, eml_err *err)
 {
     eml_enclave *e = u;
-    eml_msg m;
     if (e->bulk != NULL && e->staging != NULL && p == e->staging &&
         n <= e->bulk_n) {
         /* The host may still be copying the last write out of the region:
@@ -96,44 +77,33 @@ static eml_status ms_write(void *u, int slot, uint64_t off, const uint8_t *p,
         eml_status late = eml_rt_drain(e, err);
         if (late != EML_OK) return late;
         memcpy(e->bulk, p, n);
-        eml_msg_init(&m, EML_MSG_MIRROR_WRITE_BULK);
-        eml_msg_put_u64(&m, (uint64_t)slot);
-        eml_msg_put_u64(&m, off);
-        eml_msg_put_u64(&m, n);
-        return eml_rt_ocall_async(e, &m, err);
+        eml_ocall_mirror_write_bulk q = {slot, off, n};
+        return eml_rt_ocall_async(e, EML_MSG_MIRROR_WRITE_BULK, &q, sizeof(q),
+                                  err);
     }
-    eml_msg_init(&m, EML_MSG_MIRROR_WRITE);
-    eml_msg_put_u64(&m, (uint64_t)slot);
-    eml_msg_put_u64(&m, off);
-    eml_msg_put_bytes(&m, p, n);
-    return mirror_ok(u, &m, err);
+    eml_ocall_mirror_write q = {slot, off, {p, n}};
+    return eml_rt_ocall(e, EML_MSG_MIRROR_WRITE, &q, sizeof(q), NULL, 0, err);
 }
 
 static eml_status ms_commit(void *u, int slot, uint64_t len, uint64_t word,
                             eml_err *err)
 {
     eml_enclave *e = u;
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_MIRROR_COMMIT);
-    eml_msg_put_u64(&m, (uint64_t)slot);
-    eml_msg_put_u64(&m, len);
-    eml_msg_put_u64(&m, word);
+    eml_ocall_mirror_commit q = {slot, len, word};
     /* With the bulk region, the host persists while training goes on: a
      * failure is reported at the next ocall (at the latest when the model
      * goes out), and a crash meanwhile leaves the previous commit. */
-    if (e->bulk != NULL) return eml_rt_ocall_async(e, &m, err);
-    return mirror_ok(u, &m, err);
+    if (e->bulk != NULL)
+        return eml_rt_ocall_async(e, EML_MSG_MIRROR_COMMIT, &q, sizeof(q),
+                                  err);
+    return eml_rt_ocall(e, EML_MSG_MIRROR_COMMIT, &q, sizeof(q), NULL, 0, err);
 }
 
 static eml_status ms_read(void *u, int slot, uint64_t off, uint8_t *p,
                           size_t n, eml_err *err)
 {
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_MIRROR_READ);
-    eml_msg_put_u64(&m, (uint64_t)slot);
-    eml_msg_put_u64(&m, off);
-    eml_msg_put_u64(&m, n);
-    return mirror_data(u, &m, p, n, err);
+    eml_ocall_mirror_read q = {slot, off, n};
+    return mirror_data(u, EML_MSG_MIRROR_READ, &q, sizeof(q), p, n, err);
 }
 
 eml_store_ops eml_rt_store_ops(eml_enclave *e)

@@ -55,11 +55,95 @@ static eml_status name_file(eml_err *err, eml_status st, const char *what)
     return eml_err_set(err, st, "%s: %s", what, inner);
 }
 
+/* Reads the container header of file_id (its first bytes say how long it
+ * is) and checks, before anything is decrypted, that it names the owner's
+ * key, the role of the slot the file was served in and (when want_dataset
+ * is not NULL) the dataset id of the owner's other files; the header is
+ * authenticated with the first chunk. */
+static eml_status read_header(eml_enclave *e, uint64_t file_id,
+                              const char *what, const uint8_t key_id[16],
+                              const uint8_t *want_dataset,
+                              uint8_t header[EML_CONTAINER_HEADER_MAX],
+                              size_t *hlen, owner_file *out, eml_err *err)
+{
+    *hlen = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t want = pass == 0 ? EML_CONTAINER_PREFIX : *hlen;
+        const uint8_t *p;
+        size_t n;
+        eml_status st = eml_rt_file_read(e, file_id, 0, want, &p, &n, err);
+        if (st != EML_OK) return st;
+        if (n != want)
+            return eml_err_set(err, EML_ERR_TRUNCATED,
+                               "%s: file ends inside the container header",
+                               what);
+        memcpy(header, p, n);
+        if (pass == 0) {
+            st = eml_cr_header_len(header, n, hlen, err);
+            if (st != EML_OK) return st;
+            if (*hlen > EML_CONTAINER_HEADER_MAX)
+                return eml_err_set(err, EML_ERR_FORMAT, "%s: bad header",
+                                   what);
+        }
+    }
+    eml_container_info info;
+    eml_status st = eml_container_peek(header, *hlen, &info, err);
+    if (st != EML_OK) return st;
+    if (info.mode != EML_CONTAINER_SYMMETRIC ||
+        !eml_ct_equal(info.key_id, key_id, 16))
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "%s is not encrypted under the key of that "
+                           "owner's grant (a swapped or foreign file)",
+                           what);
+    if (info.role != kind_role(file_id % EML_FILE_KINDS)) {
+        const char *as = eml_container_role_name(info.role);
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "%s: the file is encrypted as %s (a file served "
+                           "in the wrong role)",
+                           what, as != NULL ? as : "an unknown role");
+    }
+    if (want_dataset != NULL &&
+        memcmp(info.dataset_id, want_dataset, sizeof(info.dataset_id)) != 0)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "%s: the file belongs to another data set than "
+                           "the owner's %s (their dataset ids differ)",
+                           what, kind_names[EML_FILE_TRAIN_IMAGES]);
+    memcpy(out->dataset_id, info.dataset_id, sizeof(out->dataset_id));
+    return EML_OK;
+}
+
+/* Appends n plaintext bytes to *buf (*cap bytes, *len used), growing it
+ * by doubling; the old buffer is wiped. */
+static eml_status append_plain(uint8_t **buf, size_t *cap, size_t *len,
+                               const uint8_t *p, size_t n, const char *what,
+                               eml_err *err)
+{
+    if (n > EML_IDX_MAX_BYTES - *len)
+        return eml_err_set(err, EML_ERR_RANGE, "%s is too large", what);
+    if (*len + n > *cap) {
+        size_t ncap = *cap ? *cap : ((size_t)1 << 20);
+        while (ncap < *len + n) ncap *= 2;
+        uint8_t *nb = malloc(ncap);
+        if (nb == NULL)
+            return eml_err_set(err, EML_ERR_NOMEM,
+                               "enclave heap budget exhausted while reading "
+                               "%s",
+                               what);
+        if (*buf != NULL) {
+            memcpy(nb, *buf, *len);
+            eml_wipe(*buf, *cap);
+            free(*buf);
+        }
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return EML_OK;
+}
+
 /* Streams one encrypted file from the host, authenticating every chunk,
- * and returns its plaintext.  Before anything is decrypted the header must
- * name the owner's key, the role of the slot the file was served in, and
- * (when want_dataset is not NULL) the dataset id of the owner's other
- * files; the header is authenticated with the first chunk. */
+ * and returns its plaintext; the header is checked first (read_header). */
 eml_status eml_rt_read_owner_file(eml_enclave *e, uint64_t file_id,
                                   const uint8_t data_key[32],
                                   const uint8_t key_id[16],
@@ -80,67 +164,16 @@ eml_status eml_rt_read_owner_file(eml_enclave *e, uint64_t file_id,
     uint8_t *buf = NULL, *chunk_pt = NULL;
     size_t cap = 0, chunk_size = 0;
     uint64_t off = 0;
-    st = eml_sha256_new(&h);
-    if (st != EML_OK) goto out;
-
-    /* The header: its first bytes say how long it is. */
     uint8_t header[EML_CONTAINER_HEADER_MAX];
     size_t hlen = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        size_t want = pass == 0 ? EML_CONTAINER_PREFIX : hlen;
-        const uint8_t *p;
-        size_t n;
-        st = eml_rt_file_read(e, file_id, 0, want, &p, &n, err);
-        if (st != EML_OK) goto out;
-        if (n != want) {
-            st = eml_err_set(err, EML_ERR_TRUNCATED,
-                             "%s: file ends inside the container header",
-                             what);
-            goto out;
-        }
-        memcpy(header, p, n);
-        if (pass == 0) {
-            st = eml_cr_header_len(header, n, &hlen, err);
-            if (st != EML_OK) goto out;
-            if (hlen > sizeof(header)) {
-                st = eml_err_set(err, EML_ERR_FORMAT, "%s: bad header",
-                                 what);
-                goto out;
-            }
-        }
-    }
-    eml_container_info info;
-    st = eml_container_peek(header, hlen, &info, err);
+    st = eml_sha256_new(&h);
+    if (st == EML_OK)
+        st = read_header(e, file_id, what, key_id, want_dataset, header,
+                         &hlen, out, err);
     if (st != EML_OK) goto out;
-    if (info.mode != EML_CONTAINER_SYMMETRIC ||
-        !eml_ct_equal(info.key_id, key_id, 16)) {
-        st = eml_err_set(err, EML_ERR_AUTH,
-                         "%s is not encrypted under the key of that owner's "
-                         "grant (a swapped or foreign file)",
-                         what);
-        goto out;
-    }
-    if (info.role != kind_role(file_id % EML_FILE_KINDS)) {
-        const char *as = eml_container_role_name(info.role);
-        st = eml_err_set(err, EML_ERR_AUTH,
-                         "%s: the file is encrypted as %s (a file served in "
-                         "the wrong role)",
-                         what, as != NULL ? as : "an unknown role");
-        goto out;
-    }
-    if (want_dataset != NULL &&
-        memcmp(info.dataset_id, want_dataset, sizeof(info.dataset_id)) != 0) {
-        st = eml_err_set(err, EML_ERR_AUTH,
-                         "%s: the file belongs to another data set than the "
-                         "owner's %s (their dataset ids differ)",
-                         what, kind_names[EML_FILE_TRAIN_IMAGES]);
-        goto out;
-    }
-    memcpy(out->dataset_id, info.dataset_id, sizeof(out->dataset_id));
     eml_container_keys keys = {data_key, NULL};
     st = eml_cr_new(header, hlen, &keys, &cr, err);
-    if (st != EML_OK) goto out;
-    st = eml_sha256_update(h, header, hlen);
+    if (st == EML_OK) st = eml_sha256_update(h, header, hlen);
     if (st != EML_OK) goto out;
     off = hlen;
     chunk_size = eml_cr_chunk_size(cr);
@@ -166,32 +199,9 @@ eml_status eml_rt_read_owner_file(eml_enclave *e, uint64_t file_id,
             goto out;
         }
         st = eml_sha256_update(h, p, n);
+        if (st == EML_OK)
+            st = append_plain(&buf, &cap, &out->len, chunk_pt, pl, what, err);
         if (st != EML_OK) goto out;
-        if (pl > EML_IDX_MAX_BYTES - out->len) {
-            st = eml_err_set(err, EML_ERR_RANGE, "%s is too large", what);
-            goto out;
-        }
-        if (out->len + pl > cap) {
-            size_t ncap = cap ? cap : ((size_t)1 << 20);
-            while (ncap < out->len + pl) ncap *= 2;
-            uint8_t *nb = malloc(ncap);
-            if (nb == NULL) {
-                st = eml_err_set(err, EML_ERR_NOMEM,
-                                 "enclave heap budget exhausted while "
-                                 "reading %s",
-                                 what);
-                goto out;
-            }
-            if (buf != NULL) {
-                memcpy(nb, buf, out->len);
-                eml_wipe(buf, cap);
-                free(buf);
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        memcpy(buf + out->len, chunk_pt, pl);
-        out->len += pl;
         off += n;
         if (last) break;
     }

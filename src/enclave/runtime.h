@@ -2,9 +2,11 @@
  * runtime.h - the trusted runtime's insides, shared by its files (not a
  * public header; the runtime's API is include/enclaveml/enclave.h):
  *
- *   serve.c         the enclave object and the ecall loop
- *   ocall.c         the ocall client: replies, asynchronous mirror ocalls,
- *                   the file ocalls
+ *   serve.c         the enclave object and the ecall loop, which decodes
+ *                   each ecall and dispatches it through a table
+ *   ocall.c         replies to the host's ecall, notifications, the ocall
+ *                   client (each reply checked for its type and seq),
+ *                   asynchronous mirror ocalls, the file ocalls
  *   identity.c      identity and sealing (INIT), attestation (ATTEST)
  *   owner_data.c    owners' encrypted files: streamed, authenticated,
  *                   checked for role and dataset, parsed
@@ -23,12 +25,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "enclaveml/boundary.h"
 #include "enclaveml/container.h"
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
 #include "enclaveml/ledger.h"
 #include "enclaveml/mirror.h"
 #include "enclaveml/train.h"
+
+/* Asynchronous ocalls outstanding at most (the mirror has two: a bulk
+ * write and a commit). */
+#define EML_RT_PENDING_MAX 8
 
 typedef struct secrets {
     uint8_t sign_sk[32];     /* platform */
@@ -50,21 +57,39 @@ struct eml_enclave {
     size_t bulk_n;
     uint8_t *staging; /* private, bulk_n bytes: the mirror seals here */
     eml_counter_ops counter; /* the platform's monotonic counter */
+    uint32_t ecall_seq; /* the ecall being served: its reply's seq */
+    int stop;           /* SHUTDOWN was answered: the loop ends */
     /* Mirror ocalls sent without waiting (bulk writes, commits): their
      * MIRROR_OK replies are collected before the next ocall and before
      * the bulk region is written again, so the host copies and persists
-     * while training goes on. */
+     * while training goes on.  Their seqs and types, oldest first. */
     int pending;
+    uint32_t pending_seq[EML_RT_PENDING_MAX];
+    uint16_t pending_type[EML_RT_PENDING_MAX];
     eml_status late_st; /* the first of their failures, not yet reported */
     eml_err late;
 };
 
 /* ==== ocall.c ==== */
 
-eml_status eml_rt_send_error(eml_enclave *e, eml_status st, const char *msg);
-eml_status eml_rt_ocall(eml_enclave *e, eml_msg *m, uint16_t want,
-                        eml_msg_reader *r, eml_err *err);
-eml_status eml_rt_ocall_async(eml_enclave *e, eml_msg *m, eml_err *err);
+/* The reply to the ecall being served (msg: its struct, NULL for one
+ * without fields), and an ERROR reply to it. */
+eml_status eml_rt_reply(eml_enclave *e, uint16_t type, const void *msg,
+                        size_t size, eml_err *err);
+eml_status eml_rt_reply_error(eml_enclave *e, eml_status st, const char *msg);
+/* A notification (PROGRESS). */
+eml_status eml_rt_notify(eml_enclave *e, uint16_t type, const void *msg,
+                         size_t size, eml_err *err);
+/* Sends ocall `type` and waits for its reply (the table's reply type, with
+ * its seq), decoded into reply (NULL for one without fields), after the
+ * replies still owed to earlier asynchronous ocalls.  An ERROR from the
+ * host becomes EML_ERR_IO with its text. */
+eml_status eml_rt_ocall(eml_enclave *e, uint16_t type, const void *req,
+                        size_t req_size, void *reply, size_t reply_size,
+                        eml_err *err);
+/* An ocall whose reply (without fields) is collected later. */
+eml_status eml_rt_ocall_async(eml_enclave *e, uint16_t type, const void *req,
+                              size_t req_size, eml_err *err);
 void eml_rt_collect(eml_enclave *e);
 eml_status eml_rt_drain(eml_enclave *e, eml_err *err);
 eml_status eml_rt_file_open(eml_enclave *e, uint64_t id, uint64_t *size,
@@ -75,8 +100,9 @@ eml_status eml_rt_file_read(eml_enclave *e, uint64_t id, uint64_t off,
 
 /* ==== identity.c ==== */
 
-eml_status eml_rt_ecall_init(eml_enclave *e, eml_msg_reader *r, eml_err *err);
-eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_reader *r,
+/* The ecalls take their decoded request (serve.c's table). */
+eml_status eml_rt_ecall_init(eml_enclave *e, eml_msg_any *req, eml_err *err);
+eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_any *req,
                                eml_err *err);
 
 /* ==== owner_data.c ==== */
@@ -131,7 +157,9 @@ eml_status eml_rt_budget_charge(void *user, int resumed, eml_err *err);
 
 /* ==== train_ecall.c, probe.c ==== */
 
-eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err);
-eml_status eml_rt_ecall_probe(eml_enclave *e, eml_msg_reader *r, eml_err *err);
+eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_any *req,
+                              eml_err *err);
+eml_status eml_rt_ecall_probe(eml_enclave *e, eml_msg_any *req,
+                              eml_err *err);
 
 #endif

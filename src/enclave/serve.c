@@ -1,15 +1,13 @@
 /*
  * serve.c - the trusted runtime's object (made from what the platform
  * hands it, freed with every secret wiped) and its ecall loop, which
- * dispatches INIT, ATTEST, TRAIN, PING, PROBE and SHUTDOWN.
+ * decodes each ecall with the boundary's codec and dispatches it through
+ * a table of handlers (INIT, ATTEST, TRAIN, PING, PROBE, SHUTDOWN).
  *
  * Trusted code: memory and the channel fd only.  A frame that cannot be
  * parsed gets an ERROR and ends the loop (the stream may be out of step);
  * a malformed ecall gets an ERROR and the loop goes on.
  */
-#include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,9 +63,55 @@ void eml_enclave_free(eml_enclave *e)
 
 /* ==== the loop ==== */
 
+static eml_status ecall_ping(eml_enclave *e, eml_msg_any *req, eml_err *err)
+{
+    eml_reply_pong a = {req->m_PING.payload};
+    return eml_rt_reply(e, EML_MSG_PONG, &a, sizeof(a), err);
+}
+
+/* Replies, then ends the loop. */
+static eml_status ecall_shutdown(eml_enclave *e, eml_msg_any *req,
+                                 eml_err *err)
+{
+    (void)req;
+    e->stop = 1;
+    return eml_rt_reply(e, EML_MSG_SHUTDOWN_OK, NULL, 0, err);
+}
+
+typedef eml_status (*ecall_fn)(eml_enclave *e, eml_msg_any *req,
+                               eml_err *err);
+
+/* Every ecall of edl.h has its handler here (tests/test_enclave.c sends
+ * each one). */
+static const ecall_fn ecalls[EML_MSG_TYPE_END] = {
+    [EML_MSG_INIT] = eml_rt_ecall_init,
+    [EML_MSG_ATTEST] = eml_rt_ecall_attest,
+    [EML_MSG_TRAIN] = eml_rt_ecall_train,
+    [EML_MSG_PING] = ecall_ping,
+    [EML_MSG_PROBE] = eml_rt_ecall_probe,
+    [EML_MSG_SHUTDOWN] = ecall_shutdown,
+};
+
+/* Decodes one ecall and runs its handler. */
+static eml_status serve_one(eml_enclave *e, uint16_t type, const uint8_t *p,
+                            size_t n, eml_err *err)
+{
+    const eml_msg_desc *d = eml_msg_desc_of(type); /* the frame parsed */
+    ecall_fn fn = d->kind == EML_MSG_KIND_ECALL ? ecalls[type] : NULL;
+    if (fn == NULL)
+        return eml_err_set(err, EML_ERR_FORMAT, "%s is not an ecall",
+                           d->name);
+    eml_msg_any req;
+    eml_status st = eml_boundary_decode(type, p, n, d->size ? &req : NULL,
+                                        d->size, err);
+    if (st != EML_OK) return st;
+    return fn(e, &req, err);
+}
+
 eml_status eml_enclave_serve(eml_enclave *e, int fd)
 {
     eml_channel_init(&e->ch, fd);
+    e->stop = 0;
     for (;;) {
         uint16_t type;
         const uint8_t *p;
@@ -75,60 +119,27 @@ eml_status eml_enclave_serve(eml_enclave *e, int fd)
         eml_status st = eml_msg_recv(&e->ch, &type, &p, &n);
         if (st == EML_ERR_TRUNCATED) return EML_OK; /* host went away */
         if (st != EML_OK) {
-            /* A frame we cannot even parse: say so, then stop, since the
-             * stream may be out of step. */
-            if (eml_rt_send_error(e, st, "malformed frame from the host") !=
-                EML_OK)
+            /* A frame we cannot even parse: say so (it answers nothing
+             * we could name, so with our own running seq), then stop,
+             * since the stream may be out of step. */
+            const char msg[] = "malformed frame from the host";
+            eml_reply_error m = {(uint64_t)(int64_t)st,
+                                 {(const uint8_t *)msg, sizeof(msg) - 1}};
+            if (eml_boundary_send(&e->ch, EML_MSG_ERROR, &m, sizeof(m),
+                                  NULL, NULL) != EML_OK)
                 return EML_ERR_IO;
             return st;
         }
-        eml_msg_reader r;
-        eml_msg_reader_init(&r, p, n);
+        e->ecall_seq = e->ch.recv_seq;
         eml_err err = {0};
-        switch (type) {
-        case EML_MSG_INIT: st = eml_rt_ecall_init(e, &r, &err); break;
-        case EML_MSG_ATTEST: st = eml_rt_ecall_attest(e, &r, &err); break;
-        case EML_MSG_TRAIN:
-            st = eml_rt_ecall_train(e, &r, &err);
-            /* A run that succeeded sent its model through ocalls, which
-             * collected every mirror reply; a failed one may still be owed
-             * some: collect them so the channel stays in step. */
-            if (st != EML_OK) {
-                eml_err late = {0};
-                (void)eml_rt_drain(e, &late);
-            }
-            break;
-        case EML_MSG_PROBE: st = eml_rt_ecall_probe(e, &r, &err); break;
-        case EML_MSG_PING: {
-            const uint8_t *q;
-            size_t ql;
-            st = eml_msg_get_bytes(&r, EML_CHUNK_MAX, &q, &ql);
-            if (st == EML_OK) st = eml_msg_get_end(&r);
-            if (st != EML_OK) {
-                eml_err_set(&err, st, "malformed PING");
-                break;
-            }
-            eml_msg m;
-            eml_msg_init(&m, EML_MSG_PONG);
-            eml_msg_put_bytes(&m, q, ql);
-            st = eml_msg_send(&e->ch, &m);
-            eml_msg_free(&m);
-            break;
-        }
-        case EML_MSG_SHUTDOWN: {
-            st = eml_msg_get_end(&r);
-            eml_msg m;
-            eml_msg_init(&m, EML_MSG_SHUTDOWN_OK);
-            eml_status sst = eml_msg_send(&e->ch, &m);
-            eml_msg_free(&m);
-            return st == EML_OK ? sst : st;
-        }
-        default:
-            st = eml_err_set(&err, EML_ERR_FORMAT, "%s is not an ecall",
-                             eml_msg_type_name(type));
-        }
+        st = serve_one(e, type, p, n, &err);
+        if (e->stop) return st;
         if (st != EML_OK) {
-            if (eml_rt_send_error(e, st, eml_err_msg(&err, st)) != EML_OK)
+            /* A failed ecall may still be owed replies to asynchronous
+             * ocalls: collect them so the channel stays in step. */
+            eml_err late = {0};
+            (void)eml_rt_drain(e, &late);
+            if (eml_rt_reply_error(e, st, eml_err_msg(&err, st)) != EML_OK)
                 return EML_ERR_IO;
         }
     }

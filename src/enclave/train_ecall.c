@@ -24,29 +24,19 @@
 typedef struct progress_ctx {
     eml_enclave *e;
     int failed;
+    eml_err err; /* why the first PROGRESS did not go out */
 } progress_ctx;
 
 static void send_progress(void *user, const eml_train_progress *p)
 {
     progress_ctx *pc = user;
     if (pc->failed) return;
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_PROGRESS);
-    eml_msg_put_u64(&m, (uint64_t)p->epoch);
-    eml_msg_put_u64(&m, (uint64_t)p->epochs);
-    eml_msg_put_u64(&m, (uint64_t)p->batch);
-    eml_msg_put_u64(&m, (uint64_t)p->batches);
-    eml_msg_put_f64(&m, p->loss);
-    eml_msg_put_f64(&m, p->images_per_second);
-    eml_msg_put_f64(&m, p->seconds);
-    eml_msg_put_f64(&m, p->eta_seconds);
-    eml_msg_put_u64(&m, (uint64_t)p->epoch_done);
-    eml_msg_put_f64(&m, p->test_accuracy);
-    eml_msg_put_f64(&m, p->train_accuracy);
-    eml_msg_put_u64(&m, (uint64_t)p->resume_event);
-    eml_msg_put_u64(&m, p->resume_event ? (uint64_t)(p->resumed_step + 1) : 0);
-    if (eml_msg_send(&pc->e->ch, &m) != EML_OK) pc->failed = 1;
-    eml_msg_free(&m);
+    eml_notify_progress m;
+    m.p = *p;
+    m.resumed = p->resume_event ? p->resumed_step + 1 : 0;
+    if (eml_rt_notify(pc->e, EML_MSG_PROGRESS, &m, sizeof(m), &pc->err) !=
+        EML_OK)
+        pc->failed = 1;
 }
 
 /* Encrypts the weights to the recipient and streams them out; file_hash
@@ -77,14 +67,8 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
         eml_sha256_free(fh);
         return eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
     }
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_OUTPUT);
-    eml_msg_put_u64(&m, 0);
-    eml_msg_put_bytes(&m, header, hlen);
-    eml_msg_put_u64(&m, 0);
-    st = eml_rt_ocall(e, &m, EML_MSG_OUTPUT_OK, &r, err);
-    eml_msg_free(&m);
+    eml_ocall_output q = {0, {header, hlen}, 0};
+    st = eml_rt_ocall(e, EML_MSG_OUTPUT, &q, sizeof(q), NULL, 0, err);
     size_t off = 0;
     while (st == EML_OK) {
         size_t n = len - off < cs ? len - off : cs;
@@ -93,12 +77,8 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
         st = eml_cw_seal(w, pt + off, n, final, ct, &cl, err);
         if (st == EML_OK) st = eml_sha256_update(fh, ct, cl);
         if (st != EML_OK) break;
-        eml_msg_init(&m, EML_MSG_OUTPUT);
-        eml_msg_put_u64(&m, 0);
-        eml_msg_put_bytes(&m, ct, cl);
-        eml_msg_put_u64(&m, (uint64_t)final);
-        st = eml_rt_ocall(e, &m, EML_MSG_OUTPUT_OK, &r, err);
-        eml_msg_free(&m);
+        eml_ocall_output c = {0, {ct, cl}, final};
+        st = eml_rt_ocall(e, EML_MSG_OUTPUT, &c, sizeof(c), NULL, 0, err);
         off += n;
         if (final) break;
     }
@@ -109,70 +89,10 @@ static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
     return st;
 }
 
-typedef struct train_req {
-    const uint8_t *cfg_text;
-    size_t cfg_len;
-    eml_run_spec spec;
-    uint8_t recipient[32];
-    uint64_t n_owners;
-    const uint8_t *grants[EML_OWNERS_MAX];
-    size_t grant_len[EML_OWNERS_MAX];
-    uint8_t report_nonce[EML_NONCE_MAX]; /* copied: ocalls reuse the frame */
-    size_t report_nonce_len;
-} train_req;
-
-static eml_status decode_train(eml_msg_reader *r, train_req *q)
-{
-    memset(q, 0, sizeof(*q));
-    eml_run_spec *s = &q->spec;
-    uint64_t v[10] = {0};
-    eml_status st = eml_msg_get_bytes(r, EML_CFG_TEXT_MAX, &q->cfg_text,
-                                      &q->cfg_len);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 100000, &v[0]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, EML_CFG_MAX_BATCH, &v[1]);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &s->lr);
-    if (st == EML_OK) st = eml_msg_get_u64(r, &s->seed);
-    if (st == EML_OK) st = eml_msg_get_range(r, 1, 256, &v[2]);
-    if (st == EML_OK)
-        st = eml_msg_get_range(r, 0, EML_KERNELS_COUNT - 1, &v[3]);
-    if (st == EML_OK) st = eml_msg_get_fixed(r, q->recipient, 32);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &v[4]);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &s->dp.clip);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &s->dp.noise);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &s->dp.delta);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &s->dp.target_epsilon);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &v[5]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &v[6]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 1, EML_OWNERS_MAX, &q->n_owners);
-    for (uint64_t i = 0; st == EML_OK && i < q->n_owners; i++)
-        st = eml_msg_get_bytes(r, EML_GRANT_MAX, &q->grants[i],
-                               &q->grant_len[i]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &v[7]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 1, 1000000000, &v[8]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &v[9]);
-    const uint8_t *nonce = NULL;
-    if (st == EML_OK)
-        st = eml_msg_get_bytes(r, EML_NONCE_MAX, &nonce, &q->report_nonce_len);
-    if (st == EML_OK) memcpy(q->report_nonce, nonce, q->report_nonce_len);
-    if (st == EML_OK) st = eml_msg_get_end(r);
-    if (st == EML_OK && (s->lr < 0 || s->lr > 100)) st = EML_ERR_RANGE;
-    s->epochs = (int)v[0];
-    s->batch = (int)v[1];
-    s->threads = (int)v[2];
-    s->kernels = (int)v[3];
-    s->dp.enabled = (int)v[4];
-    s->dp.fixed_batches = (int)v[5];
-    s->dp.insecure_seed = (int)v[6];
-    s->mirror = (int)v[7];
-    s->save_every = (long)v[8];
-    s->resume = (int)v[9];
-    return st;
-}
-
 /* Everything one TRAIN ecall holds, freed (and wiped) by job_free. */
 typedef struct train_job {
     eml_enclave *e;
-    train_req q;
+    eml_ecall_train q;   /* the request, copied (ocalls reuse the frame) */
     uint8_t cfg_hash[32];
     uint8_t *keys;           /* the owners' data keys, locked memory */
     eml_grant_info *ginfo;
@@ -191,7 +111,7 @@ typedef struct train_job {
 static void job_free(train_job *j)
 {
     eml_ledger_free(&j->bud.ledger);
-    if (j->keys != NULL) eml_secure_free(j->keys, 32 * (size_t)j->q.n_owners);
+    if (j->keys != NULL) eml_secure_free(j->keys, 32 * (size_t)j->q.n_grants);
     free(j->ginfo);
     eml_rt_data_acc_free(&j->train_set);
     eml_rt_data_acc_free(&j->test_set);
@@ -206,7 +126,7 @@ static eml_status check_grant(train_job *j, uint64_t o, eml_err *err)
     eml_enclave *e = j->e;
     eml_grant_info *g = &j->ginfo[o];
     eml_err gerr = {0};
-    eml_status st = eml_grant_open(j->q.grants[o], j->q.grant_len[o],
+    eml_status st = eml_grant_open(j->q.grants[o].p, j->q.grants[o].n,
                                    e->measurement, e->sec->x_sk, e->x_pk, g,
                                    j->keys + 32 * o, &gerr);
     if (st != EML_OK)
@@ -258,7 +178,7 @@ static eml_status open_budget(train_job *j, eml_err *err)
                            "only: --dp-fixed-batches is refused");
     j->bud.e = j->e;
     j->bud.g = j->ginfo;
-    j->bud.n = j->q.n_owners;
+    j->bud.n = j->q.n_grants;
     return eml_rt_ledger_load(&j->bud, 0, err);
 }
 
@@ -269,19 +189,19 @@ static eml_status admit(train_job *j, size_t *claimed, eml_err *err)
 {
     eml_status st;
     j->cap = INFINITY;
-    for (uint64_t o = 0; o < j->q.n_owners; o++) {
+    for (uint64_t o = 0; o < j->q.n_grants; o++) {
         st = check_grant(j, o, err);
         if (st != EML_OK) return st;
     }
-    st = eml_run_new(&j->q.spec, j->q.cfg_text, j->q.cfg_len, "cfg", &j->run,
-                     err);
+    st = eml_run_new(&j->q.spec, j->q.cfg_text.p, j->q.cfg_text.n, "cfg",
+                     &j->run, err);
     if (st != EML_OK) return st;
     if (isfinite(j->cap)) {
         st = open_budget(j, err);
         if (st != EML_OK) return st;
     }
     if (j->q.spec.dp.enabled) {
-        st = eml_rt_claimed_count(j->e, j->q.n_owners, claimed, err);
+        st = eml_rt_claimed_count(j->e, j->q.n_grants, claimed, err);
         if (st == EML_OK)
             st = eml_run_plan(j->run, *claimed, j->cap, &j->plan, err);
         if (st != EML_OK) return st;
@@ -302,7 +222,7 @@ static eml_status admit(train_job *j, size_t *claimed, eml_err *err)
 static eml_status read_owners(train_job *j, size_t claimed, eml_err *err)
 {
     eml_status st = EML_OK;
-    for (uint64_t o = 0; o < j->q.n_owners && st == EML_OK; o++) {
+    for (uint64_t o = 0; o < j->q.n_grants && st == EML_OK; o++) {
         owner_file f[EML_FILE_KINDS];
         memset(f, 0, sizeof(f));
         for (int k = 0; k < EML_FILE_KINDS && st == EML_OK; k++) {
@@ -324,7 +244,7 @@ static eml_status read_owners(train_job *j, size_t claimed, eml_err *err)
         for (int k = 0; k < EML_FILE_KINDS; k++) eml_rt_owner_file_free(&f[k]);
     }
     if (st != EML_OK) return st;
-    eml_secure_free(j->keys, 32 * (size_t)j->q.n_owners);
+    eml_secure_free(j->keys, 32 * (size_t)j->q.n_grants);
     j->keys = NULL;
     if (j->q.spec.dp.enabled && j->train_set.count != claimed)
         return eml_err_set(err, EML_ERR_FORMAT,
@@ -345,7 +265,9 @@ static eml_status train_and_send(train_job *j, eml_err *err)
                       j->train_set.images, j->train_set.labels};
     eml_dataset te = {j->test_set.count, j->test_set.item,
                       j->test_set.images, j->test_set.labels};
-    progress_ctx pc = {e, 0};
+    progress_ctx pc;
+    memset(&pc, 0, sizeof(pc));
+    pc.e = e;
     eml_store_ops ops = eml_rt_store_ops(e);
     eml_run_env env;
     memset(&env, 0, sizeof(env));
@@ -361,7 +283,8 @@ static eml_status train_and_send(train_job *j, eml_err *err)
     eml_status st = eml_run_train(j->run, &tr, &te, &env, &j->res, err);
     if (st != EML_OK) return st;
     if (pc.failed)
-        return eml_err_set(err, EML_ERR_IO, "lost the host during training");
+        return eml_err_set(err, EML_ERR_IO,
+                           "lost the host during training (%s)", pc.err.msg);
     uint8_t *weights = NULL;
     size_t wlen = 0;
     st = eml_weights_encode(eml_run_net(j->run), &weights, &wlen);
@@ -397,7 +320,7 @@ static void append(char *buf, size_t cap, size_t *k, const char *fmt, ...)
 static void report_lists(const train_job *j, char *body, size_t bcap,
                          size_t *k)
 {
-    uint64_t n = j->q.n_owners;
+    uint64_t n = j->q.n_grants;
     for (uint64_t o = 0; o < n; o++)
         for (int f = 0; f < EML_FILE_KINDS; f++) {
             char dh[65];
@@ -448,7 +371,7 @@ static eml_status send_report(train_job *j, eml_err *err)
 {
     eml_enclave *e = j->e;
     const eml_train_result *res = &j->res;
-    size_t bcap = 2560 + (size_t)j->q.n_owners * (EML_FILE_KINDS * 66 + 68) +
+    size_t bcap = 2560 + (size_t)j->q.n_grants * (EML_FILE_KINDS * 66 + 68) +
                   2 * EML_NONCE_MAX;
     char *body = malloc(bcap);
     if (body == NULL)
@@ -474,7 +397,7 @@ static eml_status send_report(train_job *j, eml_err *err)
         "\"images_per_second\":%.6g,\"mirror\":%s,\"resumed_step\":%ld,"
         "\"mirror_saves\":%ld,\"dp\":%s,\"datasets\":\"",
         e->sim ? "true" : "false", meas, edh, nh, ch, mh, mfh, rh,
-        (unsigned)j->q.n_owners, j->train_set.count, j->test_set.count,
+        (unsigned)j->q.n_grants, j->train_set.count, j->test_set.count,
         res->epochs, res->steps, eml_net_param_count(eml_run_net(j->run)),
         res->train_loss, res->test_accuracy, res->test_loss, res->seconds,
         res->images_per_second, j->q.spec.mirror ? "true" : "false",
@@ -491,38 +414,31 @@ static eml_status send_report(train_job *j, eml_err *err)
     free(body);
     if (st != EML_OK)
         return eml_err_set(err, st, "cannot sign the training report");
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_TRAIN_DONE);
-    eml_msg_put_bytes(&m, report, rlen);
-    st = eml_msg_send(&e->ch, &m);
-    eml_msg_free(&m);
+    eml_reply_train_done done = {{(const uint8_t *)report, rlen}};
+    st = eml_rt_reply(e, EML_MSG_TRAIN_DONE, &done, sizeof(done), err);
     free(report);
     return st;
 }
 
-eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_reader *r, eml_err *err)
+eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_any *req, eml_err *err)
 {
-    train_job *j = calloc(1, sizeof(*j));
-    if (j == NULL) return eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
-    j->e = e;
-    eml_ledger_init(&j->bud.ledger);
-    eml_status st = decode_train(r, &j->q);
-    if (st != EML_OK) {
-        job_free(j);
-        return eml_err_set(err, st, "malformed TRAIN message");
-    }
-    if (!e->has_identity) {
-        job_free(j);
+    if (!e->has_identity)
         return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
-    }
-    j->keys = eml_secure_alloc(32 * (size_t)j->q.n_owners);
-    j->ginfo = calloc((size_t)j->q.n_owners, sizeof(*j->ginfo));
+    train_job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
+    j->e = e;
+    j->q = req->m_TRAIN;
+    eml_ledger_init(&j->bud.ledger);
+    eml_status st = EML_OK;
+    j->keys = eml_secure_alloc(32 * (size_t)j->q.n_grants);
+    j->ginfo = calloc((size_t)j->q.n_grants, sizeof(*j->ginfo));
     if (j->keys == NULL || j->ginfo == NULL)
         st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
     /* The cfg text lies in the received frame, which the ocalls below
      * reuse: hash it now (eml_run_new parses it before the first ocall). */
     if (st == EML_OK) {
-        st = eml_sha256(j->cfg_hash, j->q.cfg_text, j->q.cfg_len);
+        st = eml_sha256(j->cfg_hash, j->q.cfg_text.p, j->q.cfg_text.n);
         if (st != EML_OK) st = eml_err_set(err, st, "hash failed");
     }
     size_t claimed = 0;

@@ -155,20 +155,13 @@ int eml_cmd_attest(int argc, char **argv)
     eml_err err = {0};
     eml_status st = eml_host_start(&h, &ho, &err);
     if (st != EML_OK) return eml_fail_st(st, &err);
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_ATTEST);
-    eml_msg_put_bytes(&m, nonce, nlen);
-    st = eml_host_call(&h, &m, EML_MSG_REPORT, &r, &err);
-    eml_msg_free(&m);
-    const uint8_t *rep;
-    size_t rlen = 0;
-    if (st == EML_OK) {
-        st = eml_msg_get_bytes(&r, 8192, &rep, &rlen);
-        if (st == EML_OK) st = eml_msg_get_end(&r);
-        if (st != EML_OK) eml_err_set(&err, st, "malformed REPORT");
-    }
-    if (st == EML_OK) st = eml_file_write_atomic(out, rep, rlen, 0644, &err);
+    eml_ecall_attest q = {{nonce, nlen}};
+    eml_reply_report rep;
+    st = eml_host_call(&h, EML_MSG_ATTEST, &q, sizeof(q), &rep, sizeof(rep),
+                       &err);
+    if (st == EML_OK)
+        st = eml_file_write_atomic(out, rep.report.p, rep.report.n, 0644,
+                                   &err);
     eml_host_stop(&h);
     if (st != EML_OK) return eml_fail_st(st, &err);
     fprintf(stderr, "attestation report written to %s\n", out);

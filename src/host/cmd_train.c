@@ -569,40 +569,30 @@ int eml_train_confidential(const eml_confidential_args *a)
                 a->backend == EML_BACKEND_SIM ? "sim" : "none", mh,
                 a->n_dirs);
     }
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_TRAIN);
-    eml_msg_put_bytes(&m, cfg, cfg_len);
-    eml_msg_put_u64(&m, (uint64_t)a->spec.epochs);
-    eml_msg_put_u64(&m, (uint64_t)a->spec.batch);
-    eml_msg_put_f64(&m, a->spec.lr);
-    eml_msg_put_u64(&m, a->spec.seed);
-    eml_msg_put_u64(&m, (uint64_t)a->spec.threads);
-    eml_msg_put_u64(&m, (uint64_t)a->spec.kernels);
-    eml_msg_put_bytes(&m, rpk, 32);
-    eml_msg_put_u64(&m, (uint64_t)a->spec.dp.enabled);
-    eml_msg_put_f64(&m, a->spec.dp.clip);
-    eml_msg_put_f64(&m, a->spec.dp.noise);
-    eml_msg_put_f64(&m, a->spec.dp.delta);
-    eml_msg_put_f64(&m, a->spec.dp.target_epsilon);
-    eml_msg_put_u64(&m, (uint64_t)a->spec.dp.fixed_batches);
-    eml_msg_put_u64(&m, (uint64_t)a->spec.dp.insecure_seed);
-    eml_msg_put_u64(&m, (uint64_t)a->n_grants);
-    for (int i = 0; i < a->n_grants; i++)
-        eml_msg_put_bytes(&m, grants[i], glen[i]);
-    eml_msg_put_u64(&m, store != NULL);
-    eml_msg_put_u64(&m, (uint64_t)a->spec.save_every);
-    eml_msg_put_u64(&m, (uint64_t)(a->spec.resume != 0));
-    eml_msg_put_bytes(&m, rnonce, rnlen);
-    st = eml_host_call(&h, &m, EML_MSG_TRAIN_DONE, &r, &err);
-    eml_msg_free(&m);
-    const uint8_t *rep = NULL;
-    size_t rlen = 0;
-    if (st == EML_OK) {
-        st = eml_msg_get_bytes(&r, 1 << 20, &rep, &rlen);
-        if (st == EML_OK) st = eml_msg_get_end(&r);
-        if (st != EML_OK) eml_err_set(&err, st, "malformed TRAIN_DONE");
+    eml_ecall_train q;
+    memset(&q, 0, sizeof(q));
+    q.cfg_text.p = cfg;
+    q.cfg_text.n = cfg_len;
+    q.spec = a->spec;
+    if (!q.spec.dp.enabled) /* only the flags go as they are */
+        q.spec.dp.clip = q.spec.dp.noise = q.spec.dp.delta =
+            q.spec.dp.target_epsilon = 0;
+    q.spec.mirror = store != NULL;
+    if (q.spec.save_every <= 0) q.spec.save_every = 1;
+    q.spec.resume = q.spec.resume != 0;
+    memcpy(q.recipient, rpk, 32);
+    q.n_grants = (size_t)a->n_grants;
+    for (int i = 0; i < a->n_grants; i++) {
+        q.grants[i].p = grants[i];
+        q.grants[i].n = glen[i];
     }
+    memcpy(q.report_nonce, rnonce, rnlen);
+    q.report_nonce_len = rnlen;
+    eml_reply_train_done done = {{NULL, 0}};
+    st = eml_host_call(&h, EML_MSG_TRAIN, &q, sizeof(q), &done, sizeof(done),
+                       &err);
+    const uint8_t *rep = done.report.p;
+    size_t rlen = done.report.n;
     char *report = NULL;
     if (st == EML_OK) {
         report = malloc(rlen + 1);

@@ -1,8 +1,11 @@
 /*
- * enclave_host.c - starting the enclave and serving its ocalls (see
- * enclave_host.h).  Untrusted side.  What the enclave sends is decoded as
- * strictly as the enclave decodes what we send: a compromised or buggy
- * enclave program must not crash the host either.
+ * enclave_host.c - starting the enclave and making its ecalls (see
+ * enclave_host.h), serving the ocalls that come meanwhile through the
+ * table in enclave_ocalls.c.  Untrusted side.
+ * What the enclave sends is decoded with the same codec and table as the
+ * enclave decodes what we send (boundary.h), and an ecall's reply must
+ * carry the ecall's seq: a compromised or buggy enclave program must not
+ * crash the host either.
  */
 #define _GNU_SOURCE 1 /* memfd_create */
 #include "host/enclave_host.h"
@@ -61,23 +64,24 @@ eml_status eml_enclave_path(char *out, size_t cap, eml_err *err)
 }
 
 /* Decodes an ERROR frame from the enclave into err. */
-static eml_status enclave_error(eml_msg_reader *r, eml_err *err)
+static eml_status enclave_error(const uint8_t *p, size_t n, eml_err *err)
 {
-    uint64_t code;
-    const uint8_t *txt;
-    size_t tl;
-    if (eml_msg_get_u64(r, &code) != EML_OK ||
-        eml_msg_get_bytes(r, EML_ERRMSG_MAX, &txt, &tl) != EML_OK)
+    eml_reply_error m;
+    eml_err ignore = {0};
+    if (eml_boundary_decode(EML_MSG_ERROR, p, n, &m, sizeof(m), &ignore) !=
+        EML_OK)
         return eml_err_set(err, EML_ERR_FORMAT,
                            "malformed error from the enclave");
-    int64_t sc = (int64_t)code;
+    int64_t sc = (int64_t)m.status;
     eml_status es = sc < 0 && sc > -EML_STATUS_COUNT ? (eml_status)sc
                                                      : EML_ERR_FORMAT;
     /* Printable ASCII only: the text goes to a terminal. */
     char clean[EML_ERRMSG_MAX + 1];
-    for (size_t i = 0; i < tl; i++)
-        clean[i] = txt[i] >= 0x20 && txt[i] < 0x7f ? (char)txt[i] : '?';
-    clean[tl] = '\0';
+    for (size_t i = 0; i < m.message.n; i++) {
+        uint8_t c = m.message.p[i];
+        clean[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    clean[m.message.n] = '\0';
     return eml_err_set(err, es, "enclave: %s", clean);
 }
 
@@ -87,34 +91,31 @@ static eml_status recv_measure(eml_channel *ch, uint8_t meas[32],
                                size_t files_cap, eml_err *err)
 {
     uint16_t type;
-    const uint8_t *p, *pol, *list;
-    size_t n, pl, ll;
+    const uint8_t *p;
+    size_t n;
     eml_status st = eml_msg_recv(ch, &type, &p, &n);
     if (st != EML_OK)
         return eml_err_set(err, st, "the enclave did not start (%s)",
                            eml_status_str(st));
-    eml_msg_reader r;
-    eml_msg_reader_init(&r, p, n);
-    if (type == EML_MSG_ERROR) return enclave_error(&r, err);
+    if (type == EML_MSG_ERROR) return enclave_error(p, n, err);
     if (type != EML_MSG_MEASURE)
         return eml_err_set(err, EML_ERR_FORMAT,
                            "the enclave started with %s, not MEASURE",
                            eml_msg_type_name(type));
-    st = eml_msg_get_fixed(&r, meas, 32);
-    if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_POLICY_MAX - 1, &pol, &pl);
-    if (st == EML_OK)
-        st = eml_msg_get_bytes(&r, EML_MEASURE_LIST_MAX, &list, &ll);
-    if (st == EML_OK) st = eml_msg_get_end(&r);
-    if (st != EML_OK)
-        return eml_err_set(err, st, "malformed MEASURE from the enclave");
-    if (pl != strlen(want_policy) || memcmp(pol, want_policy, pl) != 0)
+    eml_notify_measure m;
+    st = eml_boundary_decode(type, p, n, &m, sizeof(m), err);
+    if (st != EML_OK) return st;
+    memcpy(meas, m.measurement, 32);
+    if (m.policy.n != strlen(want_policy) ||
+        memcmp(m.policy.p, want_policy, m.policy.n) != 0)
         return eml_err_set(err, EML_ERR_AUTH,
                            "the enclave runs another policy than asked for");
     if (files != NULL && files_cap > 0) {
         size_t k = 0;
-        for (size_t i = 0; i < ll && k + 1 < files_cap; i++)
-            if ((list[i] >= 0x20 && list[i] < 0x7f) || list[i] == '\n')
-                files[k++] = (char)list[i];
+        for (size_t i = 0; i < m.files.n && k + 1 < files_cap; i++) {
+            uint8_t c = m.files.p[i];
+            if ((c >= 0x20 && c < 0x7f) || c == '\n') files[k++] = (char)c;
+        }
         files[k] = '\0';
     }
     return EML_OK;
@@ -312,270 +313,16 @@ static eml_status start_sim(eml_enclave_host *h, int fd, eml_err *err)
     return st;
 }
 
-/* ==== ocalls ==== */
+/* ==== ecalls ==== */
 
-static eml_status reply_error(eml_enclave_host *h, const char *fmt, ...)
-    EML_PRINTF(2, 3);
-static eml_status reply_error(eml_enclave_host *h, const char *fmt, ...)
-{
-    char msg[EML_ERRMSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_ERROR);
-    eml_msg_put_u64(&m, (uint64_t)(int64_t)EML_ERR_IO);
-    eml_msg_put_bytes(&m, msg, strlen(msg));
-    eml_status st = eml_msg_send(&h->ch, &m);
-    eml_msg_free(&m);
-    return st;
-}
-
-static eml_status serve_file_open(eml_enclave_host *h, eml_msg_reader *r)
-{
-    uint64_t id;
-    if (eml_msg_get_u64(r, &id) != EML_OK || eml_msg_get_end(r) != EML_OK)
-        return EML_ERR_FORMAT;
-    if (id >= h->files.n) return reply_error(h, "no file %llu", (unsigned long long)id);
-    if (h->files.fds[id] < 0) {
-        h->files.fds[id] = open(h->files.paths[id], O_RDONLY | O_CLOEXEC);
-        if (h->files.fds[id] < 0)
-            return reply_error(h, "%s: %s", h->files.paths[id],
-                               strerror(errno));
-    }
-    struct stat sb;
-    if (fstat(h->files.fds[id], &sb) != 0)
-        return reply_error(h, "%s: %s", h->files.paths[id], strerror(errno));
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_FILE_INFO);
-    eml_msg_put_u64(&m, (uint64_t)sb.st_size);
-    eml_status st = eml_msg_send(&h->ch, &m);
-    eml_msg_free(&m);
-    return st;
-}
-
-static eml_status serve_file_read(eml_enclave_host *h, eml_msg_reader *r)
-{
-    uint64_t id, off, len;
-    if (eml_msg_get_u64(r, &id) != EML_OK ||
-        eml_msg_get_u64(r, &off) != EML_OK ||
-        eml_msg_get_range(r, 0, EML_CHUNK_MAX + 64, &len) != EML_OK ||
-        eml_msg_get_end(r) != EML_OK)
-        return EML_ERR_FORMAT;
-    if (id >= h->files.n || h->files.fds[id] < 0 || off > (uint64_t)LLONG_MAX)
-        return reply_error(h, "file %llu is not open", (unsigned long long)id);
-    uint8_t *buf = malloc(len ? (size_t)len : 1);
-    if (buf == NULL) return reply_error(h, "out of memory");
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = pread(h->files.fds[id], buf + got, (size_t)len - got,
-                          (off_t)(off + got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            free(buf);
-            return reply_error(h, "%s: %s", h->files.paths[id],
-                               strerror(errno));
-        }
-        if (n == 0) break;
-        got += (size_t)n;
-    }
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_FILE_DATA);
-    eml_msg_put_bytes(&m, buf, got);
-    free(buf);
-    eml_status st = eml_msg_send(&h->ch, &m);
-    eml_msg_free(&m);
-    return st;
-}
-
-static eml_status serve_output(eml_enclave_host *h, eml_msg_reader *r)
-{
-    uint64_t stream, last;
-    const uint8_t *p;
-    size_t n;
-    if (eml_msg_get_u64(r, &stream) != EML_OK ||
-        eml_msg_get_bytes(r, EML_CHUNK_MAX + 64, &p, &n) != EML_OK ||
-        eml_msg_get_range(r, 0, 1, &last) != EML_OK ||
-        eml_msg_get_end(r) != EML_OK)
-        return EML_ERR_FORMAT;
-    if (stream != 0 || h->out_fd < 0)
-        return reply_error(h, "no output stream %llu",
-                           (unsigned long long)stream);
-    int e = eml_fd_write_all(h->out_fd, p, n);
-    if (e != 0)
-        return reply_error(h, "cannot write the output: %s", strerror(e));
-    h->out_bytes += n;
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_OUTPUT_OK);
-    eml_status st = eml_msg_send(&h->ch, &m);
-    eml_msg_free(&m);
-    return st;
-}
-
-static eml_status serve_progress(eml_enclave_host *h, eml_msg_reader *r)
-{
-    eml_train_progress p;
-    uint64_t u[5];
-    memset(&p, 0, sizeof(p));
-    eml_status st = eml_msg_get_range(r, 0, INT_MAX, &u[0]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, INT_MAX, &u[1]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, LONG_MAX, &u[2]);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, LONG_MAX, &u[3]);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &p.loss);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &p.images_per_second);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &p.seconds);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &p.eta_seconds);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &u[4]);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &p.test_accuracy);
-    if (st == EML_OK) st = eml_msg_get_f64(r, &p.train_accuracy);
-    uint64_t rev = 0, rstep = 0;
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, 1, &rev);
-    if (st == EML_OK) st = eml_msg_get_range(r, 0, LONG_MAX, &rstep);
-    if (st == EML_OK) st = eml_msg_get_end(r);
-    p.resume_event = (int)rev;
-    p.resumed_step = (long)rstep - 1;
-    if (st != EML_OK) return EML_ERR_FORMAT;
-    p.epoch = (int)u[0];
-    p.epochs = (int)u[1];
-    p.batch = (long)u[2];
-    p.batches = (long)u[3];
-    p.epoch_done = (int)u[4];
-    if (h->progress != NULL) h->progress(h->progress_user, &p);
-    return EML_OK;
-}
-
-/* The mirror's store: the host keeps the sealed bytes and never sees the
- * key; the enclave checks everything it reads back. */
-static eml_status serve_mirror(eml_enclave_host *h, uint16_t type,
-                               eml_msg_reader *r)
-{
-    if (h->store == NULL) return reply_error(h, "no mirror was asked for");
-    const eml_store_ops *ops = eml_store_ops_of(h->store);
-    eml_err err = {0};
-    eml_status st = EML_OK;
-    uint64_t slot = 0, off = 0, len = 0, word = 0;
-    const uint8_t *p = NULL;
-    size_t n = 0;
-    uint8_t *buf = NULL;
-    eml_msg m;
-    switch (type) {
-    case EML_MSG_MIRROR_HEADER:
-        if (eml_msg_get_end(r) != EML_OK) return EML_ERR_FORMAT;
-        n = EML_POOL_HEADER_BYTES;
-        buf = malloc(n);
-        if (buf == NULL) return reply_error(h, "out of memory");
-        st = ops->read_header(ops->user, buf, &err);
-        break;
-    case EML_MSG_MIRROR_CREATE:
-        if (eml_msg_get_bytes(r, EML_POOL_HEADER_BYTES, &p, &n) != EML_OK ||
-            eml_msg_get_u64(r, &len) != EML_OK ||
-            eml_msg_get_end(r) != EML_OK || n != EML_POOL_HEADER_BYTES)
-            return EML_ERR_FORMAT;
-        st = ops->create(ops->user, p, len, &err);
-        break;
-    case EML_MSG_MIRROR_WRITE:
-        if (eml_msg_get_range(r, 0, 1, &slot) != EML_OK ||
-            eml_msg_get_u64(r, &off) != EML_OK ||
-            eml_msg_get_bytes(r, EML_CHUNK_MAX + 64, &p, &n) != EML_OK ||
-            eml_msg_get_end(r) != EML_OK)
-            return EML_ERR_FORMAT;
-        st = ops->write(ops->user, (int)slot, off, p, n, &err);
-        break;
-    case EML_MSG_MIRROR_WRITE_BULK:
-        if (eml_msg_get_range(r, 0, 1, &slot) != EML_OK ||
-            eml_msg_get_u64(r, &off) != EML_OK ||
-            eml_msg_get_range(r, 0, EML_BULK_BYTES, &len) != EML_OK ||
-            eml_msg_get_end(r) != EML_OK)
-            return EML_ERR_FORMAT;
-        if (h->bulk == NULL) return reply_error(h, "no bulk region");
-        st = ops->write(ops->user, (int)slot, off, h->bulk, (size_t)len, &err);
-        break;
-    case EML_MSG_MIRROR_COMMIT:
-        if (eml_msg_get_range(r, 0, 1, &slot) != EML_OK ||
-            eml_msg_get_u64(r, &len) != EML_OK ||
-            eml_msg_get_u64(r, &word) != EML_OK ||
-            eml_msg_get_end(r) != EML_OK)
-            return EML_ERR_FORMAT;
-        st = ops->commit(ops->user, (int)slot, len, word, &err);
-        break;
-    default: /* MIRROR_READ */
-        if (eml_msg_get_range(r, 0, 1, &slot) != EML_OK ||
-            eml_msg_get_u64(r, &off) != EML_OK ||
-            eml_msg_get_range(r, 0, EML_CHUNK_MAX + 64, &len) != EML_OK ||
-            eml_msg_get_end(r) != EML_OK)
-            return EML_ERR_FORMAT;
-        n = (size_t)len;
-        buf = malloc(n ? n : 1);
-        if (buf == NULL) return reply_error(h, "out of memory");
-        st = ops->read(ops->user, (int)slot, off, buf, n, &err);
-        break;
-    }
-    if (st != EML_OK) {
-        free(buf);
-        return reply_error(h, "%s", eml_err_msg(&err, st));
-    }
-    if (buf != NULL) {
-        eml_msg_init(&m, EML_MSG_MIRROR_DATA);
-        eml_msg_put_bytes(&m, buf, n);
-        free(buf);
-    } else {
-        eml_msg_init(&m, EML_MSG_MIRROR_OK);
-    }
-    st = eml_msg_send(&h->ch, &m);
-    eml_msg_free(&m);
-    return st;
-}
-
-/* The spend ledger (ledger.h): sealed by the enclave, kept here as
- * $ENCLAVEML_HOME/ledger-<measurement>.bin; the host cannot read it, and
- * the platform counter refuses an old copy. */
-static void ledger_path(const eml_enclave_host *h, char *out, size_t cap)
-{
-    char hex[65];
-    eml_hex(hex, h->measurement, 32);
-    snprintf(out, cap, "%s/ledger-%s.bin", h->home, hex);
-}
-
-static eml_status serve_ledger(eml_enclave_host *h, uint16_t type,
-                               eml_msg_reader *r)
-{
-    char path[4400];
-    ledger_path(h, path, sizeof(path));
-    eml_err err = {0};
-    eml_msg m;
-    if (type == EML_MSG_LEDGER_READ) {
-        if (eml_msg_get_end(r) != EML_OK) return EML_ERR_FORMAT;
-        uint8_t *buf = NULL;
-        size_t n = 0;
-        if (access(path, F_OK) == 0) {
-            eml_status st = eml_file_read(path, &buf, &n, &err);
-            if (st != EML_OK) return reply_error(h, "%s", eml_err_msg(&err, st));
-        }
-        eml_msg_init(&m, EML_MSG_LEDGER_DATA);
-        eml_msg_put_bytes(&m, buf, n);
-        free(buf);
-    } else {
-        const uint8_t *p;
-        size_t n;
-        if (eml_msg_get_bytes(r, EML_LEDGER_MAX_BYTES, &p, &n) != EML_OK ||
-            eml_msg_get_end(r) != EML_OK)
-            return EML_ERR_FORMAT;
-        eml_status st = eml_file_write_atomic(path, p, n, 0600, &err);
-        if (st != EML_OK) return reply_error(h, "%s", eml_err_msg(&err, st));
-        eml_msg_init(&m, EML_MSG_LEDGER_OK);
-    }
-    eml_status st = eml_msg_send(&h->ch, &m);
-    eml_msg_free(&m);
-    return st;
-}
-
-eml_status eml_host_call(eml_enclave_host *h, eml_msg *m, uint16_t want,
-                         eml_msg_reader *r, eml_err *err)
+eml_status eml_host_call_frame(eml_enclave_host *h, eml_msg *m,
+                               uint16_t want, eml_msg_reader *r,
+                               eml_err *err)
 {
     eml_status st = eml_msg_send(&h->ch, m);
     if (st != EML_OK)
         return eml_err_set(err, st, "the enclave is not reachable");
+    uint32_t seq = h->ch.sent_seq;
     for (;;) {
         uint16_t type;
         const uint8_t *p;
@@ -586,28 +333,45 @@ eml_status eml_host_call(eml_enclave_host *h, eml_msg *m, uint16_t want,
                                "the enclave stopped answering (%s)",
                                eml_status_str(st));
         eml_msg_reader_init(r, p, n);
-        if (type == want) return EML_OK;
-        switch (type) {
-        case EML_MSG_ERROR: return enclave_error(r, err);
-        case EML_MSG_FILE_OPEN: st = serve_file_open(h, r); break;
-        case EML_MSG_FILE_READ: st = serve_file_read(h, r); break;
-        case EML_MSG_OUTPUT: st = serve_output(h, r); break;
-        case EML_MSG_PROGRESS: st = serve_progress(h, r); break;
-        case EML_MSG_MIRROR_HEADER:
-        case EML_MSG_MIRROR_CREATE:
-        case EML_MSG_MIRROR_WRITE:
-        case EML_MSG_MIRROR_COMMIT:
-        case EML_MSG_MIRROR_READ:
-        case EML_MSG_MIRROR_WRITE_BULK: st = serve_mirror(h, type, r); break;
-        case EML_MSG_LEDGER_READ:
-        case EML_MSG_LEDGER_WRITE: st = serve_ledger(h, type, r); break;
-        default: st = EML_ERR_FORMAT;
+        if (eml_msg_desc_of(type)->kind != EML_MSG_KIND_REPLY) {
+            st = eml_host_serve_ocall(h, type, p, n, err);
+            if (st != EML_OK) return st;
+            continue;
         }
-        if (st != EML_OK)
-            return eml_err_set(err, st, "protocol error: unexpected or "
-                                        "malformed %s from the enclave",
+        if (type != want && type != EML_MSG_ERROR)
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "protocol error: unexpected or malformed %s "
+                               "from the enclave",
                                eml_msg_type_name(type));
+        if (h->ch.recv_seq != seq)
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "protocol error: the enclave's %s answers "
+                               "request %u, not %s %u",
+                               eml_msg_type_name(type),
+                               (unsigned)h->ch.recv_seq,
+                               eml_msg_type_name(m->type), (unsigned)seq);
+        if (type == EML_MSG_ERROR) return enclave_error(p, n, err);
+        return EML_OK;
     }
+}
+
+eml_status eml_host_call(eml_enclave_host *h, uint16_t type, const void *req,
+                         size_t req_size, void *reply_msg, size_t reply_size,
+                         eml_err *err)
+{
+    const eml_msg_desc *d = eml_msg_desc_of(type);
+    if (d == NULL || d->kind != EML_MSG_KIND_ECALL)
+        return eml_err_set(err, EML_ERR_INVALID, "%s is not an ecall",
+                           eml_msg_type_name(type));
+    eml_msg m;
+    eml_msg_reader r;
+    eml_status st = eml_boundary_encode(type, req, req_size, &m, err);
+    if (st != EML_OK) return st;
+    st = eml_host_call_frame(h, &m, d->reply, &r, err);
+    eml_msg_free(&m);
+    if (st != EML_OK) return st;
+    return eml_boundary_decode(d->reply, r.p, r.len, reply_msg, reply_size,
+                               err);
 }
 
 /* ==== start / stop ==== */
@@ -713,31 +477,22 @@ eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
         blob = NULL;
         blen = 0;
     }
-    eml_msg m;
-    eml_msg_reader r;
-    eml_msg_init(&m, EML_MSG_INIT);
-    eml_msg_put_bytes(&m, blob, blen);
+    eml_ecall_init q = {{blob, blen}};
+    eml_reply_init_ok a;
+    st = eml_host_call(h, EML_MSG_INIT, &q, sizeof(q), &a, sizeof(a), err);
     free(blob);
-    st = eml_host_call(h, &m, EML_MSG_INIT_OK, &r, err);
-    eml_msg_free(&m);
-    const uint8_t *pol, *sealed;
-    size_t pl, sl;
     if (st == EML_OK) {
-        st = eml_msg_get_fixed(&r, h->measurement, 32);
-        if (st == EML_OK) st = eml_msg_get_fixed(&r, h->x_pk, 32);
-        if (st == EML_OK) st = eml_msg_get_fixed(&r, h->ed_pk, 32);
-        if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_POLICY_MAX - 1, &pol, &pl);
-        if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_SEALED_MAX, &sealed, &sl);
-        if (st == EML_OK) st = eml_msg_get_end(&r);
-        if (st != EML_OK)
-            eml_err_set(err, st, "malformed INIT_OK from the enclave");
+        memcpy(h->measurement, a.measurement, 32);
+        memcpy(h->x_pk, a.x25519_pk, 32);
+        memcpy(h->ed_pk, a.ed25519_pk, 32);
     }
     if (st == EML_OK && memcmp(h->measurement, meas, 32) != 0)
         st = eml_err_set(err, EML_ERR_AUTH,
                          "the enclave reports another measurement than it "
                          "announced at start");
-    if (st == EML_OK && sl > 0)
-        st = eml_file_write_atomic(spath, sealed, sl, 0600, err);
+    if (st == EML_OK && a.sealed_identity.n > 0)
+        st = eml_file_write_atomic(spath, a.sealed_identity.p,
+                                   a.sealed_identity.n, 0600, err);
     if (st != EML_OK) {
         eml_host_stop(h);
         return st;
@@ -748,14 +503,11 @@ eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
 void eml_host_stop(eml_enclave_host *h)
 {
     if (h->ch.fd > 0) {
-        eml_msg m;
-        eml_msg_reader r;
         eml_err ignore = {0};
-        eml_msg_init(&m, EML_MSG_SHUTDOWN);
-        if (eml_host_call(h, &m, EML_MSG_SHUTDOWN_OK, &r, &ignore) != EML_OK) {
+        if (eml_host_call(h, EML_MSG_SHUTDOWN, NULL, 0, NULL, 0, &ignore) !=
+            EML_OK) {
             /* already gone: waitpid below collects it */
         }
-        eml_msg_free(&m);
         close(h->ch.fd);
         h->ch.fd = -1;
     }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "enclaveml/boundary.h"
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
 #include "enclaveml/train.h"
@@ -81,12 +82,28 @@ EML_MUST_CHECK eml_status eml_host_measure(eml_backend backend,
 EML_MUST_CHECK eml_status eml_host_start(eml_enclave_host *h,
                                          const eml_host_opts *o,
                                          eml_err *err);
-/* Sends m (an ecall) and serves ocalls until the reply of type `want`
- * arrives; *r then reads the reply.  An ERROR reply becomes its status with
- * the enclave's message in err. */
-EML_MUST_CHECK eml_status eml_host_call(eml_enclave_host *h, eml_msg *m,
-                                        uint16_t want, eml_msg_reader *r,
+/* Sends the ecall `type` (req: its struct, NULL and 0 for one without
+ * fields) and serves the enclave's ocalls until its reply arrives: the
+ * type edl.h names, carrying the ecall's seq, decoded into reply (NULL and
+ * 0 for one without fields; its BYTES point into h->ch's receive buffer,
+ * valid until the next call).  An ERROR reply becomes its status with the
+ * enclave's message in err. */
+EML_MUST_CHECK eml_status eml_host_call(eml_enclave_host *h, uint16_t type,
+                                        const void *req, size_t req_size,
+                                        void *reply, size_t reply_size,
                                         eml_err *err);
+/* The same for a frame built by hand (tests that send malformed ones):
+ * the reply of type `want` (EML_MSG_TYPE_END: none is expected) is left
+ * for *r to read. */
+EML_MUST_CHECK eml_status eml_host_call_frame(eml_enclave_host *h,
+                                              eml_msg *m, uint16_t want,
+                                              eml_msg_reader *r,
+                                              eml_err *err);
+/* Serves one ocall or notification of the enclave (enclave_ocalls.c) during
+ * eml_host_call: decodes it, does what it asks and answers it. */
+EML_MUST_CHECK eml_status eml_host_serve_ocall(eml_enclave_host *h,
+                                               uint16_t type, const uint8_t *p,
+                                               size_t n, eml_err *err);
 /* SHUTDOWN, wait for the process/thread, close everything. */
 void eml_host_stop(eml_enclave_host *h);
 #endif

@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "enclaveml/boundary.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/enclave.h"
 #include "sim/counter.h"
@@ -83,15 +84,14 @@ static int fail_start(int fd, eml_status st, const eml_err *err)
 {
     eml_channel ch;
     eml_channel_init(&ch, fd);
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_ERROR);
-    eml_msg_put_u64(&m, (uint64_t)(int64_t)st);
     const char *msg = eml_err_msg(err, st);
-    eml_msg_put_bytes(&m, msg, strlen(msg));
-    if (eml_msg_send(&ch, &m) != EML_OK) {
+    eml_reply_error m = {(uint64_t)(int64_t)st,
+                         {(const uint8_t *)msg, strnlen(msg, EML_ERRMSG_MAX)}};
+    if (eml_boundary_send(&ch, EML_MSG_ERROR, &m, sizeof(m), NULL, NULL) !=
+        EML_OK) {
         /* nobody to tell */
     }
-    eml_msg_free(&m);
+    eml_channel_free(&ch);
     return 3;
 }
 
@@ -102,15 +102,16 @@ static eml_status announce(int fd, const uint8_t meas[32], const char *policy,
     static char list[EML_MEASURE_LIST_MAX];
     size_t ln = eml_measure_list(list, sizeof(list), ms);
     if (ln == 0) return EML_ERR_RANGE;
+    eml_notify_measure m;
+    memcpy(m.measurement, meas, 32);
+    m.policy.p = (const uint8_t *)policy;
+    m.policy.n = strlen(policy);
+    m.files.p = (const uint8_t *)list;
+    m.files.n = ln;
     eml_channel ch;
     eml_channel_init(&ch, fd);
-    eml_msg m;
-    eml_msg_init(&m, EML_MSG_MEASURE);
-    eml_msg_put_bytes(&m, meas, 32);
-    eml_msg_put_bytes(&m, policy, strlen(policy));
-    eml_msg_put_bytes(&m, list, ln);
-    eml_status st = eml_msg_send(&ch, &m);
-    eml_msg_free(&m);
+    eml_status st =
+        eml_boundary_send(&ch, EML_MSG_MEASURE, &m, sizeof(m), NULL, NULL);
     eml_channel_free(&ch);
     return st;
 }

@@ -1,5 +1,8 @@
 /*
- * msg.c - the boundary's frame codec and channel (see edl.h).
+ * frame.c - the boundary's frames (boundary.h, edl.h): building one field
+ * by field, reading one field by field, and the channel that sends and
+ * receives them, stamping and reading each frame's version (its type's)
+ * and seq.
  *
  * Used on both sides: the enclave decodes what the host sends and the host
  * decodes what the enclave sends, and neither trusts the other's bytes.
@@ -17,53 +20,7 @@
 
 #include "core/le.h"
 #include "enclaveml/crypto.h"
-#include "enclaveml/edl.h"
-
-static const char *const type_names[EML_MSG_TYPE_END] = {
-    [EML_MSG_ERROR] = "ERROR",
-    [EML_MSG_INIT] = "INIT",
-    [EML_MSG_INIT_OK] = "INIT_OK",
-    [EML_MSG_ATTEST] = "ATTEST",
-    [EML_MSG_REPORT] = "REPORT",
-    [EML_MSG_TRAIN] = "TRAIN",
-    [EML_MSG_TRAIN_DONE] = "TRAIN_DONE",
-    [EML_MSG_FILE_OPEN] = "FILE_OPEN",
-    [EML_MSG_FILE_INFO] = "FILE_INFO",
-    [EML_MSG_FILE_READ] = "FILE_READ",
-    [EML_MSG_FILE_DATA] = "FILE_DATA",
-    [EML_MSG_OUTPUT] = "OUTPUT",
-    [EML_MSG_OUTPUT_OK] = "OUTPUT_OK",
-    [EML_MSG_PROGRESS] = "PROGRESS",
-    [EML_MSG_PING] = "PING",
-    [EML_MSG_PONG] = "PONG",
-    [EML_MSG_PROBE] = "PROBE",
-    [EML_MSG_PROBE_OK] = "PROBE_OK",
-    [EML_MSG_SHUTDOWN] = "SHUTDOWN",
-    [EML_MSG_SHUTDOWN_OK] = "SHUTDOWN_OK",
-    [EML_MSG_MIRROR_HEADER] = "MIRROR_HEADER",
-    [EML_MSG_MIRROR_DATA] = "MIRROR_DATA",
-    [EML_MSG_MIRROR_CREATE] = "MIRROR_CREATE",
-    [EML_MSG_MIRROR_WRITE] = "MIRROR_WRITE",
-    [EML_MSG_MIRROR_COMMIT] = "MIRROR_COMMIT",
-    [EML_MSG_MIRROR_READ] = "MIRROR_READ",
-    [EML_MSG_MIRROR_OK] = "MIRROR_OK",
-    [EML_MSG_MIRROR_WRITE_BULK] = "MIRROR_WRITE_BULK",
-    [EML_MSG_MEASURE] = "MEASURE",
-    [EML_MSG_LEDGER_READ] = "LEDGER_READ",
-    [EML_MSG_LEDGER_DATA] = "LEDGER_DATA",
-    [EML_MSG_LEDGER_WRITE] = "LEDGER_WRITE",
-    [EML_MSG_LEDGER_OK] = "LEDGER_OK",
-};
-
-const char *eml_msg_type_name(uint32_t type)
-{
-    if (type == 0 || type >= EML_MSG_TYPE_END || type_names[type] == NULL)
-        return "?";
-    return type_names[type];
-}
-
-
-
+#include "enclaveml/boundary.h"
 
 /* ==== building ==== */
 
@@ -336,20 +293,34 @@ static eml_status read_all(eml_channel *c, uint8_t *p, size_t n)
     return EML_OK;
 }
 
-eml_status eml_msg_send(eml_channel *c, eml_msg *m)
+static eml_status send_frame(eml_channel *c, eml_msg *m, uint32_t seq)
 {
     if (m->failed || m->buf == NULL) return EML_ERR_NOMEM;
     size_t payload = m->len - EML_MSG_HEADER;
     if (payload > EML_MSG_MAX) return EML_ERR_RANGE;
+    const eml_msg_desc *d = eml_msg_desc_of(m->type);
+    uint16_t version = d != NULL ? d->version : 0;
     eml_put_le32(m->buf, EML_MSG_MAGIC);
-    m->buf[4] = EML_MSG_VERSION & 0xff;
-    m->buf[5] = EML_MSG_VERSION >> 8;
+    m->buf[4] = (uint8_t)(version & 0xff);
+    m->buf[5] = (uint8_t)(version >> 8);
     m->buf[6] = (uint8_t)(m->type & 0xff);
     m->buf[7] = (uint8_t)(m->type >> 8);
     eml_put_le32(m->buf + 8, (uint32_t)payload);
-    eml_put_le32(m->buf + 12, c->seq_out++);
+    eml_put_le32(m->buf + 12, seq);
+    c->sent_seq = seq;
     if (c->tap != NULL) c->tap(c->tap_user, 1, m->buf, m->len);
     return write_all(c->fd, m->buf, m->len);
+}
+
+eml_status eml_msg_send(eml_channel *c, eml_msg *m)
+{
+    if (m->failed || m->buf == NULL) return EML_ERR_NOMEM;
+    return send_frame(c, m, c->seq_out++);
+}
+
+eml_status eml_msg_send_reply(eml_channel *c, eml_msg *m, uint32_t seq)
+{
+    return send_frame(c, m, seq);
 }
 
 eml_status eml_msg_parse_header(const uint8_t hdr[16], uint16_t *type,
@@ -359,9 +330,10 @@ eml_status eml_msg_parse_header(const uint8_t hdr[16], uint16_t *type,
     *len = 0;
     if (eml_get_le32(hdr) != EML_MSG_MAGIC) return EML_ERR_FORMAT;
     uint16_t version = (uint16_t)(hdr[4] | hdr[5] << 8);
-    if (version != EML_MSG_VERSION) return EML_ERR_UNSUPPORTED;
     uint16_t t = (uint16_t)(hdr[6] | hdr[7] << 8);
-    if (t == 0 || t >= EML_MSG_TYPE_END) return EML_ERR_FORMAT;
+    const eml_msg_desc *d = eml_msg_desc_of(t);
+    if (d == NULL) return EML_ERR_FORMAT;
+    if (version != d->version) return EML_ERR_UNSUPPORTED;
     uint32_t n = eml_get_le32(hdr + 8);
     if (n > EML_MSG_MAX) return EML_ERR_RANGE;
     *type = t;
@@ -391,6 +363,7 @@ eml_status eml_msg_recv(eml_channel *c, uint16_t *type,
     }
     st = read_all(c, c->rbuf, n);
     if (st != EML_OK) return st;
+    c->recv_seq = eml_get_le32(hdr + 12);
     if (c->tap != NULL) {
         c->tap(c->tap_user, 0, hdr, sizeof(hdr));
         c->tap(c->tap_user, 0, c->rbuf, n);

@@ -1,0 +1,305 @@
+/*
+ * enclave_ocalls.c - the host's side of the enclave's ocalls: a table of
+ * services (ciphertext files in, the encrypted model out, progress, the
+ * mirror's store, the spend ledger), each given the decoded request and
+ * answering with its seq.  Untrusted side; it only moves ciphertext, and
+ * what the enclave asks for is decoded with the boundary's codec
+ * (boundary.h) before anything is done.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "enclaveml/crypto.h"
+#include "enclaveml/ledger.h"
+#include "host/enclave_host.h"
+#include "host/fileio.h"
+
+/* Each handler answers the enclave's request seq (a reply or an ERROR)
+ * and fails only when it cannot. */
+typedef eml_status (*ocall_fn)(eml_enclave_host *h, eml_msg_any *q,
+                               uint32_t seq);
+
+static eml_status reply(eml_enclave_host *h, uint16_t type, const void *msg,
+                        size_t size, uint32_t seq)
+{
+    return eml_boundary_reply(&h->ch, type, msg, size, seq, NULL);
+}
+
+static eml_status reply_error(eml_enclave_host *h, uint32_t seq,
+                              const char *fmt, ...) EML_PRINTF(3, 4);
+static eml_status reply_error(eml_enclave_host *h, uint32_t seq,
+                              const char *fmt, ...)
+{
+    char msg[EML_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    eml_reply_error m = {(uint64_t)(int64_t)EML_ERR_IO,
+                         {(const uint8_t *)msg, strlen(msg)}};
+    return reply(h, EML_MSG_ERROR, &m, sizeof(m), seq);
+}
+
+static eml_status serve_file_open(eml_enclave_host *h, eml_msg_any *q,
+                                  uint32_t seq)
+{
+    uint64_t id = q->m_FILE_OPEN.file_id;
+    if (id >= h->files.n)
+        return reply_error(h, seq, "no file %llu", (unsigned long long)id);
+    if (h->files.fds[id] < 0) {
+        h->files.fds[id] = open(h->files.paths[id], O_RDONLY | O_CLOEXEC);
+        if (h->files.fds[id] < 0)
+            return reply_error(h, seq, "%s: %s", h->files.paths[id],
+                               strerror(errno));
+    }
+    struct stat sb;
+    if (fstat(h->files.fds[id], &sb) != 0)
+        return reply_error(h, seq, "%s: %s", h->files.paths[id],
+                           strerror(errno));
+    eml_reply_file_info a = {(uint64_t)sb.st_size};
+    return reply(h, EML_MSG_FILE_INFO, &a, sizeof(a), seq);
+}
+
+static eml_status serve_file_read(eml_enclave_host *h, eml_msg_any *q,
+                                  uint32_t seq)
+{
+    uint64_t id = q->m_FILE_READ.file_id, off = q->m_FILE_READ.offset;
+    size_t len = (size_t)q->m_FILE_READ.length;
+    if (id >= h->files.n || h->files.fds[id] < 0 || off > (uint64_t)LLONG_MAX)
+        return reply_error(h, seq, "file %llu is not open",
+                           (unsigned long long)id);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) return reply_error(h, seq, "out of memory");
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(h->files.fds[id], buf + got, len - got,
+                          (off_t)(off + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            free(buf);
+            return reply_error(h, seq, "%s: %s", h->files.paths[id],
+                               strerror(errno));
+        }
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    eml_reply_file_data a = {{buf, got}};
+    eml_status st = reply(h, EML_MSG_FILE_DATA, &a, sizeof(a), seq);
+    free(buf);
+    return st;
+}
+
+static eml_status serve_output(eml_enclave_host *h, eml_msg_any *q,
+                               uint32_t seq)
+{
+    const eml_ocall_output *o = &q->m_OUTPUT;
+    if (o->stream != 0 || h->out_fd < 0)
+        return reply_error(h, seq, "no output stream %llu",
+                           (unsigned long long)o->stream);
+    int e = eml_fd_write_all(h->out_fd, o->data.p, o->data.n);
+    if (e != 0)
+        return reply_error(h, seq, "cannot write the output: %s",
+                           strerror(e));
+    h->out_bytes += o->data.n;
+    return reply(h, EML_MSG_OUTPUT_OK, NULL, 0, seq);
+}
+
+static eml_status serve_progress(eml_enclave_host *h, eml_msg_any *q,
+                                 uint32_t seq)
+{
+    (void)seq; /* a notification: no answer */
+    eml_train_progress p = q->m_PROGRESS.p;
+    p.resumed_step = q->m_PROGRESS.resumed - 1;
+    if (h->progress != NULL) h->progress(h->progress_user, &p);
+    return EML_OK;
+}
+
+/* The mirror's store: the host keeps the sealed bytes and never sees the
+ * key; the enclave checks everything it reads back.  Each MIRROR_* ocall
+ * is answered by mirror_done. */
+static const eml_store_ops *store_ops(eml_enclave_host *h)
+{
+    return h->store != NULL ? eml_store_ops_of(h->store) : NULL;
+}
+
+/* buf (n bytes, freed here) goes back as MIRROR_DATA; NULL: MIRROR_OK. */
+static eml_status mirror_done(eml_enclave_host *h, uint32_t seq,
+                              eml_status st, const eml_err *err, uint8_t *buf,
+                              size_t n)
+{
+    if (st != EML_OK) {
+        free(buf);
+        return reply_error(h, seq, "%s", eml_err_msg(err, st));
+    }
+    if (buf == NULL) return reply(h, EML_MSG_MIRROR_OK, NULL, 0, seq);
+    eml_reply_mirror_data a = {{buf, n}};
+    st = reply(h, EML_MSG_MIRROR_DATA, &a, sizeof(a), seq);
+    free(buf);
+    return st;
+}
+
+static eml_status serve_mirror_header(eml_enclave_host *h, eml_msg_any *q,
+                                      uint32_t seq)
+{
+    (void)q;
+    const eml_store_ops *ops = store_ops(h);
+    if (ops == NULL) return reply_error(h, seq, "no mirror was asked for");
+    uint8_t *buf = malloc(EML_POOL_HEADER_BYTES);
+    if (buf == NULL) return reply_error(h, seq, "out of memory");
+    eml_err err = {0};
+    eml_status st = ops->read_header(ops->user, buf, &err);
+    return mirror_done(h, seq, st, &err, buf, EML_POOL_HEADER_BYTES);
+}
+
+static eml_status serve_mirror_create(eml_enclave_host *h, eml_msg_any *q,
+                                      uint32_t seq)
+{
+    const eml_store_ops *ops = store_ops(h);
+    if (ops == NULL) return reply_error(h, seq, "no mirror was asked for");
+    eml_err err = {0};
+    eml_status st = ops->create(ops->user, q->m_MIRROR_CREATE.header,
+                                q->m_MIRROR_CREATE.capacity, &err);
+    return mirror_done(h, seq, st, &err, NULL, 0);
+}
+
+static eml_status serve_mirror_write(eml_enclave_host *h, eml_msg_any *q,
+                                     uint32_t seq)
+{
+    const eml_store_ops *ops = store_ops(h);
+    if (ops == NULL) return reply_error(h, seq, "no mirror was asked for");
+    const eml_ocall_mirror_write *w = &q->m_MIRROR_WRITE;
+    eml_err err = {0};
+    eml_status st = ops->write(ops->user, w->slot, w->offset, w->data.p,
+                               w->data.n, &err);
+    return mirror_done(h, seq, st, &err, NULL, 0);
+}
+
+static eml_status serve_mirror_bulk(eml_enclave_host *h, eml_msg_any *q,
+                                    uint32_t seq)
+{
+    const eml_store_ops *ops = store_ops(h);
+    if (ops == NULL) return reply_error(h, seq, "no mirror was asked for");
+    if (h->bulk == NULL) return reply_error(h, seq, "no bulk region");
+    const eml_ocall_mirror_write_bulk *w = &q->m_MIRROR_WRITE_BULK;
+    eml_err err = {0};
+    eml_status st = ops->write(ops->user, w->slot, w->offset, h->bulk,
+                               (size_t)w->length, &err);
+    return mirror_done(h, seq, st, &err, NULL, 0);
+}
+
+static eml_status serve_mirror_commit(eml_enclave_host *h, eml_msg_any *q,
+                                      uint32_t seq)
+{
+    const eml_store_ops *ops = store_ops(h);
+    if (ops == NULL) return reply_error(h, seq, "no mirror was asked for");
+    const eml_ocall_mirror_commit *c = &q->m_MIRROR_COMMIT;
+    eml_err err = {0};
+    eml_status st = ops->commit(ops->user, c->slot, c->length, c->word, &err);
+    return mirror_done(h, seq, st, &err, NULL, 0);
+}
+
+static eml_status serve_mirror_read(eml_enclave_host *h, eml_msg_any *q,
+                                    uint32_t seq)
+{
+    const eml_store_ops *ops = store_ops(h);
+    if (ops == NULL) return reply_error(h, seq, "no mirror was asked for");
+    const eml_ocall_mirror_read *r = &q->m_MIRROR_READ;
+    size_t n = (size_t)r->length;
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf == NULL) return reply_error(h, seq, "out of memory");
+    eml_err err = {0};
+    eml_status st = ops->read(ops->user, r->slot, r->offset, buf, n, &err);
+    return mirror_done(h, seq, st, &err, buf, n);
+}
+
+/* The spend ledger (ledger.h): sealed by the enclave, kept here as
+ * $ENCLAVEML_HOME/ledger-<measurement>.bin; the host cannot read it, and
+ * the platform counter refuses an old copy. */
+static void ledger_path(const eml_enclave_host *h, char *out, size_t cap)
+{
+    char hex[65];
+    eml_hex(hex, h->measurement, 32);
+    snprintf(out, cap, "%s/ledger-%s.bin", h->home, hex);
+}
+
+static eml_status serve_ledger_read(eml_enclave_host *h, eml_msg_any *q,
+                                    uint32_t seq)
+{
+    (void)q;
+    char path[4400];
+    ledger_path(h, path, sizeof(path));
+    eml_err err = {0};
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    if (access(path, F_OK) == 0) {
+        eml_status st = eml_file_read(path, &buf, &n, &err);
+        if (st != EML_OK)
+            return reply_error(h, seq, "%s", eml_err_msg(&err, st));
+    }
+    eml_reply_ledger_data a = {{buf, n}};
+    eml_status st = reply(h, EML_MSG_LEDGER_DATA, &a, sizeof(a), seq);
+    free(buf);
+    return st;
+}
+
+static eml_status serve_ledger_write(eml_enclave_host *h, eml_msg_any *q,
+                                     uint32_t seq)
+{
+    char path[4400];
+    ledger_path(h, path, sizeof(path));
+    eml_err err = {0};
+    const eml_bytes *b = &q->m_LEDGER_WRITE.ledger;
+    eml_status st = eml_file_write_atomic(path, b->p, b->n, 0600, &err);
+    if (st != EML_OK) return reply_error(h, seq, "%s", eml_err_msg(&err, st));
+    return reply(h, EML_MSG_LEDGER_OK, NULL, 0, seq);
+}
+
+/* What the enclave may send during an ecall besides its reply. */
+static const ocall_fn ocalls[EML_MSG_TYPE_END] = {
+    [EML_MSG_FILE_OPEN] = serve_file_open,
+    [EML_MSG_FILE_READ] = serve_file_read,
+    [EML_MSG_OUTPUT] = serve_output,
+    [EML_MSG_PROGRESS] = serve_progress,
+    [EML_MSG_MIRROR_HEADER] = serve_mirror_header,
+    [EML_MSG_MIRROR_CREATE] = serve_mirror_create,
+    [EML_MSG_MIRROR_WRITE] = serve_mirror_write,
+    [EML_MSG_MIRROR_WRITE_BULK] = serve_mirror_bulk,
+    [EML_MSG_MIRROR_COMMIT] = serve_mirror_commit,
+    [EML_MSG_MIRROR_READ] = serve_mirror_read,
+    [EML_MSG_LEDGER_READ] = serve_ledger_read,
+    [EML_MSG_LEDGER_WRITE] = serve_ledger_write,
+};
+
+eml_status eml_host_serve_ocall(eml_enclave_host *h, uint16_t type,
+                              const uint8_t *p, size_t n, eml_err *err)
+{
+    const eml_msg_desc *d = eml_msg_desc_of(type); /* the frame parsed */
+    ocall_fn fn = d->kind == EML_MSG_KIND_OCALL ||
+                          d->kind == EML_MSG_KIND_NOTIFY
+                      ? ocalls[type]
+                      : NULL;
+    eml_msg_any q;
+    eml_err derr = {0};
+    eml_status st = EML_ERR_FORMAT;
+    if (fn != NULL) {
+        st = eml_boundary_decode(type, p, n, d->size ? &q : NULL, d->size,
+                                 &derr);
+        if (st != EML_OK)
+            return eml_err_set(err, st, "protocol error: %s from the enclave",
+                               derr.msg);
+        st = fn(h, &q, h->ch.recv_seq);
+    }
+    if (st != EML_OK)
+        return eml_err_set(err, st, "protocol error: unexpected or "
+                                    "malformed %s from the enclave",
+                           d->name);
+    return EML_OK;
+}
+
