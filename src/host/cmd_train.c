@@ -252,40 +252,134 @@ fail:
     return eml_fail_st(st, &err);
 }
 
+/* The DP options: 0, or 1 after the error line. */
+static int dp_opt(int opt, const char *arg, eml_dp_opts *dp, int *have_clip)
+{
+    switch (opt) {
+    case OPT_DP: dp->enabled = 1; return 0;
+    case OPT_DP_FIXED: dp->fixed_batches = 1; return 0;
+    case OPT_INSECURE_SEED: dp->insecure_seed = 1; return 0;
+    case OPT_CLIP:
+        *have_clip = 1;
+        return eml_opt_double("--clip", arg, 0, 1e6, &dp->clip);
+    case OPT_NOISE:
+        if (eml_opt_double("--noise", arg, -1e300, 1e4, &dp->noise)) return 1;
+        if (dp->noise < 0)
+            return eml_fail("--noise: the noise multiplier must be >= 0 "
+                            "(got %s)", arg);
+        return 0;
+    case OPT_TARGET_EPS:
+        return eml_opt_double("--target-epsilon", arg, 0, 1e6,
+                              &dp->target_epsilon);
+    case OPT_DELTA:
+        if (eml_opt_double("--delta", arg, -1e300, 1e300, &dp->delta) ||
+            !(dp->delta > 0 && dp->delta < 1))
+            return eml_fail("--delta: '%s' is not a number in (0, 1)", arg);
+        return 0;
+    default: return 0;
+    }
+}
+
+/* The DP options fit together: 0, or 1 after the error line. */
+static int dp_check(const eml_dp_opts *dp, int have_clip, int have_seed)
+{
+    if (!dp->enabled && (have_clip || dp->noise >= 0 ||
+                         dp->target_epsilon > 0 || dp->fixed_batches ||
+                         dp->insecure_seed))
+        return eml_fail("train: --clip, --noise, --target-epsilon, "
+                        "--dp-fixed-batches and --insecure-seed need --dp");
+    if (!dp->enabled) return 0;
+    if (!have_clip) return eml_fail("train: --dp needs --clip C");
+    if ((dp->noise >= 0) == (dp->target_epsilon > 0))
+        return eml_fail("train: --dp needs exactly one of --noise SIGMA and "
+                        "--target-epsilon E");
+    if (have_seed && !dp->insecure_seed)
+        return eml_fail("train: --seed cannot seed a DP run's noise and "
+                        "sampling (they come from a CSPRNG); add "
+                        "--insecure-seed to seed them anyway (the report then "
+                        "says so)");
+    return 0;
+}
+
+/* The confidential path's options: 0, or 1 after the error line. */
+static int enclave_opt(int opt, const char *arg, eml_confidential_args *ca,
+                       int *have_backend)
+{
+    long v;
+    switch (opt) {
+    case OPT_GRANT:
+        if (ca->n_grants == EML_OWNERS_MAX)
+            return eml_fail("train: at most %d --grant", EML_OWNERS_MAX);
+        ca->grants[ca->n_grants++] = arg;
+        return 0;
+    case OPT_RECIPIENT: ca->recipient = arg; return 0;
+    case OPT_REPORT_OUT: ca->report_out = arg; return 0;
+    case OPT_REPORT_NONCE: ca->report_nonce = arg; return 0;
+    case OPT_ENCLAVE:
+        if (eml_backend_parse(arg, &ca->backend) != EML_OK)
+            return eml_fail("--enclave: '%s' is not one of: sim, none", arg);
+        *have_backend = 1;
+        return 0;
+    case OPT_HEAP:
+        if (eml_opt_long("--heap-mb", arg, 64, 1 << 20, &v)) return 1;
+        ca->heap_mb = (unsigned)v;
+        return 0;
+    default: return 0;
+    }
+}
+
+/* The mirror's options fit together: 0, or 1 after the error line. */
+static int mirror_check(const eml_confidential_args *ca,
+                        int have_mirror_every, int have_ckpt_every,
+                        int resume)
+{
+    if (ca->mirror != NULL && ca->checkpoint != NULL)
+        return eml_fail("train: give --mirror or --checkpoint, not both");
+    if (have_mirror_every && ca->mirror == NULL)
+        return eml_fail("train: --mirror-every needs --mirror PATH");
+    if (have_ckpt_every && ca->checkpoint == NULL)
+        return eml_fail("train: --checkpoint-every needs --checkpoint FILE");
+    if (resume && ca->mirror == NULL && ca->checkpoint == NULL)
+        return eml_fail("train: --resume needs --mirror PATH or --checkpoint "
+                        "FILE");
+    return 0;
+}
+
+static const struct option train_options[] = {
+    {"cfg", required_argument, 0, OPT_CFG},
+    {"data", required_argument, 0, OPT_DATA},
+    {"epochs", required_argument, 0, OPT_EPOCHS},
+    {"batch", required_argument, 0, OPT_BATCH},
+    {"lr", required_argument, 0, OPT_LR},
+    {"seed", required_argument, 0, OPT_SEED},
+    {"threads", required_argument, 0, OPT_THREADS},
+    {"kernels", required_argument, 0, OPT_KERNELS},
+    {"out", required_argument, 0, OPT_OUT},
+    {"json", no_argument, 0, OPT_JSON},
+    {"quiet", no_argument, 0, OPT_QUIET},
+    {"grant", required_argument, 0, OPT_GRANT},
+    {"recipient", required_argument, 0, OPT_RECIPIENT},
+    {"report-out", required_argument, 0, OPT_REPORT_OUT},
+    {"enclave", required_argument, 0, OPT_ENCLAVE},
+    {"heap-mb", required_argument, 0, OPT_HEAP},
+    {"dp", no_argument, 0, OPT_DP},
+    {"clip", required_argument, 0, OPT_CLIP},
+    {"noise", required_argument, 0, OPT_NOISE},
+    {"target-epsilon", required_argument, 0, OPT_TARGET_EPS},
+    {"delta", required_argument, 0, OPT_DELTA},
+    {"dp-fixed-batches", no_argument, 0, OPT_DP_FIXED},
+    {"insecure-seed", no_argument, 0, OPT_INSECURE_SEED},
+    {"mirror", required_argument, 0, OPT_MIRROR},
+    {"mirror-every", required_argument, 0, OPT_MIRROR_EVERY},
+    {"checkpoint", required_argument, 0, OPT_CHECKPOINT},
+    {"checkpoint-every", required_argument, 0, OPT_CHECKPOINT_EVERY},
+    {"resume", no_argument, 0, OPT_RESUME},
+    {"report-nonce", required_argument, 0, OPT_REPORT_NONCE},
+    {"help", no_argument, 0, OPT_HELP},
+    {0, 0, 0, 0}};
+
 int eml_cmd_train(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"cfg", required_argument, 0, OPT_CFG},
-        {"data", required_argument, 0, OPT_DATA},
-        {"epochs", required_argument, 0, OPT_EPOCHS},
-        {"batch", required_argument, 0, OPT_BATCH},
-        {"lr", required_argument, 0, OPT_LR},
-        {"seed", required_argument, 0, OPT_SEED},
-        {"threads", required_argument, 0, OPT_THREADS},
-        {"kernels", required_argument, 0, OPT_KERNELS},
-        {"out", required_argument, 0, OPT_OUT},
-        {"json", no_argument, 0, OPT_JSON},
-        {"quiet", no_argument, 0, OPT_QUIET},
-        {"grant", required_argument, 0, OPT_GRANT},
-        {"recipient", required_argument, 0, OPT_RECIPIENT},
-        {"report-out", required_argument, 0, OPT_REPORT_OUT},
-        {"enclave", required_argument, 0, OPT_ENCLAVE},
-        {"heap-mb", required_argument, 0, OPT_HEAP},
-        {"dp", no_argument, 0, OPT_DP},
-        {"clip", required_argument, 0, OPT_CLIP},
-        {"noise", required_argument, 0, OPT_NOISE},
-        {"target-epsilon", required_argument, 0, OPT_TARGET_EPS},
-        {"delta", required_argument, 0, OPT_DELTA},
-        {"dp-fixed-batches", no_argument, 0, OPT_DP_FIXED},
-        {"insecure-seed", no_argument, 0, OPT_INSECURE_SEED},
-        {"mirror", required_argument, 0, OPT_MIRROR},
-        {"mirror-every", required_argument, 0, OPT_MIRROR_EVERY},
-        {"checkpoint", required_argument, 0, OPT_CHECKPOINT},
-        {"checkpoint-every", required_argument, 0, OPT_CHECKPOINT_EVERY},
-        {"resume", no_argument, 0, OPT_RESUME},
-        {"report-nonce", required_argument, 0, OPT_REPORT_NONCE},
-        {"help", no_argument, 0, OPT_HELP},
-        {0, 0, 0, 0}};
     eml_common_opts c;
     eml_common_init(&c);
     eml_dp_opts dp;
@@ -305,7 +399,7 @@ int eml_cmd_train(int argc, char **argv)
     uint64_t seed = 1;
     const char *out = NULL;
     int quiet = 0, opt;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "", train_options, NULL)) != -1) {
         if (opt == OPT_DATA) {
             if (ca.n_dirs == EML_OWNERS_MAX)
                 return eml_fail("train: at most %d --data", EML_OWNERS_MAX);
@@ -316,24 +410,13 @@ int eml_cmd_train(int argc, char **argv)
         if (r > 0) continue;
         switch (opt) {
         case OPT_GRANT:
-            if (ca.n_grants == EML_OWNERS_MAX)
-                return eml_fail("train: at most %d --grant", EML_OWNERS_MAX);
-            ca.grants[ca.n_grants++] = optarg;
-            break;
-        case OPT_RECIPIENT: ca.recipient = optarg; break;
-        case OPT_REPORT_OUT: ca.report_out = optarg; break;
+        case OPT_RECIPIENT:
+        case OPT_REPORT_OUT:
+        case OPT_REPORT_NONCE:
         case OPT_ENCLAVE:
-            if (eml_backend_parse(optarg, &ca.backend) != EML_OK)
-                return eml_fail("--enclave: '%s' is not one of: sim, none",
-                                optarg);
-            have_backend = 1;
+        case OPT_HEAP:
+            if (enclave_opt(opt, optarg, &ca, &have_backend)) return 1;
             break;
-        case OPT_HEAP: {
-            long v;
-            if (eml_opt_long("--heap-mb", optarg, 64, 1 << 20, &v)) return 1;
-            ca.heap_mb = (unsigned)v;
-            break;
-        }
         case OPT_EPOCHS:
             if (eml_opt_long("--epochs", optarg, 1, 100000, &epochs)) return 1;
             break;
@@ -344,47 +427,27 @@ int eml_cmd_train(int argc, char **argv)
             if (eml_opt_u64("--seed", optarg, &seed)) return 1;
             have_seed = 1;
             break;
-        case OPT_DP: dp.enabled = 1; break;
+        case OPT_DP:
         case OPT_CLIP:
-            if (eml_opt_double("--clip", optarg, 0, 1e6, &dp.clip)) return 1;
-            have_clip = 1;
-            break;
         case OPT_NOISE:
-            if (eml_opt_double("--noise", optarg, -1e300, 1e4, &dp.noise))
-                return 1;
-            if (dp.noise < 0)
-                return eml_fail("--noise: the noise multiplier must be >= 0 "
-                                "(got %s)", optarg);
-            break;
         case OPT_TARGET_EPS:
-            if (eml_opt_double("--target-epsilon", optarg, 0, 1e6,
-                               &dp.target_epsilon))
-                return 1;
-            break;
         case OPT_DELTA:
-            if (eml_opt_double("--delta", optarg, -1e300, 1e300, &dp.delta) ||
-                !(dp.delta > 0 && dp.delta < 1))
-                return eml_fail("--delta: '%s' is not a number in (0, 1)",
-                                optarg);
+        case OPT_DP_FIXED:
+        case OPT_INSECURE_SEED:
+            if (dp_opt(opt, optarg, &dp, &have_clip)) return 1;
             break;
-        case OPT_DP_FIXED: dp.fixed_batches = 1; break;
-        case OPT_INSECURE_SEED: dp.insecure_seed = 1; break;
         case OPT_MIRROR: ca.mirror = optarg; break;
         case OPT_CHECKPOINT: ca.checkpoint = optarg; break;
         case OPT_MIRROR_EVERY:
-        case OPT_CHECKPOINT_EVERY: {
-            long v;
+        case OPT_CHECKPOINT_EVERY:
             if (eml_opt_long(opt == OPT_MIRROR_EVERY ? "--mirror-every"
                                                      : "--checkpoint-every",
-                             optarg, 1, 1000000000L, &v))
+                             optarg, 1, 1000000000L, &save_every))
                 return 1;
             if (opt == OPT_MIRROR_EVERY) have_mirror_every = 1;
             else have_ckpt_every = 1;
-            save_every = v;
             break;
-        }
         case OPT_RESUME: resume = 1; break;
-        case OPT_REPORT_NONCE: ca.report_nonce = optarg; break;
         case OPT_OUT: out = optarg; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: fputs(train_usage, stdout); return 0;
@@ -394,31 +457,9 @@ int eml_cmd_train(int argc, char **argv)
     if (optind < argc)
         return eml_fail("train: unexpected argument '%s'", argv[optind]);
     if (c.cfg == NULL) return eml_fail("train: --cfg is required");
-    if (ca.mirror != NULL && ca.checkpoint != NULL)
-        return eml_fail("train: give --mirror or --checkpoint, not both");
-    if (have_mirror_every && ca.mirror == NULL)
-        return eml_fail("train: --mirror-every needs --mirror PATH");
-    if (have_ckpt_every && ca.checkpoint == NULL)
-        return eml_fail("train: --checkpoint-every needs --checkpoint FILE");
-    if (resume && ca.mirror == NULL && ca.checkpoint == NULL)
-        return eml_fail("train: --resume needs --mirror PATH or --checkpoint "
-                        "FILE");
-    if (!dp.enabled && (have_clip || dp.noise >= 0 || dp.target_epsilon > 0 ||
-                        dp.fixed_batches || dp.insecure_seed))
-        return eml_fail("train: --clip, --noise, --target-epsilon, "
-                        "--dp-fixed-batches and --insecure-seed need --dp");
-    if (dp.enabled) {
-        if (!have_clip) return eml_fail("train: --dp needs --clip C");
-        if ((dp.noise >= 0) == (dp.target_epsilon > 0))
-            return eml_fail("train: --dp needs exactly one of --noise SIGMA "
-                            "and --target-epsilon E");
-        if (have_seed && !dp.insecure_seed)
-            return eml_fail("train: --seed cannot seed a DP run's noise and "
-                            "sampling (they come from a CSPRNG); add "
-                            "--insecure-seed to seed them anyway (the report "
-                            "then says so)");
-        if (!have_seed && !dp.insecure_seed) seed = 1;
-    }
+    if (mirror_check(&ca, have_mirror_every, have_ckpt_every, resume))
+        return 1;
+    if (dp_check(&dp, have_clip, have_seed)) return 1;
     /* Every training option, once (run.h); DP's fields are zero when
      * it is off. */
     eml_run_spec *spec = &ca.spec;
@@ -465,6 +506,129 @@ static const char *const enc_names[EML_FILE_KINDS] = {
     "train-images-idx3-ubyte.emlc", "train-labels-idx1-ubyte.emlc",
     "t10k-images-idx3-ubyte.emlc", "t10k-labels-idx1-ubyte.emlc"};
 
+/* The paths of every owner's four files, in file-id order, and their fds
+ * (-1: not open yet).  0, or -1 out of memory. */
+static int served_files(const eml_confidential_args *a, size_t nf,
+                        char ***paths_out, int **fds_out)
+{
+    char **paths = calloc(nf, sizeof(char *));
+    int *fds = malloc(nf * sizeof(int));
+    if (paths == NULL || fds == NULL) {
+        free(paths);
+        free(fds);
+        return -1;
+    }
+    for (size_t i = 0; i < nf; i++) {
+        fds[i] = -1;
+        size_t cap = strlen(a->dirs[i / EML_FILE_KINDS]) + 64;
+        paths[i] = malloc(cap);
+        if (paths[i] != NULL)
+            snprintf(paths[i], cap, "%s/%s", a->dirs[i / EML_FILE_KINDS],
+                     enc_names[i % EML_FILE_KINDS]);
+    }
+    *paths_out = paths;
+    *fds_out = fds;
+    return 0;
+}
+
+/* The model grows in OUT.partial, renamed to OUT once the report
+ * verifies.  One fixed name: a run killed midway leaves it behind, and the
+ * next run to the same output (a resume or a repeat) takes it over; the
+ * lock keeps two live runs from sharing it.  0, or -1 after the error
+ * line. */
+static int open_partial(const char *out, char tmp_model[PATH_MAX],
+                        int *out_fd)
+{
+    if ((size_t)snprintf(tmp_model, PATH_MAX, "%s.partial", out) >=
+        PATH_MAX) {
+        eml_fail("%s: path too long", out);
+        return -1;
+    }
+    int fd = open(tmp_model, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        eml_fail("%s: another run is writing this model", tmp_model);
+        return -1;
+    }
+    if (fd < 0 || ftruncate(fd, 0) != 0) {
+        eml_fail("%s: %s", tmp_model, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    *out_fd = fd;
+    return 0;
+}
+
+/* --json: the signed report's fields and where things went; else one
+ * line for a person. */
+static void print_done(const eml_confidential_args *a, const char *report,
+                       size_t rlen)
+{
+    eml_err err = {0};
+    if (a->json) {
+        eml_flatjson j;
+        if (eml_flatjson_parse(report, rlen, &j, &err) == EML_OK) {
+            eml_json o;
+            eml_json_begin(&o, stdout);
+            eml_json_members(&o, &j);
+            eml_json_str(&o, "model", a->out);
+            eml_json_end(&o);
+            eml_flatjson_free(&j);
+        }
+    } else if (!a->quiet) {
+        fprintf(stderr, "encrypted model written to %s%s%s\n", a->out,
+                a->report_out ? ", signed report to " : "",
+                a->report_out ? a->report_out : "");
+    }
+}
+
+/* Starts the enclave and hands it what the host serves: the owners'
+ * files, the model's output, the mirror's store, progress. */
+static eml_status start_host(eml_enclave_host *h,
+                             const eml_confidential_args *a, size_t nf,
+                             char **paths, int *fds, int out_fd,
+                             eml_store *store, eml_progress *prog,
+                             eml_err *err)
+{
+    eml_host_opts ho = {a->backend, a->heap_mb, a->spec.threads};
+    eml_status st = eml_host_start(h, &ho, err);
+    if (st != EML_OK) return st;
+    h->files.n = nf;
+    h->files.paths = paths;
+    h->files.fds = fds;
+    h->out_fd = out_fd;
+    h->store = store;
+    h->progress = eml_progress_cb;
+    h->progress_user = prog;
+    if (!a->quiet) {
+        char mh[65];
+        eml_hex(mh, h->measurement, 32);
+        fprintf(stderr,
+                "confidential training in the enclave (backend %s, "
+                "measurement %.16s...), %d owner(s)\n",
+                a->backend == EML_BACKEND_SIM ? "sim" : "none", mh,
+                a->n_dirs);
+    }
+    return EML_OK;
+}
+
+/* TRAIN, and the report it answers with (a string, the caller frees). */
+static eml_status call_train(eml_enclave_host *h, const eml_ecall_train *q,
+                             char **report, size_t *rlen, eml_err *err)
+{
+    eml_reply_train_done done = {{NULL, 0}};
+    eml_status st = eml_host_call(h, EML_MSG_TRAIN, q, sizeof(*q), &done,
+                                  sizeof(done), err);
+    if (st != EML_OK) return st;
+    *report = malloc(done.report.n + 1);
+    if (*report == NULL)
+        return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    memcpy(*report, done.report.p, done.report.n);
+    (*report)[done.report.n] = '\0';
+    *rlen = done.report.n;
+    return EML_OK;
+}
+
 int eml_train_confidential(const eml_confidential_args *a)
 {
     eml_err err = {0};
@@ -504,103 +668,45 @@ int eml_train_confidential(const eml_confidential_args *a)
     }
     /* The files the enclave may ask for. */
     size_t nf = (size_t)a->n_dirs * EML_FILE_KINDS;
-    char **paths = calloc(nf, sizeof(char *));
-    int *fds = malloc(nf * sizeof(int));
-    if (paths == NULL || fds == NULL) {
-        free(paths);
-        free(fds);
+    char **paths = NULL;
+    int *fds = NULL;
+    if (served_files(a, nf, &paths, &fds) != 0) {
         rc = eml_fail("out of memory");
         goto out_files;
     }
-    for (size_t i = 0; i < nf; i++) {
-        fds[i] = -1;
-        size_t cap = strlen(a->dirs[i / EML_FILE_KINDS]) + 64;
-        paths[i] = malloc(cap);
-        if (paths[i] != NULL)
-            snprintf(paths[i], cap, "%s/%s", a->dirs[i / EML_FILE_KINDS],
-                     enc_names[i % EML_FILE_KINDS]);
-    }
-
-    /* The model grows in OUT.partial, renamed to OUT once the report
-     * verifies.  One fixed name: a run killed midway leaves it behind, and
-     * the next run to the same output (a resume or a repeat) takes it
-     * over; the lock keeps two live runs from sharing it. */
     char tmp_model[PATH_MAX];
-    if ((size_t)snprintf(tmp_model, sizeof(tmp_model), "%s.partial",
-                         a->out) >= sizeof(tmp_model)) {
-        rc = eml_fail("%s: path too long", a->out);
-        goto out_paths;
-    }
-    int out_fd = open(tmp_model, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (out_fd >= 0 && flock(out_fd, LOCK_EX | LOCK_NB) != 0) {
-        close(out_fd);
-        rc = eml_fail("%s: another run is writing this model", tmp_model);
-        goto out_paths;
-    }
-    if (out_fd < 0 || ftruncate(out_fd, 0) != 0) {
-        rc = eml_fail("%s: %s", tmp_model, strerror(errno));
-        if (out_fd >= 0) close(out_fd);
-        goto out_paths;
-    }
+    int out_fd = -1;
+    if (open_partial(a->out, tmp_model, &out_fd) != 0) goto out_paths;
     eml_enclave_host h;
-    eml_host_opts ho = {a->backend, a->heap_mb, a->spec.threads};
-    st = eml_host_start(&h, &ho, &err);
+    eml_progress prog;
+    eml_progress_init(&prog, a->quiet);
+    st = start_host(&h, a, nf, paths, fds, out_fd, store, &prog, &err);
     if (st != EML_OK) {
         rc = eml_fail_st(st, &err);
         close(out_fd);
         unlink(tmp_model);
         goto out_paths;
     }
-    h.files.n = nf;
-    h.files.paths = paths;
-    h.files.fds = fds;
-    h.out_fd = out_fd;
-    h.store = store;
-    eml_progress prog;
-    eml_progress_init(&prog, a->quiet);
-    h.progress = eml_progress_cb;
-    h.progress_user = &prog;
-    if (!a->quiet) {
-        char mh[65];
-        eml_hex(mh, h.measurement, 32);
-        fprintf(stderr,
-                "confidential training in the enclave (backend %s, "
-                "measurement %.16s...), %d owner(s)\n",
-                a->backend == EML_BACKEND_SIM ? "sim" : "none", mh,
-                a->n_dirs);
-    }
-    eml_ecall_train q;
-    memset(&q, 0, sizeof(q));
-    q.cfg_text.p = cfg;
-    q.cfg_text.n = cfg_len;
-    q.spec = a->spec;
-    if (!q.spec.dp.enabled) /* only the flags go as they are */
-        q.spec.dp.clip = q.spec.dp.noise = q.spec.dp.delta =
-            q.spec.dp.target_epsilon = 0;
-    q.spec.mirror = store != NULL;
-    if (q.spec.save_every <= 0) q.spec.save_every = 1;
-    q.spec.resume = q.spec.resume != 0;
-    memcpy(q.recipient, rpk, 32);
-    q.n_grants = (size_t)a->n_grants;
-    for (int i = 0; i < a->n_grants; i++) {
-        q.grants[i].p = grants[i];
-        q.grants[i].n = glen[i];
-    }
-    memcpy(q.report_nonce, rnonce, rnlen);
-    q.report_nonce_len = rnlen;
-    eml_reply_train_done done = {{NULL, 0}};
-    st = eml_host_call(&h, EML_MSG_TRAIN, &q, sizeof(q), &done, sizeof(done),
-                       &err);
-    const uint8_t *rep = done.report.p;
-    size_t rlen = done.report.n;
+    eml_ecall_train *q = calloc(1, sizeof(*q));
     char *report = NULL;
-    if (st == EML_OK) {
-        report = malloc(rlen + 1);
-        if (report == NULL) st = eml_err_set(&err, EML_ERR_NOMEM, "out of memory");
-        else {
-            memcpy(report, rep, rlen);
-            report[rlen] = '\0';
+    size_t rlen = 0;
+    if (q == NULL) {
+        st = eml_err_set(&err, EML_ERR_NOMEM, "out of memory");
+    } else {
+        q->cfg_text.p = cfg;
+        q->cfg_text.n = cfg_len;
+        q->spec = a->spec;
+        q->spec.mirror = store != NULL;
+        memcpy(q->recipient, rpk, 32);
+        q->n_grants = (size_t)a->n_grants;
+        for (int i = 0; i < a->n_grants; i++) {
+            q->grants[i].p = grants[i];
+            q->grants[i].n = glen[i];
         }
+        memcpy(q->report_nonce, rnonce, rnlen);
+        q->report_nonce_len = rnlen;
+        st = call_train(&h, q, &report, &rlen, &err);
+        free(q);
     }
     /* The report must verify against the enclave we talked to before the
      * model is kept. */
@@ -627,22 +733,7 @@ int eml_train_confidential(const eml_confidential_args *a)
         rc = eml_fail_st(st, &err);
         goto out_paths;
     }
-    if (a->json) {
-        /* The signed report's fields, and where things went. */
-        eml_flatjson j;
-        if (eml_flatjson_parse(report, rlen, &j, &err) == EML_OK) {
-            eml_json o;
-            eml_json_begin(&o, stdout);
-            eml_json_members(&o, &j);
-            eml_json_str(&o, "model", a->out);
-            eml_json_end(&o);
-            eml_flatjson_free(&j);
-        }
-    } else if (!a->quiet) {
-        fprintf(stderr, "encrypted model written to %s%s%s\n", a->out,
-                a->report_out ? ", signed report to " : "",
-                a->report_out ? a->report_out : "");
-    }
+    print_done(a, report, rlen);
     free(report);
     rc = 0;
 out_paths:
