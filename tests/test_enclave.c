@@ -41,6 +41,7 @@
 #include "enclaveml/crypto.h"
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
+#include "enclaveml/net.h"
 #include "host/enclave_host.h"
 #include "enclave_home.h"
 #include "sim/counter.h"
@@ -1296,6 +1297,135 @@ static void test_sim_heap_budget(void **state)
 }
 
 /* Backend none: the same runtime on a thread, same answers. */
+/* ==== MODEL_LOAD ==== */
+
+/* A grant for the running enclave and data key `key` (cfg_digest: NULL
+ * for any network). */
+static size_t model_grant(const eml_enclave_host *h, const uint8_t key[32],
+                          const uint8_t *cfg_digest,
+                          uint8_t g[EML_GRANT_MAX_BYTES])
+{
+    eml_grant_info gi;
+    memset(&gi, 0, sizeof(gi));
+    memcpy(gi.measurement, h->measurement, 32);
+    memcpy(gi.enclave_pk, h->x_pk, 32);
+    gi.n_recipients = 1;
+    gi.recipients[0][0] = 9;
+    if (cfg_digest != NULL) {
+        gi.has_cfg_digest = 1;
+        memcpy(gi.cfg_digest, cfg_digest, 32);
+    }
+    assert_int_equal(eml_container_key_id(gi.key_id, key), EML_OK);
+    size_t len = 0;
+    assert_int_equal(eml_grant_build(g, &len, &gi, key), EML_OK);
+    return len;
+}
+
+/* Writes pt encrypted under key in `role` to path. */
+static void write_sealed(const char *path, const uint8_t key[32],
+                         eml_container_role role, const uint8_t *pt,
+                         size_t len)
+{
+    eml_container_meta meta = {role, {0}};
+    uint8_t *ct = NULL;
+    size_t clen = 0;
+    eml_err err = {0};
+    assert_int_equal(eml_container_seal_buffer(EML_CONTAINER_SYMMETRIC, key,
+                                               0, &meta, pt, len, &ct, &clen,
+                                               &err),
+                     EML_OK);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(ct, 1, clen, f), clen);
+    fclose(f);
+    free(ct);
+}
+
+/* MODEL_LOAD with file 0 = path; the enclave's status, err filled. */
+static eml_status model_load(eml_enclave_host *h, const char *path,
+                             const char *cfg, const uint8_t *g, size_t glen,
+                             eml_reply_model_loaded *a, eml_err *err)
+{
+    char *paths[1] = {(char *)path};
+    int fds[1] = {-1};
+    h->files.n = 1;
+    h->files.paths = paths;
+    h->files.fds = fds;
+    memset(err, 0, sizeof(*err));
+    eml_ecall_model_load q = {{(const uint8_t *)cfg, strlen(cfg)}, {g, glen}};
+    eml_status st = eml_host_call(h, EML_MSG_MODEL_LOAD, &q, sizeof(q), a,
+                                  sizeof(*a), err);
+    if (fds[0] >= 0) close(fds[0]);
+    h->files.n = 0;
+    h->files.paths = NULL;
+    h->files.fds = NULL;
+    return st;
+}
+
+/* A model owner's weights, encrypted in the role "model" under the key
+ * of their grant, load: the enclave answers with the SHA-256 of exactly
+ * those weights.  A file in another role, under another key, or a grant
+ * that names another network is refused, and nothing is loaded. */
+static void test_sim_model_load(void **state)
+{
+    (void)state;
+    eml_netcfg *cfg = NULL;
+    eml_net *net = NULL;
+    eml_err err = {0};
+    assert_int_equal(eml_cfg_parse(small_cfg, strlen(small_cfg), "small",
+                                   &cfg, &err),
+                     EML_OK);
+    eml_net_opts o = {.kernels = EML_KERNELS_REF, .max_batch = 1, .seed = 1};
+    assert_int_equal(eml_net_new(cfg, &o, &net, &err), EML_OK);
+    eml_net_init_params(net, 5);
+    uint8_t *w = NULL;
+    size_t wlen = 0;
+    assert_int_equal(eml_weights_encode(net, &w, &wlen), EML_OK);
+    uint8_t want[32], key[32], other[32], cfg_hash[32], big_hash[32];
+    assert_int_equal(eml_sha256(want, w, wlen), EML_OK);
+    assert_int_equal(eml_sha256(cfg_hash, small_cfg, strlen(small_cfg)),
+                     EML_OK);
+    assert_int_equal(eml_sha256(big_hash, big_cfg, strlen(big_cfg)), EML_OK);
+    assert_int_equal(eml_random(key, 32), EML_OK);
+    assert_int_equal(eml_random(other, 32), EML_OK);
+    char path[128], wrong_role[128];
+    snprintf(path, sizeof(path), "%s/model.emlc", g_home);
+    snprintf(wrong_role, sizeof(wrong_role), "%s/images.emlc", g_home);
+    write_sealed(path, key, EML_CONTAINER_ROLE_MODEL, w, wlen);
+    write_sealed(wrong_role, key, EML_CONTAINER_ROLE_TRAIN_IMAGES, w, wlen);
+
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 256);
+    uint8_t g[EML_GRANT_MAX_BYTES];
+    eml_reply_model_loaded a;
+    memset(&a, 0, sizeof(a));
+    size_t glen = model_grant(&h, key, cfg_hash, g);
+    assert_int_equal(model_load(&h, path, small_cfg, g, glen, &a, &err),
+                     EML_OK);
+    assert_memory_equal(a.model_sha256, want, 32);
+    assert_int_equal(a.parameters, eml_net_param_count(net));
+    printf("loaded: %llu parameters\n", (unsigned long long)a.parameters);
+
+    assert_int_not_equal(
+        model_load(&h, wrong_role, small_cfg, g, glen, &a, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "role"));
+    eml_status st = model_load(&h, path, big_cfg, g, glen, &a, &err);
+    printf("refused (%d): %s\n", (int)st, err.msg);
+    assert_int_not_equal(st, EML_OK);
+    assert_non_null(strstr(err.msg, "another network"));
+    size_t olen = model_grant(&h, other, NULL, g);
+    assert_int_not_equal(model_load(&h, path, small_cfg, g, olen, &a, &err),
+                         EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "key"));
+    eml_host_stop(&h);
+    eml_wipe(key, 32);
+    free(w);
+    eml_net_free(net);
+    eml_cfg_free(cfg);
+}
+
 static void test_none_backend(void **state)
 {
     (void)state;
@@ -1702,6 +1832,7 @@ int main(void)
         cmocka_unit_test(test_sim_ping),
         cmocka_unit_test(test_sim_malformed_ecalls),
         cmocka_unit_test(test_sim_reinit),
+        cmocka_unit_test(test_sim_model_load),
         cmocka_unit_test(test_sim_unparseable_frames),
         cmocka_unit_test(test_sim_host_eof),
         cmocka_unit_test(test_sim_heap_budget),

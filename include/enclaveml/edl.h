@@ -120,7 +120,9 @@ extern "C" {
     E(LEDGER_READ, 30, 1, OCALL, LEDGER_DATA)                                \
     M(LEDGER_DATA, 31, 1, REPLY, NONE, eml_reply_ledger_data)                \
     M(LEDGER_WRITE, 32, 1, OCALL, LEDGER_OK, eml_ocall_ledger_write)         \
-    E(LEDGER_OK, 33, 1, REPLY, NONE)
+    E(LEDGER_OK, 33, 1, REPLY, NONE)                                         \
+    M(MODEL_LOAD, 34, 1, ECALL, MODEL_LOADED, eml_ecall_model_load)          \
+    M(MODEL_LOADED, 35, 1, REPLY, NONE, eml_reply_model_loaded)
 
 #define EML_MSG_ENUM_(NAME, type, ...) EML_MSG_##NAME = type,
 typedef enum eml_msg_type {
@@ -317,6 +319,20 @@ typedef struct eml_bytes {
 #define EML_FIELDS_LEDGER_WRITE(X, S)                                        \
     X(S, BYTES, ledger, EML_LEDGER_MAX_BYTES)
 
+/* MODEL_LOAD: load a model for inference (model.h): the network in
+ * cfg_text, its weights (safetensors, encrypted with role "model" under
+ * a data key) read through FILE_OPEN/FILE_READ as file id
+ * EML_FILE_MODEL and opened with the key the model owner's grant gives
+ * this enclave; a grant with a cfg digest allows only that network.  It
+ * replaces any model loaded before.  MODEL_LOADED: the SHA-256 of the
+ * weights as decrypted (what the owner encrypted) and their count. */
+#define EML_FIELDS_MODEL_LOAD(X, S)                                          \
+    X(S, BYTES, cfg_text, EML_CFG_TEXT_MAX)                                  \
+    X(S, BYTES, grant, EML_GRANT_MAX)
+#define EML_FIELDS_MODEL_LOADED(X, S)                                        \
+    X(S, FIXED, model_sha256, 32)                                            \
+    X(S, U64, parameters, 0, UINT64_MAX)
+
 /* ==== the structs: one per message with fields, made from its rows ==== */
 
 #define EML_MEMBER_(S, KIND, ...) EML_MEMBER_##KIND(__VA_ARGS__)
@@ -356,6 +372,9 @@ typedef enum eml_file_kind {
     EML_FILE_TEST_LABELS = 3,
     EML_FILE_KINDS = 4
 } eml_file_kind;
+
+/* The file id of the model during MODEL_LOAD. */
+#define EML_FILE_MODEL 0
 
 typedef enum eml_probe_call {
     EML_PROBE_OPENAT = 1 << 0,

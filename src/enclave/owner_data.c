@@ -61,7 +61,8 @@ static eml_status name_file(eml_err *err, eml_status st, const char *what)
  * is not NULL) the dataset id of the owner's other files; the header is
  * authenticated with the first chunk. */
 static eml_status read_header(eml_enclave *e, uint64_t file_id,
-                              const char *what, const uint8_t key_id[16],
+                              eml_container_role role, const char *what,
+                              const uint8_t key_id[16],
                               const uint8_t *want_dataset,
                               uint8_t header[EML_CONTAINER_HEADER_MAX],
                               size_t *hlen, owner_file *out, eml_err *err)
@@ -95,7 +96,7 @@ static eml_status read_header(eml_enclave *e, uint64_t file_id,
                            "%s is not encrypted under the key of that "
                            "owner's grant (a swapped or foreign file)",
                            what);
-    if (info.role != kind_role(file_id % EML_FILE_KINDS)) {
+    if (info.role != role) {
         const char *as = eml_container_role_name(info.role);
         return eml_err_set(err, EML_ERR_AUTH,
                            "%s: the file is encrypted as %s (a file served "
@@ -154,6 +155,18 @@ eml_status eml_rt_read_owner_file(eml_enclave *e, uint64_t file_id,
     snprintf(what, sizeof(what), "owner %u %s",
              (unsigned)(file_id / EML_FILE_KINDS) + 1,
              kind_names[file_id % EML_FILE_KINDS]);
+    return eml_rt_read_sealed_file(e, file_id,
+                                   kind_role(file_id % EML_FILE_KINDS), what,
+                                   data_key, key_id, want_dataset, out, err);
+}
+
+eml_status eml_rt_read_sealed_file(eml_enclave *e, uint64_t file_id,
+                                   eml_container_role role, const char *what,
+                                   const uint8_t data_key[32],
+                                   const uint8_t key_id[16],
+                                   const uint8_t *want_dataset,
+                                   owner_file *out, eml_err *err)
+{
     memset(out, 0, sizeof(*out));
     uint64_t size;
     eml_status st = eml_rt_file_open(e, file_id, &size, err);
@@ -168,7 +181,7 @@ eml_status eml_rt_read_owner_file(eml_enclave *e, uint64_t file_id,
     size_t hlen = 0;
     st = eml_sha256_new(&h);
     if (st == EML_OK)
-        st = read_header(e, file_id, what, key_id, want_dataset, header,
+        st = read_header(e, file_id, role, what, key_id, want_dataset, header,
                          &hlen, out, err);
     if (st != EML_OK) goto out;
     eml_container_keys keys = {data_key, NULL};

@@ -14,6 +14,7 @@
  *   budget.c        privacy budgets across runs: the spend ledger
  *   train_ecall.c   TRAIN: grants, plan, data, training, the model out,
  *                   the signed report
+ *   model_ecall.c   MODEL_LOAD: a granted model for inference
  *   probe.c         PROBE: forbidden calls tried inside the sandbox
  *
  * Trusted code: no files, sockets or processes; everything from the host
@@ -68,6 +69,7 @@ struct eml_enclave {
     uint16_t pending_type[EML_RT_PENDING_MAX];
     eml_status late_st; /* the first of their failures, not yet reported */
     eml_err late;
+    struct eml_model *model; /* MODEL_LOAD's, or NULL */
 };
 
 /* ==== ocall.c ==== */
@@ -120,6 +122,16 @@ typedef struct data_acc {
     size_t count, item;
 } data_acc;
 
+/* One encrypted file served as file_id in `role`, named `what` in errors:
+ * streamed, authenticated chunk by chunk, its header checked first (the
+ * grant's key, the role, and want_dataset if not NULL). */
+eml_status eml_rt_read_sealed_file(eml_enclave *e, uint64_t file_id,
+                                   eml_container_role role, const char *what,
+                                   const uint8_t data_key[32],
+                                   const uint8_t key_id[16],
+                                   const uint8_t *want_dataset,
+                                   owner_file *out, eml_err *err);
+/* An owner's file: file_id o * 4 + kind, in kind's role. */
 eml_status eml_rt_read_owner_file(eml_enclave *e, uint64_t file_id,
                                   const uint8_t data_key[32],
                                   const uint8_t key_id[16],
@@ -157,6 +169,8 @@ eml_status eml_rt_budget_charge(void *user, int resumed, eml_err *err);
 
 /* ==== train_ecall.c, probe.c ==== */
 
+eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
+                                   eml_err *err);
 eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_any *req,
                               eml_err *err);
 eml_status eml_rt_ecall_probe(eml_enclave *e, eml_msg_any *req,

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "enclave/runtime.h"
+#include "enclaveml/model.h"
 #include "enclaveml/crypto.h"
 
 void eml_enclave_set_bulk(eml_enclave *e, uint8_t *p, size_t n)
@@ -52,6 +53,7 @@ void eml_enclave_free(eml_enclave *e)
 {
     if (e == NULL) return;
     eml_secure_free(e->sec, sizeof(secrets));
+    eml_model_free(e->model);
     if (e->staging != NULL) {
         eml_wipe(e->staging, e->bulk_n); /* sealed bytes, but still */
         free(e->staging);
@@ -87,6 +89,7 @@ static const ecall_fn ecalls[EML_MSG_TYPE_END] = {
     [EML_MSG_INIT] = eml_rt_ecall_init,
     [EML_MSG_ATTEST] = eml_rt_ecall_attest,
     [EML_MSG_TRAIN] = eml_rt_ecall_train,
+    [EML_MSG_MODEL_LOAD] = eml_rt_ecall_model_load,
     [EML_MSG_PING] = ecall_ping,
     [EML_MSG_PROBE] = eml_rt_ecall_probe,
     [EML_MSG_SHUTDOWN] = ecall_shutdown,
