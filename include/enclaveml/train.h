@@ -143,9 +143,10 @@ EML_MUST_CHECK eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
                                     const eml_train_opts *opts,
                                     eml_train_result *res, eml_err *err);
 
-/* SHA-256 naming a run for its mirror: the cfg text and every option that
- * changes what training computes (epochs, batch, learning rate, seed,
- * initialisation, DP settings).  Threads and kernels are not part of it. */
+/* SHA-256 naming a run for its mirror: the cfg (eml_run passes the cfg
+ * text's SHA-256 as cfg_text) and every option that changes what training
+ * computes (epochs, batch, learning rate, seed, initialisation, DP
+ * settings).  Threads and kernels are not part of it. */
 EML_MUST_CHECK eml_status eml_train_run_digest(uint8_t out[32],
                                                const uint8_t *cfg_text,
                                                size_t cfg_len,
