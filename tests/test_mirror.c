@@ -1014,26 +1014,26 @@ static eml_train_opts case_opts(const run_case *c, const eml_netcfg *cfg,
                                 size_t n_params)
 {
     eml_train_opts o = eml_train_opts_default(cfg);
-    o.seed = 1234;
-    o.epochs = 3;
+    o.run.seed = 1234;
+    o.run.epochs = 3;
     if (c->dp) {
-        o.dp.enabled = 1;
-        o.dp.clip = 1.0;
-        o.dp.noise = 1.0;
-        o.dp.delta = 1e-5;
-        o.dp.insecure_seed = 1;
-        o.dp.fixed_batches = c->dp == 2;
+        o.run.dp.enabled = 1;
+        o.run.dp.clip = 1.0;
+        o.run.dp.noise = 1.0;
+        o.run.dp.delta = 1e-5;
+        o.run.dp.insecure_seed = 1;
+        o.run.dp.fixed_batches = c->dp == 2;
     }
     if (c->dp == 3) {
         double q, half, order;
         long steps;
         eml_err err = {{0}};
-        eml_dp_plan(N_TRAIN, o.batch, o.epochs, &q, &steps);
+        eml_dp_plan(N_TRAIN, o.run.batch, o.run.epochs, &q, &steps);
         assert_int_equal(
             eml_dp_epsilon(q, eml_dp_effective_noise(1.0, 1.0, n_params),
-                           steps / 2, o.dp.delta, &half, &order, &err),
+                           steps / 2, o.run.dp.delta, &half, &order, &err),
             EML_OK);
-        o.dp.target_epsilon = half * (1 + 1e-9);
+        o.run.dp.target_epsilon = half * (1 + 1e-9);
     }
     return o;
 }
@@ -1058,7 +1058,7 @@ static void run_training(const run_case *c, memstore *store, long fail_after,
     eml_dataset tr = {N_TRAIN, 64, tr_img, tr_lab};
     eml_dataset te = {N_TEST, 64, te_img, te_lab};
     eml_train_opts o = case_opts(c, cfg, eml_net_param_count(net));
-    o.seed += seed_delta;
+    o.run.seed += seed_delta;
     o.progress = on_progress;
     o.progress_user = out;
     eml_mirror *m = NULL;
@@ -1074,7 +1074,7 @@ static void run_training(const run_case *c, memstore *store, long fail_after,
         store->fail_after = fail_after;
         m = new_mirror(&mo, store);
         o.mirror = m;
-        o.resume = resume;
+        o.run.resume = resume;
     }
     out->st = eml_train(net, cfg, &tr, &te, &o, &out->res, &out->err);
     out->np = eml_net_param_count(net);

@@ -498,7 +498,7 @@ static void train_quadrants(eml_kernels_kind kind, float *params_out,
     eml_net *net = make_net(quad_cfg, kind, 16, &cfg);
     eml_dataset tr = {N, 64, img, lab}, te = {T, 64, timg, tlab};
     eml_train_opts o = eml_train_opts_default(cfg);
-    o.seed = 1234;
+    o.run.seed = 1234;
     eml_train_result res;
     eml_err err = {0};
     eml_status st = eml_train(net, cfg, &tr, &te, &o, &res, &err);
@@ -572,19 +572,19 @@ static void test_dp_training(void **state)
         eml_netcfg *cfg = NULL;
         eml_net *net = make_net(quad_cfg, EML_KERNELS_REF, 4, &cfg);
         eml_train_opts o = eml_train_opts_default(cfg);
-        o.epochs = 2;
-        o.batch = run == 2 ? 1 : 4;
-        o.seed = 5;
-        o.dp.enabled = 1;
-        o.dp.clip = 1.0;
-        o.dp.noise = 1.0;
-        o.dp.delta = 1e-5;
-        o.dp.insecure_seed = 1;
+        o.run.epochs = 2;
+        o.run.batch = run == 2 ? 1 : 4;
+        o.run.seed = 5;
+        o.run.dp.enabled = 1;
+        o.run.dp.clip = 1.0;
+        o.run.dp.noise = 1.0;
+        o.run.dp.delta = 1e-5;
+        o.run.dp.insecure_seed = 1;
         long planned_steps = 0;
         if (run == 2) {
             /* A target below what the whole run would spend. */
             double q, full, order;
-            eml_dp_plan(N, o.batch, o.epochs, &q, &planned_steps);
+            eml_dp_plan(N, o.run.batch, o.run.epochs, &q, &planned_steps);
             eml_err e2 = {0};
             assert_int_equal(
                 eml_dp_epsilon(q,
@@ -594,7 +594,7 @@ static void test_dp_training(void **state)
                 EML_OK);
             /* what half the run spends (summing step by step rounds a
              * little differently from multiplying) */
-            o.dp.target_epsilon = full * (1 + 1e-9);
+            o.run.dp.target_epsilon = full * (1 + 1e-9);
         }
         eml_train_result res;
         eml_err err = {0};
@@ -604,7 +604,7 @@ static void test_dp_training(void **state)
                res.steps, res.epsilon, res.dp_stopped_early);
         assert_true(isfinite(res.epsilon) && res.epsilon > 0);
         if (run == 2) {
-            assert_true(res.epsilon <= o.dp.target_epsilon);
+            assert_true(res.epsilon <= o.run.dp.target_epsilon);
             assert_true(res.dp_stopped_early);
             assert_true(res.steps >= planned_steps / 2 &&
                         res.steps < planned_steps);

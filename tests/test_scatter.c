@@ -311,12 +311,12 @@ static void test_cached_training(void **state)
                          EML_OK);
         eml_dataset tr = {N, 64, img, lab}, te = {T, 64, timg, tlab};
         eml_train_opts o = eml_train_opts_default(cfg);
-        o.epochs = 3;
-        o.dp.enabled = dp;
-        o.dp.clip = 1;
-        o.dp.noise = 0.5;
-        o.dp.delta = 1e-5;
-        o.dp.insecure_seed = 1;
+        o.run.epochs = 3;
+        o.run.dp.enabled = dp;
+        o.run.dp.clip = 1;
+        o.run.dp.noise = 0.5;
+        o.run.dp.delta = 1e-5;
+        o.run.dp.insecure_seed = 1;
         eml_train_result res;
         eml_status st = eml_train(net, cfg, &tr, &te, &o, &res, &err);
         if (st != EML_OK) fail_msg("%s", eml_err_msg(&err, st));

@@ -34,25 +34,8 @@
 extern "C" {
 #endif
 
-/* Every option of a training run.  Zero for epochs, batch or lr takes the
- * cfg's value.  Bounds are the TRAIN message's (src/boundary/messages.c),
- * which the command line checks first with clearer words. */
-typedef struct eml_run_spec {
-    int epochs;        /* 0..100000 */
-    int batch;         /* 0..EML_CFG_MAX_BATCH */
-    double lr;         /* 0..100 */
-    uint64_t seed;     /* initialisation, shuffling, dropout */
-    int threads;       /* 1..256 */
-    int kernels;       /* eml_kernels_kind */
-    eml_dp_opts dp;    /* dp.noise < 0: derive it from dp.target_epsilon */
-    int mirror;        /* 1: save the training state through env->store */
-    long save_every;   /* 1..1e9 steps */
-    int resume;        /* continue from the mirror's newest state */
-} eml_run_spec;
-
-/* Command-line defaults: seed 1, one thread, fast kernels, no DP (delta
- * 1e-5, noise -1), no mirror, a save every step. */
-eml_run_spec eml_run_spec_default(void);
+/* eml_run_spec, every option of a training run, and eml_run_spec_default
+ * are in train.h (the trainer takes them as they are). */
 
 typedef struct eml_run eml_run;
 

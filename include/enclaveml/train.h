@@ -7,7 +7,7 @@
  *
  *     eml_dataset tr = {...}, te = {...};
  *     eml_train_opts o = eml_train_opts_default(cfg);
- *     o.epochs = 3; o.seed = 1;
+ *     o.run.epochs = 3; o.run.seed = 1;
  *     eml_train_result res;
  *     eml_train(net, cfg, &tr, &te, &o, &res, &err);
  */
@@ -73,6 +73,28 @@ typedef struct eml_train_progress {
 
 typedef void (*eml_progress_fn)(void *user, const eml_train_progress *p);
 
+/* ==== a run's options ==== */
+
+/* Every option of a training run.  Zero for epochs, batch or lr takes the
+ * cfg's value.  Bounds are the TRAIN message's (src/boundary/messages.c),
+ * which the command line checks first with clearer words. */
+typedef struct eml_run_spec {
+    int epochs;        /* 0..100000 */
+    int batch;         /* 0..EML_CFG_MAX_BATCH */
+    double lr;         /* 0..100 */
+    uint64_t seed;     /* initialisation, shuffling, dropout */
+    int threads;       /* 1..256 */
+    int kernels;       /* eml_kernels_kind */
+    eml_dp_opts dp;    /* dp.noise < 0: derive it from dp.target_epsilon */
+    int mirror;        /* 1: save the training state through env->store */
+    long save_every;   /* 1..1e9 steps */
+    int resume;        /* continue from the mirror's newest state */
+} eml_run_spec;
+
+/* Command-line defaults: seed 1, one thread, fast kernels, no DP (delta
+ * 1e-5, noise -1), no mirror, a save every step. */
+eml_run_spec eml_run_spec_default(void);
+
 /* After every step: where the run is.  A step hook returning anything but
  * EML_OK ends the run with that status (the mirror's save and the
  * progress report are hooks of this kind inside the trainer). */
@@ -87,21 +109,21 @@ typedef eml_status (*eml_step_fn)(void *user, const eml_step_info *s,
                                   eml_err *err);
 
 typedef struct eml_train_opts {
-    int epochs;
-    int batch;
-    float lr;            /* base learning rate */
-    uint64_t seed;       /* init, shuffling and dropout */
+    /* The run's options with the cfg's defaults in (epochs, batch and lr
+     * never 0).  The trainer reads epochs, batch, lr, seed, dp and resume;
+     * threads, kernels, mirror and save_every are eml_run's business (the
+     * net is built and the mirror opened before eml_train). */
+    eml_run_spec run;
     int init_params;     /* 1: initialise weights from seed first */
     int eval_each_epoch; /* evaluate the test set after every epoch */
     eml_progress_fn progress;
     void *progress_user;
-    eml_dp_opts dp;
     /* Mirroring (mirror.h): the whole training state (parameters, optimiser
      * and averaging state, step, epoch, data order, generators, privacy
      * accountant) is saved every eml_mirror_every(mirror) steps; NULL: off.
-     * resume: continue from the mirror's newest committed state, if any. */
+     * run.resume: continue from the mirror's newest committed state, if
+     * any. */
     struct eml_mirror *mirror;
-    int resume;
     /* Called once before the first step, after the resume was decided:
      * resumed = 1 when the run continues a committed mirror state.  A
      * status other than EML_OK ends the run before any step (the enclave

@@ -345,7 +345,7 @@ static void report_lists(const train_job *j, char *body, size_t bcap,
 /* The DP members of the report. */
 static void report_dp(const train_job *j, char *body, size_t bcap, size_t *k)
 {
-    const eml_dp_opts *dp = &eml_run_opts(j->run)->dp;
+    const eml_dp_opts *dp = &eml_run_opts(j->run)->run.dp;
     const eml_train_result *res = &j->res;
     if (!dp->enabled) return;
     if (!isfinite(res->epsilon))

@@ -93,7 +93,7 @@ static void print_json(const eml_common_opts *c, const eml_run *run,
                        const eml_train_result *res, const char *out,
                        const eml_confidential_args *ca, eml_store *store)
 {
-    const eml_dp_opts *dp = &eml_run_opts(run)->dp;
+    const eml_dp_opts *dp = &eml_run_opts(run)->run.dp;
     eml_net *net = eml_run_net((eml_run *)run);
     eml_json j;
     eml_json_begin(&j, stdout);
@@ -139,7 +139,7 @@ static void print_summary(const eml_run *run, const eml_train_result *res,
                           const char *out, const eml_confidential_args *ca,
                           eml_store *store)
 {
-    const eml_dp_opts *dp = &eml_run_opts(run)->dp;
+    const eml_dp_opts *dp = &eml_run_opts(run)->run.dp;
     if (dp->enabled)
         fprintf(stderr, "privacy spent: epsilon %.3f at delta %g (RDP "
                         "order %g)%s\n",
@@ -196,13 +196,14 @@ static int train_in_process(const eml_common_opts *c,
     st = eml_run_plan(run, tr.set.count, INFINITY, &plan, &err);
     if (st != EML_OK) goto fail;
     const eml_train_opts *to = eml_run_opts(run);
-    if (to->dp.enabled && !quiet)
+    const eml_dp_opts *dp = &to->run.dp;
+    if (dp->enabled && !quiet)
         fprintf(stderr,
                 "DP-SGD: clip %g, noise multiplier %.4g, sampling rate "
                 "%.6g, %ld steps, delta %g%s\n",
-                to->dp.clip, plan.noise, plan.sampling_rate, plan.steps,
-                to->dp.delta,
-                to->dp.fixed_batches ? ", fixed batches (the bound assumes "
+                dp->clip, plan.noise, plan.sampling_rate, plan.steps,
+                dp->delta,
+                dp->fixed_batches ? ", fixed batches (the bound assumes "
                                        "Poisson sampling)"
                                      : ", Poisson sampling");
     eml_progress prog;
@@ -224,8 +225,9 @@ static int train_in_process(const eml_common_opts *c,
         fprintf(stderr,
                 "training %s: %zu parameters, %zu images, %d epochs, batch "
                 "%d, %s kernels, %d threads\n",
-                c->cfg, eml_net_param_count(net), tr.set.count, to->epochs,
-                to->batch, eml_net_kernels(net)->name, c->threads);
+                c->cfg, eml_net_param_count(net), tr.set.count,
+                to->run.epochs, to->run.batch, eml_net_kernels(net)->name,
+                c->threads);
     if (!quiet && eml_net_ref_layers(net) > 0)
         fprintf(stderr,
                 "note: %d layer(s) run on the ref kernels (pooling shapes "

@@ -18,7 +18,6 @@
 #include "enclaveml/run.h"
 
 struct eml_run {
-    eml_run_spec spec;
     eml_netcfg *cfg;
     eml_net *net;
     eml_train_opts to;
@@ -26,19 +25,6 @@ struct eml_run {
     int planned;
     eml_mirror *mirror;
 };
-
-eml_run_spec eml_run_spec_default(void)
-{
-    eml_run_spec s;
-    memset(&s, 0, sizeof(s));
-    s.seed = 1;
-    s.threads = 1;
-    s.kernels = EML_KERNELS_FAST;
-    s.dp.delta = 1e-5;
-    s.dp.noise = -1;
-    s.save_every = 1;
-    return s;
-}
 
 eml_status eml_run_new(const eml_run_spec *spec, const uint8_t *cfg_text,
                        size_t cfg_len, const char *cfg_name, eml_run **out,
@@ -61,7 +47,6 @@ eml_status eml_run_new(const eml_run_spec *spec, const uint8_t *cfg_text,
                            "epsilon");
     eml_run *r = calloc(1, sizeof(*r));
     if (r == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
-    r->spec = *spec;
     eml_status st = eml_sha256(r->cfg_sha256, cfg_text, cfg_len);
     if (st != EML_OK) st = eml_err_set(err, st, "hash failed");
     if (st == EML_OK)
@@ -71,15 +56,17 @@ eml_status eml_run_new(const eml_run_spec *spec, const uint8_t *cfg_text,
         eml_run_free(r);
         return st;
     }
+    /* The spec, with the cfg's epochs, batch and learning rate where it
+     * gives none (the trainer computes in float, as the cfg holds it). */
     eml_train_opts *to = &r->to;
     *to = eml_train_opts_default(r->cfg);
-    if (spec->epochs > 0) to->epochs = spec->epochs;
-    if (spec->batch > 0) to->batch = spec->batch;
-    if (spec->lr > 0) to->lr = (float)spec->lr;
-    to->seed = spec->seed;
-    to->dp = spec->dp;
+    eml_run_spec cfgs = to->run;
+    to->run = *spec;
+    if (spec->epochs <= 0) to->run.epochs = cfgs.epochs;
+    if (spec->batch <= 0) to->run.batch = cfgs.batch;
+    to->run.lr = spec->lr > 0 ? (double)(float)spec->lr : cfgs.lr;
     eml_net_opts no = {.kernels = (eml_kernels_kind)spec->kernels,
-                       .max_batch = to->batch,
+                       .max_batch = to->run.batch,
                        .seed = spec->seed};
     eml_err nerr = {0};
     st = eml_net_new(r->cfg, &no, &r->net, &nerr);
@@ -105,12 +92,13 @@ void eml_run_free(eml_run *r)
 eml_status eml_run_plan(eml_run *r, size_t train_count, double cap,
                         eml_run_plan_info *plan, eml_err *err)
 {
-    eml_dp_opts *dp = &r->to.dp;
+    eml_dp_opts *dp = &r->to.run.dp;
     memset(plan, 0, sizeof(*plan));
     r->planned = 1;
     if (!dp->enabled) return EML_OK;
     size_t n_params = eml_net_param_count(r->net);
-    eml_dp_plan(train_count, r->to.batch, r->to.epochs, &plan->sampling_rate,
+    eml_dp_plan(train_count, r->to.run.batch, r->to.run.epochs,
+                &plan->sampling_rate,
                 &plan->steps);
     eml_status st;
     if (dp->noise < 0) {
@@ -152,7 +140,7 @@ static eml_status open_mirror(eml_run *r, const eml_dataset *train,
     memset(&mo, 0, sizeof(mo));
     mo.seal_secret = env->seal_secret;
     mo.measurement = env->measurement;
-    mo.every = r->spec.save_every;
+    mo.every = r->to.run.save_every;
     eml_status st = eml_train_run_digest(mo.cfg_digest, r->cfg_sha256, 32,
                                          &r->to);
     if (st == EML_OK) st = eml_dataset_digest(mo.data_digest, train, test);
@@ -176,11 +164,10 @@ eml_status eml_run_train(eml_run *r, const eml_dataset *train,
     to->progress_user = env->progress_user;
     to->on_start = env->on_start;
     to->on_start_user = env->on_start_user;
-    if (r->spec.mirror && r->mirror == NULL) {
+    if (to->run.mirror && r->mirror == NULL) {
         st = open_mirror(r, train, test, env, err);
         if (st != EML_OK) return st;
         to->mirror = r->mirror;
-        to->resume = r->spec.resume;
     }
     return eml_train(r->net, r->cfg, train, test, to, res, err);
 }

@@ -138,12 +138,13 @@ eml_status eml_train_run_digest(uint8_t out[32], const uint8_t *cfg_text,
     static const char label[] = "enclaveml run v1";
     eml_sha256_ctx *h = NULL;
     eml_status st = eml_sha256_new(&h);
-    double v[12] = {(double)o->epochs, (double)o->batch, (double)o->lr,
-                    (double)(o->seed >> 32), (double)(o->seed & 0xffffffffu),
-                    (double)o->init_params, (double)o->dp.enabled,
-                    o->dp.clip, o->dp.noise, o->dp.delta,
-                    o->dp.target_epsilon,
-                    (double)(o->dp.fixed_batches * 2 + o->dp.insecure_seed)};
+    const eml_run_spec *r = &o->run;
+    double v[12] = {(double)r->epochs, (double)r->batch, (double)(float)r->lr,
+                    (double)(r->seed >> 32), (double)(r->seed & 0xffffffffu),
+                    (double)o->init_params, (double)r->dp.enabled,
+                    r->dp.clip, r->dp.noise, r->dp.delta,
+                    r->dp.target_epsilon,
+                    (double)(r->dp.fixed_batches * 2 + r->dp.insecure_seed)};
     uint64_t len = cfg_len;
     if (st == EML_OK) st = eml_sha256_update(h, label, sizeof(label) - 1);
     if (st == EML_OK) st = eml_sha256_update(h, &len, sizeof(len));

@@ -24,14 +24,28 @@ double eml_now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+eml_run_spec eml_run_spec_default(void)
+{
+    eml_run_spec s;
+    memset(&s, 0, sizeof(s));
+    s.seed = 1;
+    s.threads = 1;
+    s.kernels = EML_KERNELS_FAST;
+    s.dp.delta = 1e-5;
+    s.dp.noise = -1;
+    s.save_every = 1;
+    return s;
+}
+
 eml_train_opts eml_train_opts_default(const eml_netcfg *cfg)
 {
     eml_train_opts o;
     memset(&o, 0, sizeof(o));
-    o.epochs = cfg->epochs > 0 ? cfg->epochs : 10;
-    o.batch = cfg->batch > 0 ? cfg->batch : 128;
-    o.lr = cfg->learning_rate;
-    o.seed = 1;
+    o.run = eml_run_spec_default();
+    memset(&o.run.dp, 0, sizeof(o.run.dp)); /* no DP unless asked */
+    o.run.epochs = cfg->epochs > 0 ? cfg->epochs : 10;
+    o.run.batch = cfg->batch > 0 ? cfg->batch : 128;
+    o.run.lr = cfg->learning_rate;
     o.init_params = 1;
     o.eval_each_epoch = 1;
     return o;
@@ -217,7 +231,7 @@ static eml_status run_step(trainer *t, int epoch, long bi, long len,
                          &lp->loss_sum, &lp->correct, &divisor, err);
     if (st != EML_OK) return st;
     eml_optim_step(t->opt,
-                   eml_lr_at(t->cfg, t->o->lr, lp->step, t->src.total),
+                   eml_lr_at(t->cfg, (float)t->o->run.lr, lp->step, t->src.total),
                    divisor);
     eml_ema_update(&t->avg, t->net);
     if (g->ops->after != NULL) {
@@ -243,7 +257,7 @@ static eml_status run_start(trainer *t, eml_err *err)
     const eml_train_opts *o = t->o;
     int found = 0;
     t->res->resumed_step = -1;
-    if (o->mirror != NULL && o->resume) {
+    if (o->mirror != NULL && o->run.resume) {
         eml_status st = eml_run_state_load(&t->rs, o->mirror, &t->lp, &found,
                                            err);
         if (st != EML_OK) return st;
@@ -300,13 +314,13 @@ static eml_status check_run(eml_net *net, const eml_dataset *train,
                             const eml_dataset *test,
                             const eml_train_opts *opts, eml_err *err)
 {
-    if (opts->epochs <= 0 || opts->batch <= 0 ||
-        opts->batch > eml_net_max_batch(net))
+    const eml_run_spec *r = &opts->run;
+    if (r->epochs <= 0 || r->batch <= 0 || r->batch > eml_net_max_batch(net))
         return eml_err_set(err, EML_ERR_INVALID,
                            "epochs (%d) and batch (%d) must be positive and "
                            "batch at most %d",
-                           opts->epochs, opts->batch, eml_net_max_batch(net));
-    if (!(opts->lr > 0))
+                           r->epochs, r->batch, eml_net_max_batch(net));
+    if (!((float)r->lr > 0))
         return eml_err_set(err, EML_ERR_INVALID,
                            "learning rate must be positive");
     if (train->count == 0)
@@ -326,7 +340,7 @@ static eml_status trainer_open(trainer *t, eml_err *err)
     long max_steps = t->cfg->max_batches;
     eml_status st = eml_optim_new(t->cfg, t->net, &t->opt);
     if (st != EML_OK) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
-    if (o->init_params) eml_net_init_params(t->net, o->seed);
+    if (o->init_params) eml_net_init_params(t->net, o->run.seed);
     /* Fixed features ([scattering]): once per image, before the first
      * step. */
     st = eml_feat_build(t->net, t->train, &t->fc_train, err);
@@ -334,19 +348,20 @@ static eml_status trainer_open(trainer *t, eml_err *err)
     if (st != EML_OK) return st;
     st = eml_ema_init(&t->avg, t->cfg, t->net);
     if (st != EML_OK) return eml_err_set(err, st, "out of memory");
-    if (o->dp.enabled) {
-        st = eml_batch_dp(&t->src, count, o->batch, o->epochs, max_steps,
-                          o->dp.fixed_batches, NULL);
+    const eml_run_spec *r = &o->run;
+    if (r->dp.enabled) {
+        st = eml_batch_dp(&t->src, count, r->batch, r->epochs, max_steps,
+                          r->dp.fixed_batches, NULL);
         if (st != EML_OK) return eml_err_set(err, st, "out of memory");
-        st = eml_grad_dp(&t->step, t->net, &o->dp, t->src.q, count, o->seed,
+        st = eml_grad_dp(&t->step, t->net, &r->dp, t->src.q, count, r->seed,
                          err);
         t->src.csprng = t->step.csprng;
         t->res->sampling_rate = t->src.q;
     } else {
-        st = eml_batch_shuffled(&t->src, count, o->batch, o->epochs,
-                                max_steps, o->seed);
+        st = eml_batch_shuffled(&t->src, count, r->batch, r->epochs,
+                                max_steps, r->seed);
         if (st != EML_OK) return eml_err_set(err, st, "out of memory");
-        st = eml_grad_plain(&t->step, t->net, o->batch, err);
+        st = eml_grad_plain(&t->step, t->net, r->batch, err);
     }
     if (st != EML_OK) return st;
     t->lp.total = t->src.total;
@@ -385,7 +400,7 @@ eml_status eml_train(eml_net *net, const eml_netcfg *cfg,
         res->images_per_second =
             t.lp.t_train > 0 ? (double)t.lp.total_seen / t.lp.t_train : 0;
     }
-    if (st == EML_OK && opts->dp.enabled) {
+    if (st == EML_OK && opts->run.dp.enabled) {
         res->dp_stopped_early = t.step.stopped_early;
         st = eml_grad_epsilon(&t.step, &res->epsilon, &res->order, err);
     }
