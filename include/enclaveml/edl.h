@@ -199,7 +199,7 @@ typedef struct eml_bytes {
  * privacy budget.  Zero epochs, batch or lr take the cfg's. */
 #define EML_FIELDS_TRAIN(X, S)                                               \
     X(S, BYTES, cfg_text, EML_CFG_TEXT_MAX)                                  \
-    X(S, EMBED, eml_run_spec, spec) /* every option of the run (run.h) */    \
+    X(S, EMBED, eml_run_spec, spec) /* every option of the run (train.h) */    \
     X(S, IN_INT, spec.epochs, 0, 100000)                                     \
     X(S, IN_INT, spec.batch, 0, EML_CFG_MAX_BATCH)                           \
     X(S, IN_F64, spec.lr, 0, 100)                                            \

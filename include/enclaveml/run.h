@@ -1,7 +1,7 @@
 /*
  * run.h - one training run, driven the same way in this process and in
- * the enclave: what it is asked to do (eml_run_spec, every training option
- * defined here and only here), and the trusted function that plans
+ * the enclave: the trusted function that takes what the run is asked to do
+ * (eml_run_spec, train.h: every training option, defined once), plans
  * differential privacy, opens the mirror and trains.
  *
  * The command line fills an eml_run_spec; the TRAIN message carries it

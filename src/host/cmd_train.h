@@ -24,7 +24,7 @@ typedef struct eml_confidential_args {
     eml_backend backend;
     unsigned heap_mb;
     int json, quiet;
-    eml_run_spec spec; /* every training option (run.h) */
+    eml_run_spec spec; /* every training option (train.h) */
     /* the training-state mirror (a libpmem2 pool) or disk checkpoint */
     const char *mirror, *checkpoint;
 } eml_confidential_args;
