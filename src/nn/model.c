@@ -7,6 +7,7 @@
  * Trusted code: no I/O.  The parameters are the model owner's secret and
  * are wiped when the model is freed.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +96,8 @@ eml_status eml_net_predict(eml_net *net, const uint8_t *images, size_t count,
                            size_t item, uint32_t *labels, float *outputs,
                            eml_err *err)
 {
+    if (item != 0 && count > SIZE_MAX / item)
+        return eml_err_set(err, EML_ERR_RANGE, "too many images");
     if (item != eml_net_input_size(net))
         return eml_err_set(err, EML_ERR_SHAPE,
                            "images have %zu values each but the network "
