@@ -1,0 +1,225 @@
+/*
+ * outsource.h - matrix products outsourced to an untrusted worker
+ * (docs/outsource.md): exact arithmetic in the prime field Z_p, p = 2^61 - 1,
+ * fixed-point quantization of float operands into it, Freivalds' check of
+ * every product, and the worker's wire protocol, whose two frames both
+ * sides encode and decode with the functions here.
+ *
+ * The protocol (all integers little-endian; docs/formats.md has the table):
+ *
+ *   request  u32 magic "EMLW" | u16 version 1 | u16 op (1 = GEMM mod p) |
+ *            u64 id | u32 M | u32 N | u32 K | u32 flags (0) | u64 p |
+ *            M*K u64 A (row-major) | K*N u64 B (row-major)
+ *   reply    u32 magic "EMLR" | u16 version 1 | u16 status (0 = done) |
+ *            u64 id | u32 M | u32 N | M*N u64 C = A*B mod p (status 0 only)
+ *
+ * Every element is < p.  M, N, K >= 1 and each matrix has at most
+ * EML_WORKER_MAX_ELEMS elements.  The worker answers requests in order on
+ * one connection; the reply repeats the request's id.
+ *
+ * Trusted code (the client side runs in the enclave): no I/O; bytes go
+ * through the eml_worker_link the caller gives.
+ */
+#ifndef ENCLAVEML_OUTSOURCE_H
+#define ENCLAVEML_OUTSOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "enclaveml/kernels.h"
+#include "enclaveml/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== the field ==== */
+
+#define EML_FIELD_P ((uint64_t)0x1fffffffffffffffULL) /* 2^61 - 1, prime */
+
+static inline uint64_t eml_field_add(uint64_t a, uint64_t b)
+{
+    uint64_t s = a + b; /* < 2^62 */
+    return s >= EML_FIELD_P ? s - EML_FIELD_P : s;
+}
+
+static inline uint64_t eml_field_sub(uint64_t a, uint64_t b)
+{
+    return a >= b ? a - b : a + EML_FIELD_P - b;
+}
+
+/* (a * b) mod p for a, b < p: the 122-bit product folded twice. */
+static inline uint64_t eml_field_mul(uint64_t a, uint64_t b)
+{
+    unsigned __int128 t = (unsigned __int128)a * b;
+    uint64_t lo = (uint64_t)t & EML_FIELD_P;
+    uint64_t hi = (uint64_t)(t >> 61);
+    return eml_field_add(lo, hi);
+}
+
+/* ==== the wire ==== */
+
+#define EML_WORKER_MAGIC_REQ 0x574c4d45u   /* "EMLW" */
+#define EML_WORKER_MAGIC_REPLY 0x524c4d45u /* "EMLR" */
+#define EML_WORKER_VERSION 1
+#define EML_WORKER_OP_GEMM 1
+#define EML_WORKER_REQ_HEADER 40
+#define EML_WORKER_REPLY_HEADER 24
+#define EML_WORKER_MAX_ELEMS ((uint64_t)1 << 26) /* per matrix: 512 MiB */
+
+/* Reply status values. */
+#define EML_WORKER_DONE 0
+#define EML_WORKER_REFUSED 1 /* a malformed request */
+#define EML_WORKER_FAILED 2  /* the worker could not compute it */
+
+typedef struct eml_worker_req {
+    uint64_t id;
+    uint32_t m, n, k;
+    uint64_t p;
+    const uint64_t *a; /* m*k, points into the frame (unaligned-safe copy) */
+    const uint64_t *b; /* k*n */
+} eml_worker_req;
+
+typedef struct eml_worker_reply {
+    uint64_t id;
+    uint16_t status;
+    uint32_t m, n;
+    const uint8_t *c; /* m*n little-endian u64, in the frame */
+} eml_worker_reply;
+
+/* The request frame's size for m x k times k x n (0 if too large). */
+size_t eml_worker_req_size(uint32_t m, uint32_t n, uint32_t k);
+size_t eml_worker_reply_size(uint32_t m, uint32_t n);
+
+/* Writes a request: header, then A (m x k) and B (k x n), every element
+ * reduced below p already.  out holds eml_worker_req_size bytes. */
+void eml_worker_req_write(uint8_t *out, uint64_t id, uint32_t m, uint32_t n,
+                          uint32_t k, const uint64_t *a, const uint64_t *b);
+
+/* Parses a request header (the first EML_WORKER_REQ_HEADER bytes):
+ * magic, version, op, flags, p, dimensions and sizes; *total gets the
+ * whole frame's size. */
+EML_MUST_CHECK eml_status eml_worker_req_header(const uint8_t *p, size_t n,
+                                                eml_worker_req *q,
+                                                size_t *total, eml_err *err);
+/* Parses a whole request frame (exactly its size) and checks that every
+ * element of A and B is below p; the matrices are read with
+ * eml_worker_get. */
+EML_MUST_CHECK eml_status eml_worker_req_parse(const uint8_t *p, size_t n,
+                                               eml_worker_req *q,
+                                               eml_err *err);
+
+/* Writes a reply header (status, id, m, n); the caller appends C. */
+void eml_worker_reply_header_write(uint8_t *out, uint64_t id,
+                                   uint16_t status, uint32_t m, uint32_t n);
+/* Parses a reply header; *total gets the whole frame's size (a non-zero
+ * status carries no matrix). */
+EML_MUST_CHECK eml_status eml_worker_reply_header(const uint8_t *p, size_t n,
+                                                  eml_worker_reply *r,
+                                                  size_t *total,
+                                                  eml_err *err);
+/* Parses a whole reply frame (exactly its size): for status 0 every
+ * element of C is below p. */
+EML_MUST_CHECK eml_status eml_worker_reply_parse(const uint8_t *p, size_t n,
+                                                 eml_worker_reply *r,
+                                                 eml_err *err);
+
+/* Element i of a little-endian u64 array in a frame. */
+static inline uint64_t eml_worker_get(const uint8_t *base, size_t i)
+{
+    uint64_t v;
+    memcpy(&v, base + 8 * i, 8); /* little-endian hosts only (x86-64) */
+    return v;
+}
+
+static inline void eml_worker_put(uint8_t *base, size_t i, uint64_t v)
+{
+    memcpy(base + 8 * i, &v, 8);
+}
+
+/* C = A * B mod p, exactly: a (m x k), b (k x n) as little-endian u64
+ * arrays (frame bytes), c (m x n) written little-endian.  Plain C with
+ * OpenMP over rows; the worker's CPU backend and the tests' oracle. */
+void eml_field_gemm(const uint8_t *a, const uint8_t *b, uint8_t *c,
+                    uint32_t m, uint32_t n, uint32_t k);
+
+/* ==== the client: outsourced GEMM at the dispatch point ==== */
+
+/* How the client reaches a worker: one request frame out, one reply frame
+ * back (the link reads the reply's header to know its length and hands
+ * over the bytes as they came; the client trusts none of them). */
+typedef struct eml_worker_link {
+    void *user;
+    eml_status (*send)(void *user, const uint8_t *p, size_t n, eml_err *err);
+    /* *p is the link's buffer, valid until the next call. */
+    eml_status (*recv)(void *user, const uint8_t **p, size_t *n,
+                       eml_err *err);
+} eml_worker_link;
+
+typedef enum eml_outsource_mode {
+    EML_OUTSOURCE_INTEGRITY = 1, /* operands in the clear, all verified */
+    EML_OUTSOURCE_PRIVATE = 2    /* inputs blinded with one-time pads */
+} eml_outsource_mode;
+
+/* What went through the worker. */
+typedef struct eml_outsource_stats {
+    uint64_t outsourced_products;
+    uint64_t verified_products;
+    uint64_t bytes_to_worker;
+    uint64_t bytes_from_worker;
+    double worker_seconds;  /* waiting for the worker (wall) */
+    double enclave_seconds; /* quantizing, checking, decoding (CPU) */
+} eml_outsource_stats;
+
+typedef struct eml_outsource eml_outsource;
+
+/* A client over link (borrowed; it must outlive the client).  Its
+ * randomness (Freivalds vectors, pads) comes from a CSPRNG seeded by the
+ * OS. */
+EML_MUST_CHECK eml_status eml_outsource_new(const eml_worker_link *link,
+                                            eml_outsource_mode mode,
+                                            eml_outsource **out,
+                                            eml_err *err);
+void eml_outsource_free(eml_outsource *o);
+
+/* Installs the client at a net's GEMM dispatch point: every f32 product
+ * of its layers goes to the worker, verified; d->fn and d->ctx change. */
+void eml_outsource_attach(eml_outsource *o, eml_gemm_dispatch *d);
+const eml_outsource_stats *eml_outsource_stats_of(const eml_outsource *o);
+/* The first failure's message ("worker result failed verification
+ * (layer 3, forward)"), kept because the dispatch point only passes a
+ * status up; "" if none. */
+const char *eml_outsource_error(const eml_outsource *o);
+
+/* ==== fixed point ==== */
+
+/* Quantizes n floats to Z_p with scale 2^shift: round(x * 2^shift),
+ * negative values as p - |v|.  shift is chosen by the caller so that
+ * |x| * 2^shift < 2^bits. */
+void eml_field_quantize(const float *x, size_t n, int shift, uint64_t *out);
+/* The signed value of a field element (v > p/2 is negative). */
+static inline double eml_field_signed(uint64_t v)
+{
+    return v > EML_FIELD_P / 2 ? -(double)(EML_FIELD_P - v) : (double)v;
+}
+/* The shift that maps max |x| over n floats into `bits` bits (or 0 for
+ * all zeros). */
+int eml_field_shift(const float *x, size_t n, int bits);
+
+/* ==== Freivalds' check ==== */
+
+/* 1 if C = A*B mod p passes `reps` rounds of Freivalds' check with random
+ * vectors r from the caller's generator (next(user) gives a uniform
+ * element of Z_p): A (m x k), B (k x n), C (m x n), all u64 arrays in
+ * native layout, elements below p.  A wrong C passes one round with
+ * probability <= 1/p.  p is EML_FIELD_P in use; tests measure the rate
+ * with small primes. */
+int eml_freivalds(const uint64_t *a, const uint64_t *b, const uint64_t *c,
+                  uint32_t m, uint32_t n, uint32_t k, uint64_t p, int reps,
+                  uint64_t (*next)(void *user), void *user);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

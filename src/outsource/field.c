@@ -1,0 +1,127 @@
+/*
+ * field.c - arithmetic in Z_p, p = 2^61 - 1, for outsourced products:
+ * fixed-point quantization of floats into the field, the exact product
+ * (the worker's CPU backend and the tests' oracle), and Freivalds' check,
+ * which costs the checker O(mk + kn + mn) per round against the product's
+ * O(mkn).
+ *
+ * Exactness: elements are below 2^61, a product below 2^122; sums of 32
+ * such products stay below 2^127, so the 128-bit accumulator is folded
+ * every 32 terms and never overflows.
+ *
+ * Trusted code: no I/O.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "enclaveml/outsource.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "the worker protocol's arrays are read in place");
+
+int eml_field_shift(const float *x, size_t n, int bits)
+{
+    float mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        if (a > mx) mx = a;
+    }
+    if (!(mx > 0) || !isfinite(mx)) return 0;
+    int e;
+    frexpf(mx, &e); /* mx < 2^e */
+    return bits - e;
+}
+
+void eml_field_quantize(const float *x, size_t n, int shift, uint64_t *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        double v = nearbyint(ldexp((double)x[i], shift));
+        if (!isfinite(v)) v = 0;
+        if (v >= 0)
+            out[i] = (uint64_t)v % EML_FIELD_P;
+        else
+            out[i] = EML_FIELD_P - (uint64_t)(-v) % EML_FIELD_P;
+        if (out[i] == EML_FIELD_P) out[i] = 0;
+    }
+}
+
+/* (acc mod p) for a 128-bit accumulator. */
+static uint64_t fold(unsigned __int128 acc)
+{
+    uint64_t lo = (uint64_t)acc & EML_FIELD_P;
+    unsigned __int128 hi = acc >> 61; /* < 2^67 */
+    uint64_t h_lo = (uint64_t)hi & EML_FIELD_P;
+    uint64_t h_hi = (uint64_t)(hi >> 61); /* < 2^6 */
+    return eml_field_add(eml_field_add(lo, h_lo), h_hi);
+}
+
+void eml_field_gemm(const uint8_t *a, const uint8_t *b, uint8_t *c,
+                    uint32_t m, uint32_t n, uint32_t k)
+{
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t i = 0; i < (int64_t)m; i++) {
+        for (uint32_t j = 0; j < n; j++) {
+            unsigned __int128 acc = 0;
+            uint64_t sum = 0;
+            for (uint32_t t = 0; t < k; t++) {
+                acc += (unsigned __int128)eml_worker_get(a, (size_t)i * k + t) *
+                       eml_worker_get(b, (size_t)t * n + j);
+                if ((t & 31) == 31) {
+                    sum = eml_field_add(sum, fold(acc));
+                    acc = 0;
+                }
+            }
+            sum = eml_field_add(sum, fold(acc));
+            eml_worker_put(c, (size_t)i * n + j, sum);
+        }
+    }
+}
+
+/* (a * b) mod p for any modulus p < 2^63. */
+static uint64_t mulmod(uint64_t a, uint64_t b, uint64_t p)
+{
+    if (p == EML_FIELD_P) return eml_field_mul(a, b);
+    return (uint64_t)((unsigned __int128)a * b % p);
+}
+
+static uint64_t addmod(uint64_t a, uint64_t b, uint64_t p)
+{
+    uint64_t s = a + b;
+    return s >= p ? s - p : s;
+}
+
+/* y (rows) = X (rows x cols) * v (cols) mod p. */
+static void matvec(const uint64_t *x, const uint64_t *v, uint64_t *y,
+                   uint32_t rows, uint32_t cols, uint64_t p)
+{
+    for (uint32_t i = 0; i < rows; i++) {
+        uint64_t s = 0;
+        const uint64_t *row = x + (size_t)i * cols;
+        for (uint32_t j = 0; j < cols; j++)
+            s = addmod(s, mulmod(row[j], v[j], p), p);
+        y[i] = s;
+    }
+}
+
+int eml_freivalds(const uint64_t *a, const uint64_t *b, const uint64_t *c,
+                  uint32_t m, uint32_t n, uint32_t k, uint64_t p, int reps,
+                  uint64_t (*next)(void *user), void *user)
+{
+    /* Scratch on the stack would not do for big n: the caller's sizes
+     * bound these, and the allocation is per check. */
+    size_t cap = (size_t)n + k + 2 * (size_t)m;
+    uint64_t *buf = malloc(cap * sizeof(uint64_t));
+    if (buf == NULL) return 0;
+    uint64_t *r = buf, *br = r + n, *abr = br + k, *cr = abr + m;
+    int ok = 1;
+    for (int rep = 0; rep < reps && ok; rep++) {
+        for (uint32_t j = 0; j < n; j++) r[j] = next(user) % p;
+        matvec(b, r, br, k, n, p);
+        matvec(a, br, abr, m, k, p);
+        matvec(c, r, cr, m, n, p);
+        ok = memcmp(abr, cr, (size_t)m * sizeof(uint64_t)) == 0;
+    }
+    free(buf);
+    return ok;
+}
