@@ -1,0 +1,295 @@
+/*
+ * client.c - outsourced GEMM at the dispatch point (outsource.h): each f32
+ * product of a layer is quantized into Z_p (p = 2^61 - 1), sent to the
+ * worker, and its answer is accepted only if it is the reply to this very
+ * request and passes Freivalds' check; then it is decoded back to floats.
+ * The enclave's work per product is quadratic: quantizing, one
+ * matrix-vector round of Freivalds per operand, decoding.
+ *
+ * Fixed point: an operand with max |x| < 2^e gets the shift b - e, so its
+ * elements are integers below 2^b in magnitude; b = floor((59 -
+ * ceil(log2 K)) / 2) for both operands makes every exact sum of K
+ * products smaller than 2^60 < p / 2 in magnitude, so the signed result
+ * decodes without wrapping (docs/outsource.md).  For K = 3136 that is 23
+ * bits per operand.
+ *
+ * A failure of any kind (a wrong, short, garbled, replayed or misordered
+ * reply, a lost worker) ends the product with EML_ERR_AUTH and a message
+ * "worker result failed verification (layer N, <product>)"; the client
+ * stays failed from then on (the connection is out of step).
+ *
+ * Trusted code: no I/O of its own (bytes go through the link), CPU time
+ * read from the clock.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "enclaveml/dp.h"
+#include "enclaveml/outsource.h"
+
+struct eml_outsource {
+    const eml_worker_link *link;
+    eml_outsource_mode mode;
+    eml_csprng *rng;
+    uint64_t next_id;
+    eml_outsource_stats stats;
+    int failed;
+    char error[512];
+    /* scratch, grown as needed */
+    float *fa, *fb;
+    uint64_t *qa, *qb, *qc;
+    uint8_t *frame;
+    size_t cap_fa, cap_fb, cap_qa, cap_qb, cap_qc, cap_frame;
+};
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const char *pass_name(eml_gemm_pass p)
+{
+    switch (p) {
+    case EML_GEMM_FORWARD: return "forward";
+    case EML_GEMM_INPUT_GRAD: return "input gradient";
+    case EML_GEMM_WEIGHT_GRAD: return "weight gradient";
+    case EML_GEMM_PER_EXAMPLE: return "per-example gradients";
+    default: return "product";
+    }
+}
+
+/* Grows *p to hold n elements of size sz. */
+static int grow(void **p, size_t *cap, size_t n, size_t sz)
+{
+    if (n <= *cap) return 1;
+    void *q = realloc(*p, n * sz);
+    if (q == NULL) return 0;
+    *p = q;
+    *cap = n;
+    return 1;
+}
+
+/* A uniform element of Z_p from the CSPRNG (61 bits, p itself refused). */
+static uint64_t next_field(void *user)
+{
+    eml_csprng *rng = user;
+    for (;;) {
+        uint64_t v;
+        eml_csprng_bytes(rng, &v, sizeof(v));
+        v &= EML_FIELD_P;
+        if (v < EML_FIELD_P) return v;
+    }
+}
+
+eml_status eml_outsource_new(const eml_worker_link *link,
+                             eml_outsource_mode mode, eml_outsource **out,
+                             eml_err *err)
+{
+    *out = NULL;
+    if (mode != EML_OUTSOURCE_INTEGRITY)
+        return eml_err_set(err, EML_ERR_UNSUPPORTED,
+                           "--outsource-mode private is not built yet: the "
+                           "worker would see the inputs, so nothing is sent "
+                           "(use --outsource-mode integrity, "
+                           "docs/outsource.md)");
+    eml_outsource *o = calloc(1, sizeof(*o));
+    if (o == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    o->link = link;
+    o->mode = mode;
+    eml_status st = eml_csprng_new(&o->rng, err);
+    if (st != EML_OK) {
+        free(o);
+        return st;
+    }
+    uint64_t id;
+    eml_csprng_bytes(o->rng, &id, sizeof(id));
+    o->next_id = id >> 8; /* room to count up */
+    *out = o;
+    return EML_OK;
+}
+
+void eml_outsource_free(eml_outsource *o)
+{
+    if (o == NULL) return;
+    eml_csprng_free(o->rng);
+    free(o->fa);
+    free(o->fb);
+    free(o->qa);
+    free(o->qb);
+    free(o->qc);
+    free(o->frame);
+    free(o);
+}
+
+const eml_outsource_stats *eml_outsource_stats_of(const eml_outsource *o)
+{
+    return &o->stats;
+}
+
+const char *eml_outsource_error(const eml_outsource *o)
+{
+    return o->error;
+}
+
+/* op(X) as a dense rows x cols row-major copy (X stored transposed when
+ * trans, with leading dimension ld). */
+static void dense(const float *x, int trans, int rows, int cols, int ld,
+                  float *out)
+{
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++)
+            out[(size_t)i * cols + j] =
+                trans ? x[(size_t)j * ld + i] : x[(size_t)i * ld + j];
+}
+
+static int bits_for(int k)
+{
+    int lg = 0;
+    while (lg < 31 && (1L << lg) < k) lg++;
+    return (59 - lg) / 2;
+}
+
+/* Sends one quantized product and takes back C, checked. */
+static eml_status exchange(eml_outsource *o, uint32_t m, uint32_t n,
+                           uint32_t k, const char **why, eml_err *err)
+{
+    size_t size = eml_worker_req_size(m, n, k);
+    if (size == 0) {
+        *why = "the product is too large for one request";
+        return EML_ERR_RANGE;
+    }
+    if (!grow((void **)&o->frame, &o->cap_frame, size, 1) ||
+        !grow((void **)&o->qc, &o->cap_qc, (size_t)m * n, sizeof(uint64_t))) {
+        *why = "out of memory";
+        return EML_ERR_NOMEM;
+    }
+    uint64_t id = o->next_id++;
+    eml_worker_req_write(o->frame, id, m, n, k, o->qa, o->qb);
+    double t0 = wall_now();
+    eml_status st = o->link->send(o->link->user, o->frame, size, err);
+    const uint8_t *p = NULL;
+    size_t len = 0;
+    if (st == EML_OK) st = o->link->recv(o->link->user, &p, &len, err);
+    o->stats.worker_seconds += wall_now() - t0;
+    o->stats.bytes_to_worker += size;
+    if (st != EML_OK) {
+        *why = err != NULL ? err->msg : "the worker is gone";
+        return st;
+    }
+    o->stats.bytes_from_worker += len;
+    eml_worker_reply r;
+    eml_err perr = {0};
+    st = eml_worker_reply_parse(p, len, &r, &perr);
+    if (st != EML_OK) {
+        *why = "a garbled reply";
+        return EML_ERR_AUTH;
+    }
+    if (r.id != id) {
+        *why = "a reply to another request";
+        return EML_ERR_AUTH;
+    }
+    if (r.status != EML_WORKER_DONE || r.m != m || r.n != n) {
+        *why = r.status != EML_WORKER_DONE ? "the worker refused the request"
+                                           : "a reply of the wrong shape";
+        return EML_ERR_AUTH;
+    }
+    for (size_t i = 0; i < (size_t)m * n; i++)
+        o->qc[i] = eml_worker_get(r.c, i);
+    return EML_OK;
+}
+
+/* Product i of g, outsourced and verified, written into g's C. */
+static eml_status one_product(eml_outsource *o, const eml_gemm_desc *g,
+                              int idx, const char **why, eml_err *err)
+{
+    uint32_t m = (uint32_t)g->M, n = (uint32_t)g->N, k = (uint32_t)g->K;
+    size_t i = (size_t)idx;
+    const float *A = (const float *)g->A + i * g->stride_a;
+    const float *B = (const float *)g->B + i * g->stride_b;
+    float *C = (float *)g->C + i * g->stride_c;
+    size_t na = (size_t)m * k, nb = (size_t)k * n;
+    if (!grow((void **)&o->fa, &o->cap_fa, na, sizeof(float)) ||
+        !grow((void **)&o->fb, &o->cap_fb, nb, sizeof(float)) ||
+        !grow((void **)&o->qa, &o->cap_qa, na, sizeof(uint64_t)) ||
+        !grow((void **)&o->qb, &o->cap_qb, nb, sizeof(uint64_t))) {
+        *why = "out of memory";
+        return EML_ERR_NOMEM;
+    }
+    double c0 = cpu_now();
+    dense(A, g->trans_a, g->M, g->K, g->lda, o->fa);
+    dense(B, g->trans_b, g->K, g->N, g->ldb, o->fb);
+    int bits = bits_for(g->K);
+    int sa = eml_field_shift(o->fa, na, bits);
+    int sb = eml_field_shift(o->fb, nb, bits);
+    eml_field_quantize(o->fa, na, sa, o->qa);
+    eml_field_quantize(o->fb, nb, sb, o->qb);
+    o->stats.enclave_seconds += cpu_now() - c0;
+    o->stats.outsourced_products++;
+    eml_status st = exchange(o, m, n, k, why, err);
+    if (st != EML_OK) return st;
+    c0 = cpu_now();
+    if (!eml_freivalds(o->qa, o->qb, o->qc, m, n, k, EML_FIELD_P, 1,
+                       next_field, o->rng)) {
+        *why = "Freivalds' check failed";
+        return EML_ERR_AUTH;
+    }
+    o->stats.verified_products++;
+    double scale = ldexp(1.0, -(sa + sb));
+    for (uint32_t r = 0; r < m; r++)
+        for (uint32_t c = 0; c < n; c++) {
+            float *out = C + (size_t)r * g->ldc + c;
+            double v = g->alpha * eml_field_signed(o->qc[(size_t)r * n + c]) *
+                       scale;
+            *out = g->beta == 0.0f ? (float)v : (float)(v + g->beta * *out);
+        }
+    o->stats.enclave_seconds += cpu_now() - c0;
+    return EML_OK;
+}
+
+static eml_status outsourced_gemm(void *ctx, const eml_gemm_desc *g)
+{
+    eml_outsource *o = ctx;
+    if (o->failed) return EML_ERR_AUTH;
+    if (g->dtype != EML_DTYPE_F32) return EML_ERR_UNSUPPORTED;
+    for (int i = 0; i < g->count; i++) {
+        if (g->K == 0) { /* C = beta C: nothing to outsource */
+            for (int r = 0; r < g->M; r++)
+                for (int c = 0; c < g->N; c++) {
+                    float *out = (float *)g->C + (size_t)i * g->stride_c +
+                                 (size_t)r * g->ldc + c;
+                    *out = g->beta == 0.0f ? 0.0f : g->beta * *out;
+                }
+            continue;
+        }
+        const char *why = "";
+        eml_err err = {0};
+        eml_status st = one_product(o, g, i, &why, &err);
+        if (st != EML_OK) {
+            o->failed = 1;
+            snprintf(o->error, sizeof(o->error),
+                     "worker result failed verification (layer %d, %s): "
+                     "%.300s",
+                     g->layer, pass_name(g->pass), why);
+            return EML_ERR_AUTH;
+        }
+    }
+    return EML_OK;
+}
+
+void eml_outsource_attach(eml_outsource *o, eml_gemm_dispatch *d)
+{
+    d->fn = outsourced_gemm;
+    d->ctx = o;
+}
