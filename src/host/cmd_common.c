@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "host/cli.h"
+#include "enclaveml/outsource.h"
 #include "host/cmd_common.h"
 #include "host/hostio.h"
 
@@ -34,6 +35,19 @@ int eml_common_opt(eml_common_opts *c, int opt, const char *arg,
             return -1;
         }
         return 1;
+    case OPT_OUTSOURCE: c->outsource = arg; return 1;
+    case OPT_OUTSOURCE_MODE:
+        if (strcmp(arg, "private") == 0) {
+            c->outsource_mode = EML_OUTSOURCE_PRIVATE;
+        } else if (strcmp(arg, "integrity") == 0) {
+            c->outsource_mode = EML_OUTSOURCE_INTEGRITY;
+        } else {
+            eml_fail("--outsource-mode: '%s' is not one of: private, "
+                     "integrity",
+                     arg);
+            return -1;
+        }
+        return 1;
     default:
         (void)name;
         return 0;
@@ -45,6 +59,7 @@ void eml_common_init(eml_common_opts *c)
     memset(c, 0, sizeof(*c));
     c->data = EML_DEFAULT_DATA_DIR;
     c->kernels = EML_KERNELS_FAST;
+    c->outsource_mode = EML_OUTSOURCE_PRIVATE;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     c->threads = n > 0 ? (int)n : 1;
 }

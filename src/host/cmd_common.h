@@ -22,6 +22,10 @@ typedef struct eml_common_opts {
     eml_kernels_kind kernels;
     int json;
     long batch;
+    /* --outsource ADDR [--outsource-mode private|integrity]: the linear
+     * layers' products go to a worker (cmd_outsource.h); NULL: not. */
+    const char *outsource;
+    int outsource_mode; /* eml_outsource_mode */
 } eml_common_opts;
 
 enum {
@@ -58,6 +62,8 @@ enum {
     OPT_CHECKPOINT_EVERY,
     OPT_RESUME,
     OPT_REPORT_NONCE,
+    OPT_OUTSOURCE,
+    OPT_OUTSOURCE_MODE,
 };
 
 /* Takes a common option: 1 taken, 0 not a common one, -1 bad value (the

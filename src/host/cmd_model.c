@@ -11,6 +11,7 @@
 
 #include "host/cli.h"
 #include "host/cmd_common.h"
+#include "host/cmd_outsource.h"
 #include "host/fileio.h"
 #include "host/hostio.h"
 #include "host/json.h"
@@ -27,10 +28,13 @@
 static const char eval_usage[] =
     "usage: enclaveml eval --cfg F --weights W.safetensors [--data DIR]\n"
     "                      [--batch N] [--threads N] [--kernels ref|fast]\n"
-    "                      [--json]\n"
+    "                      [--json] [--outsource ADDR\n"
+    "                      [--outsource-mode private|integrity]]\n"
     "\n"
     "Evaluates the weights on the t10k test pair in DIR; prints\n"
-    "test_accuracy, test_loss and count.\n";
+    "test_accuracy, test_loss and count.  --outsource sends the linear\n"
+    "layers' products to a worker (tcp:HOST:PORT or unix:PATH) and checks\n"
+    "every one (docs/outsource.md).\n";
 
 int eml_cmd_eval(int argc, char **argv)
 {
@@ -42,6 +46,8 @@ int eml_cmd_eval(int argc, char **argv)
         {"threads", required_argument, 0, OPT_THREADS},
         {"kernels", required_argument, 0, OPT_KERNELS},
         {"json", no_argument, 0, OPT_JSON},
+        {"outsource", required_argument, 0, OPT_OUTSOURCE},
+        {"outsource-mode", required_argument, 0, OPT_OUTSOURCE_MODE},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     eml_common_opts c;
@@ -66,15 +72,19 @@ int eml_cmd_eval(int argc, char **argv)
     eml_labelled te;
     memset(&te, 0, sizeof(te));
     eml_err err = {0};
+    eml_outsourced os;
+    memset(&os, 0, sizeof(os));
     int rc = 1;
     if (eml_build_net(&c, &cfg, &net, c.batch > 0 ? (int)c.batch : 256, 1))
         goto out;
     eml_status st = eml_weights_load(net, c.weights, &err);
     if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
+    if (st == EML_OK && eml_outsourced_begin(&c, net, &os)) goto out;
     double loss = 0, acc = 0;
     if (st == EML_OK) st = eml_evaluate(net, &te.set, &loss, &acc, &err);
+    eml_outsourced_stop(&os);
     if (st != EML_OK) {
-        rc = eml_fail_st(st, &err);
+        rc = eml_outsourced_fail(&os, st, &err);
         goto out;
     }
     if (c.json) {
@@ -83,6 +93,7 @@ int eml_cmd_eval(int argc, char **argv)
         eml_json_num(&j, "test_accuracy", acc);
         eml_json_num(&j, "test_loss", loss);
         eml_json_int(&j, "count", (long long)te.set.count);
+        eml_outsourced_json(&os, &c, &j);
         eml_json_end(&j);
     } else {
         printf("test accuracy %.2f%%, test loss %.4f, %zu images\n",
@@ -90,6 +101,7 @@ int eml_cmd_eval(int argc, char **argv)
     }
     rc = 0;
 out:
+    eml_outsourced_end(&os);
     eml_labelled_free(&te);
     eml_net_free(net);
     eml_cfg_free(cfg);
@@ -102,9 +114,14 @@ static const char predict_usage[] =
     "usage: enclaveml predict --cfg F --weights W.safetensors --images IDX\n"
     "                         [--limit N] [--threads N]\n"
     "                         [--kernels ref|fast] [--json]\n"
+    "                         [--outsource ADDR\n"
+    "                         [--outsource-mode private|integrity]]\n"
     "\n"
     "Runs the network on the images of an IDX file (gzipped or not) and\n"
-    "prints the outputs of the final layer and the argmax predictions.\n";
+    "prints the outputs of the final layer and the argmax predictions.\n"
+    "--outsource sends the linear layers' products to a worker\n"
+    "(tcp:HOST:PORT or unix:PATH) and checks every one\n"
+    "(docs/outsource.md).\n";
 
 int eml_cmd_predict(int argc, char **argv)
 {
@@ -117,6 +134,8 @@ int eml_cmd_predict(int argc, char **argv)
         {"threads", required_argument, 0, OPT_THREADS},
         {"kernels", required_argument, 0, OPT_KERNELS},
         {"json", no_argument, 0, OPT_JSON},
+        {"outsource", required_argument, 0, OPT_OUTSOURCE},
+        {"outsource-mode", required_argument, 0, OPT_OUTSOURCE_MODE},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     eml_common_opts c;
@@ -150,6 +169,8 @@ int eml_cmd_predict(int argc, char **argv)
     size_t tlen = 0, wlen = 0;
     uint32_t *pred = NULL;
     float *outs = NULL;
+    eml_outsourced os;
+    memset(&os, 0, sizeof(os));
     int rc = 1;
     int mb = c.batch > 0 ? (int)c.batch : 256;
     /* The trusted inference path (model.h), as the enclave runs it: a
@@ -175,14 +196,16 @@ int eml_cmd_predict(int argc, char **argv)
         if (pred == NULL || outs == NULL)
             st = eml_err_set(&err, EML_ERR_NOMEM, "out of memory");
     }
+    if (st == EML_OK && eml_outsourced_begin(&c, net, &os)) goto out;
     if (st == EML_OK)
         st = eml_net_predict(net, idx.data, count, idx.item, pred, outs, &err);
+    eml_outsourced_stop(&os);
     if (st != EML_OK) {
-        rc = eml_fail_st(st, &err);
+        rc = eml_outsourced_fail(&os, st, &err);
         goto out;
     }
-    eml_json j;
     if (c.json) {
+        eml_json j;
         eml_json_begin(&j, stdout);
         eml_json_int(&j, "count", (long long)count);
         eml_json_array_begin(&j, "outputs");
@@ -192,13 +215,12 @@ int eml_cmd_predict(int argc, char **argv)
                 eml_json_num(&j, NULL, outs[i * k + q]);
             eml_json_array_end(&j);
         }
-    }
-    if (c.json) {
         eml_json_array_end(&j);
         eml_json_array_begin(&j, "predictions");
         for (size_t i = 0; i < count; i++)
             eml_json_int(&j, NULL, (long long)pred[i]);
         eml_json_array_end(&j);
+        eml_outsourced_json(&os, &c, &j);
         eml_json_end(&j);
     } else {
         for (size_t i = 0; i < count; i++)
@@ -206,6 +228,7 @@ int eml_cmd_predict(int argc, char **argv)
     }
     rc = 0;
 out:
+    eml_outsourced_end(&os);
     free(pred);
     free(outs);
     free(text);

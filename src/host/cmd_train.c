@@ -23,6 +23,7 @@
 #include "host/cli.h"
 #include "host/cmd_common.h"
 #include "host/cmd_enclave.h"
+#include "host/cmd_outsource.h"
 #include "host/cmd_train.h"
 #include "host/fileio.h"
 #include "host/keyfile.h"
@@ -64,6 +65,11 @@ static const char train_usage[] =
     "  --dp --clip C (--noise SIGMA | --target-epsilon E) [--delta D]\n"
     "  [--dp-fixed-batches] [--insecure-seed]\n"
     "\n"
+    "Outsourcing (docs/outsource.md), in process: the linear layers'\n"
+    "products go to a worker, every one checked:\n"
+    "  --outsource ADDR (tcp:HOST:PORT or unix:PATH)\n"
+    "  [--outsource-mode private|integrity]\n"
+    "\n"
     "Crash consistency (docs/mirror.md): the whole training state, sealed,\n"
     "  --mirror PATH [--mirror-every N]       into a two-slot persistent-\n"
     "                                         memory pool (libpmem2; a file\n"
@@ -91,7 +97,8 @@ static eml_status host_seal_key(eml_platform *plat, eml_err *err)
 /* --json: what the run did, as one object on stdout. */
 static void print_json(const eml_common_opts *c, const eml_run *run,
                        const eml_train_result *res, const char *out,
-                       const eml_confidential_args *ca, eml_store *store)
+                       const eml_confidential_args *ca, eml_store *store,
+                       const eml_outsourced *os)
 {
     const eml_dp_opts *dp = &eml_run_opts(run)->run.dp;
     eml_net *net = eml_run_net((eml_run *)run);
@@ -131,6 +138,7 @@ static void print_json(const eml_common_opts *c, const eml_run *run,
         eml_json_str(&j, ca->mirror ? "mirror_mode" : "checkpoint_mode",
                      eml_store_mode(store));
     }
+    eml_outsourced_json(os, c, &j);
     eml_json_end(&j);
 }
 
@@ -159,8 +167,24 @@ static void print_summary(const eml_run *run, const eml_train_result *res,
                                   : 0.0);
 }
 
+/* The in-process mirror's store and key, hung on env. */
+static eml_status mirror_env(const eml_confidential_args *ca, int quiet,
+                             eml_store **store, eml_platform *plat,
+                             eml_run_env *env, eml_err *err)
+{
+    eml_status st = eml_store_setup(ca->mirror, ca->checkpoint,
+                                    ca->spec.resume, quiet, store, err);
+    if (st == EML_OK) st = host_seal_key(plat, err);
+    if (st != EML_OK) return st;
+    env->store = eml_store_ops_of(*store);
+    env->seal_secret = plat->seal_secret;
+    env->measurement = plat->measurement;
+    return EML_OK;
+}
+
 /* Plaintext training in this process: the same run function as the
- * enclave's (run.h), with the host's own mirror key. */
+ * enclave's (run.h), with the host's own mirror key; --outsource puts the
+ * worker at the net's dispatch point. */
 static int train_in_process(const eml_common_opts *c,
                             const eml_confidential_args *ca, const char *out,
                             int quiet)
@@ -173,6 +197,9 @@ static int train_in_process(const eml_common_opts *c,
     memset(&tr, 0, sizeof(tr));
     memset(&te, 0, sizeof(te));
     eml_err err = {0};
+    eml_outsourced os;
+    memset(&os, 0, sizeof(os));
+    int rc = 1;
     uint8_t *text = NULL;
     size_t tlen = 0;
     eml_status st = eml_file_read(c->cfg, &text, &tlen, &err);
@@ -213,13 +240,8 @@ static int train_in_process(const eml_common_opts *c,
     env.progress = eml_progress_cb;
     env.progress_user = &prog;
     if (ca->spec.mirror) {
-        st = eml_store_setup(ca->mirror, ca->checkpoint, ca->spec.resume,
-                             quiet, &store, &err);
-        if (st == EML_OK) st = host_seal_key(&plat, &err);
+        st = mirror_env(ca, quiet, &store, &plat, &env, &err);
         if (st != EML_OK) goto fail;
-        env.store = eml_store_ops_of(store);
-        env.seal_secret = plat.seal_secret;
-        env.measurement = plat.measurement;
     }
     if (!quiet)
         fprintf(stderr,
@@ -233,25 +255,29 @@ static int train_in_process(const eml_common_opts *c,
                 "note: %d layer(s) run on the ref kernels (pooling shapes "
                 "oneDNN cannot express)\n",
                 eml_net_ref_layers(net));
+    if (eml_outsourced_begin(c, net, &os)) {
+        rc = 1;
+        goto out;
+    }
     eml_train_result res;
     st = eml_run_train(run, &tr.set, &te.set, &env, &res, &err);
+    eml_outsourced_stop(&os);
     if (st == EML_OK && out != NULL) st = eml_weights_save(net, out, &err);
     if (st != EML_OK) goto fail;
-    if (c->json) print_json(c, run, &res, out, ca, store);
+    if (c->json) print_json(c, run, &res, out, ca, store, &os);
     else if (!quiet) print_summary(run, &res, out, ca, store);
-    eml_wipe(&plat, sizeof(plat));
-    eml_run_free(run);
-    eml_store_close(store);
-    eml_labelled_free(&tr);
-    eml_labelled_free(&te);
-    return 0;
+    rc = 0;
+    goto out;
 fail:
+    rc = eml_outsourced_fail(&os, st, &err);
+out:
+    eml_outsourced_end(&os);
     eml_wipe(&plat, sizeof(plat));
     eml_run_free(run);
     eml_store_close(store);
     eml_labelled_free(&tr);
     eml_labelled_free(&te);
-    return eml_fail_st(st, &err);
+    return rc;
 }
 
 /* The DP options: 0, or 1 after the error line. */
@@ -377,6 +403,8 @@ static const struct option train_options[] = {
     {"checkpoint-every", required_argument, 0, OPT_CHECKPOINT_EVERY},
     {"resume", no_argument, 0, OPT_RESUME},
     {"report-nonce", required_argument, 0, OPT_REPORT_NONCE},
+    {"outsource", required_argument, 0, OPT_OUTSOURCE},
+    {"outsource-mode", required_argument, 0, OPT_OUTSOURCE_MODE},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0}};
 
@@ -481,6 +509,11 @@ int eml_cmd_train(int argc, char **argv)
     ca.out = out;
     ca.json = c.json;
     ca.quiet = quiet;
+    if (ca.n_grants > 0 && c.outsource != NULL)
+        return eml_fail("train: --outsource with --grant (outsourcing from "
+                        "the enclave, which needs the grants' "
+                        "--allow-outsource) is not built yet; outsourcing "
+                        "runs in process (--enclave none) for now");
     if (ca.n_grants > 0) {
         if (!have_backend) ca.backend = EML_BACKEND_SIM;
         return eml_train_confidential(&ca);
