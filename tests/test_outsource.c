@@ -43,6 +43,13 @@ static uint64_t next_rng(void *user)
     return eml_rng_next(&g_rng);
 }
 
+/* r from an 8-element set: the small-r check's bound made visible. */
+static uint64_t next_small(void *user)
+{
+    (void)user;
+    return eml_rng_next(&g_rng) & 7;
+}
+
 /* ==== the field ==== */
 
 static void test_field_ops(void **state)
@@ -160,6 +167,31 @@ static void test_freivalds_rate(void **state)
         assert_true(fabs(r1 - want1) < 5 * sqrt(want1 / trials) + 1e-4);
         assert_true(r2 < want2 + 5 * sqrt(want2 / trials) + 1e-4);
     }
+    /* The client's check draws r from a set S of 2^21 values; with S cut
+     * to 8 values the rate 1/|S| of the bound is visible. */
+    int pass_small = 0, trials = 100000;
+    for (int t = 0; t < trials; t++) {
+        int32_t sa[6], sb[6];
+        uint64_t sc[4];
+        for (int i = 0; i < 6; i++) {
+            sa[i] = (int32_t)rnd_below(2001) - 1000;
+            sb[i] = (int32_t)rnd_below(2001) - 1000;
+        }
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) {
+                int64_t v = 0;
+                for (int l = 0; l < 3; l++)
+                    v += (int64_t)sa[i * 3 + l] * sb[l * 2 + j];
+                sc[i * 2 + j] = eml_field_of(v);
+            }
+        sc[t % 4] = eml_field_add(sc[t % 4], 1);
+        pass_small += eml_freivalds_small(sa, sb, sc, 2, 2, 3, 1, next_small,
+                                          NULL);
+    }
+    printf("small-r Freivalds, |S| = 8: a wrong C passed %.4f of %d (bound "
+           "1/8 = 0.125)\n",
+           (double)pass_small / trials, trials);
+    assert_true(fabs((double)pass_small / trials - 0.125) < 0.006);
     /* p = 2^61 - 1: 1/p per round; none of 100,000 wrong products pass. */
     int passed = 0;
     for (int t = 0; t < 100000; t++) {

@@ -198,6 +198,23 @@ const char *eml_outsource_error(const eml_outsource *o);
  * negative values as p - |v|.  shift is chosen by the caller so that
  * |x| * 2^shift < 2^bits. */
 void eml_field_quantize(const float *x, size_t n, int shift, uint64_t *out);
+/* The same into signed 32-bit integers (|x| * 2^shift must stay below
+ * 2^31): what the client keeps to check the product. */
+void eml_field_quantize_i32(const float *x, size_t n, int shift,
+                            int32_t *out);
+/* x mod p for any 64-bit x (one Mersenne fold, one subtraction). */
+static inline uint64_t eml_field_reduce(uint64_t x)
+{
+    x = (x & EML_FIELD_P) + (x >> 61);
+    return x >= EML_FIELD_P ? x - EML_FIELD_P : x;
+}
+/* A signed integer (|v| < 2^63) as a field element. */
+static inline uint64_t eml_field_of(int64_t v)
+{
+    if (v >= 0) return eml_field_reduce((uint64_t)v);
+    uint64_t r = eml_field_reduce((uint64_t)0 - (uint64_t)v);
+    return r == 0 ? 0 : EML_FIELD_P - r;
+}
 /* The signed value of a field element (v > p/2 is negative). */
 static inline double eml_field_signed(uint64_t v)
 {
@@ -218,6 +235,22 @@ int eml_field_shift(const float *x, size_t n, int bits);
 int eml_freivalds(const uint64_t *a, const uint64_t *b, const uint64_t *c,
                   uint32_t m, uint32_t n, uint32_t k, uint64_t p, int reps,
                   uint64_t (*next)(void *user), void *user);
+
+/* Freivalds' check of C = A*B mod p for small signed integer operands
+ * (|a|, |b| < 2^31; C as field elements): `reps` rounds with r drawn
+ * from [0, 2^21) instead of all of Z_p, so that B r is computed in 64-bit
+ * integers.  A wrong C passes a round with probability <= 2^-21 (a
+ * non-zero linear form mod p vanishes on at most one value of any one
+ * coordinate), so two rounds give <= 2^-42. */
+#define EML_FREIVALDS_R_BITS 21
+int eml_freivalds_small(const int32_t *a, const int32_t *b,
+                        const uint64_t *c, uint32_t m, uint32_t n,
+                        uint32_t k, int reps, uint64_t (*next)(void *user),
+                        void *user);
+/* Writes a request whose A and B are small signed integers. */
+void eml_worker_req_write_i32(uint8_t *out, uint64_t id, uint32_t m,
+                              uint32_t n, uint32_t k, const int32_t *a,
+                              const int32_t *b);
 
 #ifdef __cplusplus
 }

@@ -46,6 +46,16 @@ void eml_field_quantize(const float *x, size_t n, int shift, uint64_t *out)
     }
 }
 
+void eml_field_quantize_i32(const float *x, size_t n, int shift,
+                            int32_t *out)
+{
+    double scale = ldexp(1.0, shift);
+    for (size_t i = 0; i < n; i++) {
+        double v = nearbyint((double)x[i] * scale);
+        out[i] = isfinite(v) && fabs(v) < 2147483647.0 ? (int32_t)v : 0;
+    }
+}
+
 /* (acc mod p) for a 128-bit accumulator. */
 static uint64_t fold(unsigned __int128 acc)
 {
@@ -120,6 +130,66 @@ int eml_freivalds(const uint64_t *a, const uint64_t *b, const uint64_t *c,
         matvec(b, r, br, k, n, p);
         matvec(a, br, abr, m, k, p);
         matvec(c, r, cr, m, n, p);
+        ok = memcmp(abr, cr, (size_t)m * sizeof(uint64_t)) == 0;
+    }
+    free(buf);
+    return ok;
+}
+
+/* y = X v mod p, X (rows x cols) small signed integers, v below 2^21:
+ * exact 64-bit sums (|x v| < 2^52), folded into the field every 2^10
+ * terms. */
+static void matvec_small(const int32_t *x, const int64_t *v, uint64_t *y,
+                         uint32_t rows, uint32_t cols)
+{
+    for (uint32_t i = 0; i < rows; i++) {
+        const int32_t *row = x + (size_t)i * cols;
+        uint64_t s = 0;
+        for (uint32_t j0 = 0; j0 < cols; j0 += 1024) {
+            uint32_t j1 = cols - j0 < 1024 ? cols : j0 + 1024;
+            int64_t acc = 0;
+            for (uint32_t j = j0; j < j1; j++) acc += (int64_t)row[j] * v[j];
+            s = eml_field_add(s, eml_field_of(acc));
+        }
+        y[i] = s;
+    }
+}
+
+int eml_freivalds_small(const int32_t *a, const int32_t *b,
+                        const uint64_t *c, uint32_t m, uint32_t n,
+                        uint32_t k, int reps, uint64_t (*next)(void *user),
+                        void *user)
+{
+    size_t cap = (size_t)n + 2 * (size_t)k + 2 * (size_t)m;
+    uint64_t *buf = malloc(cap * sizeof(uint64_t));
+    if (buf == NULL) return 0;
+    int64_t *r = (int64_t *)buf;
+    uint64_t *br = buf + n, *abr = br + k, *cr = abr + m;
+    int64_t *brs = (int64_t *)(cr + m); /* k */
+    int ok = 1;
+    for (int rep = 0; rep < reps && ok; rep++) {
+        for (uint32_t j = 0; j < n; j++)
+            r[j] = (int64_t)(next(user) &
+                             ((1ULL << EML_FREIVALDS_R_BITS) - 1));
+        matvec_small(b, r, br, k, n);
+        /* A (B r): B r is now a field element; A small signed. */
+        for (uint32_t t = 0; t < k; t++) brs[t] = (int64_t)br[t];
+        for (uint32_t i = 0; i < m; i++) {
+            const int32_t *row = a + (size_t)i * k;
+            uint64_t s = 0;
+            for (uint32_t t = 0; t < k; t++)
+                s = eml_field_add(s, eml_field_mul(eml_field_of(row[t]),
+                                                   (uint64_t)brs[t]));
+            abr[i] = s;
+        }
+        /* C r: C's elements are field elements, r small. */
+        for (uint32_t i = 0; i < m; i++) {
+            const uint64_t *row = c + (size_t)i * n;
+            unsigned __int128 acc = 0;
+            for (uint32_t j = 0; j < n; j++)
+                acc += (unsigned __int128)row[j] * (uint64_t)r[j];
+            cr[i] = fold(acc);
+        }
         ok = memcmp(abr, cr, (size_t)m * sizeof(uint64_t)) == 0;
     }
     free(buf);

@@ -41,6 +41,7 @@ void eml_worker_req_write(uint8_t *out, uint64_t id, uint32_t m, uint32_t n,
     eml_put_le32(out + 24, k);
     eml_put_le32(out + 28, 0);
     eml_put_le64(out + 32, EML_FIELD_P);
+    if (a == NULL || b == NULL) return; /* the caller writes them */
     uint8_t *pa = out + EML_WORKER_REQ_HEADER;
     size_t na = (size_t)m * k, nb = (size_t)k * n;
     for (size_t i = 0; i < na; i++) eml_worker_put(pa, i, a[i]);
@@ -171,4 +172,16 @@ eml_status eml_worker_reply_parse(const uint8_t *p, size_t n,
         return eml_err_set(err, EML_ERR_RANGE,
                            "worker reply: an element is not below p");
     return EML_OK;
+}
+
+void eml_worker_req_write_i32(uint8_t *out, uint64_t id, uint32_t m,
+                              uint32_t n, uint32_t k, const int32_t *a,
+                              const int32_t *b)
+{
+    eml_worker_req_write(out, id, m, n, k, NULL, NULL);
+    uint8_t *pa = out + EML_WORKER_REQ_HEADER;
+    size_t na = (size_t)m * k, nb = (size_t)k * n;
+    for (size_t i = 0; i < na; i++) eml_worker_put(pa, i, eml_field_of(a[i]));
+    for (size_t i = 0; i < nb; i++)
+        eml_worker_put(pa + 8 * na, i, eml_field_of(b[i]));
 }
