@@ -17,6 +17,7 @@
 #include "host/cmd_crypto.h"
 #include "host/cmd_enclave.h"
 #include "host/cmd_privacy.h"
+#include "host/cmd_worker.h"
 
 #define EXIT_USAGE 2
 #define EML_GOMP_SPINCOUNT "10000"
@@ -45,6 +46,8 @@ static const struct command {
     {"grant", "release a data key to an attested enclave", eml_cmd_grant},
     {"privacy", "compute epsilon (or the noise for a target epsilon)",
      eml_cmd_privacy},
+    {"worker", "serve outsourced matrix products to enclaves (a worker)",
+     eml_cmd_worker},
 };
 
 static void usage(FILE *f)
