@@ -108,3 +108,7 @@ awk -v m="${mips[mirror]}" -v p="${mips[plain]}" 'BEGIN {
   split(m, a); split(p, b);
   ma = (a[1] > a[2]) ? a[1] : a[2]; pb = (b[1] > b[2]) ? b[1] : b[2];
   printf "  best of two: mirror %.0f, plain %.0f images/s: --mirror-every 1 costs %.1f%% (aim <= 10%%)\n", ma, pb, 100 * (pb - ma) / pb }'
+
+echo
+echo "== 7. outsourcing the linear layers to a worker (issue 11)"
+bash scripts/bench-outsource.sh "$build" "$quick"
