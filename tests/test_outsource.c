@@ -408,6 +408,8 @@ static void test_client_faults(void **state)
     int per_step = w.count;
     eml_outsource_free(o);
     eml_net_free(net);
+    free(w.reply);
+    free(w.last);
     int caught = 0, injected = 0, by_pass[5] = {0};
     const char *names[5] = {"", "forward", "input gradient",
                             "weight gradient", "per-example gradients"};
