@@ -375,6 +375,29 @@ static void test_client_honest(void **state)
     assert_true(dg < 1e-5 * gmax + 1e-7);
     assert_true(s->outsourced_products > 0);
     assert_true(s->verified_products == s->outsourced_products);
+    uint64_t whole = s->outsourced_products;
+    eml_outsource_free(o);
+    /* Small requests (the enclave's channel has a limit): the products go
+     * as blocks, each checked, and the step computes the same. */
+    eml_net *blk = make(cfg, 4);
+    assert_int_equal(eml_outsource_new(&link, EML_OUTSOURCE_INTEGRITY, &o,
+                                       &err),
+                     EML_OK);
+    eml_outsource_set_max_request(o, 2048);
+    eml_outsource_attach(o, eml_net_gemm(blk));
+    if (step(blk, 4, sq_out) != EML_OK)
+        fail_msg("blocked: %s", eml_outsource_error(o));
+    const float *yc = eml_net_output(blk);
+    for (size_t i = 0; i < 4 * eml_net_output_size(ref); i++)
+        assert_true(fabs(ya[i] - yc[i]) < 1e-5);
+    s = eml_outsource_stats_of(o);
+    printf("in requests of at most 2048 bytes: %llu products instead of "
+           "%llu, all verified\n",
+           (unsigned long long)s->outsourced_products,
+           (unsigned long long)whole);
+    assert_true(s->outsourced_products > whole);
+    assert_true(s->verified_products == s->outsourced_products);
+    eml_net_free(blk);
     eml_outsource_free(o);
     free(w.reply);
     free(w.last);

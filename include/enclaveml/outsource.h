@@ -187,6 +187,10 @@ void eml_outsource_free(eml_outsource *o);
  * of its layers goes to the worker, verified; d->fn and d->ctx change. */
 void eml_outsource_attach(eml_outsource *o, eml_gemm_dispatch *d);
 const eml_outsource_stats *eml_outsource_stats_of(const eml_outsource *o);
+/* Keeps every request frame at or below `bytes` (the enclave's channel
+ * limit): a larger product goes as blocks of rows times blocks of
+ * columns, each a product of its own, sent and checked. */
+void eml_outsource_set_max_request(eml_outsource *o, size_t bytes);
 /* The first failure's message ("worker result failed verification
  * (layer 3, forward)"), kept because the dispatch point only passes a
  * status up; "" if none. */

@@ -41,7 +41,11 @@ struct eml_outsource {
     /* scratch, grown as needed */
     float *fa, *fb;
     int32_t *qa, *qb; /* the quantized operands */
+    int32_t *qbs;     /* a block of A and B, gathered */
     uint64_t *qc;     /* the product, as the worker gave it */
+    uint64_t *acc;    /* a block of C, summed over inner blocks */
+    size_t cap_qbs, cap_acc;
+    size_t max_elems; /* of A's or B's part in one request */
     uint8_t *frame;
     size_t cap_fa, cap_fb, cap_qa, cap_qb, cap_qc, cap_frame;
 };
@@ -117,6 +121,7 @@ eml_status eml_outsource_new(const eml_worker_link *link,
     uint64_t id;
     eml_csprng_bytes(o->rng, &id, sizeof(id));
     o->next_id = id >> 8; /* room to count up */
+    o->max_elems = EML_WORKER_MAX_ELEMS;
     *out = o;
     return EML_OK;
 }
@@ -129,9 +134,19 @@ void eml_outsource_free(eml_outsource *o)
     free(o->fb);
     free(o->qa);
     free(o->qb);
+    free(o->qbs);
+    free(o->acc);
     free(o->qc);
     free(o->frame);
     free(o);
+}
+
+void eml_outsource_set_max_request(eml_outsource *o, size_t bytes)
+{
+    size_t e = bytes > 2 * EML_WORKER_REQ_HEADER
+                   ? (bytes - EML_WORKER_REQ_HEADER) / 16
+                   : 1;
+    o->max_elems = e < EML_WORKER_MAX_ELEMS ? e : EML_WORKER_MAX_ELEMS;
 }
 
 const eml_outsource_stats *eml_outsource_stats_of(const eml_outsource *o)
@@ -162,8 +177,10 @@ static int bits_for(int k)
     return (59 - lg) / 2;
 }
 
-/* Sends one quantized product and takes back C, checked. */
-static eml_status exchange(eml_outsource *o, uint32_t m, uint32_t n,
+/* Sends one quantized product a (m x k) times b (k x n) and takes back C
+ * into o->qc, checked for being the reply to it. */
+static eml_status exchange(eml_outsource *o, const int32_t *a,
+                           const int32_t *b, uint32_t m, uint32_t n,
                            uint32_t k, const char **why, eml_err *err)
 {
     size_t size = eml_worker_req_size(m, n, k);
@@ -177,7 +194,7 @@ static eml_status exchange(eml_outsource *o, uint32_t m, uint32_t n,
         return EML_ERR_NOMEM;
     }
     uint64_t id = o->next_id++;
-    eml_worker_req_write_i32(o->frame, id, m, n, k, o->qa, o->qb);
+    eml_worker_req_write_i32(o->frame, id, m, n, k, a, b);
     double t0 = wall_now();
     eml_status st = o->link->send(o->link->user, o->frame, size, err);
     const uint8_t *p = NULL;
@@ -211,6 +228,52 @@ static eml_status exchange(eml_outsource *o, uint32_t m, uint32_t n,
     return EML_OK;
 }
 
+/* A block of the quantized product: rows [i0, i0+bm) of A, columns
+ * [j0, j0+bn) of B, inner indices [k0, k0+bk): gathered, sent, checked by
+ * Freivalds, and added into acc (bm x bn, mod p). */
+static eml_status block(eml_outsource *o, const eml_gemm_desc *g,
+                        uint32_t i0, uint32_t j0, uint32_t k0, uint32_t bm,
+                        uint32_t bn, uint32_t bk, uint64_t *acc,
+                        const char **why, eml_err *err)
+{
+    uint32_t n = (uint32_t)g->N, k = (uint32_t)g->K;
+    const int32_t *a = o->qa + (size_t)i0 * k, *b = o->qb;
+    double c0 = cpu_now();
+    if (bk != k || bn != n) { /* gather the block */
+        if (!grow((void **)&o->qbs, &o->cap_qbs,
+                  (size_t)bm * bk + (size_t)bk * bn, sizeof(int32_t))) {
+            *why = "out of memory";
+            return EML_ERR_NOMEM;
+        }
+        int32_t *sa = o->qbs, *sb = o->qbs + (size_t)bm * bk;
+        for (uint32_t r = 0; r < bm; r++)
+            memcpy(sa + (size_t)r * bk, o->qa + (size_t)(i0 + r) * k + k0,
+                   bk * sizeof(int32_t));
+        for (uint32_t t = 0; t < bk; t++)
+            memcpy(sb + (size_t)t * bn, o->qb + (size_t)(k0 + t) * n + j0,
+                   bn * sizeof(int32_t));
+        a = sa;
+        b = sb;
+    }
+    o->stats.enclave_seconds += cpu_now() - c0;
+    o->stats.outsourced_products++;
+    eml_status st = exchange(o, a, b, bm, bn, bk, why, err);
+    if (st != EML_OK) return st;
+    c0 = cpu_now();
+    /* Two rounds with 21-bit vectors: a wrong product passes with
+     * probability <= 2^-42. */
+    if (!eml_freivalds_small(a, b, o->qc, bm, bn, bk, 2, next_field,
+                             o->rng)) {
+        *why = "Freivalds' check failed";
+        return EML_ERR_AUTH;
+    }
+    o->stats.verified_products++;
+    for (size_t e = 0; e < (size_t)bm * bn; e++)
+        acc[e] = eml_field_add(acc[e], o->qc[e]);
+    o->stats.enclave_seconds += cpu_now() - c0;
+    return EML_OK;
+}
+
 /* Product i of g, outsourced and verified, written into g's C. */
 static eml_status one_product(eml_outsource *o, const eml_gemm_desc *g,
                               int idx, const char **why, eml_err *err)
@@ -237,27 +300,41 @@ static eml_status one_product(eml_outsource *o, const eml_gemm_desc *g,
     eml_field_quantize_i32(o->fa, na, sa, o->qa);
     eml_field_quantize_i32(o->fb, nb, sb, o->qb);
     o->stats.enclave_seconds += cpu_now() - c0;
-    o->stats.outsourced_products++;
-    eml_status st = exchange(o, m, n, k, why, err);
-    if (st != EML_OK) return st;
-    c0 = cpu_now();
-    /* Two rounds with 21-bit vectors: a wrong product passes with
-     * probability <= 2^-42. */
-    if (!eml_freivalds_small(o->qa, o->qb, o->qc, m, n, k, 2, next_field,
-                             o->rng)) {
-        *why = "Freivalds' check failed";
-        return EML_ERR_AUTH;
+    /* Requests stay below the link's limit: blocks of A's rows and B's
+     * columns, and of the inner dimension when one row is too long; each
+     * block is its own verified product, the inner blocks' results
+     * summed (exact: the whole sum is below p / 2 in magnitude). */
+    uint32_t bk = k < o->max_elems ? k : (uint32_t)o->max_elems;
+    uint32_t mh = (uint32_t)(o->max_elems / bk), w = mh;
+    if (mh > m) mh = m;
+    if (w > n) w = n;
+    if (!grow((void **)&o->acc, &o->cap_acc, (size_t)mh * w,
+              sizeof(uint64_t))) {
+        *why = "out of memory";
+        return EML_ERR_NOMEM;
     }
-    o->stats.verified_products++;
     double scale = ldexp(1.0, -(sa + sb));
-    for (uint32_t r = 0; r < m; r++)
-        for (uint32_t c = 0; c < n; c++) {
-            float *out = C + (size_t)r * g->ldc + c;
-            double v = g->alpha * eml_field_signed(o->qc[(size_t)r * n + c]) *
-                       scale;
-            *out = g->beta == 0.0f ? (float)v : (float)(v + g->beta * *out);
+    for (uint32_t i0 = 0; i0 < m; i0 += mh)
+        for (uint32_t j0 = 0; j0 < n; j0 += w) {
+            uint32_t bm = m - i0 < mh ? m - i0 : mh;
+            uint32_t bn = n - j0 < w ? n - j0 : w;
+            memset(o->acc, 0, (size_t)bm * bn * sizeof(uint64_t));
+            for (uint32_t k0 = 0; k0 < k; k0 += bk) {
+                uint32_t kk = k - k0 < bk ? k - k0 : bk;
+                eml_status st = block(o, g, i0, j0, k0, bm, bn, kk, o->acc,
+                                      why, err);
+                if (st != EML_OK) return st;
+            }
+            for (uint32_t r = 0; r < bm; r++)
+                for (uint32_t c = 0; c < bn; c++) {
+                    float *out = C + (size_t)(i0 + r) * g->ldc + j0 + c;
+                    double v = g->alpha *
+                               eml_field_signed(o->acc[(size_t)r * bn + c]) *
+                               scale;
+                    *out = g->beta == 0.0f ? (float)v
+                                           : (float)(v + g->beta * *out);
+                }
         }
-    o->stats.enclave_seconds += cpu_now() - c0;
     return EML_OK;
 }
 
