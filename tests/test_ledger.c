@@ -231,6 +231,7 @@ static void test_grant_round_trip(void **state)
         gi.max_epsilon = gi.has_max_epsilon ? 2.5 : 0;
         gi.has_cfg_digest = 1;
         memset(gi.cfg_digest, 0xc5, 32);
+        gi.allow_outsource = n % 3 == 1;
         uint8_t g[EML_GRANT_MAX_BYTES];
         size_t len = 0;
         assert_int_equal(eml_grant_build(g, &len, &gi, dk), EML_OK);
@@ -244,6 +245,7 @@ static void test_grant_round_trip(void **state)
         assert_int_equal(got.has_max_epsilon, gi.has_max_epsilon);
         assert_int_equal(got.has_cfg_digest, 1);
         assert_memory_equal(got.cfg_digest, gi.cfg_digest, 32);
+        assert_int_equal(got.allow_outsource, gi.allow_outsource);
         for (unsigned i = 0; i < n; i++)
             assert_true(eml_grant_allows_recipient(&got, gi.recipients[i]));
         uint8_t stranger[32];

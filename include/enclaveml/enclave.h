@@ -129,6 +129,9 @@ typedef struct eml_grant_info {
     double max_epsilon;
     int has_cfg_digest;          /* 1: only this cfg (SHA-256 of its text) */
     uint8_t cfg_digest[32];
+    int allow_outsource;         /* 1: the run may send its linear layers'
+                                    products to an outsourcing worker
+                                    (docs/outsource.md) */
     unsigned n_recipients;       /* 1..EML_GRANT_RECIPIENTS_MAX, distinct */
     uint8_t recipients[EML_GRANT_RECIPIENTS_MAX][32];
 } eml_grant_info;

@@ -98,6 +98,7 @@ eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
 #define OFF_RCPT 152
 #define FLAG_MAXEPS 1u
 #define FLAG_CFG 2u
+#define FLAG_OUTSOURCE 4u /* older enclaves refuse it: unknown flag */
 /* After the recipients: eph_pk[32] | wrapped_key[32] | tag[16]. */
 _Static_assert(OFF_RCPT + 32 + 32 + 16 == EML_GRANT_FIXED_BYTES,
                "grant layout");
@@ -139,7 +140,8 @@ eml_status eml_grant_build(uint8_t out[EML_GRANT_MAX_BYTES], size_t *out_len,
     eml_put_le16(out + 8, EML_GRANT_VERSION);
     eml_put_le16(out + OFF_FLAGS,
                  (uint16_t)((info->has_max_epsilon ? FLAG_MAXEPS : 0) |
-                            (info->has_cfg_digest ? FLAG_CFG : 0)));
+                            (info->has_cfg_digest ? FLAG_CFG : 0) |
+                            (info->allow_outsource ? FLAG_OUTSOURCE : 0)));
     memcpy(out + OFF_MEAS, info->measurement, 32);
     memcpy(out + OFF_EPK, info->enclave_pk, 32);
     memcpy(out + OFF_KEYID, info->key_id, 16);
@@ -193,7 +195,7 @@ eml_status eml_grant_parse(const uint8_t *buf, size_t len,
         return eml_err_set(err, EML_ERR_FORMAT,
                            "grant is %zu bytes, too short", len);
     unsigned flags = eml_get_le16(buf + OFF_FLAGS);
-    if (flags & ~(FLAG_MAXEPS | FLAG_CFG))
+    if (flags & ~(FLAG_MAXEPS | FLAG_CFG | FLAG_OUTSOURCE))
         return eml_err_set(err, EML_ERR_FORMAT, "grant has unknown flags");
     unsigned n = eml_get_le16(buf + OFF_NRCPT);
     if (n < 1 || n > EML_GRANT_RECIPIENTS_MAX)
@@ -213,6 +215,7 @@ eml_status eml_grant_parse(const uint8_t *buf, size_t len,
     memcpy(info->grant_id, buf + OFF_GID, 16);
     info->has_max_epsilon = (flags & FLAG_MAXEPS) != 0;
     info->has_cfg_digest = (flags & FLAG_CFG) != 0;
+    info->allow_outsource = (flags & FLAG_OUTSOURCE) != 0;
     uint64_t bits = eml_get_le64(buf + OFF_MAXEPS);
     memcpy(&info->max_epsilon, &bits, 8);
     if (info->has_max_epsilon &&

@@ -36,6 +36,7 @@ enum {
     O_ALLOW_SIM, O_REPORT, O_KEY, O_MAXEPS, O_CFG, O_DATA, O_GRANT,
     O_RECIPIENT, O_REPORT_OUT, O_EPOCHS, O_BATCH, O_LR, O_SEED, O_THREADS,
     O_KERNELS, O_QUIET, O_MODEL, O_REPORT_NONCE, O_CFG_DIGEST, O_ALLOW_NONE,
+    O_ALLOW_OUTSOURCE,
     O_FILES,
 };
 
@@ -509,7 +510,7 @@ static const char grant_usage[] =
     "                       --recipient M.pub [--recipient M2.pub ...]\n"
     "                       [--cfg-digest HEX] [--max-epsilon E]\n"
     "                       [--nonce HEX] [--allow-sim] [--allow-none]\n"
-    "                       --out NAME.grant\n"
+    "                       [--allow-outsource] --out NAME.grant\n"
     "\n"
     "Verifies the enclave's attestation report, then wraps the owner's data\n"
     "key to the enclave's X25519 key, bound to the measurement.  The grant\n"
@@ -524,7 +525,11 @@ static const char grant_usage[] =
     "  --max-epsilon E     only differentially private training, spending\n"
     "                      at most E in total over every run that uses this\n"
     "                      grant (the enclave keeps a sealed spend ledger;\n"
-    "                      docs/dp.md)\n";
+    "                      docs/dp.md)\n"
+    "  --allow-outsource   the run may send its linear layers' products to\n"
+    "                      an untrusted worker (integrity mode: the worker\n"
+    "                      sees activations, weights and gradients;\n"
+    "                      docs/outsource.md).  Off by default.\n";
 
 int eml_cmd_grant(int argc, char **argv)
 {
@@ -538,6 +543,7 @@ int eml_cmd_grant(int argc, char **argv)
         {"max-epsilon", required_argument, 0, O_MAXEPS},
         {"recipient", required_argument, 0, O_RECIPIENT},
         {"cfg-digest", required_argument, 0, O_CFG_DIGEST},
+        {"allow-outsource", no_argument, 0, O_ALLOW_OUTSOURCE},
         {"out", required_argument, 0, O_OUT},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
@@ -580,6 +586,7 @@ int eml_cmd_grant(int argc, char **argv)
                 return 1;
             gi.has_cfg_digest = 1;
             break;
+        case O_ALLOW_OUTSOURCE: gi.allow_outsource = 1; break;
         case O_HELP: fputs(grant_usage, stdout); return 0;
         default: return eml_opt_unknown("grant", argc, argv);
         }
