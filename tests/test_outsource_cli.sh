@@ -6,11 +6,13 @@
 # client and worker (tests/worker_proxy.c, a test program) gets every
 # fault caught with the one verification line, no model written and the
 # mirror at its last committed state; a worker that dies is an error
-# naming its address; bad options are one error line each.
+# naming its address; confidential training in the sim enclave through the
+# worker (WORKER ocalls) with grants that allow it, and refused with one
+# that does not; bad options are one error line each.
 set -u
-bin=$1
-src=$2
-builddir=$3
+bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+src=$(cd "$2" && pwd)
+builddir=$(cd "$3" && pwd)
 proxy_bin=$builddir/tests/worker_proxy
 fm=/usr/share/datasets/fashion-mnist
 tmp=$(mktemp -d)
@@ -169,15 +171,56 @@ expect_error "a worker that is not there" "$tmp/none.sock" \
   "$bin" eval --cfg "$cfg" --weights "$w8" --data "$d" \
   --outsource "unix:$tmp/none.sock" --outsource-mode integrity
 
+# ---- from the enclave: grants must allow it; the report says so
+export ENCLAVEML_HOME=$tmp/home
+c=$tmp/conf
+mkdir -p "$c/data"
+(
+  cd "$c" || exit 1
+  "$bin" keygen --out owner --quiet 2>/dev/null
+  "$bin" keygen --out model --quiet 2>/dev/null
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte \
+           t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    "$bin" encrypt --key owner.key --in "$d/$f" --out "data/$f.emlc" --quiet
+  done
+  m=$("$bin" measure)
+  "$bin" attest --out r.json 2>/dev/null
+  for g in yes no; do
+    extra=()
+    [[ $g == yes ]] && extra=(--allow-outsource)
+    "$bin" grant --key owner.key --report r.json --measurement "$m" \
+      --allow-sim --recipient model.pub --out "$g.grant" "${extra[@]}" 2>/dev/null
+  done
+)
+conf() { # grant out extra...
+  local g=$1 o=$2
+  shift 2
+  timeout 600 "$bin" train --cfg "$cfg" --data "$c/data" --grant "$c/$g.grant" \
+    --recipient "$c/model.pub" --out "$c/$o.emlm" --report-out "$c/$o.json" \
+    --epochs 1 --batch 64 --threads 1 --quiet "$@"
+}
+if conf yes out --outsource "$uaddr" --outsource-mode integrity \
+     >"$tmp/out" 2>"$tmp/err" &&
+   grep -q '"outsource":"integrity"' "$c/out.json" &&
+   grep -q "\"worker\":\"$uaddr\"" "$c/out.json" &&
+   "$bin" verify "$c/out.json" --report "$c/r.json" --allow-sim \
+     --measurement "$("$bin" measure)" --model "$c/out.emlm" \
+     --recipient "$c/model.pub" >/dev/null 2>"$tmp/verr"; then
+  ok "confidential training in the sim enclave through the worker: $(sed -n 's/.*\("verified_products":[0-9]*\).*/\1/p' "$c/out.json"), the signed report verifies"
+else
+  bad "confidential outsourced training: $(cat "$tmp/err" "$tmp/verr" "$c/out.json" 2>/dev/null)"
+fi
+expect_error "a grant that does not allow outsourcing" "does not allow outsourcing" \
+  conf no refused --outsource "$uaddr" --outsource-mode integrity
+[[ ! -e $c/refused.emlm ]] && ok "no model from the refused run" ||
+  bad "a model file from the refused run"
+
 # ---- options
 expect_error "private mode is not built yet" "not built yet" \
   "$bin" eval --cfg "$cfg" --weights "$w8" --data "$d" --outsource "$uaddr"
 expect_error "an unknown mode" "--outsource-mode" \
   "$bin" eval --cfg "$cfg" --weights "$w8" --data "$d" --outsource "$uaddr" \
   --outsource-mode secret
-expect_error "outsourcing from the enclave is not built yet" "--grant" \
-  "$bin" train --cfg "$cfg" --data "$d" --grant "$tmp/g" --recipient "$tmp/r" \
-  --out "$tmp/m.emlm" --outsource "$uaddr"
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

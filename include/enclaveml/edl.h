@@ -72,6 +72,8 @@ extern "C" {
 #define EML_MEASURE_LIST_MAX 16384 /* MEASURE's list of measured files */
 #define EML_REPORT_MAX 8192                    /* an attestation report */
 #define EML_TRAIN_REPORT_MAX ((size_t)1 << 20) /* a training report */
+#define EML_WORKER_ADDR_LEN 320 /* tcp:HOST:PORT, unix:PATH, in a report */
+#define EML_WORKER_FRAME_MAX (EML_MSG_MAX - 4096) /* one worker frame */
 /* The bulk region: shared memory set up at launch (untrusted, like the
  * channel).  The enclave only ever WRITES there (sealed bytes going out);
  * it never reads from it, so the host changing it underneath proves
@@ -93,7 +95,7 @@ extern "C" {
     M(INIT_OK, 3, 1, REPLY, NONE, eml_reply_init_ok)                         \
     M(ATTEST, 4, 1, ECALL, REPORT, eml_ecall_attest)                         \
     M(REPORT, 5, 1, REPLY, NONE, eml_reply_report)                           \
-    M(TRAIN, 6, 1, ECALL, TRAIN_DONE, eml_ecall_train)                       \
+    M(TRAIN, 6, 2, ECALL, TRAIN_DONE, eml_ecall_train)                       \
     M(TRAIN_DONE, 7, 1, REPLY, NONE, eml_reply_train_done)                   \
     M(FILE_OPEN, 8, 1, OCALL, FILE_INFO, eml_ocall_file_open)                \
     M(FILE_INFO, 9, 1, REPLY, NONE, eml_reply_file_info)                     \
@@ -122,7 +124,9 @@ extern "C" {
     M(LEDGER_WRITE, 32, 1, OCALL, LEDGER_OK, eml_ocall_ledger_write)         \
     E(LEDGER_OK, 33, 1, REPLY, NONE)                                         \
     M(MODEL_LOAD, 34, 1, ECALL, MODEL_LOADED, eml_ecall_model_load)          \
-    M(MODEL_LOADED, 35, 1, REPLY, NONE, eml_reply_model_loaded)
+    M(MODEL_LOADED, 35, 1, REPLY, NONE, eml_reply_model_loaded)              \
+    M(WORKER, 36, 1, OCALL, WORKER_DATA, eml_ocall_worker)                   \
+    M(WORKER_DATA, 37, 1, REPLY, NONE, eml_reply_worker_data)
 
 #define EML_MSG_ENUM_(NAME, type, ...) EML_MSG_##NAME = type,
 typedef enum eml_msg_type {
@@ -218,7 +222,9 @@ typedef struct eml_bytes {
     X(S, IN_INT, spec.mirror, 0, 1) /* 1: save through MIRROR_* ocalls */    \
     X(S, IN_LONG, spec.save_every, 1, 1000000000)                            \
     X(S, IN_INT, spec.resume, 0, 1)                                          \
-    X(S, COPY, report_nonce, EML_NONCE_MAX)
+    X(S, COPY, report_nonce, EML_NONCE_MAX)                                  \
+    X(S, IN_INT, spec.outsource, 0, 2) /* v2: eml_outsource_mode, 0: none */ \
+    X(S, COPY, worker, EML_WORKER_ADDR_LEN) /* v2: for the report */
 
 /* TRAIN_DONE: the training report (signed JSON, docs/enclave.md). */
 #define EML_FIELDS_TRAIN_DONE(X, S)                                          \
@@ -332,6 +338,13 @@ typedef struct eml_bytes {
 #define EML_FIELDS_MODEL_LOADED(X, S)                                        \
     X(S, FIXED, model_sha256, 32)                                            \
     X(S, U64, parameters, 0, UINT64_MAX)
+
+/* WORKER: one request frame for the outsourcing worker (docs/formats.md,
+ * "Worker protocol"), which the host relays; WORKER_DATA: the worker's
+ * reply frame as it came.  The enclave checks every reply (id, shape,
+ * Freivalds) and trusts the host with none of it. */
+#define EML_FIELDS_WORKER(X, S) X(S, BYTES, request, EML_WORKER_FRAME_MAX)
+#define EML_FIELDS_WORKER_DATA(X, S) X(S, BYTES, reply, EML_WORKER_FRAME_MAX)
 
 /* ==== the structs: one per message with fields, made from its rows ==== */
 

@@ -89,6 +89,7 @@ typedef struct eml_run_spec {
     int mirror;        /* 1: save the training state through env->store */
     long save_every;   /* 1..1e9 steps */
     int resume;        /* continue from the mirror's newest state */
+    int outsource;     /* 0: none; eml_outsource_mode (docs/outsource.md) */
 } eml_run_spec;
 
 /* Command-line defaults: seed 1, one thread, fast kernels, no DP (delta

@@ -15,6 +15,7 @@
  *   train_ecall.c   TRAIN: grants, plan, data, training, the model out,
  *                   the signed report
  *   model_ecall.c   MODEL_LOAD: a granted model for inference
+ *   worker_ocall.c  the outsourcing worker, reached through WORKER ocalls
  *   probe.c         PROBE: forbidden calls tried inside the sandbox
  *
  * Trusted code: no files, sockets or processes; everything from the host
@@ -32,6 +33,7 @@
 #include "enclaveml/enclave.h"
 #include "enclaveml/ledger.h"
 #include "enclaveml/mirror.h"
+#include "enclaveml/outsource.h"
 #include "enclaveml/train.h"
 
 /* Asynchronous ocalls outstanding at most (the mirror has two: a bulk
@@ -168,6 +170,17 @@ eml_status eml_rt_budget_gate(const budget *b, eml_err *err);
 eml_status eml_rt_budget_charge(void *user, int resumed, eml_err *err);
 
 /* ==== train_ecall.c, probe.c ==== */
+
+/* ==== worker_ocall.c ==== */
+
+typedef struct eml_rt_worker {
+    eml_enclave *e;
+    const uint8_t *req; /* the request between send and recv */
+    size_t req_len;
+} eml_rt_worker;
+
+/* A link over WORKER ocalls (w must outlive it). */
+eml_worker_link eml_rt_worker_link(eml_rt_worker *w, eml_enclave *e);
 
 eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
                                    eml_err *err);

@@ -106,6 +106,7 @@ typedef struct train_job {
     uint8_t dataset_ids[EML_OWNERS_MAX][EML_CONTAINER_DATASET_ID_BYTES];
     eml_train_result res;
     uint8_t model_hash[32], model_file_hash[32];
+    eml_outsource_stats outsourced; /* spec.outsource: what went out */
 } train_job;
 
 static void job_free(train_job *j)
@@ -182,6 +183,28 @@ static eml_status open_budget(train_job *j, eml_err *err)
     return eml_rt_ledger_load(&j->bud, 0, err);
 }
 
+/* Outsourcing needs every owner's consent (the worker sees activations,
+ * weights and gradients), and an address the report can hold. */
+static eml_status check_outsource(const train_job *j, eml_err *err)
+{
+    if (j->q.spec.outsource == 0) return EML_OK;
+    for (uint64_t o = 0; o < j->q.n_grants; o++)
+        if (!j->ginfo[o].allow_outsource)
+            return eml_err_set(err, EML_ERR_AUTH,
+                               "grant %u does not allow outsourcing (its "
+                               "owner did not grant --allow-outsource): the "
+                               "worker would see the data's activations",
+                               (unsigned)o + 1);
+    for (size_t i = 0; i < j->q.worker_len; i++) {
+        uint8_t c = j->q.worker[i];
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\')
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "the worker's address has a character a "
+                               "report cannot hold");
+    }
+    return EML_OK;
+}
+
 /* Everything decided before any data is decrypted: the grants, the
  * network, the budget, and the DP plan (for the training-set size the
  * label files' headers claim; checked again once they are decrypted). */
@@ -193,6 +216,8 @@ static eml_status admit(train_job *j, size_t *claimed, eml_err *err)
         st = check_grant(j, o, err);
         if (st != EML_OK) return st;
     }
+    st = check_outsource(j, err);
+    if (st != EML_OK) return st;
     st = eml_run_new(&j->q.spec, j->q.cfg_text.p, j->q.cfg_text.n, "cfg",
                      &j->run, err);
     if (st != EML_OK) return st;
@@ -256,6 +281,36 @@ static eml_status read_owners(train_job *j, size_t claimed, eml_err *err)
     return EML_OK;
 }
 
+/* eml_run_train, with spec.outsource: the verifying client at the net's
+ * dispatch point over WORKER ocalls, for the training and no longer. */
+static eml_status outsourced_train(train_job *j, const eml_dataset *tr,
+                                   const eml_dataset *te,
+                                   const eml_run_env *env, eml_err *err)
+{
+    if (j->q.spec.outsource == 0)
+        return eml_run_train(j->run, tr, te, env, &j->res, err);
+    eml_rt_worker w;
+    eml_worker_link link = eml_rt_worker_link(&w, j->e);
+    eml_outsource *o = NULL;
+    eml_status st = eml_outsource_new(
+        &link, (eml_outsource_mode)j->q.spec.outsource, &o, err);
+    if (st != EML_OK) return st;
+    eml_outsource_set_max_request(o, EML_WORKER_FRAME_MAX);
+    eml_gemm_dispatch *d = eml_net_gemm(eml_run_net(j->run));
+    eml_gemm_dispatch saved = *d;
+    eml_outsource_attach(o, d);
+    st = eml_run_train(j->run, tr, te, env, &j->res, err);
+    if (st != EML_OK && eml_outsource_error(o)[0] != '\0') {
+        if (err != NULL) err->msg[0] = '\0';
+        st = eml_err_set(err, EML_ERR_AUTH, "%s", eml_outsource_error(o));
+    }
+    j->outsourced = *eml_outsource_stats_of(o);
+    d->fn = saved.fn;
+    d->ctx = saved.ctx;
+    eml_outsource_free(o);
+    return st;
+}
+
 /* Trains (the mirror sealed to this measurement, the budget charged when
  * training starts) and sends the model out encrypted to the recipient. */
 static eml_status train_and_send(train_job *j, eml_err *err)
@@ -280,7 +335,7 @@ static eml_status train_and_send(train_job *j, eml_err *err)
         env.on_start = eml_rt_budget_charge;
         env.on_start_user = &j->bud;
     }
-    eml_status st = eml_run_train(j->run, &tr, &te, &env, &j->res, err);
+    eml_status st = outsourced_train(j, &tr, &te, &env, err);
     if (st != EML_OK) return st;
     if (pc.failed)
         return eml_err_set(err, EML_ERR_IO,
@@ -372,7 +427,7 @@ static eml_status send_report(train_job *j, eml_err *err)
     eml_enclave *e = j->e;
     const eml_train_result *res = &j->res;
     size_t bcap = 2560 + (size_t)j->q.n_grants * (EML_FILE_KINDS * 66 + 68) +
-                  2 * EML_NONCE_MAX;
+                  2 * EML_NONCE_MAX + 512 + EML_WORKER_ADDR_LEN;
     char *body = malloc(bcap);
     if (body == NULL)
         return eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
@@ -408,6 +463,15 @@ static eml_status send_report(train_job *j, eml_err *err)
     if (isfinite(j->cap))
         append(body, bcap, &k, ",\"budget_charged\":%s",
                res->resumed_step >= 0 ? "false" : "true");
+    if (j->q.spec.outsource != 0)
+        append(body, bcap, &k,
+               ",\"outsource\":\"%s\",\"worker\":\"%.*s\","
+               "\"outsourced_products\":%llu,\"verified_products\":%llu",
+               j->q.spec.outsource == EML_OUTSOURCE_PRIVATE ? "private"
+                                                           : "integrity",
+               (int)j->q.worker_len, (const char *)j->q.worker,
+               (unsigned long long)j->outsourced.outsourced_products,
+               (unsigned long long)j->outsourced.verified_products);
     char *report = NULL;
     size_t rlen = 0;
     eml_status st = eml_report_sign(body, e->sec->ed_sk, &report, &rlen);

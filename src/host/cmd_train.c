@@ -505,15 +505,12 @@ int eml_cmd_train(int argc, char **argv)
     spec->mirror = ca.mirror != NULL || ca.checkpoint != NULL;
     spec->save_every = save_every;
     spec->resume = resume;
+    spec->outsource = c.outsource != NULL ? c.outsource_mode : 0;
+    ca.outsource = c.outsource;
     ca.cfg = c.cfg;
     ca.out = out;
     ca.json = c.json;
     ca.quiet = quiet;
-    if (ca.n_grants > 0 && c.outsource != NULL)
-        return eml_fail("train: --outsource with --grant (outsourcing from "
-                        "the enclave, which needs the grants' "
-                        "--allow-outsource) is not built yet; outsourcing "
-                        "runs in process (--enclave none) for now");
     if (ca.n_grants > 0) {
         if (!have_backend) ca.backend = EML_BACKEND_SIM;
         return eml_train_confidential(&ca);
@@ -623,11 +620,24 @@ static eml_status start_host(eml_enclave_host *h,
                              const eml_confidential_args *a, size_t nf,
                              char **paths, int *fds, int out_fd,
                              eml_store *store, eml_progress *prog,
+                             eml_worker_conn **worker, eml_worker_link *wl,
                              eml_err *err)
 {
     eml_host_opts ho = {a->backend, a->heap_mb, a->spec.threads};
-    eml_status st = eml_host_start(h, &ho, err);
-    if (st != EML_OK) return st;
+    eml_status st = EML_OK;
+    if (a->outsource != NULL) { /* WORKER ocalls go there */
+        st = eml_worker_connect(a->outsource, EML_WORKER_TIMEOUT_MS, worker,
+                                err);
+        if (st != EML_OK) return st;
+        *wl = eml_worker_conn_link(*worker);
+    }
+    st = eml_host_start(h, &ho, err);
+    if (st != EML_OK) {
+        eml_worker_disconnect(*worker);
+        *worker = NULL;
+        return st;
+    }
+    h->worker = *worker != NULL ? wl : NULL;
     h->files.n = nf;
     h->files.paths = paths;
     h->files.fds = fds;
@@ -715,7 +725,10 @@ int eml_train_confidential(const eml_confidential_args *a)
     eml_enclave_host h;
     eml_progress prog;
     eml_progress_init(&prog, a->quiet);
-    st = start_host(&h, a, nf, paths, fds, out_fd, store, &prog, &err);
+    eml_worker_conn *worker = NULL;
+    eml_worker_link wl;
+    st = start_host(&h, a, nf, paths, fds, out_fd, store, &prog, &worker, &wl,
+                    &err);
     if (st != EML_OK) {
         rc = eml_fail_st(st, &err);
         close(out_fd);
@@ -740,6 +753,12 @@ int eml_train_confidential(const eml_confidential_args *a)
         }
         memcpy(q->report_nonce, rnonce, rnlen);
         q->report_nonce_len = rnlen;
+        if (a->outsource != NULL) {
+            q->worker_len = strlen(a->outsource) < EML_WORKER_ADDR_LEN
+                                ? strlen(a->outsource)
+                                : EML_WORKER_ADDR_LEN;
+            memcpy(q->worker, a->outsource, q->worker_len);
+        }
         st = call_train(&h, q, &report, &rlen, &err);
         free(q);
     }
@@ -756,6 +775,7 @@ int eml_train_confidential(const eml_confidential_args *a)
     for (size_t i = 0; i < nf; i++)
         if (fds[i] >= 0) close(fds[i]);
     eml_host_stop(&h);
+    eml_worker_disconnect(worker);
     if (close(out_fd) != 0 && st == EML_OK)
         st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a->out, strerror(errno));
     if (st == EML_OK && a->report_out != NULL)

@@ -25,6 +25,7 @@ typedef struct eml_confidential_args {
     unsigned heap_mb;
     int json, quiet;
     eml_run_spec spec; /* every training option (train.h) */
+    const char *outsource; /* the worker's address, or NULL */
     /* the training-state mirror (a libpmem2 pool) or disk checkpoint */
     const char *mirror, *checkpoint;
 } eml_confidential_args;

@@ -61,6 +61,8 @@ typedef struct eml_enclave_host {
     struct eml_store *store; /* MIRROR_* ocalls go here (NULL: refused) */
     uint8_t *bulk;           /* the bulk region (edl.h), mapped here too */
     int bulk_fd;
+    /* WORKER ocalls are relayed here (NULL: refused); not owned. */
+    struct eml_worker_link *worker;
 } eml_enclave_host;
 
 /* Path of the enclave program: $ENCLAVEML_ENCLAVE, or enclaveml-enclave

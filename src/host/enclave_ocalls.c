@@ -18,6 +18,7 @@
 
 #include "enclaveml/crypto.h"
 #include "enclaveml/ledger.h"
+#include "enclaveml/outsource.h"
 #include "host/enclave_host.h"
 #include "host/fileio.h"
 
@@ -249,6 +250,24 @@ static eml_status serve_ledger_read(eml_enclave_host *h, eml_msg_any *q,
     return st;
 }
 
+/* WORKER: the request to the worker, its reply back as it came (the
+ * enclave checks it). */
+static eml_status serve_worker(eml_enclave_host *h, eml_msg_any *q,
+                               uint32_t seq)
+{
+    const eml_worker_link *w = h->worker;
+    if (w == NULL) return reply_error(h, seq, "no worker was asked for");
+    eml_err err = {0};
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    eml_status st = w->send(w->user, q->m_WORKER.request.p,
+                            q->m_WORKER.request.n, &err);
+    if (st == EML_OK) st = w->recv(w->user, &p, &n, &err);
+    if (st != EML_OK) return reply_error(h, seq, "%s", err.msg);
+    eml_reply_worker_data a = {{p, n}};
+    return reply(h, EML_MSG_WORKER_DATA, &a, sizeof(a), seq);
+}
+
 static eml_status serve_ledger_write(eml_enclave_host *h, eml_msg_any *q,
                                      uint32_t seq)
 {
@@ -275,6 +294,7 @@ static const ocall_fn ocalls[EML_MSG_TYPE_END] = {
     [EML_MSG_MIRROR_READ] = serve_mirror_read,
     [EML_MSG_LEDGER_READ] = serve_ledger_read,
     [EML_MSG_LEDGER_WRITE] = serve_ledger_write,
+    [EML_MSG_WORKER] = serve_worker,
 };
 
 eml_status eml_host_serve_ocall(eml_enclave_host *h, uint16_t type,
