@@ -195,6 +195,8 @@ static void put_train(eml_msg *m, const train_fields *t)
     eml_msg_put_u64(m, t->save_every);
     eml_msg_put_u64(m, t->resume);
     eml_msg_put_bytes(m, "", 0); /* report nonce */
+    eml_msg_put_u64(m, 0);       /* v2: no outsourcing */
+    eml_msg_put_bytes(m, "", 0); /* v2: no worker */
     if (t->trailing) eml_msg_put_u64(m, 0);
 }
 
@@ -346,6 +348,8 @@ static eml_status decode_train_like(const uint8_t *p, size_t n)
     if (st == EML_OK) st = eml_msg_get_range(&r, 1, 1000000000, &u);
     if (st == EML_OK) st = eml_msg_get_range(&r, 0, 1, &u);
     if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_NONCE_MAX, &b, &bl);
+    if (st == EML_OK) st = eml_msg_get_range(&r, 0, 2, &u); /* v2 */
+    if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_WORKER_ADDR_LEN, &b, &bl);
     if (st == EML_OK) st = eml_msg_get_end(&r);
     /* Whatever failed, the reader must now refuse everything. */
     if (st != EML_OK) assert_int_not_equal(eml_msg_get_end(&r), EML_OK);
