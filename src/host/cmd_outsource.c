@@ -9,17 +9,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "host/cli.h"
 #include "host/cmd_outsource.h"
 
 #define WORKER_TIMEOUT_MS 30000
 
-static double cpu_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#define cpu_seconds eml_cpu_seconds
 
 int eml_outsourced_begin(const eml_common_opts *c, eml_net *net,
                          eml_outsourced *o)

@@ -8,12 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "core/clock.h"
+
+#define now_seconds eml_wall_seconds
 
 void eml_progress_init(eml_progress *p, int quiet)
 {

@@ -18,17 +18,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "enclaveml/crypto.h"
 #include "nn/net_internal.h"
 
 /* ==== helpers ==== */
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#define now_seconds eml_wall_seconds
 
 #define mul_size eml_mul_size
 #define alloc_floats eml_alloc_floats

@@ -14,14 +14,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "enclaveml/crypto.h"
 #include "nn/train_internal.h"
 
 double eml_now_seconds(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    return eml_wall_seconds();
 }
 
 eml_run_spec eml_run_spec_default(void)

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "enclaveml/dp.h"
 #include "enclaveml/outsource.h"
 
@@ -50,19 +51,8 @@ struct eml_outsource {
     size_t cap_fa, cap_fb, cap_qa, cap_qb, cap_qc, cap_frame;
 };
 
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#define cpu_now eml_cpu_seconds
+#define wall_now eml_wall_seconds
 
 static const char *pass_name(eml_gemm_pass p)
 {
