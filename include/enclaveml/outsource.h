@@ -140,7 +140,10 @@ static inline void eml_worker_put(uint8_t *base, size_t i, uint64_t v)
 
 /* C = A * B mod p, exactly: a (m x k), b (k x n) as little-endian u64
  * arrays (frame bytes), c (m x n) written little-endian.  Plain C with
- * OpenMP over rows; the worker's CPU backend and the tests' oracle. */
+ * OpenMP over rows; the worker's CPU backend and the tests' oracle.  When
+ * the elements, read as signed (v > p/2 is v - p), are small enough that
+ * every exact sum fits 63 bits (integrity mode's fixed point), it runs
+ * in 64-bit integers; else in 128-bit accumulators. */
 void eml_field_gemm(const uint8_t *a, const uint8_t *b, uint8_t *c,
                     uint32_t m, uint32_t n, uint32_t k);
 

@@ -66,9 +66,70 @@ static uint64_t fold(unsigned __int128 acc)
     return eml_field_add(eml_field_add(lo, h_lo), h_hi);
 }
 
+/* The field element as a signed integer (v > p/2 is v - p). */
+static int64_t signed_of(uint64_t v)
+{
+    return v > EML_FIELD_P / 2 ? (int64_t)v - (int64_t)EML_FIELD_P
+                               : (int64_t)v;
+}
+
+/* Elements of x as signed integers into out; the largest magnitude. */
+static uint64_t to_signed(const uint8_t *x, size_t n, int64_t *out)
+{
+    uint64_t mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = signed_of(eml_worker_get(x, i));
+        uint64_t a = out[i] < 0 ? (uint64_t)-out[i] : (uint64_t)out[i];
+        if (a > mx) mx = a;
+    }
+    return mx;
+}
+
+/* When every exact sum fits 63 bits (k * max|a| * max|b| < 2^62, as the
+ * client's fixed point makes it): plain 64-bit products, row by row. */
+static int gemm_small(const uint8_t *a, const uint8_t *b, uint8_t *c,
+                      uint32_t m, uint32_t n, uint32_t k)
+{
+    size_t na = (size_t)m * k, nb = (size_t)k * n;
+    int64_t *sa = malloc((na + nb) * sizeof(int64_t));
+    if (sa == NULL) return 0;
+    int64_t *sb = sa + na;
+    uint64_t ma = to_signed(a, na, sa), mb = to_signed(b, nb, sb);
+    if ((unsigned __int128)ma * mb * k >= ((unsigned __int128)1 << 62)) {
+        free(sa);
+        return 0;
+    }
+    int failed = 0;
+#pragma omp parallel
+    {
+        int64_t *acc = malloc((size_t)n * sizeof(int64_t));
+        if (acc == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t i = 0; i < (int64_t)m; i++) {
+            if (acc == NULL) continue;
+            memset(acc, 0, (size_t)n * sizeof(int64_t));
+            for (uint32_t t = 0; t < k; t++) {
+                int64_t av = sa[(size_t)i * k + t];
+                if (av == 0) continue;
+                const int64_t *row = sb + (size_t)t * n;
+                for (uint32_t j = 0; j < n; j++) acc[j] += av * row[j];
+            }
+            for (uint32_t j = 0; j < n; j++)
+                eml_worker_put(c, (size_t)i * n + j, eml_field_of(acc[j]));
+        }
+        free(acc);
+    }
+    free(sa);
+    return !failed;
+}
+
 void eml_field_gemm(const uint8_t *a, const uint8_t *b, uint8_t *c,
                     uint32_t m, uint32_t n, uint32_t k)
 {
+    if (gemm_small(a, b, c, m, n, k)) return;
 #pragma omp parallel for schedule(dynamic, 4)
     for (int64_t i = 0; i < (int64_t)m; i++) {
         for (uint32_t j = 0; j < n; j++) {
