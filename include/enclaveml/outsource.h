@@ -180,6 +180,10 @@ typedef struct eml_outsource eml_outsource;
 /* A client over link (borrowed; it must outlive the client).  Its
  * randomness (Freivalds vectors, pads) comes from a CSPRNG seeded by the
  * OS. */
+/* EML_OK for a mode this build runs, else the error a caller shows
+ * before anything is sent. */
+EML_MUST_CHECK eml_status eml_outsource_mode_check(eml_outsource_mode mode,
+                                                   eml_err *err);
 EML_MUST_CHECK eml_status eml_outsource_new(const eml_worker_link *link,
                                             eml_outsource_mode mode,
                                             eml_outsource **out,
@@ -201,12 +205,10 @@ const char *eml_outsource_error(const eml_outsource *o);
 
 /* ==== fixed point ==== */
 
-/* Quantizes n floats to Z_p with scale 2^shift: round(x * 2^shift),
- * negative values as p - |v|.  shift is chosen by the caller so that
- * |x| * 2^shift < 2^bits. */
-void eml_field_quantize(const float *x, size_t n, int shift, uint64_t *out);
-/* The same into signed 32-bit integers (|x| * 2^shift must stay below
- * 2^31): what the client keeps to check the product. */
+/* Quantizes n floats to signed integers with scale 2^shift:
+ * round(x * 2^shift); the caller chooses shift (eml_field_shift) so that
+ * the magnitudes stay below 2^31.  eml_field_of maps them into Z_p
+ * (negative values as p - |v|). */
 void eml_field_quantize_i32(const float *x, size_t n, int shift,
                             int32_t *out);
 /* x mod p for any 64-bit x (one Mersenne fold, one subtraction). */

@@ -25,12 +25,8 @@ int eml_outsourced_begin(const eml_common_opts *c, eml_net *net,
     if (c->outsource == NULL) return 0;
     eml_err err = {0};
     /* The mode first: nothing is sent for a mode this build lacks. */
-    eml_worker_link none = {NULL, NULL, NULL};
-    eml_outsource *probe = NULL;
-    eml_status st = eml_outsource_new(&none,
-                                      (eml_outsource_mode)c->outsource_mode,
-                                      &probe, &err);
-    eml_outsource_free(probe);
+    eml_status st =
+        eml_outsource_mode_check((eml_outsource_mode)c->outsource_mode, &err);
     if (st == EML_OK)
         st = eml_worker_connect(c->outsource, WORKER_TIMEOUT_MS, &o->conn,
                                 &err);

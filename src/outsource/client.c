@@ -22,12 +22,14 @@
  * read from the clock.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/clock.h"
+#include "enclaveml/crypto.h"
 #include "enclaveml/dp.h"
 #include "enclaveml/outsource.h"
 
@@ -65,12 +67,18 @@ static const char *pass_name(eml_gemm_pass p)
     }
 }
 
-/* Grows *p to hold n elements of size sz. */
+static void free_wiped(void *p, size_t cap, size_t sz);
+
+/* Grows scratch *p to hold n elements of size sz.  Its contents are not
+ * kept (every use writes it first), and the old buffer is wiped: no
+ * realloc leaving a copy behind. */
 static int grow(void **p, size_t *cap, size_t n, size_t sz)
 {
     if (n <= *cap) return 1;
-    void *q = realloc(*p, n * sz);
+    if (n > SIZE_MAX / sz) return 0;
+    void *q = malloc(n * sz);
     if (q == NULL) return 0;
+    free_wiped(*p, *cap, sz);
     *p = q;
     *cap = n;
     return 1;
@@ -88,22 +96,27 @@ static uint64_t next_field(void *user)
     }
 }
 
+eml_status eml_outsource_mode_check(eml_outsource_mode mode, eml_err *err)
+{
+    if (mode == EML_OUTSOURCE_INTEGRITY) return EML_OK;
+    return eml_err_set(err, EML_ERR_UNSUPPORTED,
+                       "--outsource-mode private is not built yet: the "
+                       "worker would see the inputs, so nothing is sent "
+                       "(use --outsource-mode integrity, docs/outsource.md)");
+}
+
 eml_status eml_outsource_new(const eml_worker_link *link,
                              eml_outsource_mode mode, eml_outsource **out,
                              eml_err *err)
 {
     *out = NULL;
-    if (mode != EML_OUTSOURCE_INTEGRITY)
-        return eml_err_set(err, EML_ERR_UNSUPPORTED,
-                           "--outsource-mode private is not built yet: the "
-                           "worker would see the inputs, so nothing is sent "
-                           "(use --outsource-mode integrity, "
-                           "docs/outsource.md)");
+    eml_status st = eml_outsource_mode_check(mode, err);
+    if (st != EML_OK) return st;
     eml_outsource *o = calloc(1, sizeof(*o));
     if (o == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
     o->link = link;
     o->mode = mode;
-    eml_status st = eml_csprng_new(&o->rng, err);
+    st = eml_csprng_new(&o->rng, err);
     if (st != EML_OK) {
         free(o);
         return st;
@@ -116,18 +129,28 @@ eml_status eml_outsource_new(const eml_worker_link *link,
     return EML_OK;
 }
 
+/* Frees a scratch buffer of cap elements of size sz, wiped first: the
+ * operands and products are the run's activations, weights and
+ * gradients. */
+static void free_wiped(void *p, size_t cap, size_t sz)
+{
+    if (p == NULL) return;
+    eml_wipe(p, cap * sz);
+    free(p);
+}
+
 void eml_outsource_free(eml_outsource *o)
 {
     if (o == NULL) return;
     eml_csprng_free(o->rng);
-    free(o->fa);
-    free(o->fb);
-    free(o->qa);
-    free(o->qb);
-    free(o->qbs);
-    free(o->acc);
-    free(o->qc);
-    free(o->frame);
+    free_wiped(o->fa, o->cap_fa, sizeof(float));
+    free_wiped(o->fb, o->cap_fb, sizeof(float));
+    free_wiped(o->qa, o->cap_qa, sizeof(int32_t));
+    free_wiped(o->qb, o->cap_qb, sizeof(int32_t));
+    free_wiped(o->qbs, o->cap_qbs, sizeof(int32_t));
+    free_wiped(o->acc, o->cap_acc, sizeof(uint64_t));
+    free_wiped(o->qc, o->cap_qc, sizeof(uint64_t));
+    free_wiped(o->frame, o->cap_frame, 1);
     free(o);
 }
 

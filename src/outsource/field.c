@@ -33,19 +33,6 @@ int eml_field_shift(const float *x, size_t n, int bits)
     return bits - e;
 }
 
-void eml_field_quantize(const float *x, size_t n, int shift, uint64_t *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        double v = nearbyint(ldexp((double)x[i], shift));
-        if (!isfinite(v)) v = 0;
-        if (v >= 0)
-            out[i] = (uint64_t)v % EML_FIELD_P;
-        else
-            out[i] = EML_FIELD_P - (uint64_t)(-v) % EML_FIELD_P;
-        if (out[i] == EML_FIELD_P) out[i] = 0;
-    }
-}
-
 void eml_field_quantize_i32(const float *x, size_t n, int shift,
                             int32_t *out)
 {

@@ -29,8 +29,9 @@ size_t eml_worker_reply_size(uint32_t m, uint32_t n)
     return EML_WORKER_REPLY_HEADER + 8 * (size_t)mn;
 }
 
-void eml_worker_req_write(uint8_t *out, uint64_t id, uint32_t m, uint32_t n,
-                          uint32_t k, const uint64_t *a, const uint64_t *b)
+/* The 40-byte request header. */
+static void req_header(uint8_t *out, uint64_t id, uint32_t m, uint32_t n,
+                       uint32_t k)
 {
     eml_put_le32(out, EML_WORKER_MAGIC_REQ);
     eml_put_le16(out + 4, EML_WORKER_VERSION);
@@ -41,7 +42,12 @@ void eml_worker_req_write(uint8_t *out, uint64_t id, uint32_t m, uint32_t n,
     eml_put_le32(out + 24, k);
     eml_put_le32(out + 28, 0);
     eml_put_le64(out + 32, EML_FIELD_P);
-    if (a == NULL || b == NULL) return; /* the caller writes them */
+}
+
+void eml_worker_req_write(uint8_t *out, uint64_t id, uint32_t m, uint32_t n,
+                          uint32_t k, const uint64_t *a, const uint64_t *b)
+{
+    req_header(out, id, m, n, k);
     uint8_t *pa = out + EML_WORKER_REQ_HEADER;
     size_t na = (size_t)m * k, nb = (size_t)k * n;
     for (size_t i = 0; i < na; i++) eml_worker_put(pa, i, a[i]);
@@ -178,7 +184,7 @@ void eml_worker_req_write_i32(uint8_t *out, uint64_t id, uint32_t m,
                               uint32_t n, uint32_t k, const int32_t *a,
                               const int32_t *b)
 {
-    eml_worker_req_write(out, id, m, n, k, NULL, NULL);
+    req_header(out, id, m, n, k);
     uint8_t *pa = out + EML_WORKER_REQ_HEADER;
     size_t na = (size_t)m * k, nb = (size_t)k * n;
     for (size_t i = 0; i < na; i++) eml_worker_put(pa, i, eml_field_of(a[i]));
