@@ -158,6 +158,7 @@ typedef struct train_fields {
     size_t n_grants; /* grants actually sent */
     uint64_t mirror, save_every, resume;
     int trailing;    /* append a stray u64 */
+    uint64_t outsource; /* v2: eml_outsource_mode, 0: none */
 } train_fields;
 
 static train_fields train_default(void)
@@ -165,7 +166,7 @@ static train_fields train_default(void)
     static const uint8_t junk_grant[EML_GRANT_FIXED_BYTES + 32];
     train_fields t = {small_cfg, 1, 32, 0.1, 1, 1, 0, 32,
                       0, 1.0, 1.0, 1e-5, 0, 0, 0,
-                      1, junk_grant, sizeof(junk_grant), 1, 0, 1, 0, 0};
+                      1, junk_grant, sizeof(junk_grant), 1, 0, 1, 0, 0, 0};
     return t;
 }
 
@@ -195,8 +196,9 @@ static void put_train(eml_msg *m, const train_fields *t)
     eml_msg_put_u64(m, t->save_every);
     eml_msg_put_u64(m, t->resume);
     eml_msg_put_bytes(m, "", 0); /* report nonce */
-    eml_msg_put_u64(m, 0);       /* v2: no outsourcing */
-    eml_msg_put_bytes(m, "", 0); /* v2: no worker */
+    eml_msg_put_u64(m, t->outsource);
+    if (t->outsource != 0) eml_msg_put_bytes(m, "unix:/w", 7);
+    else eml_msg_put_bytes(m, "", 0);
     if (t->trailing) eml_msg_put_u64(m, 0);
 }
 
@@ -1122,6 +1124,18 @@ static void test_sim_malformed_ecalls(void **state)
     t.n_grants = 2;
     put_train(&m, &t);
     expect_error_reply(&h, &m, "replays");
+    /* Private outsourcing cannot train: refused by the enclave itself
+     * (a host that skipped its own check), then a grant without
+     * --allow-outsource. */
+    t = train_default();
+    t.grant = g;
+    t.grant_len = glen;
+    t.outsource = 2;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "private does not train");
+    t.outsource = 1;
+    put_train(&m, &t);
+    expect_error_reply(&h, &m, "does not allow outsourcing");
     /* Valid: the enclave asks the host for owner 1's files, which this
      * host does not have; the host's refusal comes back as the error. */
     t = train_default();

@@ -11,7 +11,14 @@
  *     (honest: the outputs and gradients match the reference kernels;
  *     malicious: 1,200 faults of five kinds spread over forward, input
  *     gradient, weight gradient and per-example products, all caught, each
- *     with the verification message naming the layer and the product).
+ *     with the verification message naming the layer and the product);
+ *   - private mode (inference): the pad products against the exact field
+ *     GEMM; outputs as in integrity mode; the blinded operands pass a
+ *     uniformity test over Z_p, a canary image's row never appears among
+ *     them (and does in integrity mode, the control), pads are not reused;
+ *     300 faults caught; training products refused;
+ *   - why coding inputs with noise (DarKnight-style) is no substitute: one
+ *     worker recovers every coded 8-bit input.
  * The real worker process over real sockets is tests/test_worker.sh.
  */
 #include <math.h>
@@ -109,6 +116,41 @@ static void test_field_gemm(void **state)
         free(b);
         free(c);
     }
+}
+
+/* The pad products (r uniform, w small signed) against the exact field
+ * GEMM, pads on either side. */
+static void test_field_gemm_padded(void **state)
+{
+    (void)state;
+    eml_rng_seed(&g_rng, 12);
+    const uint32_t dims[][3] = {{1, 1, 1}, {3, 5, 7}, {2, 9, 300}, {17, 2, 65}};
+    for (size_t d = 0; d < sizeof(dims) / sizeof(dims[0]); d++)
+        for (int left = 0; left < 2; left++) {
+            uint32_t m = dims[d][0], n = dims[d][1], k = dims[d][2];
+            size_t nr = left ? (size_t)m * k : (size_t)k * n;
+            size_t nw = left ? (size_t)k * n : (size_t)m * k;
+            uint64_t *r = malloc(8 * nr), *wf = malloc(8 * nw);
+            uint64_t *u = malloc(8 * (size_t)m * n), *c = malloc(8 * (size_t)m * n);
+            int32_t *w = malloc(4 * nw);
+            for (size_t i = 0; i < nr; i++)
+                r[i] = i % 7 == 0 ? EML_FIELD_P - 1 : rnd_below(EML_FIELD_P);
+            for (size_t i = 0; i < nw; i++) {
+                w[i] = i % 11 == 0 ? (i % 2 ? INT32_MIN + 1 : INT32_MAX)
+                                   : (int32_t)rnd_below(1u << 26) - (1 << 25);
+                wf[i] = eml_field_of(w[i]);
+            }
+            eml_field_gemm_padded(r, w, u, m, n, k, left);
+            eml_field_gemm((const uint8_t *)(left ? r : wf),
+                           (const uint8_t *)(left ? wf : r), (uint8_t *)c, m,
+                           n, k);
+            assert_memory_equal(u, c, 8 * (size_t)m * n);
+            free(r);
+            free(wf);
+            free(u);
+            free(c);
+            free(w);
+        }
 }
 
 static void test_fixed_point(void **state)
@@ -232,7 +274,22 @@ typedef struct fake_worker {
     fault f;
     int at;    /* the product (0-based) to corrupt, -1: none */
     int count; /* products answered */
+    /* with capture: every request's A and B elements, in order */
+    int capture;
+    uint64_t *seen;
+    size_t nseen, capseen;
 } fake_worker;
+
+static void keep(fake_worker *w, const uint64_t *x, size_t n)
+{
+    if (w->nseen + n > w->capseen) {
+        w->capseen = 2 * (w->nseen + n);
+        w->seen = realloc(w->seen, w->capseen * sizeof(uint64_t));
+        assert_non_null(w->seen);
+    }
+    for (size_t i = 0; i < n; i++)
+        w->seen[w->nseen++] = eml_worker_get((const uint8_t *)x, i);
+}
 
 static eml_status fake_send(void *user, const uint8_t *p, size_t n,
                             eml_err *err)
@@ -241,6 +298,10 @@ static eml_status fake_send(void *user, const uint8_t *p, size_t n,
     eml_worker_req q;
     eml_status st = eml_worker_req_parse(p, n, &q, err);
     if (st != EML_OK) return st;
+    if (w->capture) {
+        keep(w, q.a, (size_t)q.m * q.k);
+        keep(w, q.b, (size_t)q.k * q.n);
+    }
     size_t size = eml_worker_reply_size(q.m, q.n);
     if (size > w->cap) {
         w->reply = realloc(w->reply, size);
@@ -354,9 +415,6 @@ static void test_client_honest(void **state)
     w.at = -1;
     eml_worker_link link = {&w, fake_send, fake_recv};
     eml_outsource *o = NULL;
-    assert_int_equal(eml_outsource_new(&link, EML_OUTSOURCE_PRIVATE, &o,
-                                       &err),
-                     EML_ERR_UNSUPPORTED);
     assert_int_equal(eml_outsource_new(&link, EML_OUTSOURCE_INTEGRITY, &o,
                                        &err),
                      EML_OK);
@@ -484,15 +542,280 @@ static void test_client_faults(void **state)
     eml_cfg_free(cfg);
 }
 
+/* ==== private mode ==== */
+
+/* An inference pass (forward, train 0) of the small CNN over input x. */
+static eml_status infer(eml_net *net, const float *x, int n)
+{
+    memcpy(eml_net_input(net), x, (size_t)n * eml_net_input_size(net) * 4);
+    return eml_net_forward(net, n, 0);
+}
+
+/* Whether the canary row (8 values j/64) appears, at any fixed-point
+ * shift, as consecutive elements of what the worker was sent. */
+static int canary_seen(const fake_worker *w, const float *row)
+{
+    for (int shift = 0; shift <= 40; shift++) {
+        uint64_t want[8];
+        for (int j = 0; j < 8; j++)
+            want[j] = eml_field_of((int64_t)llround(ldexp(row[j], shift)));
+        for (size_t i = 0; i + 8 <= w->nseen; i++)
+            if (w->seen[i] == want[0] &&
+                memcmp(&w->seen[i], want, sizeof(want)) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+/* Pearson's chi-square of the top 8 bits and of the low 8 bits of the
+ * blinded elements against the uniform distribution over Z_p; 255
+ * degrees of freedom, whose 10^-6 critical value is 377.2 (Wilson-Hilferty),
+ * so an honest run fails once in 500,000. */
+static void uniformity(const uint64_t *v, size_t n, double *top, double *low)
+{
+    double ct[256] = {0}, cl[256] = {0};
+    for (size_t i = 0; i < n; i++) {
+        ct[v[i] >> 53]++;
+        cl[v[i] & 255]++;
+    }
+    double e = (double)n / 256;
+    *top = *low = 0;
+    for (int b = 0; b < 256; b++) {
+        *top += (ct[b] - e) * (ct[b] - e) / e;
+        *low += (cl[b] - e) * (cl[b] - e) / e;
+    }
+}
+
+static void test_private_inference(void **state)
+{
+    (void)state;
+    eml_rng_seed(&g_rng, 13);
+    eml_netcfg *cfg = NULL;
+    eml_err err = {0};
+    assert_int_equal(eml_cfg_parse(cnn, strlen(cnn), "t", &cfg, &err), EML_OK);
+    eml_net *ref = make(cfg, 4), *prv = make(cfg, 4), *itg = make(cfg, 4);
+    size_t in = eml_net_input_size(ref), no = eml_net_output_size(ref);
+    /* Four images; the first is the canary: row 3 holds eight values j/64
+     * that the worker must never see. */
+    float x[4 * 64], row[8];
+    eml_rng r;
+    eml_rng_seed(&r, 14);
+    for (size_t i = 0; i < 4 * in; i++) x[i] = eml_rng_uniform(&r);
+    for (int j = 0; j < 8; j++) x[3 * 8 + j] = row[j] = (float)(7 + 5 * j) / 64;
+    fake_worker wp = {0}, wi = {0};
+    wp.at = wi.at = -1;
+    wp.capture = wi.capture = 1;
+    eml_worker_link lp = {&wp, fake_send, fake_recv};
+    eml_worker_link li = {&wi, fake_send, fake_recv};
+    eml_outsource *op = NULL, *oi = NULL;
+    assert_int_equal(eml_outsource_new(&lp, EML_OUTSOURCE_PRIVATE, &op, &err),
+                     EML_OK);
+    assert_int_equal(eml_outsource_new(&li, EML_OUTSOURCE_INTEGRITY, &oi, &err),
+                     EML_OK);
+    eml_outsource_attach(op, eml_net_gemm(prv));
+    eml_outsource_attach(oi, eml_net_gemm(itg));
+    assert_int_equal(infer(ref, x, 4), EML_OK);
+    if (infer(prv, x, 4) != EML_OK) fail_msg("%s", eml_outsource_error(op));
+    assert_int_equal(infer(itg, x, 4), EML_OK);
+    double dy = 0;
+    for (size_t i = 0; i < 4 * no; i++) {
+        dy = fmax(dy, fabs(eml_net_output(ref)[i] - eml_net_output(prv)[i]));
+        /* the same fixed point, the same decoded product */
+        assert_true(eml_net_output(prv)[i] == eml_net_output(itg)[i]);
+    }
+    assert_true(dy < 1e-5);
+    const eml_outsource_stats *s = eml_outsource_stats_of(op);
+    assert_true(s->verified_products == s->outsourced_products);
+    assert_true(s->pad_seconds > 0 && s->pad_seconds <= s->enclave_seconds);
+    /* The canary: in the clear on the integrity link (so the search
+     * works), nowhere on the private one. */
+    assert_true(canary_seen(&wi, row));
+    assert_false(canary_seen(&wp, row));
+    /* Pads are fresh: the same images again give other blinded values. */
+    size_t first = wp.nseen, same = 0;
+    assert_int_equal(infer(prv, x, 4), EML_OK);
+    assert_int_equal(wp.nseen, 2 * first);
+    for (size_t i = 0; i < first; i++) {
+        uint64_t v = wp.seen[i];
+        int small = v < (1ULL << 40) || v > EML_FIELD_P - (1ULL << 40);
+        if (!small && v == wp.seen[first + i]) same++;
+    }
+    assert_int_equal(same, 0);
+    /* Uniformity over many passes: the data operands (the weights are
+     * sent in the clear, small, and left out: conv weights are A, the
+     * connected layer's are B). */
+    for (int pass = 0; pass < 60; pass++)
+        assert_int_equal(infer(prv, x, 4), EML_OK);
+    size_t nblind = 0;
+    uint64_t *blind = malloc(wp.nseen * sizeof(uint64_t));
+    for (size_t i = 0; i < wp.nseen; i++) {
+        uint64_t v = wp.seen[i];
+        if (v >= (1ULL << 40) && v <= EML_FIELD_P - (1ULL << 40))
+            blind[nblind++] = v;
+    }
+    double top, low;
+    uniformity(blind, nblind, &top, &low);
+    printf("private: max |dy| %.3g; %zu blinded elements, chi-square (255 "
+           "dof, 1e-6 critical 377.2) top bits %.1f, low bits %.1f; canary "
+           "on the integrity link: yes, on the private link: no\n",
+           dy, nblind, top, low);
+    assert_true(nblind > 100000);
+    assert_true(top < 377.2 && low < 377.2);
+    free(blind);
+    /* Training products are refused, and nothing is sent for them. */
+    int before = wp.count;
+    assert_int_equal(eml_outsource_mode_check(EML_OUTSOURCE_PRIVATE, 1, &err),
+                     EML_ERR_UNSUPPORTED);
+    uint8_t labels[4] = {0, 1, 2, 3};
+    eml_status st = eml_net_forward(prv, 4, 1);
+    if (st == EML_OK) st = eml_net_loss(prv, 4, labels, NULL, NULL);
+    if (st == EML_OK) st = eml_net_backward(prv, 4, NULL);
+    assert_int_equal(st, EML_ERR_UNSUPPORTED);
+    assert_non_null(strstr(eml_outsource_error(op), "blinds inference only"));
+    assert_int_equal(wp.count - before, 3); /* the forward pass only */
+    eml_outsource_free(op);
+    eml_outsource_free(oi);
+    free(wp.reply);
+    free(wp.last);
+    free(wp.seen);
+    free(wi.reply);
+    free(wi.last);
+    free(wi.seen);
+    eml_net_free(ref);
+    eml_net_free(prv);
+    eml_net_free(itg);
+    eml_cfg_free(cfg);
+}
+
+/* Why private mode does not train by coding (docs/outsource.md): a
+ * DarKnight-style encoding of one input x with one fresh noise vector r,
+ * E1 = a x + b r and E2 = c x + d r over Z_p (a, b, c, d secret, uniform),
+ * lets one worker that sees both recover x when x is fixed point (here
+ * 8-bit pixels): x is proportional to E2 - l E1 for the one l = d / b
+ * that cancels r, and guessing two pixels fixes l.  Measured: guesses
+ * until x comes back, over 20 random images. */
+static uint64_t inv_mod(uint64_t a) /* a^(p-2) */
+{
+    uint64_t r = 1, e = EML_FIELD_P - 2;
+    while (e) {
+        if (e & 1) r = eml_field_mul(r, a);
+        a = eml_field_mul(a, a);
+        e >>= 1;
+    }
+    return r;
+}
+
+static void test_coding_leaks(void **state)
+{
+    (void)state;
+    eml_rng_seed(&g_rng, 17);
+    enum { N = 784 };
+    uint64_t x[N], e1[N], e2[N], t[N];
+    long total = 0;
+    for (int img = 0; img < 20; img++) {
+        for (int i = 0; i < N; i++) x[i] = 1 + rnd_below(255);
+        uint64_t a = 1 + rnd_below(EML_FIELD_P - 1),
+                 b = 1 + rnd_below(EML_FIELD_P - 1),
+                 c = 1 + rnd_below(EML_FIELD_P - 1),
+                 d = 1 + rnd_below(EML_FIELD_P - 1);
+        for (int i = 0; i < N; i++) {
+            uint64_t r = rnd_below(EML_FIELD_P);
+            e1[i] = eml_field_add(eml_field_mul(a, x[i]), eml_field_mul(b, r));
+            e2[i] = eml_field_add(eml_field_mul(c, x[i]), eml_field_mul(d, r));
+        }
+        /* The worker's side: only e1, e2. */
+        int found = 0;
+        long tries = 0;
+        for (uint64_t g0 = 1; g0 < 256 && !found; g0++)
+            for (uint64_t g1 = 1; g1 < 256 && !found; g1++) {
+                tries++;
+                /* l = (e2_0 g1 - e2_1 g0) / (e1_0 g1 - e1_1 g0) */
+                uint64_t num = eml_field_sub(eml_field_mul(e2[0], g1),
+                                             eml_field_mul(e2[1], g0));
+                uint64_t den = eml_field_sub(eml_field_mul(e1[0], g1),
+                                             eml_field_mul(e1[1], g0));
+                if (den == 0) continue;
+                uint64_t l = eml_field_mul(num, inv_mod(den));
+                uint64_t t0 = eml_field_sub(e2[0], eml_field_mul(l, e1[0]));
+                if (t0 == 0) continue;
+                uint64_t s = eml_field_mul(g0, inv_mod(t0));
+                int i = 0;
+                for (; i < N; i++) { /* every pixel must come out 8-bit */
+                    t[i] = eml_field_mul(
+                        s, eml_field_sub(e2[i], eml_field_mul(l, e1[i])));
+                    if (t[i] >= 256) break;
+                }
+                found = i == N;
+            }
+        assert_true(found);
+        assert_memory_equal(t, x, sizeof(x));
+        total += tries;
+    }
+    printf("one input coded with one noise vector: all 20 inputs recovered "
+           "from the worker's view, %.0f guesses each on average (of "
+           "65,025)\n",
+           (double)total / 20);
+}
+
+/* 300 faults on private inference products, all caught. */
+static void test_private_faults(void **state)
+{
+    (void)state;
+    eml_rng_seed(&g_rng, 15);
+    eml_netcfg *cfg = NULL;
+    eml_err err = {0};
+    assert_int_equal(eml_cfg_parse(cnn, strlen(cnn), "t", &cfg, &err), EML_OK);
+    float x[4 * 64];
+    eml_rng r;
+    eml_rng_seed(&r, 16);
+    for (size_t i = 0; i < 4 * 64; i++) x[i] = eml_rng_uniform(&r);
+    int caught = 0, injected = 0;
+    while (injected < 300) {
+        fault f = (fault)(1 + injected % (F_KINDS - 1));
+        eml_net *net = make(cfg, 4);
+        fake_worker w = {0};
+        w.f = f;
+        w.at = (injected / (F_KINDS - 1)) % 3;
+        eml_worker_link link = {&w, fake_send, fake_recv};
+        eml_outsource *o = NULL;
+        assert_int_equal(eml_outsource_new(&link, EML_OUTSOURCE_PRIVATE, &o,
+                                           &err),
+                         EML_OK);
+        eml_outsource_attach(o, eml_net_gemm(net));
+        eml_status st = infer(net, x, 4);
+        injected++;
+        if (st != EML_OK &&
+            strncmp(eml_outsource_error(o),
+                    "worker result failed verification (layer ", 41) == 0 &&
+            strstr(eml_outsource_error(o), "forward") != NULL)
+            caught++;
+        else
+            printf("NOT CAUGHT: fault %d at product %d (%s)\n", (int)f, w.at,
+                   eml_outsource_error(o));
+        eml_outsource_free(o);
+        eml_net_free(net);
+        free(w.reply);
+        free(w.last);
+    }
+    printf("private inference: %d of %d injected faults caught\n", caught,
+           injected);
+    assert_int_equal(caught, injected);
+    eml_cfg_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_field_ops),
         cmocka_unit_test(test_field_gemm),
+        cmocka_unit_test(test_field_gemm_padded),
         cmocka_unit_test(test_fixed_point),
         cmocka_unit_test(test_freivalds_rate),
         cmocka_unit_test(test_client_honest),
         cmocka_unit_test(test_client_faults),
+        cmocka_unit_test(test_private_inference),
+        cmocka_unit_test(test_private_faults),
+        cmocka_unit_test(test_coding_leaks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

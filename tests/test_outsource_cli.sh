@@ -8,7 +8,10 @@
 # mirror at its last committed state; a worker that dies is an error
 # naming its address; confidential training in the sim enclave through the
 # worker (WORKER ocalls) with grants that allow it, and refused with one
-# that does not; bad options are one error line each.
+# that does not; private mode (the default): predict and eval agree with
+# fp32, a canary image watched on the link never appears (and does in
+# integrity mode), training is refused before anything is sent; bad
+# options are one error line each.
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 src=$(cd "$2" && pwd)
@@ -114,6 +117,55 @@ else
   bad "eval via the worker: $(cat "$tmp/e.json" "$tmp/e.err")"
 fi
 
+# ---- private mode (the default), inference: pads on every data operand
+if "$bin" predict --cfg "$cfg" --weights "$w8" \
+     --images "$d/t10k-images-idx3-ubyte" --threads 1 \
+     --outsource "$uaddr" >"$tmp/p-priv" 2>"$tmp/p.err"; then
+  agree=$(paste "$tmp/p-alone" "$tmp/p-priv" | awk '$2 == $4 {a++} END {print a + 0}')
+  total=$(wc -l <"$tmp/p-alone")
+  if [[ $total -eq 400 && $((agree * 1000)) -ge $((total * 995)) ]]; then
+    ok "private predict agrees with fp32 on $agree of $total images"
+  else
+    bad "private predict agrees on $agree of $total"
+  fi
+else
+  bad "private predict failed: $(cat "$tmp/p.err")"
+fi
+if "$bin" eval --cfg "$cfg" --weights "$w8" --data "$d" --threads 1 --json \
+     --outsource "$taddr" --outsource-mode private >"$tmp/e.json" 2>"$tmp/e.err" &&
+   grep -q '"outsource_mode":"private"' "$tmp/e.json" &&
+   grep -q '"precompute_cpu_seconds":' "$tmp/e.json" &&
+   [[ $(field outsourced_products "$tmp/e.json") == $(field verified_products "$tmp/e.json") ]]; then
+  ok "private eval via TCP: accuracy $(field test_accuracy "$tmp/e.json"), $(field verified_products "$tmp/e.json") products verified"
+else
+  bad "private eval: $(cat "$tmp/e.json" "$tmp/e.err")"
+fi
+# The canary: test image 0 watched on the link by a proxy.  It is there
+# in integrity mode (the control: the watch finds it) and never in private
+# mode.
+if [[ -x $proxy_bin ]]; then
+  seen=()
+  for mode in integrity private; do
+    start "canary-$mode" "$proxy_bin" --listen "unix:$tmp/c-$mode.sock" \
+      --to "$uaddr" --fault none --every 1 --seed 1 \
+      --canary "$d/t10k-images-idx3-ubyte:0"
+    "$bin" predict --cfg "$cfg" --weights "$w8" --limit 64 \
+      --images "$d/t10k-images-idx3-ubyte" --threads 1 \
+      --outsource "$addr" --outsource-mode $mode >/dev/null 2>"$tmp/c.err" ||
+      bad "predict through the canary proxy ($mode): $(cat "$tmp/c.err")"
+    kill "$last_pid" 2>/dev/null
+    wait "$last_pid" 2>/dev/null
+    seen+=("$(grep -c "canary row" "$tmp/canary-$mode.err")")
+  done
+  if [[ ${seen[0]} -gt 0 && ${seen[1]} -eq 0 ]]; then
+    ok "canary image: on the integrity link in ${seen[0]} requests, never on the private link"
+  else
+    bad "canary image: integrity ${seen[0]}, private ${seen[1]} requests"
+  fi
+fi
+expect_error "private mode does not train" "private does not train" \
+  "$bin" train --cfg "$cfg" --data "$d" --epochs 1 --outsource "$uaddr"
+
 # ---- faults: a proxy corrupts replies; every run stops with the line
 if [[ -x $proxy_bin ]]; then
   # The last run's fault comes late (product 40, in step 3), after the
@@ -215,9 +267,12 @@ expect_error "a grant that does not allow outsourcing" "does not allow outsourci
 [[ ! -e $c/refused.emlm ]] && ok "no model from the refused run" ||
   bad "a model file from the refused run"
 
+expect_error "private mode in a confidential run" "private does not train" \
+  conf yes refused --outsource "$uaddr"
+[[ ! -e $c/refused.emlm ]] && ok "no model from the refused run" ||
+  bad "a model file from the refused run"
+
 # ---- options
-expect_error "private mode is not built yet" "not built yet" \
-  "$bin" eval --cfg "$cfg" --weights "$w8" --data "$d" --outsource "$uaddr"
 expect_error "an unknown mode" "--outsource-mode" \
   "$bin" eval --cfg "$cfg" --weights "$w8" --data "$d" --outsource "$uaddr" \
   --outsource-mode secret

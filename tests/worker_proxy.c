@@ -8,7 +8,14 @@
  *
  *   worker_proxy --listen unix:PATH --to ADDR --fault KIND --every N
  *                --seed S [--hold-ms MS] [--timeout-ms MS]
+ *                [--canary IDXFILE:INDEX]
  *
+ * --canary watches the link for an image of an (uncompressed) idx file:
+ * every request's operands are searched for six consecutive pixels of one
+ * of its rows (non-zero, not all equal) in the client's fixed point
+ * (pixel / 255 scaled by 2^s, rounded, for every s in [0, 40]), and each
+ * request where they appear is logged on stderr as "worker_proxy: canary
+ * row R seen in request ID".
  * Faults (a reply with a non-zero status is relayed as it is, except by
  * truncate, replay and swap):
  *   none       relay every reply unchanged
@@ -29,6 +36,7 @@
  * client gets a REFUSED reply from the proxy and the connection is closed.
  * SIGTERM or SIGINT stops it.
  */
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -57,6 +65,13 @@ typedef struct proxy {
     int hold_ms, timeout_ms;
     long replies; /* replies from the worker, over the proxy's life */
     frame cur, last, next;
+    /* --canary: the first value of every pattern, sorted, and the patterns */
+    struct canary {
+        uint64_t first;
+        uint64_t v[6];
+        int row;
+    } *can;
+    size_t ncan;
 } proxy;
 
 static volatile sig_atomic_t g_stop;
@@ -224,6 +239,86 @@ static int deliver(proxy *x, eml_worker_conn *cl, int cfd,
     return rc;
 }
 
+/* ==== the canary watch ==== */
+
+static long number(const char *s, long lo, long hi);
+
+static int by_first(const void *a, const void *b)
+{
+    uint64_t x = ((const struct canary *)a)->first;
+    uint64_t y = ((const struct canary *)b)->first;
+    return x < y ? -1 : x > y;
+}
+
+/* Loads image `index` of an idx3 file and builds the patterns. */
+static int canary_load(proxy *x, const char *spec)
+{
+    char path[4096];
+    const char *colon = strrchr(spec, ':');
+    if (colon == NULL || (size_t)(colon - spec) >= sizeof(path)) return -1;
+    memcpy(path, spec, (size_t)(colon - spec));
+    path[colon - spec] = '\0';
+    long index = number(colon + 1, 0, 1 << 24);
+    FILE *f = fopen(path, "rb");
+    uint8_t h[16], img[28 * 28];
+    if (f == NULL || index < 0 || fread(h, 1, 16, f) != 16 ||
+        fseek(f, 16 + index * 784L, SEEK_SET) != 0 ||
+        fread(img, 1, 784, f) != 784) {
+        if (f != NULL) fclose(f);
+        return -1;
+    }
+    fclose(f);
+    x->can = calloc(41 * 28 * 23, sizeof(*x->can));
+    if (x->can == NULL) return -1;
+    for (int sft = 0; sft <= 40; sft++)
+        for (int r = 0; r < 28; r++)
+            for (int c0 = 0; c0 + 6 <= 28; c0++) {
+                const uint8_t *px = img + r * 28 + c0;
+                int ok = 1, same = 1;
+                for (int j = 0; j < 6; j++) {
+                    ok &= px[j] != 0;
+                    same &= px[j] == px[0];
+                }
+                if (!ok || same) continue;
+                struct canary *k = &x->can[x->ncan++];
+                for (int j = 0; j < 6; j++) {
+                    float v = (float)px[j] * (1.0f / 255.0f);
+                    k->v[j] = eml_field_of(
+                        (int64_t)nearbyint(ldexp((double)v, sft)));
+                }
+                k->first = k->v[0];
+                k->row = r;
+            }
+    qsort(x->can, x->ncan, sizeof(*x->can), by_first);
+    return x->ncan > 0 ? 0 : -1;
+}
+
+/* Logs the request if its operands hold a canary pattern. */
+static void canary_watch(const proxy *x, const eml_worker_req *q)
+{
+    const uint8_t *ops[2] = {(const uint8_t *)q->a, (const uint8_t *)q->b};
+    size_t len[2] = {(size_t)q->m * q->k, (size_t)q->k * q->n};
+    for (int o = 0; o < 2; o++)
+        for (size_t i = 0; i + 6 <= len[o]; i++) {
+            struct canary key = {.first = eml_worker_get(ops[o], i)};
+            const struct canary *k =
+                bsearch(&key, x->can, x->ncan, sizeof(key), by_first);
+            if (k == NULL) continue;
+            while (k > x->can && k[-1].first == key.first) k--;
+            for (; k < x->can + x->ncan && k->first == key.first; k++) {
+                int j = 1;
+                while (j < 6 && eml_worker_get(ops[o], i + j) == k->v[j]) j++;
+                if (j == 6) {
+                    fprintf(stderr,
+                            "worker_proxy: canary row %d seen in request "
+                            "%llu\n",
+                            k->row, (unsigned long long)q->id);
+                    return;
+                }
+            }
+        }
+}
+
 /* Relays one client connection (cfd) to a fresh worker connection. */
 static void relay(proxy *x, int cfd)
 {
@@ -255,6 +350,7 @@ static void relay(proxy *x, int cfd)
             }
             break;
         }
+        if (x->ncan > 0) canary_watch(x, &q);
         if (ask_worker(&w, p, n, &x->cur) != 0) break;
         x->replies++;
         int rc = deliver(x, cl, cfd, &w);
@@ -272,7 +368,8 @@ static int usage(void)
     fputs("usage: worker_proxy --listen ADDR --to ADDR --fault "
           "none|flip|scale-row|swap|replay|truncate\n"
           "                    --every N --seed S [--hold-ms MS] "
-          "[--timeout-ms MS]\n",
+          "[--timeout-ms MS]\n"
+          "                    [--canary IDXFILE:INDEX]\n",
           stderr);
     return 2;
 }
@@ -300,7 +397,9 @@ static int parse_args(int argc, char **argv, proxy *x, const char **listen)
             x->hold_ms = (int)number(v, 0, 600000);
         else if (strcmp(o, "--timeout-ms") == 0)
             x->timeout_ms = (int)number(v, 1, 600000);
-        else if (strcmp(o, "--fault") == 0) {
+        else if (strcmp(o, "--canary") == 0) {
+            if (canary_load(x, v) != 0) return -1;
+        } else if (strcmp(o, "--fault") == 0) {
             for (int f = 0; f <= F_TRUNCATE; f++)
                 if (strcmp(v, fault_names[f]) == 0) {
                     x->fault = (enum fault)f;
@@ -347,5 +446,6 @@ int main(int argc, char **argv)
     free(x.cur.p);
     free(x.last.p);
     free(x.next.p);
+    free(x.can);
     return got < 0 ? 1 : 0;
 }

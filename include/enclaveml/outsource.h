@@ -173,17 +173,24 @@ typedef struct eml_outsource_stats {
     uint64_t bytes_from_worker;
     double worker_seconds;  /* waiting for the worker (wall) */
     double enclave_seconds; /* quantizing, checking, decoding (CPU) */
+    /* private mode: drawing pads and computing their products with the
+     * weights (CPU), Slalom's offline work; part of enclave_seconds */
+    double pad_seconds;
 } eml_outsource_stats;
 
 typedef struct eml_outsource eml_outsource;
 
+/* EML_OK for a mode that can run this job (training when `training`),
+ * else the error a caller shows before anything is sent: private mode
+ * blinds inference only (docs/outsource.md, "Why private mode does not
+ * train"). */
+EML_MUST_CHECK eml_status eml_outsource_mode_check(eml_outsource_mode mode,
+                                                   int training,
+                                                   eml_err *err);
 /* A client over link (borrowed; it must outlive the client).  Its
  * randomness (Freivalds vectors, pads) comes from a CSPRNG seeded by the
- * OS. */
-/* EML_OK for a mode this build runs, else the error a caller shows
- * before anything is sent. */
-EML_MUST_CHECK eml_status eml_outsource_mode_check(eml_outsource_mode mode,
-                                                   eml_err *err);
+ * OS.  In private mode it refuses (EML_ERR_UNSUPPORTED, message in
+ * eml_outsource_error) any product but a forward one with a weight. */
 EML_MUST_CHECK eml_status eml_outsource_new(const eml_worker_link *link,
                                             eml_outsource_mode mode,
                                             eml_outsource **out,
@@ -256,6 +263,12 @@ int eml_freivalds_small(const int32_t *a, const int32_t *b,
                         const uint64_t *c, uint32_t m, uint32_t n,
                         uint32_t k, int reps, uint64_t (*next)(void *user),
                         void *user);
+/* The unblinding factor of a padded product, exactly: u = r w (r_left:
+ * r m x k, w k x n) or u = w r (w m x k, r k x n), r's elements below p,
+ * w small signed (|w| < 2^31), u m x n field elements; 128-bit
+ * accumulators, OpenMP over rows. */
+void eml_field_gemm_padded(const uint64_t *r, const int32_t *w, uint64_t *u,
+                           uint32_t m, uint32_t n, uint32_t k, int r_left);
 /* Writes a request whose A and B are small signed integers. */
 void eml_worker_req_write_i32(uint8_t *out, uint64_t id, uint32_t m,
                               uint32_t n, uint32_t k, const int32_t *a,

@@ -188,6 +188,9 @@ static eml_status open_budget(train_job *j, eml_err *err)
 static eml_status check_outsource(const train_job *j, eml_err *err)
 {
     if (j->q.spec.outsource == 0) return EML_OK;
+    eml_status st = eml_outsource_mode_check(
+        (eml_outsource_mode)j->q.spec.outsource, 1, err);
+    if (st != EML_OK) return st;
     for (uint64_t o = 0; o < j->q.n_grants; o++)
         if (!j->ginfo[o].allow_outsource)
             return eml_err_set(err, EML_ERR_AUTH,

@@ -34,7 +34,8 @@ static const char eval_usage[] =
     "Evaluates the weights on the t10k test pair in DIR; prints\n"
     "test_accuracy, test_loss and count.  --outsource sends the linear\n"
     "layers' products to a worker (tcp:HOST:PORT or unix:PATH) and checks\n"
-    "every one (docs/outsource.md).\n";
+    "every one (docs/outsource.md); private (the default) blinds the\n"
+    "inputs with one-time pads, integrity shows them to the worker.\n";
 
 int eml_cmd_eval(int argc, char **argv)
 {
@@ -79,7 +80,7 @@ int eml_cmd_eval(int argc, char **argv)
         goto out;
     eml_status st = eml_weights_load(net, c.weights, &err);
     if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
-    if (st == EML_OK && eml_outsourced_begin(&c, net, &os)) goto out;
+    if (st == EML_OK && eml_outsourced_begin(&c, net, 0, &os)) goto out;
     double loss = 0, acc = 0;
     if (st == EML_OK) st = eml_evaluate(net, &te.set, &loss, &acc, &err);
     eml_outsourced_stop(&os);
@@ -121,7 +122,8 @@ static const char predict_usage[] =
     "prints the outputs of the final layer and the argmax predictions.\n"
     "--outsource sends the linear layers' products to a worker\n"
     "(tcp:HOST:PORT or unix:PATH) and checks every one\n"
-    "(docs/outsource.md).\n";
+    "(docs/outsource.md); private (the default) blinds the images with\n"
+    "one-time pads, integrity shows them to the worker.\n";
 
 int eml_cmd_predict(int argc, char **argv)
 {
@@ -196,7 +198,7 @@ int eml_cmd_predict(int argc, char **argv)
         if (pred == NULL || outs == NULL)
             st = eml_err_set(&err, EML_ERR_NOMEM, "out of memory");
     }
-    if (st == EML_OK && eml_outsourced_begin(&c, net, &os)) goto out;
+    if (st == EML_OK && eml_outsourced_begin(&c, net, 0, &os)) goto out;
     if (st == EML_OK)
         st = eml_net_predict(net, idx.data, count, idx.item, pred, outs, &err);
     eml_outsourced_stop(&os);

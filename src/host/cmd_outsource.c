@@ -18,7 +18,7 @@
 #define cpu_seconds eml_cpu_seconds
 
 int eml_outsourced_begin(const eml_common_opts *c, eml_net *net,
-                         eml_outsourced *o)
+                         int training, eml_outsourced *o)
 {
     memset(o, 0, sizeof(*o));
     o->cpu0 = cpu_seconds();
@@ -26,7 +26,8 @@ int eml_outsourced_begin(const eml_common_opts *c, eml_net *net,
     eml_err err = {0};
     /* The mode first: nothing is sent for a mode this build lacks. */
     eml_status st =
-        eml_outsource_mode_check((eml_outsource_mode)c->outsource_mode, &err);
+        eml_outsource_mode_check((eml_outsource_mode)c->outsource_mode,
+                                 training, &err);
     if (st == EML_OK)
         st = eml_worker_connect(c->outsource, WORKER_TIMEOUT_MS, &o->conn,
                                 &err);
@@ -70,6 +71,8 @@ void eml_outsourced_json(const eml_outsourced *o, const eml_common_opts *c,
     eml_json_int(j, "outsourced_products", (long long)s->outsourced_products);
     eml_json_int(j, "verified_products", (long long)s->verified_products);
     eml_json_num(j, "enclave_cpu_seconds", o->cpu1 - o->cpu0);
+    if (c->outsource_mode == EML_OUTSOURCE_PRIVATE)
+        eml_json_num(j, "precompute_cpu_seconds", s->pad_seconds);
     eml_json_num(j, "worker_seconds", s->worker_seconds);
     eml_json_int(j, "bytes_to_worker", (long long)s->bytes_to_worker);
     eml_json_int(j, "bytes_from_worker", (long long)s->bytes_from_worker);

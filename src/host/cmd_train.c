@@ -67,7 +67,8 @@ static const char train_usage[] =
     "Outsourcing (docs/outsource.md), in process: the linear layers'\n"
     "products go to a worker, every one checked:\n"
     "  --outsource ADDR (tcp:HOST:PORT or unix:PATH)\n"
-    "  [--outsource-mode private|integrity]\n"
+    "  --outsource-mode integrity (the worker sees the operands; private,\n"
+    "  the default elsewhere, blinds inference only and cannot train)\n"
     "\n"
     "Crash consistency (docs/mirror.md): the whole training state, sealed,\n"
     "  --mirror PATH [--mirror-every N]       into a two-slot persistent-\n"
@@ -254,7 +255,7 @@ static int train_in_process(const eml_common_opts *c,
                 "note: %d layer(s) run on the ref kernels (pooling shapes "
                 "oneDNN cannot express)\n",
                 eml_net_ref_layers(net));
-    if (eml_outsourced_begin(c, net, &os)) {
+    if (eml_outsourced_begin(c, net, 1, &os)) {
         rc = 1;
         goto out;
     }
@@ -407,6 +408,17 @@ static const struct option train_options[] = {
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0}};
 
+/* Whether the outsourcing mode can train, before anything is read or
+ * sent: 0, or 1 with the error printed. */
+static int outsource_check(const eml_run_spec *spec)
+{
+    if (spec->outsource == 0) return 0;
+    eml_err err = {0};
+    eml_status st = eml_outsource_mode_check(
+        (eml_outsource_mode)spec->outsource, 1, &err);
+    return st == EML_OK ? 0 : eml_fail_st(st, &err);
+}
+
 int eml_cmd_train(int argc, char **argv)
 {
     eml_common_opts c;
@@ -506,6 +518,7 @@ int eml_cmd_train(int argc, char **argv)
     spec->resume = resume;
     spec->outsource = c.outsource != NULL ? c.outsource_mode : 0;
     ca.outsource = c.outsource;
+    if (outsource_check(spec)) return 1;
     ca.cfg = c.cfg;
     ca.out = out;
     ca.json = c.json;

@@ -13,6 +13,12 @@
  * decodes without wrapping (docs/outsource.md).  For K = 3136 that is 23
  * bits per operand.
  *
+ * Private mode (inference): the data operand of each forward product is
+ * blinded with a fresh one-time pad R, uniform over Z_p from the CSPRNG,
+ * never reused; the worker gets X + R and the weights, and its answer
+ * (X + R) W is unblinded with U = R W, computed here (Slalom's offline
+ * work, timed apart as pad_seconds), then checked like any other.
+ *
  * A failure of any kind (a wrong, short, garbled, replayed or misordered
  * reply, a lost worker) ends the product with EML_ERR_AUTH and a message
  * "worker result failed verification (layer N, <product>)"; the client
@@ -47,7 +53,10 @@ struct eml_outsource {
     int32_t *qbs;     /* a block of A and B, gathered */
     uint64_t *qc;     /* the product, as the worker gave it */
     uint64_t *acc;    /* a block of C, summed over inner blocks */
-    size_t cap_qbs, cap_acc;
+    uint64_t *pad;    /* private: the pad, then the blinded operand */
+    uint64_t *wq;     /* private: the weight block as field elements */
+    uint64_t *unb;    /* private: the unblinding factor R W (or W R) */
+    size_t cap_qbs, cap_acc, cap_pad, cap_wq, cap_unb;
     size_t max_elems; /* of A's or B's part in one request */
     uint8_t *frame;
     size_t cap_fa, cap_fb, cap_qa, cap_qb, cap_qc, cap_frame;
@@ -96,13 +105,22 @@ static uint64_t next_field(void *user)
     }
 }
 
-eml_status eml_outsource_mode_check(eml_outsource_mode mode, eml_err *err)
+eml_status eml_outsource_mode_check(eml_outsource_mode mode, int training,
+                                    eml_err *err)
 {
     if (mode == EML_OUTSOURCE_INTEGRITY) return EML_OK;
+    if (mode != EML_OUTSOURCE_PRIVATE)
+        return eml_err_set(err, EML_ERR_INVALID, "unknown outsourcing mode %d",
+                           (int)mode);
+    if (!training) return EML_OK;
     return eml_err_set(err, EML_ERR_UNSUPPORTED,
-                       "--outsource-mode private is not built yet: the "
-                       "worker would see the inputs, so nothing is sent "
-                       "(use --outsource-mode integrity, docs/outsource.md)");
+                       "--outsource-mode private does not train: the weights "
+                       "change every step, and no one-time-pad scheme keeps "
+                       "the enclave's work quadratic then (docs/outsource.md, "
+                       "\"Why private mode does not train\"); nothing was "
+                       "sent.  Train with --outsource-mode integrity, which "
+                       "shows the worker the operands and needs every data "
+                       "owner's --allow-outsource");
 }
 
 eml_status eml_outsource_new(const eml_worker_link *link,
@@ -110,7 +128,7 @@ eml_status eml_outsource_new(const eml_worker_link *link,
                              eml_err *err)
 {
     *out = NULL;
-    eml_status st = eml_outsource_mode_check(mode, err);
+    eml_status st = eml_outsource_mode_check(mode, 0, err);
     if (st != EML_OK) return st;
     eml_outsource *o = calloc(1, sizeof(*o));
     if (o == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
@@ -150,6 +168,9 @@ void eml_outsource_free(eml_outsource *o)
     free_wiped(o->qbs, o->cap_qbs, sizeof(int32_t));
     free_wiped(o->acc, o->cap_acc, sizeof(uint64_t));
     free_wiped(o->qc, o->cap_qc, sizeof(uint64_t));
+    free_wiped(o->pad, o->cap_pad, sizeof(uint64_t));
+    free_wiped(o->wq, o->cap_wq, sizeof(uint64_t));
+    free_wiped(o->unb, o->cap_unb, sizeof(uint64_t));
     free_wiped(o->frame, o->cap_frame, 1);
     free(o);
 }
@@ -190,24 +211,30 @@ static int bits_for(int k)
     return (59 - lg) / 2;
 }
 
-/* Sends one quantized product a (m x k) times b (k x n) and takes back C
- * into o->qc, checked for being the reply to it. */
-static eml_status exchange(eml_outsource *o, const int32_t *a,
-                           const int32_t *b, uint32_t m, uint32_t n,
-                           uint32_t k, const char **why, eml_err *err)
+/* Room for the request frame of an m x k times k x n product in
+ * o->frame; its size, or 0 (why set) if it cannot be had. */
+static size_t frame_for(eml_outsource *o, uint32_t m, uint32_t n, uint32_t k,
+                        const char **why)
 {
     size_t size = eml_worker_req_size(m, n, k);
     if (size == 0) {
         *why = "the product is too large for one request";
-        return EML_ERR_RANGE;
+        return 0;
     }
     if (!grow((void **)&o->frame, &o->cap_frame, size, 1) ||
         !grow((void **)&o->qc, &o->cap_qc, (size_t)m * n, sizeof(uint64_t))) {
         *why = "out of memory";
-        return EML_ERR_NOMEM;
+        return 0;
     }
-    uint64_t id = o->next_id++;
-    eml_worker_req_write_i32(o->frame, id, m, n, k, a, b);
+    return size;
+}
+
+/* Sends the request in o->frame (size bytes, id) and takes back its
+ * m x n product into o->qc, checked for being the reply to it. */
+static eml_status exchange(eml_outsource *o, size_t size, uint64_t id,
+                           uint32_t m, uint32_t n, const char **why,
+                           eml_err *err)
+{
     double t0 = wall_now();
     eml_status st = o->link->send(o->link->user, o->frame, size, err);
     const uint8_t *p = NULL;
@@ -241,6 +268,53 @@ static eml_status exchange(eml_outsource *o, const int32_t *a,
     return EML_OK;
 }
 
+/* Fills buf with n uniform elements of Z_p from the CSPRNG (61 random
+ * bits each, the one value p itself drawn again). */
+static void uniform_field(eml_csprng *rng, uint64_t *buf, size_t n)
+{
+    eml_csprng_bytes(rng, buf, n * sizeof(uint64_t));
+    for (size_t i = 0; i < n; i++) {
+        buf[i] &= EML_FIELD_P;
+        while (buf[i] == EML_FIELD_P) {
+            eml_csprng_bytes(rng, &buf[i], sizeof(uint64_t));
+            buf[i] &= EML_FIELD_P;
+        }
+    }
+}
+
+/* Private mode: the request for a (bm x bk) times b (bk x bn) with the
+ * data operand blinded by a fresh pad R, written into o->frame, and the
+ * unblinding factor U = R b (data on the left) or a R (on the right) in
+ * o->unb.  The pad is used for this request only and then overwritten. */
+static eml_status blinded_request(eml_outsource *o, const eml_gemm_desc *g,
+                                  const int32_t *a, const int32_t *b,
+                                  uint32_t bm, uint32_t bn, uint32_t bk,
+                                  uint64_t id, const char **why)
+{
+    int data_left = g->weight == EML_GEMM_WEIGHT_B;
+    const int32_t *x = data_left ? a : b, *w = data_left ? b : a;
+    size_t nx = data_left ? (size_t)bm * bk : (size_t)bk * bn;
+    size_t nw = data_left ? (size_t)bk * bn : (size_t)bm * bk;
+    if (!grow((void **)&o->pad, &o->cap_pad, nx, sizeof(uint64_t)) ||
+        !grow((void **)&o->wq, &o->cap_wq, nw, sizeof(uint64_t)) ||
+        !grow((void **)&o->unb, &o->cap_unb, (size_t)bm * bn,
+              sizeof(uint64_t))) {
+        *why = "out of memory";
+        return EML_ERR_NOMEM;
+    }
+    double c0 = cpu_now();
+    uniform_field(o->rng, o->pad, nx);
+    eml_field_gemm_padded(o->pad, w, o->unb, bm, bn, bk, data_left);
+    o->stats.pad_seconds += cpu_now() - c0;
+    for (size_t i = 0; i < nx; i++)
+        o->pad[i] = eml_field_add(o->pad[i], eml_field_of(x[i]));
+    for (size_t i = 0; i < nw; i++) o->wq[i] = eml_field_of(w[i]);
+    eml_worker_req_write(o->frame, id, bm, bn, bk,
+                         data_left ? o->pad : o->wq,
+                         data_left ? o->wq : o->pad);
+    return EML_OK;
+}
+
 /* A block of the quantized product: rows [i0, i0+bm) of A, columns
  * [j0, j0+bn) of B, inner indices [k0, k0+bk): gathered, sent, checked by
  * Freivalds, and added into acc (bm x bn, mod p). */
@@ -268,11 +342,23 @@ static eml_status block(eml_outsource *o, const eml_gemm_desc *g,
         a = sa;
         b = sb;
     }
+    size_t size = frame_for(o, bm, bn, bk, why);
+    if (size == 0) return EML_ERR_NOMEM;
+    uint64_t id = o->next_id++;
+    if (o->mode == EML_OUTSOURCE_PRIVATE) {
+        eml_status st = blinded_request(o, g, a, b, bm, bn, bk, id, why);
+        if (st != EML_OK) return st;
+    } else {
+        eml_worker_req_write_i32(o->frame, id, bm, bn, bk, a, b);
+    }
     o->stats.enclave_seconds += cpu_now() - c0;
     o->stats.outsourced_products++;
-    eml_status st = exchange(o, a, b, bm, bn, bk, why, err);
+    eml_status st = exchange(o, size, id, bm, bn, why, err);
     if (st != EML_OK) return st;
     c0 = cpu_now();
+    if (o->mode == EML_OUTSOURCE_PRIVATE) /* (X + R) W - R W */
+        for (size_t e = 0; e < (size_t)bm * bn; e++)
+            o->qc[e] = eml_field_sub(o->qc[e], o->unb[e]);
     /* Two rounds with 21-bit vectors: a wrong product passes with
      * probability <= 2^-42. */
     if (!eml_freivalds_small(a, b, o->qc, bm, bn, bk, 2, next_field,
@@ -356,6 +442,17 @@ static eml_status outsourced_gemm(void *ctx, const eml_gemm_desc *g)
     eml_outsource *o = ctx;
     if (o->failed) return EML_ERR_AUTH;
     if (g->dtype != EML_DTYPE_F32) return EML_ERR_UNSUPPORTED;
+    if (o->mode == EML_OUTSOURCE_PRIVATE &&
+        (g->pass != EML_GEMM_FORWARD || g->weight == EML_GEMM_NO_WEIGHT)) {
+        /* Only a product of data and fixed weights can be blinded with a
+         * pad whose product was computed apart (docs/outsource.md). */
+        o->failed = 1;
+        snprintf(o->error, sizeof(o->error),
+                 "--outsource-mode private blinds inference only: layer "
+                 "%d's %s product was not sent",
+                 g->layer, pass_name(g->pass));
+        return EML_ERR_UNSUPPORTED;
+    }
     for (int i = 0; i < g->count; i++) {
         if (g->K == 0) { /* C = beta C: nothing to outsource */
             for (int r = 0; r < g->M; r++)

@@ -136,6 +136,57 @@ void eml_field_gemm(const uint8_t *a, const uint8_t *b, uint8_t *c,
     }
 }
 
+/* A signed 128-bit sum (|v| < 2^126) mod p. */
+static uint64_t fold_signed(__int128 v)
+{
+    if (v >= 0) return fold((unsigned __int128)v);
+    uint64_t r = fold((unsigned __int128)-v);
+    return r == 0 ? 0 : EML_FIELD_P - r;
+}
+
+void eml_field_gemm_padded(const uint64_t *r, const int32_t *w, uint64_t *u,
+                           uint32_t m, uint32_t n, uint32_t k, int r_left)
+{
+    /* Row i of u is the sum over t of left[i][t] * right row t; each term
+     * is below 2^92 in magnitude, so 2^34 of them fit the accumulator. */
+#pragma omp parallel
+    {
+        __int128 *acc = malloc((size_t)n * sizeof(__int128));
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < (int64_t)m; i++) {
+            if (acc == NULL) { /* slower, without the row buffer */
+                for (uint32_t j = 0; j < n; j++) {
+                    __int128 s = 0;
+                    for (uint32_t t = 0; t < k; t++)
+                        s += r_left ? (__int128)r[(size_t)i * k + t] *
+                                          w[(size_t)t * n + j]
+                                    : (__int128)w[(size_t)i * k + t] *
+                                          (__int128)r[(size_t)t * n + j];
+                    u[(size_t)i * n + j] = fold_signed(s);
+                }
+                continue;
+            }
+            memset(acc, 0, (size_t)n * sizeof(__int128));
+            for (uint32_t t = 0; t < k; t++) {
+                if (r_left) {
+                    __int128 rv = (__int128)r[(size_t)i * k + t];
+                    const int32_t *row = w + (size_t)t * n;
+                    for (uint32_t j = 0; j < n; j++) acc[j] += rv * row[j];
+                } else {
+                    __int128 wv = w[(size_t)i * k + t];
+                    if (wv == 0) continue;
+                    const uint64_t *row = r + (size_t)t * n;
+                    for (uint32_t j = 0; j < n; j++)
+                        acc[j] += wv * (__int128)row[j];
+                }
+            }
+            for (uint32_t j = 0; j < n; j++)
+                u[(size_t)i * n + j] = fold_signed(acc[j]);
+        }
+        free(acc);
+    }
+}
+
 /* (a * b) mod p for any modulus p < 2^63. */
 static uint64_t mulmod(uint64_t a, uint64_t b, uint64_t p)
 {
