@@ -143,7 +143,7 @@ static void gemm_hand(const eml_kernels *k, eml_kstate *ks)
     const float At[3 * 3] = {1, 4, Sn, 2, 5, Sn, 3, 6, Sn};      /* lda 3 */
     const float B[3 * 3] = {7, 8, Sn, 9, 10, Sn, 11, 12, Sn};    /* ldb 3 */
     const float Bt[2 * 4] = {7, 9, 11, Sn, 8, 10, 12, Sn};       /* ldb 4 */
-    eml_gemm_dispatch d = {k->gemm, ks, 0, 0.0};
+    eml_gemm_dispatch d = {.fn = k->gemm, .ctx = ks};
     for (int ta = 0; ta < 2; ta++) {
         for (int tb = 0; tb < 2; tb++) {
             const float *a = ta ? At : A;
@@ -600,8 +600,8 @@ static void gemm_compare(eml_kstate *fks, int ta, int tb, int M, int N,
             if (i % (size_t)ldc < (size_t)N)
                 Cf[i] = Cr[i] = NAN; /* must not be read */
 
-    eml_gemm_dispatch dr = {REF->gemm, NULL, 0, 0.0};
-    eml_gemm_dispatch df = {FAST->gemm, fks, 0, 0.0};
+    eml_gemm_dispatch dr = {.fn = REF->gemm, .ctx = NULL};
+    eml_gemm_dispatch df = {.fn = FAST->gemm, .ctx = fks};
     assert_int_equal(eml_gemm_f32(&dr, ta, tb, M, N, K, alpha, A, lda, B, ldb,
                               beta, Cr, ldc),
                      EML_OK);
@@ -994,7 +994,7 @@ static void test_gemm_dispatch(void **state)
 {
     (void)state;
     float A[6] = {1, 2, 3, 4, 5, 6}, B[6] = {1, 0, 0, 1, 1, 1}, C[4];
-    eml_gemm_dispatch d = {hook_gemm, &hook_calls, 0, 0.0};
+    eml_gemm_dispatch d = {.fn = hook_gemm, .ctx = &hook_calls};
     hook_calls = 0;
     /* (2x3) x (3x2) */
     assert_int_equal(eml_gemm_f32(&d, 0, 0, 2, 2, 3, 1.0f, A, 3, B, 2, 0.0f, C, 2),
@@ -1044,7 +1044,7 @@ static void test_gemm_dispatch(void **state)
     assert_int_equal(eml_gemm_f32(NULL, 0, 0, 1, 1, 1, 1.0f, A, 1, B, 1, 0.0f, C,
                               1),
                      EML_ERR_INVALID);
-    eml_gemm_dispatch nofn = {NULL, NULL, 0, 0.0};
+    eml_gemm_dispatch nofn = {.fn = NULL, .ctx = NULL};
     assert_int_equal(eml_gemm_f32(&nofn, 0, 0, 1, 1, 1, 1.0f, A, 1, B, 1, 0.0f,
                               C, 1),
                      EML_ERR_INVALID);

@@ -280,15 +280,14 @@ typedef struct fake_worker {
     size_t nseen, capseen;
 } fake_worker;
 
-static void keep(fake_worker *w, const uint64_t *x, size_t n)
+static void keep(fake_worker *w, uint64_t v)
 {
-    if (w->nseen + n > w->capseen) {
-        w->capseen = 2 * (w->nseen + n);
+    if (w->nseen + 1 > w->capseen) {
+        w->capseen = 2 * (w->nseen + 1);
         w->seen = realloc(w->seen, w->capseen * sizeof(uint64_t));
         assert_non_null(w->seen);
     }
-    for (size_t i = 0; i < n; i++)
-        w->seen[w->nseen++] = eml_worker_get((const uint8_t *)x, i);
+    w->seen[w->nseen++] = v;
 }
 
 static eml_status fake_send(void *user, const uint8_t *p, size_t n,
@@ -299,8 +298,9 @@ static eml_status fake_send(void *user, const uint8_t *p, size_t n,
     eml_status st = eml_worker_req_parse(p, n, &q, err);
     if (st != EML_OK) return st;
     if (w->capture) {
-        keep(w, q.a, (size_t)q.m * q.k);
-        keep(w, q.b, (size_t)q.k * q.n);
+        for (int side = 0; side < 2; side++)
+            for (size_t i = 0; i < (side ? q.nb : q.na); i++)
+                keep(w, eml_worker_req_elem(&q, side, i));
     }
     size_t size = eml_worker_reply_size(q.m, q.n);
     if (size > w->cap) {
@@ -314,8 +314,7 @@ static eml_status fake_send(void *user, const uint8_t *p, size_t n,
     }
     eml_worker_reply_header_write(w->reply, q.id, EML_WORKER_DONE, q.m, q.n);
     uint8_t *c = w->reply + EML_WORKER_REPLY_HEADER;
-    eml_field_gemm((const uint8_t *)q.a, (const uint8_t *)q.b, c, q.m, q.n,
-                   q.k);
+    if (eml_worker_compute(&q, c) != EML_OK) return EML_ERR_NOMEM;
     w->len = size;
     if (w->count++ != w->at) return EML_OK;
     size_t mn = (size_t)q.m * q.n;
@@ -542,6 +541,175 @@ static void test_client_faults(void **state)
     eml_cfg_free(cfg);
 }
 
+/* ==== the convolution ops ==== */
+
+/* A conv request over random small operands (|v| < 2^lim_bits) with
+ * geometry g, as a frame; *q parsed from it.  Returns the frame. */
+static uint8_t *conv_request(uint16_t op, eml_worker_geom g, int lim_bits,
+                             eml_worker_req *q, int32_t **a, int32_t **b)
+{
+    eml_worker_req h;
+    memset(&h, 0, sizeof(h));
+    h.op = op;
+    h.flags = EML_WORKER_I32;
+    h.g = g;
+    size_t oh = (g.h + 2 * g.pad - g.size) / g.stride + 1;
+    size_t ow = (g.w + 2 * g.pad - g.size) / g.stride + 1;
+    size_t l = g.batch * oh * ow, ckk = (size_t)g.c * g.size * g.size;
+    size_t chw = (size_t)g.c * g.h * g.w;
+    h.m = op == EML_WORKER_OP_CONV_INPUT_GRAD ? g.batch : g.f;
+    h.n = op == EML_WORKER_OP_CONV_FORWARD       ? (uint32_t)l
+          : op == EML_WORKER_OP_CONV_WEIGHT_GRAD ? (uint32_t)ckk
+                                                 : (uint32_t)chw;
+    h.k = op == EML_WORKER_OP_CONV_FORWARD       ? (uint32_t)ckk
+          : op == EML_WORKER_OP_CONV_WEIGHT_GRAD ? (uint32_t)l
+                                                 : g.f;
+    size_t size;
+    eml_err err = {0};
+    if (eml_worker_req_shape(&h, &size, &err) != EML_OK) fail_msg("%s", err.msg);
+    uint8_t *fr = malloc(size);
+    eml_worker_req_write_header(fr, &h);
+    *a = malloc(4 * h.na);
+    *b = malloc(4 * h.nb);
+    for (size_t i = 0; i < h.na; i++)
+        (*a)[i] = (int32_t)rnd_below(2u << lim_bits) - (1 << lim_bits);
+    for (size_t i = 0; i < h.nb; i++)
+        (*b)[i] = (int32_t)rnd_below(2u << lim_bits) - (1 << lim_bits);
+    memcpy(fr + EML_WORKER_REQ_HEADER, *a, 4 * h.na);
+    memcpy(fr + EML_WORKER_REQ_HEADER + 4 * h.na, *b, 4 * h.nb);
+    assert_int_equal(eml_worker_req_parse(fr, size, q, &err), EML_OK);
+    return fr;
+}
+
+/* The direct convolution, in 64-bit integers, as the oracle: C of op. */
+static int64_t direct(const eml_worker_req *q, const int32_t *a,
+                      const int32_t *b, size_t row, size_t col)
+{
+    const eml_worker_geom *g = &q->g;
+    size_t oh = q->out_h, ow = q->out_w, hw = oh * ow, ks = g->size;
+    size_t ckk = (size_t)g->c * ks * ks, chw = (size_t)g->c * g->h * g->w;
+    size_t l = g->batch * hw;
+    int64_t s = 0;
+    /* pixel(bb, ci, oy, ox, ky, kx): the input under that tap or none */
+#define PIX(bb, ci, oy, ox, ky, kx, out)                                      \
+    do {                                                                      \
+        long iy_ = (long)((oy) * g->stride + (ky)) - (long)g->pad;            \
+        long ix_ = (long)((ox) * g->stride + (kx)) - (long)g->pad;            \
+        (out) = iy_ >= 0 && iy_ < (long)g->h && ix_ >= 0 && ix_ < (long)g->w  \
+                    ? (long)(((bb) * g->c + (ci)) * g->h * g->w +            \
+                             (size_t)iy_ * g->w + (size_t)ix_)                \
+                    : -1;                                                     \
+    } while (0)
+    if (q->op == EML_WORKER_OP_CONV_FORWARD) { /* row j, col (bb, oy, ox) */
+        size_t bb = col / hw, oy = col % hw / ow, ox = col % ow;
+        for (size_t k = 0; k < ckk; k++) {
+            long p;
+            PIX(bb, k / (ks * ks), oy, ox, k / ks % ks, k % ks, p);
+            if (p >= 0) s += (int64_t)a[row * ckk + k] * b[p];
+        }
+    } else if (q->op == EML_WORKER_OP_CONV_WEIGHT_GRAD) { /* j, k */
+        for (size_t c = 0; c < l; c++) {
+            size_t bb = c / hw, oy = c % hw / ow, ox = c % ow;
+            long p;
+            PIX(bb, col / (ks * ks), oy, ox, col / ks % ks, col % ks, p);
+            if (p >= 0) s += (int64_t)a[row * l + c] * b[p];
+        }
+    } else { /* din[bb = row][col]: every tap that reads it */
+        for (size_t j = 0; j < g->f; j++)
+            for (size_t k = 0; k < ckk; k++)
+                for (size_t o = 0; o < hw; o++) {
+                    long p;
+                    PIX(row, k / (ks * ks), o / ow, o % ow, k / ks % ks, k % ks,
+                        p);
+                    if (p == (long)(row * chw + col))
+                        s += (int64_t)a[j * ckk + k] * b[j * l + row * hw + o];
+                }
+    }
+#undef PIX
+    return s;
+}
+
+static const eml_worker_geom geoms[] = {
+    {2, 3, 5, 6, 4, 3, 1, 1}, {1, 2, 7, 5, 3, 3, 2, 0},
+    {3, 1, 4, 4, 2, 1, 1, 0}, {2, 2, 6, 6, 3, 5, 2, 2},
+};
+
+/* The worker's conv ops against the direct convolution, and the check
+ * passing every right product. */
+static void test_conv_ops(void **state)
+{
+    (void)state;
+    eml_rng_seed(&g_rng, 18);
+    uint16_t ops[3] = {EML_WORKER_OP_CONV_FORWARD,
+                       EML_WORKER_OP_CONV_WEIGHT_GRAD,
+                       EML_WORKER_OP_CONV_INPUT_GRAD};
+    for (size_t gi = 0; gi < sizeof(geoms) / sizeof(geoms[0]); gi++)
+        for (int o = 0; o < 3; o++) {
+            eml_worker_req q;
+            int32_t *a, *b;
+            uint8_t *fr = conv_request(ops[o], geoms[gi], 12, &q, &a, &b);
+            uint64_t *c = malloc(8 * (size_t)q.m * q.n);
+            assert_int_equal(eml_worker_compute(&q, (uint8_t *)c), EML_OK);
+            for (size_t i = 0; i < q.m; i++)
+                for (size_t j = 0; j < q.n; j++)
+                    assert_true(c[i * q.n + j] ==
+                                eml_field_of(direct(&q, a, b, i, j)));
+            for (int t = 0; t < 20; t++)
+                assert_true(eml_freivalds_conv(q.op, &q.g, a, b, c, next_rng,
+                                               NULL));
+            free(c);
+            free(fr);
+            free(a);
+            free(b);
+        }
+}
+
+/* A wrong C (one element off by one) passes the structured check at the
+ * rate its polynomial allows: with every random value from an 8-element
+ * set, a single-element error survives when one of the 3 (forward) or 4
+ * (gradients) factors of its monomial is 0: 1 - (7/8)^3 = 0.330 and
+ * 1 - (7/8)^4 = 0.414, below the bounds 3/8 and 4/8.  Over Z_p: never. */
+static void test_freivalds_conv_rate(void **state)
+{
+    (void)state;
+    eml_rng_seed(&g_rng, 19);
+    uint16_t ops[3] = {EML_WORKER_OP_CONV_FORWARD,
+                       EML_WORKER_OP_CONV_WEIGHT_GRAD,
+                       EML_WORKER_OP_CONV_INPUT_GRAD};
+    const double expect[3] = {0.330, 0.414, 0.414};
+    for (int o = 0; o < 3; o++) {
+        eml_worker_req q;
+        int32_t *a, *b;
+        uint8_t *fr = conv_request(ops[o], geoms[0], 10, &q, &a, &b);
+        size_t mn = (size_t)q.m * q.n;
+        uint64_t *c = malloc(8 * mn);
+        assert_int_equal(eml_worker_compute(&q, (uint8_t *)c), EML_OK);
+        int trials = 20000, passed = 0, passed_p = 0;
+        for (int t = 0; t < trials; t++) {
+            size_t e = (size_t)rnd_below(mn);
+            uint64_t keep_v = c[e];
+            c[e] = eml_field_add(keep_v, 1);
+            passed += eml_freivalds_conv(q.op, &q.g, a, b, c, next_small, NULL);
+            if (t < 2000)
+                passed_p += eml_freivalds_conv(q.op, &q.g, a, b, c, next_rng,
+                                               NULL);
+            c[e] = keep_v;
+        }
+        double rate = (double)passed / trials;
+        printf("conv op %u: a wrong C passed %.4f of %d with |S| = 8 "
+               "(expected %.3f, bound %d/8); 0 of 2000 expected over Z_p: "
+               "%d\n",
+               (unsigned)q.op, rate, trials, expect[o], o == 0 ? 3 : 4,
+               passed_p);
+        assert_true(fabs(rate - expect[o]) < 0.02);
+        assert_int_equal(passed_p, 0);
+        free(c);
+        free(fr);
+        free(a);
+        free(b);
+    }
+}
+
 /* ==== private mode ==== */
 
 /* An inference pass (forward, train 0) of the small CNN over input x. */
@@ -644,7 +812,7 @@ static void test_private_inference(void **state)
     /* Uniformity over many passes: the data operands (the weights are
      * sent in the clear, small, and left out: conv weights are A, the
      * connected layer's are B). */
-    for (int pass = 0; pass < 60; pass++)
+    for (int pass = 0; pass < 160; pass++)
         assert_int_equal(infer(prv, x, 4), EML_OK);
     size_t nblind = 0;
     uint64_t *blind = malloc(wp.nseen * sizeof(uint64_t));
@@ -811,6 +979,8 @@ int main(void)
         cmocka_unit_test(test_field_gemm_padded),
         cmocka_unit_test(test_fixed_point),
         cmocka_unit_test(test_freivalds_rate),
+        cmocka_unit_test(test_conv_ops),
+        cmocka_unit_test(test_freivalds_conv_rate),
         cmocka_unit_test(test_client_honest),
         cmocka_unit_test(test_client_faults),
         cmocka_unit_test(test_private_inference),

@@ -296,18 +296,18 @@ static int canary_load(proxy *x, const char *spec)
 /* Logs the request if its operands hold a canary pattern. */
 static void canary_watch(const proxy *x, const eml_worker_req *q)
 {
-    const uint8_t *ops[2] = {(const uint8_t *)q->a, (const uint8_t *)q->b};
-    size_t len[2] = {(size_t)q->m * q->k, (size_t)q->k * q->n};
+    size_t len[2] = {q->na, q->nb};
     for (int o = 0; o < 2; o++)
         for (size_t i = 0; i + 6 <= len[o]; i++) {
-            struct canary key = {.first = eml_worker_get(ops[o], i)};
+            struct canary key = {.first = eml_worker_req_elem(q, o, i)};
             const struct canary *k =
                 bsearch(&key, x->can, x->ncan, sizeof(key), by_first);
             if (k == NULL) continue;
             while (k > x->can && k[-1].first == key.first) k--;
             for (; k < x->can + x->ncan && k->first == key.first; k++) {
                 int j = 1;
-                while (j < 6 && eml_worker_get(ops[o], i + j) == k->v[j]) j++;
+                while (j < 6 && eml_worker_req_elem(q, o, i + j) == k->v[j])
+                    j++;
                 if (j == 6) {
                     fprintf(stderr,
                             "worker_proxy: canary row %d seen in request "

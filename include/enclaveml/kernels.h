@@ -203,13 +203,40 @@ eml_status eml_kernels_parse(const char *name, eml_kernels_kind *out);
 
 /* ==== the GEMM dispatch point ==== */
 
+/* A convolution's product named by its tensors rather than by its im2col
+ * columns, for a dispatch that forms the columns where it runs the
+ * product (an outsourcing worker: the images travel, not their columns,
+ * which are size^2 times larger).  cols(x) is the batch's columns as the
+ * layers lay them out (ckk x batch*hw, ckk = c*size^2, hw = out_h*out_w),
+ * and L = batch*hw:
+ *   FORWARD       out (f x L)       = w (f x ckk) cols(x)
+ *   WEIGHT_GRAD   out (f x ckk)     = d (f x L) cols(x)^T
+ *   INPUT_GRAD    out (batch x chw) = col2im(w^T d)
+ * out is overwritten. */
+typedef struct eml_conv_desc {
+    int layer;
+    eml_gemm_pass pass;
+    uint64_t weight_version;
+    eml_conv_shape shape; /* one image's geometry (ld unused) */
+    int batch, f;
+    const float *w; /* FORWARD, INPUT_GRAD */
+    const float *x; /* batch x c*h*w: FORWARD, WEIGHT_GRAD */
+    const float *d; /* f x L: WEIGHT_GRAD, INPUT_GRAD */
+    float *out;
+} eml_conv_desc;
+
+typedef eml_status (*eml_conv_fn)(void *ctx, const eml_conv_desc *c);
+
 /* Where the matrix products of linear layers go.  fn/ctx default to the
- * kernel table's gemm and its state; a hook (a test counting calls, later an
- * outsourcing backend) can replace them.  `calls` and `flops` count what
- * went through. */
+ * kernel table's gemm and its state; a hook (a test counting calls, an
+ * outsourcing backend) can replace them.  conv, NULL by default, takes a
+ * convolution's products whole (eml_conv_desc): with it set the layers
+ * hand over their tensors instead of forming columns.  `calls` and
+ * `flops` count what went through. */
 typedef struct eml_gemm_dispatch {
     eml_gemm_fn fn;
     void *ctx;
+    eml_conv_fn conv; /* ctx too */
     uint64_t calls;
     double flops;
 } eml_gemm_dispatch;
@@ -219,6 +246,10 @@ typedef struct eml_gemm_dispatch {
  * through d->fn. */
 EML_MUST_CHECK eml_status eml_gemm(eml_gemm_dispatch *d,
                                    const eml_gemm_desc *g);
+/* Checks a convolution's descriptor (pass, geometry, pointers), counts
+ * it as its GEMM and runs it through d->conv, which must be set. */
+EML_MUST_CHECK eml_status eml_conv(eml_gemm_dispatch *d,
+                                   const eml_conv_desc *c);
 /* eml_gemm of eml_gemm_desc_f32(...). */
 EML_MUST_CHECK eml_status eml_gemm_f32(eml_gemm_dispatch *d, int trans_a,
                                        int trans_b, int M, int N, int K,

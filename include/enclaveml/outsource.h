@@ -7,15 +7,27 @@
  *
  * The protocol (all integers little-endian; docs/formats.md has the table):
  *
- *   request  u32 magic "EMLW" | u16 version 1 | u16 op (1 = GEMM mod p) |
- *            u64 id | u32 M | u32 N | u32 K | u32 flags (0) | u64 p |
- *            M*K u64 A (row-major) | K*N u64 B (row-major)
- *   reply    u32 magic "EMLR" | u16 version 1 | u16 status (0 = done) |
- *            u64 id | u32 M | u32 N | M*N u64 C = A*B mod p (status 0 only)
+ *   request  u32 magic "EMLW" | u16 version 2 | u16 op | u64 id |
+ *            u32 M | u32 N | u32 K | u32 flags | u64 p |
+ *            geometry: u32 batch, c, h, w, f, size, stride, pad (zeros
+ *            for GEMM) | A | B
+ *   reply    u32 magic "EMLR" | u16 version 2 | u16 status (0 = done) |
+ *            u64 id | u32 M | u32 N | M*N u64 C mod p (status 0 only)
  *
- * Every element is < p.  M, N, K >= 1 and each matrix has at most
- * EML_WORKER_MAX_ELEMS elements.  The worker answers requests in order on
- * one connection; the reply repeats the request's id.
+ * Ops (cols(X) is the im2col of a batch of images, ckk x batch*hw, the
+ * engine's layout; ckk = c*size^2, hw = out_h*out_w, L = batch*hw):
+ *   1 GEMM              A (M x K) B (K x N)       C = A B
+ *   2 CONV_FORWARD      A = W (f x ckk), B = X    C = W cols(X)  (f x L)
+ *   3 CONV_WEIGHT_GRAD  A = D (f x L), B = X      C = D cols(X)^T (f x ckk)
+ *   4 CONV_INPUT_GRAD   A = W (f x ckk), B = D    C = col2im(W^T D)
+ *                                                     (batch x chw)
+ * X is batch x chw images; for the conv ops M, N, K must be the ones
+ * their geometry gives (op 4: M = batch, N = chw, K = f).  Elements are
+ * u64 field elements below p, or with flags bit 0 (EML_WORKER_I32)
+ * 4-byte signed integers (integrity mode's fixed point), taken mod p.
+ * Each operand has at most EML_WORKER_MAX_ELEMS elements, and so has C
+ * and, for the conv ops, cols(X).  The worker answers requests in order
+ * on one connection; the reply repeats the request's id.
  *
  * Trusted code (the client side runs in the enclave): no I/O; bytes go
  * through the eml_worker_link the caller gives.
@@ -62,9 +74,13 @@ static inline uint64_t eml_field_mul(uint64_t a, uint64_t b)
 
 #define EML_WORKER_MAGIC_REQ 0x574c4d45u   /* "EMLW" */
 #define EML_WORKER_MAGIC_REPLY 0x524c4d45u /* "EMLR" */
-#define EML_WORKER_VERSION 1
+#define EML_WORKER_VERSION 2
 #define EML_WORKER_OP_GEMM 1
-#define EML_WORKER_REQ_HEADER 40
+#define EML_WORKER_OP_CONV_FORWARD 2
+#define EML_WORKER_OP_CONV_WEIGHT_GRAD 3
+#define EML_WORKER_OP_CONV_INPUT_GRAD 4
+#define EML_WORKER_I32 1u /* flags: A and B as 4-byte signed integers */
+#define EML_WORKER_REQ_HEADER 72
 #define EML_WORKER_REPLY_HEADER 24
 #define EML_WORKER_MAX_ELEMS ((uint64_t)1 << 26) /* per matrix: 512 MiB */
 
@@ -73,12 +89,22 @@ static inline uint64_t eml_field_mul(uint64_t a, uint64_t b)
 #define EML_WORKER_REFUSED 1 /* a malformed request */
 #define EML_WORKER_FAILED 2  /* the worker could not compute it */
 
+/* A convolution's geometry (one image c x h x w, f filters of size x
+ * size, stride, zero padding pad on every side). */
+typedef struct eml_worker_geom {
+    uint32_t batch, c, h, w, f, size, stride, pad;
+} eml_worker_geom;
+
 typedef struct eml_worker_req {
     uint64_t id;
-    uint32_t m, n, k;
+    uint16_t op;
+    uint32_t flags;
+    uint32_t m, n, k; /* C is m x n */
     uint64_t p;
-    const uint64_t *a; /* m*k, points into the frame (unaligned-safe copy) */
-    const uint64_t *b; /* k*n */
+    eml_worker_geom g; /* conv ops */
+    uint32_t out_h, out_w; /* conv ops, derived */
+    size_t na, nb;     /* elements of A and B */
+    const uint8_t *a, *b; /* in the frame (eml_worker_req_elem) */
 } eml_worker_req;
 
 typedef struct eml_worker_reply {
@@ -88,24 +114,38 @@ typedef struct eml_worker_reply {
     const uint8_t *c; /* m*n little-endian u64, in the frame */
 } eml_worker_reply;
 
-/* The request frame's size for m x k times k x n (0 if too large). */
+/* Checks q's op, flags, geometry and dimensions (the conv ops' M, N, K
+ * must be their geometry's) and fills its derived sizes (out_h, out_w,
+ * na, nb) and the frame's *size; an error if the request is malformed or
+ * too large. */
+EML_MUST_CHECK eml_status eml_worker_req_shape(eml_worker_req *q,
+                                               size_t *size, eml_err *err);
+/* Writes the request header (and geometry) of a shaped q; the operands
+ * follow at out + EML_WORKER_REQ_HEADER, A then B, written with
+ * eml_worker_put (u64) or eml_worker_put_i32 (flags EML_WORKER_I32). */
+void eml_worker_req_write_header(uint8_t *out, const eml_worker_req *q);
+/* Element i of operand A (side 0) or B (side 1), as a field element. */
+uint64_t eml_worker_req_elem(const eml_worker_req *q, int side, size_t i);
+
+/* A GEMM request frame's size for m x k times k x n, u64 elements (0 if
+ * too large). */
 size_t eml_worker_req_size(uint32_t m, uint32_t n, uint32_t k);
 size_t eml_worker_reply_size(uint32_t m, uint32_t n);
 
-/* Writes a request: header, then A (m x k) and B (k x n), every element
- * reduced below p already.  out holds eml_worker_req_size bytes. */
+/* Writes a GEMM request: header, then A (m x k) and B (k x n), every
+ * element reduced below p already.  out holds eml_worker_req_size
+ * bytes. */
 void eml_worker_req_write(uint8_t *out, uint64_t id, uint32_t m, uint32_t n,
                           uint32_t k, const uint64_t *a, const uint64_t *b);
 
 /* Parses a request header (the first EML_WORKER_REQ_HEADER bytes):
- * magic, version, op, flags, p, dimensions and sizes; *total gets the
- * whole frame's size. */
+ * magic, version, op, flags, p, geometry, dimensions and sizes; *total
+ * gets the whole frame's size. */
 EML_MUST_CHECK eml_status eml_worker_req_header(const uint8_t *p, size_t n,
                                                 eml_worker_req *q,
                                                 size_t *total, eml_err *err);
 /* Parses a whole request frame (exactly its size) and checks that every
- * element of A and B is below p; the matrices are read with
- * eml_worker_get. */
+ * u64 element is below p; operands are read with eml_worker_req_elem. */
 EML_MUST_CHECK eml_status eml_worker_req_parse(const uint8_t *p, size_t n,
                                                eml_worker_req *q,
                                                eml_err *err);
@@ -137,6 +177,21 @@ static inline void eml_worker_put(uint8_t *base, size_t i, uint64_t v)
 {
     memcpy(base + 8 * i, &v, 8);
 }
+
+static inline void eml_worker_put_i32(uint8_t *base, size_t i, int32_t v)
+{
+    memcpy(base + 4 * i, &v, 4);
+}
+
+/* The worker's answer to a parsed request: C (q->m x q->n little-endian
+ * u64) into c, exactly, for every op.  EML_ERR_NOMEM if its scratch (the
+ * columns of a conv op) cannot be had. */
+EML_MUST_CHECK eml_status eml_worker_compute(const eml_worker_req *q,
+                                             uint8_t *c);
+/* cols(x) (ckk x L) of the images x (batch x chw field elements) for a
+ * shaped conv request's geometry. */
+void eml_field_im2col(const eml_worker_req *q, const uint64_t *x,
+                      uint64_t *cols);
 
 /* C = A * B mod p, exactly: a (m x k), b (k x n) as little-endian u64
  * arrays (frame bytes), c (m x n) written little-endian.  Plain C with
@@ -224,6 +279,15 @@ static inline uint64_t eml_field_reduce(uint64_t x)
     x = (x & EML_FIELD_P) + (x >> 61);
     return x >= EML_FIELD_P ? x - EML_FIELD_P : x;
 }
+/* A 128-bit sum (below 2^127) mod p. */
+static inline uint64_t eml_field_fold128(unsigned __int128 acc)
+{
+    uint64_t lo = (uint64_t)acc & EML_FIELD_P;
+    unsigned __int128 hi = acc >> 61; /* < 2^66 */
+    uint64_t h_lo = (uint64_t)hi & EML_FIELD_P;
+    uint64_t h_hi = (uint64_t)(hi >> 61); /* < 2^5 */
+    return eml_field_add(eml_field_add(lo, h_lo), h_hi);
+}
 /* A signed integer (|v| < 2^63) as a field element. */
 static inline uint64_t eml_field_of(int64_t v)
 {
@@ -269,7 +333,22 @@ int eml_freivalds_small(const int32_t *a, const int32_t *b,
  * accumulators, OpenMP over rows. */
 void eml_field_gemm_padded(const uint64_t *r, const int32_t *w, uint64_t *u,
                            uint32_t m, uint32_t n, uint32_t k, int r_left);
-/* Writes a request whose A and B are small signed integers. */
+/* Freivalds' check of a convolution op's product (EML_WORKER_OP_CONV_*,
+ * geometry g): a and b are the operands as the request carries them, as
+ * small signed integers (|v| < 2^31), c the m x n product as field
+ * elements.  The random vectors are products of one vector per tensor
+ * axis (batch, channel, row, column), so the check reads every operand
+ * and C about once instead of forming the columns: a wrong C passes if a
+ * non-zero multilinear polynomial of degree 3 (forward) or 4 (the
+ * gradients) vanishes at the random point, with probability <= 4/|S| for
+ * values uniform over a set S (Schwartz-Zippel); with next uniform over
+ * Z_p, one round gives <= 2^-59.  1 if C passes. */
+int eml_freivalds_conv(uint16_t op, const eml_worker_geom *g,
+                       const int32_t *a, const int32_t *b, const uint64_t *c,
+                       uint64_t (*next)(void *user), void *user);
+/* Writes a GEMM request whose A and B are small signed integers, as
+ * 4-byte elements (EML_WORKER_I32); out holds the size
+ * eml_worker_req_shape gives such a request. */
 void eml_worker_req_write_i32(uint8_t *out, uint64_t id, uint32_t m,
                               uint32_t n, uint32_t k, const int32_t *a,
                               const int32_t *b);

@@ -126,12 +126,11 @@ static eml_status answer(worker *w, eml_worker_conn *c, const uint8_t *p,
         w->reply = r;
         w->cap = size;
     }
-    const uint8_t *a = p + EML_WORKER_REQ_HEADER;
-    const uint8_t *b = a + 8 * (size_t)q->m * q->k;
+    (void)p;
     eml_worker_reply_header_write(w->reply, q->id, EML_WORKER_DONE, q->m,
                                   q->n);
-    eml_field_gemm(a, b, w->reply + EML_WORKER_REPLY_HEADER, q->m, q->n,
-                   q->k);
+    if (eml_worker_compute(q, w->reply + EML_WORKER_REPLY_HEADER) != EML_OK)
+        return reply_status(c, q->id, EML_WORKER_FAILED, err);
     return eml_worker_conn_write(c, w->reply, size, err);
 }
 

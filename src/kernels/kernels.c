@@ -134,6 +134,23 @@ eml_status eml_gemm(eml_gemm_dispatch *d, const eml_gemm_desc *g)
     return d->fn(d->ctx, g);
 }
 
+eml_status eml_conv(eml_gemm_dispatch *d, const eml_conv_desc *c)
+{
+    if (d == NULL || d->conv == NULL || c == NULL || c->batch < 1 ||
+        c->f < 1 || c->out == NULL || !eml_conv_shape_ok(&c->shape))
+        return EML_ERR_INVALID;
+    int ok = c->pass == EML_GEMM_FORWARD      ? c->w != NULL && c->x != NULL
+             : c->pass == EML_GEMM_WEIGHT_GRAD ? c->d != NULL && c->x != NULL
+             : c->pass == EML_GEMM_INPUT_GRAD  ? c->w != NULL && c->d != NULL
+                                               : 0;
+    if (!ok) return EML_ERR_INVALID;
+    const eml_conv_shape *s = &c->shape;
+    d->calls++;
+    d->flops += 2.0 * c->f * (double)s->c * s->size * s->size * c->batch *
+                s->out_h * s->out_w;
+    return d->conv(d->ctx, c);
+}
+
 eml_status eml_gemm_f32(eml_gemm_dispatch *d, int trans_a, int trans_b, int M,
                         int N, int K, float alpha, const float *A, int lda,
                         const float *B, int ldb, float beta, float *C, int ldc)

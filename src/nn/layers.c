@@ -100,7 +100,11 @@ eml_status eml_layer_connected_backward(eml_net *net, layer *l, const float *in,
  * col (ckk, n*hw), so each pass is one large GEMM: out' (f, n*hw) =
  * w (f, ckk) * col.  out' is then reordered to (n, f, hw) with the bias
  * added.  Example b owns columns [b*hw, (b+1)*hw), which is also how its
- * own weight gradient is formed for per-example norms. */
+ * own weight gradient is formed for per-example norms.
+ *
+ * A dispatch with a conv entry (an outsourcing client) takes the three
+ * products whole, by their tensors: the columns are then formed only when
+ * per-example gradients (DP-SGD) need them. */
 
 static eml_conv_shape conv_shape(const layer *l, int n)
 {
@@ -110,6 +114,38 @@ static eml_conv_shape conv_shape(const layer *l, int n)
     return s;
 }
 
+/* One of the three products through the dispatch's conv entry. */
+static eml_status conv_whole(eml_net *net, const layer *l, eml_gemm_pass pass,
+                             int n, const float *x, float *out)
+{
+    eml_conv_desc c;
+    memset(&c, 0, sizeof(c));
+    c.layer = l->index;
+    c.pass = pass;
+    c.weight_version = net->wversion;
+    c.shape = conv_shape(l, 1);
+    c.shape.ld = 0;
+    c.batch = n;
+    c.f = l->out_c;
+    c.w = l->wt;
+    c.x = x;
+    c.d = l->wide;
+    c.out = out;
+    return eml_conv(&net->gemm, &c);
+}
+
+/* The batch's columns of in into l->col. */
+static void conv_columns(eml_net *net, layer *l, const float *in, int n)
+{
+    eml_conv_shape s = conv_shape(l, n);
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
+    /* Examples are independent: each thread fills its own columns. */
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < n; b++)
+        net->k->im2col(l->col + (size_t)b * hw, in + (size_t)b * l->n_in, &s);
+    l->col_ready = 1;
+}
+
 eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n)
 {
     eml_conv_shape s = conv_shape(l, n);
@@ -117,13 +153,16 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
     int ckk = l->c * l->size * l->size;
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)s.ld;
-    /* Examples are independent: each thread fills its own columns. */
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < n; b++)
-        net->k->im2col(l->col + (size_t)b * hw, in + (size_t)b * l->n_in, &s);
-    eml_status st = layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_A,
-                               0, 0, f, wide, ckk, l->wt, ckk, l->col, wide,
-                               0.0f, l->wide, wide);
+    eml_status st;
+    if (net->gemm.conv != NULL) {
+        l->col_ready = 0;
+        st = conv_whole(net, l, EML_GEMM_FORWARD, n, in, l->wide);
+    } else {
+        conv_columns(net, l, in, n);
+        st = layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_A, 0, 0, f,
+                        wide, ckk, l->wt, ckk, l->col, wide, 0.0f, l->wide,
+                        wide);
+    }
     if (st != EML_OK) return st;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++) {
@@ -141,9 +180,10 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
 /* Every example's own weight gradient, dw_b (f, ckk) = delta_b (f, hw) *
  * col_b^T (hw, ckk), in one batched product; then their squared norms,
  * and (sums) their sum in example order. */
-static eml_status conv_per_example(eml_net *net, layer *l, int n,
-                                   float *sqnorm, int sums)
+static eml_status conv_per_example(eml_net *net, layer *l, const float *in,
+                                   int n, float *sqnorm, int sums)
 {
+    if (!l->col_ready) conv_columns(net, l, in, n);
     int f = l->out_c;
     int ckk = l->c * l->size * l->size;
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
@@ -175,8 +215,9 @@ static eml_status conv_per_example(eml_net *net, layer *l, int n,
     return EML_OK;
 }
 
-eml_status eml_layer_conv_backward(eml_net *net, layer *l, float *din, int n,
-                                float *sqnorm, int sums)
+eml_status eml_layer_conv_backward(eml_net *net, layer *l, const float *in,
+                                   float *din, int n, float *sqnorm,
+                                   int sums)
 {
     eml_conv_shape s = conv_shape(l, n);
     int f = l->out_c;
@@ -217,7 +258,10 @@ eml_status eml_layer_conv_backward(eml_net *net, layer *l, float *din, int n,
         }
     }
     if (sqnorm != NULL) {
-        st = conv_per_example(net, l, n, sqnorm, sums);
+        st = conv_per_example(net, l, in, n, sqnorm, sums);
+        if (st != EML_OK) return st;
+    } else if (net->gemm.conv != NULL) {
+        st = conv_whole(net, l, EML_GEMM_WEIGHT_GRAD, n, in, l->dw);
         if (st != EML_OK) return st;
     } else {
         /* dw (f, ckk) = delta' (f, n*hw) * col^T (n*hw, ckk) */
@@ -227,6 +271,8 @@ eml_status eml_layer_conv_backward(eml_net *net, layer *l, float *din, int n,
         if (st != EML_OK) return st;
     }
     if (din == NULL) return EML_OK;
+    if (net->gemm.conv != NULL)
+        return conv_whole(net, l, EML_GEMM_INPUT_GRAD, n, NULL, din);
     /* dcol (ckk, n*hw) = w^T (ckk, f) * delta' (f, n*hw).  Not written over
      * the columns: a second backward pass (DP clipping) needs them. */
     st = layer_gemm(net, l, EML_GEMM_INPUT_GRAD, EML_GEMM_WEIGHT_A, 1, 0, ckk,

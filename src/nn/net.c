@@ -611,7 +611,7 @@ static eml_status backward(eml_net *net, int n, float *sqnorm, int sums)
             st = eml_layer_connected_backward(net, l, in, din, n, sqnorm, sums);
             break;
         case EML_LAYER_CONVOLUTIONAL:
-            st = eml_layer_conv_backward(net, l, din, n, sqnorm, sums);
+            st = eml_layer_conv_backward(net, l, in, din, n, sqnorm, sums);
             break;
         case EML_LAYER_MAXPOOL:
             if (din != NULL) {

@@ -40,6 +40,7 @@ typedef struct layer {
     float *out;   /* (max_batch, n_out) */
     float *delta; /* (max_batch, n_out): dL/d(out); softmax: dL/d(input) */
     float *col;   /* conv: (c*k*k, n*out_h*out_w) */
+    int col_ready; /* conv: col holds the last forward's columns */
     float *dcol;  /* conv after the first layer: the columns' gradient */
     float *wide;  /* conv: (out_c, n*out_h*out_w) outputs or their deltas */
     float *dw_ex; /* conv: per-example weight gradients (max_batch x n_w),
@@ -97,8 +98,9 @@ eml_status eml_layer_connected_backward(eml_net *net, layer *l,
                                         float *sqnorm, int sums);
 eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in,
                                   int n);
-eml_status eml_layer_conv_backward(eml_net *net, layer *l, float *din, int n,
-                                   float *sqnorm, int sums);
+eml_status eml_layer_conv_backward(eml_net *net, layer *l, const float *in,
+                                   float *din, int n, float *sqnorm,
+                                   int sums);
 eml_pool_shape eml_layer_pool_shape(const layer *l, int n);
 void eml_layer_dropout_forward(eml_net *net, layer *l, const float *in, int n,
                                int train);

@@ -34,38 +34,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/clock.h"
-#include "enclaveml/crypto.h"
-#include "enclaveml/dp.h"
-#include "enclaveml/outsource.h"
+#include "outsource/client_internal.h"
 
-struct eml_outsource {
-    const eml_worker_link *link;
-    eml_outsource_mode mode;
-    eml_csprng *rng;
-    uint64_t next_id;
-    eml_outsource_stats stats;
-    int failed;
-    char error[512];
-    /* scratch, grown as needed */
-    float *fa, *fb;
-    int32_t *qa, *qb; /* the quantized operands */
-    int32_t *qbs;     /* a block of A and B, gathered */
-    uint64_t *qc;     /* the product, as the worker gave it */
-    uint64_t *acc;    /* a block of C, summed over inner blocks */
-    uint64_t *pad;    /* private: the pad, then the blinded operand */
-    uint64_t *wq;     /* private: the weight block as field elements */
-    uint64_t *unb;    /* private: the unblinding factor R W (or W R) */
-    size_t cap_qbs, cap_acc, cap_pad, cap_wq, cap_unb;
-    size_t max_elems; /* of A's or B's part in one request */
-    uint8_t *frame;
-    size_t cap_fa, cap_fb, cap_qa, cap_qb, cap_qc, cap_frame;
-};
 
-#define cpu_now eml_cpu_seconds
-#define wall_now eml_wall_seconds
-
-static const char *pass_name(eml_gemm_pass p)
+const char *eml_oc_pass_name(eml_gemm_pass p)
 {
     switch (p) {
     case EML_GEMM_FORWARD: return "forward";
@@ -81,7 +53,7 @@ static void free_wiped(void *p, size_t cap, size_t sz);
 /* Grows scratch *p to hold n elements of size sz.  Its contents are not
  * kept (every use writes it first), and the old buffer is wiped: no
  * realloc leaving a copy behind. */
-static int grow(void **p, size_t *cap, size_t n, size_t sz)
+int eml_oc_grow(void **p, size_t *cap, size_t n, size_t sz)
 {
     if (n <= *cap) return 1;
     if (n > SIZE_MAX / sz) return 0;
@@ -94,7 +66,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t sz)
 }
 
 /* A uniform element of Z_p from the CSPRNG (61 bits, p itself refused). */
-static uint64_t next_field(void *user)
+uint64_t eml_oc_next_field(void *user)
 {
     eml_csprng *rng = user;
     for (;;) {
@@ -143,6 +115,7 @@ eml_status eml_outsource_new(const eml_worker_link *link,
     eml_csprng_bytes(o->rng, &id, sizeof(id));
     o->next_id = id >> 8; /* room to count up */
     o->max_elems = EML_WORKER_MAX_ELEMS;
+    o->max_bytes = EML_WORKER_REQ_HEADER + 16 * (size_t)EML_WORKER_MAX_ELEMS;
     *out = o;
     return EML_OK;
 }
@@ -181,6 +154,9 @@ void eml_outsource_set_max_request(eml_outsource *o, size_t bytes)
                    ? (bytes - EML_WORKER_REQ_HEADER) / 16
                    : 1;
     o->max_elems = e < EML_WORKER_MAX_ELEMS ? e : EML_WORKER_MAX_ELEMS;
+    o->max_bytes = bytes > 4 * EML_WORKER_REQ_HEADER
+                       ? bytes
+                       : 4 * EML_WORKER_REQ_HEADER;
 }
 
 const eml_outsource_stats *eml_outsource_stats_of(const eml_outsource *o)
@@ -204,34 +180,25 @@ static void dense(const float *x, int trans, int rows, int cols, int ld,
                 trans ? x[(size_t)j * ld + i] : x[(size_t)i * ld + j];
 }
 
-static int bits_for(int k)
+int eml_oc_bits_for(uint64_t k)
 {
     int lg = 0;
-    while (lg < 31 && (1L << lg) < k) lg++;
+    while (lg < 40 && ((uint64_t)1 << lg) < k) lg++;
     return (59 - lg) / 2;
 }
 
-/* Room for the request frame of an m x k times k x n product in
- * o->frame; its size, or 0 (why set) if it cannot be had. */
-static size_t frame_for(eml_outsource *o, uint32_t m, uint32_t n, uint32_t k,
-                        const char **why)
+int eml_oc_room(eml_outsource *o, size_t size, size_t mn, const char **why)
 {
-    size_t size = eml_worker_req_size(m, n, k);
-    if (size == 0) {
-        *why = "the product is too large for one request";
-        return 0;
-    }
-    if (!grow((void **)&o->frame, &o->cap_frame, size, 1) ||
-        !grow((void **)&o->qc, &o->cap_qc, (size_t)m * n, sizeof(uint64_t))) {
+    if (!eml_oc_grow((void **)&o->frame, &o->cap_frame, size, 1) ||
+        !eml_oc_grow((void **)&o->qc, &o->cap_qc, mn ? mn : 1,
+                     sizeof(uint64_t))) {
         *why = "out of memory";
         return 0;
     }
-    return size;
+    return 1;
 }
 
-/* Sends the request in o->frame (size bytes, id) and takes back its
- * m x n product into o->qc, checked for being the reply to it. */
-static eml_status exchange(eml_outsource *o, size_t size, uint64_t id,
+eml_status eml_oc_exchange(eml_outsource *o, size_t size, uint64_t id,
                            uint32_t m, uint32_t n, const char **why,
                            eml_err *err)
 {
@@ -270,7 +237,7 @@ static eml_status exchange(eml_outsource *o, size_t size, uint64_t id,
 
 /* Fills buf with n uniform elements of Z_p from the CSPRNG (61 random
  * bits each, the one value p itself drawn again). */
-static void uniform_field(eml_csprng *rng, uint64_t *buf, size_t n)
+void eml_oc_uniform(eml_csprng *rng, uint64_t *buf, size_t n)
 {
     eml_csprng_bytes(rng, buf, n * sizeof(uint64_t));
     for (size_t i = 0; i < n; i++) {
@@ -295,15 +262,15 @@ static eml_status blinded_request(eml_outsource *o, const eml_gemm_desc *g,
     const int32_t *x = data_left ? a : b, *w = data_left ? b : a;
     size_t nx = data_left ? (size_t)bm * bk : (size_t)bk * bn;
     size_t nw = data_left ? (size_t)bk * bn : (size_t)bm * bk;
-    if (!grow((void **)&o->pad, &o->cap_pad, nx, sizeof(uint64_t)) ||
-        !grow((void **)&o->wq, &o->cap_wq, nw, sizeof(uint64_t)) ||
-        !grow((void **)&o->unb, &o->cap_unb, (size_t)bm * bn,
+    if (!eml_oc_grow((void **)&o->pad, &o->cap_pad, nx, sizeof(uint64_t)) ||
+        !eml_oc_grow((void **)&o->wq, &o->cap_wq, nw, sizeof(uint64_t)) ||
+        !eml_oc_grow((void **)&o->unb, &o->cap_unb, (size_t)bm * bn,
               sizeof(uint64_t))) {
         *why = "out of memory";
         return EML_ERR_NOMEM;
     }
     double c0 = cpu_now();
-    uniform_field(o->rng, o->pad, nx);
+    eml_oc_uniform(o->rng, o->pad, nx);
     eml_field_gemm_padded(o->pad, w, o->unb, bm, bn, bk, data_left);
     o->stats.pad_seconds += cpu_now() - c0;
     for (size_t i = 0; i < nx; i++)
@@ -327,7 +294,7 @@ static eml_status block(eml_outsource *o, const eml_gemm_desc *g,
     const int32_t *a = o->qa + (size_t)i0 * k, *b = o->qb;
     double c0 = cpu_now();
     if (bk != k || bn != n) { /* gather the block */
-        if (!grow((void **)&o->qbs, &o->cap_qbs,
+        if (!eml_oc_grow((void **)&o->qbs, &o->cap_qbs,
                   (size_t)bm * bk + (size_t)bk * bn, sizeof(int32_t))) {
             *why = "out of memory";
             return EML_ERR_NOMEM;
@@ -342,8 +309,20 @@ static eml_status block(eml_outsource *o, const eml_gemm_desc *g,
         a = sa;
         b = sb;
     }
-    size_t size = frame_for(o, bm, bn, bk, why);
-    if (size == 0) return EML_ERR_NOMEM;
+    size_t size = eml_worker_req_size(bm, bn, bk);
+    if (o->mode != EML_OUTSOURCE_PRIVATE) {
+        eml_worker_req q;
+        memset(&q, 0, sizeof(q));
+        q.op = EML_WORKER_OP_GEMM;
+        q.flags = EML_WORKER_I32;
+        q.m = bm, q.n = bn, q.k = bk;
+        if (eml_worker_req_shape(&q, &size, NULL) != EML_OK) size = 0;
+    }
+    if (size == 0) {
+        *why = "the product is too large for one request";
+        return EML_ERR_RANGE;
+    }
+    if (!eml_oc_room(o, size, (size_t)bm * bn, why)) return EML_ERR_NOMEM;
     uint64_t id = o->next_id++;
     if (o->mode == EML_OUTSOURCE_PRIVATE) {
         eml_status st = blinded_request(o, g, a, b, bm, bn, bk, id, why);
@@ -353,7 +332,7 @@ static eml_status block(eml_outsource *o, const eml_gemm_desc *g,
     }
     o->stats.enclave_seconds += cpu_now() - c0;
     o->stats.outsourced_products++;
-    eml_status st = exchange(o, size, id, bm, bn, why, err);
+    eml_status st = eml_oc_exchange(o, size, id, bm, bn, why, err);
     if (st != EML_OK) return st;
     c0 = cpu_now();
     if (o->mode == EML_OUTSOURCE_PRIVATE) /* (X + R) W - R W */
@@ -361,7 +340,7 @@ static eml_status block(eml_outsource *o, const eml_gemm_desc *g,
             o->qc[e] = eml_field_sub(o->qc[e], o->unb[e]);
     /* Two rounds with 21-bit vectors: a wrong product passes with
      * probability <= 2^-42. */
-    if (!eml_freivalds_small(a, b, o->qc, bm, bn, bk, 2, next_field,
+    if (!eml_freivalds_small(a, b, o->qc, bm, bn, bk, 2, eml_oc_next_field,
                              o->rng)) {
         *why = "Freivalds' check failed";
         return EML_ERR_AUTH;
@@ -383,17 +362,17 @@ static eml_status one_product(eml_outsource *o, const eml_gemm_desc *g,
     const float *B = (const float *)g->B + i * g->stride_b;
     float *C = (float *)g->C + i * g->stride_c;
     size_t na = (size_t)m * k, nb = (size_t)k * n;
-    if (!grow((void **)&o->fa, &o->cap_fa, na, sizeof(float)) ||
-        !grow((void **)&o->fb, &o->cap_fb, nb, sizeof(float)) ||
-        !grow((void **)&o->qa, &o->cap_qa, na, sizeof(int32_t)) ||
-        !grow((void **)&o->qb, &o->cap_qb, nb, sizeof(int32_t))) {
+    if (!eml_oc_grow((void **)&o->fa, &o->cap_fa, na, sizeof(float)) ||
+        !eml_oc_grow((void **)&o->fb, &o->cap_fb, nb, sizeof(float)) ||
+        !eml_oc_grow((void **)&o->qa, &o->cap_qa, na, sizeof(int32_t)) ||
+        !eml_oc_grow((void **)&o->qb, &o->cap_qb, nb, sizeof(int32_t))) {
         *why = "out of memory";
         return EML_ERR_NOMEM;
     }
     double c0 = cpu_now();
     dense(A, g->trans_a, g->M, g->K, g->lda, o->fa);
     dense(B, g->trans_b, g->K, g->N, g->ldb, o->fb);
-    int bits = bits_for(g->K);
+    int bits = eml_oc_bits_for((uint64_t)g->K);
     int sa = eml_field_shift(o->fa, na, bits);
     int sb = eml_field_shift(o->fb, nb, bits);
     eml_field_quantize_i32(o->fa, na, sa, o->qa);
@@ -407,7 +386,7 @@ static eml_status one_product(eml_outsource *o, const eml_gemm_desc *g,
     uint32_t mh = (uint32_t)(o->max_elems / bk), w = mh;
     if (mh > m) mh = m;
     if (w > n) w = n;
-    if (!grow((void **)&o->acc, &o->cap_acc, (size_t)mh * w,
+    if (!eml_oc_grow((void **)&o->acc, &o->cap_acc, (size_t)mh * w,
               sizeof(uint64_t))) {
         *why = "out of memory";
         return EML_ERR_NOMEM;
@@ -450,7 +429,7 @@ static eml_status outsourced_gemm(void *ctx, const eml_gemm_desc *g)
         snprintf(o->error, sizeof(o->error),
                  "--outsource-mode private blinds inference only: layer "
                  "%d's %s product was not sent",
-                 g->layer, pass_name(g->pass));
+                 g->layer, eml_oc_pass_name(g->pass));
         return EML_ERR_UNSUPPORTED;
     }
     for (int i = 0; i < g->count; i++) {
@@ -467,19 +446,25 @@ static eml_status outsourced_gemm(void *ctx, const eml_gemm_desc *g)
         eml_err err = {0};
         eml_status st = one_product(o, g, i, &why, &err);
         if (st != EML_OK) {
-            o->failed = 1;
-            snprintf(o->error, sizeof(o->error),
-                     "worker result failed verification (layer %d, %s): "
-                     "%.300s",
-                     g->layer, pass_name(g->pass), why);
+            eml_oc_failed(o, g->layer, g->pass, why);
             return EML_ERR_AUTH;
         }
     }
     return EML_OK;
 }
 
+void eml_oc_failed(eml_outsource *o, int layer, eml_gemm_pass pass,
+                   const char *why)
+{
+    o->failed = 1;
+    snprintf(o->error, sizeof(o->error),
+             "worker result failed verification (layer %d, %s): %.300s",
+             layer, eml_oc_pass_name(pass), why);
+}
+
 void eml_outsource_attach(eml_outsource *o, eml_gemm_dispatch *d)
 {
     d->fn = outsourced_gemm;
+    d->conv = eml_oc_conv;
     d->ctx = o;
 }

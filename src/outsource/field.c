@@ -43,15 +43,7 @@ void eml_field_quantize_i32(const float *x, size_t n, int shift,
     }
 }
 
-/* (acc mod p) for a 128-bit accumulator. */
-static uint64_t fold(unsigned __int128 acc)
-{
-    uint64_t lo = (uint64_t)acc & EML_FIELD_P;
-    unsigned __int128 hi = acc >> 61; /* < 2^67 */
-    uint64_t h_lo = (uint64_t)hi & EML_FIELD_P;
-    uint64_t h_hi = (uint64_t)(hi >> 61); /* < 2^6 */
-    return eml_field_add(eml_field_add(lo, h_lo), h_hi);
-}
+#define fold eml_field_fold128
 
 /* The field element as a signed integer (v > p/2 is v - p). */
 static int64_t signed_of(uint64_t v)
