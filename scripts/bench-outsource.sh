@@ -40,9 +40,14 @@ cpu() {
     printf "%.3f\n", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$tmp/times" >"$tmp/cpu"
   cat "$tmp/out"
 }
-for mode in alone outsourced; do
+# Training: alone; every product outsourced (integrity); only products
+# of at least $MIN FLOPs per element the client handles (the others stay
+# in the enclave: --outsource-min-intensity).
+MIN=${MIN:-100}
+for mode in alone outsourced selective; do
   extra=()
-  [ $mode = outsourced ] && extra=(--outsource "unix:$tmp/w.sock" --outsource-mode integrity)
+  [ $mode != alone ] && extra=(--outsource "unix:$tmp/w.sock" --outsource-mode integrity)
+  [ $mode = selective ] && extra+=(--outsource-min-intensity "$MIN")
   s=$(date +%s.%N)
   out=$(cpu "$bin" train --cfg "$cfg" --data "$d" --epochs 1 --batch 128 \
         --threads 1 --seed 1 --json --quiet --out "$tmp/w-$mode.safetensors" "${extra[@]}")
@@ -51,19 +56,26 @@ for mode in alone outsourced; do
   acc=$(printf '%s' "$out" | field test_accuracy)
   to=$(printf '%s' "$out" | field bytes_to_worker)
   fr=$(printf '%s' "$out" | field bytes_from_worker)
-  printf '  train %-10s %6.3f CPU s/step, %6.3f wall s/step, test accuracy %s%s\n' \
+  loc=$(printf '%s' "$out" | field local_products)
+  printf '  train %-10s %6.3f CPU s/step, %6.3f wall s/step, test accuracy %s%s%s\n' \
     $mode "$(calc "$c / $steps")" "$(calc "($e - $s) / $steps")" "$acc" \
-    "${to:+, $(calc "($to + $fr) / $steps / 1048576") MiB/step on the link}"
+    "${to:+, $(calc "($to + $fr) / $steps / 1048576") MiB/step on the link}" \
+    "${loc:+, $loc products kept in the enclave}"
   echo "$c" >"$tmp/train-$mode"
 done
-printf '  training: CPU per step alone / outsourced = %.2fx (the speed-up ceiling)\n' \
-  "$(calc "$(cat "$tmp/train-alone") / $(cat "$tmp/train-outsourced")")"
+printf '  training: CPU per step alone / outsourced = %.2fx (the speed-up ceiling), with --outsource-min-intensity %s: %.2fx\n' \
+  "$(calc "$(cat "$tmp/train-alone") / $(cat "$tmp/train-outsourced")")" "$MIN" \
+  "$(calc "$(cat "$tmp/train-alone") / $(cat "$tmp/train-selective")")"
 # Inference: alone, integrity, private.  Private mode's CPU splits into
 # the pads' work (drawing pads, their products with the weights: Slalom's
 # offline phase, precompute_cpu_seconds) and the rest (online).
-for mode in alone integrity private; do
+for mode in alone integrity selective private; do
   extra=()
-  [ $mode != alone ] && extra=(--outsource "unix:$tmp/w.sock" --outsource-mode $mode --json)
+  case $mode in
+    integrity|private) extra=(--outsource "unix:$tmp/w.sock" --outsource-mode $mode --json) ;;
+    selective) extra=(--outsource "unix:$tmp/w.sock" --outsource-mode integrity --json
+                      --outsource-min-intensity "$MIN") ;;
+  esac
   cpu "$bin" predict --cfg "$cfg" --weights "$tmp/w-alone.safetensors" \
     --images "$d/t10k-images-idx3-ubyte" --threads 1 --batch 128 "${extra[@]}" >"$tmp/pred-$mode"
   cp "$tmp/cpu" "$tmp/pcpu-$mode"
@@ -78,7 +90,7 @@ for mode in alone integrity private; do
     "$([ $mode = private ] && printf ' (pads and their products %.3f, online %.3f)' \
         "$(cat "$tmp/pre-private")" "$(calc "$(cat "$tmp/pcpu-private") - $(cat "$tmp/pre-private")")")"
 done
-for mode in integrity private; do
+for mode in integrity selective private; do
   agree=$(paste "$tmp/pred-alone" "$tmp/pred-$mode" | awk '$2 == $4 {a++} END {printf "%.2f", 100 * a / NR}')
   printf '  inference, %s: CPU alone / outsourced = %.2fx; predictions agree with fp32 on %s%% of %d images\n' \
     $mode "$(calc "$(cat "$tmp/pcpu-alone") / $(cat "$tmp/pcpu-$mode")")" "$agree" $nt

@@ -199,6 +199,7 @@ static void put_train(eml_msg *m, const train_fields *t)
     eml_msg_put_u64(m, t->outsource);
     if (t->outsource != 0) eml_msg_put_bytes(m, "unix:/w", 7);
     else eml_msg_put_bytes(m, "", 0);
+    eml_msg_put_f64(m, 0); /* v3: every product */
     if (t->trailing) eml_msg_put_u64(m, 0);
 }
 
@@ -352,6 +353,7 @@ static eml_status decode_train_like(const uint8_t *p, size_t n)
     if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_NONCE_MAX, &b, &bl);
     if (st == EML_OK) st = eml_msg_get_range(&r, 0, 2, &u); /* v2 */
     if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_WORKER_ADDR_LEN, &b, &bl);
+    if (st == EML_OK) st = eml_msg_get_f64(&r, &d); /* v3 */
     if (st == EML_OK) st = eml_msg_get_end(&r);
     /* Whatever failed, the reader must now refuse everything. */
     if (st != EML_OK) assert_int_not_equal(eml_msg_get_end(&r), EML_OK);

@@ -269,21 +269,31 @@ static void refused(const char *addr, const uint8_t *f, size_t n, uint64_t id,
 
 static int malformed(const char *addr)
 {
-    uint8_t junk[64];
+    uint8_t junk[EML_WORKER_REQ_HEADER + 8];
     memset(junk, 'X', sizeof(junk));
     refused(addr, junk, sizeof(junk), 0, "bad magic");
     product x = make(77, 2, 2, 2, SMALL);
     eml_worker_put(x.frame + EML_WORKER_REQ_HEADER, 3, EML_FIELD_P);
     refused(addr, x.frame, x.size, 77, "an element equal to p");
     eml_worker_req_write(x.frame, 78, 2, 2, 2, x.a, x.b);
-    x.frame[4] = 2; /* version 2 */
-    refused(addr, x.frame, x.size, 0, "version 2");
+    x.frame[4] = 1; /* version 1 */
+    refused(addr, x.frame, x.size, 0, "version 1");
     eml_worker_req_write(x.frame, 79, 2, 2, 2, x.a, x.b);
     x.frame[32] ^= 1; /* another modulus */
     refused(addr, x.frame, x.size, 79, "modulus 2^61 - 2");
     eml_worker_req_write(x.frame, 80, 2, 2, 2, x.a, x.b);
     memset(x.frame + 16, 0xff, 12); /* m = n = k = 2^32 - 1 */
     refused(addr, x.frame, EML_WORKER_REQ_HEADER, 80, "a 2^32 x 2^32 product");
+    eml_worker_req_write(x.frame, 81, 2, 2, 2, x.a, x.b);
+    x.frame[28] = 2; /* an unknown flag */
+    refused(addr, x.frame, x.size, 81, "an unknown flag");
+    eml_worker_req_write(x.frame, 82, 2, 2, 2, x.a, x.b);
+    x.frame[6] = EML_WORKER_OP_CONV_FORWARD; /* a conv op, zero geometry */
+    refused(addr, x.frame, EML_WORKER_REQ_HEADER, 82,
+            "a convolution without a geometry");
+    eml_worker_req_write(x.frame, 83, 2, 2, 2, x.a, x.b);
+    x.frame[40] = 1; /* a GEMM with a geometry */
+    refused(addr, x.frame, x.size, 83, "a GEMM with a geometry");
     drop(&x);
     return g_failed;
 }

@@ -95,7 +95,7 @@ extern "C" {
     M(INIT_OK, 3, 1, REPLY, NONE, eml_reply_init_ok)                         \
     M(ATTEST, 4, 1, ECALL, REPORT, eml_ecall_attest)                         \
     M(REPORT, 5, 1, REPLY, NONE, eml_reply_report)                           \
-    M(TRAIN, 6, 2, ECALL, TRAIN_DONE, eml_ecall_train)                       \
+    M(TRAIN, 6, 3, ECALL, TRAIN_DONE, eml_ecall_train)                       \
     M(TRAIN_DONE, 7, 1, REPLY, NONE, eml_reply_train_done)                   \
     M(FILE_OPEN, 8, 1, OCALL, FILE_INFO, eml_ocall_file_open)                \
     M(FILE_INFO, 9, 1, REPLY, NONE, eml_reply_file_info)                     \
@@ -224,7 +224,8 @@ typedef struct eml_bytes {
     X(S, IN_INT, spec.resume, 0, 1)                                          \
     X(S, COPY, report_nonce, EML_NONCE_MAX)                                  \
     X(S, IN_INT, spec.outsource, 0, 2) /* v2: eml_outsource_mode, 0: none */ \
-    X(S, COPY, worker, EML_WORKER_ADDR_LEN) /* v2: for the report */
+    X(S, COPY, worker, EML_WORKER_ADDR_LEN) /* v2: for the report */        \
+    X(S, IN_F64, spec.outsource_min_intensity, 0, 1e12) /* v3 */
 
 /* TRAIN_DONE: the training report (signed JSON, docs/enclave.md). */
 #define EML_FIELDS_TRAIN_DONE(X, S)                                          \

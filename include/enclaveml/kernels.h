@@ -226,6 +226,9 @@ typedef struct eml_conv_desc {
 } eml_conv_desc;
 
 typedef eml_status (*eml_conv_fn)(void *ctx, const eml_conv_desc *c);
+/* Whether the conv entry takes this product whole (1), or the layer forms
+ * the columns and sends it through eml_gemm (0). */
+typedef int (*eml_conv_takes_fn)(void *ctx, const eml_conv_desc *c);
 
 /* Where the matrix products of linear layers go.  fn/ctx default to the
  * kernel table's gemm and its state; a hook (a test counting calls, an
@@ -236,7 +239,8 @@ typedef eml_status (*eml_conv_fn)(void *ctx, const eml_conv_desc *c);
 typedef struct eml_gemm_dispatch {
     eml_gemm_fn fn;
     void *ctx;
-    eml_conv_fn conv; /* ctx too */
+    eml_conv_fn conv;             /* ctx too */
+    eml_conv_takes_fn conv_takes; /* NULL: conv takes every product */
     uint64_t calls;
     double flops;
 } eml_gemm_dispatch;

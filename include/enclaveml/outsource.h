@@ -226,6 +226,7 @@ typedef struct eml_outsource_stats {
     uint64_t verified_products;
     uint64_t bytes_to_worker;
     uint64_t bytes_from_worker;
+    uint64_t local_products; /* kept in the enclave: below the intensity */
     double worker_seconds;  /* waiting for the worker (wall) */
     double enclave_seconds; /* quantizing, checking, decoding (CPU) */
     /* private mode: drawing pads and computing their products with the
@@ -256,6 +257,13 @@ void eml_outsource_free(eml_outsource *o);
  * of its layers goes to the worker, verified; d->fn and d->ctx change. */
 void eml_outsource_attach(eml_outsource *o, eml_gemm_dispatch *d);
 const eml_outsource_stats *eml_outsource_stats_of(const eml_outsource *o);
+/* Outsources only products with at least `flops` floating-point
+ * operations per element the client quantizes, checks and decodes (2MNK
+ * over MK + KN + MN for a GEMM; a convolution's over its images, filters
+ * and output); the others run on the dispatch's own GEMM, in the
+ * enclave.  0 (the default): every product.  docs/outsource.md measures
+ * where outsourcing pays. */
+void eml_outsource_set_min_intensity(eml_outsource *o, double flops);
 /* Keeps every request frame at or below `bytes` (the enclave's channel
  * limit): a larger product goes as blocks of rows times blocks of
  * columns, each a product of its own, sent and checked. */
@@ -300,6 +308,9 @@ static inline double eml_field_signed(uint64_t v)
 {
     return v > EML_FIELD_P / 2 ? -(double)(EML_FIELD_P - v) : (double)v;
 }
+/* out[i] = signed(c[i]) * scale, c field elements whose signed values
+ * are below 2^62 in magnitude (decoded products), out floats. */
+void eml_field_decode(const uint64_t *c, size_t n, double scale, float *out);
 /* The shift that maps max |x| over n floats into `bits` bits (or 0 for
  * all zeros). */
 int eml_field_shift(const float *x, size_t n, int bits);

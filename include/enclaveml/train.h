@@ -90,6 +90,7 @@ typedef struct eml_run_spec {
     long save_every;   /* 1..1e9 steps */
     int resume;        /* continue from the mirror's newest state */
     int outsource;     /* 0: none; eml_outsource_mode (docs/outsource.md) */
+    double outsource_min_intensity; /* FLOPs per element; 0: every product */
 } eml_run_spec;
 
 /* Command-line defaults: seed 1, one thread, fast kernels, no DP (delta

@@ -299,6 +299,7 @@ static eml_status outsourced_train(train_job *j, const eml_dataset *tr,
         &link, (eml_outsource_mode)j->q.spec.outsource, &o, err);
     if (st != EML_OK) return st;
     eml_outsource_set_max_request(o, EML_WORKER_FRAME_MAX);
+    eml_outsource_set_min_intensity(o, j->q.spec.outsource_min_intensity);
     eml_gemm_dispatch *d = eml_net_gemm(eml_run_net(j->run));
     eml_gemm_dispatch saved = *d;
     eml_outsource_attach(o, d);
@@ -469,12 +470,15 @@ static eml_status send_report(train_job *j, eml_err *err)
     if (j->q.spec.outsource != 0)
         append(body, bcap, &k,
                ",\"outsource\":\"%s\",\"worker\":\"%.*s\","
-               "\"outsourced_products\":%llu,\"verified_products\":%llu",
+               "\"outsourced_products\":%llu,\"verified_products\":%llu,"
+               "\"local_products\":%llu,\"outsource_min_intensity\":%.17g",
                j->q.spec.outsource == EML_OUTSOURCE_PRIVATE ? "private"
                                                            : "integrity",
                (int)j->q.worker_len, (const char *)j->q.worker,
                (unsigned long long)j->outsourced.outsourced_products,
-               (unsigned long long)j->outsourced.verified_products);
+               (unsigned long long)j->outsourced.verified_products,
+               (unsigned long long)j->outsourced.local_products,
+               j->q.spec.outsource_min_intensity);
     char *report = NULL;
     size_t rlen = 0;
     eml_status st = eml_report_sign(body, e->sec->ed_sk, &report, &rlen);

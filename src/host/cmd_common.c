@@ -48,6 +48,11 @@ int eml_common_opt(eml_common_opts *c, int opt, const char *arg,
             return -1;
         }
         return 1;
+    case OPT_OUTSOURCE_MIN_INTENSITY:
+        if (eml_opt_double("--outsource-min-intensity", arg, 0, 1e12,
+                           &c->outsource_min_intensity))
+            return -1;
+        return 1;
     default:
         (void)name;
         return 0;

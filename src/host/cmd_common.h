@@ -26,6 +26,7 @@ typedef struct eml_common_opts {
      * layers' products go to a worker (cmd_outsource.h); NULL: not. */
     const char *outsource;
     int outsource_mode; /* eml_outsource_mode */
+    double outsource_min_intensity; /* --outsource-min-intensity, 0: all */
 } eml_common_opts;
 
 enum {
@@ -64,6 +65,7 @@ enum {
     OPT_REPORT_NONCE,
     OPT_OUTSOURCE,
     OPT_OUTSOURCE_MODE,
+    OPT_OUTSOURCE_MIN_INTENSITY,
 };
 
 /* Takes a common option: 1 taken, 0 not a common one, -1 bad value (the

@@ -49,6 +49,8 @@ int eml_cmd_eval(int argc, char **argv)
         {"json", no_argument, 0, OPT_JSON},
         {"outsource", required_argument, 0, OPT_OUTSOURCE},
         {"outsource-mode", required_argument, 0, OPT_OUTSOURCE_MODE},
+        {"outsource-min-intensity", required_argument, 0,
+         OPT_OUTSOURCE_MIN_INTENSITY},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     eml_common_opts c;
@@ -138,6 +140,8 @@ int eml_cmd_predict(int argc, char **argv)
         {"json", no_argument, 0, OPT_JSON},
         {"outsource", required_argument, 0, OPT_OUTSOURCE},
         {"outsource-mode", required_argument, 0, OPT_OUTSOURCE_MODE},
+        {"outsource-min-intensity", required_argument, 0,
+         OPT_OUTSOURCE_MIN_INTENSITY},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     eml_common_opts c;

@@ -41,6 +41,7 @@ int eml_outsourced_begin(const eml_common_opts *c, eml_net *net,
         eml_outsourced_end(o);
         return eml_fail_st(st, &err);
     }
+    eml_outsource_set_min_intensity(o->client, c->outsource_min_intensity);
     eml_outsource_attach(o->client, eml_net_gemm(net));
     o->cpu0 = cpu_seconds();
     return 0;
@@ -70,6 +71,8 @@ void eml_outsourced_json(const eml_outsourced *o, const eml_common_opts *c,
                                                             : "integrity");
     eml_json_int(j, "outsourced_products", (long long)s->outsourced_products);
     eml_json_int(j, "verified_products", (long long)s->verified_products);
+    eml_json_int(j, "local_products", (long long)s->local_products);
+    eml_json_num(j, "outsource_min_intensity", c->outsource_min_intensity);
     eml_json_num(j, "enclave_cpu_seconds", o->cpu1 - o->cpu0);
     if (c->outsource_mode == EML_OUTSOURCE_PRIVATE)
         eml_json_num(j, "precompute_cpu_seconds", s->pad_seconds);

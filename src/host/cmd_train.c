@@ -405,6 +405,8 @@ static const struct option train_options[] = {
     {"report-nonce", required_argument, 0, OPT_REPORT_NONCE},
     {"outsource", required_argument, 0, OPT_OUTSOURCE},
     {"outsource-mode", required_argument, 0, OPT_OUTSOURCE_MODE},
+    {"outsource-min-intensity", required_argument, 0,
+     OPT_OUTSOURCE_MIN_INTENSITY},
     {"help", no_argument, 0, OPT_HELP},
     {0, 0, 0, 0}};
 
@@ -517,6 +519,7 @@ int eml_cmd_train(int argc, char **argv)
     spec->save_every = save_every;
     spec->resume = resume;
     spec->outsource = c.outsource != NULL ? c.outsource_mode : 0;
+    spec->outsource_min_intensity = c.outsource_min_intensity;
     ca.outsource = c.outsource;
     if (outsource_check(spec)) return 1;
     ca.cfg = c.cfg;

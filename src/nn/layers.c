@@ -114,9 +114,11 @@ static eml_conv_shape conv_shape(const layer *l, int n)
     return s;
 }
 
-/* One of the three products through the dispatch's conv entry. */
-static eml_status conv_whole(eml_net *net, const layer *l, eml_gemm_pass pass,
-                             int n, const float *x, float *out)
+/* The descriptor of one of the three products, for the dispatch's conv
+ * entry. */
+static eml_conv_desc conv_desc(const eml_net *net, const layer *l,
+                               eml_gemm_pass pass, int n, const float *x,
+                               float *out)
 {
     eml_conv_desc c;
     memset(&c, 0, sizeof(c));
@@ -131,7 +133,15 @@ static eml_status conv_whole(eml_net *net, const layer *l, eml_gemm_pass pass,
     c.x = x;
     c.d = l->wide;
     c.out = out;
-    return eml_conv(&net->gemm, &c);
+    return c;
+}
+
+/* Whether the dispatch takes this product by its tensors. */
+static int conv_whole(eml_net *net, const eml_conv_desc *c)
+{
+    eml_gemm_dispatch *d = &net->gemm;
+    return d->conv != NULL &&
+           (d->conv_takes == NULL || d->conv_takes(d->ctx, c));
 }
 
 /* The batch's columns of in into l->col. */
@@ -154,9 +164,10 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)s.ld;
     eml_status st;
-    if (net->gemm.conv != NULL) {
+    eml_conv_desc cd = conv_desc(net, l, EML_GEMM_FORWARD, n, in, l->wide);
+    if (conv_whole(net, &cd)) {
         l->col_ready = 0;
-        st = conv_whole(net, l, EML_GEMM_FORWARD, n, in, l->wide);
+        st = eml_conv(&net->gemm, &cd);
     } else {
         conv_columns(net, l, in, n);
         st = layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_A, 0, 0, f,
@@ -224,6 +235,7 @@ eml_status eml_layer_conv_backward(eml_net *net, layer *l, const float *in,
     int ckk = l->c * l->size * l->size;
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)s.ld;
+    eml_conv_desc cd;
     eml_status st = net->k->act_backward(net->ks, l->delta, l->out,
                                          (size_t)n * l->n_out, l->act);
     if (st != EML_OK) return st;
@@ -260,19 +272,22 @@ eml_status eml_layer_conv_backward(eml_net *net, layer *l, const float *in,
     if (sqnorm != NULL) {
         st = conv_per_example(net, l, in, n, sqnorm, sums);
         if (st != EML_OK) return st;
-    } else if (net->gemm.conv != NULL) {
-        st = conv_whole(net, l, EML_GEMM_WEIGHT_GRAD, n, in, l->dw);
-        if (st != EML_OK) return st;
     } else {
         /* dw (f, ckk) = delta' (f, n*hw) * col^T (n*hw, ckk) */
-        st = layer_gemm(net, l, EML_GEMM_WEIGHT_GRAD, EML_GEMM_NO_WEIGHT, 0,
-                        1, f, ckk, wide, l->wide, wide, l->col, wide, 0.0f,
-                        l->dw, ckk);
+        cd = conv_desc(net, l, EML_GEMM_WEIGHT_GRAD, n, in, l->dw);
+        if (conv_whole(net, &cd)) {
+            st = eml_conv(&net->gemm, &cd);
+        } else {
+            if (!l->col_ready) conv_columns(net, l, in, n);
+            st = layer_gemm(net, l, EML_GEMM_WEIGHT_GRAD, EML_GEMM_NO_WEIGHT,
+                            0, 1, f, ckk, wide, l->wide, wide, l->col, wide,
+                            0.0f, l->dw, ckk);
+        }
         if (st != EML_OK) return st;
     }
     if (din == NULL) return EML_OK;
-    if (net->gemm.conv != NULL)
-        return conv_whole(net, l, EML_GEMM_INPUT_GRAD, n, NULL, din);
+    cd = conv_desc(net, l, EML_GEMM_INPUT_GRAD, n, NULL, din);
+    if (conv_whole(net, &cd)) return eml_conv(&net->gemm, &cd);
     /* dcol (ckk, n*hw) = w^T (ckk, f) * delta' (f, n*hw).  Not written over
      * the columns: a second backward pass (DP clipping) needs them. */
     st = layer_gemm(net, l, EML_GEMM_INPUT_GRAD, EML_GEMM_WEIGHT_A, 1, 0, ckk,

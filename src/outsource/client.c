@@ -214,10 +214,13 @@ eml_status eml_oc_exchange(eml_outsource *o, size_t size, uint64_t id,
         return st;
     }
     o->stats.bytes_from_worker += len;
+    /* Copy, then check, then use: the header is read once, the product
+     * copied out of the link's buffer before its elements are checked. */
     eml_worker_reply r;
     eml_err perr = {0};
-    st = eml_worker_reply_parse(p, len, &r, &perr);
-    if (st != EML_OK) {
+    size_t total;
+    st = eml_worker_reply_header(p, len, &r, &total, &perr);
+    if (st != EML_OK || len != total) {
         *why = "a garbled reply";
         return EML_ERR_AUTH;
     }
@@ -230,8 +233,15 @@ eml_status eml_oc_exchange(eml_outsource *o, size_t size, uint64_t id,
                                            : "a reply of the wrong shape";
         return EML_ERR_AUTH;
     }
-    for (size_t i = 0; i < (size_t)m * n; i++)
-        o->qc[i] = eml_worker_get(r.c, i);
+    size_t mn = (size_t)m * n;
+    memcpy(o->qc, p + EML_WORKER_REPLY_HEADER, mn * sizeof(uint64_t));
+    uint64_t bad = 0;
+#pragma omp simd reduction(| : bad)
+    for (size_t i = 0; i < mn; i++) bad |= o->qc[i] >= EML_FIELD_P;
+    if (bad) {
+        *why = "a garbled reply (an element is not below p)";
+        return EML_ERR_AUTH;
+    }
     return EML_OK;
 }
 
@@ -403,17 +413,27 @@ static eml_status one_product(eml_outsource *o, const eml_gemm_desc *g,
                                       why, err);
                 if (st != EML_OK) return st;
             }
-            for (uint32_t r = 0; r < bm; r++)
-                for (uint32_t c = 0; c < bn; c++) {
-                    float *out = C + (size_t)(i0 + r) * g->ldc + j0 + c;
-                    double v = g->alpha *
-                               eml_field_signed(o->acc[(size_t)r * bn + c]) *
-                               scale;
-                    *out = g->beta == 0.0f ? (float)v
-                                           : (float)(v + g->beta * *out);
+            for (uint32_t r = 0; r < bm; r++) {
+                float *out = C + (size_t)(i0 + r) * g->ldc + j0;
+                if (g->beta == 0.0f) {
+                    eml_field_decode(o->acc + (size_t)r * bn, bn,
+                                     g->alpha * scale, out);
+                    continue;
                 }
+                for (uint32_t c = 0; c < bn; c++)
+                    out[c] = (float)(g->alpha *
+                                         eml_field_signed(
+                                             o->acc[(size_t)r * bn + c]) *
+                                         scale +
+                                     g->beta * out[c]);
+            }
         }
     return EML_OK;
+}
+
+void eml_outsource_set_min_intensity(eml_outsource *o, double flops)
+{
+    o->min_intensity = flops > 0 ? flops : 0;
 }
 
 static eml_status outsourced_gemm(void *ctx, const eml_gemm_desc *g)
@@ -421,6 +441,13 @@ static eml_status outsourced_gemm(void *ctx, const eml_gemm_desc *g)
     eml_outsource *o = ctx;
     if (o->failed) return EML_ERR_AUTH;
     if (g->dtype != EML_DTYPE_F32) return EML_ERR_UNSUPPORTED;
+    double mn = (double)g->M * g->N, elems = (double)g->M * g->K +
+                                             (double)g->K * g->N + mn;
+    if (o->min_intensity > 0 && o->local_fn != NULL &&
+        2.0 * mn * g->K < o->min_intensity * elems) {
+        o->stats.local_products += (uint64_t)g->count;
+        return o->local_fn(o->local_ctx, g);
+    }
     if (o->mode == EML_OUTSOURCE_PRIVATE &&
         (g->pass != EML_GEMM_FORWARD || g->weight == EML_GEMM_NO_WEIGHT)) {
         /* Only a product of data and fixed weights can be blinded with a
@@ -464,7 +491,10 @@ void eml_oc_failed(eml_outsource *o, int layer, eml_gemm_pass pass,
 
 void eml_outsource_attach(eml_outsource *o, eml_gemm_dispatch *d)
 {
+    o->local_fn = d->fn;
+    o->local_ctx = d->ctx;
     d->fn = outsourced_gemm;
     d->conv = eml_oc_conv;
+    d->conv_takes = eml_oc_conv_takes;
     d->ctx = o;
 }

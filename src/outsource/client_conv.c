@@ -185,20 +185,15 @@ static void take(eml_outsource *o, const conv_job *j, size_t b0, size_t nb,
     size_t f = (size_t)c->f;
     if (j->op == EML_WORKER_OP_CONV_FORWARD) {
         for (size_t r = 0; r < f; r++)
-            for (size_t t = 0; t < nb * j->hw; t++)
-                c->out[r * j->l + b0 * j->hw + t] =
-                    (float)(eml_field_signed(o->qc[r * q->n + t]) * j->scale);
+            eml_field_decode(o->qc + r * q->n, nb * j->hw, j->scale,
+                             c->out + r * j->l + b0 * j->hw);
     } else if (j->op == EML_WORKER_OP_CONV_INPUT_GRAD) {
-        for (size_t e = 0; e < nb * j->chw; e++)
-            c->out[b0 * j->chw + e] =
-                (float)(eml_field_signed(o->qc[e]) * j->scale);
+        eml_field_decode(o->qc, nb * j->chw, j->scale, c->out + b0 * j->chw);
     } else {
         size_t n = f * j->ckk;
         for (size_t e = 0; e < n; e++)
             o->acc[e] = b0 == 0 ? o->qc[e] : eml_field_add(o->acc[e], o->qc[e]);
-        if (last)
-            for (size_t e = 0; e < n; e++)
-                c->out[e] = (float)(eml_field_signed(o->acc[e]) * j->scale);
+        if (last) eml_field_decode(o->acc, n, j->scale, c->out);
     }
 }
 
@@ -259,6 +254,20 @@ static eml_status run(eml_outsource *o, conv_job *j, const char **why,
         o->stats.enclave_seconds += cpu_now() - c0;
     }
     return EML_OK;
+}
+
+int eml_oc_conv_takes(void *ctx, const eml_conv_desc *c)
+{
+    const eml_outsource *o = ctx;
+    const eml_conv_shape *s = &c->shape;
+    double ckk = (double)s->c * s->size * s->size;
+    double l = (double)c->batch * s->out_h * s->out_w;
+    double elems = c->f * ckk + (double)c->batch * s->c * s->h * s->w +
+                   c->f * l;
+    /* Declined, the product comes back as a GEMM over the columns, whose
+     * intensity is lower still: it stays in the enclave, counted there. */
+    return o->min_intensity <= 0 ||
+           2.0 * c->f * ckk * l >= o->min_intensity * elems;
 }
 
 eml_status eml_oc_conv(void *ctx, const eml_conv_desc *c)

@@ -31,6 +31,9 @@ struct eml_outsource {
     size_t cap_qbs, cap_acc, cap_pad, cap_wq, cap_unb;
     size_t max_elems; /* of A's or B's part in one request */
     size_t max_bytes; /* of one request or reply frame */
+    double min_intensity;     /* FLOPs per element sent, checked, decoded */
+    eml_gemm_fn local_fn;     /* the dispatch's own GEMM, for products */
+    void *local_ctx;          /* kept in the enclave */
     uint8_t *frame;
     size_t cap_fa, cap_fb, cap_qa, cap_qb, cap_qc, cap_frame;
 };
@@ -61,7 +64,9 @@ eml_status eml_oc_exchange(eml_outsource *o, size_t size, uint64_t id,
  * N, <pass>): why". */
 void eml_oc_failed(eml_outsource *o, int layer, eml_gemm_pass pass,
                    const char *why);
-/* The conv entry of the dispatch (client_conv.c). */
+/* The conv entry of the dispatch (client_conv.c), and whether it takes a
+ * product (its intensity reaches min_intensity). */
 eml_status eml_oc_conv(void *ctx, const eml_conv_desc *c);
+int eml_oc_conv_takes(void *ctx, const eml_conv_desc *c);
 
 #endif

@@ -23,11 +23,14 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 int eml_field_shift(const float *x, size_t n, int bits)
 {
     float mx = 0;
+    int nan = 0;
+#pragma omp simd reduction(max : mx) reduction(| : nan)
     for (size_t i = 0; i < n; i++) {
         float a = fabsf(x[i]);
-        if (a > mx) mx = a;
+        nan |= a != a;
+        mx = a > mx ? a : mx;
     }
-    if (!(mx > 0) || !isfinite(mx)) return 0;
+    if (nan || !(mx > 0) || !isfinite(mx)) return 0;
     int e;
     frexpf(mx, &e); /* mx < 2^e */
     return bits - e;
@@ -37,13 +40,36 @@ void eml_field_quantize_i32(const float *x, size_t n, int shift,
                             int32_t *out)
 {
     double scale = ldexp(1.0, shift);
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
-        double v = nearbyint((double)x[i] * scale);
-        out[i] = isfinite(v) && fabs(v) < 2147483647.0 ? (int32_t)v : 0;
+        /* |x| 2^shift < 2^31 by the caller's shift; anything else (NaN,
+         * infinity, a shift not from eml_field_shift) becomes 0. */
+        double v = (double)x[i] * scale;
+        int ok = v > -2147483647.0 && v < 2147483647.0;
+        /* Round to nearest, ties to even (as nearbyint): adding and
+         * taking away 1.5 * 2^52 leaves v's integer part, exact for
+         * |v| < 2^51. */
+        double r = (v + 6755399441055744.0) - 6755399441055744.0;
+        out[i] = ok ? (int32_t)r : 0;
     }
 }
 
 #define fold eml_field_fold128
+
+void eml_field_decode(const uint64_t *c, size_t n, double scale, float *out)
+{
+    /* signed(c) as hi * 2^32 + lo with both halves converted from 32-bit
+     * integers, which vectorises where 64-bit conversion does not. */
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        int64_t v = (int64_t)c[i] -
+                    (c[i] > EML_FIELD_P / 2 ? (int64_t)EML_FIELD_P : 0);
+        int32_t hi = (int32_t)(v >> 32);
+        int32_t lo = (int32_t)((uint32_t)v ^ 0x80000000u);
+        double d = (double)hi * 4294967296.0 + ((double)lo + 2147483648.0);
+        out[i] = (float)(d * scale);
+    }
+}
 
 /* The field element as a signed integer (v > p/2 is v - p). */
 static int64_t signed_of(uint64_t v)

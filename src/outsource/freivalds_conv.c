@@ -52,7 +52,42 @@ static inline uint64_t total(const facc *f)
     return eml_field_add(f->sum, eml_field_fold128(f->acc));
 }
 
-static inline uint64_t fe(int32_t v) { return eml_field_of(v); }
+
+/* sum x[i] y[i] mod p over field elements, folded every 32 terms. */
+static uint64_t dot(const uint64_t *x, const uint64_t *y, size_t n)
+{
+    uint64_t sum = 0;
+    for (size_t i0 = 0; i0 < n; i0 += 32) {
+        size_t i1 = n - i0 < 32 ? n : i0 + 32;
+        u128 acc = 0;
+        for (size_t i = i0; i < i1; i++) acc += (u128)x[i] * y[i];
+        sum = eml_field_add(sum, eml_field_fold128(acc));
+    }
+    return sum;
+}
+
+/* A signed 128-bit sum (|v| < 2^126) mod p. */
+static uint64_t fold_signed(__int128 v)
+{
+    if (v >= 0) return eml_field_fold128((u128)v);
+    uint64_t r = eml_field_fold128((u128)-v);
+    return r == 0 ? 0 : EML_FIELD_P - r;
+}
+
+/* sum x[i] y[i] mod p for small signed x (|x| < 2^31): each term is below
+ * 2^92, so 2^34 of them fit without folding. */
+static uint64_t dot_i32(const int32_t *x, const uint64_t *y, size_t n)
+{
+    __int128 acc = 0;
+    for (size_t i = 0; i < n; i++) acc += (__int128)x[i] * (__int128)y[i];
+    return fold_signed(acc);
+}
+
+/* acc[i] += s x[i] over n small signed x, acc signed 128-bit. */
+static void axpy_i32(__int128 *acc, uint64_t s, const int32_t *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) acc[i] += (__int128)s * x[i];
+}
 
 typedef struct geo {
     size_t batch, c, h, w, f, k, stride, pad, oh, ow, hw, chw, ckk, l;
@@ -111,13 +146,17 @@ static int check_forward(const geo *g, const int32_t *wt, const int32_t *x,
 {
     const uint64_t *u = rnd, *v = u + g->batch, *w = v + g->oh;
     uint64_t *xu = malloc((g->chw + g->ckk) * sizeof(uint64_t));
-    if (xu == NULL) return 0;
-    uint64_t *cs = xu + g->chw; /* cols(X) s, ckk */
-    for (size_t i = 0; i < g->chw; i++) { /* X contracted over the batch */
-        facc a = {0};
-        for (size_t b = 0; b < g->batch; b++) mac(&a, u[b], fe(x[b * g->chw + i]));
-        xu[i] = total(&a);
+    __int128 *xa = calloc(g->chw, sizeof(__int128));
+    if (xu == NULL || xa == NULL) {
+        free(xu);
+        free(xa);
+        return 0;
     }
+    uint64_t *cs = xu + g->chw; /* cols(X) s, ckk */
+    for (size_t b = 0; b < g->batch; b++) /* X contracted over the batch */
+        axpy_i32(xa, u[b], x + b * g->chw, g->chw);
+    for (size_t i = 0; i < g->chw; i++) xu[i] = fold_signed(xa[i]);
+    free(xa);
     for (size_t ci = 0; ci < g->c; ci++)
         for (size_t ky = 0; ky < g->k; ky++)
             for (size_t kx = 0; kx < g->k; kx++)
@@ -125,19 +164,16 @@ static int check_forward(const geo *g, const int32_t *wt, const int32_t *x,
                     window(g, xu + ci * g->h * g->w, ky, kx, v, w);
     int ok = 1;
     for (size_t j = 0; j < g->f && ok; j++) {
-        facc rhs = {0}, lhs = {0};
-        for (size_t t = 0; t < g->ckk; t++) mac(&rhs, fe(wt[j * g->ckk + t]), cs[t]);
+        uint64_t rhs = dot_i32(wt + j * g->ckk, cs, g->ckk);
+        facc lhs = {0};
         for (size_t b = 0; b < g->batch; b++) {
             facc per_b = {0};
-            for (size_t oy = 0; oy < g->oh; oy++) {
-                const uint64_t *row = c + j * g->l + b * g->hw + oy * g->ow;
-                facc per_row = {0};
-                for (size_t ox = 0; ox < g->ow; ox++) mac(&per_row, w[ox], row[ox]);
-                mac(&per_b, v[oy], total(&per_row));
-            }
+            for (size_t oy = 0; oy < g->oh; oy++)
+                mac(&per_b, v[oy],
+                    dot(c + j * g->l + b * g->hw + oy * g->ow, w, g->ow));
             mac(&lhs, u[b], total(&per_b));
         }
-        ok = total(&lhs) == total(&rhs);
+        ok = total(&lhs) == rhs;
     }
     free(xu);
     return ok;
@@ -149,34 +185,37 @@ static int check_weight_grad(const geo *g, const int32_t *d, const int32_t *x,
 {
     const uint64_t *r = rnd, *a = r + g->f, *p = a + g->c, *q = p + g->k;
     size_t hw_in = g->h * g->w;
-    uint64_t *xa = malloc((g->batch * hw_in + g->ckk) * sizeof(uint64_t));
-    if (xa == NULL) return 0;
-    uint64_t *t = xa + g->batch * hw_in;
+    uint64_t *xa = malloc((g->batch * hw_in + g->ckk + g->l) * sizeof(uint64_t));
+    __int128 *acc = calloc(g->l > hw_in ? g->l : hw_in, sizeof(__int128));
+    if (xa == NULL || acc == NULL) {
+        free(xa);
+        free(acc);
+        return 0;
+    }
+    uint64_t *t = xa + g->batch * hw_in, *z = t + g->ckk;
     for (size_t ci = 0; ci < g->c; ci++)
         for (size_t ky = 0; ky < g->k; ky++)
             for (size_t kx = 0; kx < g->k; kx++)
                 t[(ci * g->k + ky) * g->k + kx] =
                     eml_field_mul(a[ci], eml_field_mul(p[ky], q[kx]));
     facc lhs = {0};
-    for (size_t j = 0; j < g->f; j++) {
-        facc row = {0};
-        for (size_t k = 0; k < g->ckk; k++) mac(&row, c[j * g->ckk + k], t[k]);
-        mac(&lhs, r[j], total(&row));
+    for (size_t j = 0; j < g->f; j++)
+        mac(&lhs, r[j], dot(c + j * g->ckk, t, g->ckk));
+    for (size_t b = 0; b < g->batch; b++) { /* X contracted over channels */
+        memset(acc, 0, hw_in * sizeof(__int128));
+        for (size_t ci = 0; ci < g->c; ci++)
+            axpy_i32(acc, a[ci], x + b * g->chw + ci * hw_in, hw_in);
+        for (size_t i = 0; i < hw_in; i++) xa[b * hw_in + i] = fold_signed(acc[i]);
     }
-    for (size_t b = 0; b < g->batch; b++) /* X contracted over channels */
-        for (size_t i = 0; i < hw_in; i++) {
-            facc s = {0};
-            for (size_t ci = 0; ci < g->c; ci++)
-                mac(&s, a[ci], fe(x[b * g->chw + ci * hw_in + i]));
-            xa[b * hw_in + i] = total(&s);
-        }
+    memset(acc, 0, g->l * sizeof(__int128)); /* z = r^T D, row by row */
+    for (size_t j = 0; j < g->f; j++) axpy_i32(acc, r[j], d + j * g->l, g->l);
+    for (size_t l = 0; l < g->l; l++) z[l] = fold_signed(acc[l]);
+    free(acc);
     facc rhs = {0};
     for (size_t b = 0; b < g->batch; b++)
         for (size_t oy = 0; oy < g->oh; oy++)
             for (size_t ox = 0; ox < g->ow; ox++) {
                 size_t l = b * g->hw + oy * g->ow + ox;
-                facc z = {0}; /* (r^T D)_l */
-                for (size_t j = 0; j < g->f; j++) mac(&z, r[j], fe(d[j * g->l + l]));
                 facc y = {0}; /* (cols(X)^T t)_l */
                 for (size_t ky = 0; ky < g->k; ky++) {
                     long iy = at(g, oy, ky, g->h);
@@ -190,7 +229,7 @@ static int check_weight_grad(const geo *g, const int32_t *d, const int32_t *x,
                     }
                     mac(&y, p[ky], total(&in));
                 }
-                mac(&rhs, total(&z), total(&y));
+                mac(&rhs, z[l], total(&y));
             }
     free(xa);
     return total(&lhs) == total(&rhs);
@@ -209,10 +248,10 @@ static int check_input_grad(const geo *g, const int32_t *wt, const int32_t *d,
     uint64_t *hm = wa + g->f * kk;
     for (size_t j = 0; j < g->f; j++)
         for (size_t t = 0; t < kk; t++) {
-            facc s = {0};
+            __int128 s = 0;
             for (size_t ci = 0; ci < g->c; ci++)
-                mac(&s, a[ci], fe(wt[j * g->ckk + ci * kk + t]));
-            wa[j * kk + t] = total(&s);
+                s += (__int128)a[ci] * wt[j * g->ckk + ci * kk + t];
+            wa[j * kk + t] = fold_signed(s);
         }
     for (size_t j = 0; j < g->f; j++)
         for (size_t oy = 0; oy < g->oh; oy++)
@@ -232,24 +271,23 @@ static int check_input_grad(const geo *g, const int32_t *wt, const int32_t *d,
             }
     facc rhs = {0};
     for (size_t b = 0; b < g->batch; b++) {
-        facc per_b = {0};
+        __int128 per_b = 0;
         for (size_t j = 0; j < g->f; j++) {
             const int32_t *drow = d + j * g->l + b * g->hw;
-            for (size_t o = 0; o < g->hw; o++) mac(&per_b, fe(drow[o]), hm[j * g->hw + o]);
+            const uint64_t *hrow = hm + j * g->hw;
+            for (size_t o = 0; o < g->hw; o++)
+                per_b += (__int128)drow[o] * (__int128)hrow[o];
         }
-        mac(&rhs, u[b], total(&per_b));
+        mac(&rhs, u[b], fold_signed(per_b));
     }
     facc lhs = {0};
     for (size_t b = 0; b < g->batch; b++) {
         facc per_b = {0};
         for (size_t ci = 0; ci < g->c; ci++) {
             facc per_c = {0};
-            for (size_t y = 0; y < g->h; y++) {
-                const uint64_t *row = c + b * g->chw + (ci * g->h + y) * g->w;
-                facc per_y = {0};
-                for (size_t x = 0; x < g->w; x++) mac(&per_y, w[x], row[x]);
-                mac(&per_c, v[y], total(&per_y));
-            }
+            for (size_t y = 0; y < g->h; y++)
+                mac(&per_c, v[y],
+                    dot(c + b * g->chw + (ci * g->h + y) * g->w, w, g->w));
             mac(&per_b, a[ci], total(&per_c));
         }
         mac(&lhs, u[b], total(&per_b));
