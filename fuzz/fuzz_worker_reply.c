@@ -10,8 +10,9 @@
  * frame parses only at exactly that size, with every element of C below
  * p, and eml_worker_reply_header_write followed by C re-encodes the very
  * same bytes.  Every refusal carries a message.  Seeds:
- * fuzz/corpus/worker_reply/ (replies of 1x1, 2x3 and 4x1, a REFUSED and a
- * FAILED one, and one with an element equal to p).
+ * fuzz/corpus/worker_reply/ (the replies to the request seeds, GEMMs and
+ * conv ops, a REFUSED and a FAILED one, and one with an element equal to
+ * p), written by fuzz/worker_seeds.c.
  *
  *   ./build-fuzz/fuzz/fuzz_worker_reply -max_total_time=60 \
  *       fuzz/corpus/worker_reply

@@ -6,14 +6,17 @@
  *
  * Beyond the sanitizers it checks the format's promises: a header that
  * parses announces a non-empty frame within the limits, with the modulus
- * 2^61 - 1; a whole frame parses only at exactly that size, with every
- * element below p, and eml_worker_req_write re-encodes the very same
- * bytes from what was parsed.  For small parsed requests it also runs the
- * worker's answer (eml_field_gemm into a reply frame) and checks that
- * eml_worker_reply_parse accepts it with the request's id and shape, and
- * that it agrees with a naive product.  Every refusal carries a message.
- * Seeds: fuzz/corpus/worker_request/ (requests of 1x1x1, 2x4 times 4x3
- * and 3x1 times 1x5, and two malformed ones).
+ * 2^61 - 1, whose size is the op's operand counts times the element
+ * size; a whole frame parses only at exactly that size, with every u64
+ * element below p, and the writer re-encodes the very same bytes from
+ * what was parsed.  For small parsed requests it also runs the worker's
+ * answer (eml_worker_compute into a reply frame) and checks that
+ * eml_worker_reply_parse accepts it with the request's id and shape, that
+ * a GEMM agrees with a naive product and that a conv op's result with
+ * integer operands passes Freivalds' conv check (an honest answer always
+ * does).  Every refusal carries a message.  Seeds: fuzz/corpus/
+ * worker_request/ (GEMMs in both element widths, each conv op at stride 1
+ * and 2, and malformed ones), written by tests/worker_seeds.c.
  *
  *   ./build-fuzz/fuzz/fuzz_worker_request -max_total_time=60 \
  *       fuzz/corpus/worker_request
@@ -25,6 +28,14 @@
 
 #include "enclaveml/outsource.h"
 
+static uint64_t next(void *user) /* splitmix64: the check's randomness */
+{
+    uint64_t *s = user, z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 #define CHECK(cond)                                                           \
     do {                                                                      \
         if (!(cond)) abort();                                                 \
@@ -32,31 +43,42 @@
 
 #define MAX_WORK 20000 /* m*n*k for the product check */
 
-/* The worker's answer to q, checked against a naive product. */
-static void answer(const uint8_t *frame, const eml_worker_req *q)
+/* The worker's answer to q: for a GEMM checked against a naive product,
+ * for a conv op with integer operands against Freivalds' conv check. */
+static void answer(const eml_worker_req *q)
 {
     size_t size = eml_worker_reply_size(q->m, q->n);
     CHECK(size > 0);
     uint8_t *reply = malloc(size);
     CHECK(reply != NULL);
-    const uint8_t *a = frame + EML_WORKER_REQ_HEADER;
-    const uint8_t *b = a + 8 * (size_t)q->m * q->k;
     eml_worker_reply_header_write(reply, q->id, EML_WORKER_DONE, q->m, q->n);
-    eml_field_gemm(a, b, reply + EML_WORKER_REPLY_HEADER, q->m, q->n, q->k);
+    CHECK(eml_worker_compute(q, reply + EML_WORKER_REPLY_HEADER) == EML_OK);
     eml_worker_reply r;
     eml_err err = {0};
     CHECK(eml_worker_reply_parse(reply, size, &r, &err) == EML_OK);
     CHECK(r.id == q->id && r.status == EML_WORKER_DONE && r.m == q->m &&
           r.n == q->n);
-    for (uint32_t i = 0; i < q->m; i++)
-        for (uint32_t j = 0; j < q->n; j++) {
-            uint64_t s = 0;
-            for (uint32_t t = 0; t < q->k; t++)
-                s = eml_field_add(
-                    s, eml_field_mul(eml_worker_get(a, (size_t)i * q->k + t),
-                                     eml_worker_get(b, (size_t)t * q->n + j)));
-            CHECK(eml_worker_get(r.c, (size_t)i * q->n + j) == s);
-        }
+    if (q->op == EML_WORKER_OP_GEMM) {
+        for (uint32_t i = 0; i < q->m; i++)
+            for (uint32_t j = 0; j < q->n; j++) {
+                uint64_t s = 0;
+                for (uint32_t t = 0; t < q->k; t++)
+                    s = eml_field_add(
+                        s, eml_field_mul(
+                               eml_worker_req_elem(q, 0, (size_t)i * q->k + t),
+                               eml_worker_req_elem(q, 1,
+                                                   (size_t)t * q->n + j)));
+                CHECK(eml_worker_get(r.c, (size_t)i * q->n + j) == s);
+            }
+    } else if (q->flags & EML_WORKER_I32) {
+        uint64_t *c = malloc(8 * (size_t)q->m * q->n);
+        CHECK(c != NULL);
+        memcpy(c, r.c, 8 * (size_t)q->m * q->n);
+        uint64_t state = 1;
+        CHECK(eml_freivalds_conv(q->op, &q->g, (const int32_t *)q->a,
+                                 (const int32_t *)q->b, c, next, &state));
+        free(c);
+    }
     free(reply);
 }
 
@@ -72,9 +94,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(err.msg[0] != '\0' && total == 0);
     } else {
         CHECK(size >= EML_WORKER_REQ_HEADER && h.p == EML_FIELD_P);
-        CHECK(total == eml_worker_req_size(h.m, h.n, h.k) && total > 0);
-        CHECK((uint64_t)h.m * h.k <= EML_WORKER_MAX_ELEMS &&
-              (uint64_t)h.k * h.n <= EML_WORKER_MAX_ELEMS);
+        CHECK(total > 0 && h.na <= EML_WORKER_MAX_ELEMS &&
+              h.nb <= EML_WORKER_MAX_ELEMS &&
+              (uint64_t)h.m * h.n <= EML_WORKER_MAX_ELEMS);
+        size_t es = (h.flags & EML_WORKER_I32) ? 4 : 8;
+        CHECK(total == EML_WORKER_REQ_HEADER + es * (h.na + h.nb));
+        if (h.op == EML_WORKER_OP_GEMM)
+            CHECK(h.na == (size_t)h.m * h.k && h.nb == (size_t)h.k * h.n);
     }
     memset(&err, 0, sizeof(err));
     eml_status st = eml_worker_req_parse(data, size, &q, &err);
@@ -83,27 +109,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     CHECK(hst == EML_OK && size == total);
-    CHECK(q.id == h.id && q.m == h.m && q.n == h.n && q.k == h.k);
-    size_t na = (size_t)q.m * q.k, nb = (size_t)q.k * q.n;
-    const uint8_t *a = data + EML_WORKER_REQ_HEADER;
-    CHECK((const uint8_t *)q.a == a && (const uint8_t *)q.b == a + 8 * na);
+    CHECK(q.id == h.id && q.m == h.m && q.n == h.n && q.k == h.k &&
+          q.op == h.op && q.flags == h.flags && q.na == h.na && q.nb == h.nb);
+    size_t es = (q.flags & EML_WORKER_I32) ? 4 : 8;
+    CHECK(q.a == data + EML_WORKER_REQ_HEADER && q.b == q.a + es * q.na);
     /* Re-encode what was parsed: the same bytes. */
-    uint64_t *ua = malloc(8 * na), *ub = malloc(8 * nb);
     uint8_t *again = malloc(size);
-    CHECK(ua != NULL && ub != NULL && again != NULL);
-    for (size_t i = 0; i < na; i++) {
-        ua[i] = eml_worker_get(a, i);
-        CHECK(ua[i] < EML_FIELD_P);
-    }
-    for (size_t i = 0; i < nb; i++) {
-        ub[i] = eml_worker_get(a + 8 * na, i);
-        CHECK(ub[i] < EML_FIELD_P);
-    }
-    eml_worker_req_write(again, q.id, q.m, q.n, q.k, ua, ub);
+    CHECK(again != NULL);
+    eml_worker_req_write_header(again, &q);
+    for (int side = 0; side < 2; side++)
+        for (size_t i = 0; i < (side ? q.nb : q.na); i++) {
+            uint64_t v = eml_worker_req_elem(&q, side, i);
+            CHECK(v < EML_FIELD_P);
+            uint8_t *base = again + EML_WORKER_REQ_HEADER + (side ? es * q.na : 0);
+            if (es == 8) eml_worker_put(base, i, v);
+            else eml_worker_put_i32(base, i, (int32_t)eml_field_signed(v));
+        }
     CHECK(memcmp(again, data, size) == 0);
-    free(ua);
-    free(ub);
     free(again);
-    if ((uint64_t)q.m * q.n * q.k <= MAX_WORK) answer(data, &q);
+    double work = (double)q.m * q.n * q.k;
+    if (q.op != EML_WORKER_OP_GEMM)
+        work = (double)q.m * q.n * q.k * q.g.size * q.g.size;
+    if (work <= MAX_WORK) answer(&q);
     return 0;
 }

@@ -50,7 +50,7 @@ static uint64_t next_rng(void *user)
     return eml_rng_next(&g_rng);
 }
 
-/* r from an 8-element set: the small-r check's bound made visible. */
+/* r from an 8-element set: the integer-operand check's bound made visible. */
 static uint64_t next_small(void *user)
 {
     (void)user;
@@ -241,7 +241,7 @@ static void test_freivalds_rate(void **state)
         pass_small += eml_freivalds_small(sa, sb, sc, 2, 2, 3, 1, next_small,
                                           NULL);
     }
-    printf("small-r Freivalds, |S| = 8: a wrong C passed %.4f of %d (bound "
+    printf("integer-operand Freivalds, |S| = 8: a wrong C passed %.4f of %d (bound "
            "1/8 = 0.125)\n",
            (double)pass_small / trials, trials);
     assert_true(fabs((double)pass_small / trials - 0.125) < 0.006);

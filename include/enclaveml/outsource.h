@@ -328,12 +328,11 @@ int eml_freivalds(const uint64_t *a, const uint64_t *b, const uint64_t *c,
                   uint64_t (*next)(void *user), void *user);
 
 /* Freivalds' check of C = A*B mod p for small signed integer operands
- * (|a|, |b| < 2^31; C as field elements): `reps` rounds with r drawn
- * from [0, 2^21) instead of all of Z_p, so that B r is computed in 64-bit
- * integers.  A wrong C passes a round with probability <= 2^-21 (a
+ * (|a|, |b| < 2^31; C as field elements): `reps` rounds with r from next
+ * (reduced mod p), the sums exact in 128-bit accumulators.  With next
+ * uniform over Z_p a wrong C passes a round with probability <= 1/p (a
  * non-zero linear form mod p vanishes on at most one value of any one
- * coordinate), so two rounds give <= 2^-42. */
-#define EML_FREIVALDS_R_BITS 21
+ * coordinate); with values from a set S, <= 1/|S|. */
 int eml_freivalds_small(const int32_t *a, const int32_t *b,
                         const uint64_t *c, uint32_t m, uint32_t n,
                         uint32_t k, int reps, uint64_t (*next)(void *user),

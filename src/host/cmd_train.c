@@ -69,6 +69,8 @@ static const char train_usage[] =
     "  --outsource ADDR (tcp:HOST:PORT or unix:PATH)\n"
     "  --outsource-mode integrity (the worker sees the operands; private,\n"
     "  the default elsewhere, blinds inference only and cannot train)\n"
+    "  [--outsource-min-intensity N] (only products of at least N FLOPs\n"
+    "  per element sent and checked go out; the rest stay here)\n"
     "\n"
     "Crash consistency (docs/mirror.md): the whole training state, sealed,\n"
     "  --mirror PATH [--mirror-every N]       into a two-slot persistent-\n"

@@ -348,9 +348,9 @@ static eml_status block(eml_outsource *o, const eml_gemm_desc *g,
     if (o->mode == EML_OUTSOURCE_PRIVATE) /* (X + R) W - R W */
         for (size_t e = 0; e < (size_t)bm * bn; e++)
             o->qc[e] = eml_field_sub(o->qc[e], o->unb[e]);
-    /* Two rounds with 21-bit vectors: a wrong product passes with
-     * probability <= 2^-42. */
-    if (!eml_freivalds_small(a, b, o->qc, bm, bn, bk, 2, eml_oc_next_field,
+    /* One round with r uniform over Z_p: a wrong product passes with
+     * probability <= 1/p < 2^-60. */
+    if (!eml_freivalds_small(a, b, o->qc, bm, bn, bk, 1, eml_oc_next_field,
                              o->rng)) {
         *why = "Freivalds' check failed";
         return EML_ERR_AUTH;

@@ -45,12 +45,12 @@ void eml_field_quantize_i32(const float *x, size_t n, int shift,
         /* |x| 2^shift < 2^31 by the caller's shift; anything else (NaN,
          * infinity, a shift not from eml_field_shift) becomes 0. */
         double v = (double)x[i] * scale;
-        int ok = v > -2147483647.0 && v < 2147483647.0;
+        v = fabs(v) < 2147483647.0 ? v : 0.0; /* NaN: 0 */
         /* Round to nearest, ties to even (as nearbyint): adding and
          * taking away 1.5 * 2^52 leaves v's integer part, exact for
          * |v| < 2^51. */
         double r = (v + 6755399441055744.0) - 6755399441055744.0;
-        out[i] = ok ? (int32_t)r : 0;
+        out[i] = (int32_t)r;
     }
 }
 
@@ -253,22 +253,26 @@ int eml_freivalds(const uint64_t *a, const uint64_t *b, const uint64_t *c,
     return ok;
 }
 
-/* y = X v mod p, X (rows x cols) small signed integers, v below 2^21:
- * exact 64-bit sums (|x v| < 2^52), folded into the field every 2^10
- * terms. */
-static void matvec_small(const int32_t *x, const int64_t *v, uint64_t *y,
-                         uint32_t rows, uint32_t cols)
+/* A signed 128-bit sum (|v| < 2^126) mod p. */
+static uint64_t fold_s128(__int128 v)
+{
+    if (v >= 0) return fold((unsigned __int128)v);
+    uint64_t r = fold((unsigned __int128)-v);
+    return r == 0 ? 0 : EML_FIELD_P - r;
+}
+
+/* y = X v mod p, X (rows x cols) small signed integers (|x| < 2^31), v
+ * field elements: each term below 2^92, so a row's exact sum fits a
+ * signed 128-bit accumulator for up to 2^34 columns. */
+static void matvec_i32(const int32_t *x, const uint64_t *v, uint64_t *y,
+                       uint32_t rows, uint32_t cols)
 {
     for (uint32_t i = 0; i < rows; i++) {
         const int32_t *row = x + (size_t)i * cols;
-        uint64_t s = 0;
-        for (uint32_t j0 = 0; j0 < cols; j0 += 1024) {
-            uint32_t j1 = cols - j0 < 1024 ? cols : j0 + 1024;
-            int64_t acc = 0;
-            for (uint32_t j = j0; j < j1; j++) acc += (int64_t)row[j] * v[j];
-            s = eml_field_add(s, eml_field_of(acc));
-        }
-        y[i] = s;
+        __int128 acc = 0;
+        for (uint32_t j = 0; j < cols; j++)
+            acc += (__int128)row[j] * (__int128)v[j];
+        y[i] = fold_s128(acc);
     }
 }
 
@@ -277,35 +281,26 @@ int eml_freivalds_small(const int32_t *a, const int32_t *b,
                         uint32_t k, int reps, uint64_t (*next)(void *user),
                         void *user)
 {
-    size_t cap = (size_t)n + 2 * (size_t)k + 2 * (size_t)m;
+    size_t cap = (size_t)n + (size_t)k + 2 * (size_t)m;
     uint64_t *buf = malloc(cap * sizeof(uint64_t));
     if (buf == NULL) return 0;
-    int64_t *r = (int64_t *)buf;
-    uint64_t *br = buf + n, *abr = br + k, *cr = abr + m;
-    int64_t *brs = (int64_t *)(cr + m); /* k */
+    uint64_t *r = buf, *br = r + n, *abr = br + k, *cr = abr + m;
     int ok = 1;
     for (int rep = 0; rep < reps && ok; rep++) {
-        for (uint32_t j = 0; j < n; j++)
-            r[j] = (int64_t)(next(user) &
-                             ((1ULL << EML_FREIVALDS_R_BITS) - 1));
-        matvec_small(b, r, br, k, n);
-        /* A (B r): B r is now a field element; A small signed. */
-        for (uint32_t t = 0; t < k; t++) brs[t] = (int64_t)br[t];
-        for (uint32_t i = 0; i < m; i++) {
-            const int32_t *row = a + (size_t)i * k;
-            uint64_t s = 0;
-            for (uint32_t t = 0; t < k; t++)
-                s = eml_field_add(s, eml_field_mul(eml_field_of(row[t]),
-                                                   (uint64_t)brs[t]));
-            abr[i] = s;
-        }
-        /* C r: C's elements are field elements, r small. */
-        for (uint32_t i = 0; i < m; i++) {
+        for (uint32_t j = 0; j < n; j++) r[j] = next(user) % EML_FIELD_P;
+        matvec_i32(b, r, br, k, n);  /* B r */
+        matvec_i32(a, br, abr, m, k); /* A (B r) */
+        for (uint32_t i = 0; i < m; i++) { /* C r, folded every 32 terms */
             const uint64_t *row = c + (size_t)i * n;
-            unsigned __int128 acc = 0;
-            for (uint32_t j = 0; j < n; j++)
-                acc += (unsigned __int128)row[j] * (uint64_t)r[j];
-            cr[i] = fold(acc);
+            uint64_t s = 0;
+            for (uint32_t j0 = 0; j0 < n; j0 += 32) {
+                uint32_t j1 = n - j0 < 32 ? n : j0 + 32;
+                unsigned __int128 acc = 0;
+                for (uint32_t j = j0; j < j1; j++)
+                    acc += (unsigned __int128)row[j] * r[j];
+                s = eml_field_add(s, fold(acc));
+            }
+            cr[i] = s;
         }
         ok = memcmp(abr, cr, (size_t)m * sizeof(uint64_t)) == 0;
     }
