@@ -66,6 +66,19 @@ done
 printf '  training: CPU per step alone / outsourced = %.2fx (the speed-up ceiling), with --outsource-min-intensity %s: %.2fx\n' \
   "$(calc "$(cat "$tmp/train-alone") / $(cat "$tmp/train-outsourced")")" "$MIN" \
   "$(calc "$(cat "$tmp/train-alone") / $(cat "$tmp/train-selective")")"
+# Against plain-C kernels (--kernels ref, no SIMD library: the kind of
+# enclave code Slalom measured its 6-20x against), all products
+# outsourced.
+for mode in alone outsourced; do
+  extra=()
+  [ $mode != alone ] && extra=(--outsource "unix:$tmp/w.sock" --outsource-mode integrity)
+  cpu "$bin" train --cfg "$cfg" --data "$d" --epochs 1 --batch 128 --kernels ref \
+    --threads 1 --seed 1 --json --quiet --out "$tmp/r-$mode.safetensors" "${extra[@]}" >/dev/null
+  cp "$tmp/cpu" "$tmp/ref-$mode"
+done
+printf '  training on the ref kernels: %.3f CPU s/step alone, %.3f outsourced: %.2fx\n' \
+  "$(calc "$(cat "$tmp/ref-alone") / $steps")" "$(calc "$(cat "$tmp/ref-outsourced") / $steps")" \
+  "$(calc "$(cat "$tmp/ref-alone") / $(cat "$tmp/ref-outsourced")")"
 # Inference: alone, integrity, private.  Private mode's CPU splits into
 # the pads' work (drawing pads, their products with the weights: Slalom's
 # offline phase, precompute_cpu_seconds) and the rest (online).
