@@ -36,6 +36,7 @@
 #include "enclaveml/net.h"
 #include "enclaveml/outsource.h"
 #include "enclaveml/rng.h"
+#include "host/worker_gpu.h"
 
 static eml_rng g_rng;
 
@@ -541,6 +542,82 @@ static void test_client_faults(void **state)
     eml_cfg_free(cfg);
 }
 
+/* ==== the accelerator's limbs ==== */
+
+static uint8_t *conv_request_fwd(eml_worker_geom g, eml_worker_req *q,
+                                 int32_t **a, int32_t **b);
+
+/* A plain row-major DGEMM: the stand-in for cuBLAS. */
+static int g_dgemm_calls;
+static eml_status plain_dgemm(void *ctx, int m, int n, int k, const double *a,
+                              const double *b, double *c)
+{
+    (void)ctx;
+    g_dgemm_calls++;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int t = 0; t < k; t++)
+                s += a[(size_t)i * k + t] * b[(size_t)t * n + j];
+            c[(size_t)i * n + j] = s;
+        }
+    return EML_OK;
+}
+
+/* eml_limb_gemm (the CUDA worker's arithmetic, on a plain DGEMM) against
+ * the exact field GEMM: small signed operands (integrity mode), uniform
+ * ones (private mode), the extremes p/2 and p/2 + 1, and an inner
+ * dimension past one DGEMM's block. */
+static void test_limb_gemm(void **state)
+{
+    (void)state;
+    eml_rng_seed(&g_rng, 20);
+    eml_limb_ctx lc = {plain_dgemm, NULL};
+    const uint32_t dims[][3] = {{1, 1, 1},  {3, 5, 7},  {4, 3, 33},
+                                {2, 2, 64}, {1, 1, EML_LIMB_KBLOCK + 3}};
+    for (size_t d = 0; d < sizeof(dims) / sizeof(dims[0]); d++)
+        for (int kind = 0; kind < 3; kind++) {
+            uint32_t m = dims[d][0], n = dims[d][1], k = dims[d][2];
+            uint64_t *a = malloc(8 * (size_t)m * k), *b = malloc(8 * (size_t)k * n);
+            uint64_t *c = malloc(8 * (size_t)m * n), *want = malloc(8 * (size_t)m * n);
+            for (size_t i = 0; i < (size_t)m * k + (size_t)k * n; i++) {
+                uint64_t v = kind == 0 ? eml_field_of((int64_t)rnd_below(1u << 31) -
+                                                      (1 << 30))
+                             : kind == 1 ? rnd_below(EML_FIELD_P)
+                             : i % 2   ? EML_FIELD_P / 2
+                                       : EML_FIELD_P / 2 + 1;
+                if (i < (size_t)m * k) a[i] = v;
+                else b[i - (size_t)m * k] = v;
+            }
+            g_dgemm_calls = 0;
+            assert_int_equal(eml_limb_gemm(&lc, a, b, c, m, n, k), EML_OK);
+            eml_field_gemm((const uint8_t *)a, (const uint8_t *)b,
+                           (uint8_t *)want, m, n, k);
+            assert_memory_equal(c, want, 8 * (size_t)m * n);
+            assert_int_equal(g_dgemm_calls, (k + EML_LIMB_KBLOCK - 1) /
+                                                EML_LIMB_KBLOCK);
+            free(a);
+            free(b);
+            free(c);
+            free(want);
+        }
+    /* A conv op on the limb backend: the same answer as on the CPU. */
+    eml_worker_req q;
+    int32_t *qa, *qb;
+    eml_worker_geom g = {2, 3, 5, 6, 4, 3, 1, 1};
+    uint8_t *fr = conv_request_fwd(g, &q, &qa, &qb);
+    uint64_t *c1 = malloc(8 * (size_t)q.m * q.n), *c2 = malloc(8 * (size_t)q.m * q.n);
+    assert_int_equal(eml_worker_compute(&q, (uint8_t *)c1), EML_OK);
+    assert_int_equal(eml_worker_compute_on(&q, (uint8_t *)c2, eml_limb_gemm, &lc),
+                     EML_OK);
+    assert_memory_equal(c1, c2, 8 * (size_t)q.m * q.n);
+    free(c1);
+    free(c2);
+    free(fr);
+    free(qa);
+    free(qb);
+}
+
 /* ==== the convolution ops ==== */
 
 /* A conv request over random small operands (|v| < 2^lim_bits) with
@@ -627,6 +704,12 @@ static int64_t direct(const eml_worker_req *q, const int32_t *a,
     }
 #undef PIX
     return s;
+}
+
+static uint8_t *conv_request_fwd(eml_worker_geom g, eml_worker_req *q,
+                                 int32_t **a, int32_t **b)
+{
+    return conv_request(EML_WORKER_OP_CONV_FORWARD, g, 20, q, a, b);
 }
 
 static const eml_worker_geom geoms[] = {
@@ -981,6 +1064,7 @@ int main(void)
         cmocka_unit_test(test_freivalds_rate),
         cmocka_unit_test(test_conv_ops),
         cmocka_unit_test(test_freivalds_conv_rate),
+        cmocka_unit_test(test_limb_gemm),
         cmocka_unit_test(test_client_honest),
         cmocka_unit_test(test_client_faults),
         cmocka_unit_test(test_private_inference),

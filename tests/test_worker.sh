@@ -67,7 +67,7 @@ start w "$bin" worker --listen "unix:$sock" --threads 2
 waddr=$addr
 wpid=$pid
 if [[ $waddr == "unix:$sock" && $(wc -l <"$tmp/w.out") -eq 1 ]] &&
-   grep -qx "worker: listening on unix:$sock" "$tmp/w.err"; then
+   grep -qx "worker: listening on unix:$sock (CPU)" "$tmp/w.err"; then
   ok "worker prints its address: $waddr"
 else
   bad "worker unix: stdout '$(cat "$tmp/w.out")', stderr $(cat "$tmp/w.err")"
@@ -159,9 +159,23 @@ run "a stale socket file is replaced" ask "$addr" 1
 stopped "$pid" 10
 
 # ---- errors: one line, non-zero exit, nothing on stdout
-expect_error "--device cuda" \
-  "worker: --device cuda: this build has no CUDA backend (built without the CUDA toolkit)" \
-  "$bin" worker --listen "unix:$tmp/x.sock" --device cuda
+# ---- the CUDA backend: products checked where a GPU answers, else one
+# clear line saying why not (no toolkit at build time, no libraries, no
+# device).
+start gpu "$bin" worker --listen "unix:$tmp/gpu.sock" --device cuda
+if [[ -n $addr ]]; then
+  ok "CUDA worker: $(grep listening "$tmp/gpu.err")"
+  run "CUDA: products checked against the local field GEMM" check "$addr"
+  kill "$pid" 2>/dev/null
+else
+  stopped "$pid" 10
+  if [[ $rc -ne 0 && $(wc -l <"$tmp/gpu.err") -eq 1 ]] &&
+     grep -Eq '^enclaveml: error: worker: --device cuda: (this build has no CUDA backend|cannot load|no CUDA device)' "$tmp/gpu.err"; then
+    ok "no GPU here, the CUDA worker says so: $(cat "$tmp/gpu.err") (skipped)"
+  else
+    bad "--device cuda without a GPU: rc $rc, $(cat "$tmp/gpu.err")"
+  fi
+fi
 expect_error "--device tpu" "'tpu' is not one of: cpu, cuda" \
   "$bin" worker --listen "unix:$tmp/x.sock" --device tpu
 expect_error "no --listen" "--listen ADDR is required" "$bin" worker

@@ -188,6 +188,17 @@ static inline void eml_worker_put_i32(uint8_t *base, size_t i, int32_t v)
  * columns of a conv op) cannot be had. */
 EML_MUST_CHECK eml_status eml_worker_compute(const eml_worker_req *q,
                                              uint8_t *c);
+/* A backend for the worker's products: c (m x n) = a (m x k) b (k x n)
+ * mod p, exactly, all u64 field elements (little-endian arrays). */
+typedef eml_status (*eml_field_gemm_fn)(void *ctx, const uint64_t *a,
+                                        const uint64_t *b, uint64_t *c,
+                                        uint32_t m, uint32_t n, uint32_t k);
+/* eml_worker_compute with the products on gemm (NULL: eml_field_gemm on
+ * the CPU); the columns and col2im stay on the CPU. */
+EML_MUST_CHECK eml_status eml_worker_compute_on(const eml_worker_req *q,
+                                                uint8_t *c,
+                                                eml_field_gemm_fn gemm,
+                                                void *ctx);
 /* cols(x) (ckk x L) of the images x (batch x chw field elements) for a
  * shaped conv request's geometry. */
 void eml_field_im2col(const eml_worker_req *q, const uint64_t *x,

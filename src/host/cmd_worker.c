@@ -33,6 +33,7 @@
 #include "enclaveml/outsource.h"
 #include "host/cli.h"
 #include "host/worker_link.h"
+#include "host/worker_gpu.h"
 
 static const char worker_usage[] =
     "usage: enclaveml worker --listen ADDR [--device cpu|cuda] [--threads N]\n"
@@ -43,7 +44,8 @@ static const char worker_usage[] =
     "(PORT 0 picks a free port) or unix:PATH.  The address listened on is\n"
     "printed as the only line on stdout.  Connections are served one at a\n"
     "time; SIGINT or SIGTERM stops the worker.\n"
-    "  --device cpu|cuda     the backend (cpu: exact field GEMM, OpenMP)\n"
+    "  --device cpu|cuda     the backend (cpu: exact field GEMM, OpenMP;\n"
+    "                        cuda: cuBLAS DGEMMs of 16-bit limbs on GPU 0)\n"
     "  --threads N           OpenMP threads (default: every CPU)\n"
     "  --max-requests N      stop after answering N requests\n"
     "  --quiet               nothing on stderr but errors\n";
@@ -60,6 +62,8 @@ enum {
 /* What the serving loop needs. */
 typedef struct worker {
     const char *bound; /* the address listened on */
+    eml_field_gemm_fn gemm; /* NULL: the CPU's */
+    void *gemm_ctx;
     long max_requests; /* 0: no limit */
     long served;       /* requests answered, refusals included */
     int quiet;
@@ -129,7 +133,8 @@ static eml_status answer(worker *w, eml_worker_conn *c, const uint8_t *p,
     (void)p;
     eml_worker_reply_header_write(w->reply, q->id, EML_WORKER_DONE, q->m,
                                   q->n);
-    if (eml_worker_compute(q, w->reply + EML_WORKER_REPLY_HEADER) != EML_OK)
+    if (eml_worker_compute_on(q, w->reply + EML_WORKER_REPLY_HEADER, w->gemm,
+                              w->gemm_ctx) != EML_OK)
         return reply_status(c, q->id, EML_WORKER_FAILED, err);
     return eml_worker_conn_write(c, w->reply, size, err);
 }
@@ -244,9 +249,6 @@ int eml_cmd_worker(int argc, char **argv)
     o.threads = ncpu > 0 ? ncpu : 1;
     int rc = parse_opts(argc, argv, &o);
     if (rc != 0) return rc < 0 ? 1 : 0;
-    if (o.cuda)
-        return eml_fail("worker: --device cuda: this build has no CUDA "
-                        "backend (built without the CUDA toolkit)");
     if (o.listen == NULL)
         return eml_fail("worker: --listen ADDR is required (tcp:HOST:PORT "
                         "or unix:PATH)");
@@ -255,18 +257,37 @@ int eml_cmd_worker(int argc, char **argv)
     eml_status st = eml_worker_addr_parse(o.listen, &addr, &err);
     if (st != EML_OK)
         return eml_fail("worker: --listen: %s", eml_err_msg(&err, st));
-    if (install_signals() != 0)
+    eml_cuda *gpu = NULL;
+    eml_limb_ctx limbs = {eml_cuda_dgemm, NULL};
+    if (o.cuda) {
+        st = eml_cuda_open(&gpu, &err);
+        if (st != EML_OK)
+            return eml_fail("worker: --device cuda: %s",
+                            eml_err_msg(&err, st));
+        limbs.user = gpu;
+    }
+    if (install_signals() != 0) {
+        eml_cuda_close(gpu);
         return eml_fail("worker: cannot install signal handlers");
+    }
     eml_kernels_set_threads((int)o.threads);
     int lfd;
     char bound[EML_WORKER_ADDR_MAX];
     st = eml_worker_listen(&addr, &lfd, bound, sizeof(bound), &err);
-    if (st != EML_OK) return eml_fail("worker: %s", eml_err_msg(&err, st));
+    if (st != EML_OK) {
+        eml_cuda_close(gpu);
+        return eml_fail("worker: %s", eml_err_msg(&err, st));
+    }
     printf("%s\n", bound);
     fflush(stdout);
     worker w = {.bound = bound, .max_requests = o.max_requests,
                 .quiet = o.quiet};
-    note(&w, "listening on %s", bound);
+    if (gpu != NULL) {
+        w.gemm = eml_limb_gemm;
+        w.gemm_ctx = &limbs;
+    }
+    note(&w, "listening on %s (%s)", bound,
+         gpu != NULL ? eml_cuda_name(gpu) : "CPU");
     rc = 0;
     while (!g_stop && (w.max_requests == 0 || w.served < w.max_requests)) {
         int fd;
@@ -283,6 +304,7 @@ int eml_cmd_worker(int argc, char **argv)
     if (addr.family == AF_UNIX)
         unlink(((const struct sockaddr_un *)&addr.sa)->sun_path);
     free(w.reply);
+    eml_cuda_close(gpu);
     note(&w, "stopped after %ld request%s", w.served,
          w.served == 1 ? "" : "s");
     return rc;

@@ -61,22 +61,37 @@ void eml_field_im2col(const eml_worker_req *q, const uint64_t *x,
     im2col_t(q, x, cols, 0);
 }
 
-static eml_status conv(const eml_worker_req *q, const uint64_t *a,
-                       const uint64_t *b, uint8_t *c)
+typedef struct backend {
+    eml_field_gemm_fn gemm;
+    void *ctx;
+} backend;
+
+static eml_status product(const backend *be, const uint64_t *a,
+                          const uint64_t *b, uint64_t *c, uint32_t m,
+                          uint32_t n, uint32_t k)
+{
+    if (be->gemm != NULL) return be->gemm(be->ctx, a, b, c, m, n, k);
+    eml_field_gemm((const uint8_t *)a, (const uint8_t *)b, (uint8_t *)c, m,
+                   n, k);
+    return EML_OK;
+}
+
+static eml_status conv(const backend *be, const eml_worker_req *q,
+                       const uint64_t *a, const uint64_t *b, uint8_t *c)
 {
     size_t ckk = (size_t)q->g.c * q->g.size * q->g.size;
     size_t l = (size_t)q->g.batch * q->out_h * q->out_w;
     uint64_t *cols = malloc(ckk * l * sizeof(uint64_t));
     if (cols == NULL) return EML_ERR_NOMEM;
-    const uint8_t *ab = (const uint8_t *)a;
+    eml_status st = EML_OK;
     switch (q->op) {
     case EML_WORKER_OP_CONV_FORWARD: /* W (f x ckk) cols(X) */
         im2col_t(q, b, cols, 0);
-        eml_field_gemm(ab, (const uint8_t *)cols, c, q->m, q->n, q->k);
+        st = product(be, a, cols, (uint64_t *)(void *)c, q->m, q->n, q->k);
         break;
     case EML_WORKER_OP_CONV_WEIGHT_GRAD: /* D (f x L) cols(X)^T */
         im2col_t(q, b, cols, 1);
-        eml_field_gemm(ab, (const uint8_t *)cols, c, q->m, q->n, q->k);
+        st = product(be, a, cols, (uint64_t *)(void *)c, q->m, q->n, q->k);
         break;
     default: { /* col2im(W^T D): W^T (ckk x f) times D (f x L) */
         uint32_t f = q->g.f;
@@ -87,9 +102,9 @@ static eml_status conv(const eml_worker_req *q, const uint64_t *a,
         }
         for (size_t i = 0; i < f; i++)
             for (size_t j = 0; j < ckk; j++) wt[j * f + i] = a[i * ckk + j];
-        eml_field_gemm((const uint8_t *)wt, (const uint8_t *)b,
-                       (uint8_t *)cols, (uint32_t)ckk, (uint32_t)l, f);
+        st = product(be, wt, b, cols, (uint32_t)ckk, (uint32_t)l, f);
         free(wt);
+        if (st != EML_OK) break;
         size_t mn = (size_t)q->m * q->n;
         memset(c, 0, mn * sizeof(uint64_t));
         for (size_t r = 0; r < ckk; r++)
@@ -104,23 +119,27 @@ static eml_status conv(const eml_worker_req *q, const uint64_t *a,
     }
     }
     free(cols);
-    return EML_OK;
+    return st;
 }
 
-eml_status eml_worker_compute(const eml_worker_req *q, uint8_t *c)
+eml_status eml_worker_compute_on(const eml_worker_req *q, uint8_t *c,
+                                 eml_field_gemm_fn gemm, void *ctx)
 {
+    backend be = {gemm, ctx};
     uint64_t *a = operand(q, 0, q->na), *b = operand(q, 1, q->nb);
     eml_status st = EML_ERR_NOMEM;
     if (a != NULL && b != NULL) {
-        if (q->op == EML_WORKER_OP_GEMM) {
-            eml_field_gemm((const uint8_t *)a, (const uint8_t *)b, c, q->m,
-                           q->n, q->k);
-            st = EML_OK;
-        } else {
-            st = conv(q, a, b, c);
-        }
+        if (q->op == EML_WORKER_OP_GEMM)
+            st = product(&be, a, b, (uint64_t *)(void *)c, q->m, q->n, q->k);
+        else
+            st = conv(&be, q, a, b, c);
     }
     free(a);
     free(b);
     return st;
+}
+
+eml_status eml_worker_compute(const eml_worker_req *q, uint8_t *c)
+{
+    return eml_worker_compute_on(q, c, NULL, NULL);
 }
