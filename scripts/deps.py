@@ -11,7 +11,7 @@ there is either.  TREE defaults to the checkout this script is in.
 """
 import os, re, sys
 
-ORDER = ["core", "kernels", "formats", "crypto", "dp", "nn", "outsource", "boundary",
+ORDER = ["core", "kernels", "formats", "crypto", "dp", "nn", "outsource", "decentral", "boundary",
          "enclave", "sim", "host"]
 
 def files(root, sub, exts):

@@ -1,0 +1,213 @@
+/*
+ * decentral.h - decentralized learning's trusted parts (docs/decentral.md):
+ * the graph of nodes, the split of a data set over them, what a node
+ * shares of its flat parameter vector each round, Metropolis-Hastings
+ * averaging of what its neighbours shared, and the channel that carries a
+ * share between two attested enclaves: AES-256-GCM under keys from
+ * X25519 + HKDF, with sender, receiver, round and sequence number bound in
+ * the associated data.
+ *
+ *     eml_topo t;
+ *     eml_topo_make("regular:4", 16, seed, &t, &err);     // who talks
+ *     eml_sharer *s; eml_sharer_new(&spec, n_params, &s, &err);
+ *     ... each round: local steps, then
+ *     eml_sharer_select(s, params, rng, &view);           // what goes out
+ *     eml_dmsg_seal(&chan, round, degree, &view, frame, &len, &err);
+ *     ... frames from neighbours:
+ *     eml_dmsg_open(&chan, round, frame, len, &view, &why, &err);
+ *     eml_average(params, n_params, degree, views, k, scratch);
+ *
+ * Trusted code: no I/O; a frame's bytes are the host's, hostile, and are
+ * checked before and while they are decrypted.
+ */
+#ifndef ENCLAVEML_DECENTRAL_H
+#define ENCLAVEML_DECENTRAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "enclaveml/crypto.h"
+#include "enclaveml/dp.h"
+#include "enclaveml/rng.h"
+#include "enclaveml/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EML_DECENTRAL_MAX_NODES 4096
+
+/* ==== the graph ==== */
+
+/* An undirected simple graph on nodes 0..n-1: node i's neighbours are
+ * nbr[off[i] .. off[i+1]), sorted. */
+typedef struct eml_topo {
+    uint32_t n;
+    uint32_t *off; /* n + 1 */
+    uint32_t *nbr;
+} eml_topo;
+
+/* ring; full; regular:D (a random D-regular graph, seeded, n*D even,
+ * D < n); smallworld:K,P (Watts-Strogatz: a ring lattice of K nearest
+ * neighbours, K even, each edge rewired with probability P, seeded).
+ * Errors name the spec. */
+EML_MUST_CHECK eml_status eml_topo_make(const char *spec, uint32_t n,
+                                        uint64_t seed, eml_topo *t,
+                                        eml_err *err);
+/* An edge list: one "i j" pair per line (0-based ids < n), '#' comments;
+ * duplicate edges are merged, self-loops refused. */
+EML_MUST_CHECK eml_status eml_topo_parse(const char *text, size_t len,
+                                         const char *name, uint32_t n,
+                                         eml_topo *t, eml_err *err);
+static inline uint32_t eml_topo_degree(const eml_topo *t, uint32_t i)
+{
+    return t->off[i + 1] - t->off[i];
+}
+/* 1 if every node reaches every other. */
+int eml_topo_connected(const eml_topo *t);
+/* 1 if j is a neighbour of i. */
+int eml_topo_has_edge(const eml_topo *t, uint32_t i, uint32_t j);
+void eml_topo_free(eml_topo *t);
+
+/* ==== the data's split ==== */
+
+/* Splits `count` labelled examples over `nodes`: iid (a seeded shuffle
+ * dealt in equal parts); shards:S (sorted by label, cut into nodes*S
+ * shards, each node given S at random: decentralizepy's non-IID split);
+ * dirichlet:ALPHA (each class's examples divided by proportions drawn
+ * from Dirichlet(ALPHA) over the nodes).  Node i gets the example
+ * indices idx[off[i] .. off[i+1]); both arrays are malloc'd. */
+EML_MUST_CHECK eml_status eml_partition(const char *spec,
+                                        const uint8_t *labels, size_t count,
+                                        uint32_t classes, uint32_t nodes,
+                                        uint64_t seed, uint32_t **off,
+                                        uint32_t **idx, eml_err *err);
+
+/* ==== what a node shares ==== */
+
+typedef enum eml_share_kind {
+    EML_SHARE_FULL = 0,   /* every parameter */
+    EML_SHARE_RANDOM = 1, /* a fresh random fraction each round */
+    EML_SHARE_TOPK = 2    /* the fraction with the largest change since
+                             each was last shared */
+} eml_share_kind;
+
+typedef struct eml_share_spec {
+    eml_share_kind kind;
+    double fraction; /* (0, 1] for random and topk */
+    int pad;         /* messages padded to the full model's size */
+} eml_share_spec;
+
+/* full | random:F | topk:F, then pad from --pad. */
+EML_MUST_CHECK eml_status eml_share_parse(const char *spec, int pad,
+                                          eml_share_spec *s, eml_err *err);
+
+/* A share as it is sealed or was opened: count values, at indices idx
+ * (NULL: the dense vector 0..count-1), the sender's degree. */
+typedef struct eml_share_view {
+    uint32_t sender, degree;
+    uint32_t total; /* parameters in the model */
+    uint32_t count;
+    const uint32_t *idx; /* strictly increasing, < total; NULL: dense */
+    const float *val;
+} eml_share_view;
+
+typedef struct eml_sharer eml_sharer;
+
+EML_MUST_CHECK eml_status eml_sharer_new(const eml_share_spec *spec,
+                                         size_t n, const float *initial,
+                                         eml_sharer **out, eml_err *err);
+void eml_sharer_free(eml_sharer *s);
+/* This round's share of x (n parameters) into *v (indices and values in
+ * the sharer's buffers, valid until the next call); topk then counts
+ * the selected parameters as shared at their current values. */
+void eml_sharer_select(eml_sharer *s, const float *x, eml_rng *rng,
+                       eml_share_view *v);
+/* Parameters shared each round (n for full). */
+uint32_t eml_sharer_count(const eml_sharer *s);
+
+/* ==== averaging ==== */
+
+/* Metropolis-Hastings weight of neighbour j at node i. */
+static inline double eml_mh_weight(uint32_t deg_i, uint32_t deg_j)
+{
+    return 1.0 / (double)((deg_i > deg_j ? deg_i : deg_j) + 1);
+}
+
+/* x (n) <- x + sum over shares v of w(deg, v->degree) (v - x) at the
+ * indices v holds: with every share dense this is Metropolis-Hastings
+ * averaging (self weight 1 - sum of the neighbours'); a parameter a
+ * neighbour did not send keeps that neighbour's weight at home (the EPFL
+ * study's Algorithm 1).  scratch holds n doubles.  Shares whose total is
+ * not n are skipped (the caller refused them already). */
+void eml_average(float *x, size_t n, uint32_t degree,
+                 const eml_share_view *const *v, size_t k, double *scratch);
+
+/* ==== the channel between two enclaves ==== */
+
+#define EML_DMSG_MAGIC 0x444c4d45u /* "EMLD" */
+#define EML_DMSG_VERSION 1
+#define EML_DMSG_HEADER 48
+#define EML_DMSG_DENSE 1u  /* flags: values only, indices 0..count-1 */
+#define EML_DMSG_PADDED 2u /* flags: the payload is padded to total */
+#define EML_DMSG_MAX_PARAMS ((uint32_t)1 << 28)
+
+/* One direction-pair of keys between two nodes, and the sequence
+ * numbers each way.  Keys: X25519(own secret, peer public) through HKDF
+ * with the run's id as salt and both ids and both session nonces (fresh
+ * at each node's start) as info; 64 bytes: the lower id's sending key,
+ * then the higher id's. */
+typedef struct eml_dchan {
+    uint32_t me, peer;
+    eml_gcm *send, *recv;
+    uint64_t send_seq, recv_seq; /* the next to use / to accept */
+} eml_dchan;
+
+EML_MUST_CHECK eml_status eml_dchan_init(
+    eml_dchan *c, uint32_t me, const uint8_t my_sk[EML_X25519_BYTES],
+    const uint8_t my_nonce[32], uint32_t peer,
+    const uint8_t peer_pk[EML_X25519_BYTES], const uint8_t peer_nonce[32],
+    const uint8_t run_id[32], eml_err *err);
+void eml_dchan_free(eml_dchan *c);
+
+/* The size of a sealed frame of count entries (padded: of total). */
+size_t eml_dmsg_size(uint32_t count, uint32_t total, uint32_t flags);
+/* Seals v for c's peer in this round (sequence number c->send_seq, then
+ * incremented): header (all of it authenticated) and ciphertext of the
+ * indices (sparse) and values, padded to the full model when pad.  out
+ * holds eml_dmsg_size bytes. */
+EML_MUST_CHECK eml_status eml_dmsg_seal(eml_dchan *c, uint64_t round,
+                                        uint32_t degree,
+                                        const eml_share_view *v, int pad,
+                                        uint8_t *out, size_t *out_len,
+                                        eml_err *err);
+
+/* Why a frame was refused (counted by the node). */
+typedef enum eml_dmsg_refusal {
+    EML_DMSG_OK = 0,
+    EML_DMSG_MALFORMED,  /* not a frame, or one that does not add up */
+    EML_DMSG_CROSS_PAIR, /* not from this peer to this node */
+    EML_DMSG_CROSS_ROUND,
+    EML_DMSG_REPLAYED,   /* a sequence number already accepted */
+    EML_DMSG_REORDERED,  /* a later one, with an earlier one missing */
+    EML_DMSG_TAMPERED,   /* authentication failed */
+    EML_DMSG_REFUSALS
+} eml_dmsg_refusal;
+
+const char *eml_dmsg_refusal_name(eml_dmsg_refusal r);
+
+/* Opens a frame from c's peer for this round into buf (grown with
+ * *cap; the view's arrays point into it): header checked, then
+ * authenticated decryption, then the indices checked (strictly
+ * increasing, below total).  On success c->recv_seq moves on.  On
+ * refusal *why says which class and the channel is unchanged. */
+EML_MUST_CHECK eml_status eml_dmsg_open(eml_dchan *c, uint64_t round,
+                                        uint32_t total, const uint8_t *frame,
+                                        size_t len, uint8_t **buf,
+                                        size_t *cap, eml_share_view *v,
+                                        eml_dmsg_refusal *why, eml_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
