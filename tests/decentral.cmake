@@ -2,3 +2,12 @@
 # Metropolis-Hastings averaging, the channel between enclaves.
 eml_add_test(test_decentral LABELS "unit;decentral"
              SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_decentral.c)
+
+# End to end: real `enclaveml node` processes over ZeroMQ on loopback
+# (--enclave none), faults (a node that never comes, one SIGKILLed), bad
+# input (test_decentral_cli.sh).
+add_test(NAME test_decentral_cli
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_decentral_cli.sh
+                 $<TARGET_FILE:enclaveml> ${PROJECT_SOURCE_DIR})
+set_tests_properties(test_decentral_cli PROPERTIES LABELS "decentral;cli"
+                     TIMEOUT 600)

@@ -376,6 +376,17 @@ static void test_channel(void **state)
     size_t gl;
     assert_int_equal(eml_dmsg_seal(&p.b, 5, 2, &dense, 0, g, &gl, &err), EML_OK);
     assert_int_equal(try_open(&p.a, 5, g, gl), EML_DMSG_OK);
+    /* a frame in the clear (the --enclave none baseline) is refused by a
+     * sealed channel: no downgrade */
+    eml_dchan clr;
+    eml_dchan_init_clear(&clr, 1, 4);
+    clr.send_seq = p.b.recv_seq;
+    uint8_t cf[EML_DMSG_HEADER + 4 * 64 + 16];
+    size_t cl;
+    assert_int_equal(eml_dmsg_seal(&clr, 5, 3, &dense, 0, cf, &cl, &err), EML_OK);
+    assert_true(memcmp(cf + EML_DMSG_HEADER, x, 64) == 0); /* in the clear */
+    assert_int_equal(try_open(&p.b, 5, cf, cl), EML_DMSG_TAMPERED);
+    eml_dchan_free(&clr);
     /* indices that do not increase are refused even when authentic */
     uint32_t badidx[8] = {0, 3, 3, 10, 20, 33, 50, 63};
     eml_share_view bad = {1, 3, 64, 8, badidx, sv};

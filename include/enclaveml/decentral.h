@@ -150,6 +150,7 @@ void eml_average(float *x, size_t n, uint32_t degree,
 #define EML_DMSG_HEADER 48
 #define EML_DMSG_DENSE 1u  /* flags: values only, indices 0..count-1 */
 #define EML_DMSG_PADDED 2u /* flags: the payload is padded to total */
+#define EML_DMSG_CLEAR 4u  /* flags: not encrypted (--enclave none only) */
 #define EML_DMSG_MAX_PARAMS ((uint32_t)1 << 28)
 
 /* One direction-pair of keys between two nodes, and the sequence
@@ -161,6 +162,7 @@ typedef struct eml_dchan {
     uint32_t me, peer;
     eml_gcm *send, *recv;
     uint64_t send_seq, recv_seq; /* the next to use / to accept */
+    int clear; /* the baseline without enclaves: frames in the clear */
 } eml_dchan;
 
 EML_MUST_CHECK eml_status eml_dchan_init(
@@ -168,6 +170,10 @@ EML_MUST_CHECK eml_status eml_dchan_init(
     const uint8_t my_nonce[32], uint32_t peer,
     const uint8_t peer_pk[EML_X25519_BYTES], const uint8_t peer_nonce[32],
     const uint8_t run_id[32], eml_err *err);
+/* A channel for `--enclave none`, the baseline: the same frames, the
+ * payload in the clear and a zero tag.  A sealed channel refuses such
+ * frames (tampered), and this one refuses sealed ones. */
+void eml_dchan_init_clear(eml_dchan *c, uint32_t me, uint32_t peer);
 void eml_dchan_free(eml_dchan *c);
 
 /* The size of a sealed frame of count entries (padded: of total). */

@@ -77,6 +77,9 @@ typedef struct eml_run_env {
     /* See eml_train_opts.on_start (the budget's charge). */
     eml_status (*on_start)(void *user, int resumed, eml_err *err);
     void *on_start_user;
+    /* See eml_train_opts.on_step (a decentralized node's exchange). */
+    eml_step_fn on_step;
+    void *on_step_user;
 } eml_run_env;
 
 /* Trains (plans first, with no cap, if eml_run_plan was not called). */

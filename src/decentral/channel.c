@@ -73,6 +73,14 @@ eml_status eml_dchan_init(eml_dchan *c, uint32_t me,
     return EML_OK;
 }
 
+void eml_dchan_init_clear(eml_dchan *c, uint32_t me, uint32_t peer)
+{
+    memset(c, 0, sizeof(*c));
+    c->me = me;
+    c->peer = peer;
+    c->clear = 1;
+}
+
 void eml_dchan_free(eml_dchan *c)
 {
     if (c == NULL) return;
@@ -105,6 +113,7 @@ eml_status eml_dmsg_seal(eml_dchan *c, uint64_t round, uint32_t degree,
 {
     uint32_t flags = v->idx == NULL ? EML_DMSG_DENSE : 0;
     if (pad && v->idx != NULL) flags |= EML_DMSG_PADDED;
+    if (c->clear) flags |= EML_DMSG_CLEAR;
     if (v->total < 1 || v->total > EML_DMSG_MAX_PARAMS || v->count < 1 ||
         v->count > v->total || (v->idx == NULL && v->count != v->total))
         return eml_err_set(err, EML_ERR_RANGE, "a share of %u of %u values",
@@ -132,8 +141,13 @@ eml_status eml_dmsg_seal(eml_dchan *c, uint64_t round, uint32_t degree,
     memset(p + k, 0, pl - k);
     uint8_t nonce[EML_GCM_NONCE_BYTES];
     nonce_of(c->send_seq, nonce);
-    eml_status st = eml_gcm_seal(c->send, p, p, pl, h, EML_DMSG_HEADER, nonce);
-    if (st != EML_OK) return eml_err_set(err, st, "sealing a share failed");
+    if (c->clear) {
+        memset(p + pl, 0, EML_GCM_TAG_BYTES);
+    } else {
+        eml_status st =
+            eml_gcm_seal(c->send, p, p, pl, h, EML_DMSG_HEADER, nonce);
+        if (st != EML_OK) return eml_err_set(err, st, "sealing a share failed");
+    }
     c->send_seq++;
     *out_len = EML_DMSG_HEADER + pl + EML_GCM_TAG_BYTES;
     return EML_OK;
@@ -168,7 +182,7 @@ static int header_ok(const uint8_t *h, size_t len, uint32_t total)
     uint32_t t = eml_get_le32(h + 40), pl = eml_get_le32(h + 44);
     if (eml_get_le32(h) != EML_DMSG_MAGIC ||
         eml_get_le16(h + 4) != EML_DMSG_VERSION ||
-        (flags & ~(EML_DMSG_DENSE | EML_DMSG_PADDED)) != 0 ||
+        (flags & ~(EML_DMSG_DENSE | EML_DMSG_PADDED | EML_DMSG_CLEAR)) != 0 ||
         flags == (EML_DMSG_DENSE | EML_DMSG_PADDED) || t != total ||
         count < 1 || count > t || ((flags & EML_DMSG_DENSE) && count != t))
         return 0;
@@ -208,13 +222,19 @@ eml_status eml_dmsg_open(eml_dchan *c, uint64_t round, uint32_t total,
         *buf = nb;
         *cap = pl + 8;
     }
+    uint32_t flags = eml_get_le16(h + 6), count = eml_get_le32(h + 36);
+    if (((flags & EML_DMSG_CLEAR) != 0) != (c->clear != 0))
+        return refuse(why, EML_DMSG_TAMPERED, err,
+                      c->clear ? "a sealed frame on a channel in the clear"
+                               : "a frame in the clear on a sealed channel");
     uint8_t nonce[EML_GCM_NONCE_BYTES];
     nonce_of(seq, nonce);
-    if (eml_gcm_open(c->recv, *buf, frame + EML_DMSG_HEADER,
-                     pl + EML_GCM_TAG_BYTES, h, EML_DMSG_HEADER,
-                     nonce) != EML_OK)
+    if (c->clear)
+        memcpy(*buf, frame + EML_DMSG_HEADER, pl);
+    else if (eml_gcm_open(c->recv, *buf, frame + EML_DMSG_HEADER,
+                          pl + EML_GCM_TAG_BYTES, h, EML_DMSG_HEADER,
+                          nonce) != EML_OK)
         return refuse(why, EML_DMSG_TAMPERED, err, "authentication failed");
-    uint32_t flags = eml_get_le16(h + 6), count = eml_get_le32(h + 36);
     if (!(flags & EML_DMSG_DENSE)) {
         const uint32_t *idx = (const uint32_t *)(void *)*buf;
         for (uint32_t i = 0; i < count; i++)

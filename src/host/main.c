@@ -17,6 +17,7 @@
 #include "host/cmd_crypto.h"
 #include "host/cmd_enclave.h"
 #include "host/cmd_privacy.h"
+#include "host/cmd_decentral.h"
 #include "host/cmd_worker.h"
 
 #define EXIT_USAGE 2
@@ -48,6 +49,9 @@ static const struct command {
      eml_cmd_privacy},
     {"worker", "serve outsourced matrix products to enclaves (a worker)",
      eml_cmd_worker},
+    {"node", "run one node of a decentralized run", eml_cmd_node},
+    {"decentral", "run N local nodes of decentralized learning",
+     eml_cmd_decentral},
 };
 
 static void usage(FILE *f)

@@ -164,6 +164,8 @@ eml_status eml_run_train(eml_run *r, const eml_dataset *train,
     to->progress_user = env->progress_user;
     to->on_start = env->on_start;
     to->on_start_user = env->on_start_user;
+    to->on_step = env->on_step;
+    to->on_step_user = env->on_step_user;
     if (to->run.mirror && r->mirror == NULL) {
         st = open_mirror(r, train, test, env, err);
         if (st != EML_OK) return st;

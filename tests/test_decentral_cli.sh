@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# test_decentral_cli.sh BIN SRCDIR - decentralized learning end to end,
+# with real `enclaveml node` processes on loopback over ZeroMQ
+# (--enclave none, the baseline): `decentral` with 4 nodes on a ring,
+# shards:2, full sharing: every node reports every round, nothing missed
+# or refused, the model learns; sparse sharing sends less and --pad sends
+# as much as full; nodes started by hand from a peers file, one of which
+# never comes and one of which is SIGKILLed after its first round: the
+# others finish every round within their deadlines and name the missing
+# neighbour; bad input is one error line each.  Every node is bounded by
+# its deadline and every command by `timeout`.
+set -u
+bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+src=$(cd "$2" && pwd)
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+# shellcheck source=tests/lib.sh
+. "$src/tests/lib.sh"
+cfg=$src/cfg/fmnist-mlp.cfg
+export TMPDIR=$tmp
+
+field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" "$2"; }
+
+common=(--cfg "$cfg" --nodes 4 --partition shards:2 --rounds 3 --local-steps 10
+        --train-limit 2000 --test-limit 300 --deadline-ms 20000 --seed 3)
+
+# ---- four nodes on a ring, full sharing
+if timeout 300 "$bin" decentral "${common[@]}" --topology ring --json \
+     >"$tmp/full.json" 2>"$tmp/full.err"; then
+  rounds=$(grep -c '^round [0-9]*: test accuracy mean' "$tmp/full.err")
+  nodes3=$(grep -o '"rounds":3' "$tmp/full.json" | wc -l)
+  missed=$(grep -o '"missed":[1-9]' "$tmp/full.json" | wc -l)
+  refused=$(grep -o '"refused":[1-9]' "$tmp/full.json" | wc -l)
+  last=$(grep -o '"mean_accuracy":[0-9.]*' "$tmp/full.json" | tail -1 | cut -d: -f2)
+  if [[ $rounds -eq 3 && $nodes3 -eq 4 && $missed -eq 0 && $refused -eq 0 ]] &&
+     awk -v a="$last" 'BEGIN { exit !(a > 0.3) }'; then
+    ok "4 nodes, ring, shards:2: 3 rounds, every node every round, mean accuracy $last"
+  else
+    bad "ring run: rounds $rounds, nodes with 3 rounds $nodes3, missed $missed, refused $refused, accuracy $last: $(cat "$tmp/full.err")"
+  fi
+else
+  bad "decentral ring run failed: $(cat "$tmp/full.err")"
+fi
+full_bytes=$(grep -o '"bytes_sent":[0-9]*' "$tmp/full.json" | head -1 | cut -d: -f2)
+
+# ---- sparse sharing sends less; padded, as much as full (the amount
+# shared does not show)
+for s in "random:0.1" "topk:0.1" "topk:0.1 --pad"; do
+  read -r share pad <<<"$s"
+  if timeout 300 "$bin" decentral "${common[@]}" --topology regular:2 \
+       --share "$share" $pad --json >"$tmp/s.json" 2>"$tmp/s.err"; then
+    b=$(grep -o '"bytes_sent":[0-9]*' "$tmp/s.json" | head -1 | cut -d: -f2)
+    if [[ -z $pad && $b -lt $((full_bytes / 4)) ]] ||
+       [[ -n $pad && $b -ge $((full_bytes * 19 / 10)) ]]; then
+      ok "share $s: $b bytes in round 1 (full: $full_bytes)"
+    else
+      bad "share $s: $b bytes in round 1 (full: $full_bytes)"
+    fi
+  else
+    bad "decentral --share $s failed: $(cat "$tmp/s.err")"
+  fi
+done
+
+# ---- nodes by hand: node 3 never comes, node 2 is killed after round 1
+d=$tmp/data
+mkdir -p "$d"
+fm=/usr/share/datasets/fashion-mnist
+mkidx $fm/train-images-idx3-ubyte.gz $d/train-images-idx3-ubyte 600 784 3
+mkidx $fm/train-labels-idx1-ubyte.gz $d/train-labels-idx1-ubyte 600 1 1
+mkidx $fm/t10k-images-idx3-ubyte.gz $d/t10k-images-idx3-ubyte 200 784 3
+mkidx $fm/t10k-labels-idx1-ubyte.gz $d/t10k-labels-idx1-ubyte 200 1 1
+base=$((20000 + RANDOM % 40000))
+ports="$base $((base + 1)) $((base + 2)) $((base + 3))"
+i=0
+for p in $ports; do echo "$i tcp:127.0.0.1:$p" >>"$tmp/peers"; i=$((i + 1)); done
+# (no `timeout` wrapper: SIGKILL must reach the node itself; the nodes'
+# deadlines bound them, and the trap kills what is left)
+for id in 0 1 2; do
+  "$bin" node --id $id --peers "$tmp/peers" --cfg "$cfg" \
+    --data "$d" --topology full --rounds 4 --local-steps 3 --deadline-ms 1500 \
+    --threads 1 --enclave none >"$tmp/n$id.out" 2>"$tmp/n$id.err" &
+  pids+=($!)
+  eval "pid$id=\$!"
+done
+for _ in $(seq 300); do
+  grep -q '"round":1' "$tmp/n2.out" 2>/dev/null && break
+  sleep 0.1
+done
+kill -9 "$pid2" 2>/dev/null
+start=$(date +%s)
+wait "$pid0"; rc0=$?
+wait "$pid1"; rc1=$?
+took=$(($(date +%s) - start))
+r0=$(grep -c '"round"' "$tmp/n0.out")
+r1=$(grep -c '"round"' "$tmp/n1.out")
+if [[ $rc0 -eq 0 && $rc1 -eq 0 && $r0 -eq 4 && $r1 -eq 4 && $took -lt 30 ]] &&
+   grep -q 'node 3 missed the deadline' "$tmp/n0.err" &&
+   grep -q 'node 2 missed the deadline' "$tmp/n1.err"; then
+  ok "a node that never came and one killed after round 1: the others ran 4 rounds in ${took} s, naming them"
+else
+  bad "faults: rc $rc0 $rc1, rounds $r0 $r1, ${took} s: $(cat "$tmp/n0.err" "$tmp/n1.err" | head -c 800)"
+fi
+
+# ---- bad input
+expect_error "a node id not in the peers file" "not one of the 4 nodes" \
+  "$bin" node --id 7 --peers "$tmp/peers" --cfg "$cfg" --data "$d" \
+  --topology ring --rounds 1
+printf '0 tcp:127.0.0.1:1\n2 tcp:127.0.0.1:2\n' >"$tmp/gappy"
+expect_error "a peers file with a gap" "0..N-1" \
+  "$bin" node --id 0 --peers "$tmp/gappy" --cfg "$cfg" --data "$d" \
+  --topology ring --rounds 1
+printf '0 1\n2 3\n' >"$tmp/split.txt"
+expect_error "a disconnected graph" "not connected" \
+  "$bin" decentral --cfg "$cfg" --nodes 4 --topology "$tmp/split.txt" \
+  --partition iid --rounds 1
+expect_error "regular:3 on 5 nodes" "nodes * D even" \
+  "$bin" decentral --cfg "$cfg" --nodes 5 --topology regular:3 \
+  --partition iid --rounds 1
+expect_error "an unknown partition" "is not one of: iid" \
+  "$bin" decentral --cfg "$cfg" --nodes 4 --topology ring --partition zipf \
+  --rounds 1
+expect_error "nodes in enclaves (not built yet)" "--enclave none" \
+  "$bin" decentral --cfg "$cfg" --nodes 4 --topology ring --partition iid \
+  --rounds 1 --enclave sim
+[[ -z $(ls "$tmp" | grep eml-decentral) ]] && ok "no scratch directory left behind" ||
+  bad "scratch left: $(ls "$tmp")"
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
