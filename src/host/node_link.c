@@ -71,7 +71,7 @@ eml_status eml_peers_load(const char *path, uint32_t *n_out,
             break;
         }
         seen[id] = 1;
-        snprintf(addrs[id], EML_PEER_ADDR_MAX, "%s", addr);
+        memcpy(addrs[id], addr, strlen(addr) + 1); /* checked above */
         n++;
         if (id > max_id) max_id = id;
     }

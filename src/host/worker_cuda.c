@@ -169,8 +169,9 @@ void eml_cuda_close(eml_cuda *g)
     if (g == NULL) return;
     if (g->dev != NULL && g->free_ != NULL) g->free_(g->dev);
     if (g->handle != NULL && g->destroy != NULL) g->destroy(g->handle);
-    if (g->blas != NULL) dlclose(g->blas);
-    if (g->rt != NULL) dlclose(g->rt);
+    /* The libraries stay loaded: their own static state (C++ runtime
+     * pools) lives as long as the process, and unloading them would only
+     * hide where it came from. */
     free(g);
 }
 
