@@ -112,3 +112,7 @@ awk -v m="${mips[mirror]}" -v p="${mips[plain]}" 'BEGIN {
 echo
 echo "== 7. outsourcing the linear layers to a worker (issue 11)"
 bash scripts/bench-outsource.sh "$build" "$quick"
+
+echo
+echo "== 8. a decentralized node's round inside (issue 12)"
+"$build/bench/bench_decentral" --params 1000000 --neighbours 4 --reps $([[ $quick == 1 ]] && echo 5 || echo 15)

@@ -194,7 +194,7 @@ typedef struct child {
     char line[1024];
     size_t len;
     double acc, avg_cpu;
-    uint64_t bytes, refused, missed, params, degree;
+    uint64_t bytes, refused, missed, params, degree, rss_kib;
     long rounds_done;
 } child;
 
@@ -251,6 +251,7 @@ static void on_line(child *c, const char *line, round_sum *sums, long rounds)
     c->missed += (uint64_t)jnum(line, "missed");
     c->params = (uint64_t)jnum(line, "parameters");
     c->degree = (uint64_t)jnum(line, "degree");
+    c->rss_kib = (uint64_t)jnum(line, "max_rss_kib");
     c->rounds_done = r;
 }
 
@@ -489,6 +490,7 @@ static void report_json(const run_opts *o, const child *ch,
         eml_json_int(&j, "missed", (long long)ch[i].missed);
         eml_json_num(&j, "averaging_cpu_seconds", ch[i].avg_cpu);
         eml_json_int(&j, "parameters", (long long)ch[i].params);
+        eml_json_int(&j, "max_rss_kib", (long long)ch[i].rss_kib);
         eml_json_object_end(&j);
     }
     eml_json_array_end(&j);
@@ -599,9 +601,15 @@ int eml_cmd_decentral(int argc, char **argv)
                                           : run_nodes(&c, &o, base, ch, sums);
     double seconds = eml_wall_seconds() - t0;
     if (rc == 0 && c.json) report_json(&o, ch, sums, seconds);
-    if (rc == 0)
-        fprintf(stderr, "decentral: %ld nodes, %ld rounds in %.1f s\n",
-                o.nodes, o.rounds, seconds);
+    if (rc == 0) {
+        uint64_t rss = 0;
+        for (long i = 0; i < o.nodes; i++)
+            rss = ch[i].rss_kib > rss ? ch[i].rss_kib : rss;
+        fprintf(stderr,
+                "decentral: %ld nodes, %ld rounds in %.1f s; largest node "
+                "%.1f MiB resident\n",
+                o.nodes, o.rounds, seconds, (double)rss / 1024);
+    }
     remove_tree(base, o.nodes);
     free(ch);
     free(sums);

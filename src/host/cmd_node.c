@@ -160,6 +160,18 @@ static uint32_t collect(node *nd, double deadline, int *got, eml_err *err)
     }
 }
 
+/* The process's peak resident set (VmHWM), KiB; 0 if unknown. */
+static long peak_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = 0;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "VmHWM:", 6) == 0) kib = strtol(line + 6, NULL, 10);
+    if (f != NULL) fclose(f);
+    return kib;
+}
+
 /* One round: share, collect, average, evaluate, report. */
 static eml_status exchange(node *nd, eml_err *err)
 {
@@ -209,11 +221,11 @@ static eml_status exchange(node *nd, eml_err *err)
            "\"test_loss\":%.6f,\"received\":%u,\"missed\":%u,"
            "\"exchange_seconds\":%.6f,\"average_cpu_seconds\":%.6f,"
            "\"bytes_sent\":%llu,\"refused\":%llu,\"late\":%llu,"
-           "\"parameters\":%zu,\"degree\":%u}\n",
+           "\"parameters\":%zu,\"degree\":%u,\"max_rss_kib\":%ld}\n",
            nd->id, nd->round, acc, loss, have, nd->degree - have, wall,
            nd->avg_cpu, (unsigned long long)eml_node_link_bytes_sent(nd->link),
            (unsigned long long)refused, (unsigned long long)nd->late, np,
-           nd->degree);
+           nd->degree, peak_rss_kib());
     fflush(stdout);
     return EML_OK;
 }
