@@ -11,7 +11,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/lines.h"
 #include "enclaveml/decentral.h"
+
+/* The n x n adjacency matrix, zeroed, for n in range. */
+static eml_status matrix_new(uint32_t n, uint8_t **adj, eml_err *err)
+{
+    *adj = NULL;
+    if (n < 1 || n > EML_DECENTRAL_MAX_NODES)
+        return eml_err_set(err, EML_ERR_RANGE, "%u nodes: 1..%u allowed", n,
+                           EML_DECENTRAL_MAX_NODES);
+    *adj = calloc((size_t)n * n, 1);
+    return *adj == NULL ? eml_err_set(err, EML_ERR_NOMEM, "out of memory")
+                        : EML_OK;
+}
 
 static eml_status from_matrix(const uint8_t *adj, uint32_t n, eml_topo *t)
 {
@@ -108,11 +121,9 @@ eml_status eml_topo_make(const char *spec, uint32_t n, uint64_t seed,
                          eml_topo *t, eml_err *err)
 {
     memset(t, 0, sizeof(*t));
-    if (n < 1 || n > EML_DECENTRAL_MAX_NODES)
-        return eml_err_set(err, EML_ERR_RANGE, "%u nodes: 1..%u allowed", n,
-                           EML_DECENTRAL_MAX_NODES);
-    uint8_t *adj = calloc((size_t)n * n, 1);
-    if (adj == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    uint8_t *adj;
+    eml_status st0 = matrix_new(n, &adj, err);
+    if (st0 != EML_OK) return st0;
     eml_rng r;
     eml_rng_seed(&r, seed ^ 0x746f706fULL);
     double a = 0, b = 0;
@@ -162,23 +173,15 @@ eml_status eml_topo_parse(const char *text, size_t len, const char *name,
                           uint32_t n, eml_topo *t, eml_err *err)
 {
     memset(t, 0, sizeof(*t));
-    if (n < 1 || n > EML_DECENTRAL_MAX_NODES)
-        return eml_err_set(err, EML_ERR_RANGE, "%u nodes: 1..%u allowed", n,
-                           EML_DECENTRAL_MAX_NODES);
-    uint8_t *adj = calloc((size_t)n * n, 1);
-    if (adj == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    uint8_t *adj;
+    eml_status st0 = matrix_new(n, &adj, err);
+    if (st0 != EML_OK) return st0;
     eml_status st = EML_OK;
     size_t pos = 0;
-    for (int line = 1; pos < len && st == EML_OK; line++) {
-        size_t end = pos;
-        while (end < len && text[end] != '\n') end++;
-        char buf[128];
-        size_t l = end - pos < sizeof(buf) - 1 ? end - pos : sizeof(buf) - 1;
-        memcpy(buf, text + pos, l);
-        buf[l] = '\0';
-        pos = end + 1;
-        char *hash = strchr(buf, '#');
-        if (hash != NULL) *hash = '\0';
+    char buf[128];
+    for (int line = 1;
+         st == EML_OK && eml_next_line(text, len, &pos, buf, sizeof(buf));
+         line++) {
         char *p = buf, *q;
         while (*p == ' ' || *p == '\t' || *p == '\r') p++;
         if (*p == '\0') continue;

@@ -9,6 +9,7 @@
 #include <zmq.h>
 
 #include "core/clock.h"
+#include "core/lines.h"
 #include "host/fileio.h"
 #include "host/node_link.h"
 
@@ -44,16 +45,10 @@ eml_status eml_peers_load(const char *path, uint32_t *n_out,
     uint32_t n = 0, max_id = 0;
     if (addrs == NULL || seen == NULL) st = EML_ERR_NOMEM;
     size_t pos = 0;
-    for (int line = 1; st == EML_OK && pos < len; line++) {
-        size_t end = pos;
-        while (end < len && text[end] != '\n') end++;
-        char buf[256];
-        size_t l = end - pos < sizeof(buf) - 1 ? end - pos : sizeof(buf) - 1;
-        memcpy(buf, text + pos, l);
-        buf[l] = '\0';
-        pos = end + 1;
-        char *hash = strchr(buf, '#');
-        if (hash != NULL) *hash = '\0';
+    char buf[256];
+    for (int line = 1; st == EML_OK && eml_next_line((const char *)text, len,
+                                                     &pos, buf, sizeof(buf));
+         line++) {
         unsigned id;
         char addr[EML_PEER_ADDR_MAX + 1], tail[2], ep[160];
         int got = sscanf(buf, "%u %128s %1s", &id, addr, tail);
