@@ -213,6 +213,62 @@ EML_MUST_CHECK eml_status eml_dmsg_open(eml_dchan *c, uint64_t round,
                                         size_t *cap, eml_share_view *v,
                                         eml_dmsg_refusal *why, eml_err *err);
 
+/* ==== a node's rounds ==== */
+
+struct eml_net;
+struct eml_dataset;
+struct eml_step_info;
+
+/* How a node reaches its neighbours: its host's transport (ZeroMQ in the
+ * host process, ocalls from an enclave).  Deadlines are wall seconds
+ * (core/clock.h). */
+typedef struct eml_node_io {
+    void *user;
+    eml_status (*send)(void *user, uint32_t peer, const uint8_t *p, size_t n,
+                       double deadline, eml_err *err);
+    /* The next frame from any neighbour (*p valid until the next call),
+     * or *n = 0 once the deadline has passed. */
+    eml_status (*recv)(void *user, double deadline, const uint8_t **p,
+                       size_t *n, eml_err *err);
+    /* One JSON object (no newline) after each round. */
+    void (*round)(void *user, const char *json);
+    /* One line about a neighbour: it missed a deadline, a send failed. */
+    void (*note)(void *user, const char *line);
+} eml_node_io;
+
+typedef struct eml_node_opts {
+    uint32_t id;
+    const eml_topo *topo; /* every node builds the same graph */
+    long rounds, local_steps;
+    double deadline_s;    /* a round's wait, from sending */
+    eml_share_spec share;
+    uint64_t seed;        /* the node's sampling of random shares */
+    int clear;            /* 1: the baseline's frames in the clear */
+} eml_node_opts;
+
+typedef struct eml_node eml_node;
+
+/* A node over net (its flat parameters are what is shared), evaluated
+ * after each round on test.  This slice builds channels in the clear
+ * only (opts->clear); sealed channels come with the enclaves' hellos. */
+EML_MUST_CHECK eml_status eml_node_new(const eml_node_opts *o,
+                                       struct eml_net *net,
+                                       const struct eml_dataset *test,
+                                       const eml_node_io *io, eml_node **out,
+                                       eml_err *err);
+/* The trainer's step hook (eml_step_fn, user: the node): every
+ * local_steps steps a round - share, seal, send, collect until the
+ * deadline (holding frames of later rounds, dropping earlier ones,
+ * counting refusals), average, evaluate, report.  After the last round
+ * it returns EML_ERR_RANGE to stop the trainer, with
+ * eml_node_finished() true. */
+EML_MUST_CHECK eml_status eml_node_step(void *node,
+                                        const struct eml_step_info *s,
+                                        eml_err *err);
+int eml_node_finished(const eml_node *nd);
+long eml_node_rounds_done(const eml_node *nd);
+void eml_node_free(eml_node *nd);
+
 #ifdef __cplusplus
 }
 #endif

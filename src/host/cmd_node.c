@@ -1,19 +1,17 @@
 /*
  * cmd_node.c - `enclaveml node`: one node of a decentralized run
- * (docs/decentral.md).  It trains on its own data with the engine's
- * trainer, and every --local-steps steps (the trainer's step hook) it
- * takes part in a round: it shares part of its flat parameter vector with
- * each neighbour, takes what the neighbours shared for this round until
- * the round's deadline, averages (Metropolis-Hastings), evaluates, and
- * prints one JSON line per round on stdout.  A neighbour that misses the
- * deadline is left out of the round (its weight stays at home) and named
- * on stderr; frames of a later round wait for it, frames of an earlier
- * one are dropped; a frame the channel refuses is counted by class.
+ * (docs/decentral.md).  The host's part: options, the peers file, the
+ * graph (a spec, or an edge-list file read here), the node's data, the
+ * run, and the transport, a ZeroMQ link (node_link.c), given to the
+ * node's rounds (src/decentral/node.c, trusted code, hung on the
+ * trainer's step hook).  Each round's JSON line goes to stdout with the
+ * bytes the link sent and the process's peak memory; notes about
+ * neighbours go to stderr.
  *
- * This slice runs the baseline, `--enclave none`: the node's training and
- * averaging run in this process and the frames travel in the clear
- * (EML_DMSG_CLEAR).  The enclave's node loop, with attested channels, is
- * the next slice.  Host side.
+ * This slice runs the baseline, `--enclave none`: the rounds run in this
+ * process and the frames travel in the clear (EML_DMSG_CLEAR).  Nodes in
+ * enclaves give the same rounds ocalls for a transport (the plan is in
+ * docs/decentral.md).  Host side.
  */
 #include <getopt.h>
 #include <math.h>
@@ -31,38 +29,6 @@
 #include "host/hostio.h"
 #include "host/node_link.h"
 
-typedef struct held {
-    uint8_t *p;
-    size_t n;
-    uint64_t round;
-} held;
-
-typedef struct node {
-    uint32_t id, n, degree;
-    const uint32_t *nbr; /* into topo */
-    eml_topo topo;
-    eml_dchan *chan;
-    eml_node_link *link;
-    eml_sharer *sharer;
-    eml_share_spec share;
-    eml_rng rng;
-    long local_steps, rounds, round;
-    double deadline_s;
-    eml_net *net;
-    const eml_dataset *test;
-    double *scratch;
-    uint8_t *frame;
-    uint8_t **obuf;
-    size_t *ocap;
-    eml_share_view *views;
-    const eml_share_view **vptr;
-    held *hold;
-    size_t nhold, caphold;
-    uint64_t refused[EML_DMSG_REFUSALS], late, missed;
-    double avg_cpu; /* opening and averaging, CPU seconds, summed */
-    int done;
-} node;
-
 static const char node_usage[] =
     "usage: enclaveml node --id I --peers FILE --cfg F --data DIR\n"
     "                      --topology T --rounds R [--local-steps L]\n"
@@ -79,85 +45,24 @@ static const char node_usage[] =
     "runs the baseline in the clear (--enclave none); nodes in enclaves\n"
     "come next.\n";
 
-/* Holds a copy of a frame of a later round. */
-static int hold(node *nd, const uint8_t *p, size_t n, uint64_t round)
+/* The host's side of a node: its ZeroMQ link (eml_node_io). */
+typedef struct host_io {
+    uint32_t id;
+    eml_node_link *link;
+} host_io;
+
+static eml_status io_send(void *user, uint32_t peer, const uint8_t *p,
+                          size_t n, double deadline, eml_err *err)
 {
-    if (nd->nhold == nd->caphold) {
-        size_t cap = nd->caphold ? 2 * nd->caphold : 16;
-        held *h = realloc(nd->hold, cap * sizeof(*h));
-        if (h == NULL) return -1;
-        nd->hold = h;
-        nd->caphold = cap;
-    }
-    uint8_t *c = malloc(n);
-    if (c == NULL) return -1;
-    memcpy(c, p, n);
-    nd->hold[nd->nhold++] = (held){c, n, round};
-    return 0;
+    host_io *h = user;
+    return eml_node_link_send(h->link, peer, p, n, deadline, err);
 }
 
-/* Offers one frame of this round to the channel of its claimed sender;
- * got[k] is set when neighbour k's share opened. */
-static void take(node *nd, const uint8_t *p, size_t n, int *got)
+static eml_status io_recv(void *user, double deadline, const uint8_t **p,
+                          size_t *n, eml_err *err)
 {
-    uint32_t sender = n >= EML_DMSG_HEADER ? (uint32_t)p[8] | (uint32_t)p[9] << 8 |
-                                                 (uint32_t)p[10] << 16 |
-                                                 (uint32_t)p[11] << 24
-                                           : UINT32_MAX;
-    uint32_t k = 0;
-    while (k < nd->degree && nd->nbr[k] != sender) k++;
-    if (k == nd->degree) {
-        nd->refused[EML_DMSG_CROSS_PAIR]++;
-        return;
-    }
-    eml_dchan *c = &nd->chan[k];
-    c->recv_seq = (uint64_t)nd->round; /* one frame a round each way */
-    eml_dmsg_refusal why;
-    eml_err err = {0};
-    double c0 = eml_cpu_seconds();
-    eml_status st = eml_dmsg_open(c, (uint64_t)nd->round,
-                                  (uint32_t)eml_net_param_count(nd->net), p, n,
-                                  &nd->obuf[k], &nd->ocap[k], &nd->views[k],
-                                  &why, &err);
-    nd->avg_cpu += eml_cpu_seconds() - c0;
-    if (st == EML_OK && !got[k]) got[k] = 1;
-    else if (st != EML_OK) nd->refused[why < EML_DMSG_REFUSALS ? why : 0]++;
-}
-
-/* Collects this round's shares until every neighbour's is in or the
- * deadline passes; the number received. */
-static uint32_t collect(node *nd, double deadline, int *got, eml_err *err)
-{
-    uint32_t have = 0;
-    for (size_t i = 0; i < nd->nhold;) { /* frames that came early */
-        if (nd->hold[i].round == (uint64_t)nd->round) {
-            take(nd, nd->hold[i].p, nd->hold[i].n, got);
-            free(nd->hold[i].p);
-            nd->hold[i] = nd->hold[--nd->nhold];
-        } else {
-            i++;
-        }
-    }
-    for (;;) {
-        have = 0;
-        for (uint32_t k = 0; k < nd->degree; k++) have += got[k] != 0;
-        if (have == nd->degree) return have;
-        const uint8_t *p;
-        size_t n;
-        if (eml_node_link_recv(nd->link, deadline, &p, &n, err) != EML_OK ||
-            n == 0)
-            return have;
-        uint64_t r = 0;
-        for (int b = 0; n >= EML_DMSG_HEADER && b < 8; b++)
-            r |= (uint64_t)p[16 + b] << (8 * b);
-        if (r > (uint64_t)nd->round) {
-            if (hold(nd, p, n, r) != 0) nd->late++;
-        } else if (r < (uint64_t)nd->round) {
-            nd->late++;
-        } else {
-            take(nd, p, n, got);
-        }
-    }
+    host_io *h = user;
+    return eml_node_link_recv(h->link, deadline, p, n, err);
 }
 
 /* The process's peak resident set (VmHWM), KiB; 0 if unknown. */
@@ -172,74 +77,22 @@ static long peak_rss_kib(void)
     return kib;
 }
 
-/* One round: share, collect, average, evaluate, report. */
-static eml_status exchange(node *nd, eml_err *err)
+/* The round's line, with what only the host knows: bytes sent, memory. */
+static void io_round(void *user, const char *json)
 {
-    double t0 = eml_wall_seconds();
-    float *x = eml_net_params(nd->net);
-    size_t np = eml_net_param_count(nd->net);
-    eml_share_view v;
-    eml_sharer_select(nd->sharer, x, &nd->rng, &v);
-    double deadline = t0 + nd->deadline_s;
-    for (uint32_t k = 0; k < nd->degree; k++) {
-        size_t len;
-        nd->chan[k].send_seq = (uint64_t)nd->round;
-        eml_status st = eml_dmsg_seal(&nd->chan[k], (uint64_t)nd->round,
-                                      nd->degree, &v, nd->share.pad,
-                                      nd->frame, &len, err);
-        if (st == EML_OK)
-            st = eml_node_link_send(nd->link, nd->nbr[k], nd->frame, len,
-                                    deadline, err);
-        if (st != EML_OK)
-            fprintf(stderr, "node %u: round %ld: to node %u: %s\n", nd->id,
-                    nd->round, nd->nbr[k], err->msg);
-        memset(err, 0, sizeof(*err));
-    }
-    int got[EML_DECENTRAL_MAX_NODES] = {0};
-    uint32_t have = collect(nd, deadline, got, err);
-    size_t k2 = 0;
-    for (uint32_t k = 0; k < nd->degree; k++) {
-        if (got[k]) nd->vptr[k2++] = &nd->views[k];
-        else
-            fprintf(stderr,
-                    "node %u: round %ld: node %u missed the deadline (its "
-                    "weight stays here)\n",
-                    nd->id, nd->round, nd->nbr[k]);
-    }
-    nd->missed += nd->degree - have;
-    double c0 = eml_cpu_seconds();
-    eml_average(x, np, nd->degree, nd->vptr, k2, nd->scratch);
-    eml_net_params_changed(nd->net);
-    nd->avg_cpu += eml_cpu_seconds() - c0;
-    double wall = eml_wall_seconds() - t0;
-    double loss = 0, acc = 0;
-    eml_status st = eml_evaluate(nd->net, nd->test, &loss, &acc, err);
-    if (st != EML_OK) return st;
-    uint64_t refused = 0;
-    for (int r = 1; r < EML_DMSG_REFUSALS; r++) refused += nd->refused[r];
-    printf("{\"node\":%u,\"round\":%ld,\"test_accuracy\":%.6f,"
-           "\"test_loss\":%.6f,\"received\":%u,\"missed\":%u,"
-           "\"exchange_seconds\":%.6f,\"average_cpu_seconds\":%.6f,"
-           "\"bytes_sent\":%llu,\"refused\":%llu,\"late\":%llu,"
-           "\"parameters\":%zu,\"degree\":%u,\"max_rss_kib\":%ld}\n",
-           nd->id, nd->round, acc, loss, have, nd->degree - have, wall,
-           nd->avg_cpu, (unsigned long long)eml_node_link_bytes_sent(nd->link),
-           (unsigned long long)refused, (unsigned long long)nd->late, np,
-           nd->degree, peak_rss_kib());
+    host_io *h = user;
+    size_t len = strlen(json);
+    if (len == 0 || json[len - 1] != '}') return;
+    printf("%.*s,\"bytes_sent\":%llu,\"max_rss_kib\":%ld}\n", (int)len - 1,
+           json, (unsigned long long)eml_node_link_bytes_sent(h->link),
+           peak_rss_kib());
     fflush(stdout);
-    return EML_OK;
 }
 
-static eml_status on_step(void *user, const eml_step_info *s, eml_err *err)
+static void io_note(void *user, const char *line)
 {
-    node *nd = user;
-    if (nd->done || s->step % nd->local_steps != 0) return EML_OK;
-    nd->round++;
-    eml_status st = exchange(nd, err);
-    if (st != EML_OK) return st;
-    if (nd->round < nd->rounds) return EML_OK;
-    nd->done = 1;
-    return EML_ERR_RANGE; /* the run is over: stops the trainer */
+    host_io *h = user;
+    fprintf(stderr, "node %u: %s\n", h->id, line);
 }
 
 /* ==== setting up ==== */
@@ -370,83 +223,68 @@ static eml_status graph(const char *spec, uint32_t n, uint64_t seed,
     return eml_topo_make(spec, n, seed, t, err);
 }
 
-/* Everything a node holds besides the run. */
-static eml_status node_setup(node *nd, const node_opts *o,
-                             char (*addrs)[EML_PEER_ADDR_MAX], eml_err *err)
-{
-    eml_status st = graph(o->topology, nd->n, o->seed, &nd->topo, err);
-    if (st != EML_OK) return st;
-    if (!eml_topo_connected(&nd->topo))
-        return eml_err_set(err, EML_ERR_INVALID,
-                           "topology %s is not connected on %u nodes",
-                           o->topology, nd->n);
-    nd->degree = eml_topo_degree(&nd->topo, nd->id);
-    nd->nbr = nd->topo.nbr + nd->topo.off[nd->id];
-    size_t np = eml_net_param_count(nd->net), d = nd->degree;
-    nd->chan = calloc(d ? d : 1, sizeof(*nd->chan));
-    nd->obuf = calloc(d ? d : 1, sizeof(*nd->obuf));
-    nd->ocap = calloc(d ? d : 1, sizeof(*nd->ocap));
-    nd->views = calloc(d ? d : 1, sizeof(*nd->views));
-    nd->vptr = calloc(d ? d : 1, sizeof(*nd->vptr));
-    nd->scratch = malloc(np * sizeof(double));
-    nd->frame = malloc(eml_dmsg_size((uint32_t)np, (uint32_t)np, 0));
-    if (nd->chan == NULL || nd->obuf == NULL || nd->ocap == NULL ||
-        nd->views == NULL || nd->vptr == NULL || nd->scratch == NULL ||
-        nd->frame == NULL)
-        return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
-    st = eml_share_parse(o->share ? o->share : "full", o->pad, &nd->share, err);
-    if (st == EML_OK)
-        st = eml_sharer_new(&nd->share, np, eml_net_params(nd->net),
-                            &nd->sharer, err);
-    if (st == EML_OK)
-        st = eml_node_link_open(addrs[nd->id], nd->n, &nd->link, err);
-    for (uint32_t k = 0; st == EML_OK && k < nd->degree; k++) {
-        eml_dchan_init_clear(&nd->chan[k], nd->id, nd->nbr[k]);
-        st = eml_node_link_connect(nd->link, nd->nbr[k], addrs[nd->nbr[k]],
-                                   err);
-    }
-    return st;
-}
-
-static void node_free(node *nd)
-{
-    for (uint32_t k = 0; nd->chan != NULL && k < nd->degree; k++) {
-        eml_dchan_free(&nd->chan[k]);
-        free(nd->obuf[k]);
-    }
-    for (size_t i = 0; i < nd->nhold; i++) free(nd->hold[i].p);
-    free(nd->hold);
-    free(nd->chan);
-    free(nd->obuf);
-    free(nd->ocap);
-    free(nd->views);
-    free(nd->vptr);
-    free(nd->scratch);
-    free(nd->frame);
-    eml_sharer_free(nd->sharer);
-    eml_node_link_close(nd->link);
-    eml_topo_free(&nd->topo);
-}
-
-/* Trains with the exchange hooked after every step. */
-static eml_status node_run(node *nd, eml_run *run, const eml_dataset *tr,
+/* Trains with the node's rounds hooked after every step. */
+static eml_status node_run(eml_node *nd, eml_run *run, const eml_dataset *tr,
                            eml_err *err)
 {
     eml_run_env env;
     memset(&env, 0, sizeof(env));
-    env.on_step = on_step;
+    env.on_step = eml_node_step;
     env.on_step_user = nd;
     eml_train_result res;
     eml_status st = eml_run_train(run, tr, NULL, &env, &res, err);
-    if (nd->done) {
+    if (eml_node_finished(nd)) {
         memset(err, 0, sizeof(*err));
         return EML_OK;
     }
     return st != EML_OK ? st
                         : eml_err_set(err, EML_ERR_RANGE,
-                                      "training ended after %ld of %ld "
-                                      "rounds",
-                                      nd->round, nd->rounds);
+                                      "training ended after %ld rounds",
+                                      eml_node_rounds_done(nd));
+}
+
+/* The graph, the link, the node; then the run. */
+static eml_status node_main(const node_opts *o, uint32_t n,
+                            char (*addrs)[EML_PEER_ADDR_MAX], eml_run *run,
+                            const eml_dataset *tr, const eml_dataset *te,
+                            eml_err *err)
+{
+    eml_topo topo;
+    memset(&topo, 0, sizeof(topo));
+    host_io h = {(uint32_t)o->id, NULL};
+    eml_node *nd = NULL;
+    eml_node_opts no;
+    memset(&no, 0, sizeof(no));
+    eml_status st = graph(o->topology, n, o->seed, &topo, err);
+    if (st == EML_OK && !eml_topo_connected(&topo))
+        st = eml_err_set(err, EML_ERR_INVALID,
+                         "topology %s is not connected on %u nodes",
+                         o->topology, n);
+    if (st == EML_OK)
+        st = eml_share_parse(o->share ? o->share : "full", o->pad, &no.share,
+                             err);
+    if (st == EML_OK) st = eml_node_link_open(addrs[o->id], n, &h.link, err);
+    uint32_t id = (uint32_t)o->id;
+    for (uint32_t e = st == EML_OK ? topo.off[id] : 0;
+         st == EML_OK && e < topo.off[id + 1]; e++)
+        st = eml_node_link_connect(h.link, topo.nbr[e], addrs[topo.nbr[e]],
+                                   err);
+    if (st == EML_OK) {
+        no.id = id;
+        no.topo = &topo;
+        no.rounds = o->rounds;
+        no.local_steps = o->local_steps;
+        no.deadline_s = (double)o->deadline_ms / 1000;
+        no.seed = o->seed;
+        no.clear = 1;
+        eml_node_io io = {&h, io_send, io_recv, io_round, io_note};
+        st = eml_node_new(&no, eml_run_net(run), te, &io, &nd, err);
+    }
+    if (st == EML_OK) st = node_run(nd, run, tr, err);
+    eml_node_free(nd);
+    eml_node_link_close(h.link);
+    eml_topo_free(&topo);
+    return st;
 }
 
 int eml_cmd_node(int argc, char **argv)
@@ -470,14 +308,6 @@ int eml_cmd_node(int argc, char **argv)
     eml_labelled tr, te;
     memset(&tr, 0, sizeof(tr));
     memset(&te, 0, sizeof(te));
-    node nd;
-    memset(&nd, 0, sizeof(nd));
-    nd.id = (uint32_t)o.id;
-    nd.n = n;
-    nd.rounds = o.rounds;
-    nd.local_steps = o.local_steps;
-    nd.deadline_s = (double)o.deadline_ms / 1000;
-    eml_rng_seed(&nd.rng, o.seed * 7919 + nd.id);
     eml_run *run = NULL;
     uint8_t *text = NULL;
     size_t tlen = 0;
@@ -490,8 +320,7 @@ int eml_cmd_node(int argc, char **argv)
     st = eml_labelled_load(c.data, "train", &tr, &err);
     if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
     if (st == EML_OK) st = eml_file_read(c.cfg, &text, &tlen, &err);
-    if (st == EML_OK) {
-        /* enough epochs for rounds * local steps */
+    if (st == EML_OK) { /* enough epochs for rounds * local steps */
         eml_run *probe = NULL;
         st = eml_run_new(&spec, text, tlen, c.cfg, &probe, &err);
         if (st == EML_OK) {
@@ -504,14 +333,11 @@ int eml_cmd_node(int argc, char **argv)
     }
     free(text);
     if (st == EML_OK) {
-        nd.net = eml_run_net(run);
-        nd.test = &te.set;
         eml_kernels_set_threads(c.threads);
-        st = node_setup(&nd, &o, addrs, &err);
+        st = node_main(&o, n, addrs, run, &tr.set, &te.set, &err);
     }
-    if (st == EML_OK) st = node_run(&nd, run, &tr.set, &err);
-    rc = st == EML_OK ? 0 : eml_fail("node %u: %s", nd.id, eml_err_msg(&err, st));
-    node_free(&nd);
+    rc = st == EML_OK ? 0
+                      : eml_fail("node %ld: %s", o.id, eml_err_msg(&err, st));
     eml_run_free(run);
     eml_labelled_free(&tr);
     eml_labelled_free(&te);
