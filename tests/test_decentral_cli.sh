@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # test_decentral_cli.sh BIN SRCDIR - decentralized learning end to end,
 # with real `enclaveml node` processes on loopback over ZeroMQ
-# (--enclave none, the baseline): `decentral` with 4 nodes on a ring,
-# shards:2, full sharing: every node reports every round, nothing missed
-# or refused, the model learns; sparse sharing sends less and --pad sends
-# as much as full; nodes started by hand from a peers file, one of which
-# never comes and one of which is SIGKILLed after its first round: the
-# others finish every round within their deadlines and name the missing
-# neighbour; bad input is one error line each.  Every node is bounded by
+# (--enclave none, the baseline, and --enclave sim): `decentral` with 4
+# nodes on a ring, shards:2, full sharing: every node reports every
+# round, nothing missed or refused, the model learns; the same run in sim
+# enclaves gives the same accuracy every round; sparse sharing sends less
+# and --pad sends as much as full; nodes started by hand from a peers
+# file, one of which never comes and one of which is SIGKILLed after its
+# first round: the others finish every round within their deadlines and
+# name the missing neighbour; a node whose enclave has another
+# measurement is refused by its neighbours and gets no model; bad input
+# is one error line each.  Every node is bounded by
 # its deadline and every command by `timeout`.
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -47,6 +50,26 @@ else
   bad "decentral ring run failed: $(cat "$tmp/full.err")"
 fi
 full_bytes=$(grep -o '"bytes_sent":[0-9]*' "$tmp/full.json" | head -1 | cut -d: -f2)
+
+# ---- the same run with every node in its own sim enclave: each node's
+# data encrypted under its own owner's key and granted, channels keyed
+# from attested hellos, frames sealed.  The algorithm is the same, so the
+# accuracies are the baseline's, round for round.
+export ENCLAVEML_HOME=$tmp/home
+if timeout 300 "$bin" decentral "${common[@]}" --topology ring --json \
+     --enclave sim >"$tmp/sim.json" 2>"$tmp/sim.err"; then
+  a=$(grep -o '"mean_accuracy":[0-9.]*' "$tmp/full.json" | tr '\n' ' ')
+  b=$(grep -o '"mean_accuracy":[0-9.]*' "$tmp/sim.json" | tr '\n' ' ')
+  if [[ -n $a && $a == "$b" ]] && grep -q '"enclave":"sim"' "$tmp/sim.json" &&
+     ! grep -q '"refused":[1-9]' "$tmp/sim.json" &&
+     grep -q 'granted to enclave' "$tmp/sim.err"; then
+    ok "4 nodes in sim enclaves: the baseline's accuracy every round ($b)"
+  else
+    bad "sim run: '$b' against '$a': $(cat "$tmp/sim.err")"
+  fi
+else
+  bad "decentral --enclave sim failed: $(cat "$tmp/sim.err")"
+fi
 
 # ---- sparse sharing sends less; padded, as much as full (the amount
 # shared does not show)
@@ -106,6 +129,59 @@ else
   bad "faults: rc $rc0 $rc1, rounds $r0 $r1, ${took} s: $(cat "$tmp/n0.err" "$tmp/n1.err" | head -c 800)"
 fi
 
+# ---- a node running another enclave (its program differs by a byte, so
+# its measurement does): its neighbours refuse its hello and send it no
+# model; the others go on between themselves.
+enc=$(dirname "$bin")/enclaveml-enclave
+cp "$enc" "$tmp/other-enclave"
+printf 'x' >>"$tmp/other-enclave"
+mkdir -p "$tmp/e"
+base=$((20000 + RANDOM % 40000))
+for i in 0 1 2; do echo "$i tcp:127.0.0.1:$((base + i))" >>"$tmp/epeers"; done
+"$bin" keygen --out "$tmp/e/model" --quiet
+for i in 0 1 2; do
+  home=$tmp/home # one platform; each measurement seals its own identity
+  encv=$enc
+  [[ $i -eq 2 ]] && encv=$tmp/other-enclave
+  mkdir -p "$tmp/e/d$i"
+  "$bin" keygen --out "$tmp/e/d$i/owner" --quiet
+  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    "$bin" encrypt --key "$tmp/e/d$i/owner.key" --in "$d/$f" \
+      --out "$tmp/e/d$i/$f.emlc" --quiet
+  done
+  m=$(ENCLAVEML_HOME=$home ENCLAVEML_ENCLAVE=$encv "$bin" measure)
+  ENCLAVEML_HOME=$home ENCLAVEML_ENCLAVE=$encv "$bin" attest \
+    --out "$tmp/e/r$i.json" 2>/dev/null
+  "$bin" grant --key "$tmp/e/d$i/owner.key" --report "$tmp/e/r$i.json" \
+    --measurement "$m" --allow-sim --recipient "$tmp/e/model.pub" \
+    --out "$tmp/e/d$i/g.grant" 2>/dev/null
+done
+for i in 0 1 2; do
+  home=$tmp/home # one platform; each measurement seals its own identity
+  encv=$enc
+  [[ $i -eq 2 ]] && encv=$tmp/other-enclave
+  ENCLAVEML_HOME=$home ENCLAVEML_ENCLAVE=$encv timeout 120 "$bin" node \
+    --id $i --peers "$tmp/epeers" --cfg "$cfg" --data "$tmp/e/d$i" \
+    --topology full --rounds 3 --local-steps 3 --deadline-ms 3000 \
+    --threads 1 --enclave sim --grant "$tmp/e/d$i/g.grant" \
+    --recipient "$tmp/e/model.pub" --out "$tmp/e/d$i/m.emlm" --examples 600 \
+    >"$tmp/e$i.out" 2>"$tmp/e$i.err" &
+  pids+=($!)
+  eval "epid$i=\$!"
+done
+wait "$epid0"; r0=$?
+wait "$epid1"; r1=$?
+wait "$epid2"
+if [[ $r0 -eq 0 && $r1 -eq 0 ]] &&
+   grep -q 'node 2 runs another enclave' "$tmp/e0.err" &&
+   grep -q 'node 2 runs another enclave' "$tmp/e1.err" &&
+   [[ $(grep -c '"received":1' "$tmp/e0.out") -eq 3 ]] &&
+   ! grep -q '"received":[1-9]' "$tmp/e2.out"; then
+  ok "a node with a foreign measurement: refused by both neighbours (no channel, no model sent), the others ran 3 rounds"
+else
+  bad "foreign node: rc $r0 $r1: $(cat "$tmp/e0.err" "$tmp/e2.err" | head -c 900) $(cat "$tmp/e0.out" "$tmp/e2.out" | head -c 600)"
+fi
+
 # ---- bad input
 expect_error "a node id not in the peers file" "not one of the 4 nodes" \
   "$bin" node --id 7 --peers "$tmp/peers" --cfg "$cfg" --data "$d" \
@@ -124,9 +200,12 @@ expect_error "regular:3 on 5 nodes" "nodes * D even" \
 expect_error "an unknown partition" "is not one of: iid" \
   "$bin" decentral --cfg "$cfg" --nodes 4 --topology ring --partition zipf \
   --rounds 1
-expect_error "nodes in enclaves (not built yet)" "--enclave none" \
+expect_error "an unknown enclave backend" "is not one of: sim, none" \
   "$bin" decentral --cfg "$cfg" --nodes 4 --topology ring --partition iid \
-  --rounds 1 --enclave sim
+  --rounds 1 --enclave sgx
+expect_error "a node in an enclave without a grant" "needs --grant" \
+  "$bin" node --id 0 --peers "$tmp/peers" --cfg "$cfg" --data "$d" \
+  --topology ring --rounds 1 --enclave sim
 [[ -z $(ls "$tmp" | grep eml-decentral) ]] && ok "no scratch directory left behind" ||
   bad "scratch left: $(ls "$tmp")"
 

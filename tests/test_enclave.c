@@ -200,6 +200,11 @@ static void put_train(eml_msg *m, const train_fields *t)
     if (t->outsource != 0) eml_msg_put_bytes(m, "unix:/w", 7);
     else eml_msg_put_bytes(m, "", 0);
     eml_msg_put_f64(m, 0); /* v3: every product */
+    for (int i = 0; i < 7; i++) eml_msg_put_u64(m, 0); /* v4: not a node */
+    eml_msg_put_bytes(m, "", 0);                       /* v4: no graph */
+    eml_msg_put_bytes(m, "", 0);                       /* v4: no share */
+    uint8_t run_id[32] = {0};
+    eml_msg_put_bytes(m, run_id, 32);                  /* v4: run id */
     if (t->trailing) eml_msg_put_u64(m, 0);
 }
 
@@ -354,6 +359,10 @@ static eml_status decode_train_like(const uint8_t *p, size_t n)
     if (st == EML_OK) st = eml_msg_get_range(&r, 0, 2, &u); /* v2 */
     if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_WORKER_ADDR_LEN, &b, &bl);
     if (st == EML_OK) st = eml_msg_get_f64(&r, &d); /* v3 */
+    for (int i = 0; i < 7 && st == EML_OK; i++) st = eml_msg_get_u64(&r, &u);
+    if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_NODE_GRAPH_MAX, &b, &bl);
+    if (st == EML_OK) st = eml_msg_get_bytes(&r, 64, &b, &bl);
+    if (st == EML_OK) st = eml_msg_get_bytes(&r, 32, &b, &bl); /* fixed */
     if (st == EML_OK) st = eml_msg_get_end(&r);
     /* Whatever failed, the reader must now refuse everything. */
     if (st != EML_OK) assert_int_not_equal(eml_msg_get_end(&r), EML_OK);

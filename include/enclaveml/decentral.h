@@ -215,6 +215,17 @@ EML_MUST_CHECK eml_status eml_dmsg_open(eml_dchan *c, uint64_t round,
 
 /* ==== a node's rounds ==== */
 
+/* What makes a training run a decentralized node (the TRAIN message
+ * carries it; enabled = 0: an ordinary run).  The graph and the share
+ * spec travel beside it as text. */
+typedef struct eml_node_spec {
+    int enabled;
+    int id, nodes;
+    long rounds, local_steps;
+    long deadline_ms;
+    int pad;
+} eml_node_spec;
+
 struct eml_net;
 struct eml_dataset;
 struct eml_step_info;
@@ -234,7 +245,20 @@ typedef struct eml_node_io {
     void (*round)(void *user, const char *json);
     /* One line about a neighbour: it missed a deadline, a send failed. */
     void (*note)(void *user, const char *line);
+    /* Sealed channels (both NULL for the baseline in the clear): this
+     * node's hello (made once, the node sends it to each neighbour before
+     * anything else, and again to one whose hello is new), and a
+     * neighbour's hello checked and turned into the channel to it, with
+     * the session nonce it was keyed with. */
+    eml_status (*hello_make)(void *user, const uint8_t **p, size_t *n,
+                             eml_err *err);
+    eml_status (*hello_open)(void *user, const uint8_t *p, size_t n,
+                             uint32_t *peer, uint8_t nonce[32],
+                             eml_dchan *chan, eml_err *err);
 } eml_node_io;
+
+/* A hello frame starts with this (docs/formats.md, "Node hello"). */
+#define EML_HELLO_MAGIC 0x484c4d45u /* "EMLH" */
 
 typedef struct eml_node_opts {
     uint32_t id;
@@ -249,8 +273,10 @@ typedef struct eml_node_opts {
 typedef struct eml_node eml_node;
 
 /* A node over net (its flat parameters are what is shared), evaluated
- * after each round on test.  This slice builds channels in the clear
- * only (opts->clear); sealed channels come with the enclaves' hellos. */
+ * after each round on test.  opts->clear: channels in the clear (the
+ * baseline); else sealed channels from the neighbours' hellos (io's
+ * hello hooks), and no neighbour is sent a byte of model before its
+ * hello has been checked. */
 EML_MUST_CHECK eml_status eml_node_new(const eml_node_opts *o,
                                        struct eml_net *net,
                                        const struct eml_dataset *test,

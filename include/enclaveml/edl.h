@@ -46,6 +46,7 @@
 #include <stdint.h>
 
 #include "enclaveml/cfg.h"
+#include "enclaveml/decentral.h"
 #include "enclaveml/kernels.h"
 #include "enclaveml/ledger.h"
 #include "enclaveml/mirror.h"
@@ -74,6 +75,9 @@ extern "C" {
 #define EML_TRAIN_REPORT_MAX ((size_t)1 << 20) /* a training report */
 #define EML_WORKER_ADDR_LEN 320 /* tcp:HOST:PORT, unix:PATH, in a report */
 #define EML_WORKER_FRAME_MAX (EML_MSG_MAX - 4096) /* one worker frame */
+#define EML_NODE_FRAME_MAX (EML_MSG_MAX - 4096)   /* one node frame */
+#define EML_NODE_GRAPH_MAX ((size_t)1 << 20) /* a topology's spec or text */
+#define EML_NODE_LINE_MAX 1024
 /* The bulk region: shared memory set up at launch (untrusted, like the
  * channel).  The enclave only ever WRITES there (sealed bytes going out);
  * it never reads from it, so the host changing it underneath proves
@@ -95,7 +99,7 @@ extern "C" {
     M(INIT_OK, 3, 1, REPLY, NONE, eml_reply_init_ok)                         \
     M(ATTEST, 4, 1, ECALL, REPORT, eml_ecall_attest)                         \
     M(REPORT, 5, 1, REPLY, NONE, eml_reply_report)                           \
-    M(TRAIN, 6, 3, ECALL, TRAIN_DONE, eml_ecall_train)                       \
+    M(TRAIN, 6, 4, ECALL, TRAIN_DONE, eml_ecall_train)                       \
     M(TRAIN_DONE, 7, 1, REPLY, NONE, eml_reply_train_done)                   \
     M(FILE_OPEN, 8, 1, OCALL, FILE_INFO, eml_ocall_file_open)                \
     M(FILE_INFO, 9, 1, REPLY, NONE, eml_reply_file_info)                     \
@@ -126,7 +130,12 @@ extern "C" {
     M(MODEL_LOAD, 34, 1, ECALL, MODEL_LOADED, eml_ecall_model_load)          \
     M(MODEL_LOADED, 35, 1, REPLY, NONE, eml_reply_model_loaded)              \
     M(WORKER, 36, 1, OCALL, WORKER_DATA, eml_ocall_worker)                   \
-    M(WORKER_DATA, 37, 1, REPLY, NONE, eml_reply_worker_data)
+    M(WORKER_DATA, 37, 1, REPLY, NONE, eml_reply_worker_data)                \
+    M(NODE_SEND, 38, 1, OCALL, NODE_SENT, eml_ocall_node_send)               \
+    M(NODE_SENT, 39, 1, REPLY, NONE, eml_reply_node_sent)                    \
+    M(NODE_RECV, 40, 1, OCALL, NODE_FRAME, eml_ocall_node_recv)              \
+    M(NODE_FRAME, 41, 1, REPLY, NONE, eml_reply_node_frame)                  \
+    M(NODE_REPORT, 42, 1, NOTIFY, NONE, eml_notify_node_report)
 
 #define EML_MSG_ENUM_(NAME, type, ...) EML_MSG_##NAME = type,
 typedef enum eml_msg_type {
@@ -225,7 +234,18 @@ typedef struct eml_bytes {
     X(S, COPY, report_nonce, EML_NONCE_MAX)                                  \
     X(S, IN_INT, spec.outsource, 0, 2) /* v2: eml_outsource_mode, 0: none */ \
     X(S, COPY, worker, EML_WORKER_ADDR_LEN) /* v2: for the report */        \
-    X(S, IN_F64, spec.outsource_min_intensity, 0, 1e12) /* v3 */
+    X(S, IN_F64, spec.outsource_min_intensity, 0, 1e12) /* v3 */            \
+    X(S, EMBED, eml_node_spec, node) /* v4: a decentralized node */         \
+    X(S, IN_INT, node.enabled, 0, 1)                                         \
+    X(S, IN_INT, node.id, 0, EML_DECENTRAL_MAX_NODES - 1)                    \
+    X(S, IN_INT, node.nodes, 0, EML_DECENTRAL_MAX_NODES)                     \
+    X(S, IN_LONG, node.rounds, 0, 1000000)                                   \
+    X(S, IN_LONG, node.local_steps, 0, 1000000)                              \
+    X(S, IN_LONG, node.deadline_ms, 0, 3600000)                              \
+    X(S, IN_INT, node.pad, 0, 1)                                             \
+    X(S, BYTES, node_graph, EML_NODE_GRAPH_MAX) /* spec or edge list */      \
+    X(S, COPY, node_share, 64)                 /* full, random:F, topk:F */  \
+    X(S, FIXED, node_run_id, 32)               /* salts the channel keys */
 
 /* TRAIN_DONE: the training report (signed JSON, docs/enclave.md). */
 #define EML_FIELDS_TRAIN_DONE(X, S)                                          \
@@ -346,6 +366,23 @@ typedef struct eml_bytes {
  * Freivalds) and trusts the host with none of it. */
 #define EML_FIELDS_WORKER(X, S) X(S, BYTES, request, EML_WORKER_FRAME_MAX)
 #define EML_FIELDS_WORKER_DATA(X, S) X(S, BYTES, reply, EML_WORKER_FRAME_MAX)
+
+/* NODE_SEND: a frame for a neighbour (a sealed share or the node's hello,
+ * docs/decentral.md), which the host sends within wait_ms; NODE_SENT:
+ * the bytes the host has sent for this node so far.  NODE_RECV: the next
+ * frame from any neighbour, waiting at most wait_ms; NODE_FRAME: it, or
+ * nothing when the wait ran out.  NODE_REPORT: a round's JSON line (kind
+ * 0) or a note about a neighbour (kind 1), for the host to print. */
+#define EML_FIELDS_NODE_SEND(X, S)                                           \
+    X(S, U64, peer, 0, EML_DECENTRAL_MAX_NODES - 1)                          \
+    X(S, U64, wait_ms, 0, 3600000)                                           \
+    X(S, BYTES, frame, EML_NODE_FRAME_MAX)
+#define EML_FIELDS_NODE_SENT(X, S) X(S, U64, sent, 0, UINT64_MAX)
+#define EML_FIELDS_NODE_RECV(X, S) X(S, U64, wait_ms, 0, 3600000)
+#define EML_FIELDS_NODE_FRAME(X, S) X(S, BYTES, frame, EML_NODE_FRAME_MAX)
+#define EML_FIELDS_NODE_REPORT(X, S)                                         \
+    X(S, U64, kind, 0, 1)                                                    \
+    X(S, BYTES, line, EML_NODE_LINE_MAX)
 
 /* ==== the structs: one per message with fields, made from its rows ==== */
 

@@ -47,6 +47,12 @@ struct eml_node {
     uint8_t **obuf;
     size_t *ocap;
     int *got;
+    int clear, hello_sent;
+    int *ready;          /* a channel to neighbour k exists */
+    int *spurned;        /* neighbour k's hello was refused (a hint only:
+                            it ends the wait for hellos, grants nothing) */
+    uint8_t (*keyed)[32]; /* the nonce neighbour k's channel was keyed with */
+    uint64_t unkeyed;    /* shares from a neighbour without a channel */
     eml_share_view *views;
     const eml_share_view **vptr;
     held *hold;
@@ -96,6 +102,10 @@ static void take(eml_node *nd, const uint8_t *p, size_t n)
         nd->refused[EML_DMSG_CROSS_PAIR]++;
         return;
     }
+    if (!nd->ready[k]) {
+        nd->unkeyed++;
+        return;
+    }
     eml_dchan *c = &nd->chan[k];
     c->recv_seq = (uint64_t)nd->round; /* one frame a round each way */
     eml_dmsg_refusal why;
@@ -110,10 +120,63 @@ static void take(eml_node *nd, const uint8_t *p, size_t n)
     else nd->refused[why < EML_DMSG_REFUSALS ? why : 0]++;
 }
 
-/* Collects this round's shares until every neighbour's is in or the
- * deadline passes; the number received. */
-static uint32_t collect(eml_node *nd, double deadline, eml_err *err)
+/* Sends this node's hello to neighbour k (all: k = degree). */
+static void send_hello(eml_node *nd, uint32_t only, double deadline)
 {
+    const uint8_t *p;
+    size_t n;
+    eml_err err = {0};
+    if (nd->io.hello_make(nd->io.user, &p, &n, &err) != EML_OK) {
+        note(nd, "cannot make this node's hello: %s", err.msg);
+        return;
+    }
+    for (uint32_t k = 0; k < nd->degree; k++) {
+        if (only < nd->degree && k != only) continue;
+        memset(&err, 0, sizeof(err));
+        if (nd->io.send(nd->io.user, nd->nbr[k], p, n, deadline, &err) !=
+            EML_OK)
+            note(nd, "hello to node %u: %s", nd->nbr[k], err.msg);
+    }
+}
+
+/* A neighbour's hello: checked; a new one keys the channel to it (and
+ * gets this node's hello back, for a neighbour that restarted). */
+static void take_hello(eml_node *nd, const uint8_t *p, size_t n,
+                       double deadline)
+{
+    uint32_t peer = UINT32_MAX;
+    uint8_t nonce[32];
+    eml_dchan c;
+    eml_err err = {0};
+    if (nd->io.hello_open(nd->io.user, p, n, &peer, nonce, &c, &err) !=
+        EML_OK) {
+        nd->refused[EML_DMSG_TAMPERED]++;
+        note(nd, "a hello refused: %s", err.msg);
+        uint32_t claimed = n >= 12 ? eml_get_le32(p + 8) : UINT32_MAX;
+        for (uint32_t k = 0; k < nd->degree; k++)
+            if (nd->nbr[k] == claimed) nd->spurned[k] = 1;
+        return;
+    }
+    uint32_t k = 0;
+    while (k < nd->degree && nd->nbr[k] != peer) k++;
+    if (k == nd->degree || (nd->ready[k] && !memcmp(nd->keyed[k], nonce, 32))) {
+        eml_dchan_free(&c); /* not a neighbour, or a hello seen before */
+        return;
+    }
+    eml_dchan_free(&nd->chan[k]);
+    nd->chan[k] = c;
+    nd->ready[k] = 1;
+    memcpy(nd->keyed[k], nonce, 32);
+    send_hello(nd, k, deadline);
+}
+
+/* Collects this round's shares until every neighbour's is in (hellos:
+ * until every neighbour has a channel) or the deadline passes; the
+ * number of neighbours whose share is in. */
+static uint32_t collect(eml_node *nd, double deadline, int hellos,
+                        eml_err *err)
+{
+    uint8_t magic[4];
     for (size_t i = 0; i < nd->nhold;) { /* frames that came early */
         if (nd->hold[i].round == (uint64_t)nd->round) {
             take(nd, nd->hold[i].p, nd->hold[i].n);
@@ -124,14 +187,23 @@ static uint32_t collect(eml_node *nd, double deadline, eml_err *err)
         }
     }
     for (;;) {
-        uint32_t have = 0;
-        for (uint32_t k = 0; k < nd->degree; k++) have += nd->got[k] != 0;
-        if (have == nd->degree) return have;
+        uint32_t have = 0, keyed = 0;
+        for (uint32_t k = 0; k < nd->degree; k++) {
+            have += nd->got[k] != 0;
+            keyed += nd->ready[k] != 0 || nd->spurned[k] != 0;
+        }
+        if (have == nd->degree || (hellos && keyed == nd->degree))
+            return have;
         const uint8_t *p;
         size_t n = 0;
         if (nd->io.recv(nd->io.user, deadline, &p, &n, err) != EML_OK ||
             n == 0)
             return have;
+        eml_put_le32(magic, EML_HELLO_MAGIC);
+        if (!nd->clear && n >= 4 && memcmp(p, magic, 4) == 0) {
+            take_hello(nd, p, n, deadline);
+            continue;
+        }
         uint64_t r = n >= EML_DMSG_HEADER ? eml_get_le64(p + 16) : 0;
         if (r > (uint64_t)nd->round) {
             if (hold(nd, p, n, r) != 0) nd->late++;
@@ -151,6 +223,7 @@ static void send_all(eml_node *nd, double deadline)
     for (uint32_t k = 0; k < nd->degree; k++) {
         size_t len;
         eml_err err = {0};
+        if (!nd->ready[k]) continue; /* no attested channel: not a byte */
         nd->chan[k].send_seq = (uint64_t)nd->round;
         eml_status st = eml_dmsg_seal(&nd->chan[k], (uint64_t)nd->round,
                                       nd->degree, &v, nd->share.pad,
@@ -169,8 +242,20 @@ static eml_status exchange(eml_node *nd, eml_err *err)
 {
     double t0 = eml_wall_seconds(), deadline = t0 + nd->deadline_s;
     memset(nd->got, 0, nd->degree * sizeof(int));
+    if (!nd->clear && !nd->hello_sent) {
+        /* The hellos go first, and each neighbour's comes before its
+         * shares on its link; a wait of its own collects them (until each
+         * neighbour's is in or refused), then the round's deadline
+         * starts. */
+        send_hello(nd, nd->degree, deadline);
+        nd->hello_sent = 1;
+        (void)collect(nd, deadline, 1, err);
+        memset(err, 0, sizeof(*err));
+        t0 = eml_wall_seconds();
+        deadline = t0 + nd->deadline_s;
+    }
     send_all(nd, deadline);
-    uint32_t have = collect(nd, deadline, err);
+    uint32_t have = collect(nd, deadline, 0, err);
     memset(err, 0, sizeof(*err));
     size_t k2 = 0;
     for (uint32_t k = 0; k < nd->degree; k++) {
@@ -190,7 +275,7 @@ static eml_status exchange(eml_node *nd, eml_err *err)
     double wall = eml_wall_seconds() - t0, loss = 0, acc = 0;
     eml_status st = eml_evaluate(nd->net, nd->test, &loss, &acc, err);
     if (st != EML_OK) return st;
-    uint64_t refused = 0;
+    uint64_t refused = nd->unkeyed;
     for (int r = 1; r < EML_DMSG_REFUSALS; r++) refused += nd->refused[r];
     char line[512];
     snprintf(line, sizeof(line),
@@ -234,10 +319,9 @@ eml_status eml_node_new(const eml_node_opts *o, eml_net *net,
                         eml_node **out, eml_err *err)
 {
     *out = NULL;
-    if (!o->clear)
-        return eml_err_set(err, EML_ERR_UNSUPPORTED,
-                           "sealed channels need the enclaves' hellos (the "
-                           "next slice); this node runs in the clear only");
+    if (!o->clear && (io->hello_make == NULL || io->hello_open == NULL))
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "sealed channels need the enclaves' hellos");
     if (o->id >= o->topo->n || o->rounds < 1 || o->local_steps < 1)
         return eml_err_set(err, EML_ERR_INVALID, "node %u of %u", o->id,
                            o->topo->n);
@@ -259,20 +343,28 @@ eml_status eml_node_new(const eml_node_opts *o, eml_net *net,
     nd->obuf = calloc(d, sizeof(*nd->obuf));
     nd->ocap = calloc(d, sizeof(*nd->ocap));
     nd->got = calloc(d, sizeof(*nd->got));
+    nd->ready = calloc(d, sizeof(*nd->ready));
+    nd->spurned = calloc(d, sizeof(*nd->spurned));
+    nd->keyed = calloc(d, sizeof(*nd->keyed));
+    nd->clear = o->clear;
     nd->views = calloc(d, sizeof(*nd->views));
     nd->vptr = calloc(d, sizeof(*nd->vptr));
     nd->scratch = malloc(np * sizeof(double));
     nd->frame = malloc(eml_dmsg_size((uint32_t)np, (uint32_t)np, 0));
     eml_status st = EML_OK;
     if (nd->chan == NULL || nd->obuf == NULL || nd->ocap == NULL ||
-        nd->got == NULL || nd->views == NULL || nd->vptr == NULL ||
+        nd->got == NULL || nd->ready == NULL || nd->keyed == NULL ||
+        nd->spurned == NULL ||
+        nd->views == NULL || nd->vptr == NULL ||
         nd->scratch == NULL || nd->frame == NULL)
         st = eml_err_set(err, EML_ERR_NOMEM, "out of memory");
     if (st == EML_OK)
         st = eml_sharer_new(&nd->share, np, eml_net_params(net), &nd->sharer,
                             err);
-    for (uint32_t k = 0; st == EML_OK && k < nd->degree; k++)
+    for (uint32_t k = 0; st == EML_OK && o->clear && k < nd->degree; k++) {
         eml_dchan_init_clear(&nd->chan[k], nd->id, nd->nbr[k]);
+        nd->ready[k] = 1;
+    }
     if (st != EML_OK) {
         eml_node_free(nd);
         return st;
@@ -294,6 +386,9 @@ void eml_node_free(eml_node *nd)
     free(nd->obuf);
     free(nd->ocap);
     free(nd->got);
+    free(nd->ready);
+    free(nd->spurned);
+    free(nd->keyed);
     free(nd->views);
     free(nd->vptr);
     free(nd->scratch);

@@ -99,12 +99,14 @@ eml_status eml_rt_ecall_init(eml_enclave *e, eml_msg_any *req, eml_err *err)
 
 /* ==== attestation ==== */
 
-eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_any *req,
-                               eml_err *err)
+eml_status eml_rt_make_report(eml_enclave *e, const uint8_t *nonce,
+                              size_t nlen, char **out, size_t *out_len,
+                              eml_err *err)
 {
-    const uint8_t *nonce = req->m_ATTEST.nonce.p;
-    size_t nlen = req->m_ATTEST.nonce.n;
     eml_status st;
+    if (nlen > EML_NONCE_MAX)
+        return eml_err_set(err, EML_ERR_RANGE, "a nonce over %d bytes",
+                           EML_NONCE_MAX);
     if (!e->has_identity)
         return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
     /* report_data = SHA-256(x25519 pk || ed25519 pk || nonce || policy) */
@@ -136,10 +138,20 @@ eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_any *req,
              "\"ed25519\":\"%s\",\"nonce\":\"%s\",\"policy\":\"%s\","
              "\"report_data\":\"%s\",\"platform_key\":\"%s\"",
              e->sim ? "true" : "false", meas, xh, eh, nh, e->policy, rdh, ph);
+    st = eml_report_sign(body, e->sec->sign_sk, out, out_len);
+    return st == EML_OK ? EML_OK
+                        : eml_err_set(err, st, "cannot sign the report");
+}
+
+eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_any *req,
+                               eml_err *err)
+{
     char *report = NULL;
     size_t rlen = 0;
-    st = eml_report_sign(body, e->sec->sign_sk, &report, &rlen);
-    if (st != EML_OK) return eml_err_set(err, st, "cannot sign the report");
+    eml_status st = eml_rt_make_report(e, req->m_ATTEST.nonce.p,
+                                       req->m_ATTEST.nonce.n, &report, &rlen,
+                                       err);
+    if (st != EML_OK) return st;
     eml_reply_report a = {{(const uint8_t *)report, rlen}};
     st = eml_rt_reply(e, EML_MSG_REPORT, &a, sizeof(a), err);
     free(report);

@@ -16,6 +16,8 @@
  *                   the signed report
  *   model_ecall.c   MODEL_LOAD: a granted model for inference
  *   worker_ocall.c  the outsourcing worker, reached through WORKER ocalls
+ *   node_run.c      a decentralized node's rounds over NODE_* ocalls, its
+ *                   channels keyed from attested hellos
  *   probe.c         PROBE: forbidden calls tried inside the sandbox
  *
  * Trusted code: no files, sockets or processes; everything from the host
@@ -108,6 +110,26 @@ eml_status eml_rt_file_read(eml_enclave *e, uint64_t id, uint64_t off,
 eml_status eml_rt_ecall_init(eml_enclave *e, eml_msg_any *req, eml_err *err);
 eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_any *req,
                                eml_err *err);
+/* This enclave's attestation report binding nonce (signed JSON, malloc'd). */
+eml_status eml_rt_make_report(eml_enclave *e, const uint8_t *nonce,
+                              size_t nlen, char **out, size_t *out_len,
+                              eml_err *err);
+
+/* ==== node_run.c: a decentralized node inside TRAIN ==== */
+
+typedef struct eml_rt_node eml_rt_node;
+/* NULL (and EML_OK) unless q->node.enabled; else the node's graph, share
+ * spec and hello, made before any ocall (q's byte fields point into the
+ * request frame). */
+eml_status eml_rt_node_prepare(eml_enclave *e, const eml_ecall_train *q,
+                               eml_rt_node **out, eml_err *err);
+/* Hangs the node's rounds on env's step hook, over NODE_* ocalls. */
+eml_status eml_rt_node_start(eml_rt_node *r, eml_net *net,
+                             const eml_dataset *test, eml_run_env *env,
+                             eml_err *err);
+int eml_rt_node_finished(const eml_rt_node *r);
+long eml_rt_node_rounds(const eml_rt_node *r);
+void eml_rt_node_free(eml_rt_node *r);
 
 /* ==== owner_data.c ==== */
 

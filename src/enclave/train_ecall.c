@@ -107,6 +107,7 @@ typedef struct train_job {
     eml_train_result res;
     uint8_t model_hash[32], model_file_hash[32];
     eml_outsource_stats outsourced; /* spec.outsource: what went out */
+    eml_rt_node *node; /* node.enabled: a decentralized node */
 } train_job;
 
 static void job_free(train_job *j)
@@ -116,6 +117,7 @@ static void job_free(train_job *j)
     free(j->ginfo);
     eml_rt_data_acc_free(&j->train_set);
     eml_rt_data_acc_free(&j->test_set);
+    eml_rt_node_free(j->node);
     eml_run_free(j->run); /* parameters are wiped by the allocator */
     free(j);
 }
@@ -215,6 +217,10 @@ static eml_status admit(train_job *j, size_t *claimed, eml_err *err)
 {
     eml_status st;
     j->cap = INFINITY;
+    /* The node's graph first: it lies in the request frame, which the
+     * first ocall reuses. */
+    st = eml_rt_node_prepare(j->e, &j->q, &j->node, err);
+    if (st != EML_OK) return st;
     for (uint64_t o = 0; o < j->q.n_grants; o++) {
         st = check_grant(j, o, err);
         if (st != EML_OK) return st;
@@ -339,7 +345,17 @@ static eml_status train_and_send(train_job *j, eml_err *err)
         env.on_start = eml_rt_budget_charge;
         env.on_start_user = &j->bud;
     }
-    eml_status st = outsourced_train(j, &tr, &te, &env, err);
+    eml_status st = EML_OK;
+    if (j->node != NULL)
+        st = eml_rt_node_start(j->node, eml_run_net(j->run), &te, &env, err);
+    if (st == EML_OK) st = outsourced_train(j, &tr, &te, &env, err);
+    if (st != EML_OK && j->node != NULL && eml_rt_node_finished(j->node)) {
+        /* The node's last round stopped the trainer: the model is the
+         * averaged one; its test figures are taken now. */
+        if (err != NULL) memset(err, 0, sizeof(*err));
+        st = eml_evaluate(eml_run_net(j->run), &te, &j->res.test_loss,
+                          &j->res.test_accuracy, err);
+    }
     if (st != EML_OK) return st;
     if (pc.failed)
         return eml_err_set(err, EML_ERR_IO,
@@ -479,6 +495,9 @@ static eml_status send_report(train_job *j, eml_err *err)
                (unsigned long long)j->outsourced.verified_products,
                (unsigned long long)j->outsourced.local_products,
                j->q.spec.outsource_min_intensity);
+    if (j->node != NULL)
+        append(body, bcap, &k, ",\"node\":%d,\"nodes\":%d,\"node_rounds\":%ld",
+               j->q.node.id, j->q.node.nodes, eml_rt_node_rounds(j->node));
     char *report = NULL;
     size_t rlen = 0;
     eml_status st = eml_report_sign(body, e->sec->ed_sk, &report, &rlen);

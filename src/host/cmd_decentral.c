@@ -9,6 +9,7 @@
  * nodes' figures.  Every node runs to a deadline per round; the whole run
  * is bounded too, and a node that fails is named.  Host side.
  */
+#define _XOPEN_SOURCE 700 /* nftw */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,12 +22,15 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <ftw.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "enclaveml/crypto.h"
 #include "enclaveml/decentral.h"
+#include "enclaveml/enclave.h"
 #include "enclaveml/idx.h"
 #include "host/cli.h"
 #include "host/cmd_common.h"
@@ -54,9 +58,11 @@ static const char usage[] =
 typedef struct run_opts {
     long nodes, rounds, local, train_limit, test_limit, deadline_ms;
     const char *topology, *partition, *share;
-    int pad;
+    int pad, sim;
     uint64_t seed;
     double lr;
+    uint32_t *examples; /* each node's training examples */
+    char run_id[65];    /* hex */
 } run_opts;
 
 typedef struct round_sum {
@@ -122,6 +128,7 @@ static int write_shares(const char *base, const char *data, const run_opts *o)
         goto out;
     }
     for (size_t i = 0; i < tcount; i++) tidx[i] = (uint32_t)i;
+    for (long i = 0; i < o->nodes; i++) o->examples[i] = off[i + 1] - off[i];
     for (long i = 0; i < o->nodes; i++) {
         char dir[4200];
         snprintf(dir, sizeof(dir), "%s/node-%ld", base, i);
@@ -206,13 +213,16 @@ static double jnum(const char *line, const char *key)
     return p != NULL ? strtod(p + strlen(k), NULL) : -1;
 }
 
-static pid_t spawn(char *const argv[], int *out_fd)
+/* Starts `enclaveml ARGV...` with its stdout (and with both, its
+ * stderr too) on *out_fd. */
+static pid_t spawn_to(char *const argv[], int *out_fd, int both)
 {
     int p[2];
     if (pipe(p) != 0) return -1;
     pid_t pid = fork();
     if (pid == 0) {
         dup2(p[1], STDOUT_FILENO);
+        if (both) dup2(p[1], STDERR_FILENO);
         close(p[0]);
         close(p[1]);
         execv("/proc/self/exe", argv);
@@ -225,6 +235,11 @@ static pid_t spawn(char *const argv[], int *out_fd)
     }
     *out_fd = p[0];
     return pid;
+}
+
+static pid_t spawn(char *const argv[], int *out_fd)
+{
+    return spawn_to(argv, out_fd, 0);
 }
 
 /* One line from node i: its figures for a round. */
@@ -386,13 +401,13 @@ static int parse(int argc, char **argv, eml_common_opts *c, run_opts *o)
             if (eml_opt_double("--lr", optarg, 0, 100, &o->lr)) return -1;
             break;
         case D_ENCLAVE:
-            if (strcmp(optarg, "none") != 0) {
-                eml_fail("decentral: --enclave %s: this build runs the "
-                         "baseline only (--enclave none); nodes in enclaves "
-                         "come with the attested channels",
+            if (strcmp(optarg, "none") != 0 && strcmp(optarg, "sim") != 0) {
+                eml_fail("decentral: --enclave: '%s' is not one of: sim, "
+                         "none",
                          optarg);
                 return -1;
             }
+            o->sim = strcmp(optarg, "sim") == 0;
             break;
         case D_HELP: fputs(usage, stdout); return 1;
         default: eml_opt_unknown("decentral", argc, argv); return -1;
@@ -433,23 +448,92 @@ static int check_graph(const run_opts *o)
                          o->topology, o->nodes);
 }
 
-static void remove_tree(const char *base, long n)
+static int remove_one(const char *path, const struct stat *st, int type,
+                      struct FTW *f)
+{
+    (void)st, (void)type, (void)f;
+    return remove(path) != 0 && errno != ENOENT;
+}
+
+/* The scratch directory and everything in it. */
+static void remove_tree(const char *base)
+{
+    nftw(base, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Runs `enclaveml ARGS...` and waits, its output kept: the first line
+ * into out (if not NULL); all of it shown only if it fails.  0, or 1
+ * with the error printed. */
+static int run_cmd(char *const argv[], char *out, size_t cap)
+{
+    int fd = -1;
+    pid_t pid = spawn_to(argv, &fd, 1);
+    if (pid < 0) return eml_fail("decentral: cannot run %s", argv[1]);
+    char text[2048];
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(fd, text + got, sizeof(text) - 1 - got)) > 0)
+        got += (size_t)r;
+    text[got] = '\0';
+    close(fd);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return eml_fail("decentral: `enclaveml %s` failed: %s", argv[1],
+                        text);
+    if (out != NULL) {
+        size_t n = strcspn(text, "\n");
+        n = n < cap - 1 ? n : cap - 1;
+        memcpy(out, text, n);
+        out[n] = '\0';
+    }
+    return 0;
+}
+
+/* --enclave sim: each node's data encrypted under its own owner's key and
+ * granted to the measured enclave, for one model recipient. */
+static int prepare_enclaves(const char *base, const run_opts *o)
 {
     static const char *const files[] = {
         "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
-    char path[4200];
-    for (long i = 0; i < n; i++) {
+    char model[4200], report[4200], meas[80];
+    snprintf(model, sizeof(model), "%s/model", base);
+    snprintf(report, sizeof(report), "%s/attestation.json", base);
+    char *keygen[] = {"enclaveml", "keygen", "--out", model, "--quiet", NULL};
+    char *measure[] = {"enclaveml", "measure", NULL};
+    char *attest[] = {"enclaveml", "attest", "--out", report, NULL};
+    if (run_cmd(keygen, NULL, 0) || run_cmd(measure, meas, sizeof(meas)) ||
+        run_cmd(attest, NULL, 0))
+        return 1;
+    for (long i = 0; i < o->nodes; i++) {
+        char dir[4200], owner[4300], key[4300], pub[4300], grant[4300];
+        snprintf(dir, sizeof(dir), "%s/node-%ld", base, i);
+        snprintf(owner, sizeof(owner), "%s/owner", dir);
+        snprintf(key, sizeof(key), "%s/owner.key", dir);
+        snprintf(pub, sizeof(pub), "%s/model.pub", base);
+        snprintf(grant, sizeof(grant), "%s/owner.grant", dir);
+        char *kg[] = {"enclaveml", "keygen", "--out", owner, "--quiet", NULL};
+        if (run_cmd(kg, NULL, 0)) return 1;
         for (int f = 0; f < 4; f++) {
-            snprintf(path, sizeof(path), "%s/node-%ld/%s", base, i, files[f]);
-            unlink(path);
+            char in[4400], enc[4400];
+            snprintf(in, sizeof(in), "%s/%s", dir, files[f]);
+            snprintf(enc, sizeof(enc), "%s/%s.emlc", dir, files[f]);
+            char *e[] = {"enclaveml", "encrypt", "--key", key, "--in", in,
+                         "--out", enc, "--quiet", NULL};
+            if (run_cmd(e, NULL, 0)) return 1;
+            unlink(in);
         }
-        snprintf(path, sizeof(path), "%s/node-%ld", base, i);
-        rmdir(path);
+        char *g[] = {"enclaveml", "grant", "--key", key, "--report", report,
+                     "--measurement", meas, "--allow-sim", "--recipient",
+                     pub, "--out", grant, NULL};
+        if (run_cmd(g, NULL, 0)) return 1;
     }
-    snprintf(path, sizeof(path), "%s/peers.txt", base);
-    unlink(path);
-    rmdir(base);
+    fprintf(stderr,
+            "decentral: each node's data encrypted under its own owner's key "
+            "and granted to enclave %.16s...\n",
+            meas);
+    return 0;
 }
 
 static void report_json(const run_opts *o, const child *ch,
@@ -461,7 +545,7 @@ static void report_json(const run_opts *o, const child *ch,
     eml_json_str(&j, "topology", o->topology);
     eml_json_str(&j, "partition", o->partition);
     eml_json_str(&j, "share", o->share ? o->share : "full");
-    eml_json_str(&j, "enclave", "none");
+    eml_json_str(&j, "enclave", o->sim ? "sim" : "none");
     eml_json_num(&j, "seconds", seconds);
     eml_json_array_begin(&j, "rounds");
     for (long r = 0; r < o->rounds && sums[r].reported > 0; r++) {
@@ -522,10 +606,22 @@ static int run_nodes(const eml_common_opts *c, const run_opts *o,
                          "--local-steps", num[2], "--seed", num[3],
                          "--deadline-ms", num[4], "--share",
                          (char *)(o->share ? o->share : "full"), "--threads",
-                         "1", "--enclave", "none"};
+                         "1", "--enclave", (char *)(o->sim ? "sim" : "none")};
         for (size_t f = 0; f < sizeof(fixed) / sizeof(fixed[0]); f++)
             argv[a++] = fixed[f];
         if (o->pad) argv[a++] = "--pad";
+        char ex[32], grant[4300], out[4300], rcpt[4300];
+        if (o->sim) {
+            snprintf(ex, sizeof(ex), "%u", o->examples[i]);
+            snprintf(grant, sizeof(grant), "%s/owner.grant", dir);
+            snprintf(out, sizeof(out), "%s/model.emlm", dir);
+            snprintf(rcpt, sizeof(rcpt), "%s/model.pub", base);
+            char *more[] = {"--grant", grant, "--recipient", rcpt, "--out",
+                            out, "--examples", ex, "--run-id",
+                            (char *)o->run_id};
+            for (size_t m = 0; m < sizeof(more) / sizeof(more[0]); m++)
+                argv[a++] = more[m];
+        }
         if (o->lr > 0) {
             argv[a++] = "--lr";
             argv[a++] = num[5];
@@ -591,6 +687,13 @@ int eml_cmd_decentral(int argc, char **argv)
         return eml_fail("decentral: cannot make a scratch directory: %s",
                         strerror(errno));
     child *ch = calloc((size_t)o.nodes, sizeof(*ch));
+    o.examples = calloc((size_t)o.nodes, sizeof(uint32_t));
+    uint8_t rid[32];
+    if (eml_random(rid, sizeof(rid)) != EML_OK) {
+        rmdir(base);
+        return eml_fail("decentral: no randomness for the run's id");
+    }
+    eml_hex(o.run_id, rid, sizeof(rid));
     round_sum *sums = calloc((size_t)o.rounds, sizeof(*sums));
     char peers[4200];
     snprintf(peers, sizeof(peers), "%s/peers.txt", base);
@@ -598,6 +701,7 @@ int eml_cmd_decentral(int argc, char **argv)
     rc = ch == NULL || sums == NULL ? eml_fail("decentral: out of memory")
          : write_shares(base, c.data, &o) ? 1
          : write_peers(peers, o.nodes)    ? 1
+         : o.sim && prepare_enclaves(base, &o) ? 1
                                           : run_nodes(&c, &o, base, ch, sums);
     double seconds = eml_wall_seconds() - t0;
     if (rc == 0 && c.json) report_json(&o, ch, sums, seconds);
@@ -610,8 +714,9 @@ int eml_cmd_decentral(int argc, char **argv)
                 "%.1f MiB resident\n",
                 o.nodes, o.rounds, seconds, (double)rss / 1024);
     }
-    remove_tree(base, o.nodes);
+    remove_tree(base);
     free(ch);
     free(sums);
+    free(o.examples);
     return rc;
 }

@@ -25,6 +25,7 @@
 #include "host/cli.h"
 #include "host/cmd_common.h"
 #include "host/cmd_decentral.h"
+#include "host/cmd_train.h"
 #include "host/fileio.h"
 #include "host/hostio.h"
 #include "host/node_link.h"
@@ -98,11 +99,13 @@ static void io_note(void *user, const char *line)
 /* ==== setting up ==== */
 
 typedef struct node_opts {
-    long id, rounds, local_steps, deadline_ms;
+    long id, rounds, local_steps, deadline_ms, examples;
     const char *peers, *topology, *share;
-    int pad, enclave_none;
+    int pad, sim;
     uint64_t seed;
     double lr;
+    /* --enclave sim: the owner's grant, the model's recipient and file */
+    const char *grant, *recipient, *out, *report_out, *run_id;
 } node_opts;
 
 enum {
@@ -117,6 +120,12 @@ enum {
     O_LR,
     O_DEADLINE,
     O_ENCLAVE,
+    O_GRANT,
+    O_RECIPIENT,
+    O_OUT,
+    O_REPORT_OUT,
+    O_RUN_ID,
+    O_EXAMPLES,
     O_HELP,
 };
 
@@ -135,6 +144,12 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         {"lr", required_argument, 0, O_LR},
         {"deadline-ms", required_argument, 0, O_DEADLINE},
         {"enclave", required_argument, 0, O_ENCLAVE},
+        {"grant", required_argument, 0, O_GRANT},
+        {"recipient", required_argument, 0, O_RECIPIENT},
+        {"out", required_argument, 0, O_OUT},
+        {"report-out", required_argument, 0, O_REPORT_OUT},
+        {"run-id", required_argument, 0, O_RUN_ID},
+        {"examples", required_argument, 0, O_EXAMPLES},
         {"cfg", required_argument, 0, OPT_CFG},
         {"data", required_argument, 0, OPT_DATA},
         {"batch", required_argument, 0, OPT_BATCH},
@@ -179,14 +194,21 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
                 return -1;
             break;
         case O_ENCLAVE:
-            if (strcmp(optarg, "none") != 0) {
-                eml_fail("node: --enclave %s: this build runs nodes without "
-                         "enclaves only (--enclave none); nodes in enclaves "
-                         "come with the attested channels",
+            if (strcmp(optarg, "none") != 0 && strcmp(optarg, "sim") != 0) {
+                eml_fail("node: --enclave: '%s' is not one of: sim, none",
                          optarg);
                 return -1;
             }
-            o->enclave_none = 1;
+            o->sim = strcmp(optarg, "sim") == 0;
+            break;
+        case O_GRANT: o->grant = optarg; break;
+        case O_RECIPIENT: o->recipient = optarg; break;
+        case O_OUT: o->out = optarg; break;
+        case O_REPORT_OUT: o->report_out = optarg; break;
+        case O_RUN_ID: o->run_id = optarg; break;
+        case O_EXAMPLES:
+            if (eml_opt_long("--examples", optarg, 1, 1L << 31, &o->examples))
+                return -1;
             break;
         case O_HELP: fputs(node_usage, stdout); return 1;
         default: eml_opt_unknown("node", argc, argv); return -1;
@@ -200,6 +222,12 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         o->topology == NULL || o->rounds < 1) {
         eml_fail("node: --id, --peers, --cfg, --topology and --rounds are "
                  "required");
+        return -1;
+    }
+    if (o->sim && (o->grant == NULL || o->recipient == NULL || o->out == NULL)) {
+        eml_fail("node: --enclave sim needs --grant, --recipient and --out "
+                 "(the owner's grant for this node's encrypted data, and "
+                 "where the model goes)");
         return -1;
     }
     return 0;
@@ -277,7 +305,8 @@ static eml_status node_main(const node_opts *o, uint32_t n,
         no.deadline_s = (double)o->deadline_ms / 1000;
         no.seed = o->seed;
         no.clear = 1;
-        eml_node_io io = {&h, io_send, io_recv, io_round, io_note};
+        eml_node_io io = {.user = &h, .send = io_send, .recv = io_recv,
+                          .round = io_round, .note = io_note};
         st = eml_node_new(&no, eml_run_net(run), te, &io, &nd, err);
     }
     if (st == EML_OK) st = node_run(nd, run, tr, err);
@@ -285,6 +314,128 @@ static eml_status node_main(const node_opts *o, uint32_t n,
     eml_node_link_close(h.link);
     eml_topo_free(&topo);
     return st;
+}
+
+/* Epochs enough for rounds * local steps over `examples` (the cfg's
+ * batch unless --batch); the node's last round stops the trainer.  With
+ * no count known, as many as allowed. */
+static int epochs_for(const eml_common_opts *c, const node_opts *o,
+                      long examples, const uint8_t *text, size_t tlen,
+                      eml_err *err, eml_status *st)
+{
+    if (examples <= 0) return 100000;
+    eml_run_spec spec = eml_run_spec_default();
+    spec.batch = (int)c->batch;
+    eml_run *probe = NULL;
+    *st = eml_run_new(&spec, text, tlen, c->cfg, &probe, err);
+    if (*st != EML_OK) return 0;
+    long batch = eml_run_opts(probe)->run.batch;
+    eml_run_free(probe);
+    long per = (examples + batch - 1) / batch;
+    return (int)((o->rounds * o->local_steps + per - 1) / per);
+}
+
+/* The run's id: --run-id, or SHA-256 of the peers file, the topology and
+ * the seed (the same on every node of the run). */
+static eml_status run_id_of(const node_opts *o, uint8_t id[32], eml_err *err)
+{
+    if (o->run_id != NULL)
+        return eml_unhex(id, 32, o->run_id, strlen(o->run_id)) == 0
+                   ? EML_OK
+                   : eml_err_set(err, EML_ERR_INVALID,
+                                 "--run-id: 64 hex digits expected");
+    uint8_t *text = NULL;
+    size_t len = 0;
+    eml_status st = eml_file_read(o->peers, &text, &len, err);
+    if (st != EML_OK) return st;
+    char tail[160];
+    int tl = snprintf(tail, sizeof(tail), "\n%s\n%llu", o->topology,
+                      (unsigned long long)o->seed);
+    uint8_t *all = realloc(text, len + (size_t)tl);
+    if (all == NULL) {
+        free(text);
+        return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    }
+    memcpy(all + len, tail, (size_t)tl);
+    st = eml_sha256(id, all, len + (size_t)tl);
+    free(all);
+    return st;
+}
+
+/* --enclave sim: the node's training and rounds run in its enclave (a
+ * confidential TRAIN carrying the node's fields); this process serves
+ * its files and moves its frames. */
+static int node_sim(const eml_common_opts *c, const node_opts *o, uint32_t n,
+                    char (*addrs)[EML_PEER_ADDR_MAX])
+{
+    eml_err err = {0};
+    eml_topo topo;
+    memset(&topo, 0, sizeof(topo));
+    host_io h = {(uint32_t)o->id, NULL};
+    uint8_t *gtext = NULL, *cfg = NULL;
+    size_t glen = 0, clen = 0;
+    int rc = 1;
+    eml_status st = graph(o->topology, n, o->seed, &topo, &err);
+    int is_file = strchr(o->topology, '/') != NULL ||
+                  strchr(o->topology, '.') != NULL;
+    if (st == EML_OK && is_file) {
+        st = eml_file_read(o->topology, &gtext, &glen, &err);
+        uint8_t *z = st == EML_OK ? realloc(gtext, glen + 1) : NULL;
+        if (st == EML_OK && z == NULL)
+            st = eml_err_set(&err, EML_ERR_NOMEM, "out of memory");
+        if (z != NULL) {
+            gtext = z;
+            gtext[glen] = '\0'; /* the enclave gets it as text */
+        }
+    }
+    if (st == EML_OK) st = eml_file_read(c->cfg, &cfg, &clen, &err);
+    eml_confidential_args ca;
+    memset(&ca, 0, sizeof(ca));
+    if (st == EML_OK) st = run_id_of(o, ca.node_run_id, &err);
+    if (st == EML_OK) st = eml_node_link_open(addrs[o->id], n, &h.link, &err);
+    uint32_t id = (uint32_t)o->id;
+    for (uint32_t e = st == EML_OK ? topo.off[id] : 0;
+         st == EML_OK && e < topo.off[id + 1]; e++)
+        st = eml_node_link_connect(h.link, topo.nbr[e], addrs[topo.nbr[e]],
+                                   &err);
+    ca.spec = eml_run_spec_default();
+    if (st == EML_OK)
+        ca.spec.epochs = epochs_for(c, o, o->examples, cfg, clen, &err, &st);
+    if (st != EML_OK) {
+        rc = eml_fail("node %ld: %s", o->id, eml_err_msg(&err, st));
+        goto out;
+    }
+    const char *graph_text = is_file ? (const char *)gtext : o->topology;
+    ca.cfg = c->cfg;
+    ca.dirs[0] = c->data;
+    ca.n_dirs = 1;
+    ca.grants[0] = o->grant;
+    ca.n_grants = 1;
+    ca.recipient = o->recipient;
+    ca.out = o->out;
+    ca.report_out = o->report_out;
+    ca.backend = EML_BACKEND_SIM;
+    ca.heap_mb = EML_DEFAULT_HEAP_MB;
+    ca.quiet = 1;
+    ca.spec.batch = (int)c->batch;
+    ca.spec.lr = o->lr;
+    ca.spec.seed = o->seed;
+    ca.spec.threads = c->threads;
+    ca.spec.kernels = (int)c->kernels;
+    ca.node = (eml_node_spec){1, (int)o->id, (int)n, o->rounds,
+                              o->local_steps, o->deadline_ms, o->pad};
+    ca.node_graph = graph_text;
+    ca.node_share = o->share ? o->share : "full";
+    eml_node_io io = {.user = &h, .send = io_send, .recv = io_recv,
+                      .round = io_round, .note = io_note};
+    ca.node_io = &io;
+    rc = eml_train_confidential(&ca);
+out:
+    free(gtext);
+    free(cfg);
+    eml_node_link_close(h.link);
+    eml_topo_free(&topo);
+    return rc;
 }
 
 int eml_cmd_node(int argc, char **argv)
@@ -304,6 +455,11 @@ int eml_cmd_node(int argc, char **argv)
         free(addrs);
         return eml_fail("node: --id %ld is not one of the %u nodes in %s",
                         o.id, n, o.peers);
+    }
+    if (o.sim) {
+        rc = node_sim(&c, &o, n, addrs);
+        free(addrs);
+        return rc;
     }
     eml_labelled tr, te;
     memset(&tr, 0, sizeof(tr));

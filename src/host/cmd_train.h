@@ -10,6 +10,7 @@
 #include "enclaveml/edl.h"
 #include "enclaveml/kernels.h"
 #include "enclaveml/run.h"
+#include "enclaveml/decentral.h"
 #include "enclaveml/train.h"
 #include "host/enclave_host.h"
 
@@ -28,6 +29,13 @@ typedef struct eml_confidential_args {
     const char *outsource; /* the worker's address, or NULL */
     /* the training-state mirror (a libpmem2 pool) or disk checkpoint */
     const char *mirror, *checkpoint;
+    /* A decentralized node (node.enabled): its graph (a spec or an edge
+     * list's text), share spec, run id, and the transport the NODE_*
+     * ocalls use (docs/decentral.md). */
+    eml_node_spec node;
+    const char *node_graph, *node_share;
+    uint8_t node_run_id[32];
+    const struct eml_node_io *node_io;
 } eml_confidential_args;
 
 int eml_train_confidential(const eml_confidential_args *a);

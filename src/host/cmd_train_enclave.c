@@ -133,6 +133,7 @@ static eml_status start_host(eml_enclave_host *h,
         return st;
     }
     h->worker = *worker != NULL ? wl : NULL;
+    h->node = a->node_io;
     h->files.n = nf;
     h->files.paths = paths;
     h->files.fds = fds;
@@ -175,6 +176,15 @@ static void fill_request(eml_ecall_train *q, const eml_confidential_args *a,
         size_t n = strlen(a->outsource);
         q->worker_len = n < EML_WORKER_ADDR_LEN ? n : EML_WORKER_ADDR_LEN;
         memcpy(q->worker, a->outsource, q->worker_len);
+    }
+    q->node = a->node;
+    if (a->node.enabled) {
+        q->node_graph.p = (const uint8_t *)a->node_graph;
+        q->node_graph.n = strlen(a->node_graph);
+        size_t n = strlen(a->node_share);
+        q->node_share_len = n < sizeof(q->node_share) ? n : sizeof(q->node_share);
+        memcpy(q->node_share, a->node_share, q->node_share_len);
+        memcpy(q->node_run_id, a->node_run_id, 32);
     }
 }
 

@@ -63,6 +63,9 @@ typedef struct eml_enclave_host {
     int bulk_fd;
     /* WORKER ocalls are relayed here (NULL: refused); not owned. */
     struct eml_worker_link *worker;
+    /* NODE_* ocalls: a decentralized node's transport and output (NULL:
+     * refused); not owned. */
+    const struct eml_node_io *node;
 } eml_enclave_host;
 
 /* Path of the enclave program: $ENCLAVEML_ENCLAVE, or enclaveml-enclave

@@ -16,7 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "enclaveml/crypto.h"
+#include "enclaveml/decentral.h"
 #include "enclaveml/ledger.h"
 #include "enclaveml/outsource.h"
 #include "host/enclave_host.h"
@@ -268,6 +270,55 @@ static eml_status serve_worker(eml_enclave_host *h, eml_msg_any *q,
     return reply(h, EML_MSG_WORKER_DATA, &a, sizeof(a), seq);
 }
 
+/* NODE_SEND / NODE_RECV: a node's frames over its link (sealed by the
+ * enclave; the host moves bytes).  NODE_REPORT: its lines, printed. */
+static eml_status serve_node_send(eml_enclave_host *h, eml_msg_any *q,
+                                  uint32_t seq)
+{
+    const eml_node_io *n = h->node;
+    if (n == NULL) return reply_error(h, seq, "this is not a node");
+    eml_err err = {0};
+    const eml_ocall_node_send *s = &q->m_NODE_SEND;
+    double deadline = eml_wall_seconds() + (double)s->wait_ms / 1000;
+    eml_status st = n->send(n->user, (uint32_t)s->peer, s->frame.p,
+                            s->frame.n, deadline, &err);
+    if (st != EML_OK) return reply_error(h, seq, "%s", err.msg);
+    eml_reply_node_sent a = {0};
+    return reply(h, EML_MSG_NODE_SENT, &a, sizeof(a), seq);
+}
+
+static eml_status serve_node_recv(eml_enclave_host *h, eml_msg_any *q,
+                                  uint32_t seq)
+{
+    const eml_node_io *n = h->node;
+    if (n == NULL) return reply_error(h, seq, "this is not a node");
+    eml_err err = {0};
+    const uint8_t *p = NULL;
+    size_t len = 0;
+    double deadline =
+        eml_wall_seconds() + (double)q->m_NODE_RECV.wait_ms / 1000;
+    eml_status st = n->recv(n->user, deadline, &p, &len, &err);
+    if (st != EML_OK) return reply_error(h, seq, "%s", err.msg);
+    eml_reply_node_frame a = {{p, len}};
+    return reply(h, EML_MSG_NODE_FRAME, &a, sizeof(a), seq);
+}
+
+static eml_status serve_node_report(eml_enclave_host *h, eml_msg_any *q,
+                                    uint32_t seq)
+{
+    (void)seq;
+    const eml_node_io *n = h->node;
+    const eml_bytes *b = &q->m_NODE_REPORT.line;
+    char line[EML_NODE_LINE_MAX + 1];
+    memcpy(line, b->p, b->n);
+    line[b->n] = '\0';
+    if (n != NULL && q->m_NODE_REPORT.kind == 0 && n->round != NULL)
+        n->round(n->user, line);
+    else if (n != NULL && n->note != NULL)
+        n->note(n->user, line);
+    return EML_OK;
+}
+
 static eml_status serve_ledger_write(eml_enclave_host *h, eml_msg_any *q,
                                      uint32_t seq)
 {
@@ -295,6 +346,9 @@ static const ocall_fn ocalls[EML_MSG_TYPE_END] = {
     [EML_MSG_LEDGER_READ] = serve_ledger_read,
     [EML_MSG_LEDGER_WRITE] = serve_ledger_write,
     [EML_MSG_WORKER] = serve_worker,
+    [EML_MSG_NODE_SEND] = serve_node_send,
+    [EML_MSG_NODE_RECV] = serve_node_recv,
+    [EML_MSG_NODE_REPORT] = serve_node_report,
 };
 
 eml_status eml_host_serve_ocall(eml_enclave_host *h, uint16_t type,
