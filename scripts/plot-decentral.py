@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """plot-decentral.py OUT.png RUN.json[=LABEL] ... - the per-round test
 accuracy of `enclaveml decentral --json` runs side by side: the mean over
-nodes as a line, the min..max band shaded, one colour per run, on a shared
-round axis.  Standard library only (zlib for the PNG), so it runs wherever
+nodes as a line (the 1st, 3rd, ... runs wide, the others thin on top, so
+that a baseline and its enclave twin both show where they coincide), the
+min..max band shaded, one colour per run, on a shared round axis.  Standard library only (zlib for the PNG), so it runs wherever
 python3 does; the text is a built-in 5x7 pixel font.
 """
 import json
@@ -118,8 +119,11 @@ def main():
                 for dx in range(-3, 4):
                     cv.dot(xr + dx, y, c, 0.18)
         pts = [(round(px(x["round"])), round(py(x["mean_accuracy"]))) for x in rounds]
+        # runs drawn in pairs (a baseline, then its enclave twin): the
+        # first of a pair wide, the second thin on top, so that curves
+        # that coincide both show
         for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
-            cv.line(x0, y0, x1, y1, c)
+            cv.line(x0, y0, x1, y1, c, 5 if i % 2 == 0 else 2)
         ly = H - B - 24 - 20 * (len(runs) - 1 - i)
         cv.line(W - R - 300, ly + 6, W - R - 270, ly + 6, c, 3)
         cv.text(W - R - 262, ly, label[:40])

@@ -339,8 +339,10 @@ static eml_status train_and_send(train_job *j, eml_err *err)
     env.store = &ops;
     env.seal_secret = e->sec->seal_secret;
     env.measurement = e->measurement;
-    env.progress = send_progress;
-    env.progress_user = &pc;
+    if (j->node == NULL) { /* a node reports per round (NODE_REPORT) */
+        env.progress = send_progress;
+        env.progress_user = &pc;
+    }
     if (isfinite(j->cap)) {
         env.on_start = eml_rt_budget_charge;
         env.on_start_user = &j->bud;

@@ -537,7 +537,7 @@ static int prepare_enclaves(const char *base, const run_opts *o)
 }
 
 static void report_json(const run_opts *o, const child *ch,
-                        const round_sum *sums, double seconds)
+                        const round_sum *sums, double seconds, double prep)
 {
     eml_json j;
     eml_json_begin(&j, stdout);
@@ -547,6 +547,8 @@ static void report_json(const run_opts *o, const child *ch,
     eml_json_str(&j, "share", o->share ? o->share : "full");
     eml_json_str(&j, "enclave", o->sim ? "sim" : "none");
     eml_json_num(&j, "seconds", seconds);
+    eml_json_num(&j, "prepare_seconds", prep); /* data split, keys, grants */
+    eml_json_num(&j, "run_seconds", seconds - prep);
     eml_json_array_begin(&j, "rounds");
     for (long r = 0; r < o->rounds && sums[r].reported > 0; r++) {
         eml_json_object_begin(&j, NULL);
@@ -697,22 +699,27 @@ int eml_cmd_decentral(int argc, char **argv)
     round_sum *sums = calloc((size_t)o.rounds, sizeof(*sums));
     char peers[4200];
     snprintf(peers, sizeof(peers), "%s/peers.txt", base);
-    double t0 = eml_wall_seconds();
+    double t0 = eml_wall_seconds(), prep = 0;
     rc = ch == NULL || sums == NULL ? eml_fail("decentral: out of memory")
          : write_shares(base, c.data, &o) ? 1
          : write_peers(peers, o.nodes)    ? 1
          : o.sim && prepare_enclaves(base, &o) ? 1
-                                          : run_nodes(&c, &o, base, ch, sums);
+                                               : 0;
+    if (rc == 0) {
+        prep = eml_wall_seconds() - t0;
+        rc = run_nodes(&c, &o, base, ch, sums);
+    }
     double seconds = eml_wall_seconds() - t0;
-    if (rc == 0 && c.json) report_json(&o, ch, sums, seconds);
+    if (rc == 0 && c.json) report_json(&o, ch, sums, seconds, prep);
     if (rc == 0) {
         uint64_t rss = 0;
         for (long i = 0; i < o.nodes; i++)
             rss = ch[i].rss_kib > rss ? ch[i].rss_kib : rss;
         fprintf(stderr,
-                "decentral: %ld nodes, %ld rounds in %.1f s; largest node "
-                "%.1f MiB resident\n",
-                o.nodes, o.rounds, seconds, (double)rss / 1024);
+                "decentral: %ld nodes, %ld rounds in %.1f s (%.1f s of it "
+                "preparing the data%s); largest node %.1f MiB resident\n",
+                o.nodes, o.rounds, seconds, prep,
+                o.sim ? ", owners' keys and grants" : "", (double)rss / 1024);
     }
     remove_tree(base);
     free(ch);
