@@ -6,6 +6,8 @@
  * a pair of attested enclaves.  The input's first byte picks:
  *
  *   0  the rest is a frame, opened as it is (the header's checks);
+ *   2  the rest is a node's hello (eml_hello_parse: its fixed part; the
+ *      report inside is fuzz_report's);
  *   1  the rest describes a share (count, degree, indices, pad) that the
  *      peer seals, then, if any bytes are left, XORs into the frame:
  *      an untouched frame with increasing indices must open and give back
@@ -63,6 +65,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     eml_dmsg_refusal why;
     eml_err err = {0};
     g_send.send_seq = g_recv.recv_seq = 3; /* every input on its own */
+    if (data[0] == 2) { /* a hello's frame */
+        uint32_t id;
+        uint8_t nonce[32];
+        const char *rep;
+        size_t rlen;
+        if (eml_hello_parse(data + 1, size - 1, &id, nonce, &rep, &rlen,
+                            &err) != EML_OK) {
+            CHECK(err.msg[0] != '\0');
+            return 0;
+        }
+        CHECK(rlen == size - 1 - EML_HELLO_FIXED &&
+              rep == (const char *)data + 1 + EML_HELLO_FIXED);
+        return 0;
+    }
     if (data[0] == 0) {
         eml_status st = eml_dmsg_open(&g_recv, 7, TOTAL, data + 1, size - 1,
                                       &buf, &cap, &v, &why, &err);

@@ -259,6 +259,15 @@ typedef struct eml_node_io {
 
 /* A hello frame starts with this (docs/formats.md, "Node hello"). */
 #define EML_HELLO_MAGIC 0x484c4d45u /* "EMLH" */
+#define EML_HELLO_FIXED 48
+
+/* A hello's fields: the sender's id, its session nonce, and its
+ * attestation report (pointing into p), which the caller must still
+ * check.  EML_ERR_FORMAT for anything that is not a hello. */
+EML_MUST_CHECK eml_status eml_hello_parse(const uint8_t *p, size_t n,
+                                          uint32_t *id, uint8_t nonce[32],
+                                          const char **report, size_t *rlen,
+                                          eml_err *err);
 
 typedef struct eml_node_opts {
     uint32_t id;

@@ -153,6 +153,21 @@ eml_status eml_dmsg_seal(eml_dchan *c, uint64_t round, uint32_t degree,
     return EML_OK;
 }
 
+eml_status eml_hello_parse(const uint8_t *p, size_t n, uint32_t *id,
+                           uint8_t nonce[32], const char **report,
+                           size_t *rlen, eml_err *err)
+{
+    if (n < EML_HELLO_FIXED || eml_get_le32(p) != EML_HELLO_MAGIC ||
+        eml_get_le32(p + 4) != 1 ||
+        eml_get_le32(p + 44) != n - EML_HELLO_FIXED)
+        return eml_err_set(err, EML_ERR_FORMAT, "not a hello");
+    *id = eml_get_le32(p + 8);
+    memcpy(nonce, p + 12, 32);
+    *report = (const char *)p + EML_HELLO_FIXED;
+    *rlen = n - EML_HELLO_FIXED;
+    return EML_OK;
+}
+
 const char *eml_dmsg_refusal_name(eml_dmsg_refusal r)
 {
     switch (r) {

@@ -38,8 +38,6 @@ struct eml_rt_node {
     size_t rcap;
 };
 
-#define HELLO_FIXED 48
-
 /* SHA-256("enclaveml node hello v1" | run id | id | session nonce): the
  * nonce of a node's attestation report. */
 static eml_status binding(const uint8_t run_id[32], uint32_t id,
@@ -126,18 +124,16 @@ static eml_status io_hello_open(void *user, const uint8_t *p, size_t n,
 {
     eml_rt_node *r = user;
     eml_enclave *e = r->e;
-    if (n < HELLO_FIXED || eml_get_le32(p) != EML_HELLO_MAGIC ||
-        eml_get_le32(p + 4) != 1 ||
-        eml_get_le32(p + 44) != n - HELLO_FIXED)
-        return eml_err_set(err, EML_ERR_FORMAT, "not a hello");
-    uint32_t id = eml_get_le32(p + 8);
-    memcpy(nonce, p + 12, 32);
+    uint32_t id;
+    const char *rep;
+    size_t rlen;
+    eml_status st = eml_hello_parse(p, n, &id, nonce, &rep, &rlen, err);
+    if (st != EML_OK) return st;
     eml_platform_key key;
     memcpy(key.pk, e->platform_pk, 32);
     key.backend = e->sim ? "sim" : "none";
     eml_attestation a;
-    eml_status st = eml_attestation_check((const char *)p + HELLO_FIXED,
-                                          n - HELLO_FIXED, &key, 1, &a, err);
+    st = eml_attestation_check(rep, rlen, &key, 1, &a, err);
     if (st != EML_OK) return st;
     uint8_t want[32];
     st = binding(r->run_id, id, nonce, want);
@@ -190,7 +186,7 @@ static eml_status make_hello(eml_rt_node *r, eml_err *err)
     if (st != EML_OK) return eml_err_set(err, st, "no session nonce");
     st = eml_rt_make_report(r->e, bind, 32, &rep, &rlen, err);
     if (st != EML_OK) return st;
-    r->hello = malloc(HELLO_FIXED + rlen);
+    r->hello = malloc(EML_HELLO_FIXED + rlen);
     if (r->hello == NULL) {
         free(rep);
         return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
@@ -200,8 +196,8 @@ static eml_status make_hello(eml_rt_node *r, eml_err *err)
     eml_put_le32(r->hello + 8, r->id);
     memcpy(r->hello + 12, r->nonce, 32);
     eml_put_le32(r->hello + 44, (uint32_t)rlen);
-    memcpy(r->hello + HELLO_FIXED, rep, rlen);
-    r->hello_len = HELLO_FIXED + rlen;
+    memcpy(r->hello + EML_HELLO_FIXED, rep, rlen);
+    r->hello_len = EML_HELLO_FIXED + rlen;
     free(rep);
     return EML_OK;
 }

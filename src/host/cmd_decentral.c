@@ -43,7 +43,7 @@ static const char usage[] =
     "usage: enclaveml decentral --cfg F --nodes N --topology T\n"
     "                           --partition P --rounds R [--local-steps L]\n"
     "                           [--share full|random:F|topk:F] [--pad]\n"
-    "                           [--enclave none] [--seed S] [--data DIR]\n"
+    "                           [--enclave none|sim] [--seed S] [--data DIR]\n"
     "                           [--batch N] [--lr X] [--train-limit N]\n"
     "                           [--test-limit N] [--deadline-ms MS] [--json]\n"
     "\n"
@@ -53,7 +53,9 @@ static const char usage[] =
     "smallworld:K,P or an edge-list file.  Prints a line per round: the\n"
     "mean, min and max test accuracy over the nodes (on the first\n"
     "--test-limit test images, default 1000), the averaging time and the\n"
-    "bytes sent.  This build runs the baseline, --enclave none.\n";
+    "bytes sent.  --enclave sim puts each node in its own enclave, its\n"
+    "share encrypted under its own owner's key and granted to the measured\n"
+    "enclave; --enclave none (the default) is the baseline in the clear.\n";
 
 typedef struct run_opts {
     long nodes, rounds, local, train_limit, test_limit, deadline_ms;

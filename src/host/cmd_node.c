@@ -8,10 +8,11 @@
  * bytes the link sent and the process's peak memory; notes about
  * neighbours go to stderr.
  *
- * This slice runs the baseline, `--enclave none`: the rounds run in this
- * process and the frames travel in the clear (EML_DMSG_CLEAR).  Nodes in
- * enclaves give the same rounds ocalls for a transport (the plan is in
- * docs/decentral.md).  Host side.
+ * `--enclave none` (the baseline): the rounds run in this process and the
+ * frames travel in the clear (EML_DMSG_CLEAR).  `--enclave sim`: a
+ * confidential TRAIN that carries the node; the enclave runs the rounds
+ * over NODE_* ocalls, which this process serves with the same link.
+ * Host side.
  */
 #include <getopt.h>
 #include <math.h>
@@ -35,16 +36,23 @@ static const char node_usage[] =
     "                      --topology T --rounds R [--local-steps L]\n"
     "                      [--share full|random:F|topk:F] [--pad]\n"
     "                      [--seed S] [--batch N] [--lr X] [--threads N]\n"
-    "                      [--deadline-ms MS] [--enclave none]\n"
+    "                      [--deadline-ms MS] [--enclave none|sim]\n"
+    "                      [--grant G --recipient M.pub --out M.emlm\n"
+    "                       --examples N --run-id HEX --report-out R]\n"
     "\n"
     "Runs node I of a decentralized run (docs/decentral.md): FILE lists\n"
     "every node's \"ID tcp:HOST:PORT\"; this node listens on its own and\n"
     "exchanges with its neighbours in topology T (ring, full, regular:D,\n"
     "smallworld:K,P, or an edge-list file; the same --seed on every node\n"
     "gives every node the same graph).  DIR holds this node's data (train-\n"
-    "and t10k- IDX pairs).  One JSON line per round on stdout.  This build\n"
-    "runs the baseline in the clear (--enclave none); nodes in enclaves\n"
-    "come next.\n";
+    "and t10k- IDX pairs).  One JSON line per round on stdout.\n"
+    "--enclave none (the default) runs the rounds in this process with\n"
+    "frames in the clear; --enclave sim runs them in the node's enclave on\n"
+    "its owner's encrypted files (DIR/*.emlc, --grant), with channels keyed\n"
+    "from attested hellos, and writes the model encrypted to --recipient.\n"
+    "--examples (the node's training images) sizes the run; --run-id (hex,\n"
+    "the same on every node) defaults to a digest of the peers file, the\n"
+    "topology and the seed.\n";
 
 /* The host's side of a node: its ZeroMQ link (eml_node_io). */
 typedef struct host_io {
