@@ -9,8 +9,9 @@
 # file, one of which never comes and one of which is SIGKILLed after its
 # first round: the others finish every round within their deadlines and
 # name the missing neighbour; a node whose enclave has another
-# measurement is refused by its neighbours and gets no model; bad input
-# is one error line each.  Every node is bounded by
+# measurement is refused by its neighbours and gets no model; a node in
+# its enclave SIGKILLed and resumed from its sealed checkpoint rejoins;
+# bad input is one error line each.  Every node is bounded by
 # its deadline and every command by `timeout`.
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -180,6 +181,51 @@ if [[ $r0 -eq 0 && $r1 -eq 0 ]] &&
   ok "a node with a foreign measurement: refused by both neighbours (no channel, no model sent), the others ran 3 rounds"
 else
   bad "foreign node: rc $r0 $r1: $(cat "$tmp/e0.err" "$tmp/e2.err" | head -c 900) $(cat "$tmp/e0.out" "$tmp/e2.out" | head -c 600)"
+fi
+
+# ---- a node in an enclave SIGKILLed and started again with --resume: it
+# comes back from its sealed checkpoint, sends a new hello, and the three
+# finish together (the others kept their deadlines meanwhile)
+m=$("$bin" measure)
+"$bin" grant --key "$tmp/e/d2/owner.key" --report "$tmp/e/r0.json" \
+  --measurement "$m" --allow-sim --recipient "$tmp/e/model.pub" \
+  --out "$tmp/e/d2/same.grant" 2>/dev/null
+base=$((20000 + RANDOM % 40000))
+for i in 0 1 2; do echo "$i tcp:127.0.0.1:$((base + i))" >>"$tmp/rpeers"; done
+rnode() { # id grant extra...
+  local id=$1 g=$2
+  shift 2
+  "$bin" node --id "$id" --peers "$tmp/rpeers" --cfg "$cfg" \
+    --data "$tmp/e/d$id" --topology full --rounds 6 --local-steps 3 \
+    --deadline-ms 3000 --threads 1 --enclave sim --grant "$g" \
+    --recipient "$tmp/e/model.pub" --out "$tmp/e/d$id/r.emlm" \
+    --examples 600 --checkpoint "$tmp/e/d$id/state.ck" "$@" \
+    >>"$tmp/r$id.out" 2>>"$tmp/r$id.err" &
+  pids+=($!)
+  last=$!
+}
+rnode 0 "$tmp/e/d0/g.grant"; rpid0=$last
+rnode 1 "$tmp/e/d1/g.grant"; rpid1=$last
+rnode 2 "$tmp/e/d2/same.grant"; rpid2=$last
+for _ in $(seq 600); do
+  grep -q '"round":2' "$tmp/r2.out" 2>/dev/null && break
+  sleep 0.05
+done
+kill -9 "$rpid2"
+before=$(grep -c '"round"' "$tmp/r2.out")
+sleep 0.5
+rnode 2 "$tmp/e/d2/same.grant" --resume; rpid2=$last
+wait "$rpid0"; q0=$?
+wait "$rpid1"; q1=$?
+wait "$rpid2"; q2=$?
+last2=$(tail -1 "$tmp/r2.out")
+if [[ $q0 -eq 0 && $q1 -eq 0 && $q2 -eq 0 ]] &&
+   [[ $(grep -c '"round"' "$tmp/r0.out") -eq 6 ]] &&
+   [[ $last2 == *'"round":6'* && $last2 == *'"received":2'* ]] &&
+   [[ $(tail -1 "$tmp/r0.out") == *'"received":2'* ]]; then
+  ok "a node in its enclave SIGKILLed after round $before and resumed from its sealed checkpoint: rejoined, all three finished round 6 together"
+else
+  bad "resume: rc $q0 $q1 $q2, $last2: $(cat "$tmp/r2.err" "$tmp/r0.err" | head -c 800)"
 fi
 
 # ---- bad input

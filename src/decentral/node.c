@@ -296,7 +296,9 @@ eml_status eml_node_step(void *user, const eml_step_info *s, eml_err *err)
 {
     eml_node *nd = user;
     if (nd->done || s->step % nd->local_steps != 0) return EML_OK;
-    nd->round++;
+    /* From the step count, not counted here: a node that resumes from its
+     * mirror takes up the round it was in. */
+    nd->round = s->step / nd->local_steps;
     eml_status st = exchange(nd, err);
     if (st != EML_OK) return st;
     if (nd->round < nd->rounds) return EML_OK;

@@ -38,7 +38,8 @@ static const char node_usage[] =
     "                      [--seed S] [--batch N] [--lr X] [--threads N]\n"
     "                      [--deadline-ms MS] [--enclave none|sim]\n"
     "                      [--grant G --recipient M.pub --out M.emlm\n"
-    "                       --examples N --run-id HEX --report-out R]\n"
+    "                       --examples N --run-id HEX --report-out R\n"
+    "                       [--checkpoint FILE [--resume]]]\n"
     "\n"
     "Runs node I of a decentralized run (docs/decentral.md): FILE lists\n"
     "every node's \"ID tcp:HOST:PORT\"; this node listens on its own and\n"
@@ -52,7 +53,9 @@ static const char node_usage[] =
     "from attested hellos, and writes the model encrypted to --recipient.\n"
     "--examples (the node's training images) sizes the run; --run-id (hex,\n"
     "the same on every node) defaults to a digest of the peers file, the\n"
-    "topology and the seed.\n";
+    "topology and the seed.  --checkpoint seals the node's state after\n"
+    "every step; a node killed and started again with --resume comes back\n"
+    "from it, sends a new hello and rejoins its neighbours.\n";
 
 /* The host's side of a node: its ZeroMQ link (eml_node_io). */
 typedef struct host_io {
@@ -114,6 +117,8 @@ typedef struct node_opts {
     double lr;
     /* --enclave sim: the owner's grant, the model's recipient and file */
     const char *grant, *recipient, *out, *report_out, *run_id;
+    const char *checkpoint; /* the sealed training state, after each step */
+    int resume;
 } node_opts;
 
 enum {
@@ -134,6 +139,8 @@ enum {
     O_REPORT_OUT,
     O_RUN_ID,
     O_EXAMPLES,
+    O_CHECKPOINT,
+    O_RESUME,
     O_HELP,
 };
 
@@ -158,6 +165,8 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         {"report-out", required_argument, 0, O_REPORT_OUT},
         {"run-id", required_argument, 0, O_RUN_ID},
         {"examples", required_argument, 0, O_EXAMPLES},
+        {"checkpoint", required_argument, 0, O_CHECKPOINT},
+        {"resume", no_argument, 0, O_RESUME},
         {"cfg", required_argument, 0, OPT_CFG},
         {"data", required_argument, 0, OPT_DATA},
         {"batch", required_argument, 0, OPT_BATCH},
@@ -214,6 +223,8 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         case O_OUT: o->out = optarg; break;
         case O_REPORT_OUT: o->report_out = optarg; break;
         case O_RUN_ID: o->run_id = optarg; break;
+        case O_CHECKPOINT: o->checkpoint = optarg; break;
+        case O_RESUME: o->resume = 1; break;
         case O_EXAMPLES:
             if (eml_opt_long("--examples", optarg, 1, 1L << 31, &o->examples))
                 return -1;
@@ -230,6 +241,15 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         o->topology == NULL || o->rounds < 1) {
         eml_fail("node: --id, --peers, --cfg, --topology and --rounds are "
                  "required");
+        return -1;
+    }
+    if ((o->checkpoint != NULL || o->resume) && !o->sim) {
+        eml_fail("node: --checkpoint and --resume need --enclave sim (the "
+                 "state is sealed by the node's enclave)");
+        return -1;
+    }
+    if (o->resume && o->checkpoint == NULL) {
+        eml_fail("node: --resume needs --checkpoint FILE");
         return -1;
     }
     if (o->sim && (o->grant == NULL || o->recipient == NULL || o->out == NULL)) {
@@ -430,6 +450,12 @@ static int node_sim(const eml_common_opts *c, const node_opts *o, uint32_t n,
     ca.spec.seed = o->seed;
     ca.spec.threads = c->threads;
     ca.spec.kernels = (int)c->kernels;
+    if (o->checkpoint != NULL) { /* sealed after every step */
+        ca.checkpoint = o->checkpoint;
+        ca.spec.mirror = 1;
+        ca.spec.save_every = 1;
+        ca.spec.resume = o->resume;
+    }
     ca.node = (eml_node_spec){1, (int)o->id, (int)n, o->rounds,
                               o->local_steps, o->deadline_ms, o->pad};
     ca.node_graph = graph_text;
