@@ -4,7 +4,8 @@
 # (--enclave none, the baseline, and --enclave sim): `decentral` with 4
 # nodes on a ring, shards:2, full sharing: every node reports every
 # round, nothing missed or refused, the model learns; the same run in sim
-# enclaves gives the same accuracy every round; sparse sharing sends less
+# enclaves gives the same accuracy every round; DP per node within each
+# owner's budget, and a plan over it refused; sparse sharing sends less
 # and --pad sends as much as full; nodes started by hand from a peers
 # file, one of which never comes and one of which is SIGKILLed after its
 # first round: the others finish every round within their deadlines and
@@ -70,6 +71,27 @@ if timeout 300 "$bin" decentral "${common[@]}" --topology ring --json \
   fi
 else
   bad "decentral --enclave sim failed: $(cat "$tmp/sim.err")"
+fi
+
+# ---- DP-SGD on every node, each within its owner's budget (the grant's
+# --max-epsilon, enforced in each node's enclave); a plan over it is
+# refused by every node before its data is decrypted
+dp=(--dp --clip 1 --delta 1e-5 --enclave sim)
+if timeout 300 "$bin" decentral "${common[@]}" --topology ring "${dp[@]}" \
+     --target-epsilon 2 --max-epsilon 3 --json >"$tmp/dp.json" 2>"$tmp/dp.err" &&
+   [[ $(grep -o '"rounds":3' "$tmp/dp.json" | wc -l) -eq 4 ]]; then
+  ok "DP on 4 nodes in enclaves, epsilon 2 each within budgets of 3: $(grep '^round 3' "$tmp/dp.err")"
+else
+  bad "DP run: $(cat "$tmp/dp.err")"
+fi
+timeout 300 "$bin" decentral "${common[@]}" --topology ring "${dp[@]}" \
+  --target-epsilon 5 --max-epsilon 3 >"$tmp/dp2.json" 2>"$tmp/dp2.err"
+rc=$?
+if [[ $rc -ne 0 ]] &&
+   [[ $(grep -c 'a grant allows at most 3: refused before any data was decrypted' "$tmp/dp2.err") -eq 4 ]]; then
+  ok "a DP plan over the owners' budgets: refused by all 4 enclaves"
+else
+  bad "over budget: rc $rc, $(cat "$tmp/dp2.err")"
 fi
 
 # ---- sparse sharing sends less; padded, as much as full (the amount

@@ -35,6 +35,7 @@
 #include "host/cli.h"
 #include "host/cmd_common.h"
 #include "host/cmd_decentral.h"
+#include "host/cmd_train.h"
 #include "host/fileio.h"
 #include "host/hostio.h"
 #include "host/json.h"
@@ -46,6 +47,8 @@ static const char usage[] =
     "                           [--enclave none|sim] [--seed S] [--data DIR]\n"
     "                           [--batch N] [--lr X] [--train-limit N]\n"
     "                           [--test-limit N] [--deadline-ms MS] [--json]\n"
+    "                           [--dp --clip C (--noise S | --target-epsilon\n"
+    "                            E) [--delta D]] [--max-epsilon E]\n"
     "\n"
     "Runs N local nodes (docs/decentral.md), each a real `enclaveml node`\n"
     "process on loopback with its share of DIR's training set: P is iid,\n"
@@ -65,6 +68,9 @@ typedef struct run_opts {
     double lr;
     uint32_t *examples; /* each node's training examples */
     char run_id[65];    /* hex */
+    eml_dp_opts dp;     /* --dp ...: passed to every node */
+    int have_clip;
+    double max_eps;     /* --max-epsilon: each owner's budget (sim) */
 } run_opts;
 
 typedef struct round_sum {
@@ -347,6 +353,7 @@ enum {
     D_TEST_LIMIT,
     D_DEADLINE,
     D_JSON,
+    D_MAX_EPS,
     D_HELP,
 };
 
@@ -367,6 +374,12 @@ static int parse(int argc, char **argv, eml_common_opts *c, run_opts *o)
         {"test-limit", required_argument, 0, D_TEST_LIMIT},
         {"deadline-ms", required_argument, 0, D_DEADLINE},
         {"json", no_argument, 0, D_JSON},
+        {"max-epsilon", required_argument, 0, D_MAX_EPS},
+        {"dp", no_argument, 0, OPT_DP},
+        {"clip", required_argument, 0, OPT_CLIP},
+        {"noise", required_argument, 0, OPT_NOISE},
+        {"target-epsilon", required_argument, 0, OPT_TARGET_EPS},
+        {"delta", required_argument, 0, OPT_DELTA},
         {"cfg", required_argument, 0, OPT_CFG},
         {"data", required_argument, 0, OPT_DATA},
         {"batch", required_argument, 0, OPT_BATCH},
@@ -391,6 +404,17 @@ static int parse(int argc, char **argv, eml_common_opts *c, run_opts *o)
             continue;
         }
         switch (opt) {
+        case OPT_DP:
+        case OPT_CLIP:
+        case OPT_NOISE:
+        case OPT_TARGET_EPS:
+        case OPT_DELTA:
+            if (eml_dp_opt(opt, optarg, &o->dp, &o->have_clip)) return -1;
+            break;
+        case D_MAX_EPS:
+            if (eml_opt_double("--max-epsilon", optarg, 0, 1e6, &o->max_eps))
+                return -1;
+            break;
         case D_TOPOLOGY: o->topology = optarg; break;
         case D_PARTITION: o->partition = optarg; break;
         case D_SHARE: o->share = optarg; break;
@@ -414,6 +438,12 @@ static int parse(int argc, char **argv, eml_common_opts *c, run_opts *o)
         case D_HELP: fputs(usage, stdout); return 1;
         default: eml_opt_unknown("decentral", argc, argv); return -1;
         }
+    }
+    if (eml_dp_check("decentral", &o->dp, o->have_clip, 0)) return -1;
+    if (o->max_eps > 0 && !o->sim) {
+        eml_fail("decentral: --max-epsilon is a grant's budget: it needs "
+                 "--enclave sim");
+        return -1;
     }
     if (optind < argc || c->cfg == NULL || o->nodes < 2 ||
         o->topology == NULL || o->partition == NULL || o->rounds < 1) {
@@ -526,9 +556,12 @@ static int prepare_enclaves(const char *base, const run_opts *o)
             if (run_cmd(e, NULL, 0)) return 1;
             unlink(in);
         }
+        char eps[32];
+        snprintf(eps, sizeof(eps), "%g", o->max_eps);
         char *g[] = {"enclaveml", "grant", "--key", key, "--report", report,
                      "--measurement", meas, "--allow-sim", "--recipient",
-                     pub, "--out", grant, NULL};
+                     pub, "--out", grant,
+                     o->max_eps > 0 ? "--max-epsilon" : NULL, eps, NULL};
         if (run_cmd(g, NULL, 0)) return 1;
     }
     fprintf(stderr,
@@ -602,7 +635,7 @@ static int run_nodes(const eml_common_opts *c, const run_opts *o,
         snprintf(dir, sizeof(dir), "%s/node-%ld", base, i);
         snprintf(num[0], 32, "%ld", i);
         snprintf(bs, sizeof(bs), "%ld", c->batch);
-        char *argv[40];
+        char *argv[64]; /* the fixed ones and every option: < 64 */
         int a = 0;
         char *fixed[] = {"enclaveml", "node", "--id", num[0], "--peers", peers,
                          "--cfg", (char *)c->cfg, "--data", dir, "--topology",
@@ -614,6 +647,18 @@ static int run_nodes(const eml_common_opts *c, const run_opts *o,
         for (size_t f = 0; f < sizeof(fixed) / sizeof(fixed[0]); f++)
             argv[a++] = fixed[f];
         if (o->pad) argv[a++] = "--pad";
+        char clip[32], sig[32], delta[32];
+        if (o->dp.enabled) {
+            snprintf(clip, sizeof(clip), "%.17g", o->dp.clip);
+            snprintf(sig, sizeof(sig), "%.17g",
+                     o->dp.noise >= 0 ? o->dp.noise : o->dp.target_epsilon);
+            snprintf(delta, sizeof(delta), "%.17g", o->dp.delta);
+            char *d[] = {"--dp", "--clip", clip,
+                         o->dp.noise >= 0 ? "--noise" : "--target-epsilon",
+                         sig, "--delta", delta};
+            for (size_t m = 0; m < sizeof(d) / sizeof(d[0]); m++)
+                argv[a++] = d[m];
+        }
         char ex[32], grant[4300], out[4300], rcpt[4300];
         if (o->sim) {
             snprintf(ex, sizeof(ex), "%u", o->examples[i]);
@@ -680,6 +725,7 @@ int eml_cmd_decentral(int argc, char **argv)
     eml_common_init(&c);
     run_opts o = {.local = 10, .test_limit = 1000, .deadline_ms = 60000,
                   .seed = 1};
+    o.dp = eml_run_spec_default().dp;
     int rc = parse(argc, argv, &c, &o);
     if (rc != 0) return rc < 0 ? 1 : 0;
     if (check_graph(&o)) return 1;

@@ -40,6 +40,8 @@ static const char node_usage[] =
     "                      [--grant G --recipient M.pub --out M.emlm\n"
     "                       --examples N --run-id HEX --report-out R\n"
     "                       [--checkpoint FILE [--resume]]]\n"
+    "                      [--dp --clip C (--noise S | --target-epsilon E)\n"
+    "                       [--delta D]]\n"
     "\n"
     "Runs node I of a decentralized run (docs/decentral.md): FILE lists\n"
     "every node's \"ID tcp:HOST:PORT\"; this node listens on its own and\n"
@@ -119,6 +121,8 @@ typedef struct node_opts {
     const char *grant, *recipient, *out, *report_out, *run_id;
     const char *checkpoint; /* the sealed training state, after each step */
     int resume;
+    eml_dp_opts dp; /* --dp: DP-SGD on the node's own data */
+    int have_clip;
 } node_opts;
 
 enum {
@@ -144,6 +148,36 @@ enum {
     O_HELP,
 };
 
+/* The options fit together: 0, or -1 after the error line. */
+static int check_opts(const eml_common_opts *c, const node_opts *o)
+{
+    if (o->id < 0 || o->peers == NULL || c->cfg == NULL ||
+        o->topology == NULL || o->rounds < 1) {
+        eml_fail("node: --id, --peers, --cfg, --topology and --rounds are "
+                 "required");
+        return -1;
+    }
+    /* The seed makes every node's first model and graph the same; a DP
+     * run's noise and sampling never come from it (the CSPRNG's). */
+    if (eml_dp_check("node", &o->dp, o->have_clip, 0)) return -1;
+    if ((o->checkpoint != NULL || o->resume) && !o->sim) {
+        eml_fail("node: --checkpoint and --resume need --enclave sim (the "
+                 "state is sealed by the node's enclave)");
+        return -1;
+    }
+    if (o->resume && o->checkpoint == NULL) {
+        eml_fail("node: --resume needs --checkpoint FILE");
+        return -1;
+    }
+    if (o->sim && (o->grant == NULL || o->recipient == NULL || o->out == NULL)) {
+        eml_fail("node: --enclave sim needs --grant, --recipient and --out "
+                 "(the owner's grant for this node's encrypted data, and "
+                 "where the model goes)");
+        return -1;
+    }
+    return 0;
+}
+
 /* 0 go on, 1 help printed, -1 error printed. */
 static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
 {
@@ -167,6 +201,11 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         {"examples", required_argument, 0, O_EXAMPLES},
         {"checkpoint", required_argument, 0, O_CHECKPOINT},
         {"resume", no_argument, 0, O_RESUME},
+        {"dp", no_argument, 0, OPT_DP},
+        {"clip", required_argument, 0, OPT_CLIP},
+        {"noise", required_argument, 0, OPT_NOISE},
+        {"target-epsilon", required_argument, 0, OPT_TARGET_EPS},
+        {"delta", required_argument, 0, OPT_DELTA},
         {"cfg", required_argument, 0, OPT_CFG},
         {"data", required_argument, 0, OPT_DATA},
         {"batch", required_argument, 0, OPT_BATCH},
@@ -181,6 +220,13 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         if (r < 0) return -1;
         if (r > 0) continue;
         switch (opt) {
+        case OPT_DP:
+        case OPT_CLIP:
+        case OPT_NOISE:
+        case OPT_TARGET_EPS:
+        case OPT_DELTA:
+            if (eml_dp_opt(opt, optarg, &o->dp, &o->have_clip)) return -1;
+            break;
         case O_ID:
             if (eml_opt_long("--id", optarg, 0, EML_DECENTRAL_MAX_NODES - 1,
                              &o->id))
@@ -237,28 +283,7 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         eml_fail("node: unexpected argument '%s'", argv[optind]);
         return -1;
     }
-    if (o->id < 0 || o->peers == NULL || c->cfg == NULL ||
-        o->topology == NULL || o->rounds < 1) {
-        eml_fail("node: --id, --peers, --cfg, --topology and --rounds are "
-                 "required");
-        return -1;
-    }
-    if ((o->checkpoint != NULL || o->resume) && !o->sim) {
-        eml_fail("node: --checkpoint and --resume need --enclave sim (the "
-                 "state is sealed by the node's enclave)");
-        return -1;
-    }
-    if (o->resume && o->checkpoint == NULL) {
-        eml_fail("node: --resume needs --checkpoint FILE");
-        return -1;
-    }
-    if (o->sim && (o->grant == NULL || o->recipient == NULL || o->out == NULL)) {
-        eml_fail("node: --enclave sim needs --grant, --recipient and --out "
-                 "(the owner's grant for this node's encrypted data, and "
-                 "where the model goes)");
-        return -1;
-    }
-    return 0;
+    return check_opts(c, o);
 }
 
 /* The graph: a spec, or an edge-list file when the name is a file. */
@@ -450,6 +475,7 @@ static int node_sim(const eml_common_opts *c, const node_opts *o, uint32_t n,
     ca.spec.seed = o->seed;
     ca.spec.threads = c->threads;
     ca.spec.kernels = (int)c->kernels;
+    if (o->dp.enabled) ca.spec.dp = o->dp;
     if (o->checkpoint != NULL) { /* sealed after every step */
         ca.checkpoint = o->checkpoint;
         ca.spec.mirror = 1;
@@ -478,6 +504,7 @@ int eml_cmd_node(int argc, char **argv)
     eml_common_init(&c);
     node_opts o = {.id = -1, .local_steps = 10, .deadline_ms = 60000,
                    .seed = 1};
+    o.dp = eml_run_spec_default().dp;
     int rc = parse(argc, argv, &c, &o);
     if (rc != 0) return rc < 0 ? 1 : 0;
     eml_err err = {0};
@@ -505,6 +532,7 @@ int eml_cmd_node(int argc, char **argv)
     spec.batch = (int)c.batch;
     spec.lr = o.lr;
     spec.seed = o.seed; /* the same initial model on every node */
+    if (o.dp.enabled) spec.dp = o.dp;
     spec.threads = c.threads;
     spec.kernels = (int)c.kernels;
     st = eml_labelled_load(c.data, "train", &tr, &err);

@@ -282,8 +282,7 @@ out:
     return rc;
 }
 
-/* The DP options: 0, or 1 after the error line. */
-static int dp_opt(int opt, const char *arg, eml_dp_opts *dp, int *have_clip)
+int eml_dp_opt(int opt, const char *arg, eml_dp_opts *dp, int *have_clip)
 {
     switch (opt) {
     case OPT_DP: dp->enabled = 1; return 0;
@@ -310,19 +309,21 @@ static int dp_opt(int opt, const char *arg, eml_dp_opts *dp, int *have_clip)
     }
 }
 
-/* The DP options fit together: 0, or 1 after the error line. */
-static int dp_check(const eml_dp_opts *dp, int have_clip, int have_seed)
+int eml_dp_check(const char *cmd, const eml_dp_opts *dp, int have_clip,
+                 int have_seed)
 {
     if (!dp->enabled && (have_clip || dp->noise >= 0 ||
                          dp->target_epsilon > 0 || dp->fixed_batches ||
                          dp->insecure_seed))
-        return eml_fail("train: --clip, --noise, --target-epsilon, "
-                        "--dp-fixed-batches and --insecure-seed need --dp");
+        return eml_fail("%s: --clip, --noise, --target-epsilon, "
+                        "--dp-fixed-batches and --insecure-seed need --dp",
+                        cmd);
     if (!dp->enabled) return 0;
-    if (!have_clip) return eml_fail("train: --dp needs --clip C");
+    if (!have_clip) return eml_fail("%s: --dp needs --clip C", cmd);
     if ((dp->noise >= 0) == (dp->target_epsilon > 0))
-        return eml_fail("train: --dp needs exactly one of --noise SIGMA and "
-                        "--target-epsilon E");
+        return eml_fail("%s: --dp needs exactly one of --noise SIGMA and "
+                        "--target-epsilon E",
+                        cmd);
     if (have_seed && !dp->insecure_seed)
         return eml_fail("train: --seed cannot seed a DP run's noise and "
                         "sampling (they come from a CSPRNG); add "
@@ -479,7 +480,7 @@ int eml_cmd_train(int argc, char **argv)
         case OPT_DELTA:
         case OPT_DP_FIXED:
         case OPT_INSECURE_SEED:
-            if (dp_opt(opt, optarg, &dp, &have_clip)) return 1;
+            if (eml_dp_opt(opt, optarg, &dp, &have_clip)) return 1;
             break;
         case OPT_MIRROR: ca.mirror = optarg; break;
         case OPT_CHECKPOINT: ca.checkpoint = optarg; break;
@@ -504,7 +505,7 @@ int eml_cmd_train(int argc, char **argv)
     if (c.cfg == NULL) return eml_fail("train: --cfg is required");
     if (mirror_check(&ca, have_mirror_every, have_ckpt_every, resume))
         return 1;
-    if (dp_check(&dp, have_clip, have_seed)) return 1;
+    if (eml_dp_check("train", &dp, have_clip, have_seed)) return 1;
     /* Every training option, once (run.h); DP's fields are zero when
      * it is off. */
     eml_run_spec *spec = &ca.spec;

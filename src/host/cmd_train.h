@@ -39,4 +39,12 @@ typedef struct eml_confidential_args {
 } eml_confidential_args;
 
 int eml_train_confidential(const eml_confidential_args *a);
+
+/* The DP options (OPT_DP, OPT_CLIP, ... of cmd_common.h) into dp: 0, or
+ * 1 after the error line; and whether they fit together (cmd names the
+ * command in the error; have_seed: --seed was given, which a DP run must
+ * not use for its noise unless --insecure-seed). */
+int eml_dp_opt(int opt, const char *arg, eml_dp_opts *dp, int *have_clip);
+int eml_dp_check(const char *cmd, const eml_dp_opts *dp, int have_clip,
+                 int have_seed);
 #endif
