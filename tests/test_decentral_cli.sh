@@ -205,6 +205,36 @@ else
   bad "foreign node: rc $r0 $r1: $(cat "$tmp/e0.err" "$tmp/e2.err" | head -c 900) $(cat "$tmp/e0.out" "$tmp/e2.out" | head -c 600)"
 fi
 
+# ---- the same three with a run policy that names both measurements
+# (another build of the same code): now they all exchange
+m0=$(ENCLAVEML_HOME=$tmp/home "$bin" measure)
+m2=$(ENCLAVEML_HOME=$tmp/home ENCLAVEML_ENCLAVE=$tmp/other-enclave "$bin" measure)
+base=$((20000 + RANDOM % 40000))
+for i in 0 1 2; do echo "$i tcp:127.0.0.1:$((base + i))" >>"$tmp/apeers"; done
+for i in 0 1 2; do
+  encv=$enc
+  other=$m2
+  [[ $i -eq 2 ]] && encv=$tmp/other-enclave && other=$m0
+  ENCLAVEML_ENCLAVE=$encv timeout 120 "$bin" node \
+    --id $i --peers "$tmp/apeers" --cfg "$cfg" --data "$tmp/e/d$i" \
+    --topology full --rounds 2 --local-steps 3 --deadline-ms 3000 \
+    --threads 1 --enclave sim --grant "$tmp/e/d$i/g.grant" \
+    --recipient "$tmp/e/model.pub" --out "$tmp/e/d$i/a.emlm" --examples 600 \
+    --accept-measurement "$other" >"$tmp/a$i.out" 2>"$tmp/a$i.err" &
+  pids+=($!)
+  eval "apid$i=\$!"
+done
+wait "$apid0"; a0=$?
+wait "$apid1"; a1=$?
+wait "$apid2"; a2=$?
+if [[ $a0 -eq 0 && $a1 -eq 0 && $a2 -eq 0 ]] &&
+   [[ $(grep -c '"received":2' "$tmp/a2.out") -eq 2 &&
+      $(grep -c '"received":2' "$tmp/a0.out") -eq 2 ]]; then
+  ok "with a run policy naming the other measurement, all three exchange every round"
+else
+  bad "policy: rc $a0 $a1 $a2: $(cat "$tmp/a0.err" "$tmp/a2.err" "$tmp/a2.out" | head -c 800)"
+fi
+
 # ---- a node in an enclave SIGKILLed and started again with --resume: it
 # comes back from its sealed checkpoint, sends a new hello, and the three
 # finish together (the others kept their deadlines meanwhile)

@@ -78,6 +78,7 @@ extern "C" {
 #define EML_NODE_FRAME_MAX (EML_MSG_MAX - 4096)   /* one node frame */
 #define EML_NODE_GRAPH_MAX ((size_t)1 << 20) /* a topology's spec or text */
 #define EML_NODE_LINE_MAX 1024
+#define EML_NODE_ACCEPT_MAX 8 /* measurements a run's policy adds */
 /* The bulk region: shared memory set up at launch (untrusted, like the
  * channel).  The enclave only ever WRITES there (sealed bytes going out);
  * it never reads from it, so the host changing it underneath proves
@@ -245,7 +246,9 @@ typedef struct eml_bytes {
     X(S, IN_INT, node.pad, 0, 1)                                             \
     X(S, BYTES, node_graph, EML_NODE_GRAPH_MAX) /* spec or edge list */      \
     X(S, COPY, node_share, 64)                 /* full, random:F, topk:F */  \
-    X(S, FIXED, node_run_id, 32)               /* salts the channel keys */
+    X(S, FIXED, node_run_id, 32)               /* salts the channel keys */ \
+    X(S, LIST, node_accept, 0, EML_NODE_ACCEPT_MAX, 32) /* other measurements \
+                                                   a neighbour may run */
 
 /* TRAIN_DONE: the training report (signed JSON, docs/enclave.md). */
 #define EML_FIELDS_TRAIN_DONE(X, S)                                          \

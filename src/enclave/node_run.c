@@ -6,8 +6,8 @@
  * keyed from hellos: each enclave draws a session nonce and makes its own
  * attestation report whose nonce binds the run, its node id and that
  * session nonce; a neighbour's hello is accepted only if its report is
- * signed by this platform, comes from this very measurement, and binds
- * what the hello says.  The host moves the frames and learns nothing of
+ * signed by this platform, comes from this very measurement (or one the
+ * run's policy names), and binds what the hello says.  The host moves the frames and learns nothing of
  * them.
  *
  *   hello: u32 "EMLH" | u32 version 1 | u32 node id | 32-byte session
@@ -36,7 +36,19 @@ struct eml_rt_node {
     size_t hello_len;
     uint8_t *rbuf; /* a received frame, copied out of the channel */
     size_t rcap;
+    /* measurements a neighbour may run besides this one's (the run's
+     * policy: another build of the same code, say) */
+    uint8_t accept[EML_NODE_ACCEPT_MAX][32];
+    size_t n_accept;
 };
+
+static int acceptable(const eml_rt_node *r, const uint8_t m[32])
+{
+    int ok = eml_ct_equal(m, r->e->measurement, 32);
+    for (size_t i = 0; i < r->n_accept; i++)
+        ok |= eml_ct_equal(m, r->accept[i], 32);
+    return ok;
+}
 
 /* SHA-256("enclaveml node hello v1" | run id | id | session nonce): the
  * nonce of a node's attestation report. */
@@ -138,10 +150,11 @@ static eml_status io_hello_open(void *user, const uint8_t *p, size_t n,
     uint8_t want[32];
     st = binding(r->run_id, id, nonce, want);
     if (st != EML_OK) return eml_err_set(err, st, "hash failed");
-    if (!eml_ct_equal(a.measurement, e->measurement, 32))
+    if (!acceptable(r, a.measurement))
         return eml_err_set(err, EML_ERR_AUTH,
                            "node %u runs another enclave (its measurement "
-                           "is not this one's): it gets no channel",
+                           "is neither this one's nor one the run's policy "
+                           "names): it gets no channel",
                            id);
     if (a.nonce_len != 32 || !eml_ct_equal(a.nonce, want, 32))
         return eml_err_set(err, EML_ERR_AUTH,
@@ -220,6 +233,14 @@ eml_status eml_rt_node_prepare(eml_enclave *e, const eml_ecall_train *q,
     r->e = e;
     r->id = (uint32_t)s->id;
     memcpy(r->run_id, q->node_run_id, 32);
+    for (size_t i = 0; i < q->n_node_accept; i++) {
+        if (q->node_accept[i].n != 32) {
+            eml_rt_node_free(r);
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "an accepted measurement is not 32 bytes");
+        }
+        memcpy(r->accept[r->n_accept++], q->node_accept[i].p, 32);
+    }
     char share[65];
     size_t sl = q->node_share_len < 64 ? q->node_share_len : 64;
     memcpy(share, q->node_share, sl);

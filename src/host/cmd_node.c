@@ -39,7 +39,8 @@ static const char node_usage[] =
     "                      [--deadline-ms MS] [--enclave none|sim]\n"
     "                      [--grant G --recipient M.pub --out M.emlm\n"
     "                       --examples N --run-id HEX --report-out R\n"
-    "                       [--checkpoint FILE [--resume]]]\n"
+    "                       [--checkpoint FILE [--resume]]\n"
+    "                       [--accept-measurement HEX ...]]\n"
     "                      [--dp --clip C (--noise S | --target-epsilon E)\n"
     "                       [--delta D]]\n"
     "\n"
@@ -123,6 +124,8 @@ typedef struct node_opts {
     int resume;
     eml_dp_opts dp; /* --dp: DP-SGD on the node's own data */
     int have_clip;
+    const char *accept[EML_NODE_ACCEPT_MAX]; /* --accept-measurement HEX */
+    int n_accept;
 } node_opts;
 
 enum {
@@ -145,6 +148,7 @@ enum {
     O_EXAMPLES,
     O_CHECKPOINT,
     O_RESUME,
+    O_ACCEPT,
     O_HELP,
 };
 
@@ -201,6 +205,7 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         {"examples", required_argument, 0, O_EXAMPLES},
         {"checkpoint", required_argument, 0, O_CHECKPOINT},
         {"resume", no_argument, 0, O_RESUME},
+        {"accept-measurement", required_argument, 0, O_ACCEPT},
         {"dp", no_argument, 0, OPT_DP},
         {"clip", required_argument, 0, OPT_CLIP},
         {"noise", required_argument, 0, OPT_NOISE},
@@ -271,6 +276,14 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         case O_RUN_ID: o->run_id = optarg; break;
         case O_CHECKPOINT: o->checkpoint = optarg; break;
         case O_RESUME: o->resume = 1; break;
+        case O_ACCEPT:
+            if (o->n_accept == EML_NODE_ACCEPT_MAX) {
+                eml_fail("node: at most %d --accept-measurement",
+                         EML_NODE_ACCEPT_MAX);
+                return -1;
+            }
+            o->accept[o->n_accept++] = optarg;
+            break;
         case O_EXAMPLES:
             if (eml_opt_long("--examples", optarg, 1, 1L << 31, &o->examples))
                 return -1;
@@ -485,6 +498,14 @@ static int node_sim(const eml_common_opts *c, const node_opts *o, uint32_t n,
     ca.node = (eml_node_spec){1, (int)o->id, (int)n, o->rounds,
                               o->local_steps, o->deadline_ms, o->pad};
     ca.node_graph = graph_text;
+    for (int i = 0; i < o->n_accept; i++, ca.n_node_accept++)
+        if (eml_unhex(ca.node_accept[i], 32, o->accept[i],
+                      strlen(o->accept[i])) != 0) {
+            rc = eml_fail("node %ld: --accept-measurement: 64 hex digits "
+                          "expected",
+                          o->id);
+            goto out;
+        }
     ca.node_share = o->share ? o->share : "full";
     eml_node_io io = {.user = &h, .send = io_send, .recv = io_recv,
                       .round = io_round, .note = io_note};

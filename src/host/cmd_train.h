@@ -35,6 +35,8 @@ typedef struct eml_confidential_args {
     eml_node_spec node;
     const char *node_graph, *node_share;
     uint8_t node_run_id[32];
+    uint8_t node_accept[EML_NODE_ACCEPT_MAX][32]; /* the run's policy */
+    int n_node_accept;
     const struct eml_node_io *node_io;
 } eml_confidential_args;
 
