@@ -205,7 +205,7 @@ static void put_train(eml_msg *m, const train_fields *t)
     eml_msg_put_bytes(m, "", 0);                       /* v4: no share */
     uint8_t run_id[32] = {0};
     eml_msg_put_bytes(m, run_id, 32);                  /* v4: run id */
-    eml_msg_put_u64(m, 0); /* v4: no other measurements accepted */
+    eml_msg_put_bytes(m, "", 0); /* v4: no other measurements accepted */
     if (t->trailing) eml_msg_put_u64(m, 0);
 }
 
@@ -364,7 +364,7 @@ static eml_status decode_train_like(const uint8_t *p, size_t n)
     if (st == EML_OK) st = eml_msg_get_bytes(&r, EML_NODE_GRAPH_MAX, &b, &bl);
     if (st == EML_OK) st = eml_msg_get_bytes(&r, 64, &b, &bl);
     if (st == EML_OK) st = eml_msg_get_bytes(&r, 32, &b, &bl); /* fixed */
-    if (st == EML_OK) st = eml_msg_get_range(&r, 0, EML_NODE_ACCEPT_MAX, &u);
+    if (st == EML_OK) st = eml_msg_get_bytes(&r, 256, &b, &bl);
     if (st == EML_OK) st = eml_msg_get_end(&r);
     /* Whatever failed, the reader must now refuse everything. */
     if (st != EML_OK) assert_int_not_equal(eml_msg_get_end(&r), EML_OK);

@@ -247,8 +247,8 @@ typedef struct eml_bytes {
     X(S, BYTES, node_graph, EML_NODE_GRAPH_MAX) /* spec or edge list */      \
     X(S, COPY, node_share, 64)                 /* full, random:F, topk:F */  \
     X(S, FIXED, node_run_id, 32)               /* salts the channel keys */ \
-    X(S, LIST, node_accept, 0, EML_NODE_ACCEPT_MAX, 32) /* other measurements \
-                                                   a neighbour may run */
+    X(S, BYTES, node_accept, 32 * EML_NODE_ACCEPT_MAX) /* measurements a    \
+                                 neighbour may run besides this one, 32 each */
 
 /* TRAIN_DONE: the training report (signed JSON, docs/enclave.md). */
 #define EML_FIELDS_TRAIN_DONE(X, S)                                          \

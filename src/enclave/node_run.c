@@ -233,14 +233,13 @@ eml_status eml_rt_node_prepare(eml_enclave *e, const eml_ecall_train *q,
     r->e = e;
     r->id = (uint32_t)s->id;
     memcpy(r->run_id, q->node_run_id, 32);
-    for (size_t i = 0; i < q->n_node_accept; i++) {
-        if (q->node_accept[i].n != 32) {
-            eml_rt_node_free(r);
-            return eml_err_set(err, EML_ERR_FORMAT,
-                               "an accepted measurement is not 32 bytes");
-        }
-        memcpy(r->accept[r->n_accept++], q->node_accept[i].p, 32);
+    if (q->node_accept.n % 32 != 0) {
+        eml_rt_node_free(r);
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "accepted measurements are 32 bytes each");
     }
+    for (size_t i = 0; i < q->node_accept.n / 32; i++)
+        memcpy(r->accept[r->n_accept++], q->node_accept.p + 32 * i, 32);
     char share[65];
     size_t sl = q->node_share_len < 64 ? q->node_share_len : 64;
     memcpy(share, q->node_share, sl);

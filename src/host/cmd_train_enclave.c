@@ -185,11 +185,8 @@ static void fill_request(eml_ecall_train *q, const eml_confidential_args *a,
         q->node_share_len = n < sizeof(q->node_share) ? n : sizeof(q->node_share);
         memcpy(q->node_share, a->node_share, q->node_share_len);
         memcpy(q->node_run_id, a->node_run_id, 32);
-        for (int i = 0; i < a->n_node_accept; i++) {
-            q->node_accept[i].p = a->node_accept[i];
-            q->node_accept[i].n = 32;
-        }
-        q->n_node_accept = (size_t)a->n_node_accept;
+        q->node_accept.p = &a->node_accept[0][0];
+        q->node_accept.n = 32 * (size_t)a->n_node_accept;
     }
 }
 
