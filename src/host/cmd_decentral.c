@@ -459,18 +459,8 @@ static int check_graph(const run_opts *o)
 {
     eml_topo t;
     eml_err err = {0};
-    eml_status st;
-    if (strchr(o->topology, '/') != NULL || strchr(o->topology, '.') != NULL) {
-        uint8_t *text = NULL;
-        size_t len = 0;
-        st = eml_file_read(o->topology, &text, &len, &err);
-        if (st == EML_OK)
-            st = eml_topo_parse((const char *)text, len, o->topology,
-                                (uint32_t)o->nodes, &t, &err);
-        free(text);
-    } else {
-        st = eml_topo_make(o->topology, (uint32_t)o->nodes, o->seed, &t, &err);
-    }
+    eml_status st =
+        eml_node_graph(o->topology, (uint32_t)o->nodes, o->seed, &t, &err);
     if (st != EML_OK) return eml_fail_st(st, &err);
     int ok = eml_topo_connected(&t);
     eml_topo_free(&t);

@@ -299,9 +299,8 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
     return check_opts(c, o);
 }
 
-/* The graph: a spec, or an edge-list file when the name is a file. */
-static eml_status graph(const char *spec, uint32_t n, uint64_t seed,
-                        eml_topo *t, eml_err *err)
+eml_status eml_node_graph(const char *spec, uint32_t n, uint64_t seed,
+                          eml_topo *t, eml_err *err)
 {
     uint8_t *text = NULL;
     size_t len = 0;
@@ -349,7 +348,7 @@ static eml_status node_main(const node_opts *o, uint32_t n,
     eml_node *nd = NULL;
     eml_node_opts no;
     memset(&no, 0, sizeof(no));
-    eml_status st = graph(o->topology, n, o->seed, &topo, err);
+    eml_status st = eml_node_graph(o->topology, n, o->seed, &topo, err);
     if (st == EML_OK && !eml_topo_connected(&topo))
         st = eml_err_set(err, EML_ERR_INVALID,
                          "topology %s is not connected on %u nodes",
@@ -441,7 +440,7 @@ static int node_sim(const eml_common_opts *c, const node_opts *o, uint32_t n,
     uint8_t *gtext = NULL, *cfg = NULL;
     size_t glen = 0, clen = 0;
     int rc = 1;
-    eml_status st = graph(o->topology, n, o->seed, &topo, &err);
+    eml_status st = eml_node_graph(o->topology, n, o->seed, &topo, &err);
     int is_file = strchr(o->topology, '/') != NULL ||
                   strchr(o->topology, '.') != NULL;
     if (st == EML_OK && is_file) {
