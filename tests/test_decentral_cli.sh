@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_decentral_cli.sh BIN SRCDIR - decentralized learning end to end,
+# test_decentral_cli.sh BIN SRCDIR [RELAY] - decentralized learning end to end,
 # with real `enclaveml node` processes on loopback over ZeroMQ
 # (--enclave none, the baseline, and --enclave sim): `decentral` with 4
 # nodes on a ring, shards:2, full sharing: every node reports every
@@ -12,11 +12,14 @@
 # name the missing neighbour; a node whose enclave has another
 # measurement is refused by its neighbours and gets no model; a node in
 # its enclave SIGKILLed and resumed from its sealed checkpoint rejoins;
-# bad input is one error line each.  Every node is bounded by
+# the canary: an onlooker on the loopback (tests/node_relay.c) sees none
+# of the parameters' 16-byte windows in an enclave run that it sees in
+# the same run in the clear; bad input is one error line each.  Every node is bounded by
 # its deadline and every command by `timeout`.
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 src=$(cd "$2" && pwd)
+relay=${3:-}
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -278,6 +281,57 @@ if [[ $q0 -eq 0 && $q1 -eq 0 && $q2 -eq 0 ]] &&
   ok "a node in its enclave SIGKILLed after round $before and resumed from its sealed checkpoint: rejoined, all three finished round 6 together"
 else
   bad "resume: rc $q0 $q1 $q2, $last2: $(cat "$tmp/r2.err" "$tmp/r0.err" | head -c 800)"
+fi
+
+# ---- the canary: an onlooker records the frames sent to node 0, first in
+# the clear (the baseline), then with every node in its enclave.  The two
+# runs compute the same parameters; none of the baseline's 16-byte
+# windows of them may appear on the wire of the enclave run (and the same
+# search finds them in a second baseline run, the control).
+if [[ -x $relay ]]; then
+  base=$((20000 + RANDOM % 40000))
+  for i in 0 1 2; do echo "$i tcp:127.0.0.1:$((base + i))" >>"$tmp/c0peers"; done
+  sed "s/^0 .*/0 tcp:127.0.0.1:$((base + 3))/" "$tmp/c0peers" >"$tmp/cpeers"
+  rid=$(printf '%064d' 7)
+  crun() { # dump mode...
+    local dump=$1
+    shift
+    "$relay" relay "tcp:127.0.0.1:$((base + 3))" "tcp:127.0.0.1:$base" \
+      "$dump" 120 &
+    local rp=$!
+    pids+=($rp)
+    local cp=()
+    for i in 0 1 2; do
+      local peers=$tmp/cpeers
+      [[ $i -eq 0 ]] && peers=$tmp/c0peers
+      local extra=(--enclave none --data "$d")
+      [[ $1 == sim ]] && extra=(--enclave sim --data "$tmp/e/d$i" \
+        --grant "$tmp/e/d$i/${2:-g}.grant" --recipient "$tmp/e/model.pub" \
+        --out "$tmp/e/d$i/c.emlm" --run-id "$rid")
+      [[ $1 == sim && $i -eq 2 ]] && extra[5]=$tmp/e/d2/same.grant
+      "$bin" node --id $i --peers "$peers" --cfg "$cfg" --topology full \
+        --rounds 3 --local-steps 3 --deadline-ms 3000 --threads 1 \
+        --examples 600 "${extra[@]}" >"$tmp/c$i.out" 2>"$tmp/c$i.err" &
+      cp+=($!)
+      pids+=($!)
+    done
+    for p in "${cp[@]}"; do wait "$p"; done
+    kill "$rp" 2>/dev/null
+    wait "$rp" 2>/dev/null
+  }
+  crun "$tmp/plain1.dump" none
+  crun "$tmp/plain2.dump" none
+  crun "$tmp/sealed.dump" sim g
+  control=$("$relay" compare "$tmp/plain1.dump" "$tmp/plain2.dump")
+  canary=$("$relay" compare "$tmp/plain1.dump" "$tmp/sealed.dump")
+  if [[ $control =~ ^([0-9]+)\ windows\ of\ ([0-9]+) ]] &&
+     [[ ${BASH_REMATCH[1]} -gt 1000 && ${BASH_REMATCH[1]} -eq ${BASH_REMATCH[2]} ]] &&
+     [[ $canary == "0 windows of "* ]] && [[ -s $tmp/sealed.dump ]] &&
+     [[ $(grep -c '"received":2' "$tmp/c0.out") -eq 3 ]]; then
+    ok "canary: none of the baseline's parameter windows on the enclave run's wire ($canary; control: $control)"
+  else
+    bad "canary: '$canary', control '$control', $(cat "$tmp/c0.err" "$tmp/c1.err" | head -c 600)"
+  fi
 fi
 
 # ---- bad input
