@@ -232,8 +232,12 @@ eml_status eml_dmsg_open(eml_dchan *c, uint64_t round, uint32_t total,
                                                     "ahead of the next");
     size_t pl = eml_get_le32(h + 44);
     if (pl + 8 > *cap) { /* + 8: room to align the values */
-        uint8_t *nb = realloc(*buf, pl + 8);
+        /* A new buffer, the old one wiped: it held a neighbour's
+         * parameters. */
+        uint8_t *nb = malloc(pl + 8);
         if (nb == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+        if (*buf != NULL) eml_wipe(*buf, *cap);
+        free(*buf);
         *buf = nb;
         *cap = pl + 8;
     }

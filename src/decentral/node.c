@@ -380,7 +380,10 @@ void eml_node_free(eml_node *nd)
     if (nd == NULL) return;
     for (uint32_t k = 0; nd->chan != NULL && k < nd->degree; k++) {
         eml_dchan_free(&nd->chan[k]);
-        if (nd->obuf != NULL) free(nd->obuf[k]);
+        if (nd->obuf != NULL && nd->obuf[k] != NULL) { /* parameters */
+            eml_wipe(nd->obuf[k], nd->ocap[k]);
+            free(nd->obuf[k]);
+        }
     }
     for (size_t i = 0; i < nd->nhold; i++) free(nd->hold[i].p);
     free(nd->hold);
@@ -393,6 +396,9 @@ void eml_node_free(eml_node *nd)
     free(nd->keyed);
     free(nd->views);
     free(nd->vptr);
+    if (nd->scratch != NULL)
+        eml_wipe(nd->scratch,
+                 eml_net_param_count(nd->net) * sizeof(double));
     free(nd->scratch);
     free(nd->frame);
     eml_sharer_free(nd->sharer);

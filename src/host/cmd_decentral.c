@@ -375,11 +375,7 @@ static int parse(int argc, char **argv, eml_common_opts *c, run_opts *o)
         {"deadline-ms", required_argument, 0, D_DEADLINE},
         {"json", no_argument, 0, D_JSON},
         {"max-epsilon", required_argument, 0, D_MAX_EPS},
-        {"dp", no_argument, 0, OPT_DP},
-        {"clip", required_argument, 0, OPT_CLIP},
-        {"noise", required_argument, 0, OPT_NOISE},
-        {"target-epsilon", required_argument, 0, OPT_TARGET_EPS},
-        {"delta", required_argument, 0, OPT_DELTA},
+        EML_DP_LONG_OPTIONS,
         {"cfg", required_argument, 0, OPT_CFG},
         {"data", required_argument, 0, OPT_DATA},
         {"batch", required_argument, 0, OPT_BATCH},
@@ -403,14 +399,11 @@ static int parse(int argc, char **argv, eml_common_opts *c, run_opts *o)
             if (eml_opt_long(argv[optind - 1], optarg, 1, hi, lv)) return -1;
             continue;
         }
-        switch (opt) {
-        case OPT_DP:
-        case OPT_CLIP:
-        case OPT_NOISE:
-        case OPT_TARGET_EPS:
-        case OPT_DELTA:
+        if (eml_is_dp_opt(opt)) {
             if (eml_dp_opt(opt, optarg, &o->dp, &o->have_clip)) return -1;
-            break;
+            continue;
+        }
+        switch (opt) {
         case D_MAX_EPS:
             if (eml_opt_double("--max-epsilon", optarg, 0, 1e6, &o->max_eps))
                 return -1;

@@ -206,11 +206,7 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         {"checkpoint", required_argument, 0, O_CHECKPOINT},
         {"resume", no_argument, 0, O_RESUME},
         {"accept-measurement", required_argument, 0, O_ACCEPT},
-        {"dp", no_argument, 0, OPT_DP},
-        {"clip", required_argument, 0, OPT_CLIP},
-        {"noise", required_argument, 0, OPT_NOISE},
-        {"target-epsilon", required_argument, 0, OPT_TARGET_EPS},
-        {"delta", required_argument, 0, OPT_DELTA},
+        EML_DP_LONG_OPTIONS,
         {"cfg", required_argument, 0, OPT_CFG},
         {"data", required_argument, 0, OPT_DATA},
         {"batch", required_argument, 0, OPT_BATCH},
@@ -224,14 +220,11 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         int r = eml_common_opt(c, opt, optarg, "node");
         if (r < 0) return -1;
         if (r > 0) continue;
-        switch (opt) {
-        case OPT_DP:
-        case OPT_CLIP:
-        case OPT_NOISE:
-        case OPT_TARGET_EPS:
-        case OPT_DELTA:
+        if (eml_is_dp_opt(opt)) {
             if (eml_dp_opt(opt, optarg, &o->dp, &o->have_clip)) return -1;
-            break;
+            continue;
+        }
+        switch (opt) {
         case O_ID:
             if (eml_opt_long("--id", optarg, 0, EML_DECENTRAL_MAX_NODES - 1,
                              &o->id))
@@ -316,6 +309,26 @@ eml_status eml_node_graph(const char *spec, uint32_t n, uint64_t seed,
     return eml_topo_make(spec, n, seed, t, err);
 }
 
+/* The graph (checked connected) and the link: this node's address bound,
+ * a socket to each neighbour. */
+static eml_status link_up(const node_opts *o, uint32_t n,
+                          char (*addrs)[EML_PEER_ADDR_MAX], eml_topo *topo,
+                          eml_node_link **link, eml_err *err)
+{
+    eml_status st = eml_node_graph(o->topology, n, o->seed, topo, err);
+    if (st == EML_OK && !eml_topo_connected(topo))
+        st = eml_err_set(err, EML_ERR_INVALID,
+                         "topology %s is not connected on %u nodes",
+                         o->topology, n);
+    if (st == EML_OK) st = eml_node_link_open(addrs[o->id], n, link, err);
+    uint32_t id = (uint32_t)o->id;
+    for (uint32_t e = st == EML_OK ? topo->off[id] : 0;
+         st == EML_OK && e < topo->off[id + 1]; e++)
+        st = eml_node_link_connect(*link, topo->nbr[e], addrs[topo->nbr[e]],
+                                   err);
+    return st;
+}
+
 /* Trains with the node's rounds hooked after every step. */
 static eml_status node_run(eml_node *nd, eml_run *run, const eml_dataset *tr,
                            eml_err *err)
@@ -348,22 +361,11 @@ static eml_status node_main(const node_opts *o, uint32_t n,
     eml_node *nd = NULL;
     eml_node_opts no;
     memset(&no, 0, sizeof(no));
-    eml_status st = eml_node_graph(o->topology, n, o->seed, &topo, err);
-    if (st == EML_OK && !eml_topo_connected(&topo))
-        st = eml_err_set(err, EML_ERR_INVALID,
-                         "topology %s is not connected on %u nodes",
-                         o->topology, n);
-    if (st == EML_OK)
-        st = eml_share_parse(o->share ? o->share : "full", o->pad, &no.share,
-                             err);
-    if (st == EML_OK) st = eml_node_link_open(addrs[o->id], n, &h.link, err);
-    uint32_t id = (uint32_t)o->id;
-    for (uint32_t e = st == EML_OK ? topo.off[id] : 0;
-         st == EML_OK && e < topo.off[id + 1]; e++)
-        st = eml_node_link_connect(h.link, topo.nbr[e], addrs[topo.nbr[e]],
-                                   err);
+    eml_status st = eml_share_parse(o->share ? o->share : "full", o->pad,
+                                    &no.share, err);
+    if (st == EML_OK) st = link_up(o, n, addrs, &topo, &h.link, err);
     if (st == EML_OK) {
-        no.id = id;
+        no.id = (uint32_t)o->id;
         no.topo = &topo;
         no.rounds = o->rounds;
         no.local_steps = o->local_steps;
@@ -440,7 +442,7 @@ static int node_sim(const eml_common_opts *c, const node_opts *o, uint32_t n,
     uint8_t *gtext = NULL, *cfg = NULL;
     size_t glen = 0, clen = 0;
     int rc = 1;
-    eml_status st = eml_node_graph(o->topology, n, o->seed, &topo, &err);
+    eml_status st = link_up(o, n, addrs, &topo, &h.link, &err);
     int is_file = strchr(o->topology, '/') != NULL ||
                   strchr(o->topology, '.') != NULL;
     if (st == EML_OK && is_file) {
@@ -457,12 +459,6 @@ static int node_sim(const eml_common_opts *c, const node_opts *o, uint32_t n,
     eml_confidential_args ca;
     memset(&ca, 0, sizeof(ca));
     if (st == EML_OK) st = run_id_of(o, ca.node_run_id, &err);
-    if (st == EML_OK) st = eml_node_link_open(addrs[o->id], n, &h.link, &err);
-    uint32_t id = (uint32_t)o->id;
-    for (uint32_t e = st == EML_OK ? topo.off[id] : 0;
-         st == EML_OK && e < topo.off[id + 1]; e++)
-        st = eml_node_link_connect(h.link, topo.nbr[e], addrs[topo.nbr[e]],
-                                   &err);
     ca.spec = eml_run_spec_default();
     if (st == EML_OK)
         ca.spec.epochs = epochs_for(c, o, o->examples, cfg, clen, &err, &st);
@@ -558,17 +554,10 @@ int eml_cmd_node(int argc, char **argv)
     st = eml_labelled_load(c.data, "train", &tr, &err);
     if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
     if (st == EML_OK) st = eml_file_read(c.cfg, &text, &tlen, &err);
-    if (st == EML_OK) { /* enough epochs for rounds * local steps */
-        eml_run *probe = NULL;
-        st = eml_run_new(&spec, text, tlen, c.cfg, &probe, &err);
-        if (st == EML_OK) {
-            long batch = eml_run_opts(probe)->run.batch;
-            long per = ((long)tr.set.count + batch - 1) / batch;
-            spec.epochs = (int)((o.rounds * o.local_steps + per - 1) / per);
-            eml_run_free(probe);
-            st = eml_run_new(&spec, text, tlen, c.cfg, &run, &err);
-        }
-    }
+    if (st == EML_OK)
+        spec.epochs =
+            epochs_for(&c, &o, (long)tr.set.count, text, tlen, &err, &st);
+    if (st == EML_OK) st = eml_run_new(&spec, text, tlen, c.cfg, &run, &err);
     free(text);
     if (st == EML_OK) {
         eml_kernels_set_threads(c.threads);

@@ -10,8 +10,8 @@
 #include "enclaveml/edl.h"
 #include "enclaveml/kernels.h"
 #include "enclaveml/run.h"
-#include "enclaveml/decentral.h"
 #include "enclaveml/train.h"
+#include "host/cmd_common.h"
 #include "host/enclave_host.h"
 
 typedef struct eml_confidential_args {
@@ -47,6 +47,18 @@ int eml_train_confidential(const eml_confidential_args *a);
  * command in the error; have_seed: --seed was given, which a DP run must
  * not use for its noise unless --insecure-seed). */
 int eml_dp_opt(int opt, const char *arg, eml_dp_opts *dp, int *have_clip);
+/* The getopt rows of the DP options every training command takes, and
+ * whether an option is one of them. */
+#define EML_DP_LONG_OPTIONS                                                  \
+    {"dp", no_argument, 0, OPT_DP}, {"clip", required_argument, 0, OPT_CLIP}, \
+        {"noise", required_argument, 0, OPT_NOISE},                          \
+        {"target-epsilon", required_argument, 0, OPT_TARGET_EPS},            \
+        {"delta", required_argument, 0, OPT_DELTA}
+static inline int eml_is_dp_opt(int opt)
+{
+    return opt == OPT_DP || opt == OPT_CLIP || opt == OPT_NOISE ||
+           opt == OPT_TARGET_EPS || opt == OPT_DELTA;
+}
 int eml_dp_check(const char *cmd, const eml_dp_opts *dp, int have_clip,
                  int have_seed);
 #endif

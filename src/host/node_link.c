@@ -10,6 +10,7 @@
 
 #include "core/clock.h"
 #include "core/lines.h"
+#include "enclaveml/edl.h"
 #include "host/fileio.h"
 #include "host/node_link.h"
 
@@ -106,8 +107,12 @@ eml_status eml_node_link_open(const char *addr, uint32_t peers,
     }
     l->pull = zmq_socket(l->ctx, ZMQ_PULL);
     int hwm = 1000;
+    /* Frames come from the network: one larger than the enclave takes is
+     * dropped by ZeroMQ (with its sender's connection), never buffered. */
+    int64_t max = EML_NODE_FRAME_MAX;
     if (l->pull == NULL ||
         zmq_setsockopt(l->pull, ZMQ_RCVHWM, &hwm, sizeof(hwm)) != 0 ||
+        zmq_setsockopt(l->pull, ZMQ_MAXMSGSIZE, &max, sizeof(max)) != 0 ||
         zmq_bind(l->pull, ep) != 0) {
         eml_status st = eml_err_set(err, EML_ERR_IO,
                                     "node: cannot listen on %s: %s", addr,
