@@ -45,3 +45,10 @@ mkidx() {
   { printf "$hdr"
     gzip -dc "$1" | tail -c +$((skip + first * $4 + 1)) | head -c $((n * $4)); } >"$2"
 }
+
+# port_base: the first of a few consecutive loopback ports for nodes a test
+# starts by hand, below the kernel's ephemeral range (32768 and up), where
+# no outgoing connection of this machine can be holding one.
+port_base() {
+  echo $((20000 + RANDOM % 12000))
+}

@@ -118,6 +118,8 @@ EML_MUST_CHECK eml_status eml_sharer_new(const eml_share_spec *spec,
                                          size_t n, const float *initial,
                                          eml_sharer **out, eml_err *err);
 void eml_sharer_free(eml_sharer *s);
+/* Bytes the sharer holds (its permutation, picks and top-k base). */
+size_t eml_sharer_bytes(const eml_sharer *s);
 /* This round's share of x (n parameters) into *v (indices and values in
  * the sharer's buffers, valid until the next call); topk then counts
  * the selected parameters as shared at their current values. */
@@ -255,6 +257,9 @@ typedef struct eml_node_io {
     eml_status (*hello_open)(void *user, const uint8_t *p, size_t n,
                              uint32_t *peer, uint8_t nonce[32],
                              eml_dchan *chan, eml_err *err);
+    /* Host side, may be NULL: called once before the first frame moves
+     * through an enclave's NODE_* ocalls; a failure ends the run. */
+    eml_status (*start)(void *user, eml_err *err);
 } eml_node_io;
 
 /* A hello frame starts with this (docs/formats.md, "Node hello"). */

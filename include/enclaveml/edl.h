@@ -132,10 +132,10 @@ extern "C" {
     M(MODEL_LOADED, 35, 1, REPLY, NONE, eml_reply_model_loaded)              \
     M(WORKER, 36, 1, OCALL, WORKER_DATA, eml_ocall_worker)                   \
     M(WORKER_DATA, 37, 1, REPLY, NONE, eml_reply_worker_data)                \
-    M(NODE_SEND, 38, 1, OCALL, NODE_SENT, eml_ocall_node_send)               \
+    M(NODE_SEND, 38, 2, OCALL, NODE_SENT, eml_ocall_node_send)               \
     M(NODE_SENT, 39, 1, REPLY, NONE, eml_reply_node_sent)                    \
-    M(NODE_RECV, 40, 1, OCALL, NODE_FRAME, eml_ocall_node_recv)              \
-    M(NODE_FRAME, 41, 1, REPLY, NONE, eml_reply_node_frame)                  \
+    M(NODE_RECV, 40, 2, OCALL, NODE_FRAME, eml_ocall_node_recv)              \
+    M(NODE_FRAME, 41, 2, REPLY, NONE, eml_reply_node_frame)                  \
     M(NODE_REPORT, 42, 1, NOTIFY, NONE, eml_notify_node_report)
 
 #define EML_MSG_ENUM_(NAME, type, ...) EML_MSG_##NAME = type,
@@ -371,18 +371,26 @@ typedef struct eml_bytes {
 #define EML_FIELDS_WORKER_DATA(X, S) X(S, BYTES, reply, EML_WORKER_FRAME_MAX)
 
 /* NODE_SEND: a frame for a neighbour (a sealed share or the node's hello,
- * docs/decentral.md), which the host sends within wait_ms; NODE_SENT:
+ * docs/decentral.md), which the host sends within wait_ms: in `frame`, or
+ * (frame empty) in the first `bulk` bytes of the bulk region; NODE_SENT:
  * the bytes the host has sent for this node so far.  NODE_RECV: the next
- * frame from any neighbour, waiting at most wait_ms; NODE_FRAME: it, or
- * nothing when the wait ran out.  NODE_REPORT: a round's JSON line (kind
- * 0) or a note about a neighbour (kind 1), for the host to print. */
+ * frame from any neighbour, waiting at most wait_ms; with bulk 1 the host
+ * may answer through the bulk region.  NODE_FRAME: the frame (in `frame`,
+ * or in the first `bulk` bytes of the region), or nothing when the wait
+ * ran out.  NODE_REPORT: a round's JSON line (kind 0) or a note about a
+ * neighbour (kind 1), for the host to print. */
 #define EML_FIELDS_NODE_SEND(X, S)                                           \
     X(S, U64, peer, 0, EML_DECENTRAL_MAX_NODES - 1)                          \
     X(S, U64, wait_ms, 0, 3600000)                                           \
-    X(S, BYTES, frame, EML_NODE_FRAME_MAX)
+    X(S, BYTES, frame, EML_NODE_FRAME_MAX)                                   \
+    X(S, U64, bulk, 0, EML_BULK_BYTES)
 #define EML_FIELDS_NODE_SENT(X, S) X(S, U64, sent, 0, UINT64_MAX)
-#define EML_FIELDS_NODE_RECV(X, S) X(S, U64, wait_ms, 0, 3600000)
-#define EML_FIELDS_NODE_FRAME(X, S) X(S, BYTES, frame, EML_NODE_FRAME_MAX)
+#define EML_FIELDS_NODE_RECV(X, S)                                           \
+    X(S, U64, wait_ms, 0, 3600000)                                           \
+    X(S, U64, bulk, 0, 1)
+#define EML_FIELDS_NODE_FRAME(X, S)                                          \
+    X(S, BYTES, frame, EML_NODE_FRAME_MAX)                                   \
+    X(S, U64, bulk, 0, EML_BULK_BYTES)
 #define EML_FIELDS_NODE_REPORT(X, S)                                         \
     X(S, U64, kind, 0, 1)                                                    \
     X(S, BYTES, line, EML_NODE_LINE_MAX)

@@ -66,6 +66,9 @@ void eml_net_free(eml_net *net); /* NULL is a no-op */
 void eml_net_init_params(eml_net *net, uint64_t seed);
 
 size_t eml_net_param_count(const eml_net *net);
+/* Bytes of the buffers the net allocated for itself: its parameters
+ * (unless borrowed), gradients, activations and per-layer scratch. */
+size_t eml_net_memory_bytes(const eml_net *net);
 /* The parameters, to read or to write: whoever writes them calls
  * eml_net_params_changed afterwards (the optimiser, weight loading, the
  * weight average's swap, a resumed state), so that the version GEMM

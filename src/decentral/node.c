@@ -57,6 +57,8 @@ struct eml_node {
     const eml_share_view **vptr;
     held *hold;
     size_t nhold, caphold;
+    eml_share_view cur; /* this round's share, while it is collected */
+    int sharing;        /* cur is valid */
     uint64_t refused[EML_DMSG_REFUSALS], late, missed;
     double avg_cpu; /* opening and averaging, CPU seconds, summed */
     int done;
@@ -72,6 +74,19 @@ static void note(eml_node *nd, const char *fmt, ...)
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     if (nd->io.note != NULL) nd->io.note(nd->io.user, line);
+}
+
+/* The node's message buffers, bytes: its own frame, one open buffer per
+ * neighbour, frames held for a later round, the averaging scratch and
+ * the sharer's state. */
+static size_t buffer_bytes(const eml_node *nd)
+{
+    size_t np = eml_net_param_count(nd->net);
+    size_t n = eml_dmsg_size((uint32_t)np, (uint32_t)np, 0) +
+               np * sizeof(double) + eml_sharer_bytes(nd->sharer);
+    for (uint32_t k = 0; k < nd->degree; k++) n += nd->ocap[k];
+    for (size_t h = 0; h < nd->nhold; h++) n += nd->hold[h].n;
+    return n;
 }
 
 /* Holds a copy of a frame of a later round. */
@@ -139,8 +154,28 @@ static void send_hello(eml_node *nd, uint32_t only, double deadline)
     }
 }
 
+/* Seals this round's share for neighbour k and sends it. */
+static void send_share(eml_node *nd, uint32_t k, double deadline)
+{
+    size_t len;
+    eml_err err = {0};
+    if (!nd->ready[k]) return; /* no attested channel: not a byte */
+    nd->chan[k].send_seq = (uint64_t)nd->round;
+    eml_status st = eml_dmsg_seal(&nd->chan[k], (uint64_t)nd->round,
+                                  nd->degree, &nd->cur, nd->share.pad,
+                                  nd->frame, &len, &err);
+    if (st == EML_OK)
+        st = nd->io.send(nd->io.user, nd->nbr[k], nd->frame, len, deadline,
+                         &err);
+    if (st != EML_OK)
+        note(nd, "round %ld: to node %u: %s", nd->round, nd->nbr[k],
+             err.msg);
+}
+
 /* A neighbour's hello: checked; a new one keys the channel to it (and
- * gets this node's hello back, for a neighbour that restarted). */
+ * gets this node's hello back, for a neighbour that restarted, and this
+ * round's share again if it was sent already: the neighbour's previous
+ * life took it with it). */
 static void take_hello(eml_node *nd, const uint8_t *p, size_t n,
                        double deadline)
 {
@@ -168,6 +203,7 @@ static void take_hello(eml_node *nd, const uint8_t *p, size_t n,
     nd->ready[k] = 1;
     memcpy(nd->keyed[k], nonce, 32);
     send_hello(nd, k, deadline);
+    if (nd->sharing) send_share(nd, k, deadline);
 }
 
 /* Collects this round's shares until every neighbour's is in (hellos:
@@ -215,26 +251,15 @@ static uint32_t collect(eml_node *nd, double deadline, int hellos,
     }
 }
 
-/* Shares this round's selection with every neighbour. */
+/* Shares this round's selection with every neighbour; it stays in
+ * nd->cur (the parameters do not change until the round's average) for a
+ * neighbour that comes back during the round. */
 static void send_all(eml_node *nd, double deadline)
 {
-    eml_share_view v;
-    eml_sharer_select(nd->sharer, eml_net_params(nd->net), &nd->rng, &v);
-    for (uint32_t k = 0; k < nd->degree; k++) {
-        size_t len;
-        eml_err err = {0};
-        if (!nd->ready[k]) continue; /* no attested channel: not a byte */
-        nd->chan[k].send_seq = (uint64_t)nd->round;
-        eml_status st = eml_dmsg_seal(&nd->chan[k], (uint64_t)nd->round,
-                                      nd->degree, &v, nd->share.pad,
-                                      nd->frame, &len, &err);
-        if (st == EML_OK)
-            st = nd->io.send(nd->io.user, nd->nbr[k], nd->frame, len,
-                             deadline, &err);
-        if (st != EML_OK)
-            note(nd, "round %ld: to node %u: %s", nd->round, nd->nbr[k],
-                 err.msg);
-    }
+    eml_sharer_select(nd->sharer, eml_net_params(nd->net), &nd->rng,
+                      &nd->cur);
+    nd->sharing = 1;
+    for (uint32_t k = 0; k < nd->degree; k++) send_share(nd, k, deadline);
 }
 
 /* One round: share, collect, average, evaluate, report. */
@@ -256,6 +281,7 @@ static eml_status exchange(eml_node *nd, eml_err *err)
     }
     send_all(nd, deadline);
     uint32_t have = collect(nd, deadline, 0, err);
+    nd->sharing = 0;
     memset(err, 0, sizeof(*err));
     size_t k2 = 0;
     for (uint32_t k = 0; k < nd->degree; k++) {
@@ -283,11 +309,11 @@ static eml_status exchange(eml_node *nd, eml_err *err)
              "\"test_loss\":%.6f,\"received\":%u,\"missed\":%u,"
              "\"exchange_seconds\":%.6f,\"average_cpu_seconds\":%.6f,"
              "\"refused\":%llu,\"late\":%llu,\"parameters\":%zu,"
-             "\"degree\":%u}",
+             "\"degree\":%u,\"net_bytes\":%zu,\"buffer_bytes\":%zu}",
              nd->id, nd->round, acc, loss, have, nd->degree - have, wall,
              nd->avg_cpu, (unsigned long long)refused,
              (unsigned long long)nd->late, eml_net_param_count(nd->net),
-             nd->degree);
+             nd->degree, eml_net_memory_bytes(nd->net), buffer_bytes(nd));
     if (nd->io.round != NULL) nd->io.round(nd->io.user, line);
     return EML_OK;
 }

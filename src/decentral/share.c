@@ -64,6 +64,15 @@ eml_status eml_share_parse(const char *spec, int pad, eml_share_spec *s,
     return EML_OK;
 }
 
+size_t eml_sharer_bytes(const eml_sharer *s)
+{
+    size_t n = 0;
+    if (s->perm != NULL) n += s->n * sizeof(uint32_t);
+    if (s->idx != NULL) n += (size_t)s->k * (sizeof(uint32_t) + sizeof(float));
+    if (s->base != NULL) n += s->n * sizeof(float);
+    return n;
+}
+
 void eml_sharer_free(eml_sharer *s)
 {
     if (s == NULL) return;

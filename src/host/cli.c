@@ -16,12 +16,19 @@
 
 int eml_fail(const char *fmt, ...)
 {
+    /* One write: nodes and the launcher share a terminal, and a line
+     * written in pieces interleaves with another process's. */
+    char line[2048];
+    int n = snprintf(line, sizeof(line), "enclaveml: error: ");
     va_list ap;
-    fputs("enclaveml: error: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    size_t len = strlen(line);
+    line[len] = '\n';
+    fflush(stderr);
+    (void)fwrite(line, 1, len + 1, stderr);
+    fflush(stderr);
     return 1;
 }
 

@@ -206,10 +206,11 @@ static int write_peers(const char *path, long n)
 typedef struct child {
     pid_t pid;
     int fd; /* its stdout; -1 once closed */
-    char line[1024];
+    char line[2048];
     size_t len;
     double acc, avg_cpu;
-    uint64_t bytes, refused, missed, params, degree, rss_kib;
+    uint64_t bytes, refused, missed, params, degree;
+    uint64_t rss_kib, enclave_rss_kib, net_bytes, buffer_bytes; /* memory */
     long rounds_done;
 } child;
 
@@ -275,6 +276,10 @@ static void on_line(child *c, const char *line, round_sum *sums, long rounds)
     c->params = (uint64_t)jnum(line, "parameters");
     c->degree = (uint64_t)jnum(line, "degree");
     c->rss_kib = (uint64_t)jnum(line, "max_rss_kib");
+    double e = jnum(line, "enclave_max_rss_kib");
+    c->enclave_rss_kib = e > 0 ? (uint64_t)e : 0;
+    c->net_bytes = (uint64_t)jnum(line, "net_bytes");
+    c->buffer_bytes = (uint64_t)jnum(line, "buffer_bytes");
     c->rounds_done = r;
 }
 
@@ -595,6 +600,11 @@ static void report_json(const run_opts *o, const child *ch,
         eml_json_num(&j, "averaging_cpu_seconds", ch[i].avg_cpu);
         eml_json_int(&j, "parameters", (long long)ch[i].params);
         eml_json_int(&j, "max_rss_kib", (long long)ch[i].rss_kib);
+        if (o->sim)
+            eml_json_int(&j, "enclave_max_rss_kib",
+                         (long long)ch[i].enclave_rss_kib);
+        eml_json_int(&j, "net_bytes", (long long)ch[i].net_bytes);
+        eml_json_int(&j, "buffer_bytes", (long long)ch[i].buffer_bytes);
         eml_json_object_end(&j);
     }
     eml_json_array_end(&j);
@@ -743,14 +753,28 @@ int eml_cmd_decentral(int argc, char **argv)
     double seconds = eml_wall_seconds() - t0;
     if (rc == 0 && c.json) report_json(&o, ch, sums, seconds, prep);
     if (rc == 0) {
-        uint64_t rss = 0;
-        for (long i = 0; i < o.nodes; i++)
-            rss = ch[i].rss_kib > rss ? ch[i].rss_kib : rss;
+        long big = 0; /* the node with the largest resident set */
+        for (long i = 1; i < o.nodes; i++)
+            if (ch[i].rss_kib + ch[i].enclave_rss_kib >
+                ch[big].rss_kib + ch[big].enclave_rss_kib)
+                big = i;
+        const child *b = &ch[big];
         fprintf(stderr,
                 "decentral: %ld nodes, %ld rounds in %.1f s (%.1f s of it "
-                "preparing the data%s); largest node %.1f MiB resident\n",
+                "preparing the data%s)\n",
                 o.nodes, o.rounds, seconds, prep,
-                o.sim ? ", owners' keys and grants" : "", (double)rss / 1024);
+                o.sim ? ", owners' keys and grants" : "");
+        char split[96] = "";
+        if (o.sim)
+            snprintf(split, sizeof(split), " (host %.1f, enclave %.1f)",
+                     (double)b->rss_kib / 1024,
+                     (double)b->enclave_rss_kib / 1024);
+        fprintf(stderr,
+                "decentral: largest node %.1f MiB resident%s; of it the "
+                "network %.1f MiB, message buffers %.1f MiB\n",
+                (double)(b->rss_kib + b->enclave_rss_kib) / 1024, split,
+                (double)b->net_bytes / (1 << 20),
+                (double)b->buffer_bytes / (1 << 20));
     }
     remove_tree(base);
     free(ch);

@@ -36,7 +36,8 @@ static const char node_usage[] =
     "                      --topology T --rounds R [--local-steps L]\n"
     "                      [--share full|random:F|topk:F] [--pad]\n"
     "                      [--seed S] [--batch N] [--lr X] [--threads N]\n"
-    "                      [--deadline-ms MS] [--enclave none|sim]\n"
+    "                      [--deadline-ms MS] [--start-timeout-ms MS]\n"
+    "                      [--enclave none|sim]\n"
     "                      [--grant G --recipient M.pub --out M.emlm\n"
     "                       --examples N --run-id HEX --report-out R\n"
     "                       [--checkpoint FILE [--resume]]\n"
@@ -58,13 +59,33 @@ static const char node_usage[] =
     "the same on every node) defaults to a digest of the peers file, the\n"
     "topology and the seed.  --checkpoint seals the node's state after\n"
     "every step; a node killed and started again with --resume comes back\n"
-    "from it, sends a new hello and rejoins its neighbours.\n";
+    "from it, sends a new hello and rejoins its neighbours.  At start the\n"
+    "node waits --start-timeout-ms (default 60000) for a connection to\n"
+    "each neighbour, and stops with an error naming one that never\n"
+    "accepted; later, a round's neighbour that misses the --deadline-ms\n"
+    "is left out of that round.\n";
 
 /* The host's side of a node: its ZeroMQ link (eml_node_io). */
 typedef struct host_io {
     uint32_t id;
     eml_node_link *link;
+    double start_s; /* --start-timeout-ms */
+    int reached;    /* every neighbour accepted a connection */
 } host_io;
+
+/* Before the first frame moves, every neighbour must have accepted a
+ * connection: one that never does stops the node with a line naming it.
+ * Not earlier, so that a node the enclave refuses to start (a grant, a
+ * budget) fails for that reason, not for a neighbour that did. */
+static eml_status reach(host_io *h, eml_err *err)
+{
+    if (h->reached) return EML_OK;
+    eml_status st = eml_node_link_wait_connected(h->link, h->start_s, err);
+    h->reached = st == EML_OK;
+    return st;
+}
+
+static eml_status io_start(void *user, eml_err *err) { return reach(user, err); }
 
 static eml_status io_send(void *user, uint32_t peer, const uint8_t *p,
                           size_t n, double deadline, eml_err *err)
@@ -113,7 +134,7 @@ static void io_note(void *user, const char *line)
 /* ==== setting up ==== */
 
 typedef struct node_opts {
-    long id, rounds, local_steps, deadline_ms, examples;
+    long id, rounds, local_steps, deadline_ms, start_ms, examples;
     const char *peers, *topology, *share;
     int pad, sim;
     uint64_t seed;
@@ -139,6 +160,7 @@ enum {
     O_SEED,
     O_LR,
     O_DEADLINE,
+    O_START_TIMEOUT,
     O_ENCLAVE,
     O_GRANT,
     O_RECIPIENT,
@@ -196,6 +218,7 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         {"seed", required_argument, 0, O_SEED},
         {"lr", required_argument, 0, O_LR},
         {"deadline-ms", required_argument, 0, O_DEADLINE},
+        {"start-timeout-ms", required_argument, 0, O_START_TIMEOUT},
         {"enclave", required_argument, 0, O_ENCLAVE},
         {"grant", required_argument, 0, O_GRANT},
         {"recipient", required_argument, 0, O_RECIPIENT},
@@ -252,6 +275,11 @@ static int parse(int argc, char **argv, eml_common_opts *c, node_opts *o)
         case O_DEADLINE:
             if (eml_opt_long("--deadline-ms", optarg, 1, 3600000,
                              &o->deadline_ms))
+                return -1;
+            break;
+        case O_START_TIMEOUT:
+            if (eml_opt_long("--start-timeout-ms", optarg, 1, 3600000,
+                             &o->start_ms))
                 return -1;
             break;
         case O_ENCLAVE:
@@ -357,13 +385,14 @@ static eml_status node_main(const node_opts *o, uint32_t n,
 {
     eml_topo topo;
     memset(&topo, 0, sizeof(topo));
-    host_io h = {(uint32_t)o->id, NULL};
+    host_io h = {(uint32_t)o->id, NULL, (double)o->start_ms / 1000, 0};
     eml_node *nd = NULL;
     eml_node_opts no;
     memset(&no, 0, sizeof(no));
     eml_status st = eml_share_parse(o->share ? o->share : "full", o->pad,
                                     &no.share, err);
     if (st == EML_OK) st = link_up(o, n, addrs, &topo, &h.link, err);
+    if (st == EML_OK) st = reach(&h, err);
     if (st == EML_OK) {
         no.id = (uint32_t)o->id;
         no.topo = &topo;
@@ -438,7 +467,7 @@ static int node_sim(const eml_common_opts *c, const node_opts *o, uint32_t n,
     eml_err err = {0};
     eml_topo topo;
     memset(&topo, 0, sizeof(topo));
-    host_io h = {(uint32_t)o->id, NULL};
+    host_io h = {(uint32_t)o->id, NULL, (double)o->start_ms / 1000, 0};
     uint8_t *gtext = NULL, *cfg = NULL;
     size_t glen = 0, clen = 0;
     int rc = 1;
@@ -503,7 +532,7 @@ static int node_sim(const eml_common_opts *c, const node_opts *o, uint32_t n,
         }
     ca.node_share = o->share ? o->share : "full";
     eml_node_io io = {.user = &h, .send = io_send, .recv = io_recv,
-                      .round = io_round, .note = io_note};
+                      .round = io_round, .note = io_note, .start = io_start};
     ca.node_io = &io;
     rc = eml_train_confidential(&ca);
 out:
@@ -519,6 +548,7 @@ int eml_cmd_node(int argc, char **argv)
     eml_common_opts c;
     eml_common_init(&c);
     node_opts o = {.id = -1, .local_steps = 10, .deadline_ms = 60000,
+                   .start_ms = 60000,
                    .seed = 1};
     o.dp = eml_run_spec_default().dp;
     int rc = parse(argc, argv, &c, &o);

@@ -150,12 +150,17 @@ static eml_status spawn(const char *path, int fd, int bulk_fd,
             dup2(devnull, 1);
             if (devnull > 3) close(devnull);
         }
-        long maxfd = sysconf(_SC_OPEN_MAX);
-        for (long i = bulk_fd >= 0 ? 5 : 4;
-             i < (maxfd > 0 && maxfd < 65536 ? maxfd : 1024); i++)
-            close((int)i);
-        /* Nothing of the host's environment reaches the enclave. */
-        char *const envp[] = {NULL};
+        int first = bulk_fd >= 0 ? 5 : 4;
+        if (close_range((unsigned)first, ~0U, 0) != 0) {
+            long maxfd = sysconf(_SC_OPEN_MAX);
+            for (long i = first;
+                 i < (maxfd > 0 && maxfd < 65536 ? maxfd : 1024); i++)
+                close((int)i);
+        }
+        /* Nothing of the host's environment reaches the enclave: it gets
+         * its own fixed one, which it would otherwise set by executing
+         * itself a second time. */
+        char *const envp[] = {EML_SIM_ENCLAVE_ENV, NULL};
         execve(path, argv, envp);
         _exit(127);
     }
@@ -311,6 +316,19 @@ static eml_status start_sim(eml_enclave_host *h, int fd, eml_err *err)
     st = spawn(path, fd, h->bulk_fd, argv, &h->pid, err);
     if (st == EML_OK) close(fd);
     return st;
+}
+
+long eml_enclave_host_peak_rss_kib(const eml_enclave_host *h)
+{
+    if (h->pid <= 0) return 0;
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%ld/status", (long)h->pid);
+    FILE *f = fopen(path, "r");
+    long kib = 0;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "VmHWM:", 6) == 0) kib = strtol(line + 6, NULL, 10);
+    if (f != NULL) fclose(f);
+    return kib;
 }
 
 /* ==== ecalls ==== */
@@ -502,6 +520,7 @@ eml_status eml_host_start(eml_enclave_host *h, const eml_host_opts *o,
 
 void eml_host_stop(eml_enclave_host *h)
 {
+    h->node = NULL; /* a node's notes while it stops are not news */
     if (h->ch.fd > 0) {
         eml_err ignore = {0};
         if (eml_host_call(h, EML_MSG_SHUTDOWN, NULL, 0, NULL, 0, &ignore) !=

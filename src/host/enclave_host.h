@@ -66,6 +66,9 @@ typedef struct eml_enclave_host {
     /* NODE_* ocalls: a decentralized node's transport and output (NULL:
      * refused); not owned. */
     const struct eml_node_io *node;
+    int node_started;  /* node->start has succeeded */
+    /* An ocall service that ends the ecall says why here. */
+    eml_err ocall_err;
 } eml_enclave_host;
 
 /* Path of the enclave program: $ENCLAVEML_ENCLAVE, or enclaveml-enclave
@@ -81,6 +84,10 @@ EML_MUST_CHECK eml_status eml_host_measure(eml_backend backend,
                                            char *policy, size_t policy_cap,
                                            char *files, size_t files_cap,
                                            eml_err *err);
+
+/* The enclave process's peak resident set (VmHWM), KiB: 0 for the `none`
+ * backend (its memory is the host's) or when it cannot be read. */
+long eml_enclave_host_peak_rss_kib(const eml_enclave_host *h);
 
 /* Starts the enclave and initialises it (unsealing or creating its
  * identity; the sealed blob lives in $ENCLAVEML_HOME). */

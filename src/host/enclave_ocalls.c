@@ -272,16 +272,37 @@ static eml_status serve_worker(eml_enclave_host *h, eml_msg_any *q,
 
 /* NODE_SEND / NODE_RECV: a node's frames over its link (sealed by the
  * enclave; the host moves bytes).  NODE_REPORT: its lines, printed. */
+/* The node's start hook, once: its failure ends the run (the reason in
+ * h->ocall_err). */
+static eml_status node_start(eml_enclave_host *h)
+{
+    const eml_node_io *n = h->node;
+    if (h->node_started || n->start == NULL) return EML_OK;
+    eml_status st = n->start(n->user, &h->ocall_err);
+    h->node_started = st == EML_OK;
+    return st;
+}
+
 static eml_status serve_node_send(eml_enclave_host *h, eml_msg_any *q,
                                   uint32_t seq)
 {
     const eml_node_io *n = h->node;
     if (n == NULL) return reply_error(h, seq, "this is not a node");
+    eml_status started = node_start(h);
+    if (started != EML_OK) return started;
     eml_err err = {0};
     const eml_ocall_node_send *s = &q->m_NODE_SEND;
     double deadline = eml_wall_seconds() + (double)s->wait_ms / 1000;
-    eml_status st = n->send(n->user, (uint32_t)s->peer, s->frame.p,
-                            s->frame.n, deadline, &err);
+    const uint8_t *frame = s->frame.p;
+    size_t len = s->frame.n;
+    if (s->bulk > 0) {
+        if (h->bulk == NULL || len > 0)
+            return reply_error(h, seq, "a frame both ways or no bulk region");
+        frame = h->bulk;
+        len = (size_t)s->bulk;
+    }
+    eml_status st = n->send(n->user, (uint32_t)s->peer, frame, len, deadline,
+                            &err);
     if (st != EML_OK) return reply_error(h, seq, "%s", err.msg);
     eml_reply_node_sent a = {0};
     return reply(h, EML_MSG_NODE_SENT, &a, sizeof(a), seq);
@@ -292,6 +313,8 @@ static eml_status serve_node_recv(eml_enclave_host *h, eml_msg_any *q,
 {
     const eml_node_io *n = h->node;
     if (n == NULL) return reply_error(h, seq, "this is not a node");
+    eml_status started = node_start(h);
+    if (started != EML_OK) return started;
     eml_err err = {0};
     const uint8_t *p = NULL;
     size_t len = 0;
@@ -299,7 +322,14 @@ static eml_status serve_node_recv(eml_enclave_host *h, eml_msg_any *q,
         eml_wall_seconds() + (double)q->m_NODE_RECV.wait_ms / 1000;
     eml_status st = n->recv(n->user, deadline, &p, &len, &err);
     if (st != EML_OK) return reply_error(h, seq, "%s", err.msg);
-    eml_reply_node_frame a = {{p, len}};
+    eml_reply_node_frame a = {{p, len}, 0};
+    if (q->m_NODE_RECV.bulk && h->bulk != NULL && len > 0 &&
+        len <= EML_BULK_BYTES) {
+        /* The enclave is waiting for this reply: the region is free. */
+        memcpy(h->bulk, p, len);
+        a.frame.n = 0;
+        a.bulk = len;
+    }
     return reply(h, EML_MSG_NODE_FRAME, &a, sizeof(a), seq);
 }
 
@@ -309,9 +339,14 @@ static eml_status serve_node_report(eml_enclave_host *h, eml_msg_any *q,
     (void)seq;
     const eml_node_io *n = h->node;
     const eml_bytes *b = &q->m_NODE_REPORT.line;
-    char line[EML_NODE_LINE_MAX + 1];
+    char line[EML_NODE_LINE_MAX + 64];
     memcpy(line, b->p, b->n);
     line[b->n] = '\0';
+    long kib = eml_enclave_host_peak_rss_kib(h);
+    if (q->m_NODE_REPORT.kind == 0 && b->n > 0 && line[b->n - 1] == '}' &&
+        kib > 0) /* the round's line, with the enclave's memory */
+        snprintf(line + b->n - 1, sizeof(line) - (b->n - 1),
+                 ",\"enclave_max_rss_kib\":%ld}", kib);
     if (n != NULL && q->m_NODE_REPORT.kind == 0 && n->round != NULL)
         n->round(n->user, line);
     else if (n != NULL && n->note != NULL)
@@ -370,6 +405,8 @@ eml_status eml_host_serve_ocall(eml_enclave_host *h, uint16_t type,
                                derr.msg);
         st = fn(h, &q, h->ch.recv_seq);
     }
+    if (st != EML_OK && h->ocall_err.msg[0] != '\0')
+        return eml_err_set(err, st, "%s", h->ocall_err.msg);
     if (st != EML_OK)
         return eml_err_set(err, st, "protocol error: unexpected or "
                                     "malformed %s from the enclave",

@@ -9,6 +9,7 @@
 #include <zmq.h>
 
 #include "core/clock.h"
+#include "core/le.h"
 #include "core/lines.h"
 #include "enclaveml/edl.h"
 #include "host/fileio.h"
@@ -17,6 +18,9 @@
 struct eml_node_link {
     void *ctx, *pull;
     void **push; /* per peer id, NULL if not a neighbour */
+    void **mon;  /* per peer id: its PUSH socket's connection events, until
+                    eml_node_link_wait_connected */
+    char (*addr)[EML_PEER_ADDR_MAX]; /* per peer id, for messages */
     uint32_t peers;
     uint64_t sent;
     zmq_msg_t msg;
@@ -100,8 +104,11 @@ eml_status eml_node_link_open(const char *addr, uint32_t peers,
     if (l == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
     l->peers = peers;
     l->push = calloc(peers ? peers : 1, sizeof(void *));
+    l->mon = calloc(peers ? peers : 1, sizeof(void *));
+    l->addr = calloc(peers ? peers : 1, sizeof(*l->addr));
     l->ctx = zmq_ctx_new();
-    if (l->push == NULL || l->ctx == NULL) {
+    if (l->push == NULL || l->mon == NULL || l->addr == NULL ||
+        l->ctx == NULL) {
         eml_node_link_close(l);
         return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
     }
@@ -133,15 +140,106 @@ eml_status eml_node_link_connect(eml_node_link *l, uint32_t peer,
                            addr);
     void *s = zmq_socket(l->ctx, ZMQ_PUSH);
     int linger = 2000, hwm = 1000;
-    if (s == NULL || zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger)) ||
+    char mon[64];
+    snprintf(mon, sizeof(mon), "inproc://eml-link-%u", peer);
+    /* The monitor goes first, so that no connection event is missed. */
+    void *m = NULL;
+    if (s != NULL && zmq_socket_monitor(s, mon, ZMQ_EVENT_CONNECTED) == 0 &&
+        (m = zmq_socket(l->ctx, ZMQ_PAIR)) != NULL && zmq_connect(m, mon) != 0) {
+        zmq_close(m);
+        m = NULL;
+    }
+    if (s == NULL || m == NULL ||
+        zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger)) ||
         zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof(hwm)) ||
         zmq_connect(s, ep) != 0) {
+        eml_status st = eml_err_set(err, EML_ERR_IO,
+                                    "node: cannot connect to %s: %s", addr,
+                                    zmq_strerror(zmq_errno()));
+        if (m != NULL) zmq_close(m);
         if (s != NULL) zmq_close(s);
-        return eml_err_set(err, EML_ERR_IO, "node: cannot connect to %s: %s",
-                           addr, zmq_strerror(zmq_errno()));
+        return st;
     }
     l->push[peer] = s;
+    l->mon[peer] = m;
+    snprintf(l->addr[peer], sizeof(l->addr[peer]), "%s", addr);
     return EML_OK;
+}
+
+/* Reads one event off a monitor: 1 if it says connected, 0 if another, -1
+ * if none was there. */
+static int monitor_event(void *m)
+{
+    zmq_msg_t a, b;
+    zmq_msg_init(&a);
+    if (zmq_msg_recv(&a, m, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&a);
+        return -1;
+    }
+    int connected = zmq_msg_size(&a) >= 2 &&
+                    (eml_get_le16(zmq_msg_data(&a)) & ZMQ_EVENT_CONNECTED) != 0;
+    int more = zmq_msg_more(&a);
+    zmq_msg_close(&a);
+    while (more) { /* the event's second part: the endpoint */
+        zmq_msg_init(&b);
+        if (zmq_msg_recv(&b, m, ZMQ_DONTWAIT) < 0) more = 0;
+        else more = zmq_msg_more(&b);
+        zmq_msg_close(&b);
+    }
+    return connected;
+}
+
+static void monitor_stop(eml_node_link *l, uint32_t peer)
+{
+    if (l->mon == NULL || l->mon[peer] == NULL) return;
+    (void)zmq_socket_monitor(l->push[peer], NULL, 0);
+    zmq_close(l->mon[peer]);
+    l->mon[peer] = NULL;
+}
+
+eml_status eml_node_link_wait_connected(eml_node_link *l, double seconds,
+                                        eml_err *err)
+{
+    double deadline = eml_wall_seconds() + seconds;
+    for (;;) {
+        zmq_pollitem_t it[64];
+        uint32_t who[64], n = 0;
+        for (uint32_t p = 0; p < l->peers && n < 64; p++)
+            if (l->mon[p] != NULL) {
+                it[n] = (zmq_pollitem_t){l->mon[p], 0, ZMQ_POLLIN, 0};
+                who[n++] = p;
+            }
+        if (n == 0) return EML_OK;
+        double left = deadline - eml_wall_seconds();
+        int rc = zmq_poll(it, (int)n, left <= 0 ? 0 : (long)(left * 1000) + 1);
+        if (rc < 0 && zmq_errno() != EINTR)
+            return eml_err_set(err, EML_ERR_IO, "node: %s",
+                               zmq_strerror(zmq_errno()));
+        for (uint32_t i = 0; i < n; i++) {
+            int ev = 0;
+            while ((it[i].revents & ZMQ_POLLIN) &&
+                   (ev = monitor_event(l->mon[who[i]])) == 0) {
+            }
+            if (ev == 1) monitor_stop(l, who[i]);
+        }
+        if (rc == 0 && eml_wall_seconds() >= deadline) {
+            char who_[400] = "";
+            size_t at = 0;
+            uint32_t missing = 0;
+            for (uint32_t p = 0; p < l->peers; p++)
+                if (l->mon[p] != NULL && missing++ < 4 && at < sizeof(who_))
+                    at += (size_t)snprintf(who_ + at, sizeof(who_) - at,
+                                           "%snode %u at %s",
+                                           at ? ", " : "", p, l->addr[p]);
+            return eml_err_set(err, EML_ERR_IO,
+                               "%s%s accepted no connection within %g s (%s)",
+                               who_, missing > 4 ? " and more" : "", seconds,
+                               missing > 1 ? "are they running, and are their "
+                                             "addresses right?"
+                                           : "is it running, and is its "
+                                             "address right?");
+        }
+    }
 }
 
 static int ms_left(double deadline)
@@ -202,7 +300,12 @@ void eml_node_link_close(eml_node_link *l)
     if (l == NULL) return;
     if (l->have_msg) zmq_msg_close(&l->msg);
     for (uint32_t i = 0; l->push != NULL && i < l->peers; i++)
-        if (l->push[i] != NULL) zmq_close(l->push[i]);
+        if (l->push[i] != NULL) {
+            monitor_stop(l, i);
+            zmq_close(l->push[i]);
+        }
+    free(l->mon);
+    free(l->addr);
     if (l->pull != NULL) zmq_close(l->pull);
     if (l->ctx != NULL) zmq_ctx_term(l->ctx);
     free(l->push);

@@ -35,6 +35,12 @@ EML_MUST_CHECK eml_status eml_node_link_connect(eml_node_link *l,
                                                 uint32_t peer,
                                                 const char *addr,
                                                 eml_err *err);
+/* Waits until every peer connected to is reached (a TCP connection
+ * stands), at most `seconds`: ZeroMQ connects lazily, so without this a
+ * peer nobody listens for would only show as missed rounds. */
+EML_MUST_CHECK eml_status eml_node_link_wait_connected(eml_node_link *l,
+                                                       double seconds,
+                                                       eml_err *err);
 /* Queues a frame for peer; waits at most until deadline (wall seconds,
  * eml_wall_seconds) for room.  Bytes sent are counted. */
 EML_MUST_CHECK eml_status eml_node_link_send(eml_node_link *l, uint32_t peer,

@@ -200,8 +200,10 @@ static eml_status conv_per_example(eml_net *net, layer *l, const float *in,
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)((size_t)n * hw);
     if (l->dw_ex == NULL) {
-        l->dw_ex = eml_alloc_floats(eml_mul_size((size_t)net->max_batch, l->n_w));
+        size_t n_ex = eml_mul_size((size_t)net->max_batch, l->n_w);
+        l->dw_ex = eml_alloc_floats(n_ex);
         if (l->dw_ex == NULL) return EML_ERR_NOMEM;
+        net->bytes += n_ex * sizeof(float);
     }
     eml_gemm_desc g = eml_gemm_desc_f32(0, 1, f, ckk, (int)hw, 1.0f, l->wide,
                                         wide, l->col, wide, 0.0f, l->dw_ex,

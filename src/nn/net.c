@@ -27,7 +27,14 @@
 #define now_seconds eml_wall_seconds
 
 #define mul_size eml_mul_size
-#define alloc_floats eml_alloc_floats
+
+/* A buffer of the net's own, counted in net->bytes. */
+static float *net_floats(eml_net *net, size_t n)
+{
+    float *p = eml_alloc_floats(n);
+    if (p != NULL) net->bytes += n * sizeof(float);
+    return p;
+}
 
 static const float *layer_input(const eml_net *net, int i)
 {
@@ -239,21 +246,21 @@ static eml_status layer_buffers(eml_net *net, int i)
     int train = !net->inference;
     size_t n_out = mul_size(mb, l->n_out);
     if (n_out == 0) return EML_ERR_RANGE;
-    l->out = alloc_floats(n_out);
+    l->out = net_floats(net, n_out);
     if (l->out == NULL) return EML_ERR_NOMEM;
     if (l->type == EML_LAYER_SOFTMAX) /* aliases the layer below's */
         l->delta = net->layers[i - 1].delta;
-    else if (train && (l->delta = alloc_floats(n_out)) == NULL)
+    else if (train && (l->delta = net_floats(net, n_out)) == NULL)
         return EML_ERR_NOMEM;
     if (l->type == EML_LAYER_CONVOLUTIONAL) {
         size_t ckk = (size_t)l->c * (size_t)l->size * (size_t)l->size;
         size_t hw = (size_t)l->out_h * (size_t)l->out_w;
         if (mul_size(mb, hw) > INT32_MAX) return EML_ERR_NOMEM;
-        l->col = alloc_floats(mul_size(mul_size(mb, ckk), hw));
-        l->wide = alloc_floats(n_out);
+        l->col = net_floats(net, mul_size(mul_size(mb, ckk), hw));
+        l->wide = net_floats(net, n_out);
         if (l->col == NULL || l->wide == NULL) return EML_ERR_NOMEM;
         if (train && i > 0 &&
-            (l->dcol = alloc_floats(mul_size(mul_size(mb, ckk), hw))) == NULL)
+            (l->dcol = net_floats(net, mul_size(mul_size(mb, ckk), hw))) == NULL)
             return EML_ERR_NOMEM;
     }
     if (l->type == EML_LAYER_MAXPOOL || l->type == EML_LAYER_AVGPOOL)
@@ -263,9 +270,10 @@ static eml_status layer_buffers(eml_net *net, int i)
         size_t bytes = l->pk->maxpool_ws_bytes(&s);
         l->ws = calloc(bytes ? bytes : 1, 1);
         if (l->ws == NULL) return EML_ERR_NOMEM;
+        net->bytes += bytes;
     }
     if (l->type == EML_LAYER_DROPOUT && train &&
-        (l->mask = alloc_floats(n_out)) == NULL)
+        (l->mask = net_floats(net, n_out)) == NULL)
         return EML_ERR_NOMEM;
     return EML_OK;
 }
@@ -285,10 +293,10 @@ static eml_status alloc_buffers(eml_net *net, const eml_net_opts *opts,
         net->params = (float *)(uintptr_t)opts->params_of;
         net->borrowed = 1;
     } else {
-        net->params = alloc_floats(net->n_params);
+        net->params = net_floats(net, net->n_params);
     }
-    if (!net->inference) net->grads = alloc_floats(net->n_params);
-    net->input = alloc_floats(mul_size(mb, net->layers[0].n_in));
+    if (!net->inference) net->grads = net_floats(net, net->n_params);
+    net->input = net_floats(net, mul_size(mb, net->layers[0].n_in));
     if (net->params == NULL || net->input == NULL ||
         (!net->inference && net->grads == NULL))
         return eml_err_set(err, EML_ERR_NOMEM, "out of memory for parameters");
@@ -444,6 +452,7 @@ void eml_net_init_params(eml_net *net, uint64_t seed)
 /* ==== accessors ==== */
 
 size_t eml_net_param_count(const eml_net *net) { return net->n_params; }
+size_t eml_net_memory_bytes(const eml_net *net) { return net->bytes; }
 float *eml_net_params(eml_net *net) { return net->params; }
 float *eml_net_grads(eml_net *net) { return net->grads; }
 eml_rng *eml_net_rng(eml_net *net) { return &net->rng; }

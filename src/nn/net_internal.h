@@ -72,6 +72,7 @@ struct eml_net {
     int ref_layers;    /* layers the kernel table cannot run, on ref */
     int inference;     /* no gradients, deltas, masks (eml_net_opts) */
     int borrowed;      /* params belong to another net (a model) */
+    size_t bytes;      /* what the net allocated for itself (buffers) */
 };
 
 /* a * b with overflow check; returns 0 on overflow (sizes here are >0). */

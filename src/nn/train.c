@@ -3,10 +3,13 @@
  * examples a step sees) and a gradient step (step.c: what it computes from
  * them), for plain training and DP-SGD alike.  Each step: the source's
  * batch, the gradient, the optimiser's update, the weight average, then
- * the step hooks in order: the mirror's save, the progress report, the
- * caller's hook (opts->on_step: where a decentralized node's exchange or
- * an outsourcing flush hangs).  Each epoch ends with its results and,
- * when asked, the test set.
+ * the step hooks in order: the caller's hook (opts->on_step: where a
+ * decentralized node's exchange or an outsourcing flush hangs), the
+ * mirror's save, the progress report.  The save comes after the caller's
+ * hook, so a saved step is a finished one: a node killed during its
+ * exchange resumes from the step before and exchanges that round again,
+ * rather than skip it.  Each epoch ends with its results and, when
+ * asked, the test set.
  *
  * Trusted code: no I/O; progress goes to a callback.
  */
@@ -367,9 +370,9 @@ static eml_status trainer_open(trainer *t, eml_err *err)
     t->lp.epoch = 1;
     eml_run_state_layout(&t->rs, t->net, t->opt, &t->avg, &t->src,
                          &t->step);
+    if (o->on_step != NULL) add_hook(t, o->on_step, o->on_step_user);
     if (o->mirror != NULL) add_hook(t, mirror_hook, t);
     add_hook(t, progress_hook, t);
-    if (o->on_step != NULL) add_hook(t, o->on_step, o->on_step_user);
     return EML_OK;
 }
 

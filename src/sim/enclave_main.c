@@ -5,10 +5,10 @@
  *                     [--bulk-fd B]
  *   enclaveml-enclave --measure --fd N [--heap-mb M]
  *
- * Started by the host with one end of a socketpair as fd N and an empty
- * environment.  It refuses any other environment than the empty one and
- * its own fixed one (FIXED_ENV, which it sets by executing itself again:
- * libgomp reads its settings when it loads, before main).  As the
+ * Started by the host with one end of a socketpair as fd N and its own
+ * fixed environment (FIXED_ENV).  It refuses any other environment than
+ * that one and the empty one, from which it executes itself again with
+ * FIXED_ENV (libgomp reads its settings when it loads, before main).  As the
  * simulated platform it measures every file mapped executable into it
  * (sim/measure.h) with its configuration and announces the measurement
  * (a MEASURE frame); --measure stops there.  Otherwise it reads the
@@ -39,7 +39,7 @@ extern char **environ;
  * with other work a spinning thread that lost its core stalls every
  * barrier (src/host/main.c measured 3.6x slower steps), so spin briefly,
  * then sleep. */
-static char *const FIXED_ENV[] = {"GOMP_SPINCOUNT=10000", NULL};
+static char *const FIXED_ENV[] = {EML_SIM_ENCLAVE_ENV, NULL};
 
 #if defined(__SANITIZE_ADDRESS__)
 /* LeakSanitizer stops the world with ptrace at exit, which the sandbox

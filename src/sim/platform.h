@@ -30,6 +30,10 @@
  * `sim` (loaded only by the enclave process), "platform-none" for `none`
  * (loaded by the host process that runs that backend).  Host code never
  * loads "platform".  EML_PLATFORM_SIM / EML_PLATFORM_NONE name them. */
+/* The sim enclave's whole environment (src/sim/enclave_main.c), part of
+ * the measured program; the host starts it with exactly this one. */
+#define EML_SIM_ENCLAVE_ENV "GOMP_SPINCOUNT=10000"
+
 #define EML_PLATFORM_SIM "platform"
 #define EML_PLATFORM_NONE "platform-none"
 
