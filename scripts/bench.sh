@@ -116,3 +116,4 @@ bash scripts/bench-outsource.sh "$build" "$quick"
 echo
 echo "== 8. a decentralized node's round inside (issue 12)"
 "$build/bench/bench_decentral" --params 1000000 --neighbours 4 --reps $([[ $quick == 1 ]] && echo 5 || echo 15)
+scripts/bench-decentral-overhead.sh "$build" "$quick"

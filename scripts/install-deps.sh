@@ -18,13 +18,30 @@ for p in "${pkgs[@]}"; do
     missing+=("$p")
   fi
 done
-if [[ ${#missing[@]} -eq 0 ]]; then
-  exit 0
-fi
-echo "install-deps: installing ${missing[*]}" >&2
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-echo "install-deps: done" >&2
+updated=0
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  updated=1
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  echo "install-deps: done" >&2
+fi
+
+# Darknet's own cfg files, the engine's test data (tests/test_darknet.c):
+# unpacked from Debian's darknet package, not installed (installing it
+# would drag in OpenCV).
+darknet=/usr/local/share/enclaveml/darknet
+if [[ ! -f $darknet/cfg/resnet50.cfg ]]; then
+  echo "install-deps: unpacking Darknet's cfg files into $darknet" >&2
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  [[ $updated == 1 ]] || $SUDO apt-get update -qq
+  (cd "$tmp" && apt-get download darknet >/dev/null 2>&1 &&
+    dpkg -x darknet_*.deb x)
+  $SUDO mkdir -p "$darknet"
+  $SUDO cp -r "$tmp/x/usr/share/darknet/cfg" "$darknet/"
+  $SUDO chmod -R a+rX "$darknet"
+fi

@@ -37,8 +37,18 @@ typedef enum eml_layer_type {
     EML_LAYER_DROPOUT = 4,
     EML_LAYER_SOFTMAX = 5,
     EML_LAYER_SCATTERING = 6, /* extension: fixed scattering features */
-    EML_LAYER_COUNT = 7
+    EML_LAYER_SHORTCUT = 7, /* the previous layer's output plus layer `from`'s */
+    EML_LAYER_ROUTE = 8,    /* earlier layers' outputs, channels concatenated */
+    EML_LAYER_UPSAMPLE = 9, /* nearest neighbour, by `stride` */
+    EML_LAYER_COST = 10,    /* the loss on the softmax below it */
+    EML_LAYER_COUNT = 11
 } eml_layer_type;
+
+/* [cost] type= (Darknet's names). */
+typedef enum eml_cost_type {
+    EML_COST_SSE = 0, /* sum of squared errors on the probabilities */
+    EML_COST_COUNT = 1
+} eml_cost_type;
 
 typedef enum eml_optimizer {
     EML_OPT_SGD = 0, /* SGD with momentum and weight decay */
@@ -50,7 +60,8 @@ typedef enum eml_lr_policy {
     EML_LR_CONSTANT = 0,
     EML_LR_STEPS = 1,  /* lr * product of scales[i] for steps[i] <= step */
     EML_LR_COSINE = 2, /* lr_min + (lr - lr_min) (1 + cos(pi t / T)) / 2 */
-    EML_LR_COUNT = 3
+    EML_LR_POLY = 3,   /* lr (1 - t / T)^power (Darknet's poly) */
+    EML_LR_COUNT = 4
 } eml_lr_policy;
 
 #define EML_CFG_MAX_LAYERS 256
@@ -59,6 +70,8 @@ typedef enum eml_lr_policy {
 #define EML_CFG_MAX_CHANNELS 65536  /* channels, filters, output */
 #define EML_CFG_MAX_KERNEL 64       /* size */
 #define EML_CFG_MAX_BATCH 65536
+#define EML_CFG_MAX_ROUTE 8         /* layers one [route] concatenates */
+#define EML_CFG_IGNORED_MAX 256     /* the names of ignored keys */
 
 typedef struct eml_layer_cfg {
     eml_layer_type type;
@@ -75,8 +88,23 @@ typedef struct eml_layer_cfg {
     int output;
     /* dropout */
     float probability; /* probability of DROPPING a unit (Darknet) */
-    /* scattering (scatter.h): scales J, angles L, normalisation groups */
+    /* scattering (scatter.h): scales J, angles L, normalisation groups;
+     * softmax: groups (1) */
     int scales, angles, groups;
+    /* convolutional, connected: batch normalization (Darknet's semantics,
+     * docs/cfg.md) in place of the bias */
+    int batch_normalize;
+    /* shortcut: the absolute index of layer `from`, and out = alpha *
+     * previous + beta * from (both 1 in Darknet's cfgs) */
+    int from;
+    float alpha, beta;
+    /* route: the absolute indices of the layers concatenated */
+    int n_route;
+    int route[EML_CFG_MAX_ROUTE];
+    /* upsample: stride (factor), scale (multiplies the output) */
+    float scale;
+    /* cost: type and scale (multiplies the loss) */
+    eml_cost_type cost_type;
 } eml_layer_cfg;
 
 typedef struct eml_netcfg {
@@ -98,6 +126,12 @@ typedef struct eml_netcfg {
     float ema;              /* extension: decay of an exponential moving
                                average of the weights, which evaluation and
                                the saved model use; 0 = off */
+    float power;            /* policy=poly: the exponent, default 4 */
+    int burn_in;            /* Darknet's warm-up: lr (t / burn_in)^4 for the
+                               first burn_in steps; 0 = none */
+    /* Keys Darknet knows that change nothing here (data augmentation and
+     * the like), comma-separated, each named once: the host warns. */
+    char ignored[EML_CFG_IGNORED_MAX];
 
     int n_layers;
     eml_layer_cfg *layers;  /* n_layers entries, owned */

@@ -41,7 +41,19 @@ typedef enum eml_act {
     EML_ACT_LEAKY = 2,    /* slope 0.1 for x < 0, as in Darknet */
     EML_ACT_TANH = 3,
     EML_ACT_LOGISTIC = 4,
-    EML_ACT_COUNT = 5
+    /* The rest of Darknet's (2018) activations, with its formulas (the
+     * gradient of each is a function of the output, as Darknet writes
+     * it; docs/cfg.md): */
+    EML_ACT_RELIE = 5,   /* x > 0 ? x : 0.01 x */
+    EML_ACT_RAMP = 6,    /* max(x, 0) + 0.1 x */
+    EML_ACT_PLSE = 7,    /* piecewise linear logistic, slopes 0.01/0.125 */
+    EML_ACT_ELU = 8,     /* x >= 0 ? x : exp(x) - 1 */
+    EML_ACT_LOGGY = 9,   /* 2 / (1 + exp(-x)) - 1 */
+    EML_ACT_STAIR = 10,  /* Darknet's staircase (gradient 0 on the steps) */
+    EML_ACT_HARDTAN = 11, /* clamp to [-1, 1] */
+    EML_ACT_LHTAN = 12,  /* clamp to [0, 1] with slope 0.001 outside */
+    EML_ACT_SELU = 13,   /* 1.0507 (x >= 0 ? x : 1.6732 (exp(x) - 1)) */
+    EML_ACT_COUNT = 14
 } eml_act;
 
 #define EML_LEAKY_SLOPE 0.1f

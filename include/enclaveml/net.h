@@ -66,6 +66,9 @@ void eml_net_free(eml_net *net); /* NULL is a no-op */
 void eml_net_init_params(eml_net *net, uint64_t seed);
 
 size_t eml_net_param_count(const eml_net *net);
+/* Parameters the optimiser trains: eml_net_param_count less batch norm's
+ * running statistics (Darknet's count). */
+size_t eml_net_trainable_count(const eml_net *net);
 /* Bytes of the buffers the net allocated for itself: its parameters
  * (unless borrowed), gradients, activations and per-layer scratch. */
 size_t eml_net_memory_bytes(const eml_net *net);
@@ -141,6 +144,9 @@ typedef struct eml_net_tensor {
     size_t count;
     size_t offset;   /* into the parameter buffer */
     int is_weight;   /* 1 for .weight (weight decay applies), 0 for .bias */
+    int is_state;    /* 1 for batch norm's running statistics: stored with
+                        the parameters, updated by the forward pass while
+                        training, never by the optimiser */
 } eml_net_tensor;
 
 size_t eml_net_tensor_count(const eml_net *net);

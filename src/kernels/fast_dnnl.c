@@ -281,6 +281,10 @@ static eml_status fast_act_forward(eml_kstate *ks, float *x, size_t n,
         return EML_OK;
     if (n > (size_t)INT64_MAX)
         return EML_ERR_RANGE;
+    dnnl_alg_kind_t f0, b0;
+    float a0;
+    if (!act_algs(a, &f0, &b0, &a0)) /* none in oneDNN: the plain loop */
+        return eml_ref_act_forward(ks, x, n, a);
 
     int64_t key[FAST_KEY_LEN] = {FAST_OP_ACT_FWD, (int64_t)a, (int64_t)n};
     struct fast_entry *e = fast_lookup(fs, key);
@@ -321,6 +325,10 @@ static eml_status fast_act_backward(eml_kstate *ks, float *delta,
         return EML_OK;
     if (n > (size_t)INT64_MAX)
         return EML_ERR_RANGE;
+    dnnl_alg_kind_t f0, b0;
+    float a0;
+    if (!act_algs(a, &f0, &b0, &a0))
+        return eml_ref_act_backward(ks, delta, y, n, a);
 
     int64_t key[FAST_KEY_LEN] = {FAST_OP_ACT_BWD, (int64_t)a, (int64_t)n};
     struct fast_entry *e = fast_lookup(fs, key);

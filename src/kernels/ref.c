@@ -98,33 +98,69 @@ eml_status eml_ref_gemm(void *ctx, const eml_gemm_desc *g)
 
 /* ==== activations ==== */
 
+/* Darknet's activations, one value at a time (activations.h of Darknet
+ * 2018), and their gradients as functions of the output y. */
+static float act_one(float x, eml_act a)
+{
+    switch (a) {
+    case EML_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case EML_ACT_LEAKY: return x > 0.0f ? x : EML_LEAKY_SLOPE * x;
+    case EML_ACT_TANH: return tanhf(x);
+    case EML_ACT_LOGISTIC: return 1.0f / (1.0f + expf(-x));
+    case EML_ACT_RELIE: return x > 0.0f ? x : 0.01f * x;
+    case EML_ACT_RAMP: return (x > 0.0f ? x : 0.0f) + 0.1f * x;
+    case EML_ACT_PLSE:
+        if (x < -4.0f) return 0.01f * (x + 4.0f);
+        if (x > 4.0f) return 0.01f * (x - 4.0f) + 1.0f;
+        return 0.125f * x + 0.5f;
+    case EML_ACT_ELU: return x >= 0.0f ? x : expf(x) - 1.0f;
+    case EML_ACT_LOGGY: return 2.0f / (1.0f + expf(-x)) - 1.0f;
+    case EML_ACT_STAIR: {
+        float f = floorf(x);
+        if (fmodf(f, 2.0f) == 0.0f) return floorf(x / 2.0f);
+        return (x - f) + floorf(x / 2.0f);
+    }
+    case EML_ACT_HARDTAN: return x < -1.0f ? -1.0f : x > 1.0f ? 1.0f : x;
+    case EML_ACT_LHTAN:
+        if (x < 0.0f) return 0.001f * x;
+        if (x > 1.0f) return 0.001f * (x - 1.0f) + 1.0f;
+        return x;
+    case EML_ACT_SELU:
+        return x >= 0.0f ? 1.0507f * x : 1.0507f * 1.6732f * (expf(x) - 1.0f);
+    default: return x;
+    }
+}
+
+static float act_grad(float y, eml_act a)
+{
+    switch (a) {
+    case EML_ACT_RELU: return y > 0.0f ? 1.0f : 0.0f;
+    case EML_ACT_LEAKY: return y > 0.0f ? 1.0f : EML_LEAKY_SLOPE;
+    case EML_ACT_TANH: return 1.0f - y * y;
+    case EML_ACT_LOGISTIC: return y * (1.0f - y);
+    case EML_ACT_RELIE: return y > 0.0f ? 1.0f : 0.01f;
+    case EML_ACT_RAMP: return (y > 0.0f ? 1.0f : 0.0f) + 0.1f;
+    case EML_ACT_PLSE: return (y < 0.0f || y > 1.0f) ? 0.01f : 0.125f;
+    case EML_ACT_ELU: return y >= 0.0f ? 1.0f : y + 1.0f;
+    case EML_ACT_LOGGY: {
+        float u = (y + 1.0f) / 2.0f;
+        return 2.0f * (1.0f - u) * u;
+    }
+    case EML_ACT_STAIR: return floorf(y) == y ? 0.0f : 1.0f;
+    case EML_ACT_HARDTAN: return (y > -1.0f && y < 1.0f) ? 1.0f : 0.0f;
+    case EML_ACT_LHTAN: return (y > 0.0f && y < 1.0f) ? 1.0f : 0.001f;
+    case EML_ACT_SELU: return y >= 0.0f ? 1.0507f : y + 1.0507f * 1.6732f;
+    default: return 1.0f;
+    }
+}
+
 eml_status eml_ref_act_forward(eml_kstate *ks, float *x, size_t n, eml_act a)
 {
     (void)ks;
     if ((int)a < 0 || a >= EML_ACT_COUNT || (x == NULL && n > 0))
         return EML_ERR_INVALID;
-    switch (a) {
-    case EML_ACT_LINEAR:
-        break;
-    case EML_ACT_RELU:
-        for (size_t i = 0; i < n; i++)
-            x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        break;
-    case EML_ACT_LEAKY:
-        for (size_t i = 0; i < n; i++)
-            x[i] = x[i] > 0.0f ? x[i] : EML_LEAKY_SLOPE * x[i];
-        break;
-    case EML_ACT_TANH:
-        for (size_t i = 0; i < n; i++)
-            x[i] = tanhf(x[i]);
-        break;
-    case EML_ACT_LOGISTIC:
-        for (size_t i = 0; i < n; i++)
-            x[i] = 1.0f / (1.0f + expf(-x[i]));
-        break;
-    case EML_ACT_COUNT:
-        return EML_ERR_INVALID;
-    }
+    if (a == EML_ACT_LINEAR) return EML_OK;
+    for (size_t i = 0; i < n; i++) x[i] = act_one(x[i], a);
     return EML_OK;
 }
 
@@ -136,28 +172,8 @@ eml_status eml_ref_act_backward(eml_kstate *ks, float *delta, const float *y,
     if ((int)a < 0 || a >= EML_ACT_COUNT ||
         ((delta == NULL || y == NULL) && n > 0))
         return EML_ERR_INVALID;
-    switch (a) {
-    case EML_ACT_LINEAR:
-        break;
-    case EML_ACT_RELU:
-        for (size_t i = 0; i < n; i++)
-            delta[i] *= y[i] > 0.0f ? 1.0f : 0.0f;
-        break;
-    case EML_ACT_LEAKY:
-        for (size_t i = 0; i < n; i++)
-            delta[i] *= y[i] > 0.0f ? 1.0f : EML_LEAKY_SLOPE;
-        break;
-    case EML_ACT_TANH:
-        for (size_t i = 0; i < n; i++)
-            delta[i] *= 1.0f - y[i] * y[i];
-        break;
-    case EML_ACT_LOGISTIC:
-        for (size_t i = 0; i < n; i++)
-            delta[i] *= y[i] * (1.0f - y[i]);
-        break;
-    case EML_ACT_COUNT:
-        return EML_ERR_INVALID;
-    }
+    if (a == EML_ACT_LINEAR) return EML_OK;
+    for (size_t i = 0; i < n; i++) delta[i] *= act_grad(y[i], a);
     return EML_OK;
 }
 

@@ -35,20 +35,21 @@
 
 #define SECTIONS_ALLOWED                                                      \
     "net, network, convolutional, conv, connected, maxpool, avgpool, "        \
-    "dropout, softmax, scattering"
+    "dropout, softmax, scattering, shortcut, route, upsample, cost"
 
 /* ==== names ==== */
 
 static const char *const layer_type_names[EML_LAYER_COUNT] = {
     "connected", "convolutional", "maxpool", "avgpool", "dropout", "softmax",
-    "scattering",
+    "scattering", "shortcut", "route", "upsample", "cost",
 };
 _Static_assert(sizeof(layer_type_names) / sizeof(layer_type_names[0]) ==
                    EML_LAYER_COUNT,
                "layer_type_names out of step with eml_layer_type");
 
 static const char *const act_names[EML_ACT_COUNT] = {
-    "linear", "relu", "leaky", "tanh", "logistic",
+    "linear", "relu", "leaky", "tanh", "logistic", "relie", "ramp", "plse",
+    "elu", "loggy", "stair", "hardtan", "lhtan", "selu",
 };
 _Static_assert(sizeof(act_names) / sizeof(act_names[0]) == EML_ACT_COUNT,
                "act_names out of step with eml_act");
@@ -166,6 +167,10 @@ static eml_status begin_section(parser *p, slice ln, int line)
             eml_cfg_echo(&e, name));
     }
 
+    if (def->refused != NULL)
+        return eml_cfg_fail(p, EML_ERR_UNSUPPORTED, line,
+                            "[%s] is not supported: %s", def->name,
+                            def->refused);
     eml_status st = end_section(p);
     if (st != EML_OK) return st;
 

@@ -20,6 +20,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,21 +28,25 @@
 
 #define CFG_MAX_EPOCHS 100000
 #define CFG_MAX_MAX_BATCHES 1000000000L
-#define ACT_ALLOWED "linear, relu, leaky, tanh, logistic"
-
 /* ==== keys of each section ==== */
 
 enum {
     NET_BATCH, NET_SUBDIVISIONS, NET_HEIGHT, NET_WIDTH, NET_CHANNELS,
     NET_LEARNING_RATE, NET_MOMENTUM, NET_DECAY, NET_ADAM, NET_B1, NET_B2,
     NET_EPS, NET_POLICY, NET_STEPS, NET_SCALES, NET_LR_MIN, NET_EPOCHS,
-    NET_MAX_BATCHES, NET_EMA, NET_N_KEYS
+    NET_MAX_BATCHES, NET_EMA, NET_POWER, NET_BURN_IN,
+    NET_IGNORED, /* the keys from here on are known and ignored */
+    NET_N_KEYS = NET_IGNORED + 12
 };
 static const char *const net_keys[NET_N_KEYS] = {
     "batch", "subdivisions", "height", "width", "channels",
     "learning_rate", "momentum", "decay", "adam", "B1", "B2",
     "eps", "policy", "steps", "scales", "lr_min", "epochs",
-    "max_batches", "ema",
+    "max_batches", "ema", "power", "burn_in",
+    /* Darknet's data augmentation: the data here is what the owner
+     * encrypted, and it goes in as it is */
+    "angle", "aspect", "saturation", "exposure", "hue", "min_crop",
+    "max_crop", "max_ratio", "min_ratio", "center", "flip", "jitter",
 };
 
 enum {
@@ -94,18 +99,18 @@ static eml_status resolve_softmax(parser *p);
 static eml_status resolve_scattering(parser *p);
 
 static const section_def sections[] = {
-    {"net", SECT_NET, net_keys, NET_N_KEYS, resolve_net},
-    {"network", SECT_NET, net_keys, NET_N_KEYS, resolve_net},
+    {"net", SECT_NET, net_keys, NET_N_KEYS, resolve_net, NULL},
+    {"network", SECT_NET, net_keys, NET_N_KEYS, resolve_net, NULL},
     {"convolutional", EML_LAYER_CONVOLUTIONAL, conv_keys, CONV_N_KEYS,
-     resolve_conv},
-    {"conv", EML_LAYER_CONVOLUTIONAL, conv_keys, CONV_N_KEYS, resolve_conv},
-    {"connected", EML_LAYER_CONNECTED, fc_keys, FC_N_KEYS, resolve_connected},
-    {"maxpool", EML_LAYER_MAXPOOL, pool_keys, POOL_N_KEYS, resolve_maxpool},
-    {"avgpool", EML_LAYER_AVGPOOL, pool_keys, POOL_N_KEYS, resolve_avgpool},
-    {"dropout", EML_LAYER_DROPOUT, drop_keys, DROP_N_KEYS, resolve_dropout},
-    {"softmax", EML_LAYER_SOFTMAX, soft_keys, SOFT_N_KEYS, resolve_softmax},
+     resolve_conv, NULL},
+    {"conv", EML_LAYER_CONVOLUTIONAL, conv_keys, CONV_N_KEYS, resolve_conv, NULL},
+    {"connected", EML_LAYER_CONNECTED, fc_keys, FC_N_KEYS, resolve_connected, NULL},
+    {"maxpool", EML_LAYER_MAXPOOL, pool_keys, POOL_N_KEYS, resolve_maxpool, NULL},
+    {"avgpool", EML_LAYER_AVGPOOL, pool_keys, POOL_N_KEYS, resolve_avgpool, NULL},
+    {"dropout", EML_LAYER_DROPOUT, drop_keys, DROP_N_KEYS, resolve_dropout, NULL},
+    {"softmax", EML_LAYER_SOFTMAX, soft_keys, SOFT_N_KEYS, resolve_softmax, NULL},
     {"scattering", EML_LAYER_SCATTERING, scat_keys, SCAT_N_KEYS,
-     resolve_scattering},
+     resolve_scattering, NULL},
 };
 #define N_SECTIONS ((int)(sizeof(sections) / sizeof(sections[0])))
 
@@ -113,208 +118,10 @@ const section_def *eml_cfg_section_find(slice name)
 {
     for (int i = 0; i < N_SECTIONS; i++)
         if (eml_cfg_slice_eq(name, sections[i].name)) return &sections[i];
+    for (int i = 0; i < eml_cfg_darknet_n_sections; i++)
+        if (eml_cfg_slice_eq(name, eml_cfg_darknet_sections[i].name))
+            return &eml_cfg_darknet_sections[i];
     return NULL;
-}
-
-/* ==== values ==== */
-
-static const char *key_name(const parser *p, int idx)
-{
-    return p->sec->keys[idx];
-}
-
-static int given(const parser *p, int idx)
-{
-    return p->slots[idx].line != 0;
-}
-
-/* Copies a number token into buf as a C string for strtol/strtod. */
-static eml_status num_copy(parser *p, slice v, int line, const char *key,
-                           const char *what, char buf[CFG_NUM_MAX + 1])
-{
-    if (v.n == 0 || v.n > CFG_NUM_MAX) {
-        echo_buf e;
-        return eml_cfg_fail(p, EML_ERR_FORMAT, line,
-                            "[%s] '%s' expects %s, found '%s'", p->sec->name,
-                            key, what, eml_cfg_echo(&e, v));
-    }
-    memcpy(buf, v.p, v.n);
-    buf[v.n] = '\0';
-    return EML_OK;
-}
-
-static eml_status parse_long(parser *p, slice v, int line, const char *key,
-                             long *out)
-{
-    char buf[CFG_NUM_MAX + 1];
-    eml_status st = num_copy(p, v, line, key, "an integer", buf);
-    if (st != EML_OK) return st;
-    echo_buf e;
-    /* strtol skips leading blanks and takes a sign; tokens are trimmed, so
-     * only a sign can get through, which is fine. */
-    char *end = NULL;
-    errno = 0;
-    long x = strtol(buf, &end, 10);
-    if (end == buf || *end != '\0' || eml_cfg_is_blank(buf[0])) {
-        return eml_cfg_fail(p, EML_ERR_FORMAT, line,
-                            "[%s] '%s' expects an integer, found '%s'",
-                            p->sec->name, key, eml_cfg_echo(&e, v));
-    }
-    if (errno == ERANGE) {
-        return eml_cfg_fail(p, EML_ERR_RANGE, line,
-                            "[%s] %s=%s is out of range", p->sec->name, key,
-                            eml_cfg_echo(&e, v));
-    }
-    *out = x;
-    return EML_OK;
-}
-
-static eml_status parse_float(parser *p, slice v, int line, const char *key,
-                              float *out)
-{
-    char buf[CFG_NUM_MAX + 1];
-    eml_status st = num_copy(p, v, line, key, "a number", buf);
-    if (st != EML_OK) return st;
-    echo_buf e;
-    char *end = NULL;
-    /* Underflow (ERANGE with a tiny result) is harmless; overflow gives
-     * HUGE_VAL and is caught as non-finite below. */
-    double d = strtod(buf, &end);
-    if (end == buf || *end != '\0' || eml_cfg_is_blank(buf[0])) {
-        return eml_cfg_fail(p, EML_ERR_FORMAT, line,
-                            "[%s] '%s' expects a number, found '%s'",
-                            p->sec->name, key, eml_cfg_echo(&e, v));
-    }
-    if (!isfinite(d) || fabs(d) > FLT_MAX) {
-        return eml_cfg_fail(p, EML_ERR_RANGE, line,
-                            "[%s] %s=%s is not a finite number", p->sec->name,
-                            key, eml_cfg_echo(&e, v));
-    }
-    *out = (float)d;
-    return EML_OK;
-}
-
-static eml_status need(parser *p, int idx)
-{
-    if (given(p, idx)) return EML_OK;
-    return eml_cfg_fail(p, EML_ERR_FORMAT, p->sec_line,
-                        "[%s] is missing required key '%s'", p->sec->name,
-                        key_name(p, idx));
-}
-
-/* The integer value of key idx in [lo, hi], or def when not given. */
-static eml_status get_int(parser *p, int idx, long lo, long hi, long def,
-                          int *out)
-{
-    const slot *s = &p->slots[idx];
-    if (s->line == 0) {
-        *out = (int)def;
-        return EML_OK;
-    }
-    long x = 0;
-    eml_status st = parse_long(p, s->v, s->line, key_name(p, idx), &x);
-    if (st != EML_OK) return st;
-    if (x < lo || x > hi) {
-        return eml_cfg_fail(p, EML_ERR_RANGE, s->line,
-                            "[%s] %s=%ld is out of range (%ld..%ld)",
-                            p->sec->name, key_name(p, idx), x, lo, hi);
-    }
-    *out = (int)x;
-    return EML_OK;
-}
-
-static eml_status get_float(parser *p, int idx, float def, float *out)
-{
-    const slot *s = &p->slots[idx];
-    if (s->line == 0) {
-        *out = def;
-        return EML_OK;
-    }
-    return parse_float(p, s->v, s->line, key_name(p, idx), out);
-}
-
-/* Error for a given float key whose value breaks `rule`. */
-static eml_status bad_value(parser *p, int idx, const char *rule)
-{
-    echo_buf e;
-    const slot *s = &p->slots[idx];
-    return eml_cfg_fail(p, EML_ERR_RANGE, s->line, "[%s] %s=%s %s",
-                        p->sec->name, key_name(p, idx), eml_cfg_echo(&e, s->v),
-                        rule);
-}
-
-/* A key that is only accepted with one value (features we lack). */
-static eml_status only_value(parser *p, int idx, int value, int allowed,
-                             const char *why)
-{
-    if (value == allowed) return EML_OK;
-    return eml_cfg_fail(p, EML_ERR_UNSUPPORTED, p->slots[idx].line,
-                        "[%s] %s=%d is not supported (%s)", p->sec->name,
-                        key_name(p, idx), value, why);
-}
-
-/* A key that would be silently ignored is an error, like an unknown key. */
-static eml_status only_with(parser *p, int idx, int ok, const char *cond)
-{
-    if (!given(p, idx) || ok) return EML_OK;
-    return eml_cfg_fail(p, EML_ERR_FORMAT, p->slots[idx].line,
-                        "[%s] '%s' applies only with %s", p->sec->name,
-                        key_name(p, idx), cond);
-}
-
-static eml_status get_act(parser *p, int idx, eml_act def, eml_act *out)
-{
-    const slot *s = &p->slots[idx];
-    if (s->line == 0) {
-        *out = def;
-        return EML_OK;
-    }
-    char buf[CFG_NUM_MAX + 1];
-    if (s->v.n <= CFG_NUM_MAX) {
-        memcpy(buf, s->v.p, s->v.n);
-        buf[s->v.n] = '\0';
-        if (eml_act_parse(buf, out) == EML_OK) return EML_OK;
-    }
-    echo_buf e;
-    return eml_cfg_fail(p, EML_ERR_FORMAT, s->line,
-                        "[%s] unknown activation '%s' (allowed: " ACT_ALLOWED
-                        ")",
-                        p->sec->name, eml_cfg_echo(&e, s->v));
-}
-
-/* Splits a comma list; calls item() on each trimmed element.  Empty
- * elements and more than EML_CFG_MAX_STEPS of them are errors. */
-static eml_status split_list(parser *p, int idx, int *count,
-                             eml_status (*item)(parser *p, int idx, slice v,
-                                                int i))
-{
-    const slot *s = &p->slots[idx];
-    slice rest = s->v;
-    int n = 0;
-    for (;;) {
-        const char *comma = memchr(rest.p, ',', rest.n);
-        size_t len = comma ? (size_t)(comma - rest.p) : rest.n;
-        slice v = eml_cfg_trim((slice){rest.p, len});
-        if (v.n == 0) {
-            return eml_cfg_fail(p, EML_ERR_FORMAT, s->line,
-                                "[%s] '%s' has an empty element", p->sec->name,
-                                key_name(p, idx));
-        }
-        if (n == EML_CFG_MAX_STEPS) {
-            return eml_cfg_fail(p, EML_ERR_RANGE, s->line,
-                                "[%s] '%s' has more than %d elements",
-                                p->sec->name, key_name(p, idx),
-                                EML_CFG_MAX_STEPS);
-        }
-        eml_status st = item(p, idx, v, n);
-        if (st != EML_OK) return st;
-        n++;
-        if (comma == NULL) break;
-        rest.p = comma + 1;
-        rest.n -= len + 1;
-    }
-    *count = n;
-    return EML_OK;
 }
 
 static eml_status step_item(parser *p, int idx, slice v, int i)
@@ -368,15 +175,23 @@ static eml_status resolve_policy(parser *p)
             c->policy = EML_LR_STEPS;
         } else if (eml_cfg_slice_eq(s->v, "cosine")) {
             c->policy = EML_LR_COSINE;
+        } else if (eml_cfg_slice_eq(s->v, "poly")) {
+            c->policy = EML_LR_POLY;
         } else {
             echo_buf e;
             return eml_cfg_fail(
                 p, EML_ERR_FORMAT, s->line,
                 "[%s] unknown policy '%s' (allowed: constant, steps, "
-                "cosine)",
+                "cosine, poly)",
                 p->sec->name, eml_cfg_echo(&e, s->v));
         }
     }
+    eml_status pst = only_with(p, NET_POWER, c->policy == EML_LR_POLY,
+                               "policy=poly");
+    if (pst == EML_OK) pst = get_float(p, NET_POWER, 4.0f, &c->power);
+    if (pst != EML_OK) return pst;
+    if (!(c->power > 0.0f && c->power <= 100.0f))
+        return bad_value(p, NET_POWER, "must be in (0, 100]");
     int is_steps = c->policy == EML_LR_STEPS;
     eml_status st = only_with(p, NET_STEPS, is_steps, "policy=steps");
     if (st == EML_OK) st = only_with(p, NET_SCALES, is_steps, "policy=steps");
@@ -410,9 +225,9 @@ static eml_status resolve_net(parser *p)
     if ((st = get_int(p, NET_SUBDIVISIONS, 1, EML_CFG_MAX_BATCH, 1,
                       &subdivisions)))
         return st;
-    if ((st = only_value(p, NET_SUBDIVISIONS, subdivisions, 1,
-                         "gradient accumulation; use subdivisions=1")))
-        return st;
+    /* Darknet splits a step's batch into subdivisions to save memory; a
+     * step is the same `batch` examples either way. */
+    (void)subdivisions;
     if ((st = get_int(p, NET_HEIGHT, 1, EML_CFG_MAX_DIM, 0, &c->height)))
         return st;
     if ((st = get_int(p, NET_WIDTH, 1, EML_CFG_MAX_DIM, 0, &c->width)))
@@ -458,38 +273,17 @@ static eml_status resolve_net(parser *p)
     if ((st = get_float(p, NET_EMA, 0.0f, &c->ema))) return st;
     if (!(c->ema >= 0.0f && c->ema < 1.0f))
         return bad_value(p, NET_EMA, "must be in [0, 1)");
+    if ((st = get_int(p, NET_BURN_IN, 0, CFG_MAX_MAX_BATCHES, 0,
+                      &c->burn_in)))
+        return st;
+    /* Known, ignored, and said so once (the host prints the list). */
+    size_t at = 0;
+    for (int k = NET_IGNORED; k < NET_N_KEYS; k++)
+        if (given(p, k) && at + strlen(net_keys[k]) + 3 < sizeof(c->ignored))
+            at += (size_t)snprintf(c->ignored + at, sizeof(c->ignored) - at,
+                                   "%s%s", at ? ", " : "", net_keys[k]);
     return get_int(p, NET_MAX_BATCHES, 0, CFG_MAX_MAX_BATCHES, 0,
                    &c->max_batches);
-}
-
-static eml_status push_layer(parser *p, const eml_layer_cfg *l)
-{
-    eml_netcfg *c = p->cfg;
-    /* begin_section() already refused a layer past EML_CFG_MAX_LAYERS. */
-    if (c->n_layers == p->cap_layers) {
-        int cap = p->cap_layers ? 2 * p->cap_layers : 8;
-        if (cap > EML_CFG_MAX_LAYERS) cap = EML_CFG_MAX_LAYERS;
-        eml_layer_cfg *grown =
-            realloc(c->layers, (size_t)cap * sizeof(*grown));
-        if (grown == NULL) {
-            return eml_cfg_fail(p, EML_ERR_NOMEM, p->sec_line,
-                                "out of memory for %d layers", cap);
-        }
-        c->layers = grown;
-        p->cap_layers = cap;
-    }
-    c->layers[c->n_layers++] = *l;
-    return EML_OK;
-}
-
-static eml_layer_cfg new_layer(const parser *p)
-{
-    eml_layer_cfg l;
-    memset(&l, 0, sizeof(l));
-    l.type = (eml_layer_type)p->sec->type;
-    l.line = p->sec_line;
-    l.activation = EML_ACT_LINEAR;
-    return l;
 }
 
 /* batch_normalize: Darknet's key, accepted only as 0 until we have it. */
@@ -524,7 +318,8 @@ static eml_status resolve_conv(parser *p)
         return st;
     if ((st = get_act(p, CONV_ACTIVATION, EML_ACT_LOGISTIC, &l.activation)))
         return st;
-    if ((st = no_batchnorm(p, CONV_BATCH_NORMALIZE))) return st;
+    if ((st = get_int(p, CONV_BATCH_NORMALIZE, 0, 1, 0, &l.batch_normalize)))
+        return st;
     if ((st = get_int(p, CONV_GROUPS, 1, EML_CFG_MAX_CHANNELS, 1, &groups)))
         return st;
     if ((st = only_value(p, CONV_GROUPS, groups, 1,
@@ -611,16 +406,11 @@ static eml_status resolve_softmax(parser *p)
 
     if ((st = get_int(p, SOFT_GROUPS, 1, EML_CFG_MAX_CHANNELS, 1, &groups)))
         return st;
-    if ((st = only_value(p, SOFT_GROUPS, groups, 1, "only groups=1")))
-        return st;
+    l.groups = groups; /* the net checks that they divide its input */
     if ((st = get_float(p, SOFT_TEMPERATURE, 1.0f, &temperature))) return st;
-    if (temperature != 1.0f) {
-        echo_buf e;
-        return eml_cfg_fail(
-            p, EML_ERR_UNSUPPORTED, p->slots[SOFT_TEMPERATURE].line,
-            "[%s] temperature=%s is not supported (only 1)", p->sec->name,
-            eml_cfg_echo(&e, p->slots[SOFT_TEMPERATURE].v));
-    }
+    if (!(temperature >= 1e-3f && temperature <= 1e3f))
+        return bad_value(p, SOFT_TEMPERATURE, "must be in [0.001, 1000]");
+    l.scale = temperature; /* softmax(x / temperature), as Darknet */
     return push_layer(p, &l);
 }
 

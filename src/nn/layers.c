@@ -175,6 +175,11 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
                         wide);
     }
     if (st != EML_OK) return st;
+    if (l->bn) {
+        eml_bn_forward(net, l, n, s.ld);
+        return net->k->act_forward(net->ks, l->out, (size_t)n * l->n_out,
+                                   l->act);
+    }
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++) {
         float *o = l->out + (size_t)b * l->n_out;
@@ -259,6 +264,8 @@ eml_status eml_layer_conv_backward(eml_net *net, layer *l, const float *in,
         }
         if (sums) l->db[j] += total;
     }
+    if (l->bn) /* wide: dL/dy -> dL/d(the product) */
+        eml_bn_backward(net, l, n, s.ld);
     if (sqnorm != NULL) {
         for (int b = 0; b < n; b++) {
             double bias_sq = 0;

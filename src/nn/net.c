@@ -155,17 +155,38 @@ static eml_status shape_layer(layer *l, const eml_layer_cfg *lc,
     return EML_OK;
 }
 
-static void add_tensor(eml_net *net, int li, int is_weight, size_t offset,
-                       size_t count, int ndims, const int64_t *shape)
+/* Tensor `layers.<li>.<what>`: is_weight 1 for a weight (decay applies),
+ * 0 for a bias or batch norm's scale, -1 for running statistics (not
+ * trained). */
+static void add_tensor(eml_net *net, int li, const char *what, int is_weight,
+                       size_t offset, size_t count, int ndims,
+                       const int64_t *shape)
 {
     eml_net_tensor *t = &net->tensors[net->n_tensors++];
-    snprintf(t->name, sizeof(t->name), "layers.%d.%s", li,
-             is_weight ? "weight" : "bias");
-    t->is_weight = is_weight;
+    snprintf(t->name, sizeof(t->name), "layers.%d.%s", li, what);
+    t->is_weight = is_weight > 0;
+    t->is_state = is_weight < 0;
     t->offset = offset;
     t->count = count;
     t->ndims = ndims;
     for (int d = 0; d < ndims; d++) t->shape[d] = shape[d];
+}
+
+/* Deltas with more than one writer: a shortcut's or route's sources, and
+ * the layer before a route (whose delta the route may not feed at all). */
+static void mark_accumulating(eml_net *net)
+{
+    for (int i = 0; i < net->n_layers; i++) {
+        layer *l = &net->layers[i];
+        if (l->type == EML_LAYER_SHORTCUT) {
+            net->layers[i - 1].accum = 1;
+            net->layers[l->from].accum = 1;
+        } else if (l->type == EML_LAYER_ROUTE) {
+            for (int k = 0; k < l->n_route; k++)
+                net->layers[l->route[k]].accum = 1;
+            if (i > 0) net->layers[i - 1].accum = 1;
+        }
+    }
 }
 
 /* Every layer's shape and its tensors' offsets into the parameters. */
@@ -187,15 +208,40 @@ static eml_status plan_layers(eml_net *net, const eml_netcfg *cfg,
         l->h = h;
         l->w = w;
         l->n_in = mul_size(mul_size((size_t)c, (size_t)h), (size_t)w);
-        if (lc->type == EML_LAYER_SOFTMAX && i != cfg->n_layers - 1)
+        int last = cfg->n_layers - 1;
+        if (lc->type == EML_LAYER_SOFTMAX &&
+            !(i == last ||
+              (i == last - 1 && cfg->layers[last].type == EML_LAYER_COST)))
             return eml_err_set(err, EML_ERR_SHAPE,
-                               "%s: [softmax] must be the last layer", what);
+                               "%s: [softmax] must be the last layer (or "
+                               "followed by [cost])",
+                               what);
         if (lc->type == EML_LAYER_SOFTMAX && i == 0)
             return eml_err_set(err, EML_ERR_SHAPE,
                                "%s: [softmax] needs a layer before it", what);
-        eml_status st = shape_layer(l, lc, what, err);
+        eml_status st =
+            lc->type >= EML_LAYER_SHORTCUT
+                ? eml_layer_darknet_shape(net, l, lc, what, err)
+                : shape_layer(l, lc, what, err);
+        if (st == EML_OK && lc->type == EML_LAYER_SOFTMAX &&
+            l->n_out % (size_t)lc->groups != 0)
+            st = eml_err_set(err, EML_ERR_SHAPE,
+                             "%s: groups=%d does not divide its %zu inputs",
+                             what, lc->groups, l->n_out);
         if (st != EML_OK) return st;
-        if (l->n_w + l->n_b > EML_NET_MAX_PARAMS - n_params)
+        l->groups = lc->groups > 0 ? lc->groups : 1;
+        if (lc->type == EML_LAYER_SOFTMAX)
+            l->scale_by = lc->scale > 0.0f ? lc->scale : 1.0f; /* temperature */
+        if (lc->type >= EML_LAYER_SHORTCUT) {
+            l->n_out = mul_size(mul_size((size_t)l->out_c, (size_t)l->out_h),
+                                (size_t)l->out_w);
+            if (l->n_out == 0 || l->n_out > ((size_t)1 << 28))
+                return eml_err_set(err, EML_ERR_RANGE,
+                                   "%s: layer is absurdly large", what);
+        }
+        l->bn = lc->type == EML_LAYER_CONVOLUTIONAL && lc->batch_normalize;
+        size_t n_bn = l->bn ? l->n_b : 0;
+        if (l->n_w + l->n_b + 3 * n_bn > EML_NET_MAX_PARAMS - n_params)
             return eml_err_set(err, EML_ERR_RANGE,
                                "%s: network has too many parameters", what);
         if (l->n_w > 0) {
@@ -205,22 +251,38 @@ static eml_status plan_layers(eml_net *net, const eml_netcfg *cfg,
                 shp[1] = l->c;
                 shp[2] = l->size;
                 shp[3] = l->size;
-                add_tensor(net, i, 1, n_params, l->n_w, 4, shp);
+                add_tensor(net, i, "weight", 1, n_params, l->n_w, 4, shp);
             } else {
                 shp[0] = (int64_t)l->n_b;
                 shp[1] = (int64_t)l->n_in;
-                add_tensor(net, i, 1, n_params, l->n_w, 2, shp);
+                add_tensor(net, i, "weight", 1, n_params, l->n_w, 2, shp);
             }
             n_params += l->n_w;
+            /* With batch norm (PyTorch's BatchNorm2d names): gamma, beta,
+             * then the running statistics; the layer has no bias. */
             shp[0] = (int64_t)l->n_b;
-            add_tensor(net, i, 0, n_params, l->n_b, 1, shp);
+            if (l->bn) {
+                add_tensor(net, i, "bn.weight", 0, n_params, n_bn, 1, shp);
+                n_params += n_bn;
+            }
+            add_tensor(net, i, l->bn ? "bn.bias" : "bias", 0, n_params,
+                       l->n_b, 1, shp);
             n_params += l->n_b;
+            if (l->bn) {
+                add_tensor(net, i, "bn.running_mean", -1, n_params, n_bn, 1,
+                           shp);
+                add_tensor(net, i, "bn.running_var", -1, n_params + n_bn,
+                           n_bn, 1, shp);
+                n_params += 2 * n_bn;
+                net->n_state += 2 * n_bn;
+            }
         }
         c = l->out_c;
         h = l->out_h;
         w = l->out_w;
     }
     net->n_params = n_params;
+    mark_accumulating(net);
     return EML_OK;
 }
 
@@ -275,6 +337,13 @@ static eml_status layer_buffers(eml_net *net, int i)
     if (l->type == EML_LAYER_DROPOUT && train &&
         (l->mask = net_floats(net, n_out)) == NULL)
         return EML_ERR_NOMEM;
+    if (l->type == EML_LAYER_SOFTMAX && l->scale_by != 1.0f &&
+        (l->wide = net_floats(net, n_out)) == NULL)
+        return EML_ERR_NOMEM;
+    if (l->bn && train &&
+        ((l->xhat = net_floats(net, n_out)) == NULL ||
+         (l->inv_std = net_floats(net, (size_t)l->out_c)) == NULL))
+        return EML_ERR_NOMEM;
     return EML_OK;
 }
 
@@ -303,13 +372,24 @@ static eml_status alloc_buffers(eml_net *net, const eml_net_opts *opts,
     size_t off = 0;
     for (int i = 0; i < net->n_layers; i++) {
         layer *l = &net->layers[i];
+        float *g = net->grads;
         if (l->n_w > 0) {
             l->wt = net->params + off;
-            l->dw = net->grads != NULL ? net->grads + off : NULL;
+            l->dw = g != NULL ? g + off : NULL;
             off += l->n_w;
+            if (l->bn) {
+                l->scale = net->params + off;
+                l->dscale = g != NULL ? g + off : NULL;
+                off += l->n_b;
+            }
             l->b = net->params + off;
-            l->db = net->grads != NULL ? net->grads + off : NULL;
+            l->db = g != NULL ? g + off : NULL;
             off += l->n_b;
+            if (l->bn) {
+                l->rmean = net->params + off;
+                l->rvar = l->rmean + l->n_b;
+                off += 2 * l->n_b;
+            }
         }
         eml_status st = layer_buffers(net, i);
         if (st == EML_ERR_RANGE)
@@ -319,6 +399,14 @@ static eml_status alloc_buffers(eml_net *net, const eml_net_opts *opts,
                                "out of memory for activations (batch %d)",
                                net->max_batch);
     }
+    size_t most = 0;
+    for (int i = 1; i < net->n_layers; i++)
+        if (net->layers[i - 1].accum && net->layers[i].n_in > most)
+            most = net->layers[i].n_in;
+    if (most > 0 && !net->inference &&
+        (net->dtmp = net_floats(net, net->dtmp_n = mul_size(mb, most))) ==
+            NULL)
+        return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
     return EML_OK;
 }
 
@@ -348,7 +436,7 @@ eml_status eml_net_new(const eml_netcfg *cfg, const eml_net_opts *opts,
     net->inference = opts->inference != 0;
     eml_rng_seed(&net->rng, opts->seed ^ 0xd1b54a32d192ed03ULL);
     net->layers = calloc((size_t)cfg->n_layers, sizeof(layer));
-    net->tensors = calloc(2 * (size_t)cfg->n_layers, sizeof(eml_net_tensor));
+    net->tensors = calloc(5 * (size_t)cfg->n_layers, sizeof(eml_net_tensor));
     if (net->layers == NULL || net->tensors == NULL) {
         st = eml_err_set(err, EML_ERR_NOMEM, "out of memory");
         goto out;
@@ -397,6 +485,8 @@ void eml_net_free(eml_net *net)
             if (l->dw_ex != NULL) free_wiped(l->dw_ex, mb * l->n_w);
             free(l->ws);
             free(l->mask);
+            if (l->xhat != NULL) free_wiped(l->xhat, mb * l->n_out);
+            free(l->inv_std);
             eml_scatter_free(l->sc);
         }
     }
@@ -406,6 +496,7 @@ void eml_net_free(eml_net *net)
     free(net->tensors);
     if (!net->borrowed) free_wiped(net->params, net->n_params);
     free_wiped(net->grads, net->n_params);
+    free_wiped(net->dtmp, net->dtmp_n);
     free_wiped(net->input, mb * n_in);
     free(net);
 }
@@ -446,12 +537,23 @@ void eml_net_init_params(eml_net *net, uint64_t seed)
         for (size_t j = 0; j < l->n_w; j++)
             l->wt[j] = (float)((2.0 * eml_rng_uniform(&r) - 1.0) * a);
         memset(l->b, 0, l->n_b * sizeof(float));
+        if (l->bn) { /* gamma 1, running mean 0, running variance 1 */
+            for (size_t j = 0; j < l->n_b; j++) {
+                l->scale[j] = 1.0f;
+                l->rmean[j] = 0.0f;
+                l->rvar[j] = 1.0f;
+            }
+        }
     }
 }
 
 /* ==== accessors ==== */
 
 size_t eml_net_param_count(const eml_net *net) { return net->n_params; }
+size_t eml_net_trainable_count(const eml_net *net)
+{
+    return net->n_params - net->n_state;
+}
 size_t eml_net_memory_bytes(const eml_net *net) { return net->bytes; }
 float *eml_net_params(eml_net *net) { return net->params; }
 float *eml_net_grads(eml_net *net) { return net->grads; }
@@ -502,6 +604,7 @@ eml_status eml_net_forward_range(eml_net *net, int first, int end, int n,
     if (n <= 0 || n > net->max_batch || first < 0 || end > net->n_layers ||
         first > end || (train && net->inference))
         return EML_ERR_INVALID;
+    net->training = train;
     for (int i = first; i < end; i++) {
         layer *l = &net->layers[i];
         const float *in = layer_input(net, i);
@@ -527,12 +630,30 @@ eml_status eml_net_forward_range(eml_net *net, int first, int end, int n,
         case EML_LAYER_DROPOUT:
             eml_layer_dropout_forward(net, l, in, n, train);
             break;
-        case EML_LAYER_SOFTMAX:
-            st = net->k->softmax_forward(net->ks, l->out, in, n,
-                                         (int)l->n_out);
+        case EML_LAYER_SOFTMAX: /* each group of inputs on its own */
+            if (l->scale_by != 1.0f) { /* softmax(x / temperature) */
+                size_t total = (size_t)n * l->n_out;
+                for (size_t j = 0; j < total; j++)
+                    l->wide[j] = in[j] / l->scale_by;
+                in = l->wide;
+            }
+            st = net->k->softmax_forward(net->ks, l->out, in, n * l->groups,
+                                         (int)(l->n_out / (size_t)l->groups));
             break;
         case EML_LAYER_SCATTERING:
             st = eml_layer_scatter_forward(l, in, n);
+            break;
+        case EML_LAYER_SHORTCUT:
+            st = eml_layer_shortcut_forward(net, l, n);
+            break;
+        case EML_LAYER_ROUTE:
+            eml_layer_route_forward(net, l, n);
+            break;
+        case EML_LAYER_UPSAMPLE:
+            eml_layer_upsample_forward(l, in, n);
+            break;
+        case EML_LAYER_COST:
+            memcpy(l->out, in, (size_t)n * l->n_out * sizeof(float));
             break;
         default:
             st = EML_ERR_INVALID;
@@ -543,11 +664,36 @@ eml_status eml_net_forward_range(eml_net *net, int first, int end, int n,
     return EML_OK;
 }
 
+/* [cost] type=sse on probabilities p, label y: L = scale sum_j (p_j -
+ * [j = y])^2; its gradient through the softmax into d (dL/dlogits). */
+static double sse_loss(const float *p, size_t k, unsigned y, float scale,
+                       float *d)
+{
+    double loss = 0, dot = 0;
+    for (size_t j = 0; j < k; j++) {
+        double e = p[j] - (j == y ? 1.0 : 0.0);
+        loss += e * e;
+        dot += p[j] * 2.0 * e;
+    }
+    if (d != NULL)
+        for (size_t j = 0; j < k; j++) {
+            double g = 2.0 * (p[j] - (j == y ? 1.0 : 0.0));
+            d[j] = (float)(scale * p[j] * (g - dot));
+        }
+    return scale * loss;
+}
+
 eml_status eml_net_loss(eml_net *net, int n, const uint8_t *labels,
                         double *loss_sum, int *correct)
 {
     layer *top = &net->layers[net->n_layers - 1];
-    if (top->type != EML_LAYER_SOFTMAX) return EML_ERR_INVALID;
+    const layer *cost = NULL;
+    if (top->type == EML_LAYER_COST) {
+        cost = top;
+        top = &net->layers[net->n_layers - 2];
+    }
+    if (top->type != EML_LAYER_SOFTMAX || top->groups != 1)
+        return EML_ERR_INVALID;
     if (n <= 0 || n > net->max_batch) return EML_ERR_INVALID;
     size_t k = top->n_out;
     double loss = 0;
@@ -560,14 +706,19 @@ eml_status eml_net_loss(eml_net *net, int n, const uint8_t *labels,
         size_t best = 0;
         for (size_t j = 0; j < k; j++)
             if (p[j] > p[best]) best = j;
-        if (top->delta != NULL) { /* an inference net has none */
-            float *d = top->delta + (size_t)b * k;
+        float *d = top->delta != NULL ? top->delta + (size_t)b * k : NULL;
+        right += best == labels[b];
+        if (cost != NULL) {
+            loss += sse_loss(p, k, labels[b], cost->scale_by, d);
+        } else if (d != NULL) { /* an inference net has none */
             for (size_t j = 0; j < k; j++) d[j] = p[j];
             d[labels[b]] -= 1.0f;
         }
+        if (d != NULL && top->scale_by != 1.0f) /* through x / temperature */
+            for (size_t j = 0; j < k; j++) d[j] /= top->scale_by;
+        if (cost != NULL) continue;
         float py = p[labels[b]];
         loss += -log(py > 1e-30f ? (double)py : 1e-30);
-        right += best == labels[b];
     }
     if (loss_sum != NULL) *loss_sum += loss;
     if (correct != NULL) *correct += right;
@@ -577,6 +728,7 @@ eml_status eml_net_loss(eml_net *net, int n, const uint8_t *labels,
 void eml_net_scale_output_delta(eml_net *net, int n, const float *s)
 {
     layer *top = &net->layers[net->n_layers - 1];
+    if (top->type == EML_LAYER_COST) top = &net->layers[net->n_layers - 2];
     if (top->delta == NULL) return;
     for (int b = 0; b < n; b++) {
         float *d = top->delta + (size_t)b * top->n_out;
@@ -609,10 +761,19 @@ static eml_status backward(eml_net *net, int n, float *sqnorm, int sums)
     /* No gradient needs to flow below the first layer that learns. */
     int learns = 0;
     while (learns < net->n_layers && net->layers[learns].n_w == 0) learns++;
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i].accum)
+            memset(net->layers[i].delta, 0,
+                   (size_t)n * net->layers[i].n_out * sizeof(float));
     for (int i = net->n_layers - 1; i >= 0; i--) {
         layer *l = &net->layers[i];
+        if (l->bn && sqnorm != NULL)
+            return EML_ERR_UNSUPPORTED; /* examples mix: no own gradients */
         const float *in = layer_input(net, i);
-        float *din = i > learns ? net->layers[i - 1].delta : NULL;
+        layer *below = i > 0 ? &net->layers[i - 1] : NULL;
+        /* Into an accumulating delta through the scratch, then added. */
+        float *din = i > learns ? below->accum ? net->dtmp : below->delta
+                                : NULL;
         double t0 = net->profiling ? now_seconds() : 0;
         eml_status st = EML_OK;
         switch (l->type) {
@@ -649,81 +810,29 @@ static eml_status backward(eml_net *net, int n, float *sqnorm, int sums)
             break;
         case EML_LAYER_SCATTERING:
             break; /* fixed, and first: nothing to learn or pass on */
+        case EML_LAYER_SHORTCUT:
+            st = eml_layer_shortcut_backward(net, l, n);
+            din = NULL; /* added into its sources' deltas */
+            break;
+        case EML_LAYER_ROUTE:
+            eml_layer_route_backward(net, l, n);
+            din = NULL;
+            break;
+        case EML_LAYER_UPSAMPLE:
+            if (din != NULL) eml_layer_upsample_backward(l, din, n);
+            break;
+        case EML_LAYER_COST:
+            din = NULL; /* eml_net_loss wrote through the softmax */
+            break;
         default:
             st = EML_ERR_INVALID;
         }
         if (st != EML_OK) return st;
+        if (din != NULL && din == net->dtmp && l->type != EML_LAYER_SOFTMAX) {
+            size_t total = (size_t)n * below->n_out;
+            for (size_t j = 0; j < total; j++) below->delta[j] += din[j];
+        }
         if (net->profiling) l->t_bwd += now_seconds() - t0;
     }
     return EML_OK;
 }
-
-/* ==== FLOPs and profiling ==== */
-
-static double layer_flops(const layer *l)
-{
-    if (l->type == EML_LAYER_CONNECTED) return 2.0 * (double)l->n_w;
-    if (l->type == EML_LAYER_CONVOLUTIONAL)
-        return 2.0 * (double)l->n_w * l->out_h * l->out_w;
-    return 0;
-}
-
-double eml_net_flops_forward(const eml_net *net)
-{
-    double f = 0;
-    for (int i = 0; i < net->n_layers; i++) f += layer_flops(&net->layers[i]);
-    return f;
-}
-
-double eml_net_flops_backward(const eml_net *net)
-{
-    double f = 0;
-    for (int i = 0; i < net->n_layers; i++) {
-        double lf = layer_flops(&net->layers[i]);
-        f += lf;             /* weight gradient */
-        if (i > 0) f += lf;  /* input gradient */
-    }
-    return f;
-}
-
-void eml_net_set_profiling(eml_net *net, int on)
-{
-    net->profiling = on;
-    for (int i = 0; i < net->n_layers; i++)
-        net->layers[i].t_fwd = net->layers[i].t_bwd = 0;
-}
-
-void eml_net_layer_stats(const eml_net *net, int i, eml_layer_stats *out)
-{
-    memset(out, 0, sizeof(*out));
-    if (i < 0 || i >= net->n_layers) return;
-    const layer *l = &net->layers[i];
-    out->type = l->type;
-    out->fwd_seconds = l->t_fwd;
-    out->bwd_seconds = l->t_bwd;
-    out->flops = layer_flops(l);
-    out->params = l->n_w + l->n_b;
-    switch (l->type) {
-    case EML_LAYER_CONVOLUTIONAL:
-        snprintf(out->desc, sizeof(out->desc),
-                 "conv %d %dx%d/%d %dx%dx%d -> %dx%dx%d", l->out_c, l->size,
-                 l->size, l->stride, l->h, l->w, l->c, l->out_h, l->out_w,
-                 l->out_c);
-        break;
-    case EML_LAYER_CONNECTED:
-        snprintf(out->desc, sizeof(out->desc), "connected %zu -> %zu",
-                 l->n_in, l->n_out);
-        break;
-    case EML_LAYER_MAXPOOL:
-    case EML_LAYER_AVGPOOL:
-        snprintf(out->desc, sizeof(out->desc), "%s %dx%d/%d %dx%dx%d -> %dx%dx%d",
-                 l->type == EML_LAYER_MAXPOOL ? "maxpool" : "avgpool",
-                 l->size ? l->size : l->h, l->size ? l->size : l->w,
-                 l->stride, l->h, l->w, l->c, l->out_h, l->out_w, l->out_c);
-        break;
-    default:
-        snprintf(out->desc, sizeof(out->desc), "%s %zu",
-                 eml_layer_type_name(l->type), l->n_out);
-    }
-}
-

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "enclaveml/cfg.h"
 #include "enclaveml/net.h"
 #include "enclaveml/rng.h"
 #include "enclaveml/scatter.h"
@@ -50,6 +51,26 @@ typedef struct layer {
     float *mask;  /* dropout: (max_batch, n_out), 0 or 1/(1-p) */
     eml_scatter *sc; /* scattering */
 
+    /* batch normalization (conv): gamma, its gradient, the running
+     * statistics (parameters that are not trained: tensors bn.running_*),
+     * the normalized values of the last training forward (f, n*hw like
+     * wide) and each channel's 1/sqrt(var + eps) */
+    int bn;
+    float *scale, *dscale, *rmean, *rvar;
+    float *xhat, *inv_std;
+    /* shortcut: out = alpha * previous + beta * layers[from] */
+    int from;
+    float alpha, beta;
+    /* route: the layers concatenated */
+    int n_route;
+    int route[EML_CFG_MAX_ROUTE];
+    float scale_by; /* upsample: output multiplier; cost: loss multiplier */
+    int groups;     /* softmax */
+    /* The delta gets more than one contribution (a route's or shortcut's
+     * source, or the layer before a route): zeroed before backward, and
+     * every pass adds into it. */
+    int accum;
+
     double t_fwd, t_bwd;
 } layer;
 
@@ -72,6 +93,11 @@ struct eml_net {
     int ref_layers;    /* layers the kernel table cannot run, on ref */
     int inference;     /* no gradients, deltas, masks (eml_net_opts) */
     int borrowed;      /* params belong to another net (a model) */
+    int training;      /* the forward pass under way trains (batch norm) */
+    size_t n_state;    /* parameters that are not trained (running stats) */
+    float *dtmp;       /* a pass's input gradient, before it is added into
+                          an accumulating delta (max_batch x largest n_in) */
+    size_t dtmp_n;
     size_t bytes;      /* what the net allocated for itself (buffers) */
 };
 
@@ -106,5 +132,25 @@ eml_pool_shape eml_layer_pool_shape(const layer *l, int n);
 void eml_layer_dropout_forward(eml_net *net, layer *l, const float *in, int n,
                                int train);
 eml_status eml_layer_scatter_forward(layer *l, const float *in, int n);
+
+/* ==== layers_darknet.c ==== */
+
+/* Shapes of shortcut, route, upsample and cost (the net's layers before
+ * i are shaped); EML_ERR_INVALID for another type. */
+eml_status eml_layer_darknet_shape(eml_net *net, layer *l,
+                                   const eml_layer_cfg *lc, const char *what,
+                                   eml_err *err);
+/* Batch normalization after a convolution's product: wide (f, n*hw, row
+ * stride ld) -> out (n, f, hw), with the batch's statistics while
+ * training (updating the running ones), the running ones otherwise. */
+void eml_bn_forward(eml_net *net, layer *l, int n, size_t ld);
+/* dL/dy in wide (f, n*hw) -> dL/dx there; gamma's and beta's gradients. */
+void eml_bn_backward(eml_net *net, layer *l, int n, size_t ld);
+eml_status eml_layer_shortcut_forward(eml_net *net, layer *l, int n);
+eml_status eml_layer_shortcut_backward(eml_net *net, layer *l, int n);
+void eml_layer_route_forward(eml_net *net, layer *l, int n);
+void eml_layer_route_backward(eml_net *net, layer *l, int n);
+void eml_layer_upsample_forward(layer *l, const float *in, int n);
+void eml_layer_upsample_backward(layer *l, float *din, int n);
 
 #endif

@@ -77,6 +77,9 @@ void eml_optim_free(eml_optim *o)
 
 float eml_lr_at(const eml_netcfg *cfg, float base_lr, long t, long total)
 {
+    /* Darknet's burn-in: a warm-up of the first burn_in steps, power 4. */
+    if (cfg->burn_in > 0 && t < cfg->burn_in)
+        return base_lr * powf((float)t / (float)cfg->burn_in, 4.0f);
     switch (cfg->policy) {
     case EML_LR_STEPS: {
         float lr = base_lr;
@@ -90,6 +93,12 @@ float eml_lr_at(const eml_netcfg *cfg, float base_lr, long t, long total)
         if (frac > 1) frac = 1;
         return cfg->lr_min + (base_lr - cfg->lr_min) * 0.5f *
                                  (float)(1.0 + cos(EML_PI * frac));
+    }
+    case EML_LR_POLY: {
+        if (total <= 0) return base_lr;
+        double frac = (double)t / (double)total;
+        if (frac > 1) frac = 1;
+        return base_lr * (float)pow(1.0 - frac, (double)cfg->power);
     }
     default:
         return base_lr;

@@ -327,6 +327,12 @@ static eml_status check_run(eml_net *net, const eml_dataset *train,
                            "learning rate must be positive");
     if (train->count == 0)
         return eml_err_set(err, EML_ERR_INVALID, "the training set is empty");
+    if (r->dp.enabled &&
+        eml_net_trainable_count(net) != eml_net_param_count(net))
+        return eml_err_set(err, EML_ERR_UNSUPPORTED,
+                           "DP-SGD needs each example's own gradient, and "
+                           "batch normalization mixes the examples of a "
+                           "batch: use a network without batch_normalize=1");
     eml_status st = eml_dataset_check(net, train, "training", err);
     if (st == EML_OK && test != NULL)
         st = eml_dataset_check(net, test, "test", err);

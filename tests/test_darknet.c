@@ -1,0 +1,405 @@
+/*
+ * test_darknet.c - Darknet's layers and files: batch normalization,
+ * shortcut (equal and Darknet's mismatched shapes), route, upsample, cost,
+ * softmax temperature and the added activations, each checked against
+ * finite differences and reference against fast kernels; the running
+ * statistics; and Darknet's own cfg files (from Debian's darknet package,
+ * unpacked by scripts/install-deps.sh) building with the parameter counts
+ * and convolution FLOPs Darknet itself computes for them
+ * (tests/data/darknet-expected.tsv, made by scripts/darknet-oracle.sh),
+ * then running forward and backward.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "enclaveml/cfg.h"
+#include "enclaveml/net.h"
+#include "enclaveml/rng.h"
+#include "host/fileio.h"
+
+static eml_net *make_net(const char *text, eml_kernels_kind kind, int batch)
+{
+    eml_netcfg *cfg = NULL;
+    eml_err err = {0};
+    eml_status st = eml_cfg_parse(text, strlen(text), "test.cfg", &cfg, &err);
+    if (st != EML_OK) fail_msg("cfg: %s", eml_err_msg(&err, st));
+    eml_net_opts o = {.kernels = kind, .max_batch = batch, .seed = 7};
+    eml_net *net = NULL;
+    st = eml_net_new(cfg, &o, &net, &err);
+    if (st != EML_OK) fail_msg("net: %s", eml_err_msg(&err, st));
+    eml_net_init_params(net, 3);
+    eml_cfg_free(cfg);
+    return net;
+}
+
+static void random_input(eml_net *net, int n, uint64_t seed)
+{
+    eml_rng r;
+    eml_rng_seed(&r, seed);
+    float *x = eml_net_input(net);
+    for (size_t i = 0; i < (size_t)n * eml_net_input_size(net); i++)
+        x[i] = eml_rng_uniform(&r);
+}
+
+/* The training loss (batch norm normalizes with the batch's statistics,
+ * which is what the backward pass differentiates). */
+static double train_loss(eml_net *net, int n, const uint8_t *labels)
+{
+    double loss = 0;
+    assert_int_equal(eml_net_forward(net, n, 1), EML_OK);
+    assert_int_equal(eml_net_loss(net, n, labels, &loss, NULL), EML_OK);
+    return loss;
+}
+
+/* One small net per new layer, smooth activations. */
+static const char *const nets[] = {
+    /* batch norm in two convolutions, a residual sum over both */
+    "[net]\nheight=6\nwidth=6\nchannels=2\n"
+    "[convolutional]\nbatch_normalize=1\nfilters=3\nsize=3\npad=1\n"
+    "activation=tanh\n"
+    "[convolutional]\nbatch_normalize=1\nfilters=3\nsize=3\npad=1\n"
+    "activation=loggy\n"
+    "[shortcut]\nfrom=-2\nactivation=elu\n"
+    "[connected]\noutput=4\nactivation=linear\n[softmax]\n",
+    /* Darknet's mismatched shortcut: from a larger map with fewer
+     * channels (stride 2), and alpha, beta */
+    "[net]\nheight=8\nwidth=8\nchannels=2\n"
+    "[convolutional]\nfilters=2\nsize=3\npad=1\nactivation=tanh\n"
+    "[convolutional]\nfilters=4\nsize=3\nstride=2\npad=1\nactivation=tanh\n"
+    "[shortcut]\nfrom=-2\nalpha=0.5\nbeta=2\nactivation=linear\n"
+    "[convolutional]\nfilters=3\nsize=1\nactivation=linear\n"
+    "[avgpool]\n[softmax]\n",
+    /* a route joining two branches, an upsample, and from a smaller map
+     * into a larger one (sample 2) */
+    "[net]\nheight=8\nwidth=8\nchannels=1\n"
+    "[convolutional]\nfilters=2\nsize=3\npad=1\nactivation=tanh\n"
+    "[avgpool]\nsize=2\nstride=2\n" /* a max's kinks would upset h */
+    "[convolutional]\nfilters=3\nsize=3\npad=1\nactivation=loggy\n"
+    "[upsample]\nstride=2\n"
+    "[route]\nlayers=-1,0\n"
+    "[convolutional]\nfilters=2\nsize=1\nactivation=tanh\n"
+    "[shortcut]\nfrom=2\nactivation=linear\n"
+    "[connected]\noutput=3\nactivation=linear\n[softmax]\n",
+    /* the squared error on a tempered softmax, batch norm, selu-free */
+    "[net]\nheight=5\nwidth=5\nchannels=1\n"
+    "[convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\nactivation=elu\n"
+    "[connected]\noutput=3\nactivation=loggy\n"
+    "[softmax]\ntemperature=2\n[cost]\ntype=sse\n",
+};
+#define N_NETS (sizeof(nets) / sizeof(nets[0]))
+
+static void test_finite_differences(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < N_NETS; t++) {
+        const int n = 3;
+        eml_net *net = make_net(nets[t], EML_KERNELS_REF, n);
+        size_t k = eml_net_output_size(net);
+        uint8_t labels[3] = {0, (uint8_t)(1 % k), (uint8_t)(2 % k)};
+        random_input(net, n, 11 + t);
+        float *w = eml_net_params(net);
+        size_t np = eml_net_param_count(net);
+        (void)train_loss(net, n, labels);
+        assert_int_equal(eml_net_backward(net, n, NULL), EML_OK);
+        float *g = malloc(np * sizeof(float));
+        memcpy(g, eml_net_grads(net), np * sizeof(float));
+        double max_err = 0;
+        size_t checked = 0;
+        const float h = 1e-2f;
+        for (size_t i = 0; i < np; i++) {
+            /* batch norm's running statistics are not trained: their
+             * gradient is 0, and the training loss does not see them */
+            int state_param = 0;
+            for (size_t q = 0; q < eml_net_tensor_count(net); q++) {
+                const eml_net_tensor *ts = eml_net_tensor_get(net, q);
+                if (ts->is_state && i >= ts->offset &&
+                    i < ts->offset + ts->count)
+                    state_param = 1;
+            }
+            if (state_param) {
+                assert_true(g[i] == 0.0f);
+                continue;
+            }
+            float keep = w[i];
+            w[i] = keep + h;
+            double lp = train_loss(net, n, labels);
+            w[i] = keep - h;
+            double lm = train_loss(net, n, labels);
+            w[i] = keep;
+            double fd = (lp - lm) / (2.0 * h);
+            double e = fabs(fd - g[i]) / (1e-2 + fmax(fabs(fd), fabs(g[i])));
+            if (e > max_err) max_err = e;
+            checked++;
+        }
+        printf("net %zu: %zu parameters (%zu trained), max relative |fd - "
+               "backward| = %g\n",
+               t, np, checked, max_err);
+        assert_int_equal(checked, eml_net_trainable_count(net));
+        assert_true(max_err < 3e-2);
+        free(g);
+        eml_net_free(net);
+    }
+}
+
+static void test_ref_vs_fast(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < N_NETS; t++) {
+        const int n = 4;
+        eml_net *a = make_net(nets[t], EML_KERNELS_REF, n);
+        eml_net *b = make_net(nets[t], EML_KERNELS_FAST, n);
+        size_t k = eml_net_output_size(a);
+        uint8_t labels[4] = {0, (uint8_t)(1 % k), (uint8_t)(2 % k), 0};
+        random_input(a, n, 5);
+        random_input(b, n, 5);
+        eml_net *both[2] = {a, b};
+        for (int i = 0; i < 2; i++) {
+            (void)train_loss(both[i], n, labels);
+            assert_int_equal(eml_net_backward(both[i], n, NULL), EML_OK);
+        }
+        double dout = 0, dgrad = 0;
+        for (size_t i = 0; i < (size_t)n * k; i++)
+            dout = fmax(dout,
+                        fabs(eml_net_output(a)[i] - eml_net_output(b)[i]));
+        for (size_t i = 0; i < eml_net_param_count(a); i++)
+            dgrad = fmax(dgrad,
+                         fabs(eml_net_grads(a)[i] - eml_net_grads(b)[i]));
+        printf("net %zu: max |fast - ref| output %g, gradient %g\n", t, dout,
+               dgrad);
+        assert_true(dout < 1e-5);
+        assert_true(dgrad < 1e-4);
+        eml_net_free(a);
+        eml_net_free(b);
+    }
+}
+
+/* Training moves the running statistics 1% toward the batch's; an
+ * inference pass uses them and moves nothing; the tensors carry PyTorch's
+ * BatchNorm2d names. */
+static void test_running_statistics(void **state)
+{
+    (void)state;
+    const char *cfg = "[net]\nheight=4\nwidth=4\nchannels=1\n"
+                      "[convolutional]\nbatch_normalize=1\nfilters=2\n"
+                      "size=1\nactivation=linear\n"
+                      "[connected]\noutput=2\nactivation=linear\n[softmax]\n";
+    eml_net *net = make_net(cfg, EML_KERNELS_FAST, 8);
+    const char *want[] = {"layers.0.weight", "layers.0.bn.weight",
+                          "layers.0.bn.bias", "layers.0.bn.running_mean",
+                          "layers.0.bn.running_var", "layers.1.weight",
+                          "layers.1.bias"};
+    assert_int_equal(eml_net_tensor_count(net), 7);
+    for (size_t i = 0; i < 7; i++)
+        assert_string_equal(eml_net_tensor_get(net, i)->name, want[i]);
+    assert_int_equal(eml_net_trainable_count(net),
+                     eml_net_param_count(net) - 4);
+    /* weight 1 and 2 for the two filters: outputs are x and 2x */
+    float *p = eml_net_params(net);
+    p[0] = 1.0f;
+    p[1] = 2.0f;
+    float *x = eml_net_input(net);
+    double sum = 0, sq = 0;
+    for (int i = 0; i < 8 * 16; i++) {
+        x[i] = (float)((i * 37) % 11) / 3.0f;
+        sum += x[i];
+    }
+    double mean = sum / 128;
+    for (int i = 0; i < 8 * 16; i++) sq += (x[i] - mean) * (x[i] - mean);
+    double var_unbiased = sq / 127;
+    const eml_net_tensor *rm = eml_net_tensor_get(net, 3);
+    const eml_net_tensor *rv = eml_net_tensor_get(net, 4);
+    assert_int_equal(eml_net_forward(net, 8, 1), EML_OK);
+    assert_true(fabs(p[rm->offset] - 0.01 * mean) < 1e-5);
+    assert_true(fabs(p[rm->offset + 1] - 0.02 * mean) < 1e-5);
+    assert_true(fabs(p[rv->offset] - (0.99 + 0.01 * var_unbiased)) < 1e-4);
+    assert_true(fabs(p[rv->offset + 1] - (0.99 + 0.04 * var_unbiased)) <
+                1e-4);
+    float keep_m = p[rm->offset], keep_v = p[rv->offset];
+    assert_int_equal(eml_net_forward(net, 8, 0), EML_OK);
+    assert_true(p[rm->offset] == keep_m && p[rv->offset] == keep_v);
+    /* inference: (x - rm) / sqrt(rv + 1e-5) * gamma + beta, first pixel */
+    float y = eml_net_layer_output(net, 0)[0];
+    double want_y = (x[0] - keep_m) / sqrt(keep_v + 1e-5);
+    assert_true(fabs(y - want_y) < 1e-4);
+    /* DP needs examples' own gradients, which batch norm mixes */
+    float norms[8];
+    assert_int_equal(eml_net_example_norms(net, 8, norms),
+                     EML_ERR_UNSUPPORTED);
+    eml_net_free(net);
+}
+
+static void expect_net_error(const char *text, const char *needle)
+{
+    eml_netcfg *cfg = NULL;
+    eml_err err = {0};
+    eml_status st = eml_cfg_parse(text, strlen(text), "t.cfg", &cfg, &err);
+    if (st == EML_OK) {
+        eml_net_opts o = {.kernels = EML_KERNELS_REF, .max_batch = 2};
+        eml_net *net = NULL;
+        st = eml_net_new(cfg, &o, &net, &err);
+        eml_net_free(net);
+        eml_cfg_free(cfg);
+    }
+    if (st == EML_OK || strstr(err.msg, needle) == NULL)
+        fail_msg("want an error with '%s', got %d: '%s'", needle, st,
+                 err.msg);
+    printf("refused: %s\n", err.msg);
+}
+
+static void test_bad_references_and_shapes(void **state)
+{
+    (void)state;
+#define NETH "[net]\nheight=8\nwidth=8\nchannels=1\n"
+#define CONV "[convolutional]\nfilters=2\nsize=3\npad=1\n"
+    expect_net_error(NETH CONV "[shortcut]\nfrom=-5\n",
+                     "t.cfg:10: [shortcut] from: -5 names no layer before "
+                     "this one (layer 1)");
+    expect_net_error(NETH CONV "[shortcut]\nfrom=1\n", "names no layer");
+    expect_net_error(NETH "[shortcut]\nfrom=-1\n",
+                     "[shortcut] needs a layer before it");
+    expect_net_error(NETH CONV "[route]\nlayers=-1,3\n",
+                     "[route] layers: 3 names no layer");
+    expect_net_error(NETH CONV "[route]\nlayers=\n",
+                     "empty value for 'layers' in [route]");
+    expect_net_error(NETH CONV "[route]\nlayers=0,,0\n",
+                     "'layers' has an empty element");
+    expect_net_error(NETH CONV "[route]\nlayers=0,0,0,0,0,0,0,0,0\n",
+                     "[route] joins at most 8 layers");
+    expect_net_error(NETH CONV "[maxpool]\nsize=2\nstride=2\n"
+                               "[route]\nlayers=-1,-2\n",
+                     "layer 0's output is 8x8 but layer 1's 4x4");
+    expect_net_error("[net]\nheight=8\nwidth=6\nchannels=1\n" CONV
+                     "[convolutional]\nfilters=2\nsize=3\nstride=3\n"
+                     "[shortcut]\nfrom=0\n",
+                     "layer 0's output 8x6x2 does not fit this layer's "
+                     "2x2x2 (width and height must scale alike)");
+    expect_net_error(NETH CONV "[upsample]\nstride=0\n",
+                     "stride=0 is out of range");
+    expect_net_error(NETH CONV "[upsample]\nscale=-1\n",
+                     "scale=-1 must be > 0");
+    expect_net_error(NETH CONV "[cost]\n",
+                     "[cost] must be the last layer, right after [softmax]");
+    expect_net_error(NETH CONV "[softmax]\n[cost]\ntype=masked\n",
+                     "[cost] type=masked is not supported (only sse)");
+    expect_net_error(NETH CONV "[softmax]\ngroups=3\n",
+                     "groups=3 does not divide its 128 inputs");
+    expect_net_error(NETH CONV "[softmax]\n[connected]\noutput=2\n",
+                     "[softmax] must be the last layer");
+    expect_net_error(NETH CONV "[shortcut]\nfrom=-1\nactivation=mish\n",
+                     "unknown activation 'mish'");
+    expect_net_error(NETH CONV "[shortcut]\nfrom=-1\nalpha=x\n",
+                     "'alpha' expects a number");
+    expect_net_error(NETH CONV "[yolo]\nmask=0\n",
+                     "t.cfg:9: [yolo] is not supported: detection heads");
+#undef NETH
+#undef CONV
+}
+
+/* ==== Darknet's own files ==== */
+
+static const char *darknet_dir(void)
+{
+    const char *d = getenv("EML_DARKNET_CFG");
+    return d != NULL ? d : "/usr/local/share/enclaveml/darknet/cfg";
+}
+
+static void test_darknet_files(void **state)
+{
+    (void)state;
+    const char *src = getenv("EML_SOURCE_DIR");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tests/data/darknet-expected.tsv",
+             src != NULL ? src : ".");
+    uint8_t *tsv = NULL;
+    size_t len = 0;
+    eml_err err = {0};
+    eml_status st = eml_file_read(path, &tsv, &len, &err);
+    if (st != EML_OK) fail_msg("%s", eml_err_msg(&err, st));
+    char *text = realloc(tsv, len + 1);
+    assert_non_null(text);
+    text[len] = '\0';
+    int files = 0;
+    for (char *line = strtok(text, "\n"); line != NULL;
+         line = strtok(NULL, "\n")) {
+        if (line[0] == '#') continue;
+        char name[128];
+        int layers;
+        unsigned long long params;
+        double flops;
+        assert_int_equal(sscanf(line, "%127s %d %llu %lf", name, &layers,
+                                &params, &flops),
+                         4);
+        snprintf(path, sizeof(path), "%s/%s", darknet_dir(), name);
+        uint8_t *cfgtext = NULL;
+        size_t cl = 0;
+        st = eml_file_read(path, &cfgtext, &cl, &err);
+        if (st != EML_OK)
+            fail_msg("%s (Darknet's cfg files: scripts/install-deps.sh "
+                     "unpacks Debian's darknet package there, or set "
+                     "EML_DARKNET_CFG)",
+                     eml_err_msg(&err, st));
+        eml_netcfg *cfg = NULL;
+        st = eml_cfg_parse((const char *)cfgtext, cl, name, &cfg, &err);
+        free(cfgtext);
+        if (st != EML_OK) fail_msg("%s", eml_err_msg(&err, st));
+        eml_net_opts o = {.kernels = EML_KERNELS_FAST, .max_batch = 1,
+                          .seed = 1};
+        eml_net *net = NULL;
+        st = eml_net_new(cfg, &o, &net, &err);
+        if (st != EML_OK) fail_msg("%s: %s", name, eml_err_msg(&err, st));
+        eml_net_init_params(net, 1);
+        double conv = 0;
+        for (int i = 0; i < eml_net_n_layers(net); i++) {
+            eml_layer_stats s;
+            eml_net_layer_stats(net, i, &s);
+            if (s.type == EML_LAYER_CONVOLUTIONAL) conv += s.flops;
+        }
+        double loss = 0;
+#if defined(__SANITIZE_ADDRESS__)
+        /* The sanitized debug build runs the three smallest (under 3
+         * GFLOPs) and counts the rest: minutes of ResNets otherwise. */
+        int run = flops < 3e9;
+#else
+        int run = 1;
+#endif
+        if (run) {
+            random_input(net, 1, 3);
+            uint8_t label = 1;
+            loss = train_loss(net, 1, &label);
+            assert_int_equal(eml_net_backward(net, 1, NULL), EML_OK);
+        }
+        printf("%-16s %3d layers, %10zu parameters (Darknet %llu), %.3f "
+               "conv BFLOPs (Darknet %.3f), loss %.3f\n",
+               name, cfg->n_layers, eml_net_trainable_count(net), params,
+               conv / 1e9, flops / 1e9, loss);
+        assert_int_equal(cfg->n_layers, layers);
+        assert_int_equal(eml_net_trainable_count(net), params);
+        assert_true(conv == flops);
+        assert_true(isfinite(loss));
+        eml_net_free(net);
+        eml_cfg_free(cfg);
+        files++;
+    }
+    assert_true(files >= 8);
+    free(text);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_finite_differences),
+        cmocka_unit_test(test_ref_vs_fast),
+        cmocka_unit_test(test_running_statistics),
+        cmocka_unit_test(test_bad_references_and_shapes),
+        cmocka_unit_test(test_darknet_files),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
