@@ -20,7 +20,7 @@
         if (!(cond)) abort();                                                 \
     } while (0)
 
-static void check_layer(const eml_layer_cfg *l)
+static void check_layer(const eml_layer_cfg *l, int index)
 {
     CHECK(l->line >= 1);
     CHECK((int)l->activation >= 0 && (int)l->activation < EML_ACT_COUNT);
@@ -48,6 +48,21 @@ static void check_layer(const eml_layer_cfg *l)
         CHECK(l->probability >= 0.0f && l->probability < 1.0f);
         break;
     case EML_LAYER_SOFTMAX:
+        CHECK(l->groups >= 1 && l->scale >= 1e-3f && l->scale <= 1e3f);
+        break;
+    case EML_LAYER_SHORTCUT: /* references resolved to earlier layers */
+        CHECK(l->from >= 0 && l->from < index);
+        break;
+    case EML_LAYER_ROUTE:
+        CHECK(l->n_route >= 1 && l->n_route <= EML_CFG_MAX_ROUTE);
+        for (int k = 0; k < l->n_route; k++)
+            CHECK(l->route[k] >= 0 && l->route[k] < index);
+        break;
+    case EML_LAYER_UPSAMPLE:
+        CHECK(l->stride >= 1 && l->scale > 0.0f);
+        break;
+    case EML_LAYER_COST:
+        CHECK(l->scale > 0.0f);
         break;
     case EML_LAYER_SCATTERING:
         CHECK(l->scales >= 1 && l->scales <= 3);
@@ -84,7 +99,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(cfg->steps[i] > cfg->steps[i - 1]);
     }
     CHECK(cfg->n_layers >= 1 && cfg->n_layers <= EML_CFG_MAX_LAYERS);
-    for (int i = 0; i < cfg->n_layers; i++) check_layer(&cfg->layers[i]);
+    for (int i = 0; i < cfg->n_layers; i++) check_layer(&cfg->layers[i], i);
+    CHECK(memchr(cfg->ignored, '\0', sizeof(cfg->ignored)) != NULL);
     eml_cfg_free(cfg);
     return 0;
 }

@@ -5,6 +5,9 @@
 # (apt-get download darknet); run by hand, never by the build or tests.
 #
 #   scripts/darknet-oracle.sh > tests/data/darknet-expected.tsv
+# and also writes tests/data/darknet-small.{weights,in,out}: Darknet's own
+# save of tests/data/darknet-small.cfg with set values, an input, and
+# Darknet's inference output for it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
@@ -31,3 +34,6 @@ for f in resnet18 resnet34 resnet50 resnet101 darknet19 darknet cifar \
 done
 echo "# Darknet $(dpkg-deb -f darknet_*.deb Version), by scripts/darknet-oracle.sh"
 LD_LIBRARY_PATH=$tmp/stub:$lib ./oracle cfg/*.cfg 2>/dev/null
+LD_LIBRARY_PATH=$tmp/stub:$lib ./oracle --fixture \
+  "$here/tests/data/darknet-small.cfg" "$here/tests/data/darknet-small" \
+  >/dev/null 2>&1

@@ -210,5 +210,27 @@ fi
 expect_error "decrypt: a version 1 container" "version 1 is no longer supported" \
   "$bin" decrypt --key "$tmp/own.key" --in "$tmp/v1.emlc" --out "$tmp/v1.out"
 
+# ---- convert: Darknet's own .weights (tests/data/darknet-small.*, saved
+# by Debian's libdarknet) to safetensors and back, byte for byte
+dk=$src/tests/data/darknet-small
+if "$bin" convert --cfg "$dk.cfg" --from "$dk.weights" \
+     --out "$tmp/small.safetensors" 2>"$tmp/conv.err" &&
+   "$bin" convert --cfg "$dk.cfg" --from "$tmp/small.safetensors" \
+     --out "$tmp/small.weights" 2>>"$tmp/conv.err" &&
+   cmp -s "$dk.weights" "$tmp/small.weights" &&
+   grep -q 'convert: .* -> .*small.safetensors: 353 parameters' "$tmp/conv.err"; then
+  ok "convert: Darknet's .weights -> safetensors -> .weights, the same bytes"
+else
+  bad "convert round trip: $(cat "$tmp/conv.err")"
+fi
+head -c 1000 "$dk.weights" >"$tmp/cut.weights"
+expect_error "convert: a truncated .weights file" "truncated" \
+  "$bin" convert --cfg "$dk.cfg" --from "$tmp/cut.weights" --out "$tmp/cut.safetensors"
+[[ -e $tmp/cut.safetensors ]] && bad "convert left a file behind"
+expect_error "convert: weights of another network" "holds 1476 bytes of values where the cfg's network needs" \
+  "$bin" convert --cfg "$src/cfg/fmnist-mlp.cfg" --from "$dk.weights" --out "$tmp/x.safetensors"
+expect_error "convert: neither side .weights" "must end in .weights" \
+  "$bin" convert --cfg "$dk.cfg" --from "$tmp/small.safetensors" --out "$tmp/y.safetensors"
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

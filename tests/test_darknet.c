@@ -392,6 +392,111 @@ static void test_darknet_files(void **state)
     free(text);
 }
 
+/* ==== Darknet's .weights ==== */
+
+static uint8_t *read_data(const char *name, size_t *len)
+{
+    const char *src = getenv("EML_SOURCE_DIR");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tests/data/%s", src ? src : ".", name);
+    uint8_t *buf = NULL;
+    eml_err err = {0};
+    eml_status st = eml_file_read(path, &buf, len, &err);
+    if (st != EML_OK) fail_msg("%s", eml_err_msg(&err, st));
+    return buf;
+}
+
+/* Reads n numbers, one per line, from tests/data/NAME. */
+static void read_floats(const char *name, float *out, size_t n)
+{
+    size_t len = 0;
+    char *text = (char *)read_data(name, &len);
+    char *p = text;
+    for (size_t i = 0; i < n; i++) {
+        char *end = NULL;
+        out[i] = strtof(p, &end);
+        assert_true(end != p);
+        p = end;
+    }
+    free(text);
+}
+
+/* Darknet's own save of a small network (batch norm, shortcut, route):
+ * loaded here, it gives Darknet's own output for the same input; saved
+ * again, the same bytes; through safetensors and back, the same bytes. */
+static void test_darknet_weights(void **state)
+{
+    (void)state;
+    size_t clen = 0, wlen = 0;
+    char *cfgtext = (char *)read_data("darknet-small.cfg", &clen);
+    uint8_t *w = read_data("darknet-small.weights", &wlen);
+    eml_netcfg *cfg = NULL;
+    eml_err err = {0};
+    assert_int_equal(eml_cfg_parse(cfgtext, clen, "small", &cfg, &err),
+                     EML_OK);
+    eml_net_opts o = {.kernels = EML_KERNELS_FAST, .max_batch = 1,
+                      .inference = 1};
+    eml_net *net = NULL, *back = NULL;
+    assert_int_equal(eml_net_new(cfg, &o, &net, &err), EML_OK);
+    assert_int_equal(eml_net_new(cfg, &o, &back, &err), EML_OK);
+    assert_int_equal(eml_darknet_weights_size(net), wlen);
+    uint64_t seen = 99;
+    eml_status st = eml_darknet_weights_decode(net, w, wlen, "small", &seen,
+                                               &err);
+    if (st != EML_OK) fail_msg("%s", err.msg);
+    assert_int_equal(seen, 0);
+    read_floats("darknet-small.in", eml_net_input(net),
+                eml_net_input_size(net));
+    assert_int_equal(eml_net_forward(net, 1, 0), EML_OK);
+    float want[5];
+    read_floats("darknet-small.out", want, 5);
+    double most = 0;
+    for (int i = 0; i < 5; i++)
+        most = fmax(most, fabs(eml_net_output(net)[i] - want[i]));
+    printf("Darknet's output against ours: max |difference| %g\n", most);
+    assert_true(most < 1e-4);
+    uint8_t *again = NULL, *st_bytes = NULL, *third = NULL;
+    size_t alen = 0, slen = 0, tlen = 0;
+    assert_int_equal(eml_darknet_weights_encode(net, seen, &again, &alen),
+                     EML_OK);
+    assert_int_equal(alen, wlen);
+    assert_memory_equal(again, w, wlen);
+    assert_int_equal(eml_weights_encode(net, &st_bytes, &slen), EML_OK);
+    assert_int_equal(eml_weights_decode(back, st_bytes, slen, "st", &err),
+                     EML_OK);
+    assert_int_equal(eml_darknet_weights_encode(back, 0, &third, &tlen),
+                     EML_OK);
+    assert_memory_equal(third, w, wlen);
+    /* truncated, or a float too many: refused, nothing changed */
+    float keep = eml_net_params(back)[0];
+    st = eml_darknet_weights_decode(back, w, wlen - 1, "short.weights", NULL,
+                                    &err);
+    assert_int_equal(st, EML_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "short.weights: holds"));
+    assert_non_null(strstr(err.msg, "truncated"));
+    printf("refused: %s\n", err.msg);
+    uint8_t *longer = calloc(wlen + 4, 1);
+    memcpy(longer, w, wlen);
+    memset(&err, 0, sizeof(err));
+    st = eml_darknet_weights_decode(back, longer, wlen + 4, "long", NULL,
+                                    &err);
+    assert_int_equal(st, EML_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "bytes left over"));
+    memset(&err, 0, sizeof(err));
+    st = eml_darknet_weights_decode(back, w, 10, "tiny", NULL, &err);
+    assert_int_equal(st, EML_ERR_FORMAT);
+    assert_true(eml_net_params(back)[0] == keep);
+    free(longer);
+    free(again);
+    free(st_bytes);
+    free(third);
+    eml_net_free(net);
+    eml_net_free(back);
+    eml_cfg_free(cfg);
+    free(cfgtext);
+    free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_running_statistics),
         cmocka_unit_test(test_bad_references_and_shapes),
         cmocka_unit_test(test_darknet_files),
+        cmocka_unit_test(test_darknet_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

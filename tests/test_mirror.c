@@ -978,6 +978,19 @@ static const char cfg_adam[] =
     "[connected]\noutput=12\nactivation=leaky\n"
     "[connected]\noutput=4\nactivation=linear\n[softmax]\n";
 
+/* Batch norm's running statistics move in every training forward pass
+ * and live with the parameters: a resume must restore them exactly. */
+static const char cfg_batchnorm[] =
+    "[net]\nbatch=16\nheight=8\nwidth=8\nchannels=1\nlearning_rate=0.05\n"
+    "momentum=0.9\nepochs=3\n"
+    "[convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\npad=1\n"
+    "activation=leaky\n"
+    "[convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\npad=1\n"
+    "activation=linear\n"
+    "[shortcut]\nfrom=-2\nactivation=leaky\n"
+    "[maxpool]\nsize=2\nstride=2\n"
+    "[connected]\noutput=4\nactivation=linear\n[softmax]\n";
+
 enum { N_TRAIN = 320, N_TEST = 64 };
 static uint8_t tr_img[N_TRAIN * 64], tr_lab[N_TRAIN];
 static uint8_t te_img[N_TEST * 64], te_lab[N_TEST];
@@ -1201,6 +1214,13 @@ static void test_resume_every_3(void **state)
     check_resume(&c);
 }
 
+static void test_resume_batchnorm(void **state)
+{
+    (void)state;
+    run_case c = {"batch norm + shortcut, every 3", cfg_batchnorm, 0, 3};
+    check_resume(&c);
+}
+
 static void test_resume_ema(void **state)
 {
     (void)state;
@@ -1261,6 +1281,7 @@ int main(void)
         cmocka_unit_test(test_resume_plain),
         cmocka_unit_test(test_resume_dropout_momentum),
         cmocka_unit_test(test_resume_every_3),
+        cmocka_unit_test(test_resume_batchnorm),
         cmocka_unit_test(test_resume_ema),
         cmocka_unit_test(test_resume_adam),
         cmocka_unit_test(test_resume_max_batches),

@@ -152,6 +152,25 @@ typedef struct eml_net_tensor {
 size_t eml_net_tensor_count(const eml_net *net);
 const eml_net_tensor *eml_net_tensor_get(const eml_net *net, size_t i);
 
+/* ==== weights in Darknet's binary .weights format ==== */
+/* Bytes of the net's .weights file (header included). */
+size_t eml_darknet_weights_size(const eml_net *net);
+/* The net's parameters as a .weights file (version 0.2, `seen` images),
+ * malloc'd.  Deterministic. */
+EML_MUST_CHECK eml_status eml_darknet_weights_encode(const eml_net *net,
+                                                     uint64_t seen,
+                                                     uint8_t **out,
+                                                     size_t *len);
+/* Loads a .weights file into the net; it must hold exactly the net's
+ * values (name is used in messages).  *seen (may be NULL): the header's
+ * count of images seen.  Nothing changes unless the file fits. */
+EML_MUST_CHECK eml_status eml_darknet_weights_decode(eml_net *net,
+                                                     const uint8_t *buf,
+                                                     size_t len,
+                                                     const char *name,
+                                                     uint64_t *seen,
+                                                     eml_err *err);
+
 /* ==== weights as safetensors bytes ==== */
 /* Encodes every tensor (malloc'd buffer, caller frees).  Deterministic. */
 EML_MUST_CHECK eml_status eml_weights_encode(eml_net *net, uint8_t **out,

@@ -475,7 +475,7 @@ static eml_status send_report(train_job *j, eml_err *err)
         "\"mirror_saves\":%ld,\"dp\":%s,\"datasets\":\"",
         e->sim ? "true" : "false", meas, edh, nh, ch, mh, mfh, rh,
         (unsigned)j->q.n_grants, j->train_set.count, j->test_set.count,
-        res->epochs, res->steps, eml_net_param_count(eml_run_net(j->run)),
+        res->epochs, res->steps, eml_net_trainable_count(eml_run_net(j->run)),
         res->train_loss, res->test_accuracy, res->test_loss, res->seconds,
         res->images_per_second, j->q.spec.mirror ? "true" : "false",
         res->resumed_step, res->mirror_saves,

@@ -83,4 +83,5 @@ int eml_build_net(const eml_common_opts *c, eml_netcfg **cfg, eml_net **net,
 int eml_cmd_train(int argc, char **argv);
 int eml_cmd_eval(int argc, char **argv);
 int eml_cmd_predict(int argc, char **argv);
+int eml_cmd_convert(int argc, char **argv);
 #endif

@@ -113,7 +113,7 @@ static void print_json(const eml_common_opts *c, const eml_run *run,
     eml_json_int(&j, "epochs", res->epochs);
     eml_json_int(&j, "steps", res->steps);
     eml_json_num(&j, "images_per_second", res->images_per_second);
-    eml_json_int(&j, "parameters", (long long)eml_net_param_count(net));
+    eml_json_int(&j, "parameters", (long long)eml_net_trainable_count(net));
     eml_json_num(&j, "seconds", res->seconds);
     eml_json_str(&j, "kernels", eml_net_kernels(net)->name);
     eml_json_int(&j, "threads", c->threads);
@@ -249,7 +249,7 @@ static int train_in_process(const eml_common_opts *c,
         fprintf(stderr,
                 "training %s: %zu parameters, %zu images, %d epochs, batch "
                 "%d, %s kernels, %d threads\n",
-                c->cfg, eml_net_param_count(net), tr.set.count,
+                c->cfg, eml_net_trainable_count(net), tr.set.count,
                 to->run.epochs, to->run.batch, eml_net_kernels(net)->name,
                 c->threads);
     if (!quiet && eml_net_ref_layers(net) > 0)

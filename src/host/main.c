@@ -35,6 +35,8 @@ static const struct command {
     {"eval", "evaluate weights on a test set", eml_cmd_eval},
     {"predict", "run a network on the images of an IDX file",
      eml_cmd_predict},
+    {"convert", "convert weights between Darknet's .weights and safetensors",
+     eml_cmd_convert},
     {"keygen", "make an owner's key pair (NAME.key, NAME.pub)",
      eml_cmd_keygen},
     {"encrypt", "encrypt a file into the chunked container (.emlc)",

@@ -34,8 +34,9 @@
 #define CFG_MAX_BYTES ((size_t)16 << 20)
 
 #define SECTIONS_ALLOWED                                                      \
-    "net, network, convolutional, conv, connected, maxpool, avgpool, "        \
-    "dropout, softmax, scattering, shortcut, route, upsample, cost"
+    "net, network, convolutional, conv, connected, conn, maxpool, max, "     \
+    "avgpool, avg, dropout, softmax, soft, scattering, shortcut, route, "    \
+    "upsample, cost"
 
 /* ==== names ==== */
 
