@@ -17,147 +17,52 @@
 #include <string.h>
 #include <time.h>
 
-#include <oneapi/dnnl/dnnl.h>
-
 #include "enclaveml/cfg.h"
 #include "enclaveml/dp.h"
 #include "enclaveml/net.h"
 #include "enclaveml/rng.h"
 #include "enclaveml/train.h"
+#include "host/bench_core.h"
 #include "host/hostio.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Best of a few runs of an n x n x n sgemm, in GFLOP/s. */
-static double gemm_peak(int n)
-{
-    float *a = malloc((size_t)n * n * sizeof(float));
-    float *b = malloc((size_t)n * n * sizeof(float));
-    float *c = malloc((size_t)n * n * sizeof(float));
-    for (size_t i = 0; i < (size_t)n * n; i++) {
-        a[i] = (float)(i % 7) * 0.1f;
-        b[i] = (float)(i % 5) * 0.1f;
-    }
-    double best = 0;
-    for (int r = 0; r < 5; r++) {
-        double t0 = now();
-        dnnl_sgemm('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double dt = now() - t0;
-        double g = 2.0 * n * n * (double)n / dt * 1e-9;
-        if (r > 0 && g > best) best = g; /* first run warms up */
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
 
 typedef struct step_result {
     double images_per_second;
     double seconds_per_step;
 } step_result;
 
-/* dp: 0 plain step; 1 a DP-SGD step as train.c takes it: Poisson
- * sampling over a 60,000-example set, forward, per-example norms, clipping
- * by a second backward pass, discrete Gaussian noise, update. */
+/* dp: 0 plain step; 1 a DP-SGD step (per-example norms, clipping by a
+ * second backward pass, discrete Gaussian noise, update); through
+ * src/host/bench_core.c, as `enclaveml bench` times it. */
 static int time_steps(const eml_netcfg *cfg, eml_kernels_kind kind, int batch,
                       int steps, int profile, step_result *res, int dp)
 {
-    eml_net_opts o = {.kernels = kind, .max_batch = batch,
-                      .seed = 1};
-    eml_net *net = NULL;
+    eml_bench_opts o = {.train = 1, .batch = batch, .steps = steps,
+                        .dp = dp, .profile = profile, .kernels = kind};
+    eml_bench_result r;
     eml_err err = {0};
-    eml_status st = eml_net_new(cfg, &o, &net, &err);
+    eml_status st = eml_bench_run(cfg, &o, &r, &err);
     if (st != EML_OK) {
         fprintf(stderr, "bench: %s\n", eml_err_msg(&err, st));
         return -1;
     }
-    eml_net_init_params(net, 1);
-    eml_optim *opt = NULL;
-    if (eml_optim_new(cfg, net, &opt) != EML_OK) return -1;
-    eml_rng r;
-    eml_rng_seed(&r, 9);
-    float *x = eml_net_input(net);
-    for (size_t i = 0; i < (size_t)batch * eml_net_input_size(net); i++)
-        x[i] = eml_rng_uniform(&r);
-    uint8_t *labels = malloc((size_t)batch);
-    for (int b = 0; b < batch; b++)
-        labels[b] = (uint8_t)(b % (int)eml_net_output_size(net));
-    size_t np = eml_net_param_count(net);
-    float *sq = malloc((size_t)batch * sizeof(float));
-    float *scale = malloc((size_t)batch * sizeof(float));
-    float *noise = malloc(np * sizeof(float));
-    eml_csprng *rng = NULL;
-    if (eml_csprng_new(&rng, &err) != EML_OK) return -1;
-    /* Fixed leading layers ([scattering]) run once per image, as in the
-     * training loop: once here, before the timed steps. */
-    int fixed = eml_net_fixed_layers(net);
-    if (fixed > 0 && eml_net_forward_range(net, 0, fixed, batch, 0) != EML_OK)
-        return -1;
-    double t0 = 0;
-    for (int s = -2; s < steps; s++) { /* two warm-up steps */
-        if (s == 0) {
-            eml_net_set_profiling(net, profile);
-            t0 = now();
-        }
-        if (dp) {
-            int m = 0;
-            for (int i = 0; i < 60000; i++)
-                m += eml_dp_bernoulli(rng, (double)batch / 60000.0);
-            (void)m; /* the timed batch stays at its expected size */
-        }
-        if (eml_net_forward_range(net, fixed, eml_net_n_layers(net), batch,
-                                  1) != EML_OK ||
-            eml_net_loss(net, batch, labels, NULL, NULL) != EML_OK ||
-            (dp ? eml_net_example_norms(net, batch, sq)
-                : eml_net_backward(net, batch, NULL)) != EML_OK)
-            return -1;
-        if (dp) {
-            for (int b = 0; b < batch; b++)
-                scale[b] = sq[b] > 1.0f ? 1.0f / sqrtf(sq[b]) : 1.0f;
-            eml_net_scale_output_delta(net, batch, scale);
-            if (eml_net_backward(net, batch, NULL) != EML_OK ||
-                eml_dp_gaussian_fill(rng, noise, np, 1.0) != EML_OK)
-                return -1;
-            float *g = eml_net_grads(net);
-            for (size_t i = 0; i < np; i++) g[i] += noise[i];
-        }
-        eml_optim_step(opt, 0.001f, (float)batch);
-    }
-    double dt = now() - t0;
-    res->seconds_per_step = dt / steps;
-    res->images_per_second = (double)batch * steps / dt;
-    if (profile) {
+    res->seconds_per_step = r.seconds_per_step;
+    res->images_per_second = r.images_per_second;
+    if (profile && r.layers != NULL) {
         printf("    %-40s %10s %10s %8s\n", "layer", "fwd ms", "bwd ms",
                "share");
         double total = 0;
-        for (int i = 0; i < eml_net_n_layers(net); i++) {
-            eml_layer_stats ls;
-            eml_net_layer_stats(net, i, &ls);
-            total += ls.fwd_seconds + ls.bwd_seconds;
-        }
-        for (int i = 0; i < eml_net_n_layers(net); i++) {
-            eml_layer_stats ls;
-            eml_net_layer_stats(net, i, &ls);
-            printf("    %-40s %10.3f %10.3f %7.1f%%\n", ls.desc,
-                   1e3 * ls.fwd_seconds / steps, 1e3 * ls.bwd_seconds / steps,
-                   100.0 * (ls.fwd_seconds + ls.bwd_seconds) / total);
+        for (int i = 0; i < r.n_layers; i++)
+            total += r.layers[i].s.fwd_seconds + r.layers[i].s.bwd_seconds;
+        for (int i = 0; i < r.n_layers; i++) {
+            const eml_layer_stats *ls = &r.layers[i].s;
+            printf("    %-40s %10.3f %10.3f %7.1f%%\n", ls->desc,
+                   1e3 * ls->fwd_seconds / steps, 1e3 * ls->bwd_seconds / steps,
+                   100.0 * (ls->fwd_seconds + ls->bwd_seconds) / total);
         }
         printf("    %-40s %10.3f ms per step in layers, %.3f ms in all\n",
                "total", 1e3 * total / steps, 1e3 * res->seconds_per_step);
     }
-    free(labels);
-    free(sq);
-    free(scale);
-    free(noise);
-    eml_csprng_free(rng);
-    eml_optim_free(opt);
-    eml_net_free(net);
+    free(r.layers);
     return 0;
 }
 
@@ -243,7 +148,7 @@ int main(int argc, char **argv)
         int t = atoi(tok);
         if (t <= 0) continue;
         eml_kernels_set_threads(t);
-        double peak = gemm_peak(gemm_n);
+        double peak = eml_bench_gemm_peak(gemm_n);
         step_result r;
         if (time_steps(cfg, EML_KERNELS_FAST, batch, steps, 1, &r, 0) != 0) {
             fprintf(stderr, "bench_train: training step failed\n");

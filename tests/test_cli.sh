@@ -232,5 +232,28 @@ expect_error "convert: weights of another network" "holds 1476 bytes of values w
 expect_error "convert: neither side .weights" "must end in .weights" \
   "$bin" convert --cfg "$dk.cfg" --from "$tmp/small.safetensors" --out "$tmp/y.safetensors"
 
+# ---- bench: the engine alone on synthetic input, against the peak
+if "$bin" bench --cfg "$src/cfg/fmnist-mlp.cfg" --batch 32 --seconds 0.3 \
+     --json --layers >"$tmp/bench.json" 2>"$tmp/bench.err" &&
+   grep -q '"images_per_second":[1-9]' "$tmp/bench.json" &&
+   grep -q '"peak_share":0\.[0-9]' "$tmp/bench.json" &&
+   grep -q '"parameters":235146,' "$tmp/bench.json" &&
+   grep -q '"flops_per_image":1007104,' "$tmp/bench.json" &&
+   grep -q '"layer":"connected 784 -> 256"' "$tmp/bench.json"; then
+  ok "bench --json --layers: $(cut -c1-160 "$tmp/bench.json")"
+else
+  bad "bench: $(cat "$tmp/bench.json" "$tmp/bench.err")"
+fi
+if "$bin" bench --cfg "$dk.cfg" --mode infer --seconds 0.2 >"$tmp/b2.out" 2>&1 &&
+   grep -q "353 parameters" "$tmp/b2.out" && grep -q "% of this machine's fp32 peak" "$tmp/b2.out"; then
+  ok "bench --mode infer on Darknet's layers: $(tail -1 "$tmp/b2.out")"
+else
+  bad "bench infer: $(cat "$tmp/b2.out")"
+fi
+expect_error "bench: an unknown precision" "is not one of: fp32, bf16, int8" \
+  "$bin" bench --cfg "$dk.cfg" --precision fp8
+expect_error "bench: a bad mode" "is not one of: train, infer" \
+  "$bin" bench --cfg "$dk.cfg" --mode serve
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

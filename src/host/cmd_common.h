@@ -84,4 +84,5 @@ int eml_cmd_train(int argc, char **argv);
 int eml_cmd_eval(int argc, char **argv);
 int eml_cmd_predict(int argc, char **argv);
 int eml_cmd_convert(int argc, char **argv);
+int eml_cmd_bench(int argc, char **argv);
 #endif

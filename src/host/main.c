@@ -37,6 +37,8 @@ static const struct command {
      eml_cmd_predict},
     {"convert", "convert weights between Darknet's .weights and safetensors",
      eml_cmd_convert},
+    {"bench", "time a network on this machine against its peak",
+     eml_cmd_bench},
     {"keygen", "make an owner's key pair (NAME.key, NAME.pub)",
      eml_cmd_keygen},
     {"encrypt", "encrypt a file into the chunked container (.emlc)",
