@@ -6,7 +6,10 @@
  * round trip and bad input; the ChaCha20 generator against RFC 8439; the
  * discrete Gaussian against its exact pmf (chi-square), the float noise
  * against N(0, sigma^2) (mean, variance, Kolmogorov-Smirnov on 10^6
- * samples) and its grid; Bernoulli frequencies.  Statistical tests use a
+ * samples) and its grid; the sampler's exact arithmetic (bounds of exp
+ * against known digits and long double), its tables, its rare paths
+ * (forced: a near tail, widened bounds) and its determinism across a
+ * saved state; Bernoulli frequencies.  Statistical tests use a
  * seeded generator, so they are deterministic; the timing line uses an
  * OS-seeded one and is printed, not asserted.
  */
@@ -25,6 +28,8 @@
 #include <cmocka.h>
 
 #include "enclaveml/dp.h"
+
+#include "dp/dgauss_internal.h"
 
 #define MNIST_Q (256.0 / 60000)
 #define MNIST_STEPS 14063L /* ceil(60 epochs * 60000 / 256) */
@@ -750,6 +755,286 @@ static void test_gaussian_fill(void **state)
     free(x);
 }
 
+/* ==== the sampler's exact arithmetic, tables and rare paths ==== */
+
+static long double fix_value(const uint64_t *a, int frac)
+{
+    long double v = 0;
+    for (int i = frac; i >= 0; i--)
+        v += ldexpl((long double)a[i], 64 * (i - frac));
+    return v;
+}
+
+static int fix_cmp(const uint64_t *a, const uint64_t *b, int n)
+{
+    for (int i = n - 1; i >= 0; i--)
+        if (a[i] != b[i]) return a[i] < b[i] ? -1 : 1;
+    return 0;
+}
+
+static void test_dgauss_exp_bounds(void **state)
+{
+    (void)state;
+    /* floor(2^128 exp(-num / den)), from mpmath at 400 bits */
+    static const struct {
+        uint64_t num, den, hi, lo;
+    } kat[] = {
+        {1, 1, 0x5e2d58d8b3bcdf1a, 0xbadec7829054f90d},
+        {1, 2, 0x9b4597e37cb04ff3, 0xd675a35530cdd767},
+        {121, 4, 0x14835b, 0xd010a41b2f565687},
+        {1000, 999, 0x5e1539c4414a6e42, 0x1dd40c09950d7ab3},
+    };
+    for (size_t t = 0; t < sizeof(kat) / sizeof(kat[0]); t++) {
+        uint64_t lo[3], hi[3], ref[3] = {kat[t].lo, kat[t].hi, 0};
+        eml_dgauss_exp_bounds(kat[t].num, kat[t].den, 2, lo, hi);
+        /* lo <= floor(2^128 v) < 2^128 v < hi (v is irrational) */
+        assert_true(fix_cmp(lo, ref, 3) <= 0);
+        assert_true(fix_cmp(hi, ref, 3) > 0);
+        assert_true(hi[2] == lo[2] && hi[1] - lo[1] <= 1);
+        eml_u128 width = ((eml_u128)hi[1] << 64 | hi[0]) -
+                         ((eml_u128)lo[1] << 64 | lo[0]);
+        if (width > 512) fail_msg("exp(-%llu/%llu): bounds %llu units apart",
+                                  (unsigned long long)kat[t].num,
+                                  (unsigned long long)kat[t].den,
+                                  (unsigned long long)width);
+    }
+    /* exp(0) = 1 exactly; a huge exponent: [0, 1 unit] */
+    uint64_t lo[EML_DGAUSS_MAX_LIMBS + 1], hi[EML_DGAUSS_MAX_LIMBS + 1];
+    eml_dgauss_exp_bounds(0, 7, 2, lo, hi);
+    assert_true(lo[2] == 1 && lo[1] == 0 && lo[0] == 0);
+    assert_true(hi[2] == 1 && hi[1] == 0 && hi[0] == 0);
+    eml_dgauss_exp_bounds((eml_u128)1 << 100, 3, 4, lo, hi);
+    for (int i = 0; i <= 4; i++) assert_true(lo[i] == 0 && hi[i] == (i == 0));
+    /* Random exponents below 60 against long double (64-bit mantissa). */
+    uint64_t z = 88172645463325252u;
+    double worst = 0;
+    for (int it = 0; it < 3000; it++) {
+        z ^= z << 13, z ^= z >> 7, z ^= z << 17;
+        uint64_t den = 1 + (z >> 20);
+        z ^= z << 13, z ^= z >> 7, z ^= z << 17;
+        eml_u128 num = (eml_u128)(z % 60) * den + (z >> 8) % den;
+        int frac = 1 << (it % 3); /* 1, 2, 4 limbs */
+        eml_dgauss_exp_bounds(num, den, frac, lo, hi);
+        long double v = expl(-((long double)num / den));
+        long double l = fix_value(lo, frac), h = fix_value(hi, frac);
+        long double tol = v * 0x1p-52L + 0x1p-60L * ldexpl(1, -64 * frac + 60);
+        if (!(l <= v + tol && h >= v - tol))
+            fail_msg("exp bounds miss: %Lg not in [%Lg, %Lg]", v, l, h);
+        double w = (double)((h - l) * ldexpl(1, 64 * frac));
+        if (w > worst) worst = w;
+    }
+    printf("    exp bounds: widest %.0f units of the last place\n", worst);
+    assert_true(worst <= 1024);
+}
+
+static void test_dgauss_tables(void **state)
+{
+    (void)state;
+    static const uint64_t s2s[] = {1,     2,         30,        1000,
+                                   1024,  65536,     100000000, 1u << 28,
+                                   1ull << 40, 1ull << 43};
+    static const unsigned tails[] = {1, EML_DGAUSS_TAIL_SQ};
+    const uint64_t cap = (uint64_t)1 << EML_DGAUSS_COL_BITS;
+    static eml_dgauss g;
+    for (size_t t = 0; t < sizeof(s2s) / sizeof(s2s[0]); t++)
+        for (size_t q = 0; q < 2; q++) {
+            assert_int_equal(eml_dgauss_init(&g, s2s[t], tails[q]), EML_OK);
+            /* the alias table gives every bucket exactly its weight */
+            uint64_t got[EML_DGAUSS_COLS] = {0}, sum = 0;
+            for (int c = 0; c < EML_DGAUSS_COLS; c++) {
+                got[c] += g.col[c].thresh;
+                got[g.col[c].alias] += cap - g.col[c].thresh;
+                sum += g.w[c];
+            }
+            assert_true(sum == EML_DGAUSS_COLS * cap);
+            assert_memory_equal(got, g.w, sizeof(got));
+            /* L = J B is the first multiple of B with L^2 >= tail s2 */
+            uint64_t b = (uint64_t)1 << g.bbits, l = g.nbody * b;
+            long double s2 = (long double)s2s[t];
+            assert_true((long double)l * l >= tails[q] * s2);
+            assert_true(g.nbody == 1 ||
+                        (long double)(l - b) * (l - b) < tails[q] * s2);
+            for (unsigned j = 0; j < g.nbody; j++) {
+                long double jb = (long double)j * b;
+                long double rho = (long double)g.kn *
+                                  expl(-jb * jb / (2 * s2)) / g.w[j];
+                long double r64 = ldexpl(rho, 64);
+                assert_true(rho <= 1 + 0x1p-60L);
+                assert_true(g.lo[j] <= r64 * (1 + 0x1p-58L));
+                assert_true((long double)g.hi_m1[j] + 1 >=
+                            r64 * (1 - 0x1p-58L));
+                assert_true(g.hi_m1[j] - g.lo[j] <= 8);
+            }
+            long double fl = expl(-(long double)l * l / (2 * s2));
+            assert_true(g.wtail >= 2.0L * g.kn * g.nbody * fl *
+                                       (1 - 0x1p-58L));
+        }
+    assert_int_equal(eml_dgauss_init(&g, 0, 42), EML_ERR_RANGE);
+    assert_int_equal(eml_dgauss_init(&g, (1ull << 43) + 1, 42),
+                     EML_ERR_RANGE);
+    assert_int_equal(eml_dgauss_init(&g, 30, 0), EML_ERR_RANGE);
+    assert_int_equal(eml_dgauss_init(&g, 30, 43), EML_ERR_RANGE);
+}
+
+/* Pearson's chi-square of n samples against N_Z(0, s2): bins of width
+ * w = max(1, sigma/3) over [-K, K), K = w floor(3.5 sigma / w) (at least
+ * 2w), and the two tails; the expected counts are sums of the exact pmf.
+ * Fails if above the 0.999 quantile (Wilson-Hilferty). */
+static void chi_square_dgauss(const int64_t *x, size_t n, uint64_t s2,
+                              const char *what)
+{
+    double sigma = sqrt((double)s2);
+    int64_t w = sigma >= 3 ? (int64_t)(sigma / 3) : 1;
+    int64_t k_max = w * (int64_t)floor(3.5 * sigma / (double)w);
+    if (k_max < 2 * w) k_max = 2 * w;
+    int bins = (int)(2 * k_max / w) + 2;
+    double *p = calloc((size_t)bins, sizeof(*p));
+    long *obs = calloc((size_t)bins, sizeof(*obs));
+    assert_non_null(p);
+    assert_non_null(obs);
+    /* The normaliser: summed for small sigma, sigma sqrt(2 pi) beyond 50
+     * (Poisson summation: off by exp(-2 pi^2 sigma^2) relatively).  Bin
+     * masses: summed up to sigma 1000, beyond that the midpoint rule
+     * (the Gaussian integral from a - 1/2 to b - 1/2, off by ~1/sigma^2
+     * relatively). */
+    long double z = 0, inside = 0;
+    if (sigma < 50) {
+        int64_t zr = (int64_t)(40 * sigma) + 10;
+        for (int64_t k = -zr; k <= zr; k++)
+            z += expl(-(long double)k * k / (2.0L * s2));
+    } else {
+        z = sqrtl(2 * 3.14159265358979323846L * s2);
+    }
+    for (int b = 1; b < bins - 1; b++) {
+        int64_t lo = -k_max + (b - 1) * w, hi = lo + w;
+        long double sum = 0;
+        if (sigma <= 1000) {
+            for (int64_t k = lo; k < hi; k++)
+                sum += expl(-(long double)k * k / (2.0L * s2));
+        } else {
+            long double c = 1 / sqrtl(2.0L * s2);
+            sum = z * 0.5L * (erfcl((lo - 0.5L) * c) - erfcl((hi - 0.5L) * c));
+        }
+        p[b] = (double)(sum / z);
+        inside += sum / z;
+    }
+    /* left tail k < -K, right tail k >= K */
+    long double pk = expl(-(long double)k_max * k_max / (2.0L * s2)) / z;
+    p[0] = (double)((1 - inside - pk) / 2);
+    p[bins - 1] = p[0] + (double)pk;
+    for (size_t i = 0; i < n; i++) {
+        int64_t k = x[i];
+        int b = k < -k_max ? 0
+                : k >= k_max ? bins - 1
+                             : 1 + (int)((k + k_max) / w);
+        obs[b]++;
+    }
+    double chi2 = 0;
+    for (int b = 0; b < bins; b++) {
+        double e = p[b] * (double)n;
+        chi2 += (obs[b] - e) * (obs[b] - e) / e;
+    }
+    double df = bins - 1, a = 2 / (9 * df);
+    double crit = df * pow(1 - a + 3.0902 * sqrt(a), 3);
+    printf("    %s sigma^2=%llu: chi-square %.1f, %d bins (0.999 quantile "
+           "%.1f)\n",
+           what, (unsigned long long)s2, chi2, bins, crit);
+    if (!(chi2 < crit))
+        fail_msg("%s sigma^2=%llu: chi-square %.1f >= %.1f", what,
+                 (unsigned long long)s2, chi2, crit);
+    free(p);
+    free(obs);
+}
+
+static void test_discrete_gaussian_sigmas(void **state)
+{
+    (void)state;
+    /* sigma 1, sqrt 2, 10^4 and the largest the API takes, 2^14 */
+    static const uint32_t s2s[] = {1, 2, 100000000, 1u << 28};
+    enum { N = 1000000 };
+    int64_t *x = malloc(N * sizeof(*x));
+    assert_non_null(x);
+    eml_csprng *r = seeded(13);
+    for (size_t t = 0; t < sizeof(s2s) / sizeof(s2s[0]); t++) {
+        assert_int_equal(eml_dp_discrete_gaussian(r, x, N, s2s[t]), EML_OK);
+        chi_square_dgauss(x, N, s2s[t], "discrete_gaussian");
+    }
+    eml_csprng_free(r);
+    free(x);
+}
+
+/* The paths that real draws almost never take, forced: a table whose tail
+ * starts at one sigma (a third of the draws go through the tail and the
+ * multi-limb comparison), and a table whose rho bounds are widened to
+ * [lo / 2, 2^64] (half of the body draws go to the multi-limb
+ * comparison).  Both must still give the exact distribution. */
+static void test_dgauss_rare_paths(void **state)
+{
+    (void)state;
+    static const uint64_t s2s[] = {1, 30, 65536, (1ull << 40) + 12345};
+    enum { N = 60000 };
+    int64_t *x = malloc(N * sizeof(*x));
+    assert_non_null(x);
+    static eml_dgauss g;
+    eml_csprng *r = seeded(17);
+    for (size_t t = 0; t < sizeof(s2s) / sizeof(s2s[0]); t++) {
+        assert_int_equal(eml_dgauss_init(&g, s2s[t], 1), EML_OK);
+        eml_dgauss_sample(r, &g, x, N);
+        chi_square_dgauss(x, N, s2s[t], "tail from 1 sigma");
+        assert_int_equal(eml_dgauss_init(&g, s2s[t], EML_DGAUSS_TAIL_SQ),
+                         EML_OK);
+        for (unsigned j = 0; j < g.nbody; j++) {
+            g.lo[j] /= 2;
+            g.hi_m1[j] = UINT64_MAX;
+        }
+        eml_dgauss_sample(r, &g, x, N);
+        chi_square_dgauss(x, N, s2s[t], "widened rho bounds");
+    }
+    eml_csprng_free(r);
+    free(x);
+}
+
+/* The noise is a function of the generator's saved state alone (the
+ * mirror's resume depends on it), and a pinned start of the seeded
+ * sequence catches an unintended change of the sampler.  (The sequence
+ * changed with issue 13's sampler; it is not a compatibility promise.) */
+static void test_dgauss_deterministic(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    static int64_t a[N], b[N];
+    static float fa[N], fb[N];
+    eml_csprng *r1 = seeded(5), *r2 = seeded(6);
+    assert_int_equal(eml_dp_discrete_gaussian(r1, a, 777, 30), EML_OK);
+    size_t n1, n2;
+    unsigned char *saved = malloc(8192);
+    assert_non_null(saved);
+    void *st1 = eml_csprng_state(r1, &n1);
+    assert_true(n1 <= 8192);
+    memcpy(saved, st1, n1);
+    assert_int_equal(eml_dp_discrete_gaussian(r1, a, N, 1u << 28), EML_OK);
+    assert_int_equal(eml_dp_gaussian_fill(r1, fa, N, 0.3), EML_OK);
+    void *st2 = eml_csprng_state(r2, &n2);
+    assert_true(n1 == n2);
+    memcpy(st2, saved, n2);
+    assert_int_equal(eml_dp_discrete_gaussian(r2, b, N, 1u << 28), EML_OK);
+    assert_int_equal(eml_dp_gaussian_fill(r2, fb, N, 0.3), EML_OK);
+    assert_memory_equal(a, b, sizeof(a));
+    assert_memory_equal(fa, fb, sizeof(fa));
+    free(saved);
+    eml_csprng_free(r1);
+    eml_csprng_free(r2);
+
+    static const int64_t pin[8] = {-2, -1, 10, 9, -2, 1, -1, -7};
+    eml_csprng *r = seeded(1);
+    assert_int_equal(eml_dp_discrete_gaussian(r, a, 8, 30), EML_OK);
+    for (int i = 0; i < 8; i++)
+        if (a[i] != pin[i])
+            fail_msg("seed 1, sigma^2 30: sample %d is %lld, pinned %lld", i,
+                     (long long)a[i], (long long)pin[i]);
+    eml_csprng_free(r);
+}
+
 static void test_bernoulli(void **state)
 {
     (void)state;
@@ -794,6 +1079,11 @@ int main(void)
         cmocka_unit_test(test_csprng_seeding),
         cmocka_unit_test(test_discrete_gaussian_exact),
         cmocka_unit_test(test_gaussian_fill),
+        cmocka_unit_test(test_dgauss_exp_bounds),
+        cmocka_unit_test(test_dgauss_tables),
+        cmocka_unit_test(test_discrete_gaussian_sigmas),
+        cmocka_unit_test(test_dgauss_rare_paths),
+        cmocka_unit_test(test_dgauss_deterministic),
         cmocka_unit_test(test_bernoulli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,16 +1,18 @@
 /*
  * noise.c - secure randomness for differentially private training: a
  * ChaCha20 generator, exact Bernoulli trials, and Gaussian noise that is
- * free of floating-point artefacts (the exact discrete Gaussian sampler of
- * Canonne, Kamath and Steinke, "The Discrete Gaussian for Differential
- * Privacy", NeurIPS 2020, scaled onto a fine binary grid).
+ * free of floating-point artefacts (the discrete Gaussian of Canonne,
+ * Kamath and Steinke, "The Discrete Gaussian for Differential Privacy",
+ * NeurIPS 2020, sampled exactly by rejection from a table-driven proposal
+ * (dgauss.c) and scaled onto a fine binary grid).
  *
  * Trusted code: no I/O, no printing.  The single call outside the process
  * is os_entropy() (getrandom), which seeds eml_csprng_new; an SGX build
  * swaps that function for the platform's RDSEED-based source.  The
  * generator's state is secret: it is wiped when freed, the key is replaced
  * from the keystream at every refill (fast key erasure), and consumed
- * output is wiped from the buffer as it is handed out.
+ * output is wiped from the buffer as it is handed out (by the Gaussian
+ * sampler in bulk, before it returns or reads the generator otherwise).
  *
  * Why not Box-Muller on a uniform float: a floating-point sampler produces
  * a distribution with holes and lumps at the bit level, and Mironov (CCS
@@ -26,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+
+#include "dp/dgauss_internal.h"
 
 #if !defined(__GNUC__)
 #error "noise.c needs GCC or Clang: vector extensions, __int128, __builtin_clz"
@@ -64,6 +68,47 @@ static uint32_t load32le(const unsigned char *p)
            (uint32_t)p[3] << 24;
 }
 
+#define ROTL32(v, n) (((v) << (n)) | ((v) >> (32 - (n))))
+
+/* Eight blocks at once in vector registers (AVX2 with the trusted build's
+ * -march=x86-64-v3, plain SSE2 otherwise). */
+typedef uint32_t v8u __attribute__((vector_size(32)));
+
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define HAVE_SHUFFLE 1
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define VECTOR_STORE 1 /* a vector's bytes are its words, little-endian */
+#endif
+#endif
+#endif
+
+#ifdef HAVE_SHUFFLE
+/* Rotations by 16 and 8 move whole bytes: one byte shuffle each. */
+typedef unsigned char v32b __attribute__((vector_size(32)));
+#define SHUF __builtin_shufflevector
+#define ROT16(v)                                                           \
+    ((v8u)SHUF((v32b)(v), (v32b)(v), 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, \
+               14, 15, 12, 13, 18, 19, 16, 17, 22, 23, 20, 21, 26, 27, 24, \
+               25, 30, 31, 28, 29))
+#define ROT8(v)                                                            \
+    ((v8u)SHUF((v32b)(v), (v32b)(v), 3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, \
+               15, 12, 13, 14, 19, 16, 17, 18, 23, 20, 21, 22, 27, 24, 25, \
+               26, 31, 28, 29, 30))
+#else
+#define ROT16(v) ROTL32(v, 16)
+#define ROT8(v) ROTL32(v, 8)
+#endif
+
+#define QR(a, b, c, d)                                                     \
+    do {                                                                   \
+        a += b; d ^= a; d = ROT16(d);                                      \
+        c += d; b ^= c; b = ROTL32(b, 12);                                 \
+        a += b; d ^= a; d = ROT8(d);                                       \
+        c += d; b ^= c; b = ROTL32(b, 7);                                  \
+    } while (0)
+
+#ifndef VECTOR_STORE
 static void store32le(unsigned char *p, uint32_t v)
 {
     p[0] = (unsigned char)v;
@@ -71,19 +116,34 @@ static void store32le(unsigned char *p, uint32_t v)
     p[2] = (unsigned char)(v >> 16);
     p[3] = (unsigned char)(v >> 24);
 }
-
-#define ROTL32(v, n) (((v) << (n)) | ((v) >> (32 - (n))))
-#define QR(a, b, c, d)                                                     \
-    do {                                                                   \
-        a += b; d ^= a; d = ROTL32(d, 16);                                 \
-        c += d; b ^= c; b = ROTL32(b, 12);                                 \
-        a += b; d ^= a; d = ROTL32(d, 8);                                  \
-        c += d; b ^= c; b = ROTL32(b, 7);                                  \
-    } while (0)
-
-/* Eight blocks at once in vector registers (AVX2 with the trusted build's
- * -march=x86-64-v3, plain SSE2 otherwise). */
-typedef uint32_t v8u __attribute__((vector_size(32)));
+#else
+/* Rows a[0..8) (lane j = block j) of eight words are stored as words
+ * 0..7 of each block: an 8 x 8 transpose in three rounds of shuffles. */
+static void transpose_store(const v8u *a, unsigned char *out)
+{
+    v8u t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = SHUF(a[2 * k], a[2 * k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[2 * k + 1] =
+            SHUF(a[2 * k], a[2 * k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int k = 0; k < 2; k++)
+        for (int h = 0; h < 2; h++) {
+            v8u p = t[4 * k + h], q = t[4 * k + 2 + h];
+            u[4 * k + 2 * h] = SHUF(p, q, 0, 1, 8, 9, 4, 5, 12, 13);
+            u[4 * k + 2 * h + 1] = SHUF(p, q, 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int l = 0; l < 4; l++) {
+        v8u lo = SHUF(u[l], u[4 + l], 0, 1, 2, 3, 8, 9, 10, 11);
+        v8u hi = SHUF(u[l], u[4 + l], 4, 5, 6, 7, 12, 13, 14, 15);
+        memcpy(out + (size_t)l * CHACHA_BLOCK, &lo, sizeof(lo));
+        memcpy(out + (size_t)(l + 4) * CHACHA_BLOCK, &hi, sizeof(hi));
+    }
+    /* the keystream holds the next key: no copy stays on the stack */
+    wipe(t, sizeof(t));
+    wipe(u, sizeof(u));
+}
+#endif
 
 static void chacha_blocks(const uint32_t key[8], uint64_t counter,
                           unsigned char *out)
@@ -111,18 +171,19 @@ static void chacha_blocks(const uint32_t key[8], uint64_t counter,
         QR(x[2], x[7], x[8], x[13]);
         QR(x[3], x[4], x[9], x[14]);
     }
-    /* Lane j of word i is word i of block j: transpose on the way out. */
-    uint32_t w[16][CHACHA_LANES];
-    for (int i = 0; i < 16; i++) {
-        v8u v = x[i] + in[i];
-        memcpy(w[i], &v, sizeof(v));
-    }
+    /* Lane j of word i is word i of block j: transpose on the way out
+     * (little-endian words: the byte order of the RFC). */
+    for (int i = 0; i < 16; i++) x[i] += in[i];
+#ifdef VECTOR_STORE
+    transpose_store(x, out);
+    transpose_store(x + 8, out + 32);
+#else
     for (int j = 0; j < CHACHA_LANES; j++)
         for (int i = 0; i < 16; i++)
             store32le(out + (size_t)j * CHACHA_BLOCK + 4 * (size_t)i,
-                      w[i][j]);
+                      x[i][j]);
+#endif
     /* The key and the state are secrets: leave no copy on the stack. */
-    wipe(w, sizeof(w));
     wipe(x, sizeof(x));
     wipe(in, sizeof(in));
 }
@@ -316,41 +377,6 @@ HOT int bern_frac(bitsrc *b, uint64_t n, uint64_t m)
     return 0; /* n/m ended in zeros while U matched: U >= n/m */
 }
 
-/* 1 with probability exp(-n/d), 0 <= n <= d (CKS Algorithm 1 for gamma in
- * [0, 1]): count K up while Bernoulli(gamma / K) succeeds; 1 iff K ends
- * odd.  Needs d * K < 2^63: d < 2^57 here, and K stops at 64 (reaching it
- * has probability below 1/63!, and then the parity so far is returned). */
-HOT int bern_exp_frac(bitsrc *b, uint64_t n, uint64_t d)
-{
-    if (n == 0) return 1;
-    uint64_t k = 1;
-    while (k < 64 && bern_frac(b, n, d * k)) k++;
-    return (int)(k & 1);
-}
-
-/* 1 with probability exp(-1) (the same with gamma = 1; K = 1 always
- * succeeds). */
-HOT int bern_exp1(bitsrc *b)
-{
-    if (!rbits(b, 1)) return 0; /* K = 2: Bernoulli(1/2) is one bit */
-    uint64_t k = 3;
-    while (bern_frac(b, 1, k)) k++;
-    return (int)(k & 1);
-}
-
-/* 1 with probability exp(-n/d) for any n >= 0, d < 2^57 (CKS Algorithm 1
- * for gamma > 1: floor(gamma) trials of exp(-1), stopping at the first
- * failure, then one for the fraction).  Subtracting instead of dividing:
- * the trials fail early, after 1.6 on average whatever gamma is. */
-HOT int bern_exp(bitsrc *b, u128 n, uint64_t d)
-{
-    while (n >= d) {
-        if (!bern_exp1(b)) return 0;
-        n -= d;
-    }
-    return bern_exp_frac(b, (uint64_t)n, d);
-}
-
 int eml_dp_bernoulli(eml_csprng *rng, double q)
 {
     if (!(q > 0)) return 0; /* also NaN */
@@ -389,27 +415,26 @@ int eml_dp_bernoulli(eml_csprng *rng, double q)
     return res;
 }
 
-/* ==== the discrete Gaussian (CKS 2020, Algorithm 3) ==== */
+/* ==== the discrete Gaussian ==== */
 
-/* N_Z(0, sigma^2) through a discrete Laplace proposal of scale t, accepted
- * with probability exp(-(|y| - sigma^2/t)^2 / (2 sigma^2)).  Any t > 0 is
- * correct; t near sigma keeps the acceptance rate high (0.76 at t =
- * sigma, 0.65 at t = sigma * 2^(+-1/2)).  With sigma^2 / t = cn / cd the
- * exponent is (|y| cd - cn)^2 / den, den = 2 sigma^2 cd^2, all integers. */
-typedef struct dgauss {
-    uint64_t t;
-    unsigned tbits; /* t = 2^tbits, or 0 if t is not a power of two */
-    uint64_t cn, cd;
-    uint64_t den; /* < 2^57, so den * K stays below 2^63 */
-} dgauss;
+/* N_Z(0, s2) by rejection from the bucket proposal of dgauss_internal.h;
+ * docs/dp.md, "Construction", has the argument that every step is exact.
+ * Seven bytes of keystream per proposal, read straight from the buffer as
+ * a 56-bit word v (the bit window serves only the rare cases):
+ *     bits 55..48  alias column          bits 13..6  first 8 bits of the
+ *     bits 47..32  column threshold                  exp(-y) trial
+ *     bit  31      sign                  bits 5..0   first 6 bits of the
+ *     bits 30..31-bb  offset in bucket               rho_j trial
+ * (bb <= 17, so the offset ends at bit 14 or above).  With probability
+ * about 0.96 these bits decide everything: no division, no window, two
+ * well-predicted branches.  The rest (the exp(-y) trial going on, up to
+ * 3%; rho_j needing more bits, 1.6%; the tail, 10^-7) take the functions
+ * below, which draw from the window. */
 
-/* The Laplace proposal's geometric part beyond this restarts the loop: an
- * event of probability exp(-2^30), kept so that |y| cd < 2^63. */
-#define V_MAX ((uint64_t)1 << 30)
-
-/* Uniform integer in [0, t), t >= 2. */
-HOT uint64_t uniform_below(bitsrc *b, uint64_t t)
+/* Uniform integer in [0, t), t >= 1. */
+static uint64_t uniform_below(bitsrc *b, uint64_t t)
 {
+    if (t == 1) return 0;
     unsigned bits = 64 - (unsigned)__builtin_clzll(t - 1);
     for (;;) {
         uint64_t u = rbits(b, bits);
@@ -417,26 +442,175 @@ HOT uint64_t uniform_below(bitsrc *b, uint64_t t)
     }
 }
 
-HOT int64_t dgauss_one(bitsrc *b, const dgauss *g)
+/* 1 with probability equal to the target (at most 1), exactly: a uniform U
+ * drawn 64 bits at a time is compared with bounds of the target of 128,
+ * 256, ... bits until they tell (dgauss.c).  first: U's first 64 bits if
+ * the caller has drawn them.  Taken with probability about 2^-62 per
+ * sample, and in the tail. */
+static int exact_below(bitsrc *b, const uint64_t *first,
+                       const eml_dgauss_target *t)
 {
-    for (;;) {
-        /* Discrete Laplace of scale t (CKS Algorithm 2 with s = 1): |y| =
-         * u + t v, u on [0, t) with weights exp(-u/t) (uniform, then
-         * Bernoulli(exp(-u/t))), v geometric with P(v >= j) = exp(-j). */
-        uint64_t u = g->tbits ? rbits(b, g->tbits) : uniform_below(b, g->t);
-        if (!bern_exp_frac(b, u, g->t)) continue;
-        uint64_t v = 0;
-        while (bern_exp1(b)) v++;
-        if (v > V_MAX) continue;
-        uint64_t x = u + g->t * v;
-        int neg = (int)rbits(b, 1);
-        if (neg && x == 0) continue; /* -0 and +0 are the same point */
-        /* Accept with probability exp(-(x cd - cn)^2 / den). */
-        u128 xc = (u128)x * g->cd;
-        u128 a = xc > g->cn ? xc - g->cn : (u128)g->cn - xc;
-        if (bern_exp(b, a * a, g->den))
-            return neg ? -(int64_t)x : (int64_t)x;
+    uint64_t u[EML_DGAUSS_MAX_LIMBS];
+    int have = 0, res = -1;
+    if (first != NULL) u[have++] = *first;
+    for (int nl = 2; res < 0; nl *= 2) {
+        while (have < nl) u[have++] = rbits(b, 64);
+        res = eml_dgauss_decide(u, nl, t);
     }
+    wipe(u, sizeof(u));
+    return res;
+}
+
+#define COLD static __attribute__((noinline, cold))
+
+/* CKS Algorithm 1 for exp(-n/d), 0 <= n <= d, when the first 8 bits w8 of
+ * the first trial's uniform U did not show U > n/d: the first trial,
+ * Bernoulli(n/d), is finished (w8 below the first 8 bits of n/d decides
+ * success, a tie goes on with the remainder), then K counts up while
+ * Bernoulli(n / (d K)) succeeds; 1 iff K ends odd.  d K < 2^63 as d <
+ * 2^57 and K stops at 64 (reaching it has probability below 1/63!, and
+ * then the parity so far is returned). */
+COLD int exp_rest(eml_csprng *r, uint64_t n, uint64_t d, uint64_t w8)
+{
+    bitsrc b = bits_open(r);
+    uint64_t x = n << 8, wm = w8 * d; /* < 2^52 */
+    int res = 1;
+    if (wm + d <= x || bern_frac(&b, x - wm, d)) {
+        uint64_t k = 2;
+        while (k < 64 && bern_frac(&b, n, d * k)) k++;
+        res = (int)(k & 1);
+    }
+    bits_close(&b);
+    return res;
+}
+
+/* Bernoulli(rho_j) when U's first 6 bits p6 agree with lo_j's or hi_j's:
+ * 58 more bits, compared with the 64-bit bounds; U between them (width a
+ * few 2^-64) goes to exact_below. */
+COLD int rho_rest(eml_csprng *r, const eml_dgauss *g, unsigned j,
+                  uint64_t p6)
+{
+    bitsrc b = bits_open(r);
+    uint64_t u = p6 << 58 | rbits(&b, 58);
+    int res = u < g->lo[j];
+    if (!res && u <= g->hi_m1[j]) {
+        uint64_t jb = (uint64_t)j << g->bbits;
+        eml_dgauss_target t = {(u128)jb * jb, g->den, g->kn, 0, g->w[j]};
+        res = exact_below(&b, &u, &t);
+    }
+    bits_close(&b);
+    return res;
+}
+
+/* The tail bucket, x >= L = J B: x in [L 2^i, L 2^(i+1)) with probability
+ * 2^-(i+1), uniform in there, accepted with probability
+ * (2 kn J 4^i / w_tail) exp(-x^2 / (2 s2)) <= 1 (docs/dp.md).  Returns x,
+ * or 0 to reject.  i >= 36 is rejected: it proposes x >= 2^36 sigma,
+ * whose probability under the target is below exp(-2^71). */
+COLD uint64_t tail_draw(eml_csprng *r, const eml_dgauss *g)
+{
+    bitsrc b = bits_open(r);
+    unsigned i = 0;
+    for (;;) {
+        uint64_t v = peek64(&b);
+        if (v != 0) {
+            unsigned z = (unsigned)__builtin_clzll(v);
+            consume(&b, z + 1);
+            i += z;
+            break;
+        }
+        consume(&b, 64);
+        i += 64;
+    }
+    uint64_t x = 0;
+    if (i < 36) {
+        uint64_t start = (uint64_t)g->nbody << g->bbits << i; /* < 2^61 */
+        x = start + uniform_below(&b, start);
+        eml_dgauss_target t = {(u128)x * x, g->den, 2 * g->kn * g->nbody,
+                               2 * i, g->wtail};
+        if (!exact_below(&b, NULL, &t)) x = 0;
+    }
+    bits_close(&b);
+    return x;
+}
+
+/* The bits of the first 7 of 8 bytes loaded in host order. */
+HOT uint64_t le56(uint64_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return v >> 8;
+#else
+    return v & (UINT64_MAX >> 8);
+#endif
+}
+
+/* n samples into iout, or fout[i] = sample * h.  The buffer position is
+ * kept in a register; the words used are wiped in bulk (from `last` to
+ * pos) before anything else reads the generator and before returning, so
+ * that no store per word stands in the loop's way. */
+HOT void dgauss_batch(eml_csprng *r, const eml_dgauss *g, int64_t *iout,
+                      float *fout, double h, size_t n)
+{
+    const unsigned bb = g->bbits, nbody = g->nbody;
+    const uint64_t den = g->den;
+    size_t pos = r->pos, last = pos;
+#define SYNC (wipe(r->buf + last, pos - last), r->pos = pos)
+#define RESYNC (pos = last = r->pos)
+    for (size_t i = 0; i < n;) {
+        if (pos + 8 > CSPRNG_BUF) {
+            refill(r); /* overwrites the whole buffer */
+            RESYNC;
+        }
+        uint64_t v; /* 8 bytes read, the first 7 used: any order is uniform */
+        memcpy(&v, r->buf + pos, 8);
+        pos += 7;
+        v = le56(v);
+        unsigned col = (unsigned)(v >> 48);
+        uint32_t u = (uint32_t)(v >> 32) & 0xffff;
+        unsigned j = u < g->col[col].thresh ? col : g->col[col].alias;
+        int neg = (int)(v >> 31 & 1);
+        uint64_t off = (v & 0x7fffffff) >> (31 - bb);
+        uint64_t x;
+        if (__builtin_expect(j < nbody, 1)) {
+            x = ((uint64_t)j << bb) + off;
+            /* exp(-y), y = (x^2 - (j B)^2) / (2 s2) = ny / den < 1, then
+             * rho_j: each usually settled by its bits of v */
+            uint64_t ny = off * (((uint64_t)j << (bb + 1)) + off);
+            uint64_t w8 = v >> 6 & 0xff, p6 = v & 0x3f;
+            int more_y = w8 * den <= ny << 8;
+            int more_rho = p6 >= g->lo[j] >> 58;
+            if (__builtin_expect(more_y | more_rho, 0)) {
+                SYNC;
+                int ok = !more_y || exp_rest(r, ny, den, w8);
+                if (ok && more_rho)
+                    ok = p6 <= g->hi_m1[j] >> 58 && rho_rest(r, g, j, p6);
+                RESYNC;
+                if (!ok) continue;
+            }
+        } else if (j == nbody) {
+            SYNC;
+            x = tail_draw(r, g);
+            RESYNC;
+            if (x == 0) continue;
+        } else {
+            continue; /* the padding */
+        }
+        if (neg && x == 0) continue; /* -0 and +0 are the same point */
+        int64_t k = neg ? -(int64_t)x : (int64_t)x;
+        if (fout != NULL)
+            fout[i++] = (float)((double)k * h);
+        else
+            iout[i++] = k;
+    }
+    SYNC;
+#undef SYNC
+#undef RESYNC
+}
+
+void eml_dgauss_sample(eml_csprng *rng, const eml_dgauss *g, int64_t *out,
+                       size_t n)
+{
+    dgauss_batch(rng, g, out, NULL, 0, n);
 }
 
 eml_status eml_dp_discrete_gaussian(eml_csprng *rng, int64_t *out, size_t n,
@@ -444,19 +618,10 @@ eml_status eml_dp_discrete_gaussian(eml_csprng *rng, int64_t *out, size_t n,
 {
     if (rng == NULL || (out == NULL && n > 0)) return EML_ERR_INVALID;
     if (sigma2 < 1 || sigma2 > (UINT32_C(1) << 28)) return EML_ERR_RANGE;
-    uint64_t s2 = sigma2;
-    uint64_t root = (uint64_t)sqrt((double)s2);
-    while (root * root > s2) root--;
-    while ((root + 1) * (root + 1) <= s2) root++;
-    dgauss g;
-    g.t = root + 1; /* floor(sigma) + 1, as CKS choose */
-    g.tbits = 0;
-    g.cn = s2;      /* sigma^2 / t = s2 / t */
-    g.cd = g.t;
-    g.den = 2 * s2 * g.t * g.t; /* <= 2^29 (2^14 + 1)^2 < 2^57.01 */
-    bitsrc b = bits_open(rng);
-    for (size_t i = 0; i < n; i++) out[i] = dgauss_one(&b, &g);
-    bits_close(&b);
+    eml_dgauss g;
+    eml_status st = eml_dgauss_init(&g, sigma2, EML_DGAUSS_TAIL_SQ);
+    if (st != EML_OK) return st;
+    dgauss_batch(rng, &g, out, NULL, 0, n);
     return EML_OK;
 }
 
@@ -482,21 +647,22 @@ eml_status eml_dp_gaussian_fill(eml_csprng *rng, float *out, size_t n,
      * deviations at least) makes k * h an exact float. */
     int gb = EML_DP_GRID_BITS - ilogb(stddev);
     double s = ldexp(stddev, gb); /* exact: a power-of-two scaling */
-    /* sigma^2 = t m with t the power of two nearest s and m = ceil(s^2/t),
-     * so that sigma^2 / t = m is an integer, sigma >= s, and sigma / s - 1
-     * <= t / (2 s^2) <= 2^-20.  s = M 2^-32 with M an integer below 2^53,
-     * so s^2 / t = M^2 / (t 2^64) exactly. */
+    /* sigma^2 = t m with t the power of two nearest s and m = ceil(s^2/t):
+     * an integer, sigma >= s, and sigma / s - 1 <= t / (2 s^2) <= 2^-20.
+     * (Any integer sigma^2 >= s^2 would do now; t m, which the earlier
+     * sampler needed, keeps the documented distribution.)  s = M
+     * 2^-32 with M an integer below 2^53, so s^2 / t = M^2 / (t 2^64)
+     * exactly. */
     unsigned tbits = s < 0x1.6a09e667f3bcdp+20 ? 20 : 21; /* 2^20.5 */
     uint64_t t = (uint64_t)1 << tbits;
     uint64_t big_m = (uint64_t)ldexp(s, 32);
     u128 num = (u128)big_m * big_m;
     u128 div = (u128)t << 64;
     uint64_t m = (uint64_t)((num + div - 1) / div);
-    dgauss g = {t, tbits, m, 1, 2 * t * m}; /* den <= 2^44 */
+    eml_dgauss g;
+    eml_status st = eml_dgauss_init(&g, t * m, EML_DGAUSS_TAIL_SQ);
+    if (st != EML_OK) return st; /* t m <= 2^42: cannot happen */
     double h = ldexp(1.0, -gb);
-    bitsrc b = bits_open(rng);
-    for (size_t i = 0; i < n; i++)
-        out[i] = (float)((double)dgauss_one(&b, &g) * h);
-    bits_close(&b);
+    dgauss_batch(rng, &g, NULL, out, h, n);
     return EML_OK;
 }

@@ -2,16 +2,14 @@
  * fast_dnnl.c - the kernel table "fast": the same ops as ref.c, through
  * oneDNN (libdnnl 2.x C API, OpenMP runtime).
  *
- * GEMM goes to dnnl_sgemm; activations, pooling and softmax are oneDNN
- * primitives.  Creating a primitive costs far more than running a small
+ * GEMM goes to dnnl_sgemm; activations, average pooling and softmax are
+ * oneDNN primitives; max pooling is the reference's run over the planes in
+ * parallel (fast_pool.c: oneDNN's on plain NCHW tensors was the slowest
+ * layer of a step).  Creating a primitive costs far more than running a small
  * one, so each eml_kstate keeps an engine, a stream and a small LRU cache of
  * primitives keyed by op and full shape; the cached memory objects carry no
  * buffer of their own and are pointed at the caller's arrays on each call.
  * oneDNN has no im2col, so im2col/col2im are plain C (fast_im2col.c).
- *
- * oneDNN's max pooling keeps the first maximum of a window in row-major
- * order, as the reference does (test_kernels checks it on tied inputs), so
- * after a ReLU both send the gradient of a window of zeros to the same tap.
  *
  * Shapes oneDNN cannot express (a pooling window that would need negative
  * or whole-window padding) are refused with EML_ERR_UNSUPPORTED and
@@ -30,7 +28,7 @@
 
 /* ==== state and primitive cache ==== */
 
-#define FAST_CACHE_SLOTS 32
+#define FAST_CACHE_SLOTS 256 /* more than the distinct shapes of a ResNet-101: LRU over a cycle that does not fit would miss every time */
 #define FAST_KEY_LEN 12
 #define FAST_MAX_ARGS 4
 
@@ -508,74 +506,6 @@ static int fast_pool_supported(const eml_pool_shape *s)
     return pool_pads(s, pl, pr);
 }
 
-/* The size of oneDNN's workspace for this shape.  The table entry has no
- * state, so a throwaway engine answers the query; it is called once per
- * layer, not per step.  If oneDNN cannot answer, the int32-per-output size
- * is returned, which bounds oneDNN's (u8 or s32 per output) workspace as
- * well.  0 for a shape this table does not run. */
-static size_t fast_maxpool_ws_bytes(const eml_pool_shape *s)
-{
-    size_t n_out = 0;
-    dnnl_dims_t pl, pr;
-    if (eml_pool_shape_check(s, NULL, &n_out) != EML_OK ||
-        !pool_pads(s, pl, pr))
-        return 0;
-    size_t bytes = n_out * sizeof(int32_t);
-    dnnl_engine_t engine = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
-        return bytes;
-    if (pool_fwd_pd(engine, s, dnnl_pooling_max, &pd) == EML_OK) {
-        const dnnl_memory_desc_t *md =
-            dnnl_primitive_desc_query_md(pd, dnnl_query_workspace_md, 0);
-        if (md != NULL && dnnl_memory_desc_get_size(md) > 0)
-            bytes = dnnl_memory_desc_get_size(md);
-        dnnl_primitive_desc_destroy(pd);
-    }
-    dnnl_engine_destroy(engine);
-    return bytes;
-}
-
-static eml_status fast_maxpool_forward(eml_kstate *ks, float *out, void *ws,
-                                       const float *in,
-                                       const eml_pool_shape *s)
-{
-    struct eml_fast_state *fs = fast_of(ks);
-    eml_status st = eml_pool_shape_check(s, NULL, NULL);
-    if (st != EML_OK)
-        return st;
-    if (fs == NULL || out == NULL || ws == NULL || in == NULL)
-        return EML_ERR_INVALID;
-    dnnl_dims_t pl, pr;
-    if (!pool_pads(s, pl, pr))
-        return EML_ERR_UNSUPPORTED; /* see fast_pool_supported */
-    struct fast_entry *e;
-    if ((st = pool_entry(fs, FAST_OP_MAXPOOL_FWD, s, &e)) != EML_OK)
-        return st;
-    void *ptrs[] = {(void *)(uintptr_t)in, out, ws};
-    return fast_entry_run(fs, e, ptrs);
-}
-
-static eml_status fast_maxpool_backward(eml_kstate *ks, float *din,
-                                        const float *dout, const void *ws,
-                                        const eml_pool_shape *s)
-{
-    struct eml_fast_state *fs = fast_of(ks);
-    eml_status st = eml_pool_shape_check(s, NULL, NULL);
-    if (st != EML_OK)
-        return st;
-    if (fs == NULL || din == NULL || dout == NULL || ws == NULL)
-        return EML_ERR_INVALID;
-    dnnl_dims_t pl, pr;
-    if (!pool_pads(s, pl, pr))
-        return EML_ERR_UNSUPPORTED; /* see fast_pool_supported */
-    struct fast_entry *e;
-    if ((st = pool_entry(fs, FAST_OP_MAXPOOL_BWD, s, &e)) != EML_OK)
-        return st;
-    void *ptrs[] = {(void *)(uintptr_t)dout, (void *)(uintptr_t)ws, din};
-    return fast_entry_run(fs, e, ptrs);
-}
-
 static eml_status fast_avgpool_forward(eml_kstate *ks, float *out,
                                        const float *in,
                                        const eml_pool_shape *s)
@@ -665,9 +595,10 @@ const eml_kernels eml_kernels_fast_table = {
     .act_forward = fast_act_forward,
     .act_backward = fast_act_backward,
     .pool_supported = fast_pool_supported,
-    .maxpool_ws_bytes = fast_maxpool_ws_bytes,
-    .maxpool_forward = fast_maxpool_forward,
-    .maxpool_backward = fast_maxpool_backward,
+    /* max pooling: the reference's, in parallel (fast_pool.c) */
+    .maxpool_ws_bytes = eml_ref_maxpool_ws_bytes,
+    .maxpool_forward = eml_fast_maxpool_forward,
+    .maxpool_backward = eml_fast_maxpool_backward,
     .avgpool_forward = fast_avgpool_forward,
     .avgpool_backward = fast_avgpool_backward,
     .softmax_forward = fast_softmax_forward,

@@ -45,6 +45,16 @@ eml_status eml_ref_act_forward(eml_kstate *ks, float *x, size_t n, eml_act a);
 eml_status eml_ref_act_backward(eml_kstate *ks, float *delta, const float *y,
                                 size_t n, eml_act a);
 size_t eml_ref_maxpool_ws_bytes(const eml_pool_shape *s);
+void eml_ref_maxpool_plane(const float *x, float *y, int32_t *am,
+                           const eml_pool_shape *s);
+/* fast_pool.c: the reference's max pooling (same argmax workspace, same
+ * ties), planes in parallel, 2x2 stride 2 without bounds checks. */
+eml_status eml_fast_maxpool_forward(eml_kstate *ks, float *out, void *ws,
+                                    const float *in,
+                                    const eml_pool_shape *s);
+eml_status eml_fast_maxpool_backward(eml_kstate *ks, float *din,
+                                     const float *dout, const void *ws,
+                                     const eml_pool_shape *s);
 eml_status eml_ref_maxpool_forward(eml_kstate *ks, float *out, void *ws,
                                    const float *in, const eml_pool_shape *s);
 eml_status eml_ref_maxpool_backward(eml_kstate *ks, float *din,

@@ -189,6 +189,38 @@ size_t eml_ref_maxpool_ws_bytes(const eml_pool_shape *s)
     return n_out * sizeof(int32_t);
 }
 
+/* One plane (in_h x in_w) of max pooling, with each output's argmax
+ * (the input index, -1 if the window holds no input).  Ties keep the first
+ * in row-major order. */
+void eml_ref_maxpool_plane(const float *x, float *y, int32_t *am,
+                           const eml_pool_shape *s)
+{
+    for (int oy = 0; oy < s->out_h; oy++) {
+        for (int ox = 0; ox < s->out_w; ox++) {
+            float best = 0.0f;
+            int32_t best_i = -1;
+            for (int ky = 0; ky < s->size_h; ky++) {
+                int iy = oy * s->stride - s->pad_t + ky;
+                if (iy < 0 || iy >= s->in_h)
+                    continue;
+                for (int kx = 0; kx < s->size_w; kx++) {
+                    int ix = ox * s->stride - s->pad_l + kx;
+                    if (ix < 0 || ix >= s->in_w)
+                        continue;
+                    int32_t i = iy * s->in_w + ix;
+                    /* strict >: ties keep the first in row-major order */
+                    if (best_i < 0 || x[i] > best) {
+                        best = x[i];
+                        best_i = i;
+                    }
+                }
+            }
+            y[oy * s->out_w + ox] = best;
+            am[oy * s->out_w + ox] = best_i;
+        }
+    }
+}
+
 eml_status eml_ref_maxpool_forward(eml_kstate *ks, float *out, void *ws,
                                    const float *in, const eml_pool_shape *s)
 {
@@ -202,35 +234,9 @@ eml_status eml_ref_maxpool_forward(eml_kstate *ks, float *out, void *ws,
     size_t plane_in = (size_t)s->in_h * (size_t)s->in_w;
     size_t plane_out = (size_t)s->out_h * (size_t)s->out_w;
     size_t planes = (size_t)s->batch * (size_t)s->c;
-    for (size_t p = 0; p < planes; p++) {
-        const float *x = in + p * plane_in;    /* (in_h, in_w) */
-        float *y = out + p * plane_out;        /* (out_h, out_w) */
-        int32_t *am = arg + p * plane_out;     /* (out_h, out_w) */
-        for (int oy = 0; oy < s->out_h; oy++) {
-            for (int ox = 0; ox < s->out_w; ox++) {
-                float best = 0.0f;
-                int32_t best_i = -1;
-                for (int ky = 0; ky < s->size_h; ky++) {
-                    int iy = oy * s->stride - s->pad_t + ky;
-                    if (iy < 0 || iy >= s->in_h)
-                        continue;
-                    for (int kx = 0; kx < s->size_w; kx++) {
-                        int ix = ox * s->stride - s->pad_l + kx;
-                        if (ix < 0 || ix >= s->in_w)
-                            continue;
-                        int32_t i = iy * s->in_w + ix;
-                        /* strict >: ties keep the first in row-major order */
-                        if (best_i < 0 || x[i] > best) {
-                            best = x[i];
-                            best_i = i;
-                        }
-                    }
-                }
-                y[oy * s->out_w + ox] = best;
-                am[oy * s->out_w + ox] = best_i;
-            }
-        }
-    }
+    for (size_t p = 0; p < planes; p++)
+        eml_ref_maxpool_plane(in + p * plane_in, out + p * plane_out,
+                              arg + p * plane_out, s);
     return EML_OK;
 }
 

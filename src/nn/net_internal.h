@@ -2,13 +2,17 @@
  * net_internal.h - what the network's two files share: the layer and net
  * structs, small allocation helpers, and the layers' passes.
  *
- *   net.c     construction (shapes, parameter offsets, buffers), the
- *             forward and backward passes over the layers, the loss,
- *             accessors, FLOPs and profiling;
- *   layers.c  each layer's forward and backward: connected, convolution
- *             (im2col + GEMM, per-example gradients for DP-SGD), pooling
- *             shapes, dropout, scattering; every product through the GEMM
- *             dispatch point with its descriptor.
+ *   net.c            construction (shapes, parameter offsets, buffers),
+ *                    the forward and backward passes over the layers,
+ *                    accessors;
+ *   net_loss.c       the loss (cross-entropy, [cost]'s squared error);
+ *   net_stats.c      FLOPs, per-layer profiles and descriptions;
+ *   layers.c         each layer's forward and backward: connected,
+ *                    convolution (im2col + GEMM, per-example gradients for
+ *                    DP-SGD), pooling shapes, dropout, scattering; every
+ *                    product through the GEMM dispatch point with its
+ *                    descriptor;
+ *   layers_darknet.c batch norm, shortcut, route, upsample, cost.
  *
  * Trusted code; nothing here is public API.
  */
