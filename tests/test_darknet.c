@@ -24,40 +24,7 @@
 #include "enclaveml/net.h"
 #include "enclaveml/rng.h"
 #include "host/fileio.h"
-
-static eml_net *make_net(const char *text, eml_kernels_kind kind, int batch)
-{
-    eml_netcfg *cfg = NULL;
-    eml_err err = {0};
-    eml_status st = eml_cfg_parse(text, strlen(text), "test.cfg", &cfg, &err);
-    if (st != EML_OK) fail_msg("cfg: %s", eml_err_msg(&err, st));
-    eml_net_opts o = {.kernels = kind, .max_batch = batch, .seed = 7};
-    eml_net *net = NULL;
-    st = eml_net_new(cfg, &o, &net, &err);
-    if (st != EML_OK) fail_msg("net: %s", eml_err_msg(&err, st));
-    eml_net_init_params(net, 3);
-    eml_cfg_free(cfg);
-    return net;
-}
-
-static void random_input(eml_net *net, int n, uint64_t seed)
-{
-    eml_rng r;
-    eml_rng_seed(&r, seed);
-    float *x = eml_net_input(net);
-    for (size_t i = 0; i < (size_t)n * eml_net_input_size(net); i++)
-        x[i] = eml_rng_uniform(&r);
-}
-
-/* The training loss (batch norm normalizes with the batch's statistics,
- * which is what the backward pass differentiates). */
-static double train_loss(eml_net *net, int n, const uint8_t *labels)
-{
-    double loss = 0;
-    assert_int_equal(eml_net_forward(net, n, 1), EML_OK);
-    assert_int_equal(eml_net_loss(net, n, labels, &loss, NULL), EML_OK);
-    return loss;
-}
+#include "net_util.h"
 
 /* One small net per new layer, smooth activations. */
 static const char *const nets[] = {
@@ -99,86 +66,13 @@ static const char *const nets[] = {
 static void test_finite_differences(void **state)
 {
     (void)state;
-    for (size_t t = 0; t < N_NETS; t++) {
-        const int n = 3;
-        eml_net *net = make_net(nets[t], EML_KERNELS_REF, n);
-        size_t k = eml_net_output_size(net);
-        uint8_t labels[3] = {0, (uint8_t)(1 % k), (uint8_t)(2 % k)};
-        random_input(net, n, 11 + t);
-        float *w = eml_net_params(net);
-        size_t np = eml_net_param_count(net);
-        (void)train_loss(net, n, labels);
-        assert_int_equal(eml_net_backward(net, n, NULL), EML_OK);
-        float *g = malloc(np * sizeof(float));
-        memcpy(g, eml_net_grads(net), np * sizeof(float));
-        double max_err = 0;
-        size_t checked = 0;
-        const float h = 1e-2f;
-        for (size_t i = 0; i < np; i++) {
-            /* batch norm's running statistics are not trained: their
-             * gradient is 0, and the training loss does not see them */
-            int state_param = 0;
-            for (size_t q = 0; q < eml_net_tensor_count(net); q++) {
-                const eml_net_tensor *ts = eml_net_tensor_get(net, q);
-                if (ts->is_state && i >= ts->offset &&
-                    i < ts->offset + ts->count)
-                    state_param = 1;
-            }
-            if (state_param) {
-                assert_true(g[i] == 0.0f);
-                continue;
-            }
-            float keep = w[i];
-            w[i] = keep + h;
-            double lp = train_loss(net, n, labels);
-            w[i] = keep - h;
-            double lm = train_loss(net, n, labels);
-            w[i] = keep;
-            double fd = (lp - lm) / (2.0 * h);
-            double e = fabs(fd - g[i]) / (1e-2 + fmax(fabs(fd), fabs(g[i])));
-            if (e > max_err) max_err = e;
-            checked++;
-        }
-        printf("net %zu: %zu parameters (%zu trained), max relative |fd - "
-               "backward| = %g\n",
-               t, np, checked, max_err);
-        assert_int_equal(checked, eml_net_trainable_count(net));
-        assert_true(max_err < 3e-2);
-        free(g);
-        eml_net_free(net);
-    }
+    for (size_t t = 0; t < N_NETS; t++) fd_check(nets[t], t, 0);
 }
 
 static void test_ref_vs_fast(void **state)
 {
     (void)state;
-    for (size_t t = 0; t < N_NETS; t++) {
-        const int n = 4;
-        eml_net *a = make_net(nets[t], EML_KERNELS_REF, n);
-        eml_net *b = make_net(nets[t], EML_KERNELS_FAST, n);
-        size_t k = eml_net_output_size(a);
-        uint8_t labels[4] = {0, (uint8_t)(1 % k), (uint8_t)(2 % k), 0};
-        random_input(a, n, 5);
-        random_input(b, n, 5);
-        eml_net *both[2] = {a, b};
-        for (int i = 0; i < 2; i++) {
-            (void)train_loss(both[i], n, labels);
-            assert_int_equal(eml_net_backward(both[i], n, NULL), EML_OK);
-        }
-        double dout = 0, dgrad = 0;
-        for (size_t i = 0; i < (size_t)n * k; i++)
-            dout = fmax(dout,
-                        fabs(eml_net_output(a)[i] - eml_net_output(b)[i]));
-        for (size_t i = 0; i < eml_net_param_count(a); i++)
-            dgrad = fmax(dgrad,
-                         fabs(eml_net_grads(a)[i] - eml_net_grads(b)[i]));
-        printf("net %zu: max |fast - ref| output %g, gradient %g\n", t, dout,
-               dgrad);
-        assert_true(dout < 1e-5);
-        assert_true(dgrad < 1e-4);
-        eml_net_free(a);
-        eml_net_free(b);
-    }
+    for (size_t t = 0; t < N_NETS; t++) ref_fast_check(nets[t], t);
 }
 
 /* Training moves the running statistics 1% toward the batch's; an
@@ -191,7 +85,7 @@ static void test_running_statistics(void **state)
                       "[convolutional]\nbatch_normalize=1\nfilters=2\n"
                       "size=1\nactivation=linear\n"
                       "[connected]\noutput=2\nactivation=linear\n[softmax]\n";
-    eml_net *net = make_net(cfg, EML_KERNELS_FAST, 8);
+    eml_net *net = make_net(cfg, EML_KERNELS_FAST, 8, NULL);
     const char *want[] = {"layers.0.weight", "layers.0.bn.weight",
                           "layers.0.bn.bias", "layers.0.bn.running_mean",
                           "layers.0.bn.running_var", "layers.1.weight",

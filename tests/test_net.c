@@ -23,43 +23,7 @@
 #include "enclaveml/rng.h"
 #include "enclaveml/train.h"
 #include "host/hostio.h"
-
-static eml_net *make_net(const char *text, eml_kernels_kind kind, int batch,
-                         eml_netcfg **cfg_out)
-{
-    eml_netcfg *cfg = NULL;
-    eml_err err = {0};
-    eml_status st = eml_cfg_parse(text, strlen(text), "test.cfg", &cfg, &err);
-    if (st != EML_OK) fail_msg("cfg: %s", eml_err_msg(&err, st));
-    eml_net_opts o = {.kernels = kind, .max_batch = batch,
-                      .seed = 7};
-    eml_net *net = NULL;
-    st = eml_net_new(cfg, &o, &net, &err);
-    if (st != EML_OK) fail_msg("net: %s", eml_err_msg(&err, st));
-    eml_net_init_params(net, 3);
-    if (cfg_out != NULL)
-        *cfg_out = cfg;
-    else
-        eml_cfg_free(cfg);
-    return net;
-}
-
-static void random_input(eml_net *net, int n, uint64_t seed)
-{
-    eml_rng r;
-    eml_rng_seed(&r, seed);
-    float *x = eml_net_input(net);
-    for (size_t i = 0; i < (size_t)n * eml_net_input_size(net); i++)
-        x[i] = eml_rng_uniform(&r);
-}
-
-static double loss_of(eml_net *net, int n, const uint8_t *labels)
-{
-    double loss = 0;
-    assert_int_equal(eml_net_forward(net, n, 0), EML_OK);
-    assert_int_equal(eml_net_loss(net, n, labels, &loss, NULL), EML_OK);
-    return loss;
-}
+#include "net_util.h"
 
 /* Small networks, one per layer type, all without dropout (its mask changes
  * between passes) and with smooth activations where possible. */
@@ -90,44 +54,8 @@ static const char *const fd_nets[] = {
 static void test_finite_differences(void **state)
 {
     (void)state;
-    for (size_t t = 0; t < sizeof(fd_nets) / sizeof(fd_nets[0]); t++) {
-        const int n = 3;
-        eml_net *net = make_net(fd_nets[t], EML_KERNELS_REF, n, NULL);
-        size_t k = eml_net_output_size(net);
-        uint8_t labels[3] = {0, (uint8_t)(1 % k), (uint8_t)(2 % k)};
-        random_input(net, n, 11 + t);
-        /* Make weights larger so gradients are well above float noise. */
-        float *w = eml_net_params(net);
-        size_t np = eml_net_param_count(net);
-        eml_rng r;
-        eml_rng_seed(&r, 5 + t);
-        for (size_t i = 0; i < np; i++) w[i] = 2.0f * eml_rng_uniform(&r) - 1;
-        double loss = loss_of(net, n, labels);
-        (void)loss;
-        assert_int_equal(eml_net_forward(net, n, 1), EML_OK);
-        assert_int_equal(eml_net_loss(net, n, labels, NULL, NULL), EML_OK);
-        assert_int_equal(eml_net_backward(net, n, NULL), EML_OK);
-        float *g = malloc(np * sizeof(float));
-        memcpy(g, eml_net_grads(net), np * sizeof(float));
-        double max_err = 0;
-        const float h = 1e-2f;
-        for (size_t i = 0; i < np; i++) {
-            float keep = w[i];
-            w[i] = keep + h;
-            double lp = loss_of(net, n, labels);
-            w[i] = keep - h;
-            double lm = loss_of(net, n, labels);
-            w[i] = keep;
-            double fd = (lp - lm) / (2.0 * h);
-            double e = fabs(fd - g[i]) / (1e-2 + fmax(fabs(fd), fabs(g[i])));
-            if (e > max_err) max_err = e;
-        }
-        printf("net %zu: %zu parameters, max relative |fd - backward| = %g\n",
-               t, np, max_err);
-        assert_true(max_err < 3e-2);
-        free(g);
-        eml_net_free(net);
-    }
+    for (size_t t = 0; t < sizeof(fd_nets) / sizeof(fd_nets[0]); t++)
+        fd_check(fd_nets[t], t, 1);
 }
 
 /* Per-example squared norms from one backward pass equal the norms of the
@@ -180,34 +108,8 @@ static void test_per_example_norms(void **state)
 static void test_ref_vs_fast(void **state)
 {
     (void)state;
-    for (size_t t = 0; t < sizeof(fd_nets) / sizeof(fd_nets[0]); t++) {
-        const int n = 4;
-        eml_net *a = make_net(fd_nets[t], EML_KERNELS_REF, n, NULL);
-        eml_net *b = make_net(fd_nets[t], EML_KERNELS_FAST, n, NULL);
-        size_t k = eml_net_output_size(a);
-        uint8_t labels[4] = {0, (uint8_t)(1 % k), (uint8_t)(2 % k), 0};
-        random_input(a, n, 5);
-        random_input(b, n, 5);
-        eml_net *nets[2] = {a, b};
-        for (int i = 0; i < 2; i++) {
-            assert_int_equal(eml_net_forward(nets[i], n, 1), EML_OK);
-            assert_int_equal(eml_net_loss(nets[i], n, labels, NULL, NULL),
-                             EML_OK);
-            assert_int_equal(eml_net_backward(nets[i], n, NULL), EML_OK);
-        }
-        double dout = 0, dgrad = 0;
-        for (size_t i = 0; i < (size_t)n * k; i++)
-            dout = fmax(dout, fabs(eml_net_output(a)[i] - eml_net_output(b)[i]));
-        for (size_t i = 0; i < eml_net_param_count(a); i++)
-            dgrad = fmax(dgrad,
-                         fabs(eml_net_grads(a)[i] - eml_net_grads(b)[i]));
-        printf("net %zu: max |fast - ref| output %g, gradient %g\n", t, dout,
-               dgrad);
-        assert_true(dout < 1e-5);
-        assert_true(dgrad < 1e-4);
-        eml_net_free(a);
-        eml_net_free(b);
-    }
+    for (size_t t = 0; t < sizeof(fd_nets) / sizeof(fd_nets[0]); t++)
+        ref_fast_check(fd_nets[t], t);
 }
 
 /* ==== the GEMM dispatch point ==== */

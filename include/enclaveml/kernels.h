@@ -121,7 +121,8 @@ typedef enum eml_gemm_weight {
 
 typedef enum eml_dtype {
     EML_DTYPE_F32 = 0, /* float operands and result: all there is today */
-    EML_DTYPE_S8 = 1,  /* int8 operands, int32 result (next) */
+    EML_DTYPE_S8 = 1,  /* int8 operands, int32 result, exact; alpha 1,
+                          beta 0 (C overwritten) */
     EML_DTYPE_FIELD = 2 /* elements of a prime field (outsourcing, next) */
 } eml_dtype;
 

@@ -152,6 +152,28 @@ typedef struct eml_net_tensor {
 size_t eml_net_tensor_count(const eml_net *net);
 const eml_net_tensor *eml_net_tensor_get(const eml_net *net, size_t i);
 
+/* ==== reduced precision inference ==== */
+typedef enum eml_precision {
+    EML_PREC_FP32 = 0,
+    EML_PREC_INT8 = 1, /* int8 products, int32 sums, fp32 elsewhere */
+    EML_PREC_COUNT = 2
+} eml_precision;
+/* "fp32" / "int8" (docs/cfg.md, "Reduced precision"). */
+EML_MUST_CHECK eml_status eml_precision_parse(const char *name,
+                                              eml_precision *out);
+const char *eml_precision_name(eml_precision p);
+/* Calibration: while on, forward passes (fp32) record each convolution's
+ * and connected layer's largest |input|; turning it on forgets earlier
+ * ranges. */
+void eml_net_calibrate(eml_net *net, int on);
+/* An inference net's convolutions and connected layers to int8 (weights
+ * quantized per output channel, symmetric, from the current parameters;
+ * inputs with the scale calibration found), or back to fp32.  Fails for a
+ * training net, or a layer calibration never saw. */
+EML_MUST_CHECK eml_status eml_net_set_precision(eml_net *net,
+                                                eml_precision p,
+                                                eml_err *err);
+
 /* ==== weights in Darknet's binary .weights format ==== */
 /* Bytes of the net's .weights file (header included). */
 size_t eml_darknet_weights_size(const eml_net *net);

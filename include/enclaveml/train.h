@@ -185,6 +185,12 @@ EML_MUST_CHECK eml_status eml_evaluate(eml_net *net, const eml_dataset *d,
                                        double *loss, double *accuracy,
                                        eml_err *err);
 
+/* Calibrates the net on the first `count` images of d (0: all) in fp32,
+ * then switches it to precision p (eml_net_set_precision). */
+EML_MUST_CHECK eml_status eml_quantize_on(eml_net *net, const eml_dataset *d,
+                                          size_t count, eml_precision p,
+                                          eml_err *err);
+
 /* Loads images [first, first+n) of d (in the order of idx if not NULL) into
  * the net's input, scaled to [0,1], and their labels into labels. */
 void eml_load_batch(eml_net *net, const eml_dataset *d, const uint32_t *idx,

@@ -15,6 +15,8 @@
 /* Best of four timed runs (after a warm-up) of an n x n x n oneDNN
  * sgemm, GFLOP/s, on the kernels' current thread count. */
 double eml_bench_gemm_peak(int n);
+/* The same for oneDNN's s8 x s8 -> s32 GEMM, in GOP/s (2 n^3 / s). */
+double eml_bench_gemm_peak_s8(int n);
 
 typedef struct eml_bench_opts {
     int train;              /* 1: forward, loss, backward, update; 0: forward */
@@ -23,6 +25,8 @@ typedef struct eml_bench_opts {
     double seconds;
     int dp;                 /* train as DP-SGD (per-example clipping, noise) */
     int profile;            /* per-layer times */
+    eml_precision precision; /* inference: calibrated on the synthetic
+                                input, then switched */
     eml_kernels_kind kernels;
 } eml_bench_opts;
 

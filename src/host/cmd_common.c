@@ -71,13 +71,13 @@ void eml_common_init(eml_common_opts *c)
 
 /* Builds the net for cfg with the common options. */
 int eml_build_net(const eml_common_opts *c, eml_netcfg **cfg, eml_net **net,
-                     int max_batch, uint64_t seed)
+                  int max_batch, uint64_t seed, int inference)
 {
     eml_err err = {0};
     eml_status st = eml_cfg_load(c->cfg, cfg, &err);
     if (st != EML_OK) return eml_fail_st(st, &err);
     eml_net_opts o = {.kernels = c->kernels, .max_batch = max_batch,
-                      .seed = seed};
+                      .seed = seed, .inference = inference};
     st = eml_net_new(*cfg, &o, net, &err);
     if (st != EML_OK) {
         char msg[sizeof(err.msg)];

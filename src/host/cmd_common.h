@@ -74,10 +74,11 @@ int eml_common_opt(eml_common_opts *c, int opt, const char *arg,
                    const char *name);
 /* Defaults: the Debian Fashion-MNIST folder, fast kernels, all cores. */
 void eml_common_init(eml_common_opts *c);
-/* Loads the cfg and builds its net for at most max_batch examples; 0, or
- * 1 with the error printed. */
+/* Loads the cfg and builds its net for at most max_batch examples (an
+ * inference net, without gradients, if inference); 0, or 1 with the error
+ * printed. */
 int eml_build_net(const eml_common_opts *c, eml_netcfg **cfg, eml_net **net,
-                  int max_batch, uint64_t seed);
+                  int max_batch, uint64_t seed, int inference);
 
 /* The commands (argv[0] is the command's name). */
 int eml_cmd_train(int argc, char **argv);

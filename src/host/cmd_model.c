@@ -28,6 +28,7 @@
 static const char eval_usage[] =
     "usage: enclaveml eval --cfg F --weights W.safetensors [--data DIR]\n"
     "                      [--batch N] [--threads N] [--kernels ref|fast]\n"
+    "                      [--precision fp32|int8 [--calibrate N]]\n"
     "                      [--json] [--outsource ADDR\n"
     "                      [--outsource-mode private|integrity]\n"
     "                      [--outsource-min-intensity N]]\n"
@@ -36,7 +37,13 @@ static const char eval_usage[] =
     "test_accuracy, test_loss and count.  --outsource sends the linear\n"
     "layers' products to a worker (tcp:HOST:PORT or unix:PATH) and checks\n"
     "every one (docs/outsource.md); private (the default) blinds the\n"
-    "inputs with one-time pads, integrity shows them to the worker.\n";
+    "inputs with one-time pads, integrity shows them to the worker.\n"
+    "--precision int8 runs the convolutions' and connected layers'\n"
+    "products in int8 (weights per output channel, inputs with scales\n"
+    "calibrated on the first --calibrate N training images of DIR,\n"
+    "default 1000; docs/cfg.md, \"Reduced precision\").\n";
+
+enum { O_PRECISION = 2000, O_CALIBRATE };
 
 int eml_cmd_eval(int argc, char **argv)
 {
@@ -52,10 +59,14 @@ int eml_cmd_eval(int argc, char **argv)
         {"outsource-mode", required_argument, 0, OPT_OUTSOURCE_MODE},
         {"outsource-min-intensity", required_argument, 0,
          OPT_OUTSOURCE_MIN_INTENSITY},
+        {"precision", required_argument, 0, O_PRECISION},
+        {"calibrate", required_argument, 0, O_CALIBRATE},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     eml_common_opts c;
     eml_common_init(&c);
+    eml_precision prec = EML_PREC_FP32;
+    long calibrate = 1000;
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int r = eml_common_opt(&c, opt, optarg, "eval");
@@ -65,8 +76,24 @@ int eml_cmd_eval(int argc, char **argv)
             fputs(eval_usage, stdout);
             return 0;
         }
+        if (opt == O_PRECISION) {
+            if (eml_precision_parse(optarg, &prec) != EML_OK)
+                return eml_fail("eval: --precision: '%s' is not one of: "
+                                "fp32, int8",
+                                optarg);
+            continue;
+        }
+        if (opt == O_CALIBRATE) {
+            if (eml_opt_long("--calibrate", optarg, 1, 1000000, &calibrate))
+                return 1;
+            continue;
+        }
         return eml_opt_unknown("eval", argc, argv);
     }
+    if (prec != EML_PREC_FP32 && c.outsource != NULL)
+        return eml_fail("eval: --precision %s runs here, not with "
+                        "--outsource (its products are exact over a field)",
+                        eml_precision_name(prec));
     if (optind < argc)
         return eml_fail("eval: unexpected argument '%s'", argv[optind]);
     if (c.cfg == NULL || c.weights == NULL)
@@ -79,10 +106,19 @@ int eml_cmd_eval(int argc, char **argv)
     eml_outsourced os;
     memset(&os, 0, sizeof(os));
     int rc = 1;
-    if (eml_build_net(&c, &cfg, &net, c.batch > 0 ? (int)c.batch : 256, 1))
+    if (eml_build_net(&c, &cfg, &net, c.batch > 0 ? (int)c.batch : 256, 1,
+                      prec != EML_PREC_FP32))
         goto out;
     eml_status st = eml_weights_load(net, c.weights, &err);
     if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
+    if (st == EML_OK && prec != EML_PREC_FP32) {
+        eml_labelled cal;
+        memset(&cal, 0, sizeof(cal));
+        st = eml_labelled_load(c.data, "train", &cal, &err);
+        if (st == EML_OK)
+            st = eml_quantize_on(net, &cal.set, (size_t)calibrate, prec, &err);
+        eml_labelled_free(&cal);
+    }
     if (st == EML_OK && eml_outsourced_begin(&c, net, 0, &os)) goto out;
     double loss = 0, acc = 0;
     if (st == EML_OK) st = eml_evaluate(net, &te.set, &loss, &acc, &err);
@@ -97,6 +133,7 @@ int eml_cmd_eval(int argc, char **argv)
         eml_json_num(&j, "test_accuracy", acc);
         eml_json_num(&j, "test_loss", loss);
         eml_json_int(&j, "count", (long long)te.set.count);
+        eml_json_str(&j, "precision", eml_precision_name(prec));
         eml_outsourced_json(&os, &c, &j);
         eml_json_end(&j);
     } else {

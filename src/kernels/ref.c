@@ -79,10 +79,42 @@ static void gemm_one(int trans_a, int trans_b, int M, int N, int K,
     }
 }
 
-/* Every product of the descriptor, f32 only. */
+/* An int8 product: C (int32) = op(A) op(B), exact (|entries| <= 127, K
+ * below 2^17: no int32 overflow). */
+static void gemm_one_s8(int trans_a, int trans_b, int M, int N, int K,
+                        const int8_t *A, int lda, const int8_t *B, int ldb,
+                        int32_t *C, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            int32_t sum = 0;
+            for (int k = 0; k < K; k++) {
+                int32_t a = trans_a ? A[(size_t)k * (size_t)lda + (size_t)i]
+                                    : A[(size_t)i * (size_t)lda + (size_t)k];
+                int32_t b = trans_b ? B[(size_t)j * (size_t)ldb + (size_t)k]
+                                    : B[(size_t)k * (size_t)ldb + (size_t)j];
+                sum += a * b;
+            }
+            C[(size_t)i * (size_t)ldc + (size_t)j] = sum;
+        }
+}
+
+/* Every product of the descriptor: f32, or s8 (int32 result, alpha 1 and
+ * beta 0 only). */
 eml_status eml_ref_gemm(void *ctx, const eml_gemm_desc *g)
 {
     (void)ctx;
+    if (g->dtype == EML_DTYPE_S8) {
+        if (g->alpha != 1.0f || g->beta != 0.0f) return EML_ERR_UNSUPPORTED;
+        for (int i = 0; i < g->count; i++) {
+            size_t k = (size_t)i;
+            gemm_one_s8(g->trans_a, g->trans_b, g->M, g->N, g->K,
+                        (const int8_t *)g->A + k * g->stride_a, g->lda,
+                        (const int8_t *)g->B + k * g->stride_b, g->ldb,
+                        (int32_t *)g->C + k * g->stride_c, g->ldc);
+        }
+        return EML_OK;
+    }
     if (g->dtype != EML_DTYPE_F32)
         return EML_ERR_UNSUPPORTED;
     for (int i = 0; i < g->count; i++) {

@@ -155,3 +155,28 @@ eml_status eml_evaluate(eml_net *net, const eml_dataset *d, double *loss,
 {
     return eml_evaluate_cached(net, d, NULL, loss, accuracy, err);
 }
+
+eml_status eml_quantize_on(eml_net *net, const eml_dataset *d, size_t count,
+                           eml_precision p, eml_err *err)
+{
+    if (p == EML_PREC_FP32) return eml_net_set_precision(net, p, err);
+    eml_status st = eml_dataset_check(net, d, "calibration", err);
+    if (st != EML_OK) return st;
+    if (count == 0 || count > d->count) count = d->count;
+    int mb = eml_net_max_batch(net);
+    uint8_t *labels = malloc((size_t)mb);
+    if (labels == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    st = eml_net_set_precision(net, EML_PREC_FP32, err); /* in fp32 */
+    if (st == EML_OK) eml_net_calibrate(net, 1);
+    for (size_t first = 0; st == EML_OK && first < count;
+         first += (size_t)mb) {
+        int n = (int)(count - first < (size_t)mb ? count - first : (size_t)mb);
+        st = eml_batch_forward(net, d, NULL, NULL, first, n, labels, 0);
+    }
+    eml_net_calibrate(net, 0);
+    free(labels);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "calibration failed: %s",
+                           eml_status_str(st));
+    return eml_net_set_precision(net, p, err);
+}

@@ -40,10 +40,12 @@ eml_status eml_layer_connected_forward(eml_net *net, layer *l, const float *in,
                                     int n)
 {
     /* out (n, out) = in (n, in) * w^T (in, out) */
-    eml_status st = layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_B,
-                               0, 1, n, (int)l->n_out, (int)l->n_in, in,
-                               (int)l->n_in, l->wt, (int)l->n_in, 0.0f,
-                               l->out, (int)l->n_out);
+    eml_status st =
+        net->precision == EML_PREC_INT8 && l->wq != NULL
+            ? eml_quant_connected_product(net, l, in, n)
+            : layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_B, 0, 1,
+                         n, (int)l->n_out, (int)l->n_in, in, (int)l->n_in,
+                         l->wt, (int)l->n_in, 0.0f, l->out, (int)l->n_out);
     if (st != EML_OK) return st;
     for (int b = 0; b < n; b++) {
         float *o = l->out + (size_t)b * l->n_out;
@@ -165,7 +167,10 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
     int wide = (int)s.ld;
     eml_status st;
     eml_conv_desc cd = conv_desc(net, l, EML_GEMM_FORWARD, n, in, l->wide);
-    if (conv_whole(net, &cd)) {
+    if (net->precision == EML_PREC_INT8 && l->wq != NULL) {
+        conv_columns(net, l, in, n);
+        st = eml_quant_conv_product(net, l, n, s.ld);
+    } else if (conv_whole(net, &cd)) {
         l->col_ready = 0;
         st = eml_conv(&net->gemm, &cd);
     } else {

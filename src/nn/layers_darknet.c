@@ -34,6 +34,22 @@ typedef struct overlap {
     int stride, sample, minw, minh, minc;
 } overlap;
 
+/* Where the sum at channel k, row y, column x of the overlap reads `from`
+ * (ai) and writes the output (oi), within one example. */
+static size_t ov_out(const overlap *o, const layer *l, int k, int y, int x)
+{
+    return (size_t)x * o->sample +
+           (size_t)l->out_w *
+               ((size_t)y * o->sample + (size_t)l->out_h * (size_t)k);
+}
+
+static size_t ov_from(const overlap *o, const layer *f, int k, int y, int x)
+{
+    return (size_t)x * o->stride +
+           (size_t)f->out_w *
+               ((size_t)y * o->stride + (size_t)f->out_h * (size_t)k);
+}
+
 static overlap overlap_of(const layer *l, const layer *f)
 {
     overlap o;
@@ -210,15 +226,9 @@ eml_status eml_layer_shortcut_forward(eml_net *net, layer *l, int n)
         for (int k = 0; k < o.minc; k++)
             for (int y = 0; y < o.minh; y++)
                 for (int x = 0; x < o.minw; x++) {
-                    size_t oi = (size_t)x * o.sample +
-                                (size_t)l->out_w *
-                                    ((size_t)y * o.sample +
-                                     (size_t)l->out_h * (size_t)k);
-                    size_t ai = (size_t)x * o.stride +
-                                (size_t)f->out_w *
-                                    ((size_t)y * o.stride +
-                                     (size_t)f->out_h * (size_t)k);
-                    out[oi] = l->alpha * out[oi] + l->beta * add[ai];
+                    size_t oi = ov_out(&o, l, k, y, x);
+                    out[oi] = l->alpha * out[oi] +
+                              l->beta * add[ov_from(&o, f, k, y, x)];
                 }
     }
     return net->k->act_forward(net->ks, l->out, (size_t)n * l->n_out, l->act);
@@ -242,16 +252,9 @@ eml_status eml_layer_shortcut_backward(eml_net *net, layer *l, int n)
         for (int k = 0; k < o.minc; k++)
             for (int y = 0; y < o.minh; y++)
                 for (int x = 0; x < o.minw; x++) {
-                    size_t oi = (size_t)x * o.sample +
-                                (size_t)l->out_w *
-                                    ((size_t)y * o.sample +
-                                     (size_t)l->out_h * (size_t)k);
-                    size_t ai = (size_t)x * o.stride +
-                                (size_t)f->out_w *
-                                    ((size_t)y * o.stride +
-                                     (size_t)f->out_h * (size_t)k);
+                    size_t oi = ov_out(&o, l, k, y, x);
                     pd[oi] += (l->alpha - 1.0f) * d[oi];
-                    fd[ai] += l->beta * d[oi];
+                    fd[ov_from(&o, f, k, y, x)] += l->beta * d[oi];
                 }
     }
     return EML_OK;

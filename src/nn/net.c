@@ -487,6 +487,7 @@ void eml_net_free(eml_net *net)
             free(l->ws);
             free(l->mask);
             if (l->xhat != NULL) free_wiped(l->xhat, mb * l->n_out);
+            eml_quant_free(l, mb);
             free(l->inv_std);
             eml_scatter_free(l->sc);
         }
@@ -609,6 +610,12 @@ eml_status eml_net_forward_range(eml_net *net, int first, int end, int n,
     for (int i = first; i < end; i++) {
         layer *l = &net->layers[i];
         const float *in = layer_input(net, i);
+        if (net->calibrating && l->n_w > 0) { /* int8's input range */
+            size_t total = (size_t)n * l->n_in;
+            float m = l->in_max;
+            for (size_t j = 0; j < total; j++) m = fmaxf(m, fabsf(in[j]));
+            l->in_max = m;
+        }
         double t0 = net->profiling ? now_seconds() : 0;
         eml_status st = EML_OK;
         switch (l->type) {

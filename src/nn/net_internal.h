@@ -74,6 +74,14 @@ typedef struct layer {
      * source, or the layer before a route): zeroed before backward, and
      * every pass adds into it. */
     int accum;
+    /* int8 inference (quant.c): the weights per output channel
+     * (w ~ wq * wscale[j]), the largest |input| seen while calibrating,
+     * the quantized input (columns) and the int32 product */
+    int8_t *wq;
+    float *wscale;
+    float in_max;
+    int8_t *xq;
+    int32_t *acc;
 
     double t_fwd, t_bwd;
 } layer;
@@ -98,6 +106,8 @@ struct eml_net {
     int inference;     /* no gradients, deltas, masks (eml_net_opts) */
     int borrowed;      /* params belong to another net (a model) */
     int training;      /* the forward pass under way trains (batch norm) */
+    int calibrating;   /* forward passes record each layer's largest input */
+    eml_precision precision;
     size_t n_state;    /* parameters that are not trained (running stats) */
     float *dtmp;       /* a pass's input gradient, before it is added into
                           an accumulating delta (max_batch x largest n_in) */
@@ -136,6 +146,17 @@ eml_pool_shape eml_layer_pool_shape(const layer *l, int n);
 void eml_layer_dropout_forward(eml_net *net, layer *l, const float *in, int n,
                                int train);
 eml_status eml_layer_scatter_forward(layer *l, const float *in, int n);
+
+/* ==== quant.c ==== */
+
+/* The conv's product in int8 from l->col (filled): quantized columns,
+ * an s8 GEMM, dequantized into l->wide (f x ld). */
+eml_status eml_quant_conv_product(eml_net *net, layer *l, int n, size_t ld);
+/* A connected layer's product in int8: out (n x out) before bias. */
+eml_status eml_quant_connected_product(eml_net *net, layer *l,
+                                       const float *in, int n);
+/* Frees a layer's int8 buffers. */
+void eml_quant_free(layer *l, size_t max_batch);
 
 /* ==== layers_darknet.c ==== */
 

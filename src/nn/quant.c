@@ -1,0 +1,188 @@
+/*
+ * quant.c - int8 inference: a net's convolutions and connected layers run
+ * their products as s8 x s8 -> s32 through the GEMM dispatch point
+ * (EML_DTYPE_S8: oneDNN with VNNI on the fast table, plain loops on the
+ * reference one, exactly the same integers), with fp32 everywhere else
+ * (bias, batch norm, activations, pooling, softmax).
+ *
+ * Scales are symmetric: a layer's input x ~ s_x q with s_x = max|x| / 127
+ * over a calibration set (eml_net_calibrate), its weights w ~ s_w[j] q per
+ * output channel j with s_w[j] = max_k |w[j][k]| / 127; a product's int32
+ * sum times s_x s_w[j] is the fp32 product's estimate.  Values beyond the
+ * calibrated range saturate at +-127.
+ *
+ * Trusted code: no I/O.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "enclaveml/crypto.h"
+#include "nn/net_internal.h"
+
+static const char *const prec_names[EML_PREC_COUNT] = {"fp32", "int8"};
+
+const char *eml_precision_name(eml_precision p)
+{
+    return (int)p >= 0 && p < EML_PREC_COUNT ? prec_names[p] : "unknown";
+}
+
+eml_status eml_precision_parse(const char *name, eml_precision *out)
+{
+    for (int i = 0; name != NULL && i < EML_PREC_COUNT; i++)
+        if (strcmp(name, prec_names[i]) == 0) {
+            *out = (eml_precision)i;
+            return EML_OK;
+        }
+    return EML_ERR_INVALID;
+}
+
+static int quantized(const layer *l)
+{
+    return (l->type == EML_LAYER_CONVOLUTIONAL ||
+            l->type == EML_LAYER_CONNECTED) &&
+           l->n_w > 0;
+}
+
+void eml_net_calibrate(eml_net *net, int on)
+{
+    if (on)
+        for (int i = 0; i < net->n_layers; i++) net->layers[i].in_max = 0;
+    net->calibrating = on;
+}
+
+static inline int8_t q8(float x, float inv)
+{
+    float v = nearbyintf(x * inv);
+    return (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+}
+
+void eml_quant_free(layer *l, size_t max_batch)
+{
+    (void)max_batch;
+    if (l->wq != NULL) eml_wipe(l->wq, l->n_w); /* the model's weights */
+    free(l->wq);
+    free(l->wscale);
+    free(l->xq);
+    free(l->acc);
+    l->wq = NULL;
+    l->wscale = NULL;
+    l->xq = NULL;
+    l->acc = NULL;
+}
+
+/* Per output channel: w[j][.] ~ wscale[j] * wq[j][.]. */
+static eml_status quantize_layer(eml_net *net, layer *l, eml_err *err)
+{
+    size_t f = l->n_b, k = l->n_w / l->n_b, mb = (size_t)net->max_batch;
+    size_t cols = l->type == EML_LAYER_CONVOLUTIONAL
+                      ? k * mb * (size_t)l->out_h * (size_t)l->out_w
+                      : mb * l->n_in;
+    size_t accs = l->type == EML_LAYER_CONVOLUTIONAL
+                      ? f * mb * (size_t)l->out_h * (size_t)l->out_w
+                      : mb * l->n_out;
+    l->wq = malloc(l->n_w);
+    l->wscale = malloc(f * sizeof(float));
+    l->xq = malloc(cols);
+    l->acc = malloc(accs * sizeof(int32_t));
+    if (l->wq == NULL || l->wscale == NULL || l->xq == NULL ||
+        l->acc == NULL)
+        return eml_err_set(err, EML_ERR_NOMEM, "out of memory for int8");
+    for (size_t j = 0; j < f; j++) {
+        const float *w = l->wt + j * k;
+        float m = 0;
+        for (size_t i = 0; i < k; i++) m = fmaxf(m, fabsf(w[i]));
+        l->wscale[j] = m > 0 ? m / 127.0f : 1.0f;
+        float inv = 1.0f / l->wscale[j];
+        for (size_t i = 0; i < k; i++) l->wq[j * k + i] = q8(w[i], inv);
+    }
+    return EML_OK;
+}
+
+eml_status eml_net_set_precision(eml_net *net, eml_precision p, eml_err *err)
+{
+    if ((int)p < 0 || p >= EML_PREC_COUNT)
+        return eml_err_set(err, EML_ERR_INVALID, "unknown precision");
+    for (int i = 0; i < net->n_layers; i++)
+        eml_quant_free(&net->layers[i], (size_t)net->max_batch);
+    net->precision = EML_PREC_FP32;
+    if (p == EML_PREC_FP32) return EML_OK;
+    if (!net->inference)
+        return eml_err_set(err, EML_ERR_UNSUPPORTED,
+                           "%s runs inference only, not training",
+                           eml_precision_name(p));
+    for (int i = 0; i < net->n_layers; i++) {
+        layer *l = &net->layers[i];
+        if (!quantized(l)) continue;
+        if (!(l->in_max > 0))
+            return eml_err_set(err, EML_ERR_INVALID,
+                               "layer %d: no calibrated input range (run "
+                               "calibration images through the net first)",
+                               i);
+        eml_status st = quantize_layer(net, l, err);
+        if (st != EML_OK) return st;
+    }
+    net->precision = p;
+    return EML_OK;
+}
+
+/* q = round(x / s_x), saturated; s_x = in_max / 127. */
+static void quantize_input(const layer *l, const float *x, int8_t *q, size_t n)
+{
+    float inv = 127.0f / l->in_max;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) q[i] = q8(x[i], inv);
+}
+
+static eml_status s8_gemm(eml_net *net, const layer *l, int tb, int M, int N,
+                          int K, const int8_t *A, int lda, const int8_t *B,
+                          int ldb, int32_t *C, int ldc)
+{
+    eml_gemm_desc g = eml_gemm_desc_f32(0, tb, M, N, K, 1.0f, NULL, lda,
+                                        NULL, ldb, 0.0f, NULL, ldc);
+    g.dtype = EML_DTYPE_S8;
+    g.A = A;
+    g.B = B;
+    g.C = C;
+    g.layer = l->index;
+    g.pass = EML_GEMM_FORWARD;
+    g.weight = A == l->wq ? EML_GEMM_WEIGHT_A : EML_GEMM_WEIGHT_B;
+    g.weight_version = net->wversion;
+    return eml_gemm(&net->gemm, &g);
+}
+
+eml_status eml_quant_conv_product(eml_net *net, layer *l, int n, size_t ld)
+{
+    int f = l->out_c, ckk = l->c * l->size * l->size;
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
+    int wide = (int)((size_t)n * hw);
+    quantize_input(l, l->col, l->xq, (size_t)ckk * (size_t)wide);
+    eml_status st = s8_gemm(net, l, 0, f, wide, ckk, l->wq, ckk, l->xq, wide,
+                            l->acc, wide);
+    if (st != EML_OK) return st;
+    float sx = l->in_max / 127.0f;
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < f; j++) {
+        float s = sx * l->wscale[j];
+        const int32_t *a = l->acc + (size_t)j * (size_t)wide;
+        float *w = l->wide + (size_t)j * ld;
+        for (int p = 0; p < wide; p++) w[p] = (float)a[p] * s;
+    }
+    return EML_OK;
+}
+
+eml_status eml_quant_connected_product(eml_net *net, layer *l,
+                                       const float *in, int n)
+{
+    int no = (int)l->n_out, ni = (int)l->n_in;
+    quantize_input(l, in, l->xq, (size_t)n * (size_t)ni);
+    /* out (n x out) = xq (n x in) wq^T (in x out) */
+    eml_status st = s8_gemm(net, l, 1, n, no, ni, l->xq, ni, l->wq, ni,
+                            l->acc, no);
+    if (st != EML_OK) return st;
+    float sx = l->in_max / 127.0f;
+    for (int b = 0; b < n; b++)
+        for (int j = 0; j < no; j++)
+            l->out[(size_t)b * no + j] =
+                (float)l->acc[(size_t)b * no + j] * sx * l->wscale[j];
+    return EML_OK;
+}
