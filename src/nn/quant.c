@@ -21,6 +21,8 @@
 
 static const char *const prec_names[EML_PREC_COUNT] = {"fp32", "int8"};
 
+#define S8_COLUMNS 4096 /* columns of one s8 product (see below) */
+
 const char *eml_precision_name(eml_precision p)
 {
     return (int)p >= 0 && p < EML_PREC_COUNT ? prec_names[p] : "unknown";
@@ -156,8 +158,16 @@ eml_status eml_quant_conv_product(eml_net *net, layer *l, int n, size_t ld)
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)((size_t)n * hw);
     quantize_input(l, l->col, l->xq, (size_t)ckk * (size_t)wide);
-    eml_status st = s8_gemm(net, l, 0, f, wide, ckk, l->wq, ckk, l->xq, wide,
-                            l->acc, wide);
+    /* In runs of columns: oneDNN packs its operands into buffers it
+     * allocates per call, and ones above glibc's largest mmap threshold
+     * (32 MiB) come back as fresh pages each time: zeroing them cost more
+     * than the products. */
+    eml_status st = EML_OK;
+    for (int j0 = 0; st == EML_OK && j0 < wide; j0 += S8_COLUMNS) {
+        int nj = wide - j0 < S8_COLUMNS ? wide - j0 : S8_COLUMNS;
+        st = s8_gemm(net, l, 0, f, nj, ckk, l->wq, ckk, l->xq + j0, wide,
+                     l->acc + j0, wide);
+    }
     if (st != EML_OK) return st;
     float sx = l->in_max / 127.0f;
 #pragma omp parallel for schedule(static)
