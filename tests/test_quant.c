@@ -83,6 +83,9 @@ static const char qnet[] =
     "activation=leaky\n"
     "[maxpool]\nsize=2\nstride=2\n"
     "[convolutional]\nfilters=6\nsize=3\npad=1\nactivation=relu\n"
+    "[convolutional]\nfilters=6\nsize=3\nstride=2\npad=1\n"
+    "activation=relu\n"
+    "[convolutional]\nfilters=6\nsize=1\nactivation=leaky\n"
     "[connected]\noutput=16\nactivation=tanh\n"
     "[connected]\noutput=5\nactivation=linear\n[softmax]\n";
 

@@ -168,8 +168,8 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
     eml_status st;
     eml_conv_desc cd = conv_desc(net, l, EML_GEMM_FORWARD, n, in, l->wide);
     if (net->precision == EML_PREC_INT8 && l->wq != NULL) {
-        conv_columns(net, l, in, n);
-        st = eml_quant_conv_product(net, l, n, s.ld);
+        l->col_ready = 0;
+        st = eml_quant_conv_product(net, l, in, n, s.ld);
     } else if (conv_whole(net, &cd)) {
         l->col_ready = 0;
         st = eml_conv(&net->gemm, &cd);

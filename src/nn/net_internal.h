@@ -80,7 +80,8 @@ typedef struct layer {
     int8_t *wq;
     float *wscale;
     float in_max;
-    int8_t *xq;
+    int8_t *xq;   /* the quantized columns (conv) or input (connected) */
+    int8_t *xin;  /* conv: the quantized input, before its columns */
     int32_t *acc;
 
     double t_fwd, t_bwd;
@@ -149,9 +150,10 @@ eml_status eml_layer_scatter_forward(layer *l, const float *in, int n);
 
 /* ==== quant.c ==== */
 
-/* The conv's product in int8 from l->col (filled): quantized columns,
- * an s8 GEMM, dequantized into l->wide (f x ld). */
-eml_status eml_quant_conv_product(eml_net *net, layer *l, int n, size_t ld);
+/* The conv's product in int8: the input quantized, its columns formed in
+ * int8, an s8 GEMM, dequantized into l->wide (f x ld). */
+eml_status eml_quant_conv_product(eml_net *net, layer *l, const float *in,
+                                  int n, size_t ld);
 /* A connected layer's product in int8: out (n x out) before bias. */
 eml_status eml_quant_connected_product(eml_net *net, layer *l,
                                        const float *in, int n);

@@ -65,7 +65,9 @@ void eml_quant_free(layer *l, size_t max_batch)
     free(l->wq);
     free(l->wscale);
     free(l->xq);
+    free(l->xin);
     free(l->acc);
+    l->xin = NULL;
     l->wq = NULL;
     l->wscale = NULL;
     l->xq = NULL;
@@ -86,8 +88,9 @@ static eml_status quantize_layer(eml_net *net, layer *l, eml_err *err)
     l->wscale = malloc(f * sizeof(float));
     l->xq = malloc(cols);
     l->acc = malloc(accs * sizeof(int32_t));
+    if (l->type == EML_LAYER_CONVOLUTIONAL) l->xin = malloc(mb * l->n_in);
     if (l->wq == NULL || l->wscale == NULL || l->xq == NULL ||
-        l->acc == NULL)
+        l->acc == NULL || (l->type == EML_LAYER_CONVOLUTIONAL && !l->xin))
         return eml_err_set(err, EML_ERR_NOMEM, "out of memory for int8");
     for (size_t j = 0; j < f; j++) {
         const float *w = l->wt + j * k;
@@ -152,12 +155,54 @@ static eml_status s8_gemm(eml_net *net, const layer *l, int tb, int M, int N,
     return eml_gemm(&net->gemm, &g);
 }
 
-eml_status eml_quant_conv_product(eml_net *net, layer *l, int n, size_t ld)
+/* im2col of one example's quantized input (as the reference im2col
+ * does for floats): col row r = (ci, ky, kx), row stride ld. */
+static void im2col_s8(int8_t *col, size_t ld, const int8_t *in,
+                      const layer *l)
+{
+    int k = l->size, st = l->stride, pad = l->pad, ow = l->out_w;
+    int rows = l->c * k * k;
+    for (int r = 0; r < rows; r++) {
+        int ci = r / (k * k), ky = (r / k) % k, kx = r % k;
+        int8_t *dst = col + (size_t)r * ld;
+        for (int oy = 0; oy < l->out_h; oy++) {
+            int iy = oy * st - pad + ky;
+            int8_t *d = dst + (size_t)oy * (size_t)ow;
+            if (iy < 0 || iy >= l->h) {
+                memset(d, 0, (size_t)ow);
+                continue;
+            }
+            const int8_t *src = in + ((size_t)ci * l->h + (size_t)iy) * l->w;
+            if (st == 1) { /* ix = ox - pad + kx: one run, zeros around */
+                int lo = pad - kx, hi = l->w + pad - kx;
+                lo = lo < 0 ? 0 : lo > ow ? ow : lo;
+                hi = hi < lo ? lo : hi > ow ? ow : hi;
+                memset(d, 0, (size_t)lo);
+                memcpy(d + lo, src + lo - pad + kx, (size_t)(hi - lo));
+                memset(d + hi, 0, (size_t)(ow - hi));
+                continue;
+            }
+            for (int ox = 0; ox < ow; ox++) {
+                int ix = ox * st - pad + kx;
+                d[ox] = ix >= 0 && ix < l->w ? src[ix] : 0;
+            }
+        }
+    }
+}
+
+eml_status eml_quant_conv_product(eml_net *net, layer *l, const float *in,
+                                  int n, size_t ld)
 {
     int f = l->out_c, ckk = l->c * l->size * l->size;
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)((size_t)n * hw);
-    quantize_input(l, l->col, l->xq, (size_t)ckk * (size_t)wide);
+    /* The input quantized once, its columns formed in int8: a quarter of
+     * the bytes of float columns, and no float columns at all. */
+    quantize_input(l, in, l->xin, (size_t)n * l->n_in);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < n; b++)
+        im2col_s8(l->xq + (size_t)b * hw, (size_t)wide,
+                  l->xin + (size_t)b * l->n_in, l);
     /* In runs of columns: oneDNN packs its operands into buffers it
      * allocates per call, and ones above glibc's largest mmap threshold
      * (32 MiB) come back as fresh pages each time: zeroing them cost more
