@@ -71,6 +71,25 @@ if "$bin" eval --cfg "$cfg" --weights "$tmp/a.safetensors" --data "$d" \
 else
   bad "eval --precision int8: $(cat "$tmp/eval8.json")"
 fi
+if "$bin" predict --cfg "$cfg" --weights "$tmp/a.safetensors" --data "$d" \
+     --images $d/t10k-images-idx3-ubyte.gz --limit 20 --precision int8 \
+     --calibrate 100 --json >"$tmp/pred8.json" &&
+   "$bin" predict --cfg "$cfg" --weights "$tmp/a.safetensors" \
+     --images $d/t10k-images-idx3-ubyte.gz --limit 20 --json >"$tmp/pred32.json"; then
+  p8=$(grep -o '"predictions":\[[0-9,]*\]' "$tmp/pred8.json")
+  p32=$(grep -o '"predictions":\[[0-9,]*\]' "$tmp/pred32.json")
+  same=0
+  IFS=, read -ra A <<<"${p8//[^0-9,]/}"
+  IFS=, read -ra B <<<"${p32//[^0-9,]/}"
+  for i in "${!A[@]}"; do [[ ${A[$i]} == "${B[$i]:-x}" ]] && same=$((same + 1)); done
+  if [[ ${#A[@]} -eq 20 && $same -ge 18 ]]; then
+    ok "predict --precision int8: $same of 20 predictions as in fp32"
+  else
+    bad "predict int8: $p8 against $p32"
+  fi
+else
+  bad "predict --precision int8 failed"
+fi
 expect_error "eval: an unknown precision" "is not one of: fp32, int8" \
   "$bin" eval --cfg "$cfg" --weights "$tmp/a.safetensors" --data "$d" --precision fp16
 if "$bin" predict --cfg "$cfg" --weights "$tmp/a.safetensors" \

@@ -45,6 +45,38 @@ static const char eval_usage[] =
 
 enum { O_PRECISION = 2000, O_CALIBRATE };
 
+/* --precision and --calibrate of eval and predict: 1 if opt was one of
+ * them, -1 on a bad value (said), 0 otherwise. */
+static int precision_opt(int opt, const char *arg, const char *cmd,
+                         eml_precision *prec, long *calibrate)
+{
+    if (opt == O_PRECISION) {
+        if (eml_precision_parse(arg, prec) == EML_OK) return 1;
+        eml_fail("%s: --precision: '%s' is not one of: fp32, int8", cmd, arg);
+        return -1;
+    }
+    if (opt == O_CALIBRATE)
+        return eml_opt_long("--calibrate", arg, 1, 1000000, calibrate) ? -1
+                                                                        : 1;
+    return 0;
+}
+
+/* Calibrates on the first `calibrate` training images of c->data and
+ * switches the net to prec (nothing for fp32). */
+static eml_status quantize_from(const eml_common_opts *c, eml_net *net,
+                                eml_precision prec, long calibrate,
+                                eml_err *err)
+{
+    if (prec == EML_PREC_FP32) return EML_OK;
+    eml_labelled cal;
+    memset(&cal, 0, sizeof(cal));
+    eml_status st = eml_labelled_load(c->data, "train", &cal, err);
+    if (st == EML_OK)
+        st = eml_quantize_on(net, &cal.set, (size_t)calibrate, prec, err);
+    eml_labelled_free(&cal);
+    return st;
+}
+
 int eml_cmd_eval(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -76,18 +108,9 @@ int eml_cmd_eval(int argc, char **argv)
             fputs(eval_usage, stdout);
             return 0;
         }
-        if (opt == O_PRECISION) {
-            if (eml_precision_parse(optarg, &prec) != EML_OK)
-                return eml_fail("eval: --precision: '%s' is not one of: "
-                                "fp32, int8",
-                                optarg);
-            continue;
-        }
-        if (opt == O_CALIBRATE) {
-            if (eml_opt_long("--calibrate", optarg, 1, 1000000, &calibrate))
-                return 1;
-            continue;
-        }
+        int q = precision_opt(opt, optarg, "eval", &prec, &calibrate);
+        if (q < 0) return 1;
+        if (q > 0) continue;
         return eml_opt_unknown("eval", argc, argv);
     }
     if (prec != EML_PREC_FP32 && c.outsource != NULL)
@@ -111,14 +134,7 @@ int eml_cmd_eval(int argc, char **argv)
         goto out;
     eml_status st = eml_weights_load(net, c.weights, &err);
     if (st == EML_OK) st = eml_labelled_load(c.data, "t10k", &te, &err);
-    if (st == EML_OK && prec != EML_PREC_FP32) {
-        eml_labelled cal;
-        memset(&cal, 0, sizeof(cal));
-        st = eml_labelled_load(c.data, "train", &cal, &err);
-        if (st == EML_OK)
-            st = eml_quantize_on(net, &cal.set, (size_t)calibrate, prec, &err);
-        eml_labelled_free(&cal);
-    }
+    if (st == EML_OK) st = quantize_from(&c, net, prec, calibrate, &err);
     if (st == EML_OK && eml_outsourced_begin(&c, net, 0, &os)) goto out;
     double loss = 0, acc = 0;
     if (st == EML_OK) st = eml_evaluate(net, &te.set, &loss, &acc, &err);
@@ -154,6 +170,8 @@ out:
 static const char predict_usage[] =
     "usage: enclaveml predict --cfg F --weights W.safetensors --images IDX\n"
     "                         [--limit N] [--threads N]\n"
+    "                         [--precision fp32|int8 [--calibrate N]\n"
+    "                          [--data DIR]]\n"
     "                         [--kernels ref|fast] [--json]\n"
     "                         [--outsource ADDR\n"
     "                         [--outsource-mode private|integrity]\n"
@@ -164,7 +182,9 @@ static const char predict_usage[] =
     "--outsource sends the linear layers' products to a worker\n"
     "(tcp:HOST:PORT or unix:PATH) and checks every one\n"
     "(docs/outsource.md); private (the default) blinds the images with\n"
-    "one-time pads, integrity shows them to the worker.\n";
+    "one-time pads, integrity shows them to the worker.  --precision int8\n"
+    "calibrates on the first --calibrate N (1000) training images of DIR\n"
+    "(docs/cfg.md, \"Reduced precision\").\n";
 
 int eml_cmd_predict(int argc, char **argv)
 {
@@ -181,17 +201,24 @@ int eml_cmd_predict(int argc, char **argv)
         {"outsource-mode", required_argument, 0, OPT_OUTSOURCE_MODE},
         {"outsource-min-intensity", required_argument, 0,
          OPT_OUTSOURCE_MIN_INTENSITY},
+        {"data", required_argument, 0, OPT_DATA},
+        {"precision", required_argument, 0, O_PRECISION},
+        {"calibrate", required_argument, 0, O_CALIBRATE},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     eml_common_opts c;
     eml_common_init(&c);
     const char *images = NULL;
-    long limit = -1;
+    long limit = -1, calibrate = 1000;
+    eml_precision prec = EML_PREC_FP32;
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int r = eml_common_opt(&c, opt, optarg, "predict");
         if (r < 0) return 1;
         if (r > 0) continue;
+        int q = precision_opt(opt, optarg, "predict", &prec, &calibrate);
+        if (q < 0) return 1;
+        if (q > 0) continue;
         switch (opt) {
         case OPT_IMAGES: images = optarg; break;
         case OPT_LIMIT:
@@ -205,6 +232,10 @@ int eml_cmd_predict(int argc, char **argv)
         return eml_fail("predict: unexpected argument '%s'", argv[optind]);
     if (c.cfg == NULL || c.weights == NULL || images == NULL)
         return eml_fail("predict: --cfg, --weights and --images are required");
+    if (prec != EML_PREC_FP32 && c.outsource != NULL)
+        return eml_fail("predict: --precision %s runs here, not with "
+                        "--outsource",
+                        eml_precision_name(prec));
     eml_model *model = NULL;
     eml_net *net = NULL;
     eml_idx idx;
@@ -227,6 +258,7 @@ int eml_cmd_predict(int argc, char **argv)
                             &err);
     if (st == EML_OK) st = eml_model_workspace(model, c.kernels, mb, &net, &err);
     if (st == EML_OK) eml_kernels_set_threads(c.threads);
+    if (st == EML_OK) st = quantize_from(&c, net, prec, calibrate, &err);
     if (st == EML_OK) st = eml_idx_load(images, &idx, &err);
     if (st == EML_OK && idx.item != eml_net_input_size(net))
         st = eml_err_set(&err, EML_ERR_SHAPE,
