@@ -90,7 +90,14 @@ if "$bin" predict --cfg "$cfg" --weights "$tmp/a.safetensors" --data "$d" \
 else
   bad "predict --precision int8 failed"
 fi
-expect_error "eval: an unknown precision" "is not one of: fp32, int8" \
+if "$bin" eval --cfg "$cfg" --weights "$tmp/a.safetensors" --data "$d" \
+     --precision bf16 --json >"$tmp/evalb.json" &&
+   grep -q '"precision":"bf16"' "$tmp/evalb.json"; then
+  ok "eval --precision bf16: $(cat "$tmp/evalb.json")"
+else
+  bad "eval --precision bf16: $(cat "$tmp/evalb.json")"
+fi
+expect_error "eval: an unknown precision" "is not one of: fp32, int8, bf16" \
   "$bin" eval --cfg "$cfg" --weights "$tmp/a.safetensors" --data "$d" --precision fp16
 if "$bin" predict --cfg "$cfg" --weights "$tmp/a.safetensors" \
      --images $d/t10k-images-idx3-ubyte.gz --limit 3 --json \

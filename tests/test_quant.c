@@ -3,7 +3,9 @@
  * against exact integer sums (every transpose), then a network with batch
  * norm, pooling and connected layers calibrated and switched to int8:
  * close to its fp32 outputs, the same on reference and fast kernels, and
- * the refusals (a training net, a layer calibration never saw).
+ * the refusals (a training net, a layer calibration never saw); bf16
+ * products against the float sums of the rounded operands, and a bf16
+ * network close to its fp32 outputs.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -75,6 +77,67 @@ static void test_s8_gemm(void **state)
     free(b);
     free(want);
     free(got);
+}
+
+/* bf16: both tables against the float product of the rounded operands
+ * (sums in float: close, not bit-equal). */
+static void test_bf16_gemm(void **state)
+{
+    (void)state;
+    enum { M = 33, N = 47, K = 129 };
+    uint16_t *a = malloc(M * K * 2), *b = malloc(K * N * 2);
+    float *got = malloc(M * N * sizeof(float));
+    double *want = malloc(M * N * sizeof(double));
+    eml_rng r;
+    eml_rng_seed(&r, 4);
+    for (int i = 0; i < M * K; i++) {
+        float x = 2.0f * eml_rng_uniform(&r) - 1.0f;
+        uint32_t u;
+        memcpy(&u, &x, 4);
+        a[i] = (uint16_t)(u >> 16);
+    }
+    for (int i = 0; i < K * N; i++) {
+        float x = 2.0f * eml_rng_uniform(&r) - 1.0f;
+        uint32_t u;
+        memcpy(&u, &x, 4);
+        b[i] = (uint16_t)(u >> 16);
+    }
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double sum = 0;
+            for (int q = 0; q < K; q++) {
+                uint32_t ua = (uint32_t)a[i * K + q] << 16;
+                uint32_t ub = (uint32_t)b[q * N + j] << 16;
+                float fa, fb;
+                memcpy(&fa, &ua, 4);
+                memcpy(&fb, &ub, 4);
+                sum += (double)fa * fb;
+            }
+            want[i * N + j] = sum;
+        }
+    for (int kind = 0; kind < EML_KERNELS_COUNT; kind++) {
+        const eml_kernels *k = eml_kernels_get((eml_kernels_kind)kind);
+        eml_kstate *ks = NULL;
+        assert_int_equal(k->state_new(&ks), EML_OK);
+        eml_gemm_dispatch d = {.fn = k->gemm, .ctx = ks};
+        eml_gemm_desc g = eml_gemm_desc_f32(0, 0, M, N, K, 1.0f, NULL, K,
+                                            NULL, N, 0.0f, got, N);
+        g.dtype = EML_DTYPE_BF16;
+        g.A = a;
+        g.B = b;
+        assert_int_equal(eml_gemm(&d, &g), EML_OK);
+        double most = 0;
+        for (int i = 0; i < M * N; i++)
+            most = fmax(most, fabs(got[i] - want[i]));
+        printf("%s: bf16 GEMM %dx%dx%d, max |error| %g\n", k->name, M, N,
+               K, most);
+        assert_true(most < 1e-4);
+        k->state_free(ks);
+    }
+    free(a);
+    free(b);
+    free(got);
+    free(want);
 }
 
 static const char qnet[] =
@@ -161,6 +224,24 @@ static void test_int8_net(void **state)
     for (int i = 0; i < n * 5; i++) d = fmax(d, fabs(out[0][i] - out[1][i]));
     printf("int8, ref against fast: max |difference| %g\n", d);
     assert_true(d < 1e-5);
+    /* bf16: no calibration, close to fp32 */
+    for (int kind = 0; kind < EML_KERNELS_COUNT; kind++) {
+        eml_net *net = inference_net((eml_kernels_kind)kind, n);
+        eml_err err = {0};
+        random_input(net, n, 3);
+        assert_int_equal(eml_net_forward(net, n, 0), EML_OK);
+        memcpy(fp32, eml_net_output(net), sizeof(fp32));
+        assert_int_equal(eml_net_set_precision(net, EML_PREC_BF16, &err),
+                         EML_OK);
+        assert_int_equal(eml_net_forward(net, n, 0), EML_OK);
+        double most = 0;
+        for (int i = 0; i < n * 5; i++)
+            most = fmax(most, fabs(eml_net_output(net)[i] - fp32[i]));
+        printf("%s: bf16 against fp32, max |probability difference| %g\n",
+               kind ? "fast" : "ref", most);
+        assert_true(most < 0.02);
+        eml_net_free(net);
+    }
     /* a training net is refused */
     eml_net *t = make_net(qnet, EML_KERNELS_FAST, 2, NULL);
     eml_err err = {0};
@@ -178,6 +259,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_s8_gemm),
+        cmocka_unit_test(test_bf16_gemm),
         cmocka_unit_test(test_int8_net),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -123,7 +123,9 @@ typedef enum eml_dtype {
     EML_DTYPE_F32 = 0, /* float operands and result: all there is today */
     EML_DTYPE_S8 = 1,  /* int8 operands, int32 result, exact; alpha 1,
                           beta 0 (C overwritten) */
-    EML_DTYPE_FIELD = 2 /* elements of a prime field (outsourcing, next) */
+    EML_DTYPE_FIELD = 2, /* elements of a prime field (outsourcing, next) */
+    EML_DTYPE_BF16 = 3  /* bfloat16 operands (uint16_t, the top half of a
+                           float), float result; alpha 1, beta 0 */
 } eml_dtype;
 
 /* C (M x N, row stride ldc) = alpha * op(A) * op(B) + beta * C, row-major,

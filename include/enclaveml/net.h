@@ -156,9 +156,10 @@ const eml_net_tensor *eml_net_tensor_get(const eml_net *net, size_t i);
 typedef enum eml_precision {
     EML_PREC_FP32 = 0,
     EML_PREC_INT8 = 1, /* int8 products, int32 sums, fp32 elsewhere */
-    EML_PREC_COUNT = 2
+    EML_PREC_BF16 = 2, /* bfloat16 products, fp32 sums and elsewhere */
+    EML_PREC_COUNT = 3
 } eml_precision;
-/* "fp32" / "int8" (docs/cfg.md, "Reduced precision"). */
+/* "fp32" / "int8" / "bf16" (docs/cfg.md, "Reduced precision"). */
 EML_MUST_CHECK eml_status eml_precision_parse(const char *name,
                                               eml_precision *out);
 const char *eml_precision_name(eml_precision p);
@@ -168,8 +169,9 @@ const char *eml_precision_name(eml_precision p);
 void eml_net_calibrate(eml_net *net, int on);
 /* An inference net's convolutions and connected layers to int8 (weights
  * quantized per output channel, symmetric, from the current parameters;
- * inputs with the scale calibration found), or back to fp32.  Fails for a
- * training net, or a layer calibration never saw. */
+ * inputs with the scale calibration found), to bf16 (weights and inputs
+ * rounded to bfloat16; no calibration), or back to fp32.  Fails for a
+ * training net, or (int8) a layer calibration never saw. */
 EML_MUST_CHECK eml_status eml_net_set_precision(eml_net *net,
                                                 eml_precision p,
                                                 eml_err *err);

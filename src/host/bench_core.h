@@ -17,6 +17,9 @@
 double eml_bench_gemm_peak(int n);
 /* The same for oneDNN's s8 x s8 -> s32 GEMM, in GOP/s (2 n^3 / s). */
 double eml_bench_gemm_peak_s8(int n);
+/* The same for the fast table's bf16 x bf16 -> f32 product (oneDNN's
+ * matmul), GFLOP/s. */
+double eml_bench_gemm_peak_bf16(int n);
 
 typedef struct eml_bench_opts {
     int train;              /* 1: forward, loss, backward, update; 0: forward */

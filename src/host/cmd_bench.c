@@ -18,7 +18,7 @@
 
 static const char bench_usage[] =
     "usage: enclaveml bench --cfg F [--batch N] [--mode train|infer]\n"
-    "                       [--precision fp32|int8] [--threads T]\n"
+    "                       [--precision fp32|int8|bf16] [--threads T]\n"
     "                       [--seconds S] [--layers] [--json]\n"
     "\n"
     "Runs the network of cfg F on synthetic input of its shape (default:\n"
@@ -32,8 +32,8 @@ static const char bench_usage[] =
     "gflops_per_second, peak_gflops, peak_share, parameters (trainable),\n"
     "flops_per_image and, with --layers, the layers.  --precision int8\n"
     "(inference) calibrates on the synthetic input, runs the products in\n"
-    "int8, and compares with oneDNN's int8 GEMM peak (GOP/s); bf16 is not\n"
-    "in this build yet.\n";
+    "int8, and compares with oneDNN's int8 GEMM peak (GOP/s); bf16 with\n"
+    "its bf16 matmul peak.\n";
 
 typedef struct bench_args {
     const char *cfg, *precision;
@@ -102,11 +102,6 @@ static int parse_args(int argc, char **argv, bench_args *a)
         eml_fail("bench: --cfg is required");
         return -1;
     }
-    if (strcmp(a->precision, "bf16") == 0) {
-        eml_fail("bench: --precision bf16: not in this build yet (fp32, "
-                 "int8)");
-        return -1;
-    }
     if (eml_precision_parse(a->precision, &a->prec) != EML_OK) {
         eml_fail("bench: --precision %s: is not one of: fp32, bf16, int8",
                  a->precision);
@@ -161,8 +156,9 @@ int eml_cmd_bench(int argc, char **argv)
                     "the peak, then %.0f s of steps\n",
             a.cfg, batch, a.train ? "training" : "inference", a.precision,
             a.threads, a.seconds);
-    double peak = a.prec == EML_PREC_INT8 ? eml_bench_gemm_peak_s8(2048)
-                                          : eml_bench_gemm_peak(2048);
+    double peak = a.prec == EML_PREC_INT8   ? eml_bench_gemm_peak_s8(2048)
+                  : a.prec == EML_PREC_BF16 ? eml_bench_gemm_peak_bf16(2048)
+                                            : eml_bench_gemm_peak(2048);
     eml_bench_opts o = {.train = a.train, .batch = batch, .seconds = a.seconds,
                         .profile = a.layers, .kernels = EML_KERNELS_FAST,
                         .precision = a.prec};

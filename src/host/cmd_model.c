@@ -28,7 +28,7 @@
 static const char eval_usage[] =
     "usage: enclaveml eval --cfg F --weights W.safetensors [--data DIR]\n"
     "                      [--batch N] [--threads N] [--kernels ref|fast]\n"
-    "                      [--precision fp32|int8 [--calibrate N]]\n"
+    "                      [--precision fp32|int8|bf16 [--calibrate N]]\n"
     "                      [--json] [--outsource ADDR\n"
     "                      [--outsource-mode private|integrity]\n"
     "                      [--outsource-min-intensity N]]\n"
@@ -41,7 +41,8 @@ static const char eval_usage[] =
     "--precision int8 runs the convolutions' and connected layers'\n"
     "products in int8 (weights per output channel, inputs with scales\n"
     "calibrated on the first --calibrate N training images of DIR,\n"
-    "default 1000; docs/cfg.md, \"Reduced precision\").\n";
+    "default 1000; docs/cfg.md, \"Reduced precision\"); bf16 rounds\n"
+    "their weights and inputs to bfloat16.\n";
 
 enum { O_PRECISION = 2000, O_CALIBRATE };
 
@@ -52,7 +53,8 @@ static int precision_opt(int opt, const char *arg, const char *cmd,
 {
     if (opt == O_PRECISION) {
         if (eml_precision_parse(arg, prec) == EML_OK) return 1;
-        eml_fail("%s: --precision: '%s' is not one of: fp32, int8", cmd, arg);
+        eml_fail("%s: --precision: '%s' is not one of: fp32, int8, bf16", cmd,
+                 arg);
         return -1;
     }
     if (opt == O_CALIBRATE)
@@ -68,6 +70,7 @@ static eml_status quantize_from(const eml_common_opts *c, eml_net *net,
                                 eml_err *err)
 {
     if (prec == EML_PREC_FP32) return EML_OK;
+    if (prec == EML_PREC_BF16) return eml_net_set_precision(net, prec, err);
     eml_labelled cal;
     memset(&cal, 0, sizeof(cal));
     eml_status st = eml_labelled_load(c->data, "train", &cal, err);
@@ -170,7 +173,7 @@ out:
 static const char predict_usage[] =
     "usage: enclaveml predict --cfg F --weights W.safetensors --images IDX\n"
     "                         [--limit N] [--threads N]\n"
-    "                         [--precision fp32|int8 [--calibrate N]\n"
+    "                         [--precision fp32|int8|bf16 [--calibrate N]\n"
     "                          [--data DIR]]\n"
     "                         [--kernels ref|fast] [--json]\n"
     "                         [--outsource ADDR\n"

@@ -39,6 +39,7 @@ enum fast_op {
     FAST_OP_MAXPOOL_BWD,
     FAST_OP_AVGPOOL_FWD,
     FAST_OP_AVGPOOL_BWD,
+    FAST_OP_MATMUL_BF16,
     FAST_OP_SOFTMAX_FWD,
 };
 
@@ -236,11 +237,59 @@ static eml_status fast_gemm_s8(const eml_gemm_desc *g)
     return EML_OK;
 }
 
+/* bf16 x bf16 -> f32 through oneDNN's matmul (AVX-512 BF16 where the
+ * CPU has it), one cached primitive per shape and layout. */
+static eml_status fast_gemm_bf16(struct eml_fast_state *fs,
+                                 const eml_gemm_desc *g)
+{
+    if (fs == NULL || g->alpha != 1.0f || g->beta != 0.0f || g->K == 0)
+        return EML_ERR_UNSUPPORTED;
+    int64_t key[FAST_KEY_LEN] = {FAST_OP_MATMUL_BF16, g->M, g->N,
+                                 g->K, g->lda, g->ldb, g->ldc,
+                                 g->trans_a, g->trans_b};
+    struct fast_entry *e = fast_lookup(fs, key);
+    if (e == NULL) {
+        dnnl_dims_t a = {g->M, g->K}, b = {g->K, g->N}, c = {g->M, g->N};
+        dnnl_dims_t as = {g->trans_a ? 1 : g->lda, g->trans_a ? g->lda : 1};
+        dnnl_dims_t bs = {g->trans_b ? 1 : g->ldb, g->trans_b ? g->ldb : 1};
+        dnnl_dims_t cs = {g->ldc, 1};
+        dnnl_memory_desc_t amd, bmd, cmd;
+        dnnl_matmul_desc_t d;
+        dnnl_primitive_desc_t pd = NULL;
+        if (dnnl_memory_desc_init_by_strides(&amd, 2, a, dnnl_bf16, as) !=
+                dnnl_success ||
+            dnnl_memory_desc_init_by_strides(&bmd, 2, b, dnnl_bf16, bs) !=
+                dnnl_success ||
+            dnnl_memory_desc_init_by_strides(&cmd, 2, c, dnnl_f32, cs) !=
+                dnnl_success ||
+            dnnl_matmul_desc_init(&d, &amd, &bmd, NULL, &cmd) !=
+                dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &d, NULL, fs->engine, NULL) !=
+                dnnl_success)
+            return EML_ERR_BACKEND;
+        static const int ids[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS,
+                                  DNNL_ARG_DST};
+        eml_status st = fast_entry_build(fs, key, pd, ids, 3, &e);
+        dnnl_primitive_desc_destroy(pd);
+        if (st != EML_OK) return st;
+    }
+    for (int i = 0; i < g->count; i++) {
+        size_t k = (size_t)i;
+        void *ptrs[] = {(uint16_t *)(uintptr_t)g->A + k * g->stride_a,
+                        (uint16_t *)(uintptr_t)g->B + k * g->stride_b,
+                        (float *)g->C + k * g->stride_c};
+        eml_status st = fast_entry_run(fs, e, ptrs);
+        if (st != EML_OK) return st;
+    }
+    return EML_OK;
+}
+
 static eml_status fast_gemm(void *ctx, const eml_gemm_desc *g)
 {
-    (void)ctx;
     if (g->dtype == EML_DTYPE_S8)
         return fast_gemm_s8(g);
+    if (g->dtype == EML_DTYPE_BF16)
+        return fast_gemm_bf16(fast_of(ctx), g);
     if (g->dtype != EML_DTYPE_F32)
         return EML_ERR_UNSUPPORTED;
     for (int i = 0; i < g->count; i++) {

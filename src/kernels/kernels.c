@@ -113,7 +113,7 @@ eml_status eml_gemm(eml_gemm_dispatch *d, const eml_gemm_desc *g)
     int M = g->M, N = g->N, K = g->K;
     if (M < 0 || N < 0 || K < 0 || g->count < 1)
         return EML_ERR_INVALID;
-    if ((unsigned)g->dtype > EML_DTYPE_FIELD ||
+    if ((unsigned)g->dtype > EML_DTYPE_BF16 ||
         (unsigned)g->pass > EML_GEMM_PER_EXAMPLE ||
         (unsigned)g->weight > EML_GEMM_WEIGHT_B)
         return EML_ERR_INVALID;

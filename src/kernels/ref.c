@@ -99,11 +99,49 @@ static void gemm_one_s8(int trans_a, int trans_b, int M, int N, int K,
         }
 }
 
-/* Every product of the descriptor: f32, or s8 (int32 result, alpha 1 and
- * beta 0 only). */
+static float bf16_value(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* A bf16 product: C (float) = op(A) op(B), sums in float. */
+static void gemm_one_bf16(int trans_a, int trans_b, int M, int N, int K,
+                          const uint16_t *A, int lda, const uint16_t *B,
+                          int ldb, float *C, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float sum = 0;
+            for (int k = 0; k < K; k++) {
+                uint16_t a = trans_a ? A[(size_t)k * (size_t)lda + (size_t)i]
+                                     : A[(size_t)i * (size_t)lda + (size_t)k];
+                uint16_t b = trans_b ? B[(size_t)j * (size_t)ldb + (size_t)k]
+                                     : B[(size_t)k * (size_t)ldb + (size_t)j];
+                sum += bf16_value(a) * bf16_value(b);
+            }
+            C[(size_t)i * (size_t)ldc + (size_t)j] = sum;
+        }
+}
+
+/* Every product of the descriptor: f32; s8 (int32 result) or bf16 (float
+ * result), alpha 1 and beta 0 only. */
 eml_status eml_ref_gemm(void *ctx, const eml_gemm_desc *g)
 {
     (void)ctx;
+    if (g->dtype == EML_DTYPE_BF16) {
+        if (g->alpha != 1.0f || g->beta != 0.0f) return EML_ERR_UNSUPPORTED;
+        for (int i = 0; i < g->count; i++) {
+            size_t k = (size_t)i;
+            gemm_one_bf16(g->trans_a, g->trans_b, g->M, g->N, g->K,
+                          (const uint16_t *)g->A + k * g->stride_a, g->lda,
+                          (const uint16_t *)g->B + k * g->stride_b, g->ldb,
+                          (float *)g->C + k * g->stride_c, g->ldc);
+        }
+        return EML_OK;
+    }
     if (g->dtype == EML_DTYPE_S8) {
         if (g->alpha != 1.0f || g->beta != 0.0f) return EML_ERR_UNSUPPORTED;
         for (int i = 0; i < g->count; i++) {

@@ -159,7 +159,8 @@ eml_status eml_evaluate(eml_net *net, const eml_dataset *d, double *loss,
 eml_status eml_quantize_on(eml_net *net, const eml_dataset *d, size_t count,
                            eml_precision p, eml_err *err)
 {
-    if (p == EML_PREC_FP32) return eml_net_set_precision(net, p, err);
+    if (p != EML_PREC_INT8) /* fp32, bf16: nothing to calibrate */
+        return eml_net_set_precision(net, p, err);
     eml_status st = eml_dataset_check(net, d, "calibration", err);
     if (st != EML_OK) return st;
     if (count == 0 || count > d->count) count = d->count;

@@ -43,6 +43,8 @@ eml_status eml_layer_connected_forward(eml_net *net, layer *l, const float *in,
     eml_status st =
         net->precision == EML_PREC_INT8 && l->wq != NULL
             ? eml_quant_connected_product(net, l, in, n)
+        : net->precision == EML_PREC_BF16 && l->wbf != NULL
+            ? eml_bf16_connected_product(net, l, in, n)
             : layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_B, 0, 1,
                          n, (int)l->n_out, (int)l->n_in, in, (int)l->n_in,
                          l->wt, (int)l->n_in, 0.0f, l->out, (int)l->n_out);
@@ -170,6 +172,9 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
     if (net->precision == EML_PREC_INT8 && l->wq != NULL) {
         l->col_ready = 0;
         st = eml_quant_conv_product(net, l, in, n, s.ld);
+    } else if (net->precision == EML_PREC_BF16 && l->wbf != NULL) {
+        conv_columns(net, l, in, n);
+        st = eml_bf16_conv_product(net, l, n, s.ld);
     } else if (conv_whole(net, &cd)) {
         l->col_ready = 0;
         st = eml_conv(&net->gemm, &cd);

@@ -83,6 +83,7 @@ typedef struct layer {
     int8_t *xq;   /* the quantized columns (conv) or input (connected) */
     int8_t *xin;  /* conv: the quantized input, before its columns */
     int32_t *acc;
+    uint16_t *wbf, *xbf; /* bf16: the weights, the columns or input */
 
     double t_fwd, t_bwd;
 } layer;
@@ -157,7 +158,11 @@ eml_status eml_quant_conv_product(eml_net *net, layer *l, const float *in,
 /* A connected layer's product in int8: out (n x out) before bias. */
 eml_status eml_quant_connected_product(eml_net *net, layer *l,
                                        const float *in, int n);
-/* Frees a layer's int8 buffers. */
+/* The same in bf16, from l->col (conv: filled) or in (connected). */
+eml_status eml_bf16_conv_product(eml_net *net, layer *l, int n, size_t ld);
+eml_status eml_bf16_connected_product(eml_net *net, layer *l,
+                                      const float *in, int n);
+/* Frees a layer's int8 and bf16 buffers. */
 void eml_quant_free(layer *l, size_t max_batch);
 
 /* ==== layers_darknet.c ==== */

@@ -19,7 +19,8 @@
 #include "enclaveml/crypto.h"
 #include "nn/net_internal.h"
 
-static const char *const prec_names[EML_PREC_COUNT] = {"fp32", "int8"};
+static const char *const prec_names[EML_PREC_COUNT] = {"fp32", "int8",
+                                                       "bf16"};
 
 #define S8_COLUMNS 4096 /* columns of one s8 product (see below) */
 
@@ -67,6 +68,10 @@ void eml_quant_free(layer *l, size_t max_batch)
     free(l->xq);
     free(l->xin);
     free(l->acc);
+    if (l->wbf != NULL) eml_wipe(l->wbf, l->n_w * sizeof(uint16_t));
+    free(l->wbf);
+    free(l->xbf);
+    l->wbf = l->xbf = NULL;
     l->xin = NULL;
     l->wq = NULL;
     l->wscale = NULL;
@@ -103,6 +108,36 @@ static eml_status quantize_layer(eml_net *net, layer *l, eml_err *err)
     return EML_OK;
 }
 
+/* Round to nearest even (NaN kept a NaN). */
+static inline uint16_t to_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 64);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static void to_bf16_all(const float *x, uint16_t *y, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] = to_bf16(x[i]);
+}
+
+static eml_status bf16_layer(eml_net *net, layer *l, eml_err *err)
+{
+    size_t mb = (size_t)net->max_batch, k = l->n_w / l->n_b;
+    size_t cols = l->type == EML_LAYER_CONVOLUTIONAL
+                      ? k * mb * (size_t)l->out_h * (size_t)l->out_w
+                      : mb * l->n_in;
+    l->wbf = malloc(l->n_w * sizeof(uint16_t));
+    l->xbf = malloc(cols * sizeof(uint16_t));
+    if (l->wbf == NULL || l->xbf == NULL)
+        return eml_err_set(err, EML_ERR_NOMEM, "out of memory for bf16");
+    to_bf16_all(l->wt, l->wbf, l->n_w);
+    return EML_OK;
+}
+
 eml_status eml_net_set_precision(eml_net *net, eml_precision p, eml_err *err)
 {
     if ((int)p < 0 || p >= EML_PREC_COUNT)
@@ -118,6 +153,11 @@ eml_status eml_net_set_precision(eml_net *net, eml_precision p, eml_err *err)
     for (int i = 0; i < net->n_layers; i++) {
         layer *l = &net->layers[i];
         if (!quantized(l)) continue;
+        if (p == EML_PREC_BF16) {
+            eml_status st = bf16_layer(net, l, err);
+            if (st != EML_OK) return st;
+            continue;
+        }
         if (!(l->in_max > 0))
             return eml_err_set(err, EML_ERR_INVALID,
                                "layer %d: no calibrated input range (run "
@@ -240,4 +280,39 @@ eml_status eml_quant_connected_product(eml_net *net, layer *l,
             l->out[(size_t)b * no + j] =
                 (float)l->acc[(size_t)b * no + j] * sx * l->wscale[j];
     return EML_OK;
+}
+
+static eml_status bf16_gemm(eml_net *net, const layer *l, int tb, int M,
+                            int N, int K, const uint16_t *A, int lda,
+                            const uint16_t *B, int ldb, float *C, int ldc)
+{
+    eml_gemm_desc g = eml_gemm_desc_f32(0, tb, M, N, K, 1.0f, NULL, lda,
+                                        NULL, ldb, 0.0f, C, ldc);
+    g.dtype = EML_DTYPE_BF16;
+    g.A = A;
+    g.B = B;
+    g.layer = l->index;
+    g.pass = EML_GEMM_FORWARD;
+    g.weight = A == l->wbf ? EML_GEMM_WEIGHT_A : EML_GEMM_WEIGHT_B;
+    g.weight_version = net->wversion;
+    return eml_gemm(&net->gemm, &g);
+}
+
+eml_status eml_bf16_conv_product(eml_net *net, layer *l, int n, size_t ld)
+{
+    int f = l->out_c, ckk = l->c * l->size * l->size;
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
+    int wide = (int)((size_t)n * hw);
+    to_bf16_all(l->col, l->xbf, (size_t)ckk * (size_t)wide);
+    return bf16_gemm(net, l, 0, f, wide, ckk, l->wbf, ckk, l->xbf, wide,
+                     l->wide, (int)ld);
+}
+
+eml_status eml_bf16_connected_product(eml_net *net, layer *l,
+                                      const float *in, int n)
+{
+    int no = (int)l->n_out, ni = (int)l->n_in;
+    to_bf16_all(in, l->xbf, (size_t)n * (size_t)ni);
+    return bf16_gemm(net, l, 1, n, no, ni, l->xbf, ni, l->wbf, ni, l->out,
+                     no);
 }
