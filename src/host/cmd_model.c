@@ -189,6 +189,36 @@ static const char predict_usage[] =
     "calibrates on the first --calibrate N (1000) training images of DIR\n"
     "(docs/cfg.md, \"Reduced precision\").\n";
 
+/* predict's output: JSON (outputs, predictions, what was outsourced), or
+ * one "index<TAB>class" line per image. */
+static void print_predictions(const eml_common_opts *c,
+                              const eml_outsourced *os, size_t count,
+                              size_t k, const float *outs,
+                              const uint32_t *pred)
+{
+    if (!c->json) {
+        for (size_t i = 0; i < count; i++)
+            printf("%zu\t%u\n", i, (unsigned)pred[i]);
+        return;
+    }
+    eml_json j;
+    eml_json_begin(&j, stdout);
+    eml_json_int(&j, "count", (long long)count);
+    eml_json_array_begin(&j, "outputs");
+    for (size_t i = 0; i < count; i++) {
+        eml_json_array_begin(&j, NULL);
+        for (size_t q = 0; q < k; q++) eml_json_num(&j, NULL, outs[i * k + q]);
+        eml_json_array_end(&j);
+    }
+    eml_json_array_end(&j);
+    eml_json_array_begin(&j, "predictions");
+    for (size_t i = 0; i < count; i++)
+        eml_json_int(&j, NULL, (long long)pred[i]);
+    eml_json_array_end(&j);
+    eml_outsourced_json(os, c, &j);
+    eml_json_end(&j);
+}
+
 int eml_cmd_predict(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -284,28 +314,7 @@ int eml_cmd_predict(int argc, char **argv)
         rc = eml_outsourced_fail(&os, st, &err);
         goto out;
     }
-    if (c.json) {
-        eml_json j;
-        eml_json_begin(&j, stdout);
-        eml_json_int(&j, "count", (long long)count);
-        eml_json_array_begin(&j, "outputs");
-        for (size_t i = 0; i < count; i++) {
-            eml_json_array_begin(&j, NULL);
-            for (size_t q = 0; q < k; q++)
-                eml_json_num(&j, NULL, outs[i * k + q]);
-            eml_json_array_end(&j);
-        }
-        eml_json_array_end(&j);
-        eml_json_array_begin(&j, "predictions");
-        for (size_t i = 0; i < count; i++)
-            eml_json_int(&j, NULL, (long long)pred[i]);
-        eml_json_array_end(&j);
-        eml_outsourced_json(&os, &c, &j);
-        eml_json_end(&j);
-    } else {
-        for (size_t i = 0; i < count; i++)
-            printf("%zu\t%u\n", i, (unsigned)pred[i]);
-    }
+    print_predictions(&c, &os, count, k, outs, pred);
     rc = 0;
 out:
     eml_outsourced_end(&os);
