@@ -178,19 +178,23 @@ static void quantize_input(const layer *l, const float *x, int8_t *q, size_t n)
     for (size_t i = 0; i < n; i++) q[i] = q8(x[i], inv);
 }
 
-static eml_status s8_gemm(eml_net *net, const layer *l, int tb, int M, int N,
-                          int K, const int8_t *A, int lda, const int8_t *B,
-                          int ldb, int32_t *C, int ldc)
+/* One of the layer's reduced-precision products (dtype S8: int32 result;
+ * BF16: float result) through the GEMM dispatch point; w is the layer's
+ * weight operand (A or B). */
+static eml_status typed_gemm(eml_net *net, const layer *l, eml_dtype dtype,
+                             const void *w, int tb, int M, int N, int K,
+                             const void *A, int lda, const void *B, int ldb,
+                             void *C, int ldc)
 {
     eml_gemm_desc g = eml_gemm_desc_f32(0, tb, M, N, K, 1.0f, NULL, lda,
                                         NULL, ldb, 0.0f, NULL, ldc);
-    g.dtype = EML_DTYPE_S8;
+    g.dtype = dtype;
     g.A = A;
     g.B = B;
     g.C = C;
     g.layer = l->index;
     g.pass = EML_GEMM_FORWARD;
-    g.weight = A == l->wq ? EML_GEMM_WEIGHT_A : EML_GEMM_WEIGHT_B;
+    g.weight = A == w ? EML_GEMM_WEIGHT_A : EML_GEMM_WEIGHT_B;
     g.weight_version = net->wversion;
     return eml_gemm(&net->gemm, &g);
 }
@@ -250,8 +254,8 @@ eml_status eml_quant_conv_product(eml_net *net, layer *l, const float *in,
     eml_status st = EML_OK;
     for (int j0 = 0; st == EML_OK && j0 < wide; j0 += S8_COLUMNS) {
         int nj = wide - j0 < S8_COLUMNS ? wide - j0 : S8_COLUMNS;
-        st = s8_gemm(net, l, 0, f, nj, ckk, l->wq, ckk, l->xq + j0, wide,
-                     l->acc + j0, wide);
+        st = typed_gemm(net, l, EML_DTYPE_S8, l->wq, 0, f, nj, ckk, l->wq,
+                        ckk, l->xq + j0, wide, l->acc + j0, wide);
     }
     if (st != EML_OK) return st;
     float sx = l->in_max / 127.0f;
@@ -271,8 +275,8 @@ eml_status eml_quant_connected_product(eml_net *net, layer *l,
     int no = (int)l->n_out, ni = (int)l->n_in;
     quantize_input(l, in, l->xq, (size_t)n * (size_t)ni);
     /* out (n x out) = xq (n x in) wq^T (in x out) */
-    eml_status st = s8_gemm(net, l, 1, n, no, ni, l->xq, ni, l->wq, ni,
-                            l->acc, no);
+    eml_status st = typed_gemm(net, l, EML_DTYPE_S8, l->wq, 1, n, no, ni,
+                               l->xq, ni, l->wq, ni, l->acc, no);
     if (st != EML_OK) return st;
     float sx = l->in_max / 127.0f;
     for (int b = 0; b < n; b++)
@@ -282,30 +286,14 @@ eml_status eml_quant_connected_product(eml_net *net, layer *l,
     return EML_OK;
 }
 
-static eml_status bf16_gemm(eml_net *net, const layer *l, int tb, int M,
-                            int N, int K, const uint16_t *A, int lda,
-                            const uint16_t *B, int ldb, float *C, int ldc)
-{
-    eml_gemm_desc g = eml_gemm_desc_f32(0, tb, M, N, K, 1.0f, NULL, lda,
-                                        NULL, ldb, 0.0f, C, ldc);
-    g.dtype = EML_DTYPE_BF16;
-    g.A = A;
-    g.B = B;
-    g.layer = l->index;
-    g.pass = EML_GEMM_FORWARD;
-    g.weight = A == l->wbf ? EML_GEMM_WEIGHT_A : EML_GEMM_WEIGHT_B;
-    g.weight_version = net->wversion;
-    return eml_gemm(&net->gemm, &g);
-}
-
 eml_status eml_bf16_conv_product(eml_net *net, layer *l, int n, size_t ld)
 {
     int f = l->out_c, ckk = l->c * l->size * l->size;
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)((size_t)n * hw);
     to_bf16_all(l->col, l->xbf, (size_t)ckk * (size_t)wide);
-    return bf16_gemm(net, l, 0, f, wide, ckk, l->wbf, ckk, l->xbf, wide,
-                     l->wide, (int)ld);
+    return typed_gemm(net, l, EML_DTYPE_BF16, l->wbf, 0, f, wide, ckk,
+                      l->wbf, ckk, l->xbf, wide, l->wide, (int)ld);
 }
 
 eml_status eml_bf16_connected_product(eml_net *net, layer *l,
@@ -313,6 +301,6 @@ eml_status eml_bf16_connected_product(eml_net *net, layer *l,
 {
     int no = (int)l->n_out, ni = (int)l->n_in;
     to_bf16_all(in, l->xbf, (size_t)n * (size_t)ni);
-    return bf16_gemm(net, l, 1, n, no, ni, l->xbf, ni, l->wbf, ni, l->out,
-                     no);
+    return typed_gemm(net, l, EML_DTYPE_BF16, l->wbf, 1, n, no, ni, l->xbf,
+                      ni, l->wbf, ni, l->out, no);
 }
