@@ -24,24 +24,21 @@ static void plane_2x2(const float *x, float *y, int32_t *am,
         float *yo = y + (size_t)oy * s->out_w;
         int32_t *ao = am + (size_t)oy * s->out_w;
         int32_t base = 2 * oy * s->in_w;
+        /* Selects, not branches: on real data which tap wins is a coin
+         * toss, and mispredicted branches cost more than the loads. */
         for (int ox = 0; ox < full_w; ox++) {
             int ix = 2 * ox;
-            float best = r0[ix];
-            int32_t bi = base + ix;
-            if (r0[ix + 1] > best) {
-                best = r0[ix + 1];
-                bi = base + ix + 1;
-            }
-            if (r1[ix] > best) {
-                best = r1[ix];
-                bi = base + s->in_w + ix;
-            }
-            if (r1[ix + 1] > best) {
-                best = r1[ix + 1];
-                bi = base + s->in_w + ix + 1;
-            }
-            yo[ox] = best;
-            ao[ox] = bi;
+            float a = r0[ix], b = r0[ix + 1], c = r1[ix], d = r1[ix + 1];
+            int32_t i0 = base + ix;
+            float m = b > a ? b : a;
+            int32_t mi = b > a ? i0 + 1 : i0;
+            int32_t ic = i0 + s->in_w;
+            mi = c > m ? ic : mi;
+            m = c > m ? c : m;
+            mi = d > m ? ic + 1 : mi;
+            m = d > m ? d : m;
+            yo[ox] = m;
+            ao[ox] = mi;
         }
     }
     if (full_h == s->out_h && full_w == s->out_w) return;
