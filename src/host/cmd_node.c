@@ -101,18 +101,6 @@ static eml_status io_recv(void *user, double deadline, const uint8_t **p,
     return eml_node_link_recv(h->link, deadline, p, n, err);
 }
 
-/* The process's peak resident set (VmHWM), KiB; 0 if unknown. */
-static long peak_rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = 0;
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-        if (strncmp(line, "VmHWM:", 6) == 0) kib = strtol(line + 6, NULL, 10);
-    if (f != NULL) fclose(f);
-    return kib;
-}
-
 /* The round's line, with what only the host knows: bytes sent, memory. */
 static void io_round(void *user, const char *json)
 {
@@ -121,7 +109,7 @@ static void io_round(void *user, const char *json)
     if (len == 0 || json[len - 1] != '}') return;
     printf("%.*s,\"bytes_sent\":%llu,\"max_rss_kib\":%ld}\n", (int)len - 1,
            json, (unsigned long long)eml_node_link_bytes_sent(h->link),
-           peak_rss_kib());
+           eml_peak_rss_kib(0));
     fflush(stdout);
 }
 

@@ -320,15 +320,7 @@ static eml_status start_sim(eml_enclave_host *h, int fd, eml_err *err)
 
 long eml_enclave_host_peak_rss_kib(const eml_enclave_host *h)
 {
-    if (h->pid <= 0) return 0;
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%ld/status", (long)h->pid);
-    FILE *f = fopen(path, "r");
-    long kib = 0;
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
-        if (strncmp(line, "VmHWM:", 6) == 0) kib = strtol(line + 6, NULL, 10);
-    if (f != NULL) fclose(f);
-    return kib;
+    return h->pid > 0 ? eml_peak_rss_kib((long)h->pid) : 0;
 }
 
 /* ==== ecalls ==== */

@@ -272,24 +272,30 @@ static eml_status serve_worker(eml_enclave_host *h, eml_msg_any *q,
 
 /* NODE_SEND / NODE_RECV: a node's frames over its link (sealed by the
  * enclave; the host moves bytes).  NODE_REPORT: its lines, printed. */
-/* The node's start hook, once: its failure ends the run (the reason in
- * h->ocall_err). */
-static eml_status node_start(eml_enclave_host *h)
+/* Every NODE_* ocall's first step: the host must be serving a node, and
+ * its start hook runs once before the first frame moves.  1 with *n set;
+ * 0 with *st what the ocall returns: an ERROR reply's sending, or the
+ * hook's failure, which ends the run (the reason in h->ocall_err). */
+static int node_ready(eml_enclave_host *h, uint32_t seq,
+                      const eml_node_io **n, eml_status *st)
 {
-    const eml_node_io *n = h->node;
-    if (h->node_started || n->start == NULL) return EML_OK;
-    eml_status st = n->start(n->user, &h->ocall_err);
-    h->node_started = st == EML_OK;
-    return st;
+    *n = h->node;
+    if (*n == NULL) {
+        *st = reply_error(h, seq, "this is not a node");
+        return 0;
+    }
+    if (h->node_started || (*n)->start == NULL) return 1;
+    *st = (*n)->start((*n)->user, &h->ocall_err);
+    h->node_started = *st == EML_OK;
+    return h->node_started;
 }
 
 static eml_status serve_node_send(eml_enclave_host *h, eml_msg_any *q,
                                   uint32_t seq)
 {
-    const eml_node_io *n = h->node;
-    if (n == NULL) return reply_error(h, seq, "this is not a node");
-    eml_status started = node_start(h);
-    if (started != EML_OK) return started;
+    const eml_node_io *n;
+    eml_status not_ready;
+    if (!node_ready(h, seq, &n, &not_ready)) return not_ready;
     eml_err err = {0};
     const eml_ocall_node_send *s = &q->m_NODE_SEND;
     double deadline = eml_wall_seconds() + (double)s->wait_ms / 1000;
@@ -311,10 +317,9 @@ static eml_status serve_node_send(eml_enclave_host *h, eml_msg_any *q,
 static eml_status serve_node_recv(eml_enclave_host *h, eml_msg_any *q,
                                   uint32_t seq)
 {
-    const eml_node_io *n = h->node;
-    if (n == NULL) return reply_error(h, seq, "this is not a node");
-    eml_status started = node_start(h);
-    if (started != EML_OK) return started;
+    const eml_node_io *n;
+    eml_status not_ready;
+    if (!node_ready(h, seq, &n, &not_ready)) return not_ready;
     eml_err err = {0};
     const uint8_t *p = NULL;
     size_t len = 0;
@@ -405,8 +410,11 @@ eml_status eml_host_serve_ocall(eml_enclave_host *h, uint16_t type,
                                derr.msg);
         st = fn(h, &q, h->ch.recv_seq);
     }
-    if (st != EML_OK && h->ocall_err.msg[0] != '\0')
-        return eml_err_set(err, st, "%s", h->ocall_err.msg);
+    if (st != EML_OK && h->ocall_err.msg[0] != '\0') {
+        eml_err_set(err, st, "%s", h->ocall_err.msg);
+        memset(&h->ocall_err, 0, sizeof(h->ocall_err)); /* said once */
+        return st;
+    }
     if (st != EML_OK)
         return eml_err_set(err, st, "protocol error: unexpected or "
                                     "malformed %s from the enclave",

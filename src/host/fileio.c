@@ -109,3 +109,18 @@ int eml_fd_write_all(int fd, const void *buf, size_t len)
     }
     return 0;
 }
+
+long eml_peak_rss_kib(long pid)
+{
+    char path[64], line[256];
+    if (pid > 0)
+        snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+    else
+        snprintf(path, sizeof(path), "/proc/self/status");
+    FILE *f = fopen(path, "r");
+    long kib = 0;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "VmHWM:", 6) == 0) kib = strtol(line + 6, NULL, 10);
+    if (f != NULL) fclose(f);
+    return kib;
+}

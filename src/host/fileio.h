@@ -20,4 +20,7 @@ EML_MUST_CHECK eml_status eml_file_write_atomic(const char *path,
 /* Writes all len bytes to fd (retrying short writes and EINTR); 0 or an
  * errno value. */
 int eml_fd_write_all(int fd, const void *p, size_t len);
+/* A process's peak resident set (VmHWM of /proc/PID/status), KiB; pid 0:
+ * this process.  0 if it cannot be read. */
+long eml_peak_rss_kib(long pid);
 #endif

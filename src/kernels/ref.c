@@ -39,6 +39,14 @@ static void ref_state_free(eml_kstate *ks)
  * eml_gemm().  Two loop orders, both plain: with B untransposed the inner
  * loop is an axpy over a row of B, otherwise a dot product over a row of B;
  * either way the inner loop walks contiguous memory. */
+/* Where element (r, c) of op(X) lies in X, stored with row stride ld
+ * (X is stored transposed when trans). */
+static inline size_t at(int trans, int ld, int r, int c)
+{
+    return trans ? (size_t)c * (size_t)ld + (size_t)r
+                 : (size_t)r * (size_t)ld + (size_t)c;
+}
+
 static void gemm_one(int trans_a, int trans_b, int M, int N, int K,
                      float alpha, const float *A, int lda, const float *B,
                      int ldb, float beta, float *C, int ldc)
@@ -56,9 +64,7 @@ static void gemm_one(int trans_a, int trans_b, int M, int N, int K,
             continue; /* as in BLAS: A and B are not read */
         if (!trans_b) {
             for (int k = 0; k < K; k++) {
-                float a = trans_a ? A[(size_t)k * (size_t)lda + (size_t)i]
-                                  : A[(size_t)i * (size_t)lda + (size_t)k];
-                float aa = alpha * a;
+                float aa = alpha * A[at(trans_a, lda, i, k)];
                 const float *b = B + (size_t)k * (size_t)ldb; /* (N) */
                 for (int j = 0; j < N; j++)
                     c[j] += aa * b[j];
@@ -67,12 +73,8 @@ static void gemm_one(int trans_a, int trans_b, int M, int N, int K,
             for (int j = 0; j < N; j++) {
                 const float *b = B + (size_t)j * (size_t)ldb; /* (K) */
                 float sum = 0.0f;
-                for (int k = 0; k < K; k++) {
-                    float a = trans_a
-                                  ? A[(size_t)k * (size_t)lda + (size_t)i]
-                                  : A[(size_t)i * (size_t)lda + (size_t)k];
-                    sum += a * b[k];
-                }
+                for (int k = 0; k < K; k++)
+                    sum += A[at(trans_a, lda, i, k)] * b[k];
                 c[j] += alpha * sum;
             }
         }
@@ -88,13 +90,9 @@ static void gemm_one_s8(int trans_a, int trans_b, int M, int N, int K,
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             int32_t sum = 0;
-            for (int k = 0; k < K; k++) {
-                int32_t a = trans_a ? A[(size_t)k * (size_t)lda + (size_t)i]
-                                    : A[(size_t)i * (size_t)lda + (size_t)k];
-                int32_t b = trans_b ? B[(size_t)j * (size_t)ldb + (size_t)k]
-                                    : B[(size_t)k * (size_t)ldb + (size_t)j];
-                sum += a * b;
-            }
+            for (int k = 0; k < K; k++)
+                sum += (int32_t)A[at(trans_a, lda, i, k)] *
+                       (int32_t)B[at(trans_b, ldb, k, j)];
             C[(size_t)i * (size_t)ldc + (size_t)j] = sum;
         }
 }
@@ -115,13 +113,9 @@ static void gemm_one_bf16(int trans_a, int trans_b, int M, int N, int K,
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             float sum = 0;
-            for (int k = 0; k < K; k++) {
-                uint16_t a = trans_a ? A[(size_t)k * (size_t)lda + (size_t)i]
-                                     : A[(size_t)i * (size_t)lda + (size_t)k];
-                uint16_t b = trans_b ? B[(size_t)j * (size_t)ldb + (size_t)k]
-                                     : B[(size_t)k * (size_t)ldb + (size_t)j];
-                sum += bf16_value(a) * bf16_value(b);
-            }
+            for (int k = 0; k < K; k++)
+                sum += bf16_value(A[at(trans_a, lda, i, k)]) *
+                       bf16_value(B[at(trans_b, ldb, k, j)]);
             C[(size_t)i * (size_t)ldc + (size_t)j] = sum;
         }
 }

@@ -241,14 +241,15 @@ eml_status eml_layer_shortcut_backward(eml_net *net, layer *l, int n)
                                          (size_t)n * l->n_out, l->act);
     if (st != EML_OK) return st;
     overlap o = overlap_of(l, f);
-    size_t total = (size_t)n * l->n_out;
-    for (size_t j = 0; j < total; j++) p->delta[j] += l->delta[j];
-    /* Examples one after the other: `from` may be the previous layer, and
-     * both sums then land in one buffer. */
+    /* Examples in parallel: each writes only its own rows of both deltas.
+     * Within an example `from` may be the previous layer, so both sums may
+     * land in one buffer: one thread does them in order. */
+#pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++) {
         const float *d = l->delta + (size_t)b * l->n_out;
         float *pd = p->delta + (size_t)b * p->n_out;
         float *fd = f->delta + (size_t)b * f->n_out;
+        for (size_t j = 0; j < l->n_out; j++) pd[j] += d[j];
         for (int k = 0; k < o.minc; k++)
             for (int y = 0; y < o.minh; y++)
                 for (int x = 0; x < o.minw; x++) {
@@ -278,6 +279,7 @@ void eml_layer_route_forward(eml_net *net, layer *l, int n)
 
 void eml_layer_route_backward(eml_net *net, layer *l, int n)
 {
+#pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++) {
         const float *d = l->delta + (size_t)b * l->n_out;
         for (int k = 0; k < l->n_route; k++) {

@@ -487,7 +487,7 @@ void eml_net_free(eml_net *net)
             free(l->ws);
             free(l->mask);
             if (l->xhat != NULL) free_wiped(l->xhat, mb * l->n_out);
-            eml_quant_free(l, mb);
+            eml_quant_free(l);
             free(l->inv_std);
             eml_scatter_free(l->sc);
         }
@@ -766,6 +766,7 @@ static eml_status backward(eml_net *net, int n, float *sqnorm, int sums)
         if (st != EML_OK) return st;
         if (din != NULL && din == net->dtmp && l->type != EML_LAYER_SOFTMAX) {
             size_t total = (size_t)n * below->n_out;
+#pragma omp parallel for schedule(static) if (total > 65536)
             for (size_t j = 0; j < total; j++) below->delta[j] += din[j];
         }
         if (net->profiling) l->t_bwd += now_seconds() - t0;

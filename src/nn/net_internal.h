@@ -163,7 +163,7 @@ eml_status eml_bf16_conv_product(eml_net *net, layer *l, int n, size_t ld);
 eml_status eml_bf16_connected_product(eml_net *net, layer *l,
                                       const float *in, int n);
 /* Frees a layer's int8 and bf16 buffers. */
-void eml_quant_free(layer *l, size_t max_batch);
+void eml_quant_free(layer *l);
 
 /* ==== layers_darknet.c ==== */
 

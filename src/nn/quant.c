@@ -59,9 +59,8 @@ static inline int8_t q8(float x, float inv)
     return (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
 }
 
-void eml_quant_free(layer *l, size_t max_batch)
+void eml_quant_free(layer *l)
 {
-    (void)max_batch;
     if (l->wq != NULL) eml_wipe(l->wq, l->n_w); /* the model's weights */
     free(l->wq);
     free(l->wscale);
@@ -143,7 +142,7 @@ eml_status eml_net_set_precision(eml_net *net, eml_precision p, eml_err *err)
     if ((int)p < 0 || p >= EML_PREC_COUNT)
         return eml_err_set(err, EML_ERR_INVALID, "unknown precision");
     for (int i = 0; i < net->n_layers; i++)
-        eml_quant_free(&net->layers[i], (size_t)net->max_batch);
+        eml_quant_free(&net->layers[i]);
     net->precision = EML_PREC_FP32;
     if (p == EML_PREC_FP32) return EML_OK;
     if (!net->inference)
