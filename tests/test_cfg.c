@@ -521,12 +521,13 @@ static void test_unknown_key(void **state)
                EML_ERR_FORMAT, "t.cfg:8: unknown key 'foo' in [convolutional]");
     expect_err(NET "[conv]\nfilters=4\nsize=3\nfoo=1\n", EML_ERR_FORMAT,
                "t.cfg:8: unknown key 'foo' in [conv]");
-    /* Darknet's augmentation keys are known and ignored, each named once
-     * for the host's warning; a key Darknet does not know stays an
-     * error. */
+    /* Darknet's colour augmentation keys are known and ignored, each
+     * named once for the host's warning (its geometric ones apply:
+     * test_augment); a key Darknet does not know stays an error. */
     eml_netcfg *aug = parse_ok(NET "saturation=1.5\nangle=7\nhue=.1\n"
-                                   ONE_LAYER);
-    assert_string_equal(aug->ignored, "angle, saturation, hue");
+                                   "jitter=.2\n" ONE_LAYER);
+    assert_string_equal(aug->ignored, "saturation, hue, jitter");
+    assert_true(aug->augment.on && aug->augment.crop);
     eml_cfg_free(aug);
     expect_err(NET "rotation=7\n" ONE_LAYER, EML_ERR_FORMAT,
                "t.cfg:5: unknown key 'rotation' in [net]");

@@ -991,6 +991,16 @@ static const char cfg_batchnorm[] =
     "[maxpool]\nsize=2\nstride=2\n"
     "[connected]\noutput=4\nactivation=linear\n[softmax]\n";
 
+/* Augmentation draws from (seed, step, example) alone: a resume augments
+ * as the uninterrupted run did. */
+static const char cfg_augment[] =
+    "[net]\nbatch=16\nheight=8\nwidth=8\nchannels=1\nlearning_rate=0.05\n"
+    "momentum=0.9\nepochs=3\nflip=1\nmin_crop=8\nmax_crop=11\nangle=15\n"
+    "aspect=1.2\n"
+    "[convolutional]\nfilters=4\nsize=3\npad=1\nactivation=relu\n"
+    "[maxpool]\nsize=2\nstride=2\n"
+    "[connected]\noutput=4\nactivation=linear\n[softmax]\n";
+
 enum { N_TRAIN = 320, N_TEST = 64 };
 static uint8_t tr_img[N_TRAIN * 64], tr_lab[N_TRAIN];
 static uint8_t te_img[N_TEST * 64], te_lab[N_TEST];
@@ -1221,6 +1231,13 @@ static void test_resume_batchnorm(void **state)
     check_resume(&c);
 }
 
+static void test_resume_augment(void **state)
+{
+    (void)state;
+    run_case c = {"augmentation, every 3", cfg_augment, 0, 3};
+    check_resume(&c);
+}
+
 static void test_resume_ema(void **state)
 {
     (void)state;
@@ -1282,6 +1299,7 @@ int main(void)
         cmocka_unit_test(test_resume_dropout_momentum),
         cmocka_unit_test(test_resume_every_3),
         cmocka_unit_test(test_resume_batchnorm),
+        cmocka_unit_test(test_resume_augment),
         cmocka_unit_test(test_resume_ema),
         cmocka_unit_test(test_resume_adam),
         cmocka_unit_test(test_resume_max_batches),

@@ -107,6 +107,18 @@ typedef struct eml_layer_cfg {
     eml_cost_type cost_type;
 } eml_layer_cfg;
 
+/* Darknet's geometric augmentation of training images ([net] keys flip,
+ * min_crop, max_crop, angle, aspect; applied by augment.c). */
+typedef struct eml_augment_cfg {
+    int on;                 /* any of the keys was given */
+    int flip;               /* mirror half the images left to right */
+    int crop;               /* scale, rotate, stretch and crop */
+    int min_crop, max_crop; /* the smaller side scaled to [min, max] */
+    float angle;            /* rotation in [-angle, angle] degrees */
+    float aspect;           /* width stretched by a factor between 1 and
+                               aspect, or its inverse */
+} eml_augment_cfg;
+
 typedef struct eml_netcfg {
     /* [net] */
     int batch;              /* default 128 */
@@ -129,7 +141,8 @@ typedef struct eml_netcfg {
     float power;            /* policy=poly: the exponent, default 4 */
     int burn_in;            /* Darknet's warm-up: lr (t / burn_in)^4 for the
                                first burn_in steps; 0 = none */
-    /* Keys Darknet knows that change nothing here (data augmentation and
+    eml_augment_cfg augment;
+    /* Keys Darknet knows that change nothing here (colour jitter and
      * the like), comma-separated, each named once: the host warns. */
     char ignored[EML_CFG_IGNORED_MAX];
 

@@ -100,6 +100,29 @@ static inline size_t eml_conv_ld(const eml_conv_shape *s)
 
 typedef struct eml_kstate eml_kstate; /* per-network backend state (caches) */
 
+/* An int8 convolution of a batch in channels-last layout (NHWC: src
+ * (batch, h, w, c), dst (batch, out_h, out_w, out_c)) with the weights
+ * (out_c, c, size, size) as the layers keep them, in s's geometry (ld
+ * unused).  Per output value, acc the exact int32 sum of weight times
+ * input over the window (zero outside the input):
+ *     v = (acc + bias[j]) * scale[j]        (j the output channel; the
+ *                                            bias in the sum's units)
+ *     v = v + sum_scale * dst               (only if sum_scale != 0: dst
+ *                                            holds an s8 tensor to add)
+ *     v = act(v)                            (linear, relu or leaky)
+ *     dst = v rounded to nearest (ties to even), saturated to [-128, 127]
+ * key names the weights, scales and bias: calls with equal keys promise
+ * equal values, so a backend may keep what it derives from them (the fast
+ * table's reordered weights). */
+typedef struct eml_qconv {
+    int batch, out_c;
+    eml_conv_shape s;
+    const float *scale, *bias; /* out_c each */
+    float sum_scale;
+    eml_act act;
+    uint64_t key;
+} eml_qconv;
+
 /* What a matrix product is, so that a backend can decide how to run it
  * (an outsourcing backend caches a blinded weight until its version
  * changes, verifies each product, quantizes by data type).
@@ -208,6 +231,11 @@ typedef struct eml_kernels {
     /* Adds the column gradient back into din (din is accumulated into,
      * callers zero it first). */
     void (*col2im)(float *din, const float *col, const eml_conv_shape *s);
+
+    /* The int8 convolution of q (see eml_qconv); acts other than linear,
+     * relu and leaky are EML_ERR_UNSUPPORTED. */
+    eml_status (*qconv)(eml_kstate *ks, const eml_qconv *q,
+                        const int8_t *src, const int8_t *w, int8_t *dst);
 } eml_kernels;
 
 /* The table for a kind; never NULL for a valid kind. */

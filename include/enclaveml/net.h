@@ -164,17 +164,22 @@ EML_MUST_CHECK eml_status eml_precision_parse(const char *name,
                                               eml_precision *out);
 const char *eml_precision_name(eml_precision p);
 /* Calibration: while on, forward passes (fp32) record each convolution's
- * and connected layer's largest |input|; turning it on forgets earlier
- * ranges. */
+ * and connected layer's largest |input| and every layer's largest
+ * |output|; turning it on forgets earlier ranges. */
 void eml_net_calibrate(eml_net *net, int on);
 /* An inference net's convolutions and connected layers to int8 (weights
  * quantized per output channel, symmetric, from the current parameters;
  * inputs with the scale calibration found), to bf16 (weights and inputs
  * rounded to bfloat16; no calibration), or back to fp32.  Fails for a
- * training net, or (int8) a layer calibration never saw. */
+ * training net, or (int8) a layer calibration never saw.  With int8, the
+ * leading convolutions, batch norms, shortcuts and max pools run on int8
+ * tensors from layer to layer (docs/cfg.md, "Reduced precision"). */
 EML_MUST_CHECK eml_status eml_net_set_precision(eml_net *net,
                                                 eml_precision p,
                                                 eml_err *err);
+/* int8: how many leading layers run on int8 tensors from layer to layer
+ * (0: none, or another precision). */
+int eml_net_int8_layers(const eml_net *net);
 
 /* ==== weights in Darknet's binary .weights format ==== */
 /* Bytes of the net's .weights file (header included). */

@@ -226,6 +226,7 @@ eml_status eml_bench_run(const eml_netcfg *cfg, const eml_bench_opts *o,
                            (o->train ? eml_net_flops_backward(r.net) : 0);
     res->parameters = eml_net_trainable_count(r.net);
     res->n_layers = eml_net_n_layers(r.net);
+    res->int8_layers = eml_net_int8_layers(r.net);
     if (o->profile) {
         res->layers = calloc((size_t)res->n_layers, sizeof(*res->layers));
         for (int i = 0; res->layers != NULL && i < res->n_layers; i++)

@@ -42,6 +42,7 @@ typedef struct eml_bench_result {
     int steps;
     double flops_per_image; /* this mode's: forward, or forward + backward */
     size_t parameters;      /* trainable */
+    int int8_layers;        /* int8: leading layers on int8 tensors */
     int n_layers;
     eml_bench_layer *layers; /* with profile: n_layers entries (free()) */
 } eml_bench_result;

@@ -182,6 +182,8 @@ int eml_cmd_bench(int argc, char **argv)
         eml_json_num(&j, "peak_share", peak > 0 ? gflops / peak : 0);
         eml_json_int(&j, "parameters", (long long)r.parameters);
         eml_json_num(&j, "flops_per_image", r.flops_per_image);
+        if (a.prec == EML_PREC_INT8)
+            eml_json_int(&j, "int8_layers", r.int8_layers);
         if (a.layers) print_layers(&r, a.train, 1, &j);
         eml_json_end(&j);
     } else {
@@ -194,6 +196,9 @@ int eml_cmd_bench(int argc, char **argv)
                r.images_per_second, gflops,
                peak > 0 ? 100 * gflops / peak : 0, a.precision, peak,
                a.threads);
+        if (a.prec == EML_PREC_INT8)
+            printf("int8 from layer to layer: the first %d of %d layers\n",
+                   r.int8_layers, r.n_layers);
     }
     free(r.layers);
     return 0;

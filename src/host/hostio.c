@@ -20,14 +20,14 @@ eml_status eml_cfg_load(const char *path, eml_netcfg **out, eml_err *err)
     if (st != EML_OK) return st;
     st = eml_cfg_parse((const char *)buf, len, path, out, err);
     free(buf);
-    /* Darknet's data-augmentation keys: accepted, and said once. */
+    /* Darknet's colour jitter and detection keys: accepted, said once. */
     static int warned;
     if (st == EML_OK && (*out)->ignored[0] != '\0' && !warned) {
         warned = 1;
         fprintf(stderr,
-                "enclaveml: warning: %s: ignored (Darknet's data "
-                "augmentation; the data goes in as its owner encrypted "
-                "it): %s\n",
+                "enclaveml: warning: %s: ignored (Darknet's colour and "
+                "detection augmentation; enclaveml applies only flip, "
+                "min_crop, max_crop, angle and aspect): %s\n",
                 path, (*out)->ignored);
     }
     return st;

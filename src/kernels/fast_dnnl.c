@@ -24,44 +24,14 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
-#include "kernels/kernels_impl.h"
+#include "kernels/fast_internal.h"
 
-/* ==== state and primitive cache ==== */
+/* ==== state and primitive cache (fast_internal.h) ==== */
 
-#define FAST_CACHE_SLOTS 256 /* more than the distinct shapes of a ResNet-101: LRU over a cycle that does not fit would miss every time */
-#define FAST_KEY_LEN 12
-#define FAST_MAX_ARGS 4
-
-enum fast_op {
-    FAST_OP_ACT_FWD = 1,
-    FAST_OP_ACT_BWD,
-    FAST_OP_MAXPOOL_FWD,
-    FAST_OP_MAXPOOL_BWD,
-    FAST_OP_AVGPOOL_FWD,
-    FAST_OP_AVGPOOL_BWD,
-    FAST_OP_MATMUL_BF16,
-    FAST_OP_SOFTMAX_FWD,
-};
-
-/* One created primitive and the memory objects of its arguments, in the
- * order the op's caller passes pointers to fast_entry_run(). */
-struct fast_entry {
-    int64_t key[FAST_KEY_LEN]; /* op, then the full shape; zero-padded */
-    uint64_t used;             /* tick of last use; 0 = empty slot */
-    dnnl_primitive_t prim;
-    int nargs;
-    dnnl_exec_arg_t args[FAST_MAX_ARGS];
-};
-
-struct eml_fast_state {
-    dnnl_engine_t engine;
-    dnnl_stream_t stream;
-    uint64_t tick;
-    struct fast_entry cache[FAST_CACHE_SLOTS];
-};
-
-static void fast_entry_clear(struct fast_entry *e)
+void fast_entry_clear(struct fast_entry *e)
 {
+    if (e->owned != NULL)
+        dnnl_memory_destroy(e->owned);
     for (int i = 0; i < e->nargs; i++)
         if (e->args[i].memory != NULL)
             dnnl_memory_destroy(e->args[i].memory);
@@ -70,14 +40,14 @@ static void fast_entry_clear(struct fast_entry *e)
     memset(e, 0, sizeof(*e));
 }
 
-static struct eml_fast_state *fast_of(eml_kstate *ks)
+struct eml_fast_state *fast_of(eml_kstate *ks)
 {
     if (ks == NULL || ks->kind != EML_KERNELS_FAST)
         return NULL;
     return ks->fast;
 }
 
-static struct fast_entry *fast_lookup(struct eml_fast_state *fs,
+struct fast_entry *fast_lookup(struct eml_fast_state *fs,
                                       const int64_t *key)
 {
     for (int i = 0; i < FAST_CACHE_SLOTS; i++) {
@@ -108,7 +78,7 @@ static struct fast_entry *fast_slot(struct eml_fast_state *fs)
 
 /* Fills a cache slot from a primitive descriptor (which the caller still
  * owns and destroys).  On failure the slot is left empty. */
-static eml_status fast_entry_build(struct eml_fast_state *fs,
+eml_status fast_entry_build(struct eml_fast_state *fs,
                                    const int64_t *key,
                                    const_dnnl_primitive_desc_t pd,
                                    const int *arg_ids, int nargs,
@@ -143,14 +113,21 @@ fail:
 
 /* Points the entry's memories at the caller's buffers and runs it.  The
  * pointers are only borrowed for this call. */
-static eml_status fast_entry_run(struct eml_fast_state *fs,
+eml_status fast_entry_run(struct eml_fast_state *fs,
                                  struct fast_entry *e, void *const *ptrs)
 {
     for (int i = 0; i < e->nargs; i++)
         if (dnnl_memory_set_data_handle(e->args[i].memory, ptrs[i]) !=
             dnnl_success)
             return EML_ERR_BACKEND;
-    if (dnnl_primitive_execute(e->prim, fs->stream, e->nargs, e->args) !=
+    dnnl_exec_arg_t args[FAST_MAX_ARGS + 1];
+    int n = e->nargs;
+    memcpy(args, e->args, (size_t)n * sizeof(args[0]));
+    if (e->owned != NULL) {
+        args[n].arg = e->owned_arg;
+        args[n++].memory = e->owned;
+    }
+    if (dnnl_primitive_execute(e->prim, fs->stream, n, args) !=
         dnnl_success)
         return EML_ERR_BACKEND;
     if (dnnl_stream_wait(fs->stream) != dnnl_success)
@@ -679,4 +656,5 @@ const eml_kernels eml_kernels_fast_table = {
     .softmax_forward = fast_softmax_forward,
     .im2col = eml_fast_im2col,
     .col2im = eml_fast_col2im,
+    .qconv = eml_fast_qconv,
 };

@@ -235,3 +235,22 @@ int eml_conv_shape_ok(const eml_conv_shape *s)
            mul_ok(&col, s->out_w) &&
            (s->ld == 0 || s->ld >= (size_t)s->out_h * (size_t)s->out_w);
 }
+
+eml_status eml_qconv_check(const eml_qconv *q, const int8_t *src,
+                           const int8_t *w, const int8_t *dst)
+{
+    if (q == NULL || src == NULL || w == NULL || dst == NULL ||
+        q->scale == NULL || q->bias == NULL || q->batch < 1 ||
+        q->out_c < 1 || !eml_conv_shape_ok(&q->s))
+        return EML_ERR_INVALID;
+    if (q->act != EML_ACT_LINEAR && q->act != EML_ACT_RELU &&
+        q->act != EML_ACT_LEAKY)
+        return EML_ERR_UNSUPPORTED;
+    uint64_t in = 1, out = 1;
+    if (!mul_ok(&in, q->batch) || !mul_ok(&in, q->s.c) ||
+        !mul_ok(&in, q->s.h) || !mul_ok(&in, q->s.w) ||
+        !mul_ok(&out, q->batch) || !mul_ok(&out, q->out_c) ||
+        !mul_ok(&out, q->s.out_h) || !mul_ok(&out, q->s.out_w))
+        return EML_ERR_RANGE;
+    return EML_OK;
+}

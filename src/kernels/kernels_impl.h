@@ -32,11 +32,19 @@ eml_status eml_pool_shape_check(const eml_pool_shape *s, size_t *n_in,
                                 size_t *n_out);
 /* True when im2col/col2im may run on s (positive sizes, no overflow). */
 int eml_conv_shape_ok(const eml_conv_shape *s);
+/* The arguments of a qconv call: EML_ERR_INVALID, EML_ERR_RANGE (a
+ * tensor's size overflows), EML_ERR_UNSUPPORTED (an activation other than
+ * linear, relu, leaky) or EML_OK. */
+eml_status eml_qconv_check(const eml_qconv *q, const int8_t *src,
+                           const int8_t *w, const int8_t *dst);
 
 /* ==== the fast table's im2col (fast_im2col.c) ==== */
 
 void eml_fast_im2col(float *col, const float *in, const eml_conv_shape *s);
 void eml_fast_col2im(float *din, const float *col, const eml_conv_shape *s);
+/* fast_qconv.c */
+eml_status eml_fast_qconv(eml_kstate *ks, const eml_qconv *q,
+                          const int8_t *src, const int8_t *w, int8_t *dst);
 
 /* ==== reference ops (ref.c), for tests and the reference table ==== */
 
@@ -69,5 +77,7 @@ eml_status eml_ref_softmax_forward(eml_kstate *ks, float *out,
                                    const float *in, int batch, int n);
 void eml_ref_im2col(float *col, const float *in, const eml_conv_shape *s);
 void eml_ref_col2im(float *din, const float *col, const eml_conv_shape *s);
+eml_status eml_ref_qconv(eml_kstate *ks, const eml_qconv *q,
+                         const int8_t *src, const int8_t *w, int8_t *dst);
 
 #endif

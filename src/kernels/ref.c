@@ -510,6 +510,58 @@ void eml_ref_col2im(float *din, const float *col, const eml_conv_shape *s)
 
 /* ==== the table ==== */
 
+/* ==== int8 convolution (NHWC) ==== */
+
+static int8_t ref_qconv_one(const eml_qconv *q, const int8_t *src,
+                            const int8_t *wj, int b, int oy, int ox, int j,
+                            int8_t old)
+{
+    const eml_conv_shape *s = &q->s;
+    size_t kk = (size_t)s->size * (size_t)s->size;
+    int32_t acc = 0;
+    for (int ky = 0; ky < s->size; ky++) {
+        int iy = oy * s->stride - s->pad + ky;
+        if (iy < 0 || iy >= s->h) continue;
+        for (int kx = 0; kx < s->size; kx++) {
+            int ix = ox * s->stride - s->pad + kx;
+            if (ix < 0 || ix >= s->w) continue;
+            const int8_t *x =
+                src + (((size_t)b * (size_t)s->h + (size_t)iy) *
+                           (size_t)s->w + (size_t)ix) * (size_t)s->c;
+            const int8_t *wk = wj + (size_t)ky * (size_t)s->size + (size_t)kx;
+            for (int ci = 0; ci < s->c; ci++)
+                acc += (int32_t)wk[(size_t)ci * kk] * (int32_t)x[ci];
+        }
+    }
+    float v = ((float)acc + q->bias[j]) * q->scale[j];
+    if (q->sum_scale != 0.0f) v += q->sum_scale * (float)old;
+    if (q->act == EML_ACT_RELU) v = v > 0.0f ? v : 0.0f;
+    if (q->act == EML_ACT_LEAKY) v = v > 0.0f ? v : EML_LEAKY_SLOPE * v;
+    v = nearbyintf(v);
+    return (int8_t)(v > 127.0f ? 127 : v < -128.0f ? -128 : (int)v);
+}
+
+eml_status eml_ref_qconv(eml_kstate *ks, const eml_qconv *q,
+                         const int8_t *src, const int8_t *w, int8_t *dst)
+{
+    (void)ks;
+    eml_status st = eml_qconv_check(q, src, w, dst);
+    if (st != EML_OK) return st;
+    const eml_conv_shape *s = &q->s;
+    size_t per_out = (size_t)s->c * (size_t)s->size * (size_t)s->size;
+    for (int b = 0; b < q->batch; b++)
+        for (int oy = 0; oy < s->out_h; oy++)
+            for (int ox = 0; ox < s->out_w; ox++) {
+                int8_t *o = dst + (((size_t)b * (size_t)s->out_h +
+                                    (size_t)oy) * (size_t)s->out_w +
+                                   (size_t)ox) * (size_t)q->out_c;
+                for (int j = 0; j < q->out_c; j++)
+                    o[j] = ref_qconv_one(q, src, w + (size_t)j * per_out, b,
+                                         oy, ox, j, o[j]);
+            }
+    return EML_OK;
+}
+
 const eml_kernels eml_kernels_ref_table = {
     .name = "ref",
     .kind = EML_KERNELS_REF,
@@ -526,4 +578,5 @@ const eml_kernels eml_kernels_ref_table = {
     .softmax_forward = eml_ref_softmax_forward,
     .im2col = eml_ref_im2col,
     .col2im = eml_ref_col2im,
+    .qconv = eml_ref_qconv,
 };

@@ -35,18 +35,20 @@ enum {
     NET_LEARNING_RATE, NET_MOMENTUM, NET_DECAY, NET_ADAM, NET_B1, NET_B2,
     NET_EPS, NET_POLICY, NET_STEPS, NET_SCALES, NET_LR_MIN, NET_EPOCHS,
     NET_MAX_BATCHES, NET_EMA, NET_POWER, NET_BURN_IN,
+    NET_FLIP, NET_MIN_CROP, NET_MAX_CROP, NET_ANGLE, NET_ASPECT,
     NET_IGNORED, /* the keys from here on are known and ignored */
-    NET_N_KEYS = NET_IGNORED + 12
+    NET_N_KEYS = NET_IGNORED + 7
 };
 static const char *const net_keys[NET_N_KEYS] = {
     "batch", "subdivisions", "height", "width", "channels",
     "learning_rate", "momentum", "decay", "adam", "B1", "B2",
     "eps", "policy", "steps", "scales", "lr_min", "epochs",
     "max_batches", "ema", "power", "burn_in",
-    /* Darknet's data augmentation: the data here is what the owner
-     * encrypted, and it goes in as it is */
-    "angle", "aspect", "saturation", "exposure", "hue", "min_crop",
-    "max_crop", "max_ratio", "min_ratio", "center", "flip", "jitter",
+    /* Darknet's geometric data augmentation (augment.c) */
+    "flip", "min_crop", "max_crop", "angle", "aspect",
+    /* its colour jitter and detection keys: known, not applied */
+    "saturation", "exposure", "hue", "max_ratio", "min_ratio", "center",
+    "jitter",
 };
 
 enum {
@@ -215,6 +217,39 @@ static eml_status resolve_policy(parser *p)
     return EML_OK;
 }
 
+/* Darknet's geometric augmentation of training images, on only when the
+ * file names one of its keys (Darknet's classifier crops by default).
+ * min_crop defaults to the smaller side, max_crop to twice the width
+ * (Darknet's defaults). */
+static eml_status resolve_augment(parser *p)
+{
+    eml_augment_cfg *a = &p->cfg->augment;
+    eml_netcfg *c = p->cfg;
+    eml_status st;
+    int side = c->height < c->width ? c->height : c->width;
+    int crop = given(p, NET_MIN_CROP) || given(p, NET_MAX_CROP) ||
+               given(p, NET_ANGLE) || given(p, NET_ASPECT);
+    if ((st = get_int(p, NET_FLIP, 0, 1, 0, &a->flip))) return st;
+    if ((st = get_int(p, NET_MIN_CROP, 1, EML_CFG_MAX_DIM, side,
+                      &a->min_crop)))
+        return st;
+    int max_def = c->width <= EML_CFG_MAX_DIM / 2 ? 2 * c->width
+                                                   : EML_CFG_MAX_DIM;
+    if (max_def < a->min_crop) max_def = a->min_crop;
+    if ((st = get_int(p, NET_MAX_CROP, a->min_crop, EML_CFG_MAX_DIM, max_def,
+                      &a->max_crop)))
+        return st;
+    if ((st = get_float(p, NET_ANGLE, 0.0f, &a->angle))) return st;
+    if (!(a->angle >= 0.0f && a->angle <= 180.0f))
+        return bad_value(p, NET_ANGLE, "must be in [0, 180] (degrees)");
+    if ((st = get_float(p, NET_ASPECT, 1.0f, &a->aspect))) return st;
+    if (!(a->aspect >= 0.0625f && a->aspect <= 16.0f))
+        return bad_value(p, NET_ASPECT, "must be in [1/16, 16]");
+    a->crop = crop;
+    a->on = crop || a->flip;
+    return EML_OK;
+}
+
 static eml_status resolve_net(parser *p)
 {
     eml_netcfg *c = p->cfg;
@@ -280,6 +315,7 @@ static eml_status resolve_net(parser *p)
     if ((st = get_int(p, NET_BURN_IN, 0, CFG_MAX_MAX_BATCHES, 0,
                       &c->burn_in)))
         return st;
+    if ((st = resolve_augment(p))) return st;
     /* Known, ignored, and said so once (the host prints the list). */
     size_t at = 0;
     for (int k = NET_IGNORED; k < NET_N_KEYS; k++)

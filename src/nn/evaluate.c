@@ -100,10 +100,32 @@ eml_status eml_feat_build(eml_net *net, const eml_dataset *d,
     return EML_OK;
 }
 
+/* eml_load_batch with each image augmented. */
+static void load_augmented(eml_net *net, const eml_dataset *d,
+                           const uint32_t *idx, size_t first, int n,
+                           uint8_t *labels, const eml_aug *a)
+{
+    float *x = eml_net_input(net);
+    size_t item = d->item;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < n; b++) {
+        size_t j = idx != NULL ? idx[first + (size_t)b] : first + (size_t)b;
+        eml_augment_image(a->cfg, a->seed, a->step, (int)first + b,
+                          d->images + j * item, a->c, a->h, a->w,
+                          x + (size_t)b * item);
+        labels[b] = d->labels[j];
+    }
+}
+
 eml_status eml_batch_forward(eml_net *net, const eml_dataset *d,
                              const eml_feat_cache *c, const uint32_t *idx,
-                             size_t first, int n, uint8_t *labels, int train)
+                             size_t first, int n, uint8_t *labels, int train,
+                             const eml_aug *aug)
 {
+    if (aug != NULL && aug->cfg != NULL) {
+        load_augmented(net, d, idx, first, n, labels, aug);
+        return eml_net_forward(net, n, train);
+    }
     if (c == NULL || c->f == NULL) {
         eml_load_batch(net, d, idx, first, n, labels);
         return eml_net_forward(net, n, train);
@@ -134,7 +156,7 @@ eml_status eml_evaluate_cached(eml_net *net, const eml_dataset *d,
         int n = (int)(d->count - first < (size_t)mb ? d->count - first
                                                     : (size_t)mb);
         int right = 0;
-        st = eml_batch_forward(net, d, c, NULL, first, n, labels, 0);
+        st = eml_batch_forward(net, d, c, NULL, first, n, labels, 0, NULL);
         if (st == EML_OK) st = eml_net_loss(net, n, labels, &loss_sum, &right);
         if (st != EML_OK) {
             free(labels);
@@ -172,7 +194,8 @@ eml_status eml_quantize_on(eml_net *net, const eml_dataset *d, size_t count,
     for (size_t first = 0; st == EML_OK && first < count;
          first += (size_t)mb) {
         int n = (int)(count - first < (size_t)mb ? count - first : (size_t)mb);
-        st = eml_batch_forward(net, d, NULL, NULL, first, n, labels, 0);
+        st = eml_batch_forward(net, d, NULL, NULL, first, n, labels, 0,
+                               NULL);
     }
     eml_net_calibrate(net, 0);
     free(labels);

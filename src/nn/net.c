@@ -492,6 +492,7 @@ void eml_net_free(eml_net *net)
             eml_scatter_free(l->sc);
         }
     }
+    eml_qplan_free(net->qplan);
     if (net->k != NULL && net->ks != NULL) net->k->state_free(net->ks);
     size_t n_in = net->layers != NULL ? net->layers[0].n_in : 0;
     free(net->layers);
@@ -607,15 +608,18 @@ eml_status eml_net_forward_range(eml_net *net, int first, int end, int n,
         first > end || (train && net->inference))
         return EML_ERR_INVALID;
     net->training = train;
+    /* int8 from layer to layer (qplan.c), while products stay ours */
+    if (first == 0 && eml_qplan_end(net) > 0 && !train &&
+        !net->calibrating && net->gemm.fn == net->k->gemm &&
+        net->gemm.conv == NULL) {
+        eml_status st = eml_qplan_forward(net, n);
+        if (st != EML_OK) return st;
+        first = eml_qplan_end(net);
+    }
     for (int i = first; i < end; i++) {
         layer *l = &net->layers[i];
         const float *in = layer_input(net, i);
-        if (net->calibrating && l->n_w > 0) { /* int8's input range */
-            size_t total = (size_t)n * l->n_in;
-            float m = l->in_max;
-            for (size_t j = 0; j < total; j++) m = fmaxf(m, fabsf(in[j]));
-            l->in_max = m;
-        }
+        if (net->calibrating) eml_quant_observe_input(l, in, n);
         double t0 = net->profiling ? now_seconds() : 0;
         eml_status st = EML_OK;
         switch (l->type) {
@@ -667,6 +671,7 @@ eml_status eml_net_forward_range(eml_net *net, int first, int end, int n,
             st = EML_ERR_INVALID;
         }
         if (st != EML_OK) return st;
+        if (net->calibrating) eml_quant_observe_output(l, n);
         if (net->profiling) l->t_fwd += now_seconds() - t0;
     }
     return EML_OK;

@@ -19,6 +19,7 @@
 #ifndef EML_NN_NET_INTERNAL_H
 #define EML_NN_NET_INTERNAL_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -80,6 +81,7 @@ typedef struct layer {
     int8_t *wq;
     float *wscale;
     float in_max;
+    float out_max; /* the largest |output| seen while calibrating (qplan) */
     int8_t *xq;   /* the quantized columns (conv) or input (connected) */
     int8_t *xin;  /* conv: the quantized input, before its columns */
     int32_t *acc;
@@ -110,12 +112,21 @@ struct eml_net {
     int training;      /* the forward pass under way trains (batch norm) */
     int calibrating;   /* forward passes record each layer's largest input */
     eml_precision precision;
+    struct eml_qplan *qplan; /* int8: the leading layers in int8 (qplan.c) */
+    uint64_t qplan_serial;   /* plans built: each one's qconv key */
     size_t n_state;    /* parameters that are not trained (running stats) */
     float *dtmp;       /* a pass's input gradient, before it is added into
                           an accumulating delta (max_batch x largest n_in) */
     size_t dtmp_n;
     size_t bytes;      /* what the net allocated for itself (buffers) */
 };
+
+/* x / s rounded to nearest and saturated to +-127 (inv = 1 / s). */
+static inline int8_t eml_q8(float x, float inv)
+{
+    float v = nearbyintf(x * inv);
+    return (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+}
 
 /* a * b with overflow check; returns 0 on overflow (sizes here are >0). */
 static inline size_t eml_mul_size(size_t a, size_t b)
@@ -164,6 +175,24 @@ eml_status eml_bf16_connected_product(eml_net *net, layer *l,
                                       const float *in, int n);
 /* Frees a layer's int8 and bf16 buffers. */
 void eml_quant_free(layer *l);
+/* Calibrating: the largest |input| (layers with weights) and |output| of
+ * layer l over a forward pass of n examples. */
+void eml_quant_observe_input(layer *l, const float *in, int n);
+void eml_quant_observe_output(layer *l, int n);
+
+/* ==== qplan.c ==== */
+
+typedef struct eml_qplan eml_qplan;
+/* The int8 plan of the calibrated net's leading layers (replacing any
+ * other); none when the kernel table has no qconv or layer 0 cannot be in
+ * one. */
+EML_MUST_CHECK eml_status eml_qplan_build(eml_net *net, eml_err *err);
+void eml_qplan_free(eml_qplan *p); /* NULL is a no-op */
+/* The first layer after the plan (0: no plan). */
+int eml_qplan_end(const eml_net *net);
+/* Layers [0, eml_qplan_end) of n examples from the net's input, the last
+ * one's output left in floats in its out. */
+EML_MUST_CHECK eml_status eml_qplan_forward(eml_net *net, int n);
 
 /* ==== layers_darknet.c ==== */
 

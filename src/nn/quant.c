@@ -49,15 +49,29 @@ static int quantized(const layer *l)
 void eml_net_calibrate(eml_net *net, int on)
 {
     if (on)
-        for (int i = 0; i < net->n_layers; i++) net->layers[i].in_max = 0;
+        for (int i = 0; i < net->n_layers; i++)
+            net->layers[i].in_max = net->layers[i].out_max = 0;
     net->calibrating = on;
 }
 
-static inline int8_t q8(float x, float inv)
+static float abs_max(float m, const float *x, size_t n)
 {
-    float v = nearbyintf(x * inv);
-    return (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
+    for (size_t j = 0; j < n; j++) m = fmaxf(m, fabsf(x[j]));
+    return m;
 }
+
+void eml_quant_observe_input(layer *l, const float *in, int n)
+{
+    if (l->n_w > 0 || l->index == 0)
+        l->in_max = abs_max(l->in_max, in, (size_t)n * l->n_in);
+}
+
+void eml_quant_observe_output(layer *l, int n)
+{
+    l->out_max = abs_max(l->out_max, l->out, (size_t)n * l->n_out);
+}
+
+#define q8 eml_q8
 
 void eml_quant_free(layer *l)
 {
@@ -78,23 +92,16 @@ void eml_quant_free(layer *l)
     l->acc = NULL;
 }
 
-/* Per output channel: w[j][.] ~ wscale[j] * wq[j][.]. */
+/* Per output channel: w[j][.] ~ wscale[j] * wq[j][.].  The buffers of
+ * the product come with its first run (buffers_s8): a layer the int8 plan
+ * runs never needs them. */
 static eml_status quantize_layer(eml_net *net, layer *l, eml_err *err)
 {
-    size_t f = l->n_b, k = l->n_w / l->n_b, mb = (size_t)net->max_batch;
-    size_t cols = l->type == EML_LAYER_CONVOLUTIONAL
-                      ? k * mb * (size_t)l->out_h * (size_t)l->out_w
-                      : mb * l->n_in;
-    size_t accs = l->type == EML_LAYER_CONVOLUTIONAL
-                      ? f * mb * (size_t)l->out_h * (size_t)l->out_w
-                      : mb * l->n_out;
+    size_t f = l->n_b, k = l->n_w / l->n_b;
+    (void)net;
     l->wq = malloc(l->n_w);
     l->wscale = malloc(f * sizeof(float));
-    l->xq = malloc(cols);
-    l->acc = malloc(accs * sizeof(int32_t));
-    if (l->type == EML_LAYER_CONVOLUTIONAL) l->xin = malloc(mb * l->n_in);
-    if (l->wq == NULL || l->wscale == NULL || l->xq == NULL ||
-        l->acc == NULL || (l->type == EML_LAYER_CONVOLUTIONAL && !l->xin))
+    if (l->wq == NULL || l->wscale == NULL)
         return eml_err_set(err, EML_ERR_NOMEM, "out of memory for int8");
     for (size_t j = 0; j < f; j++) {
         const float *w = l->wt + j * k;
@@ -143,6 +150,8 @@ eml_status eml_net_set_precision(eml_net *net, eml_precision p, eml_err *err)
         return eml_err_set(err, EML_ERR_INVALID, "unknown precision");
     for (int i = 0; i < net->n_layers; i++)
         eml_quant_free(&net->layers[i]);
+    eml_qplan_free(net->qplan);
+    net->qplan = NULL;
     net->precision = EML_PREC_FP32;
     if (p == EML_PREC_FP32) return EML_OK;
     if (!net->inference)
@@ -165,8 +174,30 @@ eml_status eml_net_set_precision(eml_net *net, eml_precision p, eml_err *err)
         eml_status st = quantize_layer(net, l, err);
         if (st != EML_OK) return st;
     }
+    if (p == EML_PREC_INT8) {
+        eml_status st = eml_qplan_build(net, err);
+        if (st != EML_OK) return st;
+    }
     net->precision = p;
     return EML_OK;
+}
+
+/* The quantized input, columns and int32 product of layer l's product. */
+static eml_status buffers_s8(const eml_net *net, layer *l)
+{
+    if (l->xq != NULL) return EML_OK;
+    size_t f = l->n_b, k = l->n_w / l->n_b, mb = (size_t)net->max_batch;
+    int conv = l->type == EML_LAYER_CONVOLUTIONAL;
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
+    l->xq = malloc(conv ? k * mb * hw : mb * l->n_in);
+    l->acc = malloc((conv ? f * mb * hw : mb * l->n_out) * sizeof(int32_t));
+    if (conv) l->xin = malloc(mb * l->n_in);
+    if (l->xq != NULL && l->acc != NULL && (!conv || l->xin != NULL))
+        return EML_OK;
+    free(l->xq), free(l->acc), free(l->xin);
+    l->xq = l->xin = NULL;
+    l->acc = NULL;
+    return EML_ERR_NOMEM;
 }
 
 /* q = round(x / s_x), saturated; s_x = in_max / 127. */
@@ -239,6 +270,8 @@ eml_status eml_quant_conv_product(eml_net *net, layer *l, const float *in,
     int f = l->out_c, ckk = l->c * l->size * l->size;
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)((size_t)n * hw);
+    eml_status st = buffers_s8(net, l);
+    if (st != EML_OK) return st;
     /* The input quantized once, its columns formed in int8: a quarter of
      * the bytes of float columns, and no float columns at all. */
     quantize_input(l, in, l->xin, (size_t)n * l->n_in);
@@ -250,7 +283,6 @@ eml_status eml_quant_conv_product(eml_net *net, layer *l, const float *in,
      * allocates per call, and ones above glibc's largest mmap threshold
      * (32 MiB) come back as fresh pages each time: zeroing them cost more
      * than the products. */
-    eml_status st = EML_OK;
     for (int j0 = 0; st == EML_OK && j0 < wide; j0 += S8_COLUMNS) {
         int nj = wide - j0 < S8_COLUMNS ? wide - j0 : S8_COLUMNS;
         st = typed_gemm(net, l, EML_DTYPE_S8, l->wq, 0, f, nj, ckk, l->wq,
@@ -272,9 +304,11 @@ eml_status eml_quant_connected_product(eml_net *net, layer *l,
                                        const float *in, int n)
 {
     int no = (int)l->n_out, ni = (int)l->n_in;
+    eml_status st = buffers_s8(net, l);
+    if (st != EML_OK) return st;
     quantize_input(l, in, l->xq, (size_t)n * (size_t)ni);
     /* out (n x out) = xq (n x in) wq^T (in x out) */
-    eml_status st = typed_gemm(net, l, EML_DTYPE_S8, l->wq, 1, n, no, ni,
+    st = typed_gemm(net, l, EML_DTYPE_S8, l->wq, 1, n, no, ni,
                                l->xq, ni, l->wq, ni, l->acc, no);
     if (st != EML_OK) return st;
     float sx = l->in_max / 127.0f;

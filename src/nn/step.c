@@ -29,7 +29,9 @@ static eml_status plain_compute(eml_grad_step *g, const eml_dataset *d,
                                 long *correct, float *divisor, eml_err *err)
 {
     int n = (int)m, right = 0;
-    eml_status st = eml_batch_forward(g->net, d, fc, idx, 0, n, g->labels, 1);
+    g->aug.step = step;
+    eml_status st = eml_batch_forward(g->net, d, fc, idx, 0, n, g->labels, 1,
+                                      &g->aug);
     if (st == EML_OK) st = eml_net_loss(g->net, n, g->labels, loss_sum, &right);
     if (st == EML_OK) st = eml_net_backward(g->net, n, NULL);
     if (st != EML_OK)
@@ -84,7 +86,7 @@ static eml_status clipped_sum(eml_grad_step *g, const eml_dataset *d,
         int n = (int)(m - first < (size_t)mb ? m - first : (size_t)mb);
         int right = 0;
         eml_status st = eml_batch_forward(net, d, fc, sel, first, n,
-                                          g->labels, 1);
+                                          g->labels, 1, &g->aug);
         if (st == EML_OK)
             st = eml_net_loss(net, n, g->labels, loss_sum, &right);
         if (st == EML_OK) st = eml_net_example_norms(net, n, g->sq);
@@ -112,6 +114,7 @@ static eml_status dp_compute(eml_grad_step *g, const eml_dataset *d,
                              size_t m, long step, double *loss_sum,
                              long *correct, float *divisor, eml_err *err)
 {
+    g->aug.step = step;
     eml_status st = clipped_sum(g, d, fc, idx, m, loss_sum, correct);
     if (st != EML_OK)
         return eml_err_set(err, st, "DP training step %ld failed: %s", step,

@@ -350,8 +350,9 @@ static eml_status trainer_open(trainer *t, eml_err *err)
     if (st != EML_OK) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
     if (o->init_params) eml_net_init_params(t->net, o->run.seed);
     /* Fixed features ([scattering]): once per image, before the first
-     * step. */
-    st = eml_feat_build(t->net, t->train, &t->fc_train, err);
+     * step; augmented training images go through them every step. */
+    const eml_augment_cfg *aug = t->cfg->augment.on ? &t->cfg->augment : NULL;
+    if (aug == NULL) st = eml_feat_build(t->net, t->train, &t->fc_train, err);
     if (st == EML_OK) st = eml_feat_build(t->net, t->test, &t->fc_test, err);
     if (st != EML_OK) return st;
     st = eml_ema_init(&t->avg, t->cfg, t->net);
@@ -372,6 +373,9 @@ static eml_status trainer_open(trainer *t, eml_err *err)
         st = eml_grad_plain(&t->step, t->net, r->batch, err);
     }
     if (st != EML_OK) return st;
+    t->step.aug = (eml_aug){aug, o->run.seed ^ 0x2545f4914f6cdd1dULL, 0,
+                            t->cfg->channels, t->cfg->height,
+                            t->cfg->width};
     t->lp.total = t->src.total;
     t->lp.epoch = 1;
     eml_run_state_layout(&t->rs, t->net, t->opt, &t->avg, &t->src,

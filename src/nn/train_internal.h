@@ -43,14 +43,31 @@ EML_MUST_CHECK eml_status eml_feat_build(eml_net *net, const eml_dataset *d,
                                          eml_feat_cache *c, eml_err *err);
 void eml_feat_free(eml_feat_cache *c); /* wipes: derived from the images */
 
+/* ==== augment.c ==== */
+
+/* Training images augmented as the cfg says: example b of step `step`
+ * from a generator seeded with (seed, step, b) alone. */
+typedef struct eml_aug {
+    const eml_augment_cfg *cfg; /* NULL: none */
+    uint64_t seed;
+    long step;
+    int c, h, w;
+} eml_aug;
+
+/* src: c x h x w bytes; dst: the augmented image scaled to [0, 1]. */
+void eml_augment_image(const eml_augment_cfg *ac, uint64_t seed, long step,
+                       int b, const uint8_t *src, int c, int h, int w,
+                       float *dst);
+
 /* Loads examples idx[first..first+n) (first..first+n without idx) and runs
- * the forward pass: from the cached features when there are any. */
+ * the forward pass: from the cached features when there are any, else from
+ * the images, augmented when aug is not NULL (then c must be NULL). */
 EML_MUST_CHECK eml_status eml_batch_forward(eml_net *net,
                                             const eml_dataset *d,
                                             const eml_feat_cache *c,
                                             const uint32_t *idx, size_t first,
                                             int n, uint8_t *labels,
-                                            int train);
+                                            int train, const eml_aug *aug);
 /* eml_evaluate over the cached features (c may be NULL). */
 EML_MUST_CHECK eml_status eml_evaluate_cached(eml_net *net,
                                               const eml_dataset *d,
@@ -159,6 +176,7 @@ struct eml_grad_step {
     float *sum, *noise, *sq, *scale;
     uint8_t *labels;
     int stopped_early;
+    eml_aug aug; /* cfg NULL: no augmentation */
 };
 
 EML_MUST_CHECK eml_status eml_grad_plain(eml_grad_step *g, eml_net *net,
