@@ -432,6 +432,51 @@ static void test_training_learns_and_is_reproducible(void **state)
 
 /* DP-SGD's clipping: with one example and no noise, the clipped gradient
  * has norm min(norm, C). */
+/* DP-SGD's clipped sum from the norms' pass alone (eml_net_clipped_grads)
+ * equals the sum a second backward pass over the scaled loss gradient
+ * gives, on both tables. */
+static void test_clipped_sum_one_pass(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < sizeof(fd_nets) / sizeof(fd_nets[0]); t++)
+        for (int kind = 0; kind < EML_KERNELS_COUNT; kind++) {
+            const int n = 6;
+            eml_net *net = make_net(fd_nets[t], (eml_kernels_kind)kind, n,
+                                    NULL);
+            size_t k = eml_net_output_size(net);
+            size_t np = eml_net_param_count(net);
+            uint8_t labels[6];
+            float sq[6], s[6] = {1.0f, 0.25f, 0.0f, 3.0f, 0.5f, 1e-3f};
+            for (int b = 0; b < n; b++) labels[b] = (uint8_t)(b % k);
+            random_input(net, n, 41);
+            assert_int_equal(eml_net_forward(net, n, 1), EML_OK);
+            assert_int_equal(eml_net_loss(net, n, labels, NULL, NULL),
+                             EML_OK);
+            assert_int_equal(eml_net_example_norms(net, n, sq), EML_OK);
+            assert_int_equal(eml_net_clipped_grads(net, n, s), EML_OK);
+            float *one = malloc(np * sizeof(float));
+            memcpy(one, eml_net_grads(net), np * sizeof(float));
+            /* the two-pass way, from the same forward pass */
+            assert_int_equal(eml_net_loss(net, n, labels, NULL, NULL),
+                             EML_OK);
+            eml_net_scale_output_delta(net, n, s);
+            assert_int_equal(eml_net_backward(net, n, NULL), EML_OK);
+            const float *two = eml_net_grads(net);
+            double diff = 0, mag = 0;
+            for (size_t i = 0; i < np; i++) {
+                diff = fmax(diff, fabs((double)one[i] - two[i]));
+                mag = fmax(mag, fabs((double)two[i]));
+            }
+            printf("net %zu (%s): one pass against two, max |difference| "
+                   "%g of %g\n",
+                   t, kind ? "fast" : "ref", diff, mag);
+            assert_true(mag > 0);
+            assert_true(diff <= 1e-5 * mag);
+            free(one);
+            eml_net_free(net);
+        }
+}
+
 static void test_dp_clipping(void **state)
 {
     (void)state;
@@ -556,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_weights_roundtrip_and_mismatch),
         cmocka_unit_test(test_training_learns_and_is_reproducible),
         cmocka_unit_test(test_lr_policies),
+        cmocka_unit_test(test_clipped_sum_one_pass),
         cmocka_unit_test(test_dp_clipping),
         cmocka_unit_test(test_dp_training),
     };

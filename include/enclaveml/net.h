@@ -128,6 +128,13 @@ EML_MUST_CHECK eml_status eml_net_example_norms(eml_net *net, int n,
 /* Scales the loss gradient of example b by s[b] (for per-example clipping:
  * call between eml_net_loss and eml_net_backward). */
 void eml_net_scale_output_delta(eml_net *net, int n, const float *s);
+/* DP-SGD's sum without a second backward pass: right after
+ * eml_net_example_norms over the same n examples, the gradient buffer gets
+ * sum over b of s[b] times example b's gradient, formed from what that
+ * pass left (each layer's deltas, the convolutions' per-example weight
+ * gradients).  Scales the connected layers' deltas in place: call once. */
+EML_MUST_CHECK eml_status eml_net_clipped_grads(eml_net *net, int n,
+                                                const float *s);
 
 /* The GEMM dispatch point every linear layer of this net goes through. */
 eml_gemm_dispatch *eml_net_gemm(eml_net *net);

@@ -163,9 +163,8 @@ static eml_status one_step(bench_run *r, const eml_bench_opts *o, int fixed)
     if (st == EML_OK && o->dp) {
         for (int i = 0; i < b; i++)
             r->scale[i] = r->sq[i] > 1.0f ? 1.0f / sqrtf(r->sq[i]) : 1.0f;
-        eml_net_scale_output_delta(net, b, r->scale);
         size_t np = eml_net_param_count(net);
-        st = eml_net_backward(net, b, NULL);
+        st = eml_net_clipped_grads(net, b, r->scale);
         if (st == EML_OK) st = eml_dp_gaussian_fill(r->rng, r->noise, np, 1.0);
         float *g = eml_net_grads(net);
         for (size_t i = 0; st == EML_OK && i < np; i++) g[i] += r->noise[i];

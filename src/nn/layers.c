@@ -98,6 +98,23 @@ eml_status eml_layer_connected_backward(eml_net *net, layer *l, const float *in,
                       (int)ni, 0.0f, din, (int)ni);
 }
 
+eml_status eml_layer_connected_clipped(eml_net *net, layer *l,
+                                       const float *in, int n, const float *s)
+{
+    size_t no = l->n_out, ni = l->n_in;
+    for (int b = 0; b < n; b++) {
+        float *d = l->delta + (size_t)b * no;
+        for (size_t j = 0; j < no; j++) {
+            d[j] *= s[b];
+            l->db[j] += d[j];
+        }
+    }
+    /* dw (out, in) += (s delta)^T (out, n) * in (n, in) */
+    return layer_gemm(net, l, EML_GEMM_WEIGHT_GRAD, EML_GEMM_NO_WEIGHT, 1, 0,
+                      (int)no, (int)ni, n, l->delta, (int)no, in, (int)ni,
+                      1.0f, l->dw, (int)ni);
+}
+
 /* ==== convolutional ==== */
 
 /* A batch's column matrices sit side by side in one wide matrix
@@ -241,6 +258,32 @@ static eml_status conv_per_example(eml_net *net, layer *l, const float *in,
         sqnorm[b] += (float)sq;
     }
     return EML_OK;
+}
+
+/* Sums in example order whatever the number of threads: each thread owns
+ * its weights (or filters). */
+void eml_layer_conv_clipped(layer *l, int n, const float *s)
+{
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
+    size_t ld = (size_t)n * hw;
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < l->n_w; j++) {
+        float acc = 0;
+        for (int b = 0; b < n; b++)
+            acc += s[b] * l->dw_ex[(size_t)b * l->n_w + j];
+        l->dw[j] += acc;
+    }
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < l->out_c; j++) {
+        const float *d = l->wide + (size_t)j * ld;
+        float total = 0;
+        for (int b = 0; b < n; b++) {
+            float sum = 0;
+            for (size_t p = 0; p < hw; p++) sum += d[(size_t)b * hw + p];
+            total += s[b] * sum;
+        }
+        l->db[j] += total;
+    }
 }
 
 eml_status eml_layer_conv_backward(eml_net *net, layer *l, const float *in,

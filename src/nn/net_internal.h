@@ -147,6 +147,12 @@ static inline float *eml_alloc_floats(size_t n)
 
 eml_status eml_layer_connected_forward(eml_net *net, layer *l,
                                        const float *in, int n);
+/* DP-SGD (eml_net_clipped_grads): the layer's weight and bias gradients
+ * with example b's weighted by s[b], from its deltas (and, conv, its
+ * per-example weight gradients) of the last per-example pass. */
+eml_status eml_layer_connected_clipped(eml_net *net, layer *l,
+                                       const float *in, int n, const float *s);
+void eml_layer_conv_clipped(layer *l, int n, const float *s);
 eml_status eml_layer_connected_backward(eml_net *net, layer *l,
                                         const float *in, float *din, int n,
                                         float *sqnorm, int sums);

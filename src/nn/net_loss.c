@@ -81,3 +81,24 @@ void eml_net_scale_output_delta(eml_net *net, int n, const float *s)
         for (size_t j = 0; j < top->n_out; j++) d[j] *= s[b];
     }
 }
+
+eml_status eml_net_clipped_grads(eml_net *net, int n, const float *s)
+{
+    if (n <= 0 || n > net->max_batch || s == NULL || net->inference)
+        return EML_ERR_INVALID;
+    for (int i = 0; i < net->n_layers; i++) {
+        layer *l = &net->layers[i];
+        if (l->n_w == 0) continue;
+        const float *in = i == 0 ? net->input : net->layers[i - 1].out;
+        if (l->type == EML_LAYER_CONNECTED) {
+            eml_status st = eml_layer_connected_clipped(net, l, in, n, s);
+            if (st != EML_OK) return st;
+        } else if (l->type == EML_LAYER_CONVOLUTIONAL && l->dw_ex != NULL &&
+                   !l->bn) {
+            eml_layer_conv_clipped(l, n, s);
+        } else {
+            return EML_ERR_UNSUPPORTED; /* no per-example pass left it */
+        }
+    }
+    return EML_OK;
+}

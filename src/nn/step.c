@@ -91,16 +91,16 @@ static eml_status clipped_sum(eml_grad_step *g, const eml_dataset *d,
             st = eml_net_loss(net, n, g->labels, loss_sum, &right);
         if (st == EML_OK) st = eml_net_example_norms(net, n, g->sq);
         if (st != EML_OK) return st;
-        /* Flat clipping: scale example b by min(1, C / |g_b|); the loss
-         * gradient is linear in what flows back, so a second backward pass
-         * gives the sum of the clipped gradients. */
+        /* Flat clipping: scale example b by min(1, C / |g_b|).  Each
+         * layer's gradient is linear in its deltas, so the clipped sum
+         * comes from what the norms' pass left, without a second backward
+         * pass. */
         for (int b = 0; b < n; b++) {
             double norm = sqrt((double)g->sq[b]);
             g->scale[b] = norm > g->dp.clip ? (float)(g->dp.clip / norm)
                                             : 1.0f;
         }
-        eml_net_scale_output_delta(net, n, g->scale);
-        st = eml_net_backward(net, n, NULL);
+        st = eml_net_clipped_grads(net, n, g->scale);
         if (st != EML_OK) return st;
         const float *gr = eml_net_grads(net);
         for (size_t i = 0; i < g->n_params; i++) g->sum[i] += gr[i];
