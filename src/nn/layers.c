@@ -175,6 +175,178 @@ static void conv_columns(eml_net *net, layer *l, const float *in, int n)
     for (int b = 0; b < n; b++)
         net->k->im2col(l->col + (size_t)b * hw, in + (size_t)b * l->n_in, &s);
     l->col_ready = 1;
+    l->col_chunk = 0;
+}
+
+/* ==== chunks ====
+ *
+ * With the net's own products (no outsourcing dispatch), an fp32
+ * convolution goes through the batch in chunks of a few examples: each
+ * chunk's columns are formed and multiplied while they are in cache, the
+ * chunks in parallel, each product on one thread; the input gradient's
+ * columns likewise go back into the image right after their product.  A
+ * whole batch's columns (29 MB for fmnist-cnn's second convolution at
+ * batch 128) would make the round trip through memory each time.
+ *
+ * A chunk's columns are about 1 MiB and the number of chunks a multiple of
+ * four: the chunking depends on the shapes only, so the weight gradient,
+ * summed chunk by chunk in order, is the same on any number of threads.
+ * Chunk c holds examples [c k, c k + m) as one (ckk, m hw) matrix at
+ * l->col + c k ckk hw (likewise l->dcol). */
+
+#define CONV_CHUNK_BYTES ((size_t)1 << 20)
+#define CONV_PART_BYTES ((size_t)8 << 20) /* chunk partials above: summed
+                                              by one product at a time */
+
+static int conv_chunk(const layer *l, int n)
+{
+    size_t per = (size_t)l->c * (size_t)l->size * (size_t)l->size *
+                 (size_t)l->out_h * (size_t)l->out_w * sizeof(float);
+    size_t chunks = ((size_t)n * per + CONV_CHUNK_BYTES - 1) /
+                    CONV_CHUNK_BYTES;
+    chunks = (chunks + 3) / 4 * 4;
+    if (chunks > (size_t)n) chunks = (size_t)n;
+    return (int)(((size_t)n + chunks - 1) / chunks);
+}
+
+static int own_products(const eml_net *net)
+{
+    return net->gemm.fn == net->k->gemm && net->gemm.conv == NULL;
+}
+
+/* Chunk c of a batch of n in chunks of k: first example, examples. */
+static int chunk_span(int c, int k, int n, int *m)
+{
+    int b0 = c * k;
+    *m = n - b0 < k ? n - b0 : k;
+    return b0;
+}
+
+static size_t ckk_hw(const layer *l)
+{
+    return (size_t)l->c * (size_t)l->size * (size_t)l->size *
+           (size_t)l->out_h * (size_t)l->out_w;
+}
+
+/* One product of a chunk on this thread: the table's GEMM, which the
+ * dispatch counts after the parallel loop. */
+static eml_status chunk_gemm(eml_net *net, const layer *l, eml_gemm_pass pass,
+                             eml_gemm_weight weight, int ta, int tb, int M,
+                             int N, int K, const float *A, int lda,
+                             const float *B, int ldb, float *C, int ldc)
+{
+    eml_gemm_desc g = eml_gemm_desc_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb,
+                                        0.0f, C, ldc);
+    g.layer = l->index;
+    g.pass = pass;
+    g.weight = weight;
+    g.weight_version = net->wversion;
+    return net->k->gemm(net->ks, &g);
+}
+
+static void count_products(eml_net *net, int calls, double flops)
+{
+    net->gemm.calls += (uint64_t)calls;
+    net->gemm.flops += flops;
+}
+
+/* Forward: columns and product of each chunk, into wide (f, n*hw). */
+static eml_status conv_forward_chunked(eml_net *net, layer *l,
+                                       const float *in, int n)
+{
+    int f = l->out_c, ckk = l->c * l->size * l->size, k = conv_chunk(l, n);
+    int chunks = (n + k - 1) / k, failed = 0;
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w, ld = (size_t)n * hw;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int c = 0; c < chunks; c++) {
+        int m, b0 = chunk_span(c, k, n, &m);
+        eml_conv_shape s = conv_shape(l, m);
+        float *col = l->col + (size_t)b0 * ckk_hw(l);
+        for (int b = 0; b < m; b++)
+            net->k->im2col(col + (size_t)b * hw,
+                           in + (size_t)(b0 + b) * l->n_in, &s);
+        if (chunk_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_A, 0, 0, f,
+                       (int)s.ld, ckk, l->wt, ckk, col, (int)s.ld,
+                       l->wide + (size_t)b0 * hw, (int)ld) != EML_OK)
+            failed = 1;
+    }
+    count_products(net, chunks, 2.0 * f * (double)ckk * (double)ld);
+    l->col_ready = 1;
+    l->col_chunk = k;
+    return failed ? EML_ERR_BACKEND : EML_OK;
+}
+
+/* Backward from wide (the product's gradient): the weight gradient, by
+ * chunk partials summed in order (or, when those would be large, one
+ * product per chunk in order), and the input gradient's columns of each
+ * chunk back into din. */
+static eml_status conv_backward_chunked(eml_net *net, layer *l,
+                                        const float *in, float *din, int n)
+{
+    int f = l->out_c, ckk = l->c * l->size * l->size, k = conv_chunk(l, n);
+    int chunks = (n + k - 1) / k, failed = 0;
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w, ld = (size_t)n * hw;
+    if (!l->col_ready || l->col_chunk != k) {
+        eml_status st = conv_forward_chunked(net, l, in, n); /* columns */
+        if (st != EML_OK) return st;
+    }
+    size_t parts = (size_t)((net->max_batch + k - 1) / k) * l->n_w;
+    int partial = parts * sizeof(float) <= CONV_PART_BYTES;
+    if (partial && l->dw_part == NULL) {
+        l->dw_part = eml_alloc_floats(parts);
+        if (l->dw_part == NULL) return EML_ERR_NOMEM;
+        net->bytes += parts * sizeof(float);
+    }
+    if (din != NULL) memset(din, 0, (size_t)n * l->n_in * sizeof(float));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int c = 0; c < chunks; c++) {
+        int m, b0 = chunk_span(c, k, n, &m);
+        eml_conv_shape s = conv_shape(l, m);
+        const float *col = l->col + (size_t)b0 * ckk_hw(l);
+        const float *d = l->wide + (size_t)b0 * hw;
+        /* dw_c (f, ckk) = d_c (f, m*hw) * col_c^T (m*hw, ckk) */
+        if (partial &&
+            chunk_gemm(net, l, EML_GEMM_WEIGHT_GRAD, EML_GEMM_NO_WEIGHT, 0,
+                       1, f, ckk, (int)s.ld, d, (int)ld, col, (int)s.ld,
+                       l->dw_part + (size_t)c * l->n_w, ckk) != EML_OK)
+            failed = 1;
+        if (din == NULL) continue;
+        /* dcol_c (ckk, m*hw) = w^T (ckk, f) * d_c (f, m*hw) */
+        float *dcol = l->dcol + (size_t)b0 * ckk_hw(l);
+        if (chunk_gemm(net, l, EML_GEMM_INPUT_GRAD, EML_GEMM_WEIGHT_A, 1, 0,
+                       ckk, (int)s.ld, f, l->wt, ckk, d, (int)ld, dcol,
+                       (int)s.ld) != EML_OK)
+            failed = 1;
+        for (int b = 0; b < m; b++)
+            net->k->col2im(din + (size_t)(b0 + b) * l->n_in,
+                           dcol + (size_t)b * hw, &s);
+    }
+    if (failed) return EML_ERR_BACKEND;
+    double flops = 2.0 * f * (double)ckk * (double)ld;
+    count_products(net, chunks * (din != NULL ? 2 : 1),
+                   flops * (din != NULL ? 2 : 1));
+    if (partial) {
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < l->n_w; j++) {
+            float acc = 0;
+            for (int c = 0; c < chunks; c++)
+                acc += l->dw_part[(size_t)c * l->n_w + j];
+            l->dw[j] = acc;
+        }
+        return EML_OK;
+    }
+    for (int c = 0; c < chunks; c++) {
+        int m, b0 = chunk_span(c, k, n, &m);
+        eml_gemm_desc g = eml_gemm_desc_f32(
+            0, 1, f, ckk, m * (int)hw, 1.0f, l->wide + (size_t)b0 * hw,
+            (int)ld, l->col + (size_t)b0 * ckk_hw(l), m * (int)hw,
+            c == 0 ? 0.0f : 1.0f, l->dw, ckk);
+        g.layer = l->index;
+        g.pass = EML_GEMM_WEIGHT_GRAD;
+        eml_status st = eml_gemm(&net->gemm, &g);
+        if (st != EML_OK) return st;
+    }
+    return EML_OK;
 }
 
 eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n)
@@ -195,6 +367,8 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
     } else if (conv_whole(net, &cd)) {
         l->col_ready = 0;
         st = eml_conv(&net->gemm, &cd);
+    } else if (own_products(net)) {
+        st = conv_forward_chunked(net, l, in, n);
     } else {
         conv_columns(net, l, in, n);
         st = layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_A, 0, 0, f,
@@ -237,17 +411,25 @@ static eml_status conv_per_example(eml_net *net, layer *l, const float *in,
         if (l->dw_ex == NULL) return EML_ERR_NOMEM;
         net->bytes += n_ex * sizeof(float);
     }
-    eml_gemm_desc g = eml_gemm_desc_f32(0, 1, f, ckk, (int)hw, 1.0f, l->wide,
-                                        wide, l->col, wide, 0.0f, l->dw_ex,
-                                        ckk);
-    g.layer = l->index;
-    g.pass = EML_GEMM_PER_EXAMPLE;
-    g.weight_version = net->wversion;
-    g.count = n;
-    g.stride_a = g.stride_b = hw;
-    g.stride_c = l->n_w;
-    eml_status st = eml_gemm(&net->gemm, &g);
-    if (st != EML_OK) return st;
+    /* One batched product per chunk of the columns (one chunk: the whole
+     * batch, when they are one matrix). */
+    int k = l->col_chunk > 0 ? l->col_chunk : n;
+    for (int c = 0; c * k < n; c++) {
+        int m, b0 = chunk_span(c, k, n, &m);
+        int ldb = l->col_chunk > 0 ? m * (int)hw : wide;
+        eml_gemm_desc g = eml_gemm_desc_f32(
+            0, 1, f, ckk, (int)hw, 1.0f, l->wide + (size_t)b0 * hw, wide,
+            l->col + (size_t)b0 * ckk_hw(l), ldb, 0.0f,
+            l->dw_ex + (size_t)b0 * l->n_w, ckk);
+        g.layer = l->index;
+        g.pass = EML_GEMM_PER_EXAMPLE;
+        g.weight_version = net->wversion;
+        g.count = m;
+        g.stride_a = g.stride_b = hw;
+        g.stride_c = l->n_w;
+        eml_status st = eml_gemm(&net->gemm, &g);
+        if (st != EML_OK) return st;
+    }
     for (int b = 0; b < n; b++) {
         const float *ex = l->dw_ex + (size_t)b * l->n_w;
         double sq = 0;
@@ -331,6 +513,8 @@ eml_status eml_layer_conv_backward(eml_net *net, layer *l, const float *in,
             sqnorm[b] += (float)bias_sq;
         }
     }
+    if (sqnorm == NULL && own_products(net))
+        return conv_backward_chunked(net, l, in, din, n);
     if (sqnorm != NULL) {
         st = conv_per_example(net, l, in, n, sqnorm, sums);
         if (st != EML_OK) return st;
@@ -340,7 +524,7 @@ eml_status eml_layer_conv_backward(eml_net *net, layer *l, const float *in,
         if (conv_whole(net, &cd)) {
             st = eml_conv(&net->gemm, &cd);
         } else {
-            if (!l->col_ready) conv_columns(net, l, in, n);
+            if (!l->col_ready || l->col_chunk) conv_columns(net, l, in, n);
             st = layer_gemm(net, l, EML_GEMM_WEIGHT_GRAD, EML_GEMM_NO_WEIGHT,
                             0, 1, f, ckk, wide, l->wide, wide, l->col, wide,
                             0.0f, l->dw, ckk);

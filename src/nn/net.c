@@ -483,6 +483,7 @@ void eml_net_free(eml_net *net)
             free(l->col);
             free(l->wide);
             free(l->dcol);
+            free(l->dw_part);
             if (l->dw_ex != NULL) free_wiped(l->dw_ex, mb * l->n_w);
             free(l->ws);
             free(l->mask);

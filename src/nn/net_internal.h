@@ -47,6 +47,10 @@ typedef struct layer {
     float *delta; /* (max_batch, n_out): dL/d(out); softmax: dL/d(input) */
     float *col;   /* conv: (c*k*k, n*out_h*out_w) */
     int col_ready; /* conv: col holds the last forward's columns */
+    int col_chunk; /* conv: 0, col is one matrix of the batch's columns;
+                      k > 0, it is the batch in chunks of k examples, each
+                      chunk's columns a matrix of their own (layers.c) */
+    float *dw_part; /* conv: each chunk's weight gradient, summed after */
     float *dcol;  /* conv after the first layer: the columns' gradient */
     float *wide;  /* conv: (out_c, n*out_h*out_w) outputs or their deltas */
     float *dw_ex; /* conv: per-example weight gradients (max_batch x n_w),
