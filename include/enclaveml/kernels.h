@@ -58,6 +58,27 @@ typedef enum eml_act {
 
 #define EML_LEAKY_SLOPE 0.1f
 
+/* linear, relu and leaky, which a layer may apply while it moves its
+ * outputs or deltas anyway, with the same arithmetic as both tables'
+ * act_forward and act_backward (ref.c uses these). */
+static inline int eml_act_is_simple(eml_act a)
+{
+    return a == EML_ACT_LINEAR || a == EML_ACT_RELU || a == EML_ACT_LEAKY;
+}
+static inline float eml_act_simple(float x, eml_act a)
+{
+    return a == EML_ACT_RELU    ? (x > 0.0f ? x : 0.0f)
+           : a == EML_ACT_LEAKY ? (x > 0.0f ? x : EML_LEAKY_SLOPE * x)
+                                : x;
+}
+/* The derivative through the output y = f(x). */
+static inline float eml_act_simple_grad(float y, eml_act a)
+{
+    return a == EML_ACT_RELU    ? (y > 0.0f ? 1.0f : 0.0f)
+           : a == EML_ACT_LEAKY ? (y > 0.0f ? 1.0f : EML_LEAKY_SLOPE)
+                                : 1.0f;
+}
+
 typedef enum eml_kernels_kind {
     EML_KERNELS_REF = 0,
     EML_KERNELS_FAST = 1,

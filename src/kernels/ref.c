@@ -167,8 +167,8 @@ eml_status eml_ref_gemm(void *ctx, const eml_gemm_desc *g)
 static float act_one(float x, eml_act a)
 {
     switch (a) {
-    case EML_ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case EML_ACT_LEAKY: return x > 0.0f ? x : EML_LEAKY_SLOPE * x;
+    case EML_ACT_RELU:
+    case EML_ACT_LEAKY: return eml_act_simple(x, a);
     case EML_ACT_TANH: return tanhf(x);
     case EML_ACT_LOGISTIC: return 1.0f / (1.0f + expf(-x));
     case EML_ACT_RELIE: return x > 0.0f ? x : 0.01f * x;
@@ -198,8 +198,8 @@ static float act_one(float x, eml_act a)
 static float act_grad(float y, eml_act a)
 {
     switch (a) {
-    case EML_ACT_RELU: return y > 0.0f ? 1.0f : 0.0f;
-    case EML_ACT_LEAKY: return y > 0.0f ? 1.0f : EML_LEAKY_SLOPE;
+    case EML_ACT_RELU:
+    case EML_ACT_LEAKY: return eml_act_simple_grad(y, a);
     case EML_ACT_TANH: return 1.0f - y * y;
     case EML_ACT_LOGISTIC: return y * (1.0f - y);
     case EML_ACT_RELIE: return y > 0.0f ? 1.0f : 0.01f;

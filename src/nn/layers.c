@@ -250,9 +250,28 @@ static void count_products(eml_net *net, int calls, double flops)
     net->gemm.flops += flops;
 }
 
-/* Forward: columns and product of each chunk, into wide (f, n*hw). */
+/* Examples [b0, b0 + m) of wide (f, ld) into out (n, f, hw), plus the
+ * bias, through the activation when it is simple (*act_done). */
+static void conv_out_rows(layer *l, int b0, int m, size_t ld)
+{
+    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
+    eml_act a = eml_act_is_simple(l->act) ? l->act : EML_ACT_LINEAR;
+    for (int b = b0; b < b0 + m; b++) {
+        float *o = l->out + (size_t)b * l->n_out;
+        for (int j = 0; j < l->out_c; j++) {
+            const float *src = l->wide + (size_t)j * ld + (size_t)b * hw;
+            float *dst = o + (size_t)j * hw;
+            float bj = l->b[j];
+            for (size_t p = 0; p < hw; p++)
+                dst[p] = eml_act_simple(src[p] + bj, a);
+        }
+    }
+}
+
+/* Forward: columns and product of each chunk, into wide (f, n*hw); then,
+ * without batch norm, the chunk's outputs. */
 static eml_status conv_forward_chunked(eml_net *net, layer *l,
-                                       const float *in, int n)
+                                       const float *in, int n, int out_rows)
 {
     int f = l->out_c, ckk = l->c * l->size * l->size, k = conv_chunk(l, n);
     int chunks = (n + k - 1) / k, failed = 0;
@@ -269,6 +288,8 @@ static eml_status conv_forward_chunked(eml_net *net, layer *l,
                        (int)s.ld, ckk, l->wt, ckk, col, (int)s.ld,
                        l->wide + (size_t)b0 * hw, (int)ld) != EML_OK)
             failed = 1;
+        else if (!l->bn && out_rows)
+            conv_out_rows(l, b0, m, ld);
     }
     count_products(net, chunks, 2.0 * f * (double)ckk * (double)ld);
     l->col_ready = 1;
@@ -287,7 +308,7 @@ static eml_status conv_backward_chunked(eml_net *net, layer *l,
     int chunks = (n + k - 1) / k, failed = 0;
     size_t hw = (size_t)l->out_h * (size_t)l->out_w, ld = (size_t)n * hw;
     if (!l->col_ready || l->col_chunk != k) {
-        eml_status st = conv_forward_chunked(net, l, in, n); /* columns */
+        eml_status st = conv_forward_chunked(net, l, in, n, 0); /* cols */
         if (st != EML_OK) return st;
     }
     size_t parts = (size_t)((net->max_batch + k - 1) / k) * l->n_w;
@@ -354,7 +375,6 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
     eml_conv_shape s = conv_shape(l, n);
     int f = l->out_c;
     int ckk = l->c * l->size * l->size;
-    size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)s.ld;
     eml_status st;
     eml_conv_desc cd = conv_desc(net, l, EML_GEMM_FORWARD, n, in, l->wide);
@@ -368,13 +388,19 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
         l->col_ready = 0;
         st = eml_conv(&net->gemm, &cd);
     } else if (own_products(net)) {
-        st = conv_forward_chunked(net, l, in, n);
+        st = conv_forward_chunked(net, l, in, n, 1);
+        if (st != EML_OK || l->bn) goto product_done;
+        return eml_act_is_simple(l->act)
+                   ? EML_OK
+                   : net->k->act_forward(net->ks, l->out,
+                                         (size_t)n * l->n_out, l->act);
     } else {
         conv_columns(net, l, in, n);
         st = layer_gemm(net, l, EML_GEMM_FORWARD, EML_GEMM_WEIGHT_A, 0, 0, f,
                         wide, ckk, l->wt, ckk, l->col, wide, 0.0f, l->wide,
                         wide);
     }
+product_done:
     if (st != EML_OK) return st;
     if (l->bn) {
         eml_bn_forward(net, l, n, s.ld);
@@ -382,16 +408,11 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
                                    l->act);
     }
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < n; b++) {
-        float *o = l->out + (size_t)b * l->n_out;
-        for (int j = 0; j < f; j++) {
-            const float *src = l->wide + (size_t)j * s.ld + (size_t)b * hw;
-            float *dst = o + (size_t)j * hw;
-            float bj = l->b[j];
-            for (size_t p = 0; p < hw; p++) dst[p] = src[p] + bj;
-        }
-    }
-    return net->k->act_forward(net->ks, l->out, (size_t)n * l->n_out, l->act);
+    for (int b = 0; b < n; b++) conv_out_rows(l, b, 1, s.ld);
+    return eml_act_is_simple(l->act)
+               ? EML_OK
+               : net->k->act_forward(net->ks, l->out, (size_t)n * l->n_out,
+                                     l->act);
 }
 
 /* Every example's own weight gradient, dw_b (f, ckk) = delta_b (f, hw) *
@@ -478,9 +499,15 @@ eml_status eml_layer_conv_backward(eml_net *net, layer *l, const float *in,
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
     int wide = (int)s.ld;
     eml_conv_desc cd;
-    eml_status st = net->k->act_backward(net->ks, l->delta, l->out,
-                                         (size_t)n * l->n_out, l->act);
+    /* A simple activation's derivative is applied on the way into wide;
+     * another's by the table first. */
+    int simple = eml_act_is_simple(l->act);
+    eml_status st = simple ? EML_OK
+                           : net->k->act_backward(net->ks, l->delta, l->out,
+                                                  (size_t)n * l->n_out,
+                                                  l->act);
     if (st != EML_OK) return st;
+    eml_act a = simple ? l->act : EML_ACT_LINEAR;
     /* delta (n, f, hw) -> wide (f, n*hw).  Threads split the filters and
      * each sums its bias gradient over examples in order, so the result
      * does not depend on the number of threads. */
@@ -488,12 +515,13 @@ eml_status eml_layer_conv_backward(eml_net *net, layer *l, const float *in,
     for (int j = 0; j < f; j++) {
         float total = 0;
         for (int b = 0; b < n; b++) {
-            const float *src = l->delta + (size_t)b * l->n_out + (size_t)j * hw;
+            size_t at = (size_t)b * l->n_out + (size_t)j * hw;
+            const float *src = l->delta + at, *y = l->out + at;
             float *dst = l->wide + (size_t)j * s.ld + (size_t)b * hw;
             float sum = 0;
             for (size_t p = 0; p < hw; p++) {
-                dst[p] = src[p];
-                sum += src[p];
+                dst[p] = src[p] * eml_act_simple_grad(y[p], a);
+                sum += dst[p];
             }
             total += sum;
         }
