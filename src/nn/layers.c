@@ -251,7 +251,8 @@ static void count_products(eml_net *net, int calls, double flops)
 }
 
 /* Examples [b0, b0 + m) of wide (f, ld) into out (n, f, hw), plus the
- * bias, through the activation when it is simple (*act_done). */
+ * bias (batch norm at inference: its affine map), through the activation
+ * when it is simple. */
 static void conv_out_rows(layer *l, int b0, int m, size_t ld)
 {
     size_t hw = (size_t)l->out_h * (size_t)l->out_w;
@@ -261,9 +262,14 @@ static void conv_out_rows(layer *l, int b0, int m, size_t ld)
         for (int j = 0; j < l->out_c; j++) {
             const float *src = l->wide + (size_t)j * ld + (size_t)b * hw;
             float *dst = o + (size_t)j * hw;
-            float bj = l->b[j];
-            for (size_t p = 0; p < hw; p++)
-                dst[p] = eml_act_simple(src[p] + bj, a);
+            float k = 1.0f, c = l->b[j];
+            if (l->bn) eml_bn_affine(l, j, &k, &c); /* inference only */
+            if (l->bn)
+                for (size_t p = 0; p < hw; p++)
+                    dst[p] = eml_act_simple(src[p] * k + c, a);
+            else
+                for (size_t p = 0; p < hw; p++)
+                    dst[p] = eml_act_simple(src[p] + c, a);
         }
     }
 }
@@ -288,7 +294,7 @@ static eml_status conv_forward_chunked(eml_net *net, layer *l,
                        (int)s.ld, ckk, l->wt, ckk, col, (int)s.ld,
                        l->wide + (size_t)b0 * hw, (int)ld) != EML_OK)
             failed = 1;
-        else if (!l->bn && out_rows)
+        else if (out_rows && (!l->bn || !net->training))
             conv_out_rows(l, b0, m, ld);
     }
     count_products(net, chunks, 2.0 * f * (double)ckk * (double)ld);
@@ -389,7 +395,7 @@ eml_status eml_layer_conv_forward(eml_net *net, layer *l, const float *in, int n
         st = eml_conv(&net->gemm, &cd);
     } else if (own_products(net)) {
         st = conv_forward_chunked(net, l, in, n, 1);
-        if (st != EML_OK || l->bn) goto product_done;
+        if (st != EML_OK || (l->bn && net->training)) goto product_done;
         return eml_act_is_simple(l->act)
                    ? EML_OK
                    : net->k->act_forward(net->ks, l->out,
@@ -404,11 +410,10 @@ product_done:
     if (st != EML_OK) return st;
     if (l->bn) {
         eml_bn_forward(net, l, n, s.ld);
-        return net->k->act_forward(net->ks, l->out, (size_t)n * l->n_out,
-                                   l->act);
-    }
+    } else {
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < n; b++) conv_out_rows(l, b, 1, s.ld);
+        for (int b = 0; b < n; b++) conv_out_rows(l, b, 1, s.ld);
+    }
     return eml_act_is_simple(l->act)
                ? EML_OK
                : net->k->act_forward(net->ks, l->out, (size_t)n * l->n_out,

@@ -149,11 +149,19 @@ eml_status eml_layer_darknet_shape(eml_net *net, layer *l,
 
 /* ==== batch normalization ==== */
 
+void eml_bn_affine(const layer *l, int j, float *a, float *c)
+{
+    float var = l->rvar[j] > 0.0f ? l->rvar[j] : 0.0f;
+    *a = l->scale[j] / sqrtf(var + BN_EPS);
+    *c = l->b[j] - l->rmean[j] * *a;
+}
+
 void eml_bn_forward(eml_net *net, layer *l, int n, size_t ld)
 {
     int f = l->out_c;
     size_t hw = (size_t)l->out_h * (size_t)l->out_w, N = (size_t)n * hw;
     int train = net->training;
+    eml_act act = eml_act_is_simple(l->act) ? l->act : EML_ACT_LINEAR;
 #pragma omp parallel for schedule(static)
     for (int j = 0; j < f; j++) {
         const float *x = l->wide + (size_t)j * ld;
@@ -171,20 +179,27 @@ void eml_bn_forward(eml_net *net, layer *l, int n, size_t ld)
             float unbiased = N > 1 ? (float)(sq / (double)(N - 1)) : var;
             l->rmean[j] += BN_MOMENTUM * (mean - l->rmean[j]);
             l->rvar[j] += BN_MOMENTUM * (unbiased - l->rvar[j]);
-        } else {
-            mean = l->rmean[j];
-            var = l->rvar[j] > 0.0f ? l->rvar[j] : 0.0f;
+        } else { /* the running statistics: one affine map */
+            float a, c;
+            eml_bn_affine(l, j, &a, &c);
+            for (int e = 0; e < n; e++) {
+                const float *src = x + (size_t)e * hw;
+                float *dst = l->out + (size_t)e * l->n_out + (size_t)j * hw;
+                for (size_t p = 0; p < hw; p++)
+                    dst[p] = eml_act_simple(src[p] * a + c, act);
+            }
+            continue;
         }
         float inv = 1.0f / sqrtf(var + BN_EPS), g = l->scale[j], b = l->b[j];
-        if (train) l->inv_std[j] = inv;
-        float *xh = train ? l->xhat + (size_t)j * ld : NULL;
+        l->inv_std[j] = inv;
+        float *xh = l->xhat + (size_t)j * ld;
         for (int e = 0; e < n; e++) {
             const float *src = x + (size_t)e * hw;
             float *dst = l->out + (size_t)e * l->n_out + (size_t)j * hw;
             for (size_t p = 0; p < hw; p++) {
                 float v = (src[p] - mean) * inv;
-                if (xh != NULL) xh[(size_t)e * hw + p] = v;
-                dst[p] = g * v + b;
+                xh[(size_t)e * hw + p] = v;
+                dst[p] = eml_act_simple(g * v + b, act);
             }
         }
     }
@@ -217,6 +232,15 @@ void eml_bn_backward(eml_net *net, layer *l, int n, size_t ld)
 eml_status eml_layer_shortcut_forward(eml_net *net, layer *l, int n)
 {
     const layer *p = &net->layers[l->index - 1], *f = &net->layers[l->from];
+    if (f->out_c == l->out_c && f->out_h == l->out_h &&
+        f->out_w == l->out_w && eml_act_is_simple(l->act)) { /* one pass: sum and activation */
+        size_t total = (size_t)n * l->n_out;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < total; i++)
+            l->out[i] = eml_act_simple(
+                l->alpha * p->out[i] + l->beta * f->out[i], l->act);
+        return EML_OK;
+    }
     overlap o = overlap_of(l, f);
     memcpy(l->out, p->out, (size_t)n * l->n_out * sizeof(float));
 #pragma omp parallel for schedule(static)

@@ -215,6 +215,8 @@ eml_status eml_layer_darknet_shape(eml_net *net, layer *l,
  * stride ld) -> out (n, f, hw), with the batch's statistics while
  * training (updating the running ones), the running ones otherwise. */
 void eml_bn_forward(eml_net *net, layer *l, int n, size_t ld);
+/* Inference's batch norm of channel j as y = a x + c (running stats). */
+void eml_bn_affine(const layer *l, int j, float *a, float *c);
 /* dL/dy in wide (f, n*hw) -> dL/dx there; gamma's and beta's gradients. */
 void eml_bn_backward(eml_net *net, layer *l, int n, size_t ld);
 eml_status eml_layer_shortcut_forward(eml_net *net, layer *l, int n);
