@@ -12,6 +12,29 @@
 
 #include "kernels/kernels_impl.h"
 
+/* One output row of 2x2 windows: rows r0 and r1 of the input, base the
+ * index of r0[0] in the plane.  Selects, not branches (on real data which
+ * tap wins is a coin toss), over restrict pointers: the loop vectorises. */
+static void row_2x2(const float *restrict r0, const float *restrict r1,
+                    float *restrict yo, int32_t *restrict ao, int w,
+                    int32_t base, int32_t in_w)
+{
+    for (int ox = 0; ox < w; ox++) {
+        int ix = 2 * ox;
+        float a = r0[ix], b = r0[ix + 1], c = r1[ix], d = r1[ix + 1];
+        /* strict >: ties keep the first tap in row-major order */
+        int32_t k = b > a;
+        float m = b > a ? b : a;
+        int32_t kc = c > m;
+        m = c > m ? c : m;
+        int32_t kd = d > m;
+        m = d > m ? d : m;
+        k = kd ? 3 : kc ? 2 : k;
+        yo[ox] = m;
+        ao[ox] = base + ix + (k & 1) + (k >> 1) * in_w;
+    }
+}
+
 /* 2x2 stride 2, no top/left padding: the windows inside the input. */
 static void plane_2x2(const float *x, float *y, int32_t *am,
                       const eml_pool_shape *s)
@@ -20,26 +43,9 @@ static void plane_2x2(const float *x, float *y, int32_t *am,
     int full_w = s->in_w / 2 < s->out_w ? s->in_w / 2 : s->out_w;
     for (int oy = 0; oy < full_h; oy++) {
         const float *r0 = x + (size_t)(2 * oy) * s->in_w;
-        const float *r1 = r0 + s->in_w;
-        float *yo = y + (size_t)oy * s->out_w;
-        int32_t *ao = am + (size_t)oy * s->out_w;
-        int32_t base = 2 * oy * s->in_w;
-        /* Selects, not branches: on real data which tap wins is a coin
-         * toss, and mispredicted branches cost more than the loads. */
-        for (int ox = 0; ox < full_w; ox++) {
-            int ix = 2 * ox;
-            float a = r0[ix], b = r0[ix + 1], c = r1[ix], d = r1[ix + 1];
-            int32_t i0 = base + ix;
-            float m = b > a ? b : a;
-            int32_t mi = b > a ? i0 + 1 : i0;
-            int32_t ic = i0 + s->in_w;
-            mi = c > m ? ic : mi;
-            m = c > m ? c : m;
-            mi = d > m ? ic + 1 : mi;
-            m = d > m ? d : m;
-            yo[ox] = m;
-            ao[ox] = mi;
-        }
+        row_2x2(r0, r0 + s->in_w, y + (size_t)oy * s->out_w,
+                am + (size_t)oy * s->out_w, full_w, 2 * oy * s->in_w,
+                s->in_w);
     }
     if (full_h == s->out_h && full_w == s->out_w) return;
     /* the windows that run past the bottom or right edge */
