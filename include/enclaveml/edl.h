@@ -136,7 +136,11 @@ extern "C" {
     M(NODE_SENT, 39, 1, REPLY, NONE, eml_reply_node_sent)                    \
     M(NODE_RECV, 40, 2, OCALL, NODE_FRAME, eml_ocall_node_recv)              \
     M(NODE_FRAME, 41, 2, REPLY, NONE, eml_reply_node_frame)                  \
-    M(NODE_REPORT, 42, 1, NOTIFY, NONE, eml_notify_node_report)
+    M(NODE_REPORT, 42, 1, NOTIFY, NONE, eml_notify_node_report)             \
+    M(SERVE_START, 43, 1, ECALL, SERVE_READY, eml_ecall_serve_start)         \
+    M(SERVE_READY, 44, 1, REPLY, NONE, eml_reply_serve_ready)                \
+    M(SERVE_IO, 45, 1, ECALL, SERVE_OUT, eml_ecall_serve_io)                 \
+    M(SERVE_OUT, 46, 1, REPLY, NONE, eml_reply_serve_out)
 
 #define EML_MSG_ENUM_(NAME, type, ...) EML_MSG_##NAME = type,
 typedef enum eml_msg_type {
@@ -394,6 +398,35 @@ typedef struct eml_bytes {
 #define EML_FIELDS_NODE_REPORT(X, S)                                         \
     X(S, U64, kind, 0, 1)                                                    \
     X(S, BYTES, line, EML_NODE_LINE_MAX)
+
+/* SERVE_START: serve the model MODEL_LOAD loaded (docs/serve.md) under the
+ * name in URLs, with these limits; the enclave makes its TLS key and a
+ * certificate carrying its attestation report (nonce: the SHA-256 of the
+ * key's SubjectPublicKeyInfo).  SERVE_READY: that certificate (DER) and
+ * report.  SERVE_IO: the host's events since the last call (serve.h's
+ * records) and its monotonic clock; SERVE_OUT: the outputs (records) and
+ * when to call again with no events (0: only on an event). */
+#define EML_SERVE_CERT_MAX 16384
+#define EML_FIELDS_SERVE_START(X, S)                                         \
+    X(S, BYTES, name, 64)                                                    \
+    X(S, INT, precision, 0, 2)                                               \
+    X(S, INT, max_batch, 1, 4096)                                            \
+    X(S, INT, max_wait_ms, 0, 60000)                                         \
+    X(S, INT, max_conns, 1, 65536)                                           \
+    X(S, INT, header_timeout_ms, 1, 3600000)                                 \
+    X(S, INT, idle_timeout_ms, 1, 86400000)                                  \
+    X(S, INT, max_instances, 1, 65536)                                       \
+    X(S, U64, max_header, 256, 1 << 20)                                      \
+    X(S, U64, max_body, 1, 1 << 30)
+#define EML_FIELDS_SERVE_READY(X, S)                                         \
+    X(S, BYTES, cert, EML_SERVE_CERT_MAX)                                    \
+    X(S, BYTES, report, EML_REPORT_MAX)
+#define EML_FIELDS_SERVE_IO(X, S)                                            \
+    X(S, U64, now_ms, 0, UINT64_MAX)                                         \
+    X(S, BYTES, events, (size_t)16 << 20)
+#define EML_FIELDS_SERVE_OUT(X, S)                                           \
+    X(S, BYTES, out, (size_t)16 << 20)                                       \
+    X(S, U64, deadline_ms, 0, UINT64_MAX)
 
 /* ==== the structs: one per message with fields, made from its rows ==== */
 

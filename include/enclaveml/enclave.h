@@ -175,6 +175,25 @@ EML_MUST_CHECK eml_status eml_report_hex(const struct eml_flatjson *j,
                                          const char *key, uint8_t *out,
                                          size_t n, eml_err *err);
 
+/* ==== making attestation reports ==== */
+
+/* What a report says and who signs it: the enclave's measurement and
+ * keys, its platform's key pair (sign_sk borrowed), sim, the policy. */
+typedef struct eml_report_keys {
+    uint8_t measurement[32], x25519[32], ed25519[32], platform_pk[32];
+    const uint8_t *sign_sk;
+    int sim;
+    const char *policy;
+} eml_report_keys;
+
+/* The signed attestation report binding nonce (docs/enclave.md; malloc'd
+ * text): what the enclave's ATTEST answers, and what tests sign with keys
+ * of their own. */
+EML_MUST_CHECK eml_status eml_attestation_make(const eml_report_keys *k,
+                                               const uint8_t *nonce,
+                                               size_t nlen, char **out,
+                                               size_t *out_len, eml_err *err);
+
 /* ==== checking attestation reports ==== */
 /* A platform key a report may be signed with, and the backend whose
  * reports it signs ("sim", "none"): the report's policy must name it. */

@@ -275,6 +275,52 @@ eml_status eml_grant_open(const uint8_t *buf, size_t len,
     return EML_OK;
 }
 
+/* ==== attestation reports ==== */
+
+eml_status eml_attestation_make(const eml_report_keys *k,
+                                const uint8_t *nonce, size_t nlen,
+                                char **out, size_t *out_len, eml_err *err)
+{
+    if (nlen > EML_NONCE_MAX)
+        return eml_err_set(err, EML_ERR_RANGE, "a nonce over %d bytes",
+                           EML_NONCE_MAX);
+    size_t plen = strlen(k->policy);
+    if (plen >= EML_POLICY_MAX)
+        return eml_err_set(err, EML_ERR_RANGE, "a policy too long");
+    /* report_data = SHA-256(x25519 pk || ed25519 pk || nonce || policy) */
+    uint8_t rd_in[32 + 32 + EML_NONCE_MAX + EML_POLICY_MAX], rd[32];
+    size_t n = 0;
+    memcpy(rd_in + n, k->x25519, 32);
+    n += 32;
+    memcpy(rd_in + n, k->ed25519, 32);
+    n += 32;
+    memcpy(rd_in + n, nonce, nlen);
+    n += nlen;
+    memcpy(rd_in + n, k->policy, plen);
+    n += plen;
+    eml_status st = eml_sha256(rd, rd_in, n);
+    if (st != EML_OK) return eml_err_set(err, st, "hash failed");
+    char meas[65], xh[65], eh[65], nh[2 * EML_NONCE_MAX + 1], rdh[65], ph[65];
+    eml_hex(meas, k->measurement, 32);
+    eml_hex(xh, k->x25519, 32);
+    eml_hex(eh, k->ed25519, 32);
+    eml_hex(nh, nonce, nlen);
+    eml_hex(rdh, rd, 32);
+    eml_hex(ph, k->platform_pk, 32);
+    /* The policy is our own configuration string: letters, digits, '=',
+     * ';', '.', '_' only (checked at start), so it needs no escaping. */
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"type\":\"enclaveml-attestation\",\"version\":1,"
+             "\"sim\":%s,\"measurement\":\"%s\",\"x25519\":\"%s\","
+             "\"ed25519\":\"%s\",\"nonce\":\"%s\",\"policy\":\"%s\","
+             "\"report_data\":\"%s\",\"platform_key\":\"%s\"",
+             k->sim ? "true" : "false", meas, xh, eh, nh, k->policy, rdh, ph);
+    st = eml_report_sign(body, k->sign_sk, out, out_len);
+    return st == EML_OK ? EML_OK
+                        : eml_err_set(err, st, "cannot sign the report");
+}
+
 /* ==== signed reports ==== */
 
 static const char sig_key[] = ",\"signature\":\"";

@@ -103,44 +103,17 @@ eml_status eml_rt_make_report(eml_enclave *e, const uint8_t *nonce,
                               size_t nlen, char **out, size_t *out_len,
                               eml_err *err)
 {
-    eml_status st;
-    if (nlen > EML_NONCE_MAX)
-        return eml_err_set(err, EML_ERR_RANGE, "a nonce over %d bytes",
-                           EML_NONCE_MAX);
     if (!e->has_identity)
         return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
-    /* report_data = SHA-256(x25519 pk || ed25519 pk || nonce || policy) */
-    uint8_t rd_in[32 + 32 + EML_NONCE_MAX + EML_POLICY_MAX], rd[32];
-    size_t k = 0, plen = strlen(e->policy);
-    memcpy(rd_in + k, e->x_pk, 32);
-    k += 32;
-    memcpy(rd_in + k, e->ed_pk, 32);
-    k += 32;
-    memcpy(rd_in + k, nonce, nlen);
-    k += nlen;
-    memcpy(rd_in + k, e->policy, plen);
-    k += plen;
-    st = eml_sha256(rd, rd_in, k);
-    if (st != EML_OK) return eml_err_set(err, st, "hash failed");
-    char meas[65], xh[65], eh[65], nh[2 * EML_NONCE_MAX + 1], rdh[65], ph[65];
-    eml_hex(meas, e->measurement, 32);
-    eml_hex(xh, e->x_pk, 32);
-    eml_hex(eh, e->ed_pk, 32);
-    eml_hex(nh, nonce, nlen);
-    eml_hex(rdh, rd, 32);
-    eml_hex(ph, e->platform_pk, 32);
-    /* The policy is our own configuration string: letters, digits, '=',
-     * ';', '.', '_' only (checked at start), so it needs no escaping. */
-    char body[1024];
-    snprintf(body, sizeof(body),
-             "{\"type\":\"enclaveml-attestation\",\"version\":1,"
-             "\"sim\":%s,\"measurement\":\"%s\",\"x25519\":\"%s\","
-             "\"ed25519\":\"%s\",\"nonce\":\"%s\",\"policy\":\"%s\","
-             "\"report_data\":\"%s\",\"platform_key\":\"%s\"",
-             e->sim ? "true" : "false", meas, xh, eh, nh, e->policy, rdh, ph);
-    st = eml_report_sign(body, e->sec->sign_sk, out, out_len);
-    return st == EML_OK ? EML_OK
-                        : eml_err_set(err, st, "cannot sign the report");
+    eml_report_keys k;
+    memcpy(k.measurement, e->measurement, 32);
+    memcpy(k.x25519, e->x_pk, 32);
+    memcpy(k.ed25519, e->ed_pk, 32);
+    memcpy(k.platform_pk, e->platform_pk, 32);
+    k.sign_sk = e->sec->sign_sk;
+    k.sim = e->sim;
+    k.policy = e->policy;
+    return eml_attestation_make(&k, nonce, nlen, out, out_len, err);
 }
 
 eml_status eml_rt_ecall_attest(eml_enclave *e, eml_msg_any *req,

@@ -33,6 +33,7 @@
 #include "enclaveml/container.h"
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
+#include "enclaveml/http.h"
 #include "enclaveml/ledger.h"
 #include "enclaveml/mirror.h"
 #include "enclaveml/outsource.h"
@@ -74,6 +75,11 @@ struct eml_enclave {
     eml_status late_st; /* the first of their failures, not yet reported */
     eml_err late;
     struct eml_model *model; /* MODEL_LOAD's, or NULL */
+    /* SERVE_START's (serve_ecall.c), or NULL */
+    struct eml_tls_key *tls_key;
+    struct eml_tls_server *tls;
+    struct eml_server *server;
+    eml_http_buf serve_out;
 };
 
 /* ==== ocall.c ==== */
@@ -203,6 +209,15 @@ typedef struct eml_rt_worker {
 
 /* A link over WORKER ocalls (w must outlive it). */
 eml_worker_link eml_rt_worker_link(eml_rt_worker *w, eml_enclave *e);
+
+/* ==== serve_ecall.c ==== */
+
+eml_status eml_rt_ecall_serve_start(eml_enclave *e, eml_msg_any *req,
+                                    eml_err *err);
+eml_status eml_rt_ecall_serve_io(eml_enclave *e, eml_msg_any *req,
+                                 eml_err *err);
+/* The server, its TLS and key, freed (and wiped by their owners). */
+void eml_rt_serve_free(eml_enclave *e);
 
 eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
                                    eml_err *err);

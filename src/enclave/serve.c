@@ -2,7 +2,8 @@
  * serve.c - the trusted runtime's object (made from what the platform
  * hands it, freed with every secret wiped) and its ecall loop, which
  * decodes each ecall with the boundary's codec and dispatches it through
- * a table of handlers (INIT, ATTEST, TRAIN, PING, PROBE, SHUTDOWN).
+ * a table of handlers (INIT, ATTEST, TRAIN, MODEL_LOAD, SERVE_START,
+ * SERVE_IO, PING, PROBE, SHUTDOWN).
  *
  * Trusted code: memory and the channel fd only.  A frame that cannot be
  * parsed gets an ERROR and ends the loop (the stream may be out of step);
@@ -53,6 +54,7 @@ void eml_enclave_free(eml_enclave *e)
 {
     if (e == NULL) return;
     eml_secure_free(e->sec, sizeof(secrets));
+    eml_rt_serve_free(e); /* before the model it borrows */
     eml_model_free(e->model);
     if (e->staging != NULL) {
         eml_wipe(e->staging, e->bulk_n); /* sealed bytes, but still */
@@ -90,6 +92,8 @@ static const ecall_fn ecalls[EML_MSG_TYPE_END] = {
     [EML_MSG_ATTEST] = eml_rt_ecall_attest,
     [EML_MSG_TRAIN] = eml_rt_ecall_train,
     [EML_MSG_MODEL_LOAD] = eml_rt_ecall_model_load,
+    [EML_MSG_SERVE_START] = eml_rt_ecall_serve_start,
+    [EML_MSG_SERVE_IO] = eml_rt_ecall_serve_io,
     [EML_MSG_PING] = ecall_ping,
     [EML_MSG_PROBE] = eml_rt_ecall_probe,
     [EML_MSG_SHUTDOWN] = ecall_shutdown,

@@ -29,6 +29,8 @@
 #include "host/json.h"
 #include "host/keyfile.h"
 #include "host/progress.h"
+#include "host/cmd_serve.h"
+#include "host/tls_client.h"
 #include "sim/platform.h"
 
 enum {
@@ -37,7 +39,7 @@ enum {
     O_RECIPIENT, O_REPORT_OUT, O_EPOCHS, O_BATCH, O_LR, O_SEED, O_THREADS,
     O_KERNELS, O_QUIET, O_MODEL, O_REPORT_NONCE, O_CFG_DIGEST, O_ALLOW_NONE,
     O_ALLOW_OUTSOURCE,
-    O_FILES,
+    O_FILES, O_TLS,
 };
 
 static int opt_heap(const char *s, unsigned *out)
@@ -224,19 +226,11 @@ static int verify_attestation(const char *path, const uint8_t meas[32],
     size_t len = 0;
     if (read_text(path, &text, &len)) return 1;
     eml_err err = {0};
-    char home[4096];
     /* allow_sim: bit 0 accepts simulated reports, bit 1 also the `none`
      * backend's platform key (--allow-none), which never verifies as sim. */
-    eml_platform_key keys[2] = {{{0}, "sim"}, {{0}, "none"}};
-    size_t n_keys = (allow_sim & 2) ? 2 : 1;
-    eml_status st = eml_platform_home(home, sizeof(home), &err);
-    if (st == EML_OK) st = eml_platform_provision(home, EML_PLATFORM_SIM, &err);
-    if (st == EML_OK)
-        st = eml_platform_load_pub(home, EML_PLATFORM_SIM, keys[0].pk, &err);
-    if (st == EML_OK && n_keys == 2)
-        st = eml_platform_provision(home, EML_PLATFORM_NONE, &err);
-    if (st == EML_OK && n_keys == 2)
-        st = eml_platform_load_pub(home, EML_PLATFORM_NONE, keys[1].pk, &err);
+    eml_platform_key keys[2];
+    size_t n_keys = 0;
+    eml_status st = eml_verifier_keys(allow_sim, keys, &n_keys, &err);
     if (st != EML_OK) {
         free(text);
         return eml_fail_st(st, &err);
@@ -401,6 +395,8 @@ out:
 static const char verify_usage[] =
     "usage: enclaveml verify R.json --measurement HEX [--nonce HEX]\n"
     "                        [--allow-sim [--allow-none]] [--json]\n"
+    "       enclaveml verify --tls HOST:PORT --measurement HEX\n"
+    "                        [--allow-sim [--allow-none]] [--json]\n"
     "       enclaveml verify T.json --report R.json --measurement HEX\n"
     "                        [--model M.emlm] [--report-nonce HEX]\n"
     "                        [--recipient M.pub] [--allow-sim] [--json]\n"
@@ -414,7 +410,9 @@ static const char verify_usage[] =
     "--recipient, that the model went to that key.  Exits 0 only if\n"
     "everything checks.  Simulated reports are refused without --allow-sim;\n"
     "reports of the in-process `none` backend (its own platform key) also\n"
-    "need --allow-none.\n";
+    "need --allow-none.  With --tls, the attested server there (`enclaveml\n"
+    "serve`): the report in its TLS certificate, and that the report binds\n"
+    "the certificate's key; prints the key's pin for curl --pinnedpubkey.\n";
 
 int eml_cmd_verify(int argc, char **argv)
 {
@@ -428,9 +426,11 @@ int eml_cmd_verify(int argc, char **argv)
         {"report-nonce", required_argument, 0, O_REPORT_NONCE},
         {"recipient", required_argument, 0, O_RECIPIENT},
         {"json", no_argument, 0, O_JSON},
+        {"tls", required_argument, 0, O_TLS},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
     uint8_t meas[32], nonce[EML_NONCE_MAX], rnonce[EML_NONCE_MAX], rpk[32];
+    const char *tls = NULL;
     size_t nlen = 0;
     int have_meas = 0, have_nonce = 0, allow_sim = 0, json = 0, opt;
     const char *report = NULL, *recipient = NULL;
@@ -458,9 +458,16 @@ int eml_cmd_verify(int argc, char **argv)
             break;
         case O_RECIPIENT: recipient = optarg; break;
         case O_JSON: json = 1; break;
+        case O_TLS: tls = optarg; break;
         case O_HELP: fputs(verify_usage, stdout); return 0;
         default: return eml_opt_unknown("verify", argc, argv);
         }
+    }
+    if (tls != NULL) {
+        if (optind != argc || !have_meas || report || have_nonce)
+            return eml_fail("verify: --tls takes --measurement (and "
+                            "--allow-sim, --allow-none, --json) only");
+        return eml_verify_tls(tls, meas, allow_sim, json);
     }
     if (optind + 1 != argc)
         return eml_fail("verify: give exactly one report file");

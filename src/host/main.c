@@ -17,6 +17,7 @@
 #include "host/cmd_crypto.h"
 #include "host/cmd_enclave.h"
 #include "host/cmd_privacy.h"
+#include "host/cmd_serve.h"
 #include "host/cmd_decentral.h"
 #include "host/cmd_worker.h"
 
@@ -56,6 +57,10 @@ static const struct command {
     {"node", "run one node of a decentralized run", eml_cmd_node},
     {"decentral", "run N local nodes of decentralized learning",
      eml_cmd_decentral},
+    {"serve", "serve a model over attested TLS (TensorFlow Serving's API)",
+     eml_cmd_serve},
+    {"client", "check a server's attestation, then send it test images",
+     eml_cmd_client},
 };
 
 static void usage(FILE *f)

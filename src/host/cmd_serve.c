@@ -1,0 +1,321 @@
+/*
+ * cmd_serve.c - `enclaveml serve`: the attested inference server
+ * (docs/serve.md).  The enclave loads the owner's encrypted model through
+ * their grant, makes its TLS key and a certificate carrying its
+ * attestation report; this process listens and relays ciphertext
+ * (serve_relay.c).  Host side.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "enclaveml/enclave.h"
+#include "enclaveml/net.h"
+#include "enclaveml/serve.h"
+#include "enclaveml/tls.h"
+#include "host/cli.h"
+#include "host/cmd_common.h"
+#include "host/cmd_serve.h"
+#include "host/fileio.h"
+#include "host/serve_relay.h"
+#include "host/worker_link.h"
+
+static const char serve_usage[] =
+    "usage: enclaveml serve --cfg F --model M.emlc --grant G\n"
+    "                       --listen tcp:HOST:PORT [--name NAME]\n"
+    "                       [--precision fp32|bf16] [--max-batch B]\n"
+    "                       [--max-wait-ms T] [--max-conns N]\n"
+    "                       [--header-timeout-ms T] [--idle-timeout-ms T]\n"
+    "                       [--max-body BYTES] [--ready-file F]\n"
+    "                       [--cert-out C.der] [--enclave sim|none]\n"
+    "                       [--heap-mb M] [--threads N] [--quiet]\n"
+    "\n"
+    "Serves the model over HTTPS whose TLS ends inside the enclave\n"
+    "(docs/serve.md).  M.emlc is the model owner's weights encrypted with\n"
+    "`enclaveml encrypt --role model` under the key their grant G gives\n"
+    "this enclave.  The enclave makes its TLS key and puts its attestation\n"
+    "report in the certificate; `enclaveml verify --tls HOST:PORT` checks\n"
+    "it and prints the key's pin for `curl --pinnedpubkey`.\n"
+    "\n"
+    "TensorFlow Serving's REST API: POST /v1/models/NAME:predict with\n"
+    "{\"instances\": [...]} (or application/octet-stream float32/uint8),\n"
+    "GET /v1/models/NAME, GET /healthz, GET /metrics (Prometheus).\n"
+    "Requests are batched across connections: up to --max-batch examples\n"
+    "(64), the first waiting at most --max-wait-ms (5).  More than\n"
+    "--max-conns (256) connections are answered 503; a request must\n"
+    "arrive within --header-timeout-ms (10000) of its first byte (408).\n"
+    "--listen with port 0 picks a free port; --ready-file gets\n"
+    "\"tcp:HOST:PORT sha256//PIN\" once serving.  SIGINT or SIGTERM stops.\n";
+
+enum {
+    O_MODEL = 1000, O_LISTEN, O_NAME, O_PRECISION, O_MAX_BATCH, O_MAX_WAIT,
+    O_MAX_CONNS, O_HEADER_TIMEOUT, O_IDLE_TIMEOUT, O_MAX_BODY, O_READY,
+    O_CERT_OUT,
+};
+
+typedef struct serve_args {
+    const char *cfg, *model, *grant, *listen, *ready, *cert_out;
+    char name[EML_HTTP_MODEL_NAME_MAX + 1];
+    eml_precision precision;
+    long max_batch, max_wait, max_conns, header_timeout, idle_timeout;
+    uint64_t max_body;
+    eml_backend backend;
+    long heap_mb, threads;
+    int quiet;
+} serve_args;
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static int take_opt(serve_args *a, int opt, const char *v)
+{
+    switch (opt) {
+    case OPT_CFG: a->cfg = v; return 0;
+    case O_MODEL: a->model = v; return 0;
+    case OPT_GRANT: a->grant = v; return 0;
+    case O_LISTEN: a->listen = v; return 0;
+    case O_READY: a->ready = v; return 0;
+    case O_CERT_OUT: a->cert_out = v; return 0;
+    case OPT_QUIET: a->quiet = 1; return 0;
+    case O_NAME:
+        if (strlen(v) > EML_HTTP_MODEL_NAME_MAX)
+            return eml_fail("serve: --name is at most %d characters",
+                            EML_HTTP_MODEL_NAME_MAX);
+        snprintf(a->name, sizeof(a->name), "%s", v);
+        return 0;
+    case O_PRECISION:
+        if (eml_precision_parse(v, &a->precision) == EML_OK) return 0;
+        return eml_fail("serve: --precision: '%s' is not one of: fp32, "
+                        "bf16, int8",
+                        v);
+    case O_MAX_BATCH:
+        return eml_opt_long("--max-batch", v, 1, 4096, &a->max_batch) != 0;
+    case O_MAX_WAIT:
+        return eml_opt_long("--max-wait-ms", v, 0, 60000, &a->max_wait) != 0;
+    case O_MAX_CONNS:
+        return eml_opt_long("--max-conns", v, 1, 65536, &a->max_conns) != 0;
+    case O_HEADER_TIMEOUT:
+        return eml_opt_long("--header-timeout-ms", v, 1, 3600000,
+                            &a->header_timeout) != 0;
+    case O_IDLE_TIMEOUT:
+        return eml_opt_long("--idle-timeout-ms", v, 1, 86400000,
+                            &a->idle_timeout) != 0;
+    case O_MAX_BODY:
+        if (eml_opt_u64("--max-body", v, &a->max_body)) return 1;
+        if (a->max_body < 1 || a->max_body > ((uint64_t)1 << 30))
+            return eml_fail("serve: --max-body must be 1 to 1073741824");
+        return 0;
+    case OPT_ENCLAVE:
+        if (eml_backend_parse(v, &a->backend) == EML_OK) return 0;
+        return eml_fail("serve: --enclave: '%s' is not one of: sim, none", v);
+    case OPT_HEAP:
+        return eml_opt_long("--heap-mb", v, 64, 1 << 20, &a->heap_mb) != 0;
+    case OPT_THREADS:
+        return eml_opt_long("--threads", v, 1, 1024, &a->threads) != 0;
+    default: return -1;
+    }
+}
+
+static int parse_args(int argc, char **argv, serve_args *a)
+{
+    static const struct option opts[] = {
+        {"cfg", required_argument, 0, OPT_CFG},
+        {"model", required_argument, 0, O_MODEL},
+        {"grant", required_argument, 0, OPT_GRANT},
+        {"listen", required_argument, 0, O_LISTEN},
+        {"name", required_argument, 0, O_NAME},
+        {"precision", required_argument, 0, O_PRECISION},
+        {"max-batch", required_argument, 0, O_MAX_BATCH},
+        {"max-wait-ms", required_argument, 0, O_MAX_WAIT},
+        {"max-conns", required_argument, 0, O_MAX_CONNS},
+        {"header-timeout-ms", required_argument, 0, O_HEADER_TIMEOUT},
+        {"idle-timeout-ms", required_argument, 0, O_IDLE_TIMEOUT},
+        {"max-body", required_argument, 0, O_MAX_BODY},
+        {"ready-file", required_argument, 0, O_READY},
+        {"cert-out", required_argument, 0, O_CERT_OUT},
+        {"enclave", required_argument, 0, OPT_ENCLAVE},
+        {"heap-mb", required_argument, 0, OPT_HEAP},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"quiet", no_argument, 0, OPT_QUIET},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
+    memset(a, 0, sizeof(*a));
+    snprintf(a->name, sizeof(a->name), "model");
+    a->max_batch = 64;
+    a->max_wait = 5;
+    a->max_conns = 256;
+    a->header_timeout = 10000;
+    a->idle_timeout = 60000;
+    a->max_body = EML_HTTP_MAX_BODY_DEFAULT;
+    a->heap_mb = EML_DEFAULT_HEAP_MB;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == OPT_HELP) {
+            fputs(serve_usage, stdout);
+            return -1;
+        }
+        int r = take_opt(a, opt, optarg);
+        if (r < 0) return eml_opt_unknown("serve", argc, argv);
+        if (r > 0) return 1;
+    }
+    if (optind != argc)
+        return eml_fail("serve: unexpected argument '%s'", argv[optind]);
+    if (a->cfg == NULL || a->model == NULL || a->grant == NULL ||
+        a->listen == NULL)
+        return eml_fail("serve: --cfg, --model, --grant and --listen are "
+                        "required");
+    return 0;
+}
+
+/* "sha256//<base64 of the SHA-256 of the key's SubjectPublicKeyInfo>",
+ * curl's --pinnedpubkey form. */
+void eml_tls_pin(const uint8_t spki_sha256[32], char out[EML_TLS_PIN_LEN])
+{
+    memcpy(out, "sha256//", 8);
+    EVP_EncodeBlock((unsigned char *)out + 8, spki_sha256, 32);
+}
+
+/* MODEL_LOAD, then SERVE_START; the certificate and its pin. */
+static eml_status start_serving(eml_enclave_host *h, const serve_args *a,
+                                const uint8_t *cfg, size_t cfg_len,
+                                char pin[EML_TLS_PIN_LEN], eml_err *err)
+{
+    uint8_t *g = NULL;
+    size_t glen = 0;
+    eml_status st = eml_file_read(a->grant, &g, &glen, err);
+    if (st != EML_OK) return st;
+    char *paths[1] = {(char *)a->model};
+    int fds[1] = {-1};
+    h->files.n = 1;
+    h->files.paths = paths;
+    h->files.fds = fds;
+    eml_ecall_model_load lq = {{cfg, cfg_len}, {g, glen}};
+    eml_reply_model_loaded la;
+    st = eml_host_call(h, EML_MSG_MODEL_LOAD, &lq, sizeof(lq), &la,
+                       sizeof(la), err);
+    if (fds[0] >= 0) close(fds[0]);
+    h->files.n = 0;
+    h->files.paths = NULL;
+    h->files.fds = NULL;
+    free(g);
+    if (st != EML_OK) return st;
+    eml_ecall_serve_start q = {
+        {(const uint8_t *)a->name, strlen(a->name)},
+        (int)a->precision,
+        (int)a->max_batch,
+        (int)a->max_wait,
+        (int)a->max_conns,
+        (int)a->header_timeout,
+        (int)a->idle_timeout,
+        1024,
+        EML_HTTP_MAX_HEADER_DEFAULT,
+        a->max_body};
+    eml_reply_serve_ready r;
+    st = eml_host_call(h, EML_MSG_SERVE_START, &q, sizeof(q), &r, sizeof(r),
+                       err);
+    if (st != EML_OK) return st;
+    uint8_t *report = NULL, spki[32];
+    size_t rlen = 0;
+    st = eml_ratls_report(r.cert.p, r.cert.n, &report, &rlen, spki, err);
+    free(report);
+    if (st != EML_OK) return st;
+    eml_tls_pin(spki, pin);
+    if (a->cert_out != NULL)
+        st = eml_file_write_atomic(a->cert_out, r.cert.p, r.cert.n, 0644, err);
+    return st;
+}
+
+static int write_ready(const char *path, const char *addr, const char *pin)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line), "%s %s\n", addr, pin);
+    eml_err err = {0};
+    eml_status st = eml_file_write_atomic(path, (const uint8_t *)line,
+                                          (size_t)n, 0644, &err);
+    return st == EML_OK ? 0 : eml_fail_st(st, &err);
+}
+
+int eml_cmd_serve(int argc, char **argv)
+{
+    serve_args a;
+    int r = parse_args(argc, argv, &a);
+    if (r) return r < 0 ? 0 : 1;
+    eml_err err = {0};
+    uint8_t *cfg = NULL;
+    size_t cfg_len = 0;
+    eml_status st = eml_file_read(a.cfg, &cfg, &cfg_len, &err);
+    if (st != EML_OK) return eml_fail_st(st, &err);
+    eml_worker_addr addr;
+    st = eml_worker_addr_parse(a.listen, &addr, &err);
+    if (st == EML_OK && addr.family != AF_INET)
+        st = eml_err_set(&err, EML_ERR_INVALID,
+                         "--listen takes tcp:HOST:PORT");
+    int lfd = -1;
+    char bound[EML_WORKER_ADDR_MAX];
+    if (st == EML_OK)
+        st = eml_worker_listen(&addr, &lfd, bound, sizeof(bound), &err);
+    if (st != EML_OK) {
+        free(cfg);
+        return eml_fail("serve: %s", eml_err_msg(&err, st));
+    }
+    (void)listen(lfd, 1024); /* a deeper backlog than the worker's */
+    eml_enclave_host h;
+    eml_host_opts ho = {a.backend, (unsigned)a.heap_mb, (int)a.threads};
+    char pin[EML_TLS_PIN_LEN];
+    st = eml_host_start(&h, &ho, &err);
+    if (st == EML_OK) {
+        st = start_serving(&h, &a, cfg, cfg_len, pin, &err);
+        if (st != EML_OK) eml_host_stop(&h);
+    }
+    free(cfg);
+    if (st != EML_OK) {
+        close(lfd);
+        return eml_fail("serve: %s", eml_err_msg(&err, st));
+    }
+    if (!a.quiet) {
+        char mh[65];
+        eml_hex(mh, h.measurement, 32);
+        fprintf(stderr,
+                "serving %s as '%s' on %s (enclave %s, measurement %s, TLS "
+                "key %s)\n",
+                a.cfg, a.name, bound,
+                a.backend == EML_BACKEND_SIM ? "sim" : "none", mh, pin);
+    }
+    if (a.ready != NULL && write_ready(a.ready, bound, pin)) {
+        eml_host_stop(&h);
+        close(lfd);
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    eml_serve_stats stats;
+    memset(&stats, 0, sizeof(stats));
+    st = eml_serve_relay(&h, lfd, (size_t)a.max_conns + 64, &g_stop, &stats,
+                         a.quiet ? NULL : stderr, &err);
+    eml_host_stop(&h);
+    close(lfd);
+    if (st != EML_OK) return eml_fail("serve: %s", eml_err_msg(&err, st));
+    if (!a.quiet)
+        fprintf(stderr,
+                "serve: stopped: %llu connections, %llu bytes in, %llu "
+                "out\n",
+                (unsigned long long)stats.accepted,
+                (unsigned long long)stats.bytes_in,
+                (unsigned long long)stats.bytes_out);
+    return 0;
+}
