@@ -6,7 +6,8 @@
 set -euo pipefail
 
 pkgs=(cmake make gcc pkg-config libcmocka-dev libdnnl-dev zlib1g-dev
-      libssl-dev libseccomp-dev libpmem2-dev libzmq3-dev
+      libssl-dev libseccomp-dev libpmem2-dev libzmq3-dev curl wrk
+      redis-server libhiredis-dev
       dataset-fashion-mnist)
 if [[ "${1:-}" == "--fuzz" ]]; then
   pkgs+=(clang libclang-rt-14-dev libomp-14-dev)
