@@ -23,6 +23,7 @@
 #include "enclaveml/rng.h"
 #include "enclaveml/train.h"
 #include "host/hostio.h"
+#include "enclaveml/safetensors.h"
 #include "net_util.h"
 
 /* Small networks, one per layer type, all without dropout (its mask changes
@@ -291,6 +292,76 @@ static void test_shape_errors(void **state)
 }
 
 /* ==== weights ==== */
+
+/* Calibration images travel with the weights (EML_CALIB_TENSOR): back as
+ * they went; plain decoding skips them; a wrong shape is refused. */
+static void test_weights_calibration(void **state)
+{
+    (void)state;
+    eml_net *a = make_net(fd_nets[1], EML_KERNELS_REF, 2, NULL);
+    size_t item = eml_net_input_size(a);
+    float x[3 * 144];
+    assert_true(item == 144);
+    for (size_t i = 0; i < 3 * item; i++) x[i] = (float)(i % 251) / 250.0f;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(eml_weights_encode_calib(a, x, 3, &buf, &len), EML_OK);
+    eml_net *b = make_net(fd_nets[1], EML_KERNELS_REF, 2, NULL);
+    eml_err err = {0};
+    float *got = NULL;
+    size_t n = 0;
+    assert_int_equal(eml_weights_decode_calib(b, buf, len, "w", &got, &n,
+                                              &err),
+                     EML_OK);
+    assert_int_equal((int)n, 3);
+    assert_memory_equal(got, x, sizeof(x));
+    assert_memory_equal(eml_net_params(a), eml_net_params(b),
+                        eml_net_param_count(a) * sizeof(float));
+    free(got);
+    assert_int_equal(eml_weights_decode(b, buf, len, "w", &err), EML_OK);
+    free(buf);
+    /* images of another shape than the input's */
+    eml_net *c = make_net(fd_nets[0], EML_KERNELS_REF, 2, NULL);
+    assert_int_equal(eml_weights_encode_calib(c, x, 2, &buf, &len), EML_OK);
+    eml_net *d = make_net(fd_nets[0], EML_KERNELS_REF, 2, NULL);
+    assert_int_equal(eml_weights_decode(d, buf, len, "w", &err), EML_OK);
+    free(buf);
+    /* c's calibration tensor in a's file: c's input is [2, 3, 3] */
+    uint8_t *ba = NULL, *bc = NULL;
+    size_t la = 0, lc = 0;
+    assert_int_equal(eml_weights_encode_calib(c, x, 2, &bc, &lc), EML_OK);
+    assert_int_equal(eml_weights_encode(a, &ba, &la), EML_OK);
+    eml_st *sa = NULL, *sc = NULL;
+    assert_int_equal(eml_st_parse(ba, la, &sa, &err), EML_OK);
+    assert_int_equal(eml_st_parse(bc, lc, &sc, &err), EML_OK);
+    eml_st_writer *w = eml_st_writer_new();
+    for (size_t i = 0; i < eml_st_count(sa); i++) {
+        const eml_st_tensor *t = eml_st_get(sa, i);
+        float *v = malloc(t->count * sizeof(float) + 4);
+        eml_st_copy(v, t);
+        assert_int_equal(eml_st_writer_add(w, t->name, t->shape, t->ndims, v),
+                         EML_OK);
+        free(v);
+    }
+    const eml_st_tensor *ct = eml_st_find(sc, EML_CALIB_TENSOR);
+    float *v = malloc(ct->count * sizeof(float));
+    eml_st_copy(v, ct);
+    assert_int_equal(eml_st_writer_add(w, ct->name, ct->shape, ct->ndims, v),
+                     EML_OK);
+    free(v);
+    uint8_t *mixed = NULL;
+    size_t lm = 0;
+    assert_int_equal(eml_st_writer_finish(w, &mixed, &lm), EML_OK);
+    eml_st_writer_free(w);
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(eml_weights_decode(b, mixed, lm, "m.safetensors", &err),
+                     EML_ERR_SHAPE);
+    assert_non_null(strstr(err.msg, "calibration.images"));
+    printf("%s\n", err.msg);
+    free(mixed), free(ba), free(bc);
+    eml_st_free(sa), eml_st_free(sc);
+    eml_net_free(a), eml_net_free(b), eml_net_free(c), eml_net_free(d);
+}
 
 static void test_weights_roundtrip_and_mismatch(void **state)
 {
@@ -599,6 +670,7 @@ int main(void)
         cmocka_unit_test(test_model_workspaces),
         cmocka_unit_test(test_shape_errors),
         cmocka_unit_test(test_weights_roundtrip_and_mismatch),
+        cmocka_unit_test(test_weights_calibration),
         cmocka_unit_test(test_training_learns_and_is_reproducible),
         cmocka_unit_test(test_lr_policies),
         cmocka_unit_test(test_clipped_sum_one_pass),

@@ -154,6 +154,34 @@ else
   bad "silent connection: $(tail -3 serve.err)"
 fi
 
+# ---- int8 in the enclave: calibrated on the images the owner's file
+# carries; without them, refused
+expect_error "serve --precision int8: no calibration images, refused" \
+  "calibration images" "$bin" serve --cfg "$cfg" --model m.emlc \
+  --grant g.grant --listen tcp:127.0.0.1:0 --precision int8 --threads 1 \
+  --quiet
+"$bin" convert --cfg "$cfg" --from w.safetensors --out wc.safetensors \
+  --calibration data --calibrate 300 2>/dev/null
+"$bin" encrypt --key owner.key --in wc.safetensors --role model \
+  --out mc.emlc --quiet
+rm -f ready8
+"$bin" serve --cfg "$cfg" --model mc.emlc --grant g.grant --name fmnist \
+  --listen tcp:127.0.0.1:0 --ready-file ready8 --threads 1 \
+  --precision int8 2>serve8.err &
+server8=$!
+for _ in $(seq 1 100); do [[ -s ready8 ]] && break; sleep 0.1; done
+out=$("$bin" client --tls "$(cut -d' ' -f1 ready8)" --measurement "$M" \
+  --allow-sim --name fmnist --count 500 --format raw --json)
+kill -TERM "$server8"
+wait "$server8"
+got=$(sed 's/.*"accuracy":\([0-9.]*\).*/\1/' <<<"$out")
+if [[ -n $got ]] && awk -v a="$got" -v b="$want" \
+     'BEGIN { d = a - b; exit !(d < 0.01 && -d < 0.01) }'; then
+  ok "int8 in the enclave: accuracy $got against fp32's $want"
+else
+  bad "int8 serving: '$out' $(tail -2 serve8.err)"
+fi
+
 # ---- stop
 kill -TERM "$server"
 wait "$server"

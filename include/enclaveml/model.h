@@ -49,6 +49,9 @@ size_t eml_model_input_size(const eml_model *m);  /* per example */
 size_t eml_model_output_size(const eml_model *m); /* per example */
 /* SHA-256 of the weights as loaded. */
 const uint8_t *eml_model_sha256(const eml_model *m);
+/* The calibration images the model's file carried (EML_CALIB_TENSOR):
+ * their count, *x pointing at them (count x input size floats). */
+size_t eml_model_calibration(const eml_model *m, const float **x);
 
 /* A workspace for requests of up to max_batch examples: an inference-only
  * net over the model's parameters (eml_net_opts.inference, params_of).

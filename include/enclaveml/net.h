@@ -213,10 +213,32 @@ EML_MUST_CHECK eml_status eml_weights_encode(eml_net *net, uint8_t **out,
                                              size_t *len);
 /* Loads every tensor from a safetensors buffer; name is used in messages.
  * Nothing is changed unless every tensor is present with the right shape
- * and there is no extra one. */
+ * and there is no extra one, but for calibration images
+ * (EML_CALIB_TENSOR), which are skipped. */
 EML_MUST_CHECK eml_status eml_weights_decode(eml_net *net, const uint8_t *buf,
                                              size_t len, const char *name,
                                              eml_err *err);
+
+/* The model owner's images for int8 calibration may travel in the model's
+ * file (docs/formats.md): F32, shape [N, channels, height, width] of the
+ * net's input, pixels scaled to [0, 1]; N at most EML_CALIB_MAX. */
+#define EML_CALIB_TENSOR "calibration.images"
+#define EML_CALIB_MAX 100000
+/* eml_weights_encode with n calibration images x (n 0: none). */
+EML_MUST_CHECK eml_status eml_weights_encode_calib(eml_net *net,
+                                                   const float *x, size_t n,
+                                                   uint8_t **out,
+                                                   size_t *len);
+/* eml_weights_decode, and the calibration images if the file has them
+ * (*x malloc'd, *n of them; NULL and 0 if not). */
+EML_MUST_CHECK eml_status eml_weights_decode_calib(eml_net *net,
+                                                   const uint8_t *buf,
+                                                   size_t len,
+                                                   const char *name,
+                                                   float **x, size_t *n,
+                                                   eml_err *err);
+/* The input's channels, height and width. */
+void eml_net_input_dims(const eml_net *net, int *c, int *h, int *w);
 
 /* ==== FLOP counts and per-layer timing ==== */
 /* Multiply-adds x2 of the linear layers for ONE example: forward, and

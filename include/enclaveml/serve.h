@@ -86,7 +86,9 @@ typedef struct eml_server_opts {
     size_t max_instances;  /* in one request */
     eml_http_limits limits;
     eml_kernels_kind kernels;
-    eml_precision precision; /* fp32 or bf16 (int8 needs calibration) */
+    /* int8 calibrates on the images the model's file carries (model.h),
+     * here in the enclave, before the first request */
+    eml_precision precision;
 } eml_server_opts;
 
 /* Fills o with the defaults: batch 64, wait 5 ms, 256 connections,

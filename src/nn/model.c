@@ -18,6 +18,8 @@ struct eml_model {
     eml_netcfg *cfg;
     eml_net *holder; /* owns the parameters; batch 1 */
     uint8_t sha256[32];
+    float *calib;    /* the owner's calibration images, or NULL */
+    size_t n_calib;
 };
 
 eml_status eml_model_load(const uint8_t *cfg_text, size_t cfg_len,
@@ -36,7 +38,8 @@ eml_status eml_model_load(const uint8_t *cfg_text, size_t cfg_len,
         st = eml_net_new(m->cfg, &o, &m->holder, err);
     }
     if (st == EML_OK)
-        st = eml_weights_decode(m->holder, weights, wlen, weights_name, err);
+        st = eml_weights_decode_calib(m->holder, weights, wlen, weights_name,
+                                      &m->calib, &m->n_calib, err);
     if (st == EML_OK) {
         st = eml_sha256(m->sha256, weights, wlen);
         if (st != EML_OK) eml_err_set(err, st, "hash failed");
@@ -52,6 +55,9 @@ eml_status eml_model_load(const uint8_t *cfg_text, size_t cfg_len,
 void eml_model_free(eml_model *m)
 {
     if (m == NULL) return;
+    if (m->calib != NULL) /* the owner's images */
+        eml_wipe(m->calib, m->n_calib * eml_net_input_size(m->holder) * 4);
+    free(m->calib);
     eml_net_free(m->holder); /* wipes the parameters */
     eml_cfg_free(m->cfg);
     free(m);
@@ -80,6 +86,12 @@ size_t eml_model_output_size(const eml_model *m)
 const uint8_t *eml_model_sha256(const eml_model *m)
 {
     return m->sha256;
+}
+
+size_t eml_model_calibration(const eml_model *m, const float **x)
+{
+    *x = m->calib;
+    return m->n_calib;
 }
 
 eml_status eml_model_workspace(const eml_model *m, eml_kernels_kind kernels,

@@ -592,6 +592,13 @@ int eml_net_fixed_layers(const eml_net *net)
 
 float *eml_net_layer_output(eml_net *net, int i) { return net->layers[i].out; }
 
+void eml_net_input_dims(const eml_net *net, int *c, int *h, int *w)
+{
+    *c = net->layers[0].c;
+    *h = net->layers[0].h;
+    *w = net->layers[0].w;
+}
+
 size_t eml_net_layer_output_size(const eml_net *net, int i)
 {
     return net->layers[i].n_out;

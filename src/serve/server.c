@@ -582,6 +582,30 @@ eml_status eml_server_io(eml_server *s, uint64_t now_ms,
 
 /* ==== life ==== */
 
+/* int8: the ranges of the model owner's calibration images, run through
+ * the workspace in fp32, here in the enclave. */
+static eml_status calibrate(eml_server *s, eml_err *err)
+{
+    const float *x = NULL;
+    size_t n = eml_model_calibration(s->m, &x);
+    if (n == 0)
+        return eml_err_set(err, EML_ERR_INVALID,
+                           "int8 needs calibration images in the model's "
+                           "file (enclaveml convert --calibration DIR)");
+    size_t mb = (size_t)s->o.max_batch;
+    eml_net_calibrate(s->ws, 1);
+    eml_status st = EML_OK;
+    for (size_t first = 0; first < n && st == EML_OK; first += mb) {
+        size_t k = n - first < mb ? n - first : mb;
+        memcpy(eml_net_input(s->ws), x + first * s->item,
+               k * s->item * sizeof(float));
+        st = eml_net_forward(s->ws, (int)k, 0);
+    }
+    eml_net_calibrate(s->ws, 0);
+    return st == EML_OK ? EML_OK
+                        : eml_err_set(err, st, "calibration failed");
+}
+
 eml_status eml_server_new(const eml_model *m, eml_tls_server *tls,
                           const eml_server_opts *o, eml_server **out,
                           eml_err *err)
@@ -614,12 +638,8 @@ eml_status eml_server_new(const eml_model *m, eml_tls_server *tls,
         free(s);
         return st;
     }
-    if (o->precision == EML_PREC_INT8)
-        st = eml_err_set(err, EML_ERR_UNSUPPORTED,
-                         "int8 serving needs calibration images in the "
-                         "enclave: not yet");
-    else
-        st = eml_net_set_precision(s->ws, o->precision, err);
+    if (o->precision == EML_PREC_INT8) st = calibrate(s, err);
+    if (st == EML_OK) st = eml_net_set_precision(s->ws, o->precision, err);
     if (st != EML_OK) {
         eml_net_free(s->ws);
         free(s);
