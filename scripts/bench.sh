@@ -117,3 +117,23 @@ echo
 echo "== 8. a decentralized node's round inside (issue 12)"
 "$build/bench/bench_decentral" --params 1000000 --neighbours 4 --reps $([[ $quick == 1 ]] && echo 5 || echo 15)
 scripts/bench-decentral-overhead.sh "$build" "$quick"
+
+echo
+echo "== 9. Darknet's ResNet-50 at batch 16, inference on 2 threads: fp32, int8, bf16 (issue 13)"
+dk=${EML_DARKNET_CFG:-/usr/local/share/enclaveml/darknet/cfg}
+secs=$([[ $quick == 1 ]] && echo 3 || echo 8)
+if [[ -f $dk/resnet50.cfg ]]; then
+  # Alternated, two rounds: each round's int8 and bf16 over its own fp32.
+  for round in 1 2; do
+    line=""
+    for p in fp32 int8 bf16; do
+      ips=$("$bin" bench --cfg "$dk/resnet50.cfg" --batch 16 --mode infer \
+        --precision $p --threads 2 --seconds "$secs" --json 2>/dev/null |
+        sed 's/.*"images_per_second":\([0-9.]*\).*"peak_share":\([0-9.]*\).*/\1 \2/')
+      line="$line $p $ips"
+    done
+    awk -v r=$round '{ printf "round %d: fp32 %.1f images/s (%.1f%% of peak), int8 %.1f (%.1f%%, %.2fx fp32), bf16 %.1f (%.1f%%, %.2fx)\n", r, $2, 100*$3, $5, 100*$6, $5/$2, $8, 100*$9, $8/$2 }' <<<"$line"
+  done
+else
+  echo "no Darknet cfgs in $dk (scripts/install-deps.sh unpacks them): skipped"
+fi

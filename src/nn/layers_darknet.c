@@ -27,32 +27,25 @@
 
 /* ==== shapes ==== */
 
-/* Darknet's shortcut operands: `from` has (w1, h1, c1), the output (w2,
- * h2, c2); stride and sample step through each; the channels, rows and
- * columns both have are summed. */
-typedef struct overlap {
-    int stride, sample, minw, minh, minc;
-} overlap;
-
 /* Where the sum at channel k, row y, column x of the overlap reads `from`
  * (ai) and writes the output (oi), within one example. */
-static size_t ov_out(const overlap *o, const layer *l, int k, int y, int x)
+static size_t ov_out(const eml_overlap *o, const layer *l, int k, int y, int x)
 {
     return (size_t)x * o->sample +
            (size_t)l->out_w *
                ((size_t)y * o->sample + (size_t)l->out_h * (size_t)k);
 }
 
-static size_t ov_from(const overlap *o, const layer *f, int k, int y, int x)
+static size_t ov_from(const eml_overlap *o, const layer *f, int k, int y, int x)
 {
     return (size_t)x * o->stride +
            (size_t)f->out_w *
                ((size_t)y * o->stride + (size_t)f->out_h * (size_t)k);
 }
 
-static overlap overlap_of(const layer *l, const layer *f)
+eml_overlap eml_overlap_of(const layer *l, const layer *f)
 {
-    overlap o;
+    eml_overlap o;
     int w1 = f->out_w, h1 = f->out_h, w2 = l->out_w, h2 = l->out_h;
     o.stride = w1 / w2 > 0 ? w1 / w2 : 1;
     o.sample = w2 / w1 > 0 ? w2 / w1 : 1;
@@ -241,7 +234,7 @@ eml_status eml_layer_shortcut_forward(eml_net *net, layer *l, int n)
                 l->alpha * p->out[i] + l->beta * f->out[i], l->act);
         return EML_OK;
     }
-    overlap o = overlap_of(l, f);
+    eml_overlap o = eml_overlap_of(l, f);
     memcpy(l->out, p->out, (size_t)n * l->n_out * sizeof(float));
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < n; b++) {
@@ -264,7 +257,7 @@ eml_status eml_layer_shortcut_backward(eml_net *net, layer *l, int n)
     eml_status st = net->k->act_backward(net->ks, l->delta, l->out,
                                          (size_t)n * l->n_out, l->act);
     if (st != EML_OK) return st;
-    overlap o = overlap_of(l, f);
+    eml_overlap o = eml_overlap_of(l, f);
     /* Examples in parallel: each writes only its own rows of both deltas.
      * Within an example `from` may be the previous layer, so both sums may
      * land in one buffer: one thread does them in order. */

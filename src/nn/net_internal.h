@@ -206,6 +206,16 @@ EML_MUST_CHECK eml_status eml_qplan_forward(eml_net *net, int n);
 
 /* ==== layers_darknet.c ==== */
 
+/* Darknet's shortcut operands of different shapes: `from` has (w1, h1,
+ * c1), the output (w2, h2, c2); stride and sample step through each; the
+ * channels, rows and columns both have are summed (output (x sample,
+ * y sample, k) with from (x stride, y stride, k)), and elsewhere the
+ * output is the previous layer's alone. */
+typedef struct eml_overlap {
+    int stride, sample, minw, minh, minc;
+} eml_overlap;
+eml_overlap eml_overlap_of(const layer *l, const layer *from);
+
 /* Shapes of shortcut, route, upsample and cost (the net's layers before
  * i are shaped); EML_ERR_INVALID for another type. */
 eml_status eml_layer_darknet_shape(eml_net *net, layer *l,

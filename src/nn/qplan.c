@@ -85,30 +85,9 @@ static int same_shape(const layer *a, const layer *b)
            a->out_w == b->out_w;
 }
 
-/* Darknet's shortcut of operands of different shapes (layers_darknet.c):
- * output (x s, y s, k) sums from (x t, y t, k) for x < minw, y < minh,
- * k < minc, with t = from's width / the output's and s the inverse (at
- * least 1 each); elsewhere the output is the previous layer's alone, not
- * scaled by alpha. */
-typedef struct overlap8 {
-    int stride, sample, minw, minh, minc;
-} overlap8;
-
-static overlap8 overlap_of8(const layer *l, const layer *f)
-{
-    overlap8 o;
-    int w1 = f->out_w, h1 = f->out_h, w2 = l->out_w, h2 = l->out_h;
-    o.stride = w1 / w2 > 0 ? w1 / w2 : 1;
-    o.sample = w2 / w1 > 0 ? w2 / w1 : 1;
-    o.minw = w1 < w2 ? w1 : w2;
-    o.minh = h1 < h2 ? h1 : h2;
-    o.minc = f->out_c < l->out_c ? f->out_c : l->out_c;
-    return o;
-}
-
 /* Where output pixel (y, x) of example b reads `from` (NHWC), or NULL
  * outside the overlap. */
-static const int8_t *from_pixel(const overlap8 *o, const layer *f,
+static const int8_t *from_pixel(const eml_overlap *o, const layer *f,
                                 const int8_t *from, int b, int y, int x)
 {
     if (y % o->sample || x % o->sample || y / o->sample >= o->minh ||
@@ -374,7 +353,7 @@ static void shortcut_s8(const eml_net *net, const eml_qplan *p,
     int8_t *o = p->t[i];
     float kp = p->ts[i - 1] / p->ts[i], ka = l->alpha * kp;
     float kb = l->beta * p->ts[l->from] / p->ts[i];
-    overlap8 ov = overlap_of8(l, f);
+    eml_overlap ov = eml_overlap_of(l, f);
     int c = l->out_c;
 #pragma omp parallel for schedule(static) collapse(2)
     for (int b = 0; b < n; b++)
@@ -405,7 +384,7 @@ static void residual_s8(const eml_net *net, const eml_qplan *p,
         memcpy(dst, from, (size_t)n * l->n_out);
         return;
     }
-    overlap8 ov = overlap_of8(l, f);
+    eml_overlap ov = eml_overlap_of(l, f);
     int c = l->out_c;
 #pragma omp parallel for schedule(static) collapse(2)
     for (int b = 0; b < n; b++)
