@@ -137,3 +137,7 @@ if [[ -f $dk/resnet50.cfg ]]; then
 else
   echo "no Darknet cfgs in $dk (scripts/install-deps.sh unpacks them): skipped"
 fi
+
+echo
+echo "== 10. the attested inference server under load (issue 14)"
+bash scripts/bench-serve.sh "$build" "$quick"

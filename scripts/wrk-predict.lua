@@ -3,11 +3,12 @@
 -- answers that are not 200 (wrk's "Non-2xx" line says the same).
 --   wrk -t2 -c64 -d60s -s scripts/wrk-predict.lua https://HOST:PORT
 -- WRK_MODEL (default "model") names the model; WRK_BODY a file whose bytes
--- are the body instead (e.g. from scripts/predict-body.sh).
+-- are the body instead, sent as raw uint8 pixels (octet-stream) when
+-- WRK_TYPE is "raw".
 local model = os.getenv("WRK_MODEL") or "model"
 local body_file = os.getenv("WRK_BODY")
 local body
-if body_file then
+if body_file and body_file ~= "" then
   local f = assert(io.open(body_file, "rb"))
   body = f:read("*a")
   f:close()
@@ -18,5 +19,10 @@ else
 end
 wrk.method = "POST"
 wrk.path = "/v1/models/" .. model .. ":predict"
-wrk.headers["Content-Type"] = "application/json"
+if os.getenv("WRK_TYPE") == "raw" then
+  wrk.headers["Content-Type"] = "application/octet-stream"
+  wrk.headers["X-Tensor-Dtype"] = "uint8"
+else
+  wrk.headers["Content-Type"] = "application/json"
+end
 wrk.body = body
