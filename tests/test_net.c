@@ -334,25 +334,32 @@ static void test_weights_calibration(void **state)
     eml_st *sa = NULL, *sc = NULL;
     assert_int_equal(eml_st_parse(ba, la, &sa, &err), EML_OK);
     assert_int_equal(eml_st_parse(bc, lc, &sc, &err), EML_OK);
+    /* the writer borrows each tensor's data until eml_st_writer_finish */
     eml_st_writer *w = eml_st_writer_new();
-    for (size_t i = 0; i < eml_st_count(sa); i++) {
+    size_t nt = eml_st_count(sa);
+    float **vals = calloc(nt + 1, sizeof(*vals));
+    assert_non_null(vals);
+    for (size_t i = 0; i < nt; i++) {
         const eml_st_tensor *t = eml_st_get(sa, i);
-        float *v = malloc(t->count * sizeof(float) + 4);
-        eml_st_copy(v, t);
-        assert_int_equal(eml_st_writer_add(w, t->name, t->shape, t->ndims, v),
-                         EML_OK);
-        free(v);
+        vals[i] = malloc(t->count * sizeof(float) + 4);
+        eml_st_copy(vals[i], t);
+        assert_int_equal(
+            eml_st_writer_add(w, t->name, t->shape, t->ndims, vals[i]),
+            EML_OK);
     }
     const eml_st_tensor *ct = eml_st_find(sc, EML_CALIB_TENSOR);
-    float *v = malloc(ct->count * sizeof(float));
-    eml_st_copy(v, ct);
-    assert_int_equal(eml_st_writer_add(w, ct->name, ct->shape, ct->ndims, v),
-                     EML_OK);
-    free(v);
+    vals[nt] = malloc(ct->count * sizeof(float));
+    eml_st_copy(vals[nt], ct);
+    assert_int_equal(
+        eml_st_writer_add(w, ct->name, ct->shape, ct->ndims, vals[nt]),
+        EML_OK);
     uint8_t *mixed = NULL;
     size_t lm = 0;
     assert_int_equal(eml_st_writer_finish(w, &mixed, &lm), EML_OK);
     eml_st_writer_free(w);
+    for (size_t i = 0; i <= nt; i++)
+        free(vals[i]);
+    free(vals);
     memset(&err, 0, sizeof(err));
     assert_int_equal(eml_weights_decode(b, mixed, lm, "m.safetensors", &err),
                      EML_ERR_SHAPE);

@@ -158,7 +158,8 @@ static int flush_peer(relay *r, peer *p)
         return -1;
     }
     r->stats->bytes_out += sent;
-    memmove(p->out, p->out + sent, p->out_n - sent);
+    if (sent > 0) /* p->out is NULL while nothing was ever queued */
+        memmove(p->out, p->out + sent, p->out_n - sent);
     p->out_n -= sent;
     want_out(r, p, p->out_n > 0);
     if (p->out_n == 0 && p->close_after) return -1;
