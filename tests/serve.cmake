@@ -10,3 +10,18 @@ add_test(NAME test_serve_cli
                  $<TARGET_FILE:enclaveml> ${PROJECT_SOURCE_DIR})
 set_tests_properties(test_serve_cli PROPERTIES LABELS "enclave"
                      TIMEOUT 300)
+
+# The queue's entries, key wrapping and the front end's never-twice rule
+# (test_queue, cmocka).
+eml_add_test(test_queue LABELS unit
+             SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_queue.c)
+
+# Scale-out through Redis Streams end to end: its own redis-server, a
+# front end with --queue and two serve-workers (sim enclaves), tampered
+# entries, a refused worker, a worker SIGKILLed mid-run, 504
+# (test_queue_cli).
+add_test(NAME test_queue_cli
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_queue.sh
+                 $<TARGET_FILE:enclaveml> ${PROJECT_SOURCE_DIR})
+set_tests_properties(test_queue_cli PROPERTIES LABELS "enclave"
+                     TIMEOUT 300)

@@ -362,9 +362,22 @@ static void test_bad_events(void **state)
     eml_http_buf_init(&out, 4096);
     uint64_t dl;
     eml_err err = {0};
-    /* a record that runs past the end; an unknown kind; bytes on OPEN */
+    /* a record that runs past the end; an unknown kind; a worker's kind
+     * (ENTRY) and an output's kind (SEND); bytes on OPEN */
     uint8_t cut[] = {1, 0, 0, 0, 2, 100, 0, 0, 0, 'x'};
-    uint8_t kind[] = {1, 0, 0, 0, 9, 0, 0, 0, 0};
+    uint8_t kind[] = {1, 0, 0, 0, 99, 0, 0, 0, 0};
+    uint8_t entry[] = {1, 0, 0, 0, EML_SERVE_ENTRY, 0, 0, 0, 0};
+    uint8_t send[] = {1, 0, 0, 0, EML_SERVE_SEND, 0, 0, 0, 0};
+    assert_int_equal(eml_server_io(s, 1, entry, sizeof(entry), &out, &dl,
+                                   &err),
+                     EML_ERR_FORMAT);
+    assert_int_equal(eml_server_io(s, 1, send, sizeof(send), &out, &dl,
+                                   &err),
+                     EML_ERR_FORMAT);
+    /* queue records while the queue is off */
+    uint8_t rep[] = {1, 0, 0, 0, EML_SERVE_REPLY, 0, 0, 0, 0};
+    assert_int_equal(eml_server_io(s, 1, rep, sizeof(rep), &out, &dl, &err),
+                     EML_ERR_FORMAT);
     uint8_t open_bytes[] = {1, 0, 0, 0, 1, 1, 0, 0, 0, 'x'};
     assert_int_equal(eml_server_io(s, 1, cut, sizeof(cut), &out, &dl, &err),
                      EML_ERR_FORMAT);

@@ -140,7 +140,15 @@ extern "C" {
     M(SERVE_START, 43, 1, ECALL, SERVE_READY, eml_ecall_serve_start)         \
     M(SERVE_READY, 44, 1, REPLY, NONE, eml_reply_serve_ready)                \
     M(SERVE_IO, 45, 1, ECALL, SERVE_OUT, eml_ecall_serve_io)                 \
-    M(SERVE_OUT, 46, 1, REPLY, NONE, eml_reply_serve_out)
+    M(SERVE_OUT, 46, 1, REPLY, NONE, eml_reply_serve_out)                    \
+    M(QUEUE_START, 47, 1, ECALL, QUEUE_READY, eml_ecall_queue_start)         \
+    M(QUEUE_READY, 48, 1, REPLY, NONE, eml_reply_queue_ready)                \
+    M(QWORKER_START, 49, 1, ECALL, QWORKER_READY, eml_ecall_qworker_start)   \
+    M(QWORKER_READY, 50, 1, REPLY, NONE, eml_reply_qworker_ready)            \
+    M(QWORKER_KEY, 51, 1, ECALL, QWORKER_KEYED, eml_ecall_qworker_key)       \
+    M(QWORKER_KEYED, 52, 1, REPLY, NONE, eml_reply_qworker_keyed)            \
+    M(QWORKER_IO, 53, 1, ECALL, QWORKER_OUT, eml_ecall_qworker_io)           \
+    M(QWORKER_OUT, 54, 1, REPLY, NONE, eml_reply_qworker_out)
 
 #define EML_MSG_ENUM_(NAME, type, ...) EML_MSG_##NAME = type,
 typedef enum eml_msg_type {
@@ -427,6 +435,38 @@ typedef struct eml_bytes {
 #define EML_FIELDS_SERVE_OUT(X, S)                                           \
     X(S, BYTES, out, (size_t)16 << 20)                                       \
     X(S, U64, deadline_ms, 0, UINT64_MAX)
+
+/* The queue to worker enclaves (docs/serve.md, "Scale-out through Redis
+ * Streams").  QUEUE_START (after SERVE_START): predicts go to workers
+ * through the stream named here, sealed under a queue key the enclave
+ * makes; a request unanswered for timeout_ms gets 504.  QUEUE_READY: the
+ * front end's id (its reply stream is <stream>:rep:<hex fe>).  From then
+ * on SERVE_IO also carries the queue's records (serve.h: REPLY and
+ * WORKER in, ENQUEUE and ADMIT out).
+ * QWORKER_START (after MODEL_LOAD): be a worker of the stream under this
+ * name; QWORKER_READY: its attestation report (nonce: serve.h's worker
+ * binding).  QWORKER_KEY: the key a front end wrapped to it; QWORKER_KEYED:
+ * that front end's id.  QWORKER_IO: request entries (serve.h's ENTRY
+ * records); QWORKER_OUT: an ANSWER or a DROP for each, and the entries
+ * answered and refused so far. */
+#define EML_FIELDS_QUEUE_START(X, S)                                         \
+    X(S, BYTES, stream, 64)                                                  \
+    X(S, INT, timeout_ms, 1, 3600000)
+#define EML_FIELDS_QUEUE_READY(X, S) X(S, FIXED, fe, 16)
+#define EML_FIELDS_QWORKER_START(X, S)                                       \
+    X(S, BYTES, stream, 64)                                                  \
+    X(S, BYTES, name, 64)                                                    \
+    X(S, INT, precision, 0, 2)                                               \
+    X(S, INT, max_batch, 1, 4096)                                            \
+    X(S, INT, max_instances, 1, 65536)
+#define EML_FIELDS_QWORKER_READY(X, S) X(S, BYTES, report, EML_REPORT_MAX)
+#define EML_FIELDS_QWORKER_KEY(X, S) X(S, BYTES, wrapped, 256)
+#define EML_FIELDS_QWORKER_KEYED(X, S) X(S, FIXED, fe, 16)
+#define EML_FIELDS_QWORKER_IO(X, S) X(S, BYTES, entries, (size_t)16 << 20)
+#define EML_FIELDS_QWORKER_OUT(X, S)                                         \
+    X(S, BYTES, out, (size_t)16 << 20)                                       \
+    X(S, U64, done, 0, UINT64_MAX)                                           \
+    X(S, U64, malformed, 0, UINT64_MAX)
 
 /* ==== the structs: one per message with fields, made from its rows ==== */
 

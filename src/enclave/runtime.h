@@ -15,6 +15,8 @@
  *   train_ecall.c   TRAIN: grants, plan, data, training, the model out,
  *                   the signed report
  *   model_ecall.c   MODEL_LOAD: a granted model for inference
+ *   serve_ecall.c   SERVE_START, SERVE_IO: the attested server; QUEUE_START:
+ *                   its queue to workers; QWORKER_*: a queue worker
  *   worker_ocall.c  the outsourcing worker, reached through WORKER ocalls
  *   node_run.c      a decentralized node's rounds over NODE_* ocalls, its
  *                   channels keyed from attested hellos
@@ -80,6 +82,8 @@ struct eml_enclave {
     struct eml_tls_server *tls;
     struct eml_server *server;
     eml_http_buf serve_out;
+    /* QWORKER_START's (serve_ecall.c), or NULL: a queue worker */
+    struct eml_qworker *qworker;
 };
 
 /* ==== ocall.c ==== */
@@ -216,7 +220,16 @@ eml_status eml_rt_ecall_serve_start(eml_enclave *e, eml_msg_any *req,
                                     eml_err *err);
 eml_status eml_rt_ecall_serve_io(eml_enclave *e, eml_msg_any *req,
                                  eml_err *err);
-/* The server, its TLS and key, freed (and wiped by their owners). */
+eml_status eml_rt_ecall_queue_start(eml_enclave *e, eml_msg_any *req,
+                                    eml_err *err);
+eml_status eml_rt_ecall_qworker_start(eml_enclave *e, eml_msg_any *req,
+                                      eml_err *err);
+eml_status eml_rt_ecall_qworker_key(eml_enclave *e, eml_msg_any *req,
+                                    eml_err *err);
+eml_status eml_rt_ecall_qworker_io(eml_enclave *e, eml_msg_any *req,
+                                   eml_err *err);
+/* The server, its TLS and key, the queue worker, freed (and wiped by
+ * their owners). */
 void eml_rt_serve_free(eml_enclave *e);
 
 eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,

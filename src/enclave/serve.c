@@ -3,7 +3,8 @@
  * hands it, freed with every secret wiped) and its ecall loop, which
  * decodes each ecall with the boundary's codec and dispatches it through
  * a table of handlers (INIT, ATTEST, TRAIN, MODEL_LOAD, SERVE_START,
- * SERVE_IO, PING, PROBE, SHUTDOWN).
+ * SERVE_IO, QUEUE_START, QWORKER_START, QWORKER_KEY, QWORKER_IO, PING,
+ * PROBE, SHUTDOWN).
  *
  * Trusted code: memory and the channel fd only.  A frame that cannot be
  * parsed gets an ERROR and ends the loop (the stream may be out of step);
@@ -94,6 +95,10 @@ static const ecall_fn ecalls[EML_MSG_TYPE_END] = {
     [EML_MSG_MODEL_LOAD] = eml_rt_ecall_model_load,
     [EML_MSG_SERVE_START] = eml_rt_ecall_serve_start,
     [EML_MSG_SERVE_IO] = eml_rt_ecall_serve_io,
+    [EML_MSG_QUEUE_START] = eml_rt_ecall_queue_start,
+    [EML_MSG_QWORKER_START] = eml_rt_ecall_qworker_start,
+    [EML_MSG_QWORKER_KEY] = eml_rt_ecall_qworker_key,
+    [EML_MSG_QWORKER_IO] = eml_rt_ecall_qworker_io,
     [EML_MSG_PING] = ecall_ping,
     [EML_MSG_PROBE] = eml_rt_ecall_probe,
     [EML_MSG_SHUTDOWN] = ecall_shutdown,

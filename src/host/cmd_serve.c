@@ -3,7 +3,9 @@
  * (docs/serve.md).  The enclave loads the owner's encrypted model through
  * their grant, makes its TLS key and a certificate carrying its
  * attestation report; this process listens and relays ciphertext
- * (serve_relay.c).  Host side.
+ * (serve_relay.c).  With --queue the enclave hands predicts to worker
+ * enclaves through a Redis stream (serve_queue.c; workers:
+ * cmd_serve_worker.c).  Host side.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,6 +26,7 @@
 #include "host/cmd_common.h"
 #include "host/cmd_serve.h"
 #include "host/fileio.h"
+#include "host/serve_queue.h"
 #include "host/serve_relay.h"
 #include "host/worker_link.h"
 
@@ -36,6 +39,8 @@ static const char serve_usage[] =
     "                       [--max-body BYTES] [--ready-file F]\n"
     "                       [--cert-out C.der] [--enclave sim|none]\n"
     "                       [--heap-mb M] [--threads N] [--quiet]\n"
+    "                       [--queue redis://HOST:PORT [--stream NAME]\n"
+    "                        [--queue-timeout-ms T]]\n"
     "\n"
     "Serves the model over HTTPS whose TLS ends inside the enclave\n"
     "(docs/serve.md).  M.emlc is the model owner's weights encrypted with\n"
@@ -52,16 +57,25 @@ static const char serve_usage[] =
     "--max-conns (256) connections are answered 503; a request must\n"
     "arrive within --header-timeout-ms (10000) of its first byte (408).\n"
     "--listen with port 0 picks a free port; --ready-file gets\n"
-    "\"tcp:HOST:PORT sha256//PIN\" once serving.  SIGINT or SIGTERM stops.\n";
+    "\"tcp:HOST:PORT sha256//PIN\" once serving.  SIGINT or SIGTERM stops.\n"
+    "\n"
+    "--queue: the model runs in worker enclaves (`enclaveml serve-worker`)\n"
+    "instead of this one.  Each predict goes, sealed under a key this\n"
+    "enclave makes, to the Redis stream NAME (default enclaveml); workers\n"
+    "whose attestation report shows this enclave's measurement get that\n"
+    "key; their sealed replies come back on NAME:rep:<front end id>.  A\n"
+    "request no worker answers within --queue-timeout-ms (30000) gets 504.\n";
 
 enum {
     O_MODEL = 1000, O_LISTEN, O_NAME, O_PRECISION, O_MAX_BATCH, O_MAX_WAIT,
     O_MAX_CONNS, O_HEADER_TIMEOUT, O_IDLE_TIMEOUT, O_MAX_BODY, O_READY,
-    O_CERT_OUT,
+    O_CERT_OUT, O_QUEUE, O_STREAM, O_QUEUE_TIMEOUT,
 };
 
 typedef struct serve_args {
     const char *cfg, *model, *grant, *listen, *ready, *cert_out;
+    const char *queue, *stream;
+    long queue_timeout;
     char name[EML_HTTP_MODEL_NAME_MAX + 1];
     eml_precision precision;
     long max_batch, max_wait, max_conns, header_timeout, idle_timeout;
@@ -88,6 +102,16 @@ static int take_opt(serve_args *a, int opt, const char *v)
     case O_LISTEN: a->listen = v; return 0;
     case O_READY: a->ready = v; return 0;
     case O_CERT_OUT: a->cert_out = v; return 0;
+    case O_QUEUE: a->queue = v; return 0;
+    case O_STREAM:
+        if (!eml_queue_name_ok((const uint8_t *)v, strlen(v)))
+            return eml_fail("serve: --stream is 1 to 64 of A-Z a-z 0-9 . _ "
+                            ": -");
+        a->stream = v;
+        return 0;
+    case O_QUEUE_TIMEOUT:
+        return eml_opt_long("--queue-timeout-ms", v, 1, 3600000,
+                            &a->queue_timeout) != 0;
     case OPT_QUIET: a->quiet = 1; return 0;
     case O_NAME:
         if (strlen(v) > EML_HTTP_MODEL_NAME_MAX)
@@ -145,6 +169,9 @@ static int parse_args(int argc, char **argv, serve_args *a)
         {"max-body", required_argument, 0, O_MAX_BODY},
         {"ready-file", required_argument, 0, O_READY},
         {"cert-out", required_argument, 0, O_CERT_OUT},
+        {"queue", required_argument, 0, O_QUEUE},
+        {"stream", required_argument, 0, O_STREAM},
+        {"queue-timeout-ms", required_argument, 0, O_QUEUE_TIMEOUT},
         {"enclave", required_argument, 0, OPT_ENCLAVE},
         {"heap-mb", required_argument, 0, OPT_HEAP},
         {"threads", required_argument, 0, OPT_THREADS},
@@ -160,6 +187,8 @@ static int parse_args(int argc, char **argv, serve_args *a)
     a->idle_timeout = 60000;
     a->max_body = EML_HTTP_MAX_BODY_DEFAULT;
     a->heap_mb = EML_DEFAULT_HEAP_MB;
+    a->stream = "enclaveml";
+    a->queue_timeout = 30000;
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (opt == OPT_HELP) {
@@ -187,16 +216,15 @@ void eml_tls_pin(const uint8_t spki_sha256[32], char out[EML_TLS_PIN_LEN])
     EVP_EncodeBlock((unsigned char *)out + 8, spki_sha256, 32);
 }
 
-/* MODEL_LOAD, then SERVE_START; the certificate and its pin. */
-static eml_status start_serving(eml_enclave_host *h, const serve_args *a,
-                                const uint8_t *cfg, size_t cfg_len,
-                                char pin[EML_TLS_PIN_LEN], eml_err *err)
+eml_status eml_serve_model_load(eml_enclave_host *h, const uint8_t *cfg,
+                                size_t cfg_len, const char *model,
+                                const char *grant, eml_err *err)
 {
     uint8_t *g = NULL;
     size_t glen = 0;
-    eml_status st = eml_file_read(a->grant, &g, &glen, err);
+    eml_status st = eml_file_read(grant, &g, &glen, err);
     if (st != EML_OK) return st;
-    char *paths[1] = {(char *)a->model};
+    char *paths[1] = {(char *)model};
     int fds[1] = {-1};
     h->files.n = 1;
     h->files.paths = paths;
@@ -210,6 +238,16 @@ static eml_status start_serving(eml_enclave_host *h, const serve_args *a,
     h->files.paths = NULL;
     h->files.fds = NULL;
     free(g);
+    return st;
+}
+
+/* MODEL_LOAD, then SERVE_START; the certificate and its pin. */
+static eml_status start_serving(eml_enclave_host *h, const serve_args *a,
+                                const uint8_t *cfg, size_t cfg_len,
+                                char pin[EML_TLS_PIN_LEN], eml_err *err)
+{
+    eml_status st = eml_serve_model_load(h, cfg, cfg_len, a->model, a->grant,
+                                         err);
     if (st != EML_OK) return st;
     eml_ecall_serve_start q = {
         {(const uint8_t *)a->name, strlen(a->name)},
@@ -235,6 +273,25 @@ static eml_status start_serving(eml_enclave_host *h, const serve_args *a,
     if (a->cert_out != NULL)
         st = eml_file_write_atomic(a->cert_out, r.cert.p, r.cert.n, 0644, err);
     return st;
+}
+
+/* QUEUE_START, then the host's side of the queue. */
+static eml_status start_queue(eml_enclave_host *h, const serve_args *a,
+                              eml_serve_queue **q,
+                              char fe_hex[EML_QUEUE_ID_HEX + 1], eml_err *err)
+{
+    eml_ecall_queue_start qs = {
+        {(const uint8_t *)a->stream, strlen(a->stream)},
+        (int)a->queue_timeout};
+    eml_reply_queue_ready r;
+    eml_status st = eml_host_call(h, EML_MSG_QUEUE_START, &qs, sizeof(qs), &r,
+                                  sizeof(r), err);
+    if (st != EML_OK) return st;
+    eml_hex(fe_hex, r.fe, EML_QUEUE_ID_BYTES);
+    /* the stream is trimmed far behind anything still pending: the
+     * enclave keeps at most 2 (max_conns + 16) requests outstanding */
+    return eml_serve_queue_start(a->queue, a->stream, fe_hex,
+                                 100000 + 4 * (uint64_t)a->max_conns, q, err);
 }
 
 static int write_ready(const char *path, const char *addr, const char *pin)
@@ -273,10 +330,13 @@ int eml_cmd_serve(int argc, char **argv)
     (void)listen(lfd, 1024); /* a deeper backlog than the worker's */
     eml_enclave_host h;
     eml_host_opts ho = {a.backend, (unsigned)a.heap_mb, (int)a.threads};
-    char pin[EML_TLS_PIN_LEN];
+    char pin[EML_TLS_PIN_LEN], fe_hex[EML_QUEUE_ID_HEX + 1] = "";
+    eml_serve_queue *q = NULL;
     st = eml_host_start(&h, &ho, &err);
     if (st == EML_OK) {
         st = start_serving(&h, &a, cfg, cfg_len, pin, &err);
+        if (st == EML_OK && a.queue != NULL)
+            st = start_queue(&h, &a, &q, fe_hex, &err);
         if (st != EML_OK) eml_host_stop(&h);
     }
     free(cfg);
@@ -292,8 +352,14 @@ int eml_cmd_serve(int argc, char **argv)
                 "key %s)\n",
                 a.cfg, a.name, bound,
                 a.backend == EML_BACKEND_SIM ? "sim" : "none", mh, pin);
+        if (q != NULL)
+            fprintf(stderr,
+                    "queueing predicts to %s, stream %s, as front end %s "
+                    "(replies on %s:rep:%s)\n",
+                    a.queue, a.stream, fe_hex, a.stream, fe_hex);
     }
     if (a.ready != NULL && write_ready(a.ready, bound, pin)) {
+        eml_serve_queue_stop(q);
         eml_host_stop(&h);
         close(lfd);
         return 1;
@@ -305,8 +371,9 @@ int eml_cmd_serve(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     eml_serve_stats stats;
     memset(&stats, 0, sizeof(stats));
-    st = eml_serve_relay(&h, lfd, (size_t)a.max_conns + 64, &g_stop, &stats,
-                         a.quiet ? NULL : stderr, &err);
+    st = eml_serve_relay(&h, lfd, (size_t)a.max_conns + 64, q, &g_stop,
+                         &stats, a.quiet ? NULL : stderr, &err);
+    eml_serve_queue_stop(q);
     eml_host_stop(&h);
     close(lfd);
     if (st != EML_OK) return eml_fail("serve: %s", eml_err_msg(&err, st));

@@ -59,6 +59,8 @@ static const struct command {
      eml_cmd_decentral},
     {"serve", "serve a model over attested TLS (TensorFlow Serving's API)",
      eml_cmd_serve},
+    {"serve-worker", "run the model for `serve --queue` (Redis Streams)",
+     eml_cmd_serve_worker},
     {"client", "check a server's attestation, then send it test images",
      eml_cmd_client},
 };
@@ -67,7 +69,7 @@ static void usage(FILE *f)
 {
     fputs("usage: enclaveml <command> [options]\n\ncommands:\n", f);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].what);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].what);
     fputs("\n'enclaveml <command> --help' describes each command's "
           "options.\n",
           f);

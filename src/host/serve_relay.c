@@ -9,6 +9,10 @@
  * to close, log lines.  The enclave's deadline (a batch waiting, a slow
  * client's timeout) bounds the next wait.
  *
+ * With the queue on, the enclave's entries and wrapped keys go to Redis
+ * (serve_queue.c), and a reader thread's replies and reports come back
+ * as records through an eventfd in the same loop.
+ *
  * What the host sees: who connects, when, and how many bytes go each way;
  * never a plaintext byte or a key.  What it could do: drop, delay or
  * reorder bytes, which TLS turns into failed sessions, not wrong answers.
@@ -28,10 +32,12 @@
 #include <unistd.h>
 
 #include "enclaveml/serve.h"
+#include "host/serve_queue.h"
 
 #define READ_CHUNK ((size_t)64 << 10)
 #define OUT_MAX ((size_t)16 << 20)    /* unsent bytes a peer may owe */
 #define LISTEN_TAG UINT64_MAX
+#define QUEUE_TAG (UINT64_MAX - 1)
 
 typedef struct peer {
     int fd;
@@ -53,6 +59,7 @@ typedef struct relay {
     uint8_t *rbuf;
     eml_serve_stats *stats;
     FILE *log;
+    eml_serve_queue *q; /* NULL: no queue */
 } relay;
 
 static uint64_t now_ms(void)
@@ -197,6 +204,14 @@ static eml_status outputs(relay *r, const uint8_t *out, size_t len,
                         (const char *)rec.p);
             continue;
         }
+        if (rec.kind == EML_SERVE_ENQUEUE || rec.kind == EML_SERVE_ADMIT) {
+            if (r->q == NULL)
+                return eml_err_set(err, EML_ERR_FORMAT,
+                                   "a queue record, but the queue is off");
+            st = eml_serve_queue_out(r->q, &rec, err);
+            if (st != EML_OK) return st;
+            continue;
+        }
         peer *p = peer_of(r, rec.conn);
         if (p == NULL) continue; /* gone already; the enclave knows */
         int gone = 0;
@@ -238,6 +253,7 @@ static eml_status turn(relay *r, eml_err *err)
 }
 
 eml_status eml_serve_relay(eml_enclave_host *h, int lfd, size_t max_peers,
+                           struct eml_serve_queue *q,
                            volatile sig_atomic_t *stop, eml_serve_stats *stats,
                            FILE *log, eml_err *err)
 {
@@ -248,6 +264,7 @@ eml_status eml_serve_relay(eml_enclave_host *h, int lfd, size_t max_peers,
     r.cap = max_peers;
     r.stats = stats;
     r.log = log;
+    r.q = q;
     r.next_id = 1;
     r.peers = calloc(r.cap, sizeof(*r.peers));
     r.rbuf = malloc(READ_CHUNK);
@@ -261,7 +278,10 @@ eml_status eml_serve_relay(eml_enclave_host *h, int lfd, size_t max_peers,
     for (size_t i = 0; i < r.cap; i++) r.peers[i].fd = -1;
     (void)fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
     struct epoll_event le = {.events = EPOLLIN, .data.u64 = LISTEN_TAG};
-    if (epoll_ctl(r.ep, EPOLL_CTL_ADD, lfd, &le) != 0) {
+    struct epoll_event qe = {.events = EPOLLIN, .data.u64 = QUEUE_TAG};
+    if (epoll_ctl(r.ep, EPOLL_CTL_ADD, lfd, &le) != 0 ||
+        (q != NULL &&
+         epoll_ctl(r.ep, EPOLL_CTL_ADD, eml_serve_queue_fd(q), &qe) != 0)) {
         st = eml_err_set(err, EML_ERR_IO, "epoll: %s", strerror(errno));
         goto out;
     }
@@ -283,6 +303,10 @@ eml_status eml_serve_relay(eml_enclave_host *h, int lfd, size_t max_peers,
         for (int i = 0; i < n && st == EML_OK; i++) {
             if (evs[i].data.u64 == LISTEN_TAG) {
                 st = accept_all(&r, err);
+                continue;
+            }
+            if (evs[i].data.u64 == QUEUE_TAG) {
+                st = eml_serve_queue_take(q, &r.ev, err);
                 continue;
             }
             peer *p = peer_of(&r, (uint32_t)evs[i].data.u64);

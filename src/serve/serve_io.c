@@ -12,13 +12,13 @@
 
 static int known(uint8_t kind)
 {
-    return kind >= EML_SERVE_OPEN && kind <= EML_SERVE_LOG;
+    return kind >= EML_SERVE_OPEN && kind <= EML_SERVE_DROP;
 }
 
 static int bare(uint8_t kind)
 {
     return kind == EML_SERVE_OPEN || kind == EML_SERVE_CLOSED ||
-           kind == EML_SERVE_CLOSE;
+           kind == EML_SERVE_CLOSE || kind == EML_SERVE_DROP;
 }
 
 eml_status eml_serve_record_next(const uint8_t *list, size_t len, size_t *off,

@@ -19,6 +19,9 @@
  * The queue runs when it holds max_batch examples, or when its oldest
  * request has waited max_wait_ms: whole requests go into a forward pass
  * up to max_batch examples (a larger request runs alone, in passes).
+ * With the queue on (eml_server_queue_start, server_queue.c) a predict
+ * goes to the workers at once instead, and its connection waits for
+ * their reply.
  *
  * Trusted code: memory only.  The events are hostile; a connection's
  * buffered ciphertext is bounded (a peer that sends faster than it is
@@ -33,48 +36,7 @@
 #include "enclaveml/predict_io.h"
 #include "enclaveml/serve.h"
 
-#define PLAIN_CHUNK ((size_t)64 << 10) /* decrypted bytes per read */
-#define REFUSE_SLOTS 16                /* beyond max_conns: answered 503 */
-
-typedef struct conn {
-    uint32_t id;
-    int live;
-    eml_tls_conn *tls;
-    eml_http_parser *http;
-    uint8_t *rest; /* decrypted bytes the parser did not take yet */
-    size_t rest_n;
-    uint64_t since;   /* when it began to wait for its current request */
-    int busy;         /* its predict is in the queue */
-    int refuse;       /* over max_conns: 503 after the handshake */
-    int closing;      /* close once the output is out */
-    int established;
-} conn;
-
-typedef struct job {
-    uint32_t conn_id;
-    int slot;
-    int keep_alive;
-    uint64_t t0; /* ms: when the request was complete */
-    eml_predict_input in;
-} job;
-
-struct eml_server {
-    const eml_model *m;
-    eml_tls_server *tls;
-    eml_server_opts o;
-    eml_net *ws;
-    size_t item, n_out;
-    conn *conns;
-    int n_slots, open;
-    job *q; /* FIFO of queued predicts: q[qh .. qh + qn) modulo qcap */
-    int qh, qn, qcap;
-    size_t queued;
-    eml_metrics metrics;
-    uint8_t *plain; /* PLAIN_CHUNK */
-    float *probs;   /* (max_batch, n_out) */
-    eml_http_buf resp, body;
-    uint64_t now;
-};
+#include "serve/server_internal.h"
 
 void eml_server_opts_default(eml_server_opts *o)
 {
@@ -115,7 +77,7 @@ static conn *conn_find(eml_server *s, uint32_t id)
     return NULL;
 }
 
-static eml_status log_line(eml_server *s, eml_http_buf *out, uint32_t id,
+eml_status eml_srv_log(eml_server *s, eml_http_buf *out, uint32_t id,
                            const char *what, const char *why, eml_err *err)
 {
     char line[EML_ERRMSG_MAX + 96];
@@ -136,7 +98,7 @@ static eml_status conn_open(eml_server *s, uint32_t id, eml_http_buf *out,
     for (int i = 0; i < s->n_slots && c == NULL; i++)
         if (!s->conns[i].live) c = &s->conns[i];
     if (c == NULL) { /* not even a slot to say 503 from */
-        eml_status st = log_line(s, out, id, "refused",
+        eml_status st = eml_srv_log(s, out, id, "refused",
                                  "too many connections", err);
         if (st == EML_OK)
             st = eml_serve_record_put(out, id, EML_SERVE_CLOSE, NULL, 0, err);
@@ -178,7 +140,7 @@ static eml_status send_resp(eml_server *s, conn *c, int status, int keep,
     return EML_OK;
 }
 
-static eml_status answer_error(eml_server *s, conn *c, int status, int keep,
+eml_status eml_srv_answer_error(eml_server *s, conn *c, int status, int keep,
                                const char *msg, const char *allow,
                                uint64_t t0, eml_err *err)
 {
@@ -189,7 +151,7 @@ static eml_status answer_error(eml_server *s, conn *c, int status, int keep,
     return send_resp(s, c, status, keep, t0);
 }
 
-static eml_status answer(eml_server *s, conn *c, int status, int keep,
+eml_status eml_srv_answer(eml_server *s, conn *c, int status, int keep,
                          const char *ctype, const void *body, size_t n,
                          uint64_t t0, eml_err *err)
 {
@@ -206,9 +168,11 @@ static eml_status answer_metrics(eml_server *s, conn *c, int keep,
     eml_http_buf_reset(&s->body);
     s->metrics.queue_depth = (int64_t)s->queued;
     eml_status st = eml_metrics_render(&s->metrics, &s->body, err);
+    if (st == EML_OK && s->queue != NULL)
+        st = eml_srvq_metrics(s, &s->body, err);
     if (st != EML_OK) return st;
-    return answer(s, c, 200, keep, EML_METRICS_CONTENT_TYPE, s->body.p,
-                  s->body.len, s->now, err);
+    return eml_srv_answer(s, c, 200, keep, EML_METRICS_CONTENT_TYPE,
+                          s->body.p, s->body.len, s->now, err);
 }
 
 static eml_status answer_status(eml_server *s, conn *c, int keep,
@@ -218,7 +182,7 @@ static eml_status answer_status(eml_server *s, conn *c, int keep,
         "{\"model_version_status\": [{\"version\": \"1\", \"state\": "
         "\"AVAILABLE\", \"status\": {\"error_code\": \"OK\", "
         "\"error_message\": \"\"}}]}";
-    return answer(s, c, 200, keep, "application/json", body,
+    return eml_srv_answer(s, c, 200, keep, "application/json", body,
                   sizeof(body) - 1, s->now, err);
 }
 
@@ -235,9 +199,9 @@ static eml_status enqueue(eml_server *s, conn *c,
                                        &j.in, &code, &perr);
     if (st == EML_ERR_NOMEM) return eml_err_set(err, st, "out of memory");
     if (st != EML_OK)
-        return answer_error(s, c, code, req->keep_alive, perr.msg, NULL,
-                            s->now, err);
-    if (s->qn == s->qcap) {
+        return eml_srv_answer_error(s, c, code, req->keep_alive, perr.msg,
+                                    NULL, s->now, err);
+    if (s->queue == NULL && s->qn == s->qcap) {
         int cap = s->qcap * 2;
         job *q = malloc((size_t)cap * sizeof(*q));
         if (q == NULL) {
@@ -254,6 +218,7 @@ static eml_status enqueue(eml_server *s, conn *c,
     j.slot = (int)(c - s->conns);
     j.keep_alive = req->keep_alive;
     j.t0 = s->now;
+    if (s->queue != NULL) return eml_srvq_submit(s, c, &j, err);
     s->q[(s->qh + s->qn) % s->qcap] = j;
     s->qn++;
     s->queued += j.in.n;
@@ -290,10 +255,11 @@ static eml_status finish(eml_server *s, job *j, const float *p, eml_err *err)
     eml_status st = eml_predict_encode(&s->body, j->in.form, p, j->in.n,
                                        s->n_out, &ctype, err);
     if (st != EML_OK)
-        return answer_error(s, c, 500, 0, "the answer could not be encoded",
-                            NULL, j->t0, err);
-    st = answer(s, c, 200, j->keep_alive, ctype, s->body.p, s->body.len,
-                j->t0, err);
+        return eml_srv_answer_error(s, c, 500, 0,
+                                    "the answer could not be encoded", NULL,
+                                    j->t0, err);
+    st = eml_srv_answer(s, c, 200, j->keep_alive, ctype, s->body.p,
+                        s->body.len, j->t0, err);
     eml_wipe(s->body.p, s->body.len);
     return st;
 }
@@ -368,12 +334,13 @@ static eml_status handle(eml_server *s, conn *c, const eml_http_request *req,
     eml_http_route r;
     eml_http_route_match(req->method, req->target, &r);
     if (r.kind == EML_ROUTE_NONE)
-        return answer_error(s, c, r.status, keep,
+        return eml_srv_answer_error(s, c, r.status, keep,
                             r.status == 405 ? "method not allowed here"
                                             : "no such path",
                             r.allow, s->now, err);
     if (r.kind == EML_ROUTE_HEALTHZ)
-        return answer(s, c, 200, keep, "text/plain", "ok\n", 3, s->now, err);
+        return eml_srv_answer(s, c, 200, keep, "text/plain", "ok\n", 3,
+                              s->now, err);
     if (r.kind == EML_ROUTE_METRICS) return answer_metrics(s, c, keep, err);
     if (strcmp(r.model, s->o.model_name) != 0 ||
         (r.has_version && r.version != 1)) {
@@ -381,7 +348,7 @@ static eml_status handle(eml_server *s, conn *c, const eml_http_request *req,
         snprintf(msg, sizeof(msg), "no model '%s'%s; this server has '%s'",
                  r.model, r.has_version ? " of that version" : "",
                  s->o.model_name);
-        return answer_error(s, c, 404, keep, msg, NULL, s->now, err);
+        return eml_srv_answer_error(s, c, 404, keep, msg, NULL, s->now, err);
     }
     if (r.kind == EML_ROUTE_MODEL_STATUS) return answer_status(s, c, keep, err);
     return enqueue(s, c, req, err);
@@ -402,15 +369,15 @@ static eml_status pump(eml_server *s, conn *c, eml_http_buf *out,
         memmove(c->rest, c->rest + used, c->rest_n - used);
         c->rest_n -= used;
         if (st != EML_OK) {
-            st = log_line(s, out, c->id, "a bad request", herr.msg, err);
+            st = eml_srv_log(s, out, c->id, "a bad request", herr.msg, err);
             if (st == EML_OK)
-                st = answer_error(s, c, code, 0, herr.msg, NULL, s->now,
-                                  err);
+                st = eml_srv_answer_error(s, c, code, 0, herr.msg, NULL,
+                                          s->now, err);
             return st;
         }
         if (req != NULL) {
             if (c->refuse) {
-                st = answer_error(s, c, 503, 0, "too many connections",
+                st = eml_srv_answer_error(s, c, 503, 0, "too many connections",
                                   NULL, s->now, err);
             } else {
                 st = handle(s, c, req, err);
@@ -429,7 +396,7 @@ static eml_status pump(eml_server *s, conn *c, eml_http_buf *out,
         if (st != EML_OK) {
             if (!c->established) s->metrics.tls_handshake_failures++;
             c->closing = 1;
-            return log_line(s, out, c->id,
+            return eml_srv_log(s, out, c->id,
                             c->established ? "a broken TLS record"
                                            : "the TLS handshake failed",
                             NULL, err);
@@ -470,17 +437,18 @@ static eml_status timeouts(eml_server *s, eml_http_buf *out, eml_err *err)
         int is408;
         uint64_t d = conn_deadline(s, c, &is408);
         if (d == 0 || s->now < d) continue;
-        eml_status st = log_line(s, out, c->id,
-                                 is408 ? "request timeout (408)"
-                                       : "closed after its timeout",
-                                 NULL, err);
+        eml_status st = eml_srv_log(s, out, c->id,
+                                    is408 ? "request timeout (408)"
+                                          : "closed after its timeout",
+                                    NULL, err);
         if (st == EML_OK && is408)
-            st = answer_error(s, c, 408, 0, "the request took too long",
-                              NULL, c->since, err);
+            st = eml_srv_answer_error(s, c, 408, 0,
+                                      "the request took too long", NULL,
+                                      c->since, err);
         c->closing = 1;
         if (st != EML_OK) return st;
     }
-    return EML_OK;
+    return s->queue != NULL ? eml_srvq_timeouts(s, out, err) : EML_OK;
 }
 
 /* Each connection's ciphertext out, and CLOSE for those done. */
@@ -515,6 +483,7 @@ static uint64_t next_deadline(const eml_server *s)
 {
     uint64_t d = 0;
     if (s->qn > 0) d = s->q[s->qh].t0 + (uint64_t)s->o.max_wait_ms;
+    if (s->queue != NULL) d = eml_srvq_deadline(s);
     for (int i = 0; i < s->n_slots; i++) {
         int is408;
         uint64_t c = conn_deadline(s, &s->conns[i], &is408);
@@ -529,15 +498,21 @@ static eml_status event(eml_server *s, const eml_serve_record *r,
                         eml_http_buf *out, eml_err *err)
 {
     if (r->kind == EML_SERVE_OPEN) return conn_open(s, r->conn, out, err);
+    if (r->kind == EML_SERVE_REPLY || r->kind == EML_SERVE_WORKER) {
+        if (s->queue == NULL)
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "a queue record, but the queue is off");
+        return eml_srvq_event(s, r, out, err);
+    }
+    if (r->kind != EML_SERVE_DATA && r->kind != EML_SERVE_CLOSED)
+        return eml_err_set(err, EML_ERR_FORMAT,
+                           "the host sent a record of kind %d", (int)r->kind);
     conn *c = conn_find(s, r->conn);
     if (c == NULL) return EML_OK; /* closed here already */
     if (r->kind == EML_SERVE_CLOSED) {
         conn_free(s, c);
         return EML_OK;
     }
-    if (r->kind != EML_SERVE_DATA)
-        return eml_err_set(err, EML_ERR_FORMAT,
-                           "the host sent a record of kind %d", (int)r->kind);
     if (c->closing) return EML_OK;
     if (eml_tls_conn_push(c->tls, r->p, r->n) != EML_OK)
         return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
@@ -547,8 +522,8 @@ static eml_status event(eml_server *s, const eml_serve_record *r,
                    ((size_t)1 << 20);
     if (c->busy && eml_tls_conn_buffered_in(c->tls) > limit) {
         c->closing = 1;
-        return log_line(s, out, c->id, "cut off", "it sent too much ahead",
-                        err);
+        return eml_srv_log(s, out, c->id, "cut off",
+                           "it sent too much ahead", err);
     }
     return pump(s, c, out, err);
 }
@@ -559,6 +534,7 @@ eml_status eml_server_io(eml_server *s, uint64_t now_ms,
 {
     if (now_ms > s->now) s->now = now_ms; /* the host's clock, not trusted
                                              to go forward */
+    s->out = out;
     size_t off = 0;
     eml_serve_record r;
     eml_status st;
@@ -584,26 +560,44 @@ eml_status eml_server_io(eml_server *s, uint64_t now_ms,
 
 /* int8: the ranges of the model owner's calibration images, run through
  * the workspace in fp32, here in the enclave. */
-static eml_status calibrate(eml_server *s, eml_err *err)
+static eml_status calibrate(const eml_model *m, eml_net *ws, size_t mb,
+                            eml_err *err)
 {
     const float *x = NULL;
-    size_t n = eml_model_calibration(s->m, &x);
+    size_t n = eml_model_calibration(m, &x), item = eml_model_input_size(m);
     if (n == 0)
         return eml_err_set(err, EML_ERR_INVALID,
                            "int8 needs calibration images in the model's "
                            "file (enclaveml convert --calibration DIR)");
-    size_t mb = (size_t)s->o.max_batch;
-    eml_net_calibrate(s->ws, 1);
+    eml_net_calibrate(ws, 1);
     eml_status st = EML_OK;
     for (size_t first = 0; first < n && st == EML_OK; first += mb) {
         size_t k = n - first < mb ? n - first : mb;
-        memcpy(eml_net_input(s->ws), x + first * s->item,
-               k * s->item * sizeof(float));
-        st = eml_net_forward(s->ws, (int)k, 0);
+        memcpy(eml_net_input(ws), x + first * item, k * item * sizeof(float));
+        st = eml_net_forward(ws, (int)k, 0);
     }
-    eml_net_calibrate(s->ws, 0);
+    eml_net_calibrate(ws, 0);
     return st == EML_OK ? EML_OK
                         : eml_err_set(err, st, "calibration failed");
+}
+
+eml_status eml_serve_workspace(const eml_model *m, eml_kernels_kind kernels,
+                               eml_precision precision, int max_batch,
+                               eml_net **out, eml_err *err)
+{
+    eml_net *ws = NULL;
+    *out = NULL;
+    eml_status st = eml_model_workspace(m, kernels, max_batch, &ws, err);
+    if (st != EML_OK) return st;
+    if (precision == EML_PREC_INT8)
+        st = calibrate(m, ws, (size_t)max_batch, err);
+    if (st == EML_OK) st = eml_net_set_precision(ws, precision, err);
+    if (st != EML_OK) {
+        eml_net_free(ws);
+        return st;
+    }
+    *out = ws;
+    return EML_OK;
 }
 
 eml_status eml_server_new(const eml_model *m, eml_tls_server *tls,
@@ -632,16 +626,9 @@ eml_status eml_server_new(const eml_model *m, eml_tls_server *tls,
     eml_metrics_init(&s->metrics);
     eml_http_buf_init(&s->resp, EML_SERVE_IO_MAX);
     eml_http_buf_init(&s->body, EML_SERVE_IO_MAX);
-    eml_status st = eml_model_workspace(m, o->kernels, o->max_batch, &s->ws,
-                                        err);
+    eml_status st = eml_serve_workspace(m, o->kernels, o->precision,
+                                        o->max_batch, &s->ws, err);
     if (st != EML_OK) {
-        free(s);
-        return st;
-    }
-    if (o->precision == EML_PREC_INT8) st = calibrate(s, err);
-    if (st == EML_OK) st = eml_net_set_precision(s->ws, o->precision, err);
-    if (st != EML_OK) {
-        eml_net_free(s->ws);
         free(s);
         return st;
     }
@@ -665,6 +652,7 @@ void eml_server_free(eml_server *s)
         conn_free(s, &s->conns[i]);
     for (int i = 0; s->q != NULL && i < s->qn; i++)
         eml_predict_input_free(&s->q[(s->qh + i) % s->qcap].in);
+    eml_srvq_free(s->queue);
     free(s->conns);
     free(s->q);
     if (s->plain != NULL) eml_wipe(s->plain, PLAIN_CHUNK);
