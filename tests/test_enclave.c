@@ -41,7 +41,10 @@
 #include "enclaveml/crypto.h"
 #include "enclaveml/edl.h"
 #include "enclaveml/enclave.h"
+#include "enclaveml/flatjson.h"
+#include "enclaveml/model.h"
 #include "enclaveml/net.h"
+#include "enclaveml/train.h"
 #include "host/enclave_host.h"
 #include "enclave_home.h"
 #include "sim/counter.h"
@@ -1457,6 +1460,208 @@ static void test_sim_model_load(void **state)
     eml_cfg_free(cfg);
 }
 
+/* ==== EVALUATE ==== */
+
+/* An IDX file's bytes: count images of 28 x 28 (ndims 3) or labels. */
+static uint8_t *idx_bytes(const uint8_t *data, size_t count, int images,
+                          size_t *len)
+{
+    size_t hdr = images ? 16 : 8, item = images ? 784 : 1;
+    *len = hdr + count * item;
+    uint8_t *b = malloc(*len);
+    assert_non_null(b);
+    uint8_t h[16] = {0, 0, 8, images ? 3 : 1,
+                     (uint8_t)(count >> 24), (uint8_t)(count >> 16),
+                     (uint8_t)(count >> 8), (uint8_t)count,
+                     0, 0, 0, 28, 0, 0, 0, 28};
+    memcpy(b, h, hdr);
+    memcpy(b + hdr, data, count * item);
+    return b;
+}
+
+/* EVALUATE with one test set: its images and labels at img and lab (file
+ * ids 2 and 3), its grant g; the report (malloc'd) if report is not
+ * NULL. */
+static eml_status evaluate_call(eml_enclave_host *h, const char *img,
+                                const char *lab, const uint8_t *g,
+                                size_t glen, char **report, eml_err *err)
+{
+    char *paths[EML_FILE_KINDS] = {NULL, NULL, (char *)img, (char *)lab};
+    int fds[EML_FILE_KINDS] = {-1, -1, -1, -1};
+    h->files.n = EML_FILE_KINDS;
+    h->files.paths = paths;
+    h->files.fds = fds;
+    memset(err, 0, sizeof(*err));
+    eml_ecall_evaluate q;
+    memset(&q, 0, sizeof(q));
+    q.n_grants = 1;
+    q.grants[0].p = g;
+    q.grants[0].n = glen;
+    q.report_nonce[0] = 0x5a;
+    q.report_nonce_len = 1;
+    eml_reply_evaluate_done a;
+    eml_status st = eml_host_call(h, EML_MSG_EVALUATE, &q, sizeof(q), &a,
+                                  sizeof(a), err);
+    if (st == EML_OK && report != NULL) {
+        *report = malloc(a.report.n + 1);
+        assert_non_null(*report);
+        memcpy(*report, a.report.p, a.report.n);
+        (*report)[a.report.n] = '\0';
+    }
+    for (int i = 0; i < EML_FILE_KINDS; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    h->files.n = 0;
+    h->files.paths = NULL;
+    h->files.fds = NULL;
+    return st;
+}
+
+/* A granted model evaluated on a granted test set: the signed report's
+ * figures are the ones the same code computes here (eml_evaluate_confusion
+ * on the plaintext).  Refused: EVALUATE before MODEL_LOAD, a test set's
+ * grant that is the model's, that names another network or sets a privacy
+ * budget, the labels served as the images, the images of another key. */
+static void test_sim_evaluate(void **state)
+{
+    (void)state;
+    enum { N = 77 };
+    eml_err err = {0};
+    eml_model *m = NULL;
+    eml_netcfg *cfg = NULL;
+    eml_net *net = NULL;
+    assert_int_equal(eml_cfg_parse(small_cfg, strlen(small_cfg), "small",
+                                   &cfg, &err),
+                     EML_OK);
+    eml_net_opts o = {.kernels = EML_KERNELS_REF, .max_batch = 1, .seed = 1};
+    assert_int_equal(eml_net_new(cfg, &o, &net, &err), EML_OK);
+    eml_net_init_params(net, 7);
+    uint8_t *w = NULL;
+    size_t wlen = 0;
+    assert_int_equal(eml_weights_encode(net, &w, &wlen), EML_OK);
+    uint8_t mkey[32], dkey[32], other[32], cfg_hash[32], big_hash[32];
+    assert_int_equal(eml_random(mkey, 32), EML_OK);
+    assert_int_equal(eml_random(dkey, 32), EML_OK);
+    assert_int_equal(eml_random(other, 32), EML_OK);
+    assert_int_equal(eml_sha256(cfg_hash, small_cfg, strlen(small_cfg)),
+                     EML_OK);
+    assert_int_equal(eml_sha256(big_hash, big_cfg, strlen(big_cfg)), EML_OK);
+    static uint8_t pix[N * 784];
+    uint8_t lab[N];
+    assert_int_equal(eml_random(pix, sizeof(pix)), EML_OK);
+    assert_int_equal(eml_random(lab, sizeof(lab)), EML_OK);
+    for (int i = 0; i < N; i++) lab[i] %= 10;
+    size_t ilen = 0, llen = 0;
+    uint8_t *ib = idx_bytes(pix, N, 1, &ilen), *lb = idx_bytes(lab, N, 0,
+                                                              &llen);
+    char mpath[128], ipath[128], lpath[128], opath[128];
+    snprintf(mpath, sizeof(mpath), "%s/eval-model.emlc", g_home);
+    snprintf(ipath, sizeof(ipath), "%s/eval-images.emlc", g_home);
+    snprintf(lpath, sizeof(lpath), "%s/eval-labels.emlc", g_home);
+    snprintf(opath, sizeof(opath), "%s/eval-other.emlc", g_home);
+    write_sealed(mpath, mkey, EML_CONTAINER_ROLE_MODEL, w, wlen);
+    write_sealed(ipath, dkey, EML_CONTAINER_ROLE_TEST_IMAGES, ib, ilen);
+    write_sealed(lpath, dkey, EML_CONTAINER_ROLE_TEST_LABELS, lb, llen);
+    write_sealed(opath, other, EML_CONTAINER_ROLE_TEST_IMAGES, ib, ilen);
+
+    /* What the enclave must report: the same code here. */
+    eml_kernels_set_threads(1);
+    assert_int_equal(eml_model_load((const uint8_t *)small_cfg,
+                                    strlen(small_cfg), "small", w, wlen, "w",
+                                    &m, &err),
+                     EML_OK);
+    eml_net *ws = NULL;
+    assert_int_equal(eml_model_workspace(m, EML_KERNELS_FAST, 256, &ws, &err),
+                     EML_OK);
+    eml_dataset d = {N, 784, pix, lab};
+    double loss = 0, acc = 0;
+    uint64_t conf[100];
+    assert_int_equal(eml_evaluate_confusion(ws, &d, &loss, &acc, conf, &err),
+                     EML_OK);
+    char want[2048];
+    size_t k = 0;
+    for (int t = 0; t < 10; t++)
+        for (int p = 0; p < 10; p++)
+            k += (size_t)snprintf(want + k, sizeof(want) - k, "%s%llu",
+                                  p ? "," : (t ? ";" : ""),
+                                  (unsigned long long)conf[t * 10 + p]);
+
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 256);
+    uint8_t mg[EML_GRANT_MAX_BYTES], dg[EML_GRANT_MAX_BYTES];
+    size_t mglen = model_grant(&h, mkey, cfg_hash, mg);
+    size_t dglen = model_grant(&h, dkey, NULL, dg);
+    char *report = NULL;
+    assert_int_not_equal(
+        evaluate_call(&h, ipath, lpath, dg, dglen, NULL, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "MODEL_LOAD"));
+    eml_reply_model_loaded a;
+    assert_int_equal(model_load(&h, mpath, small_cfg, mg, mglen, &a, &err),
+                     EML_OK);
+    assert_int_not_equal(
+        evaluate_call(&h, ipath, lpath, mg, mglen, NULL, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "the model's grant"));
+    uint8_t bg[EML_GRANT_MAX_BYTES];
+    size_t bglen = model_grant(&h, dkey, big_hash, bg);
+    assert_int_not_equal(
+        evaluate_call(&h, ipath, lpath, bg, bglen, NULL, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "another network"));
+    eml_grant_info gi;
+    assert_int_equal(eml_grant_parse(dg, dglen, &gi, &err), EML_OK);
+    gi.has_max_epsilon = 1;
+    gi.max_epsilon = 8;
+    assert_int_equal(eml_grant_build(bg, &bglen, &gi, dkey), EML_OK);
+    assert_int_not_equal(
+        evaluate_call(&h, ipath, lpath, bg, bglen, NULL, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "differentially private"));
+    assert_int_not_equal(
+        evaluate_call(&h, lpath, lpath, dg, dglen, NULL, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "role"));
+    assert_int_not_equal(
+        evaluate_call(&h, opath, lpath, dg, dglen, NULL, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "key"));
+
+    assert_int_equal(evaluate_call(&h, ipath, lpath, dg, dglen, &report,
+                                   &err),
+                     EML_OK);
+    assert_int_equal(eml_report_verify(report, strlen(report), h.ed_pk),
+                     EML_OK);
+    eml_flatjson j;
+    assert_int_equal(eml_flatjson_parse(report, strlen(report), &j, &err),
+                     EML_OK);
+    double got_acc = -1, got_loss = -1, n = 0;
+    assert_int_equal(eml_flatjson_num(&j, "accuracy", &got_acc), 0);
+    assert_int_equal(eml_flatjson_num(&j, "loss", &got_loss), 0);
+    assert_int_equal(eml_flatjson_num(&j, "examples", &n), 0);
+    printf("report: accuracy %.4f (here %.4f), loss %.6f (here %.6f)\n",
+           got_acc, acc, got_loss, loss);
+    assert_true(n == N);
+    assert_true(fabs(got_acc - acc) < 1e-9);
+    assert_true(fabs(got_loss - loss) < 1e-6 * (1 + loss));
+    assert_string_equal(eml_flatjson_str(&j, "confusion"), want);
+    assert_string_equal(eml_flatjson_str(&j, "report_nonce"), "5a");
+    char ch[65];
+    eml_hex(ch, cfg_hash, 32);
+    assert_string_equal(eml_flatjson_str(&j, "cfg_sha256"), ch);
+    eml_flatjson_free(&j);
+    eml_host_stop(&h);
+    free(report);
+    free(ib);
+    free(lb);
+    eml_net_free(ws);
+    eml_model_free(m);
+    eml_wipe(mkey, 32);
+    eml_wipe(dkey, 32);
+    free(w);
+    eml_net_free(net);
+    eml_cfg_free(cfg);
+}
+
 static void test_none_backend(void **state)
 {
     (void)state;
@@ -1864,6 +2069,7 @@ int main(void)
         cmocka_unit_test(test_sim_malformed_ecalls),
         cmocka_unit_test(test_sim_reinit),
         cmocka_unit_test(test_sim_model_load),
+        cmocka_unit_test(test_sim_evaluate),
         cmocka_unit_test(test_sim_unparseable_frames),
         cmocka_unit_test(test_sim_host_eof),
         cmocka_unit_test(test_sim_heap_budget),

@@ -73,6 +73,8 @@ extern "C" {
 #define EML_MEASURE_LIST_MAX 16384 /* MEASURE's list of measured files */
 #define EML_REPORT_MAX 8192                    /* an attestation report */
 #define EML_TRAIN_REPORT_MAX ((size_t)1 << 20) /* a training report */
+#define EML_EVAL_REPORT_MAX ((size_t)1 << 20) /* an evaluation report */
+#define EML_EVAL_CLASSES_MAX 100 /* outputs of a network EVALUATE takes */
 #define EML_WORKER_ADDR_LEN 320 /* tcp:HOST:PORT, unix:PATH, in a report */
 #define EML_WORKER_FRAME_MAX (EML_MSG_MAX - 4096) /* one worker frame */
 #define EML_NODE_FRAME_MAX (EML_MSG_MAX - 4096)   /* one node frame */
@@ -148,7 +150,9 @@ extern "C" {
     M(QWORKER_KEY, 51, 1, ECALL, QWORKER_KEYED, eml_ecall_qworker_key)       \
     M(QWORKER_KEYED, 52, 1, REPLY, NONE, eml_reply_qworker_keyed)            \
     M(QWORKER_IO, 53, 1, ECALL, QWORKER_OUT, eml_ecall_qworker_io)           \
-    M(QWORKER_OUT, 54, 1, REPLY, NONE, eml_reply_qworker_out)
+    M(QWORKER_OUT, 54, 1, REPLY, NONE, eml_reply_qworker_out)              \
+    M(EVALUATE, 55, 1, ECALL, EVALUATE_DONE, eml_ecall_evaluate)             \
+    M(EVALUATE_DONE, 56, 1, REPLY, NONE, eml_reply_evaluate_done)
 
 #define EML_MSG_ENUM_(NAME, type, ...) EML_MSG_##NAME = type,
 typedef enum eml_msg_type {
@@ -467,6 +471,20 @@ typedef struct eml_bytes {
     X(S, BYTES, out, (size_t)16 << 20)                                       \
     X(S, U64, done, 0, UINT64_MAX)                                           \
     X(S, U64, malformed, 0, UINT64_MAX)
+
+/* EVALUATE (after MODEL_LOAD; docs/evaluate.md): evaluate the loaded
+ * model on the test sets of the owners whose grants come with it, one
+ * grant per test set (a grant that names a network must name the
+ * model's; one with a privacy budget is refused).  Owner o's test images
+ * and labels are read through FILE_OPEN/FILE_READ as file ids o * 4 +
+ * EML_FILE_TEST_IMAGES and o * 4 + EML_FILE_TEST_LABELS.
+ * EVALUATE_DONE: the signed evaluation report, which repeats
+ * report_nonce (the verifier's). */
+#define EML_FIELDS_EVALUATE(X, S)                                            \
+    X(S, LIST, grants, 1, EML_OWNERS_MAX, EML_GRANT_MAX) /* one per set */   \
+    X(S, COPY, report_nonce, EML_NONCE_MAX)
+#define EML_FIELDS_EVALUATE_DONE(X, S)                                       \
+    X(S, BYTES, report, EML_EVAL_REPORT_MAX)
 
 /* ==== the structs: one per message with fields, made from its rows ==== */
 

@@ -112,6 +112,12 @@ size_t eml_net_layer_output_size(const eml_net *net, int i);
 EML_MUST_CHECK eml_status eml_net_loss(eml_net *net, int n,
                                        const uint8_t *labels,
                                        double *loss_sum, int *correct);
+/* eml_net_loss, and each example's argmax prediction (the first on ties,
+ * as *correct counts them) in pred[0..n) if pred is not NULL. */
+EML_MUST_CHECK eml_status eml_net_loss_pred(eml_net *net, int n,
+                                            const uint8_t *labels,
+                                            double *loss_sum, int *correct,
+                                            uint32_t *pred);
 
 /* Backward after forward(train=1) + loss: overwrites the gradient buffer with
  * the sum over the n examples.  If sqnorm is not NULL it receives, per

@@ -184,6 +184,16 @@ EML_MUST_CHECK eml_status eml_dataset_digest(uint8_t out[32],
 EML_MUST_CHECK eml_status eml_evaluate(eml_net *net, const eml_dataset *d,
                                        double *loss, double *accuracy,
                                        eml_err *err);
+/* eml_evaluate, and the confusion matrix (k x k, k the net's output
+ * size): confusion[t * k + p] counts the images of true class t that the
+ * net predicts as p (the argmax, the first on ties, as the accuracy
+ * counts them). */
+EML_MUST_CHECK eml_status eml_evaluate_confusion(eml_net *net,
+                                                 const eml_dataset *d,
+                                                 double *loss,
+                                                 double *accuracy,
+                                                 uint64_t *confusion,
+                                                 eml_err *err);
 
 /* Calibrates the net on the first `count` images of d (0: all) in fp32,
  * then switches it to precision p (eml_net_set_precision). */

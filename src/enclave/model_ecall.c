@@ -5,7 +5,7 @@
  * digest) allows only that one; the weights file must be encrypted under
  * the grant's key in the role "model".  The loaded model (model.h) stays
  * in the enclave until the next MODEL_LOAD; only its digest and size
- * leave.
+ * leave (and, through EVALUATE, the digests of its cfg and file).
  *
  * Trusted code: the data key lives in locked memory and the decrypted
  * weights are wiped once the model holds them.
@@ -71,6 +71,8 @@ eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
                                      EML_CONTAINER_ROLE_MODEL, "the model",
                                      key, gi.key_id, NULL, &f, err);
     if (key != NULL) eml_secure_free(key, 32);
+    uint8_t file_hash[32];
+    memcpy(file_hash, f.digest, 32); /* f is wiped below */
     if (st == EML_OK)
         st = eml_model_load(cfg, cfg_len, "cfg", f.plain, f.len, "the model",
                             &m, err);
@@ -79,6 +81,9 @@ eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
     if (st != EML_OK) return st;
     eml_model_free(e->model);
     e->model = m;
+    memcpy(e->model_cfg_sha256, cfg_hash, 32);
+    memcpy(e->model_file_sha256, file_hash, 32);
+    memcpy(e->model_grant_id, gi.grant_id, 16);
     eml_reply_model_loaded a;
     memcpy(a.model_sha256, eml_model_sha256(m), 32);
     a.parameters = eml_model_param_count(m);

@@ -15,6 +15,8 @@
  *   train_ecall.c   TRAIN: grants, plan, data, training, the model out,
  *                   the signed report
  *   model_ecall.c   MODEL_LOAD: a granted model for inference
+ *   eval_ecall.c    EVALUATE: the loaded model on granted test sets,
+ *                   the signed evaluation report
  *   serve_ecall.c   SERVE_START, SERVE_IO: the attested server; QUEUE_START:
  *                   its queue to workers; QWORKER_*: a queue worker
  *   worker_ocall.c  the outsourcing worker, reached through WORKER ocalls
@@ -77,6 +79,10 @@ struct eml_enclave {
     eml_status late_st; /* the first of their failures, not yet reported */
     eml_err late;
     struct eml_model *model; /* MODEL_LOAD's, or NULL */
+    /* How MODEL_LOAD opened it (EVALUATE's report): the SHA-256 of the cfg
+     * and of the model's file as read, and the owner's grant id. */
+    uint8_t model_cfg_sha256[32], model_file_sha256[32];
+    uint8_t model_grant_id[16];
     /* SERVE_START's (serve_ecall.c), or NULL */
     struct eml_tls_key *tls_key;
     struct eml_tls_server *tls;
@@ -203,6 +209,12 @@ eml_status eml_rt_budget_charge(void *user, int resumed, eml_err *err);
 
 /* ==== train_ecall.c, probe.c ==== */
 
+/* Appends to a report body: snprintf that never runs past cap (a body is
+ * sized for its contents; this keeps a mistake there from becoming an
+ * overflow).  Shared by the training and evaluation reports. */
+void eml_rt_append(char *buf, size_t cap, size_t *k, const char *fmt, ...)
+    EML_PRINTF(4, 5);
+
 /* ==== worker_ocall.c ==== */
 
 typedef struct eml_rt_worker {
@@ -234,6 +246,8 @@ void eml_rt_serve_free(eml_enclave *e);
 
 eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
                                    eml_err *err);
+eml_status eml_rt_ecall_evaluate(eml_enclave *e, eml_msg_any *req,
+                                 eml_err *err);
 eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_any *req,
                               eml_err *err);
 eml_status eml_rt_ecall_probe(eml_enclave *e, eml_msg_any *req,

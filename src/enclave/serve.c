@@ -2,9 +2,9 @@
  * serve.c - the trusted runtime's object (made from what the platform
  * hands it, freed with every secret wiped) and its ecall loop, which
  * decodes each ecall with the boundary's codec and dispatches it through
- * a table of handlers (INIT, ATTEST, TRAIN, MODEL_LOAD, SERVE_START,
- * SERVE_IO, QUEUE_START, QWORKER_START, QWORKER_KEY, QWORKER_IO, PING,
- * PROBE, SHUTDOWN).
+ * a table of handlers (INIT, ATTEST, TRAIN, MODEL_LOAD, EVALUATE,
+ * SERVE_START, SERVE_IO, QUEUE_START, QWORKER_START, QWORKER_KEY,
+ * QWORKER_IO, PING, PROBE, SHUTDOWN).
  *
  * Trusted code: memory and the channel fd only.  A frame that cannot be
  * parsed gets an ERROR and ends the loop (the stream may be out of step);
@@ -93,6 +93,7 @@ static const ecall_fn ecalls[EML_MSG_TYPE_END] = {
     [EML_MSG_ATTEST] = eml_rt_ecall_attest,
     [EML_MSG_TRAIN] = eml_rt_ecall_train,
     [EML_MSG_MODEL_LOAD] = eml_rt_ecall_model_load,
+    [EML_MSG_EVALUATE] = eml_rt_ecall_evaluate,
     [EML_MSG_SERVE_START] = eml_rt_ecall_serve_start,
     [EML_MSG_SERVE_IO] = eml_rt_ecall_serve_io,
     [EML_MSG_QUEUE_START] = eml_rt_ecall_queue_start,

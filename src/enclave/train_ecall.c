@@ -376,11 +376,8 @@ static eml_status train_and_send(train_job *j, eml_err *err)
     return st;
 }
 
-/* snprintf that never runs past cap (the report body is sized for its
- * contents; this keeps a mistake there from becoming an overflow). */
-static void append(char *buf, size_t cap, size_t *k, const char *fmt, ...)
-    EML_PRINTF(4, 5);
-static void append(char *buf, size_t cap, size_t *k, const char *fmt, ...)
+/* runtime.h: a report body's snprintf. */
+void eml_rt_append(char *buf, size_t cap, size_t *k, const char *fmt, ...)
 {
     if (*k + 1 >= cap) return;
     va_list ap;
@@ -402,21 +399,22 @@ static void report_lists(const train_job *j, char *body, size_t bcap,
         for (int f = 0; f < EML_FILE_KINDS; f++) {
             char dh[65];
             eml_hex(dh, j->digests[o][f], 32);
-            append(body, bcap, k, "%s%s", (o == 0 && f == 0) ? "" : ",", dh);
+            eml_rt_append(body, bcap, k, "%s%s",
+                          (o == 0 && f == 0) ? "" : ",", dh);
         }
-    append(body, bcap, k, "\",\"dataset_ids\":\"");
+    eml_rt_append(body, bcap, k, "\",\"dataset_ids\":\"");
     for (uint64_t o = 0; o < n; o++) {
         char dh[2 * EML_CONTAINER_DATASET_ID_BYTES + 1];
         eml_hex(dh, j->dataset_ids[o], EML_CONTAINER_DATASET_ID_BYTES);
-        append(body, bcap, k, "%s%s", o == 0 ? "" : ",", dh);
+        eml_rt_append(body, bcap, k, "%s%s", o == 0 ? "" : ",", dh);
     }
-    append(body, bcap, k, "\",\"grants\":\"");
+    eml_rt_append(body, bcap, k, "\",\"grants\":\"");
     for (uint64_t o = 0; o < n; o++) {
         char gh[33];
         eml_hex(gh, j->ginfo[o].grant_id, 16);
-        append(body, bcap, k, "%s%s", o == 0 ? "" : ",", gh);
+        eml_rt_append(body, bcap, k, "%s%s", o == 0 ? "" : ",", gh);
     }
-    append(body, bcap, k, "\"");
+    eml_rt_append(body, bcap, k, "\"");
 }
 
 /* The DP members of the report. */
@@ -426,21 +424,23 @@ static void report_dp(const train_job *j, char *body, size_t bcap, size_t *k)
     const eml_train_result *res = &j->res;
     if (!dp->enabled) return;
     if (!isfinite(res->epsilon))
-        append(body, bcap, k, ",\"epsilon\":\"inf\"");
+        eml_rt_append(body, bcap, k, ",\"epsilon\":\"inf\"");
     else
-        append(body, bcap, k, ",\"epsilon\":%.9g", res->epsilon);
-    append(body, bcap, k,
-           ",\"delta\":%.9g,\"noise\":%.9g,"
-           "\"clip\":%.9g,\"sampling_rate\":%.9g,\"dp_steps\":%ld,"
-           "\"budget\":%.9g,\"stopped_at_budget\":%s,"
-           "\"sampling\":\"%s\",\"insecure_seed\":%s,"
-           "\"accountant\":\"rdp-sampled-gaussian%s\"",
-           dp->delta, dp->noise, dp->clip, res->sampling_rate, res->steps,
-           dp->target_epsilon, res->dp_stopped_early ? "true" : "false",
-           dp->fixed_batches ? "fixed" : "poisson",
-           dp->insecure_seed ? "true" : "false",
-           dp->fixed_batches ? " (assumes poisson sampling)" : "");
-    append(body, bcap, k, ",\"epsilon_planned\":%.9g", j->bud.planned);
+        eml_rt_append(body, bcap, k, ",\"epsilon\":%.9g", res->epsilon);
+    eml_rt_append(body, bcap, k,
+                  ",\"delta\":%.9g,\"noise\":%.9g,"
+                  "\"clip\":%.9g,\"sampling_rate\":%.9g,\"dp_steps\":%ld,"
+                  "\"budget\":%.9g,\"stopped_at_budget\":%s,"
+                  "\"sampling\":\"%s\",\"insecure_seed\":%s,"
+                  "\"accountant\":\"rdp-sampled-gaussian%s\"",
+                  dp->delta, dp->noise, dp->clip, res->sampling_rate,
+                  res->steps, dp->target_epsilon,
+                  res->dp_stopped_early ? "true" : "false",
+                  dp->fixed_batches ? "fixed" : "poisson",
+                  dp->insecure_seed ? "true" : "false",
+                  dp->fixed_batches ? " (assumes poisson sampling)" : "");
+    eml_rt_append(body, bcap, k, ",\"epsilon_planned\":%.9g",
+                  j->bud.planned);
 }
 
 /* The signed training report, sent as TRAIN_DONE. */
@@ -463,7 +463,7 @@ static eml_status send_report(train_job *j, eml_err *err)
     eml_hex(rh, j->q.recipient, 32);
     eml_hex(nh, j->q.report_nonce, j->q.report_nonce_len);
     size_t k = 0;
-    append(body, bcap, &k,
+    eml_rt_append(body, bcap, &k,
         "{\"type\":\"enclaveml-training-report\",\"version\":2,\"sim\":%s,"
         "\"measurement\":\"%s\",\"ed25519\":\"%s\",\"report_nonce\":\"%s\","
         "\"cfg_sha256\":\"%s\",\"model_sha256\":\"%s\","
@@ -483,23 +483,27 @@ static eml_status send_report(train_job *j, eml_err *err)
     report_lists(j, body, bcap, &k);
     report_dp(j, body, bcap, &k);
     if (isfinite(j->cap))
-        append(body, bcap, &k, ",\"budget_charged\":%s",
-               res->resumed_step >= 0 ? "false" : "true");
+        eml_rt_append(body, bcap, &k, ",\"budget_charged\":%s",
+                      res->resumed_step >= 0 ? "false" : "true");
     if (j->q.spec.outsource != 0)
-        append(body, bcap, &k,
-               ",\"outsource\":\"%s\",\"worker\":\"%.*s\","
-               "\"outsourced_products\":%llu,\"verified_products\":%llu,"
-               "\"local_products\":%llu,\"outsource_min_intensity\":%.17g",
-               j->q.spec.outsource == EML_OUTSOURCE_PRIVATE ? "private"
-                                                           : "integrity",
-               (int)j->q.worker_len, (const char *)j->q.worker,
-               (unsigned long long)j->outsourced.outsourced_products,
-               (unsigned long long)j->outsourced.verified_products,
-               (unsigned long long)j->outsourced.local_products,
-               j->q.spec.outsource_min_intensity);
+        eml_rt_append(body, bcap, &k,
+                      ",\"outsource\":\"%s\",\"worker\":\"%.*s\","
+                      "\"outsourced_products\":%llu,"
+                      "\"verified_products\":%llu,\"local_products\":%llu,"
+                      "\"outsource_min_intensity\":%.17g",
+                      j->q.spec.outsource == EML_OUTSOURCE_PRIVATE
+                          ? "private"
+                          : "integrity",
+                      (int)j->q.worker_len, (const char *)j->q.worker,
+                      (unsigned long long)j->outsourced.outsourced_products,
+                      (unsigned long long)j->outsourced.verified_products,
+                      (unsigned long long)j->outsourced.local_products,
+                      j->q.spec.outsource_min_intensity);
     if (j->node != NULL)
-        append(body, bcap, &k, ",\"node\":%d,\"nodes\":%d,\"node_rounds\":%ld",
-               j->q.node.id, j->q.node.nodes, eml_rt_node_rounds(j->node));
+        eml_rt_append(body, bcap, &k,
+                      ",\"node\":%d,\"nodes\":%d,\"node_rounds\":%ld",
+                      j->q.node.id, j->q.node.nodes,
+                      eml_rt_node_rounds(j->node));
     char *report = NULL;
     size_t rlen = 0;
     eml_status st = eml_report_sign(body, e->sec->ed_sk, &report, &rlen);

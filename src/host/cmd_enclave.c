@@ -306,6 +306,93 @@ static int check_model(const char *path, const char *model,
     return 0;
 }
 
+/* The report's report_nonce is well formed and, if one was given, the
+ * verifier's. */
+static int check_nonce(const char *path, const eml_flatjson *j,
+                       const training_checks *c)
+{
+    uint8_t rn[EML_NONCE_MAX];
+    const char *nonce_hex = eml_flatjson_str(j, "report_nonce");
+    size_t rnl = nonce_hex != NULL ? strlen(nonce_hex) : 1;
+    if (rnl % 2 != 0 || rnl / 2 > EML_NONCE_MAX ||
+        eml_unhex(rn, rnl / 2, nonce_hex, rnl) != 0)
+        return eml_fail("%s: malformed report_nonce", path);
+    if (c->have_nonce &&
+        (rnl / 2 != c->nonce_len || memcmp(rn, c->nonce, c->nonce_len) != 0))
+        return eml_fail("%s: report_nonce does not match (a report of "
+                        "another run?)",
+                        path);
+    return 0;
+}
+
+/* An evaluation report (docs/evaluate.md), its signature already checked:
+ * made by the attested measurement, with the verifier's nonce, and (with
+ * --model) about that model file. */
+static int verify_evaluation(const char *path, const attested *a,
+                             const training_checks *c, const eml_flatjson *j,
+                             int json)
+{
+    double version = 0, acc = 0, loss = 0, n = 0, sets = 0, classes = 0;
+    uint8_t meas[32], want[32], cfg[32];
+    int sim;
+    if (eml_flatjson_num(j, "version", &version) != 0 || version != 1)
+        return eml_fail("%s: evaluation report version %g is not supported",
+                        path, version);
+    if (hex_field(j, "measurement", meas, 32, path) ||
+        hex_field(j, "model_file_sha256", want, 32, path) ||
+        hex_field(j, "cfg_sha256", cfg, 32, path))
+        return 1;
+    if (!eml_ct_equal(meas, a->measurement, 32))
+        return eml_fail("%s: made by another enclave measurement", path);
+    if (eml_flatjson_bool(j, "sim", &sim) != 0 || sim != a->sim)
+        return eml_fail("%s: sim flag differs from the attestation", path);
+    if (check_nonce(path, j, c)) return 1;
+    if (c->recipient != NULL)
+        return eml_fail("%s: an evaluation report sends no model to a "
+                        "recipient (--recipient checks training reports)",
+                        path);
+    if (eml_flatjson_num(j, "accuracy", &acc) != 0 ||
+        eml_flatjson_num(j, "loss", &loss) != 0 ||
+        eml_flatjson_num(j, "examples", &n) != 0 ||
+        eml_flatjson_num(j, "test_sets", &sets) != 0 ||
+        eml_flatjson_num(j, "classes", &classes) != 0 ||
+        eml_flatjson_str(j, "confusion") == NULL ||
+        eml_flatjson_str(j, "datasets") == NULL)
+        return eml_fail("%s: an evaluation report without its figures", path);
+    if (c->model != NULL) {
+        uint8_t *buf = NULL, got[32];
+        size_t len = 0;
+        eml_err err = {0};
+        eml_status st = eml_file_read(c->model, &buf, &len, &err);
+        if (st != EML_OK) return eml_fail_st(st, &err);
+        st = eml_sha256(got, buf, len);
+        free(buf);
+        if (st != EML_OK || !eml_ct_equal(want, got, 32))
+            return eml_fail("%s: the report is about another model (its "
+                            "model_file_sha256 differs from %s's SHA-256)",
+                            path, c->model);
+    }
+    if (json) {
+        eml_json o;
+        eml_json_begin(&o, stdout);
+        eml_json_bool(&o, "verified", 1);
+        eml_json_bool(&o, "model_checked", c->model != NULL);
+        eml_json_members(&o, j);
+        eml_json_end(&o);
+    } else {
+        char mh[65], ch[65];
+        eml_hex(mh, want, 32);
+        eml_hex(ch, cfg, 32);
+        printf("evaluation report verified: signed by the attested "
+               "enclave%s, accuracy %.2f%%, loss %.4f, %.0f examples in "
+               "%.0f test set(s), %.0f classes, model file %.16s..., cfg "
+               "%.16s...\n",
+               c->model != NULL ? ", about the model file" : "", 100.0 * acc,
+               loss, n, sets, classes, mh, ch);
+    }
+    return 0;
+}
+
 static int verify_training(const char *path, const attested *a,
                            const training_checks *c, int json)
 {
@@ -327,10 +414,13 @@ static int verify_training(const char *path, const attested *a,
     free(text);
     if (st != EML_OK) return eml_fail("%s: %s", path, eml_err_msg(&err, st));
     int rc = 1, sim;
-    uint8_t meas[32], rcpt[32], rn[EML_NONCE_MAX];
+    uint8_t meas[32], rcpt[32];
     double version = 0;
     const char *type = eml_flatjson_str(&j, "type");
-    const char *nonce_hex = eml_flatjson_str(&j, "report_nonce");
+    if (type != NULL && strcmp(type, "enclaveml-evaluation-report") == 0) {
+        rc = verify_evaluation(path, a, c, &j, json);
+        goto out;
+    }
     if (type == NULL || strcmp(type, "enclaveml-training-report") != 0) {
         eml_fail("%s: not a training report", path);
         goto out;
@@ -352,18 +442,7 @@ static int verify_training(const char *path, const attested *a,
         eml_fail("%s: sim flag differs from the attestation", path);
         goto out;
     }
-    size_t rnl = nonce_hex != NULL ? strlen(nonce_hex) : 1;
-    if (rnl % 2 != 0 || rnl / 2 > EML_NONCE_MAX ||
-        eml_unhex(rn, rnl / 2, nonce_hex, rnl) != 0) {
-        eml_fail("%s: malformed report_nonce", path);
-        goto out;
-    }
-    if (c->have_nonce &&
-        (rnl / 2 != c->nonce_len || memcmp(rn, c->nonce, c->nonce_len) != 0)) {
-        eml_fail("%s: report_nonce does not match (a report of another run?)",
-                 path);
-        goto out;
-    }
+    if (check_nonce(path, &j, c)) goto out;
     if (c->recipient != NULL && !eml_ct_equal(rcpt, c->recipient, 32)) {
         eml_fail("%s: the model went to another recipient than the one "
                  "given",
@@ -398,17 +477,18 @@ static const char verify_usage[] =
     "       enclaveml verify --tls HOST:PORT --measurement HEX\n"
     "                        [--allow-sim [--allow-none]] [--json]\n"
     "       enclaveml verify T.json --report R.json --measurement HEX\n"
-    "                        [--model M.emlm] [--report-nonce HEX]\n"
+    "                        [--model M.emlm|M.emlc] [--report-nonce HEX]\n"
     "                        [--recipient M.pub] [--allow-sim] [--json]\n"
     "\n"
     "Checks an attestation report (platform signature, measurement, nonce,\n"
-    "binding of keys and policy), or a training report against the\n"
-    "attestation of the enclave that signed it; with --model, that the\n"
-    "report describes that model file (its SHA-256) and that the file is\n"
-    "encrypted to the report's recipient; with --report-nonce, that the\n"
-    "report carries the nonce given to `train --report-nonce`; with\n"
-    "--recipient, that the model went to that key.  Exits 0 only if\n"
-    "everything checks.  Simulated reports are refused without --allow-sim;\n"
+    "binding of keys and policy), or a training or evaluation report\n"
+    "against the attestation of the enclave that signed it; with --model,\n"
+    "that the report describes that model file (its SHA-256) and, for a\n"
+    "training report, that the file is encrypted to the report's\n"
+    "recipient; with --report-nonce, that the report carries the nonce\n"
+    "given to `train` or `evaluate --report-nonce`; with --recipient, that\n"
+    "the model went to that key.  Exits 0 only if everything checks.\n"
+    "Simulated reports are refused without --allow-sim;\n"
     "reports of the in-process `none` backend (its own platform key) also\n"
     "need --allow-none.  With --tls, the attested server there (`enclaveml\n"
     "serve`): the report in its TLS certificate, and that the report binds\n"
@@ -476,7 +556,8 @@ int eml_cmd_verify(int argc, char **argv)
     attested a;
     if (report == NULL && (tc.model || tc.have_nonce || recipient))
         return eml_fail("verify: --model, --report-nonce and --recipient "
-                        "check a training report: give --report R.json");
+                        "check a training or evaluation report: give "
+                        "--report R.json");
     if (recipient != NULL) {
         eml_err err = {0};
         eml_status st = eml_pubfile_load(recipient, rpk, &err);

@@ -1,6 +1,6 @@
 /*
  * cmd_enclave.h - commands around the enclave (measure, attest, verify,
- * grant) and the confidential path of `train`.  Host side.
+ * grant, evaluate) and the confidential path of `train`.  Host side.
  */
 #ifndef EML_HOST_CMD_ENCLAVE_H
 #define EML_HOST_CMD_ENCLAVE_H
@@ -18,6 +18,8 @@ int eml_cmd_measure(int argc, char **argv);
 int eml_cmd_attest(int argc, char **argv);
 int eml_cmd_verify(int argc, char **argv);
 int eml_cmd_grant(int argc, char **argv);
+/* `enclaveml evaluate` (cmd_evaluate.c): verifiable evaluation. */
+int eml_cmd_evaluate(int argc, char **argv);
 
 /* Copies a parsed report's members into --json output. */
 void eml_json_members(eml_json *o, const eml_flatjson *j);

@@ -54,7 +54,7 @@ static eml_status serve_file_open(eml_enclave_host *h, eml_msg_any *q,
                                   uint32_t seq)
 {
     uint64_t id = q->m_FILE_OPEN.file_id;
-    if (id >= h->files.n)
+    if (id >= h->files.n || h->files.paths[id] == NULL) /* NULL: not served */
         return reply_error(h, seq, "no file %llu", (unsigned long long)id);
     if (h->files.fds[id] < 0) {
         h->files.fds[id] = open(h->files.paths[id], O_RDONLY | O_CLOEXEC);

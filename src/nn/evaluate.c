@@ -141,15 +141,26 @@ eml_status eml_batch_forward(eml_net *net, const eml_dataset *d,
                                  train);
 }
 
-eml_status eml_evaluate_cached(eml_net *net, const eml_dataset *d,
-                               const eml_feat_cache *c, double *loss,
-                               double *accuracy, eml_err *err)
+/* Mean loss and accuracy, and (confusion not NULL) the confusion matrix:
+ * confusion[t * k + p] counts the images of class t predicted as p. */
+static eml_status evaluate(eml_net *net, const eml_dataset *d,
+                           const eml_feat_cache *c, double *loss,
+                           double *accuracy, uint64_t *confusion,
+                           eml_err *err)
 {
     eml_status st = eml_dataset_check(net, d, "test", err);
     if (st != EML_OK) return st;
     int mb = eml_net_max_batch(net);
+    size_t k = eml_net_output_size(net);
     uint8_t *labels = malloc((size_t)mb);
-    if (labels == NULL) return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    uint32_t *pred = confusion != NULL ? malloc((size_t)mb * sizeof(*pred))
+                                       : NULL;
+    if (labels == NULL || (confusion != NULL && pred == NULL)) {
+        free(labels);
+        free(pred);
+        return eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    }
+    if (confusion != NULL) memset(confusion, 0, k * k * sizeof(*confusion));
     double loss_sum = 0;
     long correct = 0;
     for (size_t first = 0; first < d->count; first += (size_t)mb) {
@@ -157,25 +168,47 @@ eml_status eml_evaluate_cached(eml_net *net, const eml_dataset *d,
                                                     : (size_t)mb);
         int right = 0;
         st = eml_batch_forward(net, d, c, NULL, first, n, labels, 0, NULL);
-        if (st == EML_OK) st = eml_net_loss(net, n, labels, &loss_sum, &right);
+        if (st == EML_OK)
+            st = eml_net_loss_pred(net, n, labels, &loss_sum, &right, pred);
         if (st != EML_OK) {
             free(labels);
+            free(pred);
             return eml_err_set(err, st, "evaluation failed: %s",
                                eml_status_str(st));
         }
         correct += right;
+        if (confusion != NULL) /* labels < k: eml_dataset_check */
+            for (int b = 0; b < n; b++)
+                confusion[(size_t)labels[b] * k + pred[b]]++;
     }
     free(labels);
+    free(pred);
     double cnt = d->count > 0 ? (double)d->count : 1.0;
     if (loss != NULL) *loss = loss_sum / cnt;
     if (accuracy != NULL) *accuracy = (double)correct / cnt;
     return EML_OK;
 }
 
+eml_status eml_evaluate_cached(eml_net *net, const eml_dataset *d,
+                               const eml_feat_cache *c, double *loss,
+                               double *accuracy, eml_err *err)
+{
+    return evaluate(net, d, c, loss, accuracy, NULL, err);
+}
+
 eml_status eml_evaluate(eml_net *net, const eml_dataset *d, double *loss,
                         double *accuracy, eml_err *err)
 {
-    return eml_evaluate_cached(net, d, NULL, loss, accuracy, err);
+    return evaluate(net, d, NULL, loss, accuracy, NULL, err);
+}
+
+eml_status eml_evaluate_confusion(eml_net *net, const eml_dataset *d,
+                                  double *loss, double *accuracy,
+                                  uint64_t *confusion, eml_err *err)
+{
+    if (confusion == NULL)
+        return eml_err_set(err, EML_ERR_INVALID, "no confusion matrix");
+    return evaluate(net, d, NULL, loss, accuracy, confusion, err);
 }
 
 eml_status eml_quantize_on(eml_net *net, const eml_dataset *d, size_t count,

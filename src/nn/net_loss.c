@@ -32,6 +32,12 @@ static double sse_loss(const float *p, size_t k, unsigned y, float scale,
 eml_status eml_net_loss(eml_net *net, int n, const uint8_t *labels,
                         double *loss_sum, int *correct)
 {
+    return eml_net_loss_pred(net, n, labels, loss_sum, correct, NULL);
+}
+
+eml_status eml_net_loss_pred(eml_net *net, int n, const uint8_t *labels,
+                             double *loss_sum, int *correct, uint32_t *pred)
+{
     layer *top = &net->layers[net->n_layers - 1];
     const layer *cost = NULL;
     if (top->type == EML_LAYER_COST) {
@@ -54,6 +60,7 @@ eml_status eml_net_loss(eml_net *net, int n, const uint8_t *labels,
             if (p[j] > p[best]) best = j;
         float *d = top->delta != NULL ? top->delta + (size_t)b * k : NULL;
         right += best == labels[b];
+        if (pred != NULL) pred[b] = (uint32_t)best;
         if (cost != NULL) {
             loss += sse_loss(p, k, labels[b], cost->scale_by, d);
         } else if (d != NULL) { /* an inference net has none */

@@ -1,0 +1,300 @@
+/*
+ * cmd_evaluate.c - `enclaveml evaluate` (docs/evaluate.md): verifiable
+ * evaluation, a model and test sets from different owners judged inside
+ * the enclave.  The enclave loads the model owner's encrypted model
+ * through their grant (MODEL_LOAD, as `serve` does), then evaluates it on
+ * the test sets their owners grant to it (EVALUATE); this process serves
+ * ciphertext only, and writes the signed report once it verifies against
+ * the enclave it talked to.
+ *
+ * Host side.  Every failure ends in one "enclaveml: error: ..." line and
+ * leaves no report file.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "enclaveml/crypto.h"
+#include "enclaveml/flatjson.h"
+#include "host/cli.h"
+#include "host/cmd_common.h"
+#include "host/cmd_enclave.h"
+#include "host/cmd_serve.h"
+#include "host/fileio.h"
+#include "host/json.h"
+
+static const char evaluate_usage[] =
+    "usage: enclaveml evaluate --cfg F --model M.emlc --model-grant GM\n"
+    "                          --data DIR --grant GD [--data DIR2\n"
+    "                          --grant GD2 ...] --report-out R.json\n"
+    "                          [--report-nonce HEX] [--json]\n"
+    "                          [--enclave sim|none] [--heap-mb M]\n"
+    "                          [--threads N] [--quiet]\n"
+    "\n"
+    "Evaluates a model owner's encrypted model (M.emlc, `enclaveml encrypt\n"
+    "--role model`, its key granted to this enclave in GM) on the test sets\n"
+    "of one or more data owners (the t10k images and labels of each DIR,\n"
+    "encrypted as for confidential training, each key granted in the GD\n"
+    "given after it), inside the enclave (docs/evaluate.md).  Nothing of\n"
+    "the model or the data leaves it in the clear: out comes R.json, a\n"
+    "report signed by the enclave's key with the accuracy, the mean loss,\n"
+    "the per-class accuracy, the confusion matrix, the number of examples\n"
+    "and the SHA-256 of the cfg, of the model's file and of every test\n"
+    "file.  `enclaveml verify R.json --report ATTEST.json --measurement\n"
+    "HEX` checks it.  --report-nonce puts a verifier's nonce in the\n"
+    "report.\n";
+
+enum { O_MODEL = 3000, O_MODEL_GRANT };
+
+#define MAX_SETS EML_OWNERS_MAX
+
+static const char *const test_names[2] = {"t10k-images-idx3-ubyte.emlc",
+                                          "t10k-labels-idx1-ubyte.emlc"};
+
+typedef struct evaluate_args {
+    const char *cfg, *model, *model_grant, *report_out;
+    const char *dirs[MAX_SETS], *grants[MAX_SETS];
+    int n_dirs, n_grants;
+    uint8_t nonce[EML_NONCE_MAX];
+    size_t nonce_len;
+    eml_backend backend;
+    long heap_mb, threads;
+    int json, quiet;
+} evaluate_args;
+
+static int take_opt(evaluate_args *a, int opt, const char *v)
+{
+    switch (opt) {
+    case OPT_CFG: a->cfg = v; return 0;
+    case O_MODEL: a->model = v; return 0;
+    case O_MODEL_GRANT: a->model_grant = v; return 0;
+    case OPT_REPORT_OUT: a->report_out = v; return 0;
+    case OPT_DATA:
+        if (a->n_dirs == MAX_SETS)
+            return eml_fail("evaluate: at most %d --data", MAX_SETS);
+        a->dirs[a->n_dirs++] = v;
+        return 0;
+    case OPT_GRANT:
+        if (a->n_grants == MAX_SETS)
+            return eml_fail("evaluate: at most %d --grant", MAX_SETS);
+        a->grants[a->n_grants++] = v;
+        return 0;
+    case OPT_REPORT_NONCE:
+        return eml_opt_nonce("--report-nonce", v, a->nonce, &a->nonce_len);
+    case OPT_JSON: a->json = 1; return 0;
+    case OPT_QUIET: a->quiet = 1; return 0;
+    case OPT_ENCLAVE:
+        if (eml_backend_parse(v, &a->backend) == EML_OK) return 0;
+        return eml_fail("evaluate: --enclave: '%s' is not one of: sim, none",
+                        v);
+    case OPT_HEAP:
+        return eml_opt_long("--heap-mb", v, 64, 1 << 20, &a->heap_mb) != 0;
+    case OPT_THREADS:
+        return eml_opt_long("--threads", v, 1, 1024, &a->threads) != 0;
+    default: return -1;
+    }
+}
+
+/* 0, -1 after --help, 1 after the error line. */
+static int parse_args(int argc, char **argv, evaluate_args *a)
+{
+    static const struct option opts[] = {
+        {"cfg", required_argument, 0, OPT_CFG},
+        {"model", required_argument, 0, O_MODEL},
+        {"model-grant", required_argument, 0, O_MODEL_GRANT},
+        {"data", required_argument, 0, OPT_DATA},
+        {"grant", required_argument, 0, OPT_GRANT},
+        {"report-out", required_argument, 0, OPT_REPORT_OUT},
+        {"report-nonce", required_argument, 0, OPT_REPORT_NONCE},
+        {"json", no_argument, 0, OPT_JSON},
+        {"enclave", required_argument, 0, OPT_ENCLAVE},
+        {"heap-mb", required_argument, 0, OPT_HEAP},
+        {"threads", required_argument, 0, OPT_THREADS},
+        {"quiet", no_argument, 0, OPT_QUIET},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0}};
+    memset(a, 0, sizeof(*a));
+    a->heap_mb = EML_DEFAULT_HEAP_MB;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == OPT_HELP) {
+            fputs(evaluate_usage, stdout);
+            return -1;
+        }
+        int r = take_opt(a, opt, optarg);
+        if (r < 0) return eml_opt_unknown("evaluate", argc, argv);
+        if (r > 0) return 1;
+    }
+    if (optind != argc)
+        return eml_fail("evaluate: unexpected argument '%s'", argv[optind]);
+    if (a->cfg == NULL || a->model == NULL || a->model_grant == NULL ||
+        a->report_out == NULL || a->n_dirs == 0)
+        return eml_fail("evaluate: --cfg, --model, --model-grant, --data, "
+                        "--grant and --report-out are required");
+    if (a->n_grants != a->n_dirs)
+        return eml_fail("evaluate: %d --data directories but %d --grant "
+                        "files: one grant per test set, after its --data",
+                        a->n_dirs, a->n_grants);
+    return 0;
+}
+
+/* The files the enclave may ask for during EVALUATE: owner o's test
+ * images and labels as file ids o * 4 + EML_FILE_TEST_*, the other slots
+ * not served (NULL).  Each set's files must exist.  0, or 1 after the
+ * error line. */
+static int test_files(const evaluate_args *a, char **paths, int *fds)
+{
+    for (size_t i = 0; i < (size_t)a->n_dirs * EML_FILE_KINDS; i++)
+        fds[i] = -1;
+    for (int o = 0; o < a->n_dirs; o++)
+        for (int f = 0; f < 2; f++) {
+            size_t id = (size_t)o * EML_FILE_KINDS +
+                        (f ? EML_FILE_TEST_LABELS : EML_FILE_TEST_IMAGES);
+            size_t cap = strlen(a->dirs[o]) + 64;
+            paths[id] = malloc(cap);
+            if (paths[id] == NULL) return eml_fail("out of memory");
+            snprintf(paths[id], cap, "%s/%s", a->dirs[o], test_names[f]);
+            if (access(paths[id], R_OK) != 0)
+                return eml_fail("evaluate: %s: no encrypted test set there "
+                                "(%s: %s)",
+                                a->dirs[o], paths[id], strerror(errno));
+        }
+    return 0;
+}
+
+/* MODEL_LOAD, then EVALUATE with the test sets' grants; the report (a
+ * string, the caller frees), verified against this enclave's key. */
+static eml_status run_enclave(const evaluate_args *a, const uint8_t *cfg,
+                              size_t cfg_len, uint8_t *const *grants,
+                              const size_t *glen, char **paths, int *fds,
+                              char **report, size_t *rlen, eml_err *err)
+{
+    eml_enclave_host h;
+    eml_host_opts ho = {a->backend, (unsigned)a->heap_mb, (int)a->threads};
+    eml_status st = eml_host_start(&h, &ho, err);
+    if (st != EML_OK) return st;
+    st = eml_serve_model_load(&h, cfg, cfg_len, a->model, a->model_grant,
+                              err);
+    eml_ecall_evaluate *q = NULL;
+    if (st == EML_OK) {
+        q = calloc(1, sizeof(*q));
+        if (q == NULL) st = eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+    }
+    if (st == EML_OK) {
+        q->n_grants = (size_t)a->n_grants;
+        for (int i = 0; i < a->n_grants; i++) {
+            q->grants[i].p = grants[i];
+            q->grants[i].n = glen[i];
+        }
+        memcpy(q->report_nonce, a->nonce, a->nonce_len);
+        q->report_nonce_len = a->nonce_len;
+        h.files.n = (size_t)a->n_dirs * EML_FILE_KINDS;
+        h.files.paths = paths;
+        h.files.fds = fds;
+        eml_reply_evaluate_done done = {{NULL, 0}};
+        st = eml_host_call(&h, EML_MSG_EVALUATE, q, sizeof(*q), &done,
+                           sizeof(done), err);
+        if (st == EML_OK) {
+            *report = malloc(done.report.n + 1);
+            if (*report == NULL) {
+                st = eml_err_set(err, EML_ERR_NOMEM, "out of memory");
+            } else {
+                memcpy(*report, done.report.p, done.report.n);
+                (*report)[done.report.n] = '\0';
+                *rlen = done.report.n;
+            }
+        }
+        h.files.n = 0;
+        h.files.paths = NULL;
+        h.files.fds = NULL;
+    }
+    free(q);
+    /* The report must verify against the enclave we talked to before it
+     * is kept. */
+    if (st == EML_OK && eml_report_verify(*report, *rlen, h.ed_pk) != EML_OK)
+        st = eml_err_set(err, EML_ERR_AUTH,
+                         "the evaluation report does not verify");
+    eml_host_stop(&h);
+    return st;
+}
+
+/* --json: the report's members and where it went; else one line. */
+static void print_done(const evaluate_args *a, const char *report,
+                       size_t rlen)
+{
+    eml_flatjson j;
+    eml_err err = {0};
+    if (eml_flatjson_parse(report, rlen, &j, &err) != EML_OK) return;
+    if (a->json) {
+        eml_json o;
+        eml_json_begin(&o, stdout);
+        eml_json_members(&o, &j);
+        eml_json_str(&o, "report", a->report_out);
+        eml_json_end(&o);
+    } else if (!a->quiet) {
+        double acc = 0, loss = 0, n = 0;
+        (void)eml_flatjson_num(&j, "accuracy", &acc);
+        (void)eml_flatjson_num(&j, "loss", &loss);
+        (void)eml_flatjson_num(&j, "examples", &n);
+        const char *m = eml_flatjson_str(&j, "measurement");
+        fprintf(stderr,
+                "evaluated in the enclave (backend %s, measurement "
+                "%.16s...): accuracy %.2f%%, loss %.4f, %.0f examples in %d "
+                "test set(s); signed report written to %s\n",
+                a->backend == EML_BACKEND_SIM ? "sim" : "none",
+                m != NULL ? m : "?", 100.0 * acc, loss, n, a->n_dirs,
+                a->report_out);
+    }
+    eml_flatjson_free(&j);
+}
+
+int eml_cmd_evaluate(int argc, char **argv)
+{
+    evaluate_args a;
+    int r = parse_args(argc, argv, &a);
+    if (r) return r < 0 ? 0 : 1;
+    size_t nf = (size_t)a.n_dirs * EML_FILE_KINDS;
+    char **paths = calloc(nf, sizeof(char *));
+    int *fds = malloc(nf * sizeof(int));
+    uint8_t *cfg = NULL, *grants[MAX_SETS] = {0};
+    size_t cfg_len = 0, glen[MAX_SETS] = {0};
+    char *report = NULL;
+    size_t rlen = 0;
+    eml_err err = {0};
+    eml_status st = EML_OK;
+    int rc = 1;
+    if (paths == NULL || fds == NULL) {
+        eml_fail("out of memory");
+        goto out;
+    }
+    if (test_files(&a, paths, fds)) goto out;
+    st = eml_file_read(a.cfg, &cfg, &cfg_len, &err);
+    for (int i = 0; i < a.n_grants && st == EML_OK; i++)
+        st = eml_file_read(a.grants[i], &grants[i], &glen[i], &err);
+    if (st == EML_OK)
+        st = run_enclave(&a, cfg, cfg_len, grants, glen, paths, fds, &report,
+                         &rlen, &err);
+    for (size_t i = 0; i < nf; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    if (st == EML_OK)
+        st = eml_file_write_atomic(a.report_out, (const uint8_t *)report,
+                                   rlen, 0644, &err);
+    if (st != EML_OK) {
+        eml_fail("evaluate: %s", eml_err_msg(&err, st));
+        goto out;
+    }
+    print_done(&a, report, rlen);
+    rc = 0;
+out:
+    if (paths != NULL)
+        for (size_t i = 0; i < nf; i++) free(paths[i]);
+    free(paths);
+    free(fds);
+    free(report);
+    free(cfg);
+    for (int i = 0; i < a.n_grants; i++) free(grants[i]);
+    return rc;
+}
