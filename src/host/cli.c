@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,5 +131,26 @@ int eml_opt_nonce(const char *opt, const char *s, uint8_t *out, size_t *n)
         return -1;
     }
     *n = len / 2;
+    return 0;
+}
+
+volatile sig_atomic_t eml_cli_stop;
+
+static void stop_on_signal(int sig)
+{
+    (void)sig;
+    eml_cli_stop = 1;
+}
+
+int eml_cli_stop_on_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = stop_on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 ||
+        sigaction(SIGTERM, &sa, NULL) != 0)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
     return 0;
 }

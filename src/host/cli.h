@@ -5,6 +5,7 @@
 #ifndef EML_HOST_CLI_H
 #define EML_HOST_CLI_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "enclaveml/status.h"
@@ -29,4 +30,11 @@ int eml_opt_hex(const char *opt, const char *s, uint8_t *out, size_t n);
 /* A nonce: an even number of hex digits, at most 2 * EML_NONCE_MAX; out
  * holds EML_NONCE_MAX bytes, *n gets the length. */
 int eml_opt_nonce(const char *opt, const char *s, uint8_t *out, size_t *n);
+/* The stop of a long-running command (serve, serve-worker, worker): set
+ * by SIGINT or SIGTERM once eml_cli_stop_on_signals has installed the
+ * handler, which also ignores SIGPIPE (a peer gone is an error, not a
+ * death).  0, or -1 if a handler could not be installed. */
+extern volatile sig_atomic_t eml_cli_stop;
+int eml_cli_stop_on_signals(void);
+
 #endif

@@ -85,14 +85,6 @@ typedef struct serve_args {
     int quiet;
 } serve_args;
 
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-}
-
 static int take_opt(serve_args *a, int opt, const char *v)
 {
     switch (opt) {
@@ -364,14 +356,10 @@ int eml_cmd_serve(int argc, char **argv)
         close(lfd);
         return 1;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    (void)eml_cli_stop_on_signals();
     eml_serve_stats stats;
     memset(&stats, 0, sizeof(stats));
-    st = eml_serve_relay(&h, lfd, (size_t)a.max_conns + 64, q, &g_stop,
+    st = eml_serve_relay(&h, lfd, (size_t)a.max_conns + 64, q, &eml_cli_stop,
                          &stats, a.quiet ? NULL : stderr, &err);
     eml_serve_queue_stop(q);
     eml_host_stop(&h);

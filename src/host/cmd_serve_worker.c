@@ -83,14 +83,6 @@ typedef struct wctx {
     uint64_t answered, refused, claimed;
 } wctx;
 
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-}
-
 static int take_opt(worker_args *a, int opt, const char *v)
 {
     switch (opt) {
@@ -263,7 +255,7 @@ static eml_status admission(wctx *w, const char *report, size_t rlen,
     eml_redis_free(x);
     double until = wall_s() + (double)w->a->admit_timeout;
     int got = 0;
-    while (st == EML_OK && !got && !g_stop) {
+    while (st == EML_OK && !got && !eml_cli_stop) {
         st = try_key(w, &got, err);
         if (st != EML_OK || got) break;
         if (wall_s() > until)
@@ -409,7 +401,7 @@ static eml_status work(wctx *w, eml_err *err)
     double next_claim = wall_s() + (double)every / 1000;
     eml_status st = read_group(w, "0", 0, err);
     snprintf(w->cursor, sizeof(w->cursor), "0-0");
-    while (st == EML_OK && !g_stop) {
+    while (st == EML_OK && !eml_cli_stop) {
         if (wall_s() >= next_claim) {
             st = claim(w, err);
             if (strcmp(w->cursor, "0-0") == 0)
@@ -485,11 +477,7 @@ int eml_cmd_serve_worker(int argc, char **argv)
     if (st == EML_OK) {
         started = 1;
         w.h = &h;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_signal;
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
+        (void)eml_cli_stop_on_signals();
         st = start_worker(&w, cfg, cfg_len, &err);
     }
     free(cfg);

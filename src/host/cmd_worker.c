@@ -73,27 +73,6 @@ typedef struct worker {
 
 #define LINGER_MS 1000 /* for the client to read a REFUSED and close */
 
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-}
-
-static int install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 ||
-        sigaction(SIGTERM, &sa, NULL) != 0)
-        return -1;
-    signal(SIGPIPE, SIG_IGN);
-    return 0;
-}
-
 /* One line "worker: ..." on stderr, unless --quiet. */
 static void note(const worker *w, const char *fmt, ...) EML_PRINTF(2, 3);
 
@@ -147,7 +126,7 @@ static void serve(worker *w, int fd)
     eml_err err = {0};
     char name[EML_WORKER_ADDR_MAX + 16];
     snprintf(name, sizeof(name), "client on %s", w->bound);
-    if (eml_worker_conn_wrap(fd, name, EML_WORKER_TIMEOUT_MS, &g_stop, &c,
+    if (eml_worker_conn_wrap(fd, name, EML_WORKER_TIMEOUT_MS, &eml_cli_stop, &c,
                              &err) != EML_OK) {
         note(w, "%s", err.msg);
         return;
@@ -161,7 +140,7 @@ static void serve(worker *w, int fd)
         eml_status st = eml_worker_read_request(c, &p, &n, &q, &e);
         if (st == EML_OK && n == 0) break; /* the client is done */
         if (st == EML_ERR_IO) {
-            if (!g_stop) note(w, "%s (connection dropped)", e.msg);
+            if (!eml_cli_stop) note(w, "%s (connection dropped)", e.msg);
             break;
         }
         if (st != EML_OK) {
@@ -175,7 +154,7 @@ static void serve(worker *w, int fd)
             break;
         }
         if (answer(w, c, p, &q, &e) != EML_OK) {
-            if (!g_stop) note(w, "%s (connection dropped)", e.msg);
+            if (!eml_cli_stop) note(w, "%s (connection dropped)", e.msg);
             break;
         }
         w->served++;
@@ -266,7 +245,7 @@ int eml_cmd_worker(int argc, char **argv)
                             eml_err_msg(&err, st));
         limbs.user = gpu;
     }
-    if (install_signals() != 0) {
+    if (eml_cli_stop_on_signals() != 0) {
         eml_cuda_close(gpu);
         return eml_fail("worker: cannot install signal handlers");
     }
@@ -289,9 +268,9 @@ int eml_cmd_worker(int argc, char **argv)
     note(&w, "listening on %s (%s)", bound,
          gpu != NULL ? eml_cuda_name(gpu) : "CPU");
     rc = 0;
-    while (!g_stop && (w.max_requests == 0 || w.served < w.max_requests)) {
+    while (!eml_cli_stop && (w.max_requests == 0 || w.served < w.max_requests)) {
         int fd;
-        int got = eml_worker_accept(lfd, &g_stop, &fd);
+        int got = eml_worker_accept(lfd, &eml_cli_stop, &fd);
         if (got < 0) {
             rc = eml_fail("worker: accepting on %s: %s", bound,
                           strerror(errno));
