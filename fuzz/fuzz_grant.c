@@ -6,8 +6,9 @@
  *
  * Beyond the sanitizers it checks the promises of enclave.h: a grant
  * parses only at exactly 232 + 32 n bytes for its n (1..16) distinct
- * recipients, with its fields copied from their offsets and a positive,
- * finite max_epsilon when flagged; it opens
+ * recipients (+ 48 with the evaluation extension, whose fields are set
+ * exactly when flagged), with its fields copied from their offsets and a
+ * positive, finite max_epsilon when flagged; it opens
  * only if it parses, names this enclave's measurement and key, and (in
  * practice) only for the seeds' unmodified bytes; a failed open leaves the
  * data key all zero.  A grant that opens is rebuilt around the key it
@@ -62,7 +63,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (st == EML_OK) {
         CHECK(info.n_recipients >= 1 &&
               info.n_recipients <= EML_GRANT_RECIPIENTS_MAX);
-        CHECK(size == EML_GRANT_FIXED_BYTES + 32 * (size_t)info.n_recipients);
+        int ext = info.has_max_evaluations || info.has_min_examples ||
+                  info.has_release_to;
+        CHECK(size == EML_GRANT_FIXED_BYTES +
+                          32 * (size_t)info.n_recipients +
+                          (ext ? EML_GRANT_EXT_BYTES : 0));
+        CHECK(info.has_max_evaluations == (info.max_evaluations != 0));
+        CHECK(info.has_min_examples == (info.min_examples != 0));
+        CHECK(info.has_release_to == !all_zero(info.release_to, 32));
         CHECK(memcmp(data, "EMLGRNT1", 8) == 0);
         CHECK(data[8] == 2 && data[9] == 0);
         for (unsigned i = 0; i < info.n_recipients; i++) {
@@ -109,6 +117,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(info.has_max_epsilon == oi.has_max_epsilon);
     CHECK(info.has_cfg_digest == oi.has_cfg_digest);
     CHECK(info.n_recipients == oi.n_recipients);
+    CHECK(info.has_max_evaluations == oi.has_max_evaluations &&
+          info.max_evaluations == oi.max_evaluations);
+    CHECK(info.has_min_examples == oi.has_min_examples &&
+          info.min_examples == oi.min_examples);
+    CHECK(info.has_release_to == oi.has_release_to &&
+          memcmp(info.release_to, oi.release_to, 32) == 0);
     CHECK(memcmp(info.grant_id, oi.grant_id, 16) != 0); /* fresh id */
     eml_wipe(key, sizeof(key));
     eml_wipe(key2, sizeof(key2));

@@ -6,6 +6,8 @@
 # plaintext to the host: the owners encrypt their shards, check the
 # enclave's attestation and grant it their keys; the enclave trains and
 # sends the model out encrypted to the model owner with a signed report.
+# Then a competition: two contestants' models judged inside the enclave on
+# an organizer's hidden test set, each with a signed accuracy report.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 epochs=${DEMO_EPOCHS:-4}
@@ -17,6 +19,7 @@ mkdir -p "$work"/{alice,bob,model-owner,host}
 export ENCLAVEML_HOME=$work/platform   # the simulated platform's keys
 cfg=$(pwd)/cfg/fmnist-cnn.cfg
 dpcfg=$(pwd)/cfg/fmnist-dp.cfg
+mlp=$(pwd)/cfg/fmnist-mlp.cfg
 dp_epochs=${DEMO_DP_EPOCHS:-20}
 kill_after=${DEMO_KILL_AFTER:-30}
 cd "$work"
@@ -165,7 +168,67 @@ if "$bin" train --cfg "$dpcfg" --epochs 1 --dp --clip 0.1 --target-epsilon 1 \
   exit 1
 fi
 
-step "9. What the host holds: ciphertext, grants, signed reports"
+step "9. A competition judged in the enclave: two contestants, one hidden test set"
+echo "Carol and Dave each train a model on the public training set and encrypt it;"
+echo "the organizer encrypts the 10,000 hidden test images.  Each grants its key to"
+echo "the enclave; the enclave evaluates each model and signs its accuracy."
+mkdir -p carol dave organizer host/contest
+"$bin" keygen --out carol/carol --quiet
+"$bin" keygen --out dave/dave --quiet
+"$bin" keygen --out organizer/organizer --quiet
+"$bin" train --cfg "$mlp" --epochs 1 --seed 2 --out carol/w.safetensors --quiet
+"$bin" train --cfg "$cfg" --epochs 1 --seed 3 --out dave/w.safetensors --quiet
+declare -A ccfg=([carol]=$mlp [dave]=$cfg)
+for who in carol dave; do
+  "$bin" encrypt --key $who/$who.key --in $who/w.safetensors --role model \
+    --out host/contest/$who.emlc --quiet
+  "$bin" grant --key $who/$who.key --report host/report.json --measurement "$measurement" \
+    --nonce 0a11ce0b0b --allow-sim --recipient $who/$who.pub \
+    --cfg-digest "$(sha256sum "${ccfg[$who]}" | cut -c1-64)" \
+    --release-to organizer/organizer.pub --out host/contest/$who.grant
+done
+mkdir -p host/contest/test
+for f in t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  gzip -dc $fm/$f.gz >organizer/$f
+  "$bin" encrypt --key organizer/organizer.key --in organizer/$f \
+    --out host/contest/test/$f.emlc --dataset contest-test --quiet
+done
+"$bin" grant --key organizer/organizer.key --report host/report.json --measurement "$measurement" \
+  --nonce 0a11ce0b0b --allow-sim --recipient organizer/organizer.pub \
+  --max-evaluations 2 --min-examples 1000 --out host/contest/organizer.grant
+echo "the contestants' grants let the enclave release their model to the organizer"
+echo "after an evaluation, and to nobody else; the organizer's allows two evaluations"
+echo "of any one model, each on at least 1,000 examples"
+declare -A acc
+for who in carol dave; do
+  "$bin" evaluate --cfg "${ccfg[$who]}" --model host/contest/$who.emlc \
+    --model-grant host/contest/$who.grant --data host/contest/test \
+    --grant host/contest/organizer.grant --report-out host/contest/$who-report.json --quiet
+  v=$("$bin" verify host/contest/$who-report.json --report host/report.json \
+    --measurement "$measurement" --allow-sim --model host/contest/$who.emlc)
+  acc[$who]=$(sed -n 's/.*"accuracy": *"\{0,1\}\([0-9.]*\).*/\1/p' host/contest/$who-report.json | head -1)
+  echo "$who ($(basename "${ccfg[$who]}")): $v"
+done
+best=$(awk -v c="${acc[carol]}" -v d="${acc[dave]}" 'BEGIN { print (c >= d ? "carol" : "dave") }')
+echo "the organizer, holding two signed reports, buys $best's model: a second"
+echo "evaluation releases it, encrypted to the organizer's key"
+"$bin" evaluate --cfg "${ccfg[$best]}" --model host/contest/$best.emlc \
+  --model-grant host/contest/$best.grant --data host/contest/test \
+  --grant host/contest/organizer.grant --report-out host/contest/release-report.json \
+  --release-to organizer/organizer.pub --release-out host/contest/bought.emlm --quiet
+"$bin" decrypt --key organizer/organizer.key --in host/contest/bought.emlm \
+  --out organizer/bought.safetensors
+"$bin" eval --cfg "${ccfg[$best]}" --weights organizer/bought.safetensors
+echo "a third evaluation of that model is refused (the organizer's limit):"
+if "$bin" evaluate --cfg "${ccfg[$best]}" --model host/contest/$best.emlc \
+     --model-grant host/contest/$best.grant --data host/contest/test \
+     --grant host/contest/organizer.grant --report-out host/contest/third.json --quiet; then
+  echo "demo: the enclave evaluated a model past the test owner's limit" >&2
+  exit 1
+fi
+echo "neither contestant saw a test image; the organizer saw only the model it bought"
+
+step "10. What the host holds: ciphertext, grants, signed reports"
 ls -l host host/alice | sed 's/^/  /'
 echo
 echo "demo finished: the files are in $work"

@@ -1152,6 +1152,30 @@ static void test_sim_malformed_ecalls(void **state)
     t.outsource = 1;
     put_train(&m, &t);
     expect_error_reply(&h, &m, "does not allow outsourcing");
+    /* A grant made for evaluations (a limit, a release key): no
+     * training on it, refused before any file is asked for. */
+    for (int which = 0; which < 2; which++) {
+        eml_grant_info gi;
+        uint8_t eg[EML_GRANT_MAX_BYTES], ekey[32];
+        size_t eglen = 0;
+        eml_err gerr = {0};
+        assert_int_equal(eml_grant_parse(g, glen, &gi, &gerr), EML_OK);
+        assert_int_equal(eml_random(ekey, 32), EML_OK);
+        assert_int_equal(eml_container_key_id(gi.key_id, ekey), EML_OK);
+        if (which == 0) {
+            gi.has_max_evaluations = 1;
+            gi.max_evaluations = 5;
+        } else {
+            gi.has_release_to = 1;
+            memset(gi.release_to, 0x21, 32);
+        }
+        assert_int_equal(eml_grant_build(eg, &eglen, &gi, ekey), EML_OK);
+        t = train_default();
+        t.grant = eg;
+        t.grant_len = eglen;
+        put_train(&m, &t);
+        expect_error_reply(&h, &m, "for evaluations only");
+    }
     /* Valid: the enclave asks the host for owner 1's files, which this
      * host does not have; the host's refusal comes back as the error. */
     t = train_default();
@@ -1482,9 +1506,24 @@ static uint8_t *idx_bytes(const uint8_t *data, size_t count, int images,
 /* EVALUATE with one test set: its images and labels at img and lab (file
  * ids 2 and 3), its grant g; the report (malloc'd) if report is not
  * NULL. */
+static eml_status evaluate_release(eml_enclave_host *h, const char *img,
+                                   const char *lab, const uint8_t *g,
+                                   size_t glen, const uint8_t *release_to,
+                                   char **report, eml_err *err);
+
 static eml_status evaluate_call(eml_enclave_host *h, const char *img,
                                 const char *lab, const uint8_t *g,
                                 size_t glen, char **report, eml_err *err)
+{
+    return evaluate_release(h, img, lab, g, glen, NULL, report, err);
+}
+
+/* The same, asking for the model's release to release_to (if not NULL;
+ * the model comes out through h->out_fd). */
+static eml_status evaluate_release(eml_enclave_host *h, const char *img,
+                                   const char *lab, const uint8_t *g,
+                                   size_t glen, const uint8_t *release_to,
+                                   char **report, eml_err *err)
 {
     char *paths[EML_FILE_KINDS] = {NULL, NULL, (char *)img, (char *)lab};
     int fds[EML_FILE_KINDS] = {-1, -1, -1, -1};
@@ -1499,6 +1538,10 @@ static eml_status evaluate_call(eml_enclave_host *h, const char *img,
     q.grants[0].n = glen;
     q.report_nonce[0] = 0x5a;
     q.report_nonce_len = 1;
+    if (release_to != NULL) {
+        q.release = 1;
+        memcpy(q.release_to, release_to, 32);
+    }
     eml_reply_evaluate_done a;
     eml_status st = eml_host_call(h, EML_MSG_EVALUATE, &q, sizeof(q), &a,
                                   sizeof(a), err);
@@ -1514,6 +1557,132 @@ static eml_status evaluate_call(eml_enclave_host *h, const char *img,
     h->files.paths = NULL;
     h->files.fds = NULL;
     return st;
+}
+
+/* dg's grant rebuilt with limits: max_evaluations 1 (the second
+ * evaluation of the model refused, the count in the sealed ledger), and
+ * min_examples one more than the test set holds (refused) or exactly it;
+ * a test set's grant naming a release key is refused. */
+static void evaluate_limits(eml_enclave_host *h, const char *ipath,
+                            const char *lpath, const uint8_t *dg, size_t dglen,
+                            const uint8_t dkey[32], size_t n)
+{
+    eml_err err = {0};
+    eml_grant_info gi;
+    uint8_t lg[EML_GRANT_MAX_BYTES];
+    size_t lglen = 0;
+    assert_int_equal(eml_grant_parse(dg, dglen, &gi, &err), EML_OK);
+    gi.has_max_evaluations = 1;
+    gi.max_evaluations = 1;
+    assert_int_equal(eml_grant_build(lg, &lglen, &gi, dkey), EML_OK);
+    assert_int_equal(evaluate_call(h, ipath, lpath, lg, lglen, NULL, &err),
+                     EML_OK);
+    assert_int_not_equal(
+        evaluate_call(h, ipath, lpath, lg, lglen, NULL, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(
+        strstr(err.msg, "allows 1 evaluation of this model; 1 spent"));
+    assert_int_equal(eml_grant_parse(dg, dglen, &gi, &err), EML_OK);
+    gi.has_min_examples = 1;
+    gi.min_examples = n + 1;
+    assert_int_equal(eml_grant_build(lg, &lglen, &gi, dkey), EML_OK);
+    assert_int_not_equal(
+        evaluate_call(h, ipath, lpath, lg, lglen, NULL, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "at least"));
+    gi.min_examples = n;
+    assert_int_equal(eml_grant_build(lg, &lglen, &gi, dkey), EML_OK);
+    assert_int_equal(evaluate_call(h, ipath, lpath, lg, lglen, NULL, &err),
+                     EML_OK);
+    assert_int_equal(eml_grant_parse(dg, dglen, &gi, &err), EML_OK);
+    gi.has_release_to = 1;
+    memset(gi.release_to, 0x42, 32);
+    assert_int_equal(eml_grant_build(lg, &lglen, &gi, dkey), EML_OK);
+    assert_int_not_equal(
+        evaluate_call(h, ipath, lpath, lg, lglen, NULL, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "release key"));
+}
+
+/* The model's release: refused when its grant names no release key or
+ * another; with the grant's key, the model comes out encrypted to it
+ * (what `train --recipient` writes), opens with its secret key to the
+ * owner's weights, and the report names the key and the file's SHA-256. */
+static void evaluate_releases(eml_enclave_host *h, const char *mpath,
+                              const char *ipath, const char *lpath,
+                              const uint8_t mkey[32],
+                              const uint8_t cfg_hash[32], const uint8_t *mg,
+                              size_t mglen, const uint8_t *dg, size_t dglen,
+                              const uint8_t *w, size_t wlen)
+{
+    eml_err err = {0};
+    uint8_t org_sk[32], org_pk[32], other[32];
+    assert_int_equal(eml_x25519_keygen(org_sk, org_pk), EML_OK);
+    memset(other, 0x33, 32);
+    char opath[160];
+    snprintf(opath, sizeof(opath), "%s/eval-released.emlm", g_home);
+    int fd = open(opath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    h->out_fd = fd;
+    /* The loaded model's grant (mg) names no release key. */
+    assert_int_not_equal(
+        evaluate_release(h, ipath, lpath, dg, dglen, org_pk, NULL, &err),
+        EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "allows no release"));
+    eml_grant_info gi;
+    uint8_t rg[EML_GRANT_MAX_BYTES];
+    size_t rglen = 0;
+    assert_int_equal(eml_grant_parse(mg, mglen, &gi, &err), EML_OK);
+    assert_true(gi.has_cfg_digest &&
+                memcmp(gi.cfg_digest, cfg_hash, 32) == 0);
+    gi.has_release_to = 1;
+    memcpy(gi.release_to, org_pk, 32);
+    assert_int_equal(eml_grant_build(rg, &rglen, &gi, mkey), EML_OK);
+    eml_reply_model_loaded a;
+    assert_int_equal(model_load(h, mpath, small_cfg, rg, rglen, &a, &err),
+                     EML_OK);
+    assert_int_not_equal(
+        evaluate_release(h, ipath, lpath, dg, dglen, other, NULL, &err),
+        EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "another key"));
+    struct stat sb;
+    assert_int_equal(fstat(fd, &sb), 0);
+    assert_int_equal(sb.st_size, 0); /* nothing left on refusals */
+    char *report = NULL;
+    assert_int_equal(
+        evaluate_release(h, ipath, lpath, dg, dglen, org_pk, &report, &err),
+        EML_OK);
+    h->out_fd = -1;
+    assert_int_equal(fstat(fd, &sb), 0);
+    size_t clen = (size_t)sb.st_size;
+    uint8_t *c = malloc(clen), *pt = NULL, hash[32];
+    assert_non_null(c);
+    assert_int_equal(pread(fd, c, clen, 0), (ssize_t)clen);
+    close(fd);
+    eml_container_keys keys = {NULL, org_sk};
+    size_t plen = 0;
+    assert_int_equal(
+        eml_container_open_buffer(c, clen, &keys, &pt, &plen, &err), EML_OK);
+    assert_int_equal(plen, wlen);
+    assert_memory_equal(pt, w, wlen);
+    assert_int_equal(eml_sha256(hash, c, clen), EML_OK);
+    char hh[65], kh[65];
+    eml_hex(hh, hash, 32);
+    eml_hex(kh, org_pk, 32);
+    eml_flatjson j;
+    assert_int_equal(eml_flatjson_parse(report, strlen(report), &j, &err),
+                     EML_OK);
+    assert_string_equal(eml_flatjson_str(&j, "released_to"), kh);
+    assert_string_equal(eml_flatjson_str(&j, "released_file_sha256"), hh);
+    eml_flatjson_free(&j);
+    eml_wipe(pt, plen);
+    free(pt);
+    free(c);
+    free(report);
+    unlink(opath);
+    eml_wipe(org_sk, 32);
 }
 
 /* A granted model evaluated on a granted test set: the signed report's
@@ -1649,8 +1818,12 @@ static void test_sim_evaluate(void **state)
     eml_hex(ch, cfg_hash, 32);
     assert_string_equal(eml_flatjson_str(&j, "cfg_sha256"), ch);
     eml_flatjson_free(&j);
-    eml_host_stop(&h);
     free(report);
+    report = NULL;
+    evaluate_limits(&h, ipath, lpath, dg, dglen, dkey, N);
+    evaluate_releases(&h, mpath, ipath, lpath, mkey, cfg_hash, mg, mglen, dg,
+                      dglen, w, wlen);
+    eml_host_stop(&h);
     free(ib);
     free(lb);
     eml_net_free(ws);

@@ -10,6 +10,12 @@
 # set give one "enclaveml: error:" line and no report.  The canary, and
 # the model's weights, never appear in anything the host holds or moved
 # (the ENCLAVEML_TRACE of the channel, outputs, the work directory).
+# The grants' limits: --max-evaluations 2 (a third evaluation refused, in
+# a new enclave process each time; a rolled-back ledger refused; the same
+# weights re-encrypted still counted), --min-examples (all test sets
+# together); --release-to: the model re-encrypted to an organiser, who
+# decrypts it and gets the report's accuracy; a release the model's grant
+# does not name refused, no file.
 # 2,000 training images, 2 epochs, one thread: seconds.
 set -u
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -131,6 +137,15 @@ if ENCLAVEML_TRACE=trace.bin evaluate --model-grant m.grant --data a \
 else
   bad "evaluate: $(cat e.err)"
 fi
+# without --threads: the enclave gets every online CPU (a 0 passed on to
+# the enclave program once kept it from starting)
+if "$bin" evaluate --cfg "$cfg" --model m.emlc --model-grant m.grant \
+     --data a --grant a.grant --report-out e0.json --quiet 2>e0.err &&
+   [[ -s e0.json ]]; then
+  ok "evaluate without --threads: accuracy $(num e0.json accuracy)"
+else
+  bad "evaluate without --threads: $(cat e0.err)"
+fi
 got=$(num e.json accuracy)
 if same "$got" "$acc_a" && same "$(num e.json loss)" "$loss_a" &&
    same "$(num e.out accuracy)" "$acc_a"; then
@@ -250,9 +265,104 @@ refused "the same grant twice" "replays" \
 refused "the same test set twice (under two grants)" "counted twice" \
   --model-grant m.grant --data a --grant a.grant --data a --grant a2.grant
 
+# ==== limits a test set's owner sets in the grant (docs/evaluate.md) ====
+grant --key "$keys/alice.key" --report r.json --measurement "$M" \
+  --max-evaluations 2 --out al.grant
+grant --key "$keys/alice.key" --report r.json --measurement "$M" \
+  --min-examples 600 --out amin.grant
+ledger=$ENCLAVEML_HOME/ledger-$M.bin
+# Each `enclaveml evaluate` is a fresh enclave process: the count lives in
+# the sealed spend ledger, under the platform's monotonic counter.
+if evaluate --model-grant m.grant --data a --grant al.grant \
+     --report-out l1.json --quiet 2>l.err &&
+   cp "$ledger" ledger1.bin &&
+   evaluate --model-grant m.grant --data a --grant al.grant \
+     --report-out l2.json --quiet 2>>l.err &&
+   same "$(num l2.json accuracy)" "$acc_a"; then
+  ok "--max-evaluations 2: two evaluations, each in its own enclave, counted in the sealed ledger"
+else
+  bad "max-evaluations: $(cat l.err)"
+fi
+cp "$ledger" ledger2.bin
+cp ledger1.bin "$ledger"
+refused "the ledger rolled back to after the first evaluation" \
+  "rollback" --model-grant m.grant --data a --grant al.grant
+cp ledger2.bin "$ledger"
+refused "a third evaluation of the model (max-evaluations 2)" \
+  "allows 2 evaluations of this model; 2 spent" \
+  --model-grant m.grant --data a --grant al.grant
+# The same weights encrypted again (another file, another model grant)
+# are the same model: the count is per weights digest.
+"$bin" encrypt --key "$keys/mo.key" --in "$plain/w.safetensors" --role model \
+  --out m2.emlc --quiet
+grant --key "$keys/mo.key" --report r.json --measurement "$M" --out m2.grant
+refused "the same weights re-encrypted, a third time" \
+  "2 spent" --model m2.emlc --model-grant m2.grant --data a --grant al.grant
+rm -f ledger1.bin ledger2.bin
+refused "--min-examples 600 on a 400-example test set" \
+  "at least 600 examples" --model-grant m.grant --data a --grant amin.grant
+if evaluate --model-grant m.grant --data a --grant amin.grant --data b \
+     --grant b.grant --report-out mn.json --quiet 2>mn.err &&
+   [[ $(num mn.json examples) == 600 ]]; then
+  ok "--min-examples 600: accepted with B's 200 examples beside A's 400"
+else
+  bad "min-examples with two sets: $(cat mn.err)"
+fi
+if ! "$bin" grant --allow-sim --recipient "$keys/mo.pub" \
+     --key "$keys/alice.key" --report r.json --measurement "$M" \
+     --max-evaluations 0 --out zero.grant 2>/dev/null && [[ ! -e zero.grant ]]; then
+  ok "grant --max-evaluations 0 is refused"
+else
+  bad "grant --max-evaluations 0 made a grant"
+fi
+
+# ==== release: the model owner lets the enclave re-encrypt it to ORG ====
+"$bin" keygen --out "$keys/org" --quiet 2>/dev/null
+grant --key "$keys/mo.key" --report r.json --measurement "$M" \
+  --cfg-digest "$digest" --release-to "$keys/org.pub" --out mr.grant
+mkdir -p "$tmp/org"
+if evaluate --model-grant mr.grant --data a --grant a.grant \
+     --report-out rel.json --release-to "$keys/org.pub" \
+     --release-out m-org.emlm --quiet 2>rel.err &&
+   [[ -s m-org.emlm && ! -e m-org.emlm.partial ]] &&
+   [[ $(str rel.json released_file_sha256) == "$(sha256sum m-org.emlm | cut -c1-64)" ]] &&
+   [[ $(str rel.json released_to) == "$(tail -c 32 "$keys/org.pub" | od -An -v -tx1 | tr -d ' \n')" ]] &&
+   "$bin" verify rel.json --report r.json --measurement "$M" --allow-sim \
+     2>/dev/null | grep -q "model released to $(str rel.json released_to | cut -c1-16)"; then
+  ok "--release-to ORG.pub: the model re-encrypted to ORG, named in the verified report"
+else
+  bad "release: $(cat rel.err)"
+fi
+if "$bin" decrypt --key "$keys/org.key" --in m-org.emlm \
+     --out "$tmp/org/w.safetensors" --quiet 2>/dev/null &&
+   cmp -s "$tmp/org/w.safetensors" "$plain/w.safetensors" &&
+   "$bin" eval --cfg "$cfg" --weights "$tmp/org/w.safetensors" \
+     --data "$plain/a" --threads 1 --json >"$tmp/org/eval.json" &&
+   same "$(num "$tmp/org/eval.json" test_accuracy)" "$(num rel.json accuracy)"; then
+  ok "the organizer decrypts it with org.key; eval of it gives the report's accuracy"
+else
+  bad "the released model does not decrypt or evaluate to the report's accuracy"
+fi
+expect_error "the released model does not open with another key" "" \
+  "$bin" decrypt --key "$keys/other.key" --in m-org.emlm --out "$tmp/org/x"
+relrefused() { # relrefused NAME NEEDLE ARGS...
+  local name=$1 needle=$2
+  shift 2
+  rm -f bad.json bad.emlm
+  expect_error "$name" "$needle" evaluate "$@" --report-out bad.json \
+    --release-out bad.emlm
+  if [[ -e bad.json || -e bad.emlm || -e bad.emlm.partial ]]; then
+    bad "$name: a file was left behind"
+  fi
+}
+relrefused "a release the model's grant does not allow" "allows no release" \
+  --model-grant m.grant --data a --grant a.grant --release-to "$keys/org.pub"
+relrefused "a release to another key than the grant's" "another key" \
+  --model-grant mr.grant --data a --grant a.grant --release-to "$keys/other.pub"
+
 # ==== the canary and the weights: never in the clear on the host's side ====
 hexof trace.bin >trace.hex
-if grep -q '454d4c4d01000800' trace.hex && grep -q '454d4c4d01003700' trace.hex; then
+if grep -q '454d4c4d01000800' trace.hex && grep -q '454d4c4d02003700' trace.hex; then
   ok "the trace holds the FILE_OPEN ocalls and the EVALUATE ecall"
 else
   bad "no FILE_OPEN or EVALUATE frame in the trace"

@@ -307,6 +307,105 @@ static void test_grant_refusals(void **state)
     assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_OK);
 }
 
+/* The evaluation extension (docs/evaluate.md): max_evaluations,
+ * min_examples and a release key, 48 bytes after the recipients when any
+ * is flagged; a grant without them has no extension (and loads as
+ * before); a field without its flag, a flagged field of zero, reserved
+ * bits or an unknown flag are refused; every bit of it is authenticated. */
+static void test_grant_extension(void **state)
+{
+    (void)state;
+    uint8_t sk[32], pk[32], dk[32], out_key[32], meas[32];
+    assert_int_equal(eml_x25519_keygen(sk, pk), EML_OK);
+    assert_int_equal(eml_random(dk, 32), EML_OK);
+    memset(meas, 0x4d, 32);
+    eml_grant_info gi, got;
+    uint8_t g[EML_GRANT_MAX_BYTES];
+    size_t len = 0;
+    eml_err err = {0};
+    /* Each field alone, then all three. */
+    for (int which = 0; which < 4; which++) {
+        grant_info(&gi, pk, dk, 2);
+        if (which == 0 || which == 3) {
+            gi.has_max_evaluations = 1;
+            gi.max_evaluations = 3;
+        }
+        if (which == 1 || which == 3) {
+            gi.has_min_examples = 1;
+            gi.min_examples = (uint64_t)1 << 40;
+        }
+        if (which == 2 || which == 3) {
+            gi.has_release_to = 1;
+            memset(gi.release_to, 0x77, 32);
+        }
+        assert_int_equal(eml_grant_build(g, &len, &gi, dk), EML_OK);
+        assert_int_equal(len, EML_GRANT_FIXED_BYTES + 64 +
+                                  EML_GRANT_EXT_BYTES);
+        assert_int_equal(eml_grant_open(g, len, meas, sk, pk, &got,
+                                        out_key, &err),
+                         EML_OK);
+        assert_memory_equal(out_key, dk, 32);
+        assert_int_equal(got.has_max_evaluations, gi.has_max_evaluations);
+        assert_int_equal(got.max_evaluations, gi.max_evaluations);
+        assert_int_equal(got.has_min_examples, gi.has_min_examples);
+        assert_true(got.min_examples == gi.min_examples);
+        assert_int_equal(got.has_release_to, gi.has_release_to);
+        assert_memory_equal(got.release_to, gi.release_to, 32);
+        if (which != 3) continue;
+        /* Every single-bit flip of the extension: refused. */
+        size_t ext = 152 + 64;
+        for (size_t i = ext * 8; i < (ext + EML_GRANT_EXT_BYTES) * 8; i++) {
+            g[i / 8] ^= (uint8_t)(1 << (i % 8));
+            if (eml_grant_open(g, len, meas, sk, pk, &got, out_key, &err) ==
+                EML_OK)
+                fail_msg("extension bit %zu flipped, the grant opened", i);
+            g[i / 8] ^= (uint8_t)(1 << (i % 8));
+        }
+        /* Cut back to the size of a grant without it: refused. */
+        assert_int_equal(eml_grant_parse(g, len - EML_GRANT_EXT_BYTES, &got,
+                                         &err),
+                         EML_ERR_FORMAT);
+        /* A flagged max_evaluations of 0; reserved bits; a field without
+         * its flag; an unknown flag. */
+        uint8_t save[4];
+        memcpy(save, g + ext, 4);
+        memset(g + ext, 0, 4);
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_ERR_FORMAT);
+        assert_non_null(strstr(err.msg, "max_evaluations is 0"));
+        memcpy(g + ext, save, 4);
+        g[ext + 4] = 1;
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_ERR_FORMAT);
+        assert_non_null(strstr(err.msg, "reserved"));
+        g[ext + 4] = 0;
+        g[10] &= (uint8_t)~16u; /* min_examples' flag */
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_ERR_FORMAT);
+        assert_non_null(strstr(err.msg, "has no flag"));
+        g[10] |= 16u;
+        g[10] |= 64u;
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_ERR_FORMAT);
+        assert_non_null(strstr(err.msg, "unknown flags"));
+        g[10] &= (uint8_t)~64u;
+        assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_OK);
+    }
+    /* Without any: no extension, nothing set (an older grant). */
+    grant_info(&gi, pk, dk, 1);
+    assert_int_equal(eml_grant_build(g, &len, &gi, dk), EML_OK);
+    assert_int_equal(len, EML_GRANT_FIXED_BYTES + 32);
+    assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_OK);
+    assert_false(got.has_max_evaluations || got.has_min_examples ||
+                 got.has_release_to);
+    /* Flagged but zero: not built. */
+    gi.has_max_evaluations = 1;
+    assert_int_not_equal(eml_grant_build(g, &len, &gi, dk), EML_OK);
+    gi.has_max_evaluations = 0;
+    gi.has_release_to = 1;
+    assert_int_not_equal(eml_grant_build(g, &len, &gi, dk), EML_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +415,7 @@ int main(void)
         cmocka_unit_test(test_seeds),
         cmocka_unit_test(test_grant_round_trip),
         cmocka_unit_test(test_grant_refusals),
+        cmocka_unit_test(test_grant_extension),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

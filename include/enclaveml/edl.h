@@ -151,7 +151,7 @@ extern "C" {
     M(QWORKER_KEYED, 52, 1, REPLY, NONE, eml_reply_qworker_keyed)            \
     M(QWORKER_IO, 53, 1, ECALL, QWORKER_OUT, eml_ecall_qworker_io)           \
     M(QWORKER_OUT, 54, 1, REPLY, NONE, eml_reply_qworker_out)              \
-    M(EVALUATE, 55, 1, ECALL, EVALUATE_DONE, eml_ecall_evaluate)             \
+    M(EVALUATE, 55, 2, ECALL, EVALUATE_DONE, eml_ecall_evaluate)             \
     M(EVALUATE_DONE, 56, 1, REPLY, NONE, eml_reply_evaluate_done)
 
 #define EML_MSG_ENUM_(NAME, type, ...) EML_MSG_##NAME = type,
@@ -477,12 +477,20 @@ typedef struct eml_bytes {
  * grant per test set (a grant that names a network must name the
  * model's; one with a privacy budget is refused).  Owner o's test images
  * and labels are read through FILE_OPEN/FILE_READ as file ids o * 4 +
- * EML_FILE_TEST_IMAGES and o * 4 + EML_FILE_TEST_LABELS.
+ * EML_FILE_TEST_IMAGES and o * 4 + EML_FILE_TEST_LABELS.  A grant's
+ * max_evaluations is counted in the spend ledger (LEDGER_* ocalls) before
+ * the report leaves; its min_examples must be met.  With release 1, the
+ * model's grant must name release_to as its release key (checked before
+ * any file is read), and after the evaluation the model's weights leave
+ * as OUTPUT stream 0, encrypted to release_to as `train --recipient`
+ * writes a model (version 2: release, release_to).
  * EVALUATE_DONE: the signed evaluation report, which repeats
- * report_nonce (the verifier's). */
+ * report_nonce (the verifier's) and names the release. */
 #define EML_FIELDS_EVALUATE(X, S)                                            \
     X(S, LIST, grants, 1, EML_OWNERS_MAX, EML_GRANT_MAX) /* one per set */   \
-    X(S, COPY, report_nonce, EML_NONCE_MAX)
+    X(S, COPY, report_nonce, EML_NONCE_MAX)                                  \
+    X(S, INT, release, 0, 1)                                                 \
+    X(S, FIXED, release_to, 32)
 #define EML_FIELDS_EVALUATE_DONE(X, S)                                       \
     X(S, BYTES, report, EML_EVAL_REPORT_MAX)
 

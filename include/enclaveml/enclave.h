@@ -110,7 +110,13 @@ EML_MUST_CHECK eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
  *   cfg_sha256) | measurement[32] | enclave_x25519_pk[32] | key_id[16] |
  *   f64 max_epsilon | grant_id[16] | cfg_sha256[32] | u16 n_recipients
  *   (1..EML_GRANT_RECIPIENTS_MAX) | u16 0 | n x recipient_x25519_pk[32] |
- *   eph_pk[32] | wrapped_key[32] | tag[16]      (232 + 32 n bytes)
+ *   [extension, if flags has bit 3, 4 or 5] | eph_pk[32] |
+ *   wrapped_key[32] | tag[16]           (232 + 32 n bytes, + 48 with the
+ *   extension)
+ * extension (docs/evaluate.md; 48 bytes, a field without its flag zero):
+ *   u32 max_evaluations (bit 3) | u32 0 | u64 min_examples (bit 4) |
+ *   release_x25519_pk[32] (bit 5)
+ * Grants without these flags have no extension and load as before.
  * wrap key = HKDF(X25519(eph_sk, enclave_pk), salt = grant_id,
  *                 "enclaveml grant v2"), AAD = the bytes before wrapped_key,
  * nonce all zero (the wrap key is fresh per grant).  Version 1 (no
@@ -118,7 +124,10 @@ EML_MUST_CHECK eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
 #define EML_GRANT_VERSION 2
 #define EML_GRANT_RECIPIENTS_MAX 16
 #define EML_GRANT_FIXED_BYTES 232
-#define EML_GRANT_MAX_BYTES (EML_GRANT_FIXED_BYTES + 32 * EML_GRANT_RECIPIENTS_MAX)
+#define EML_GRANT_EXT_BYTES 48
+#define EML_GRANT_MAX_BYTES                                                    \
+    (EML_GRANT_FIXED_BYTES + 32 * EML_GRANT_RECIPIENTS_MAX +                   \
+     EML_GRANT_EXT_BYTES)
 
 typedef struct eml_grant_info {
     uint8_t measurement[32];
@@ -134,6 +143,18 @@ typedef struct eml_grant_info {
                                     (docs/outsource.md) */
     unsigned n_recipients;       /* 1..EML_GRANT_RECIPIENTS_MAX, distinct */
     uint8_t recipients[EML_GRANT_RECIPIENTS_MAX][32];
+    /* A test-data owner's limits on evaluations (docs/evaluate.md): at
+     * most max_evaluations (>= 1) of any one model on this grant's data,
+     * counted in the sealed spend ledger; an evaluation that uses it must
+     * count at least min_examples (>= 1) examples in all. */
+    int has_max_evaluations;
+    uint32_t max_evaluations;
+    int has_min_examples;
+    uint64_t min_examples;
+    /* A model owner's: after an evaluation, the enclave may re-encrypt the
+     * model to this X25519 key (and to no other). */
+    int has_release_to;
+    uint8_t release_to[32];
 } eml_grant_info;
 
 /* Builds a grant into out (*out_len bytes, at most EML_GRANT_MAX_BYTES);

@@ -22,6 +22,11 @@
  * A run resumed from a committed mirror state continues a run that was
  * charged when it started, and is not charged again.
  *
+ * The same ledger counts evaluations (docs/evaluate.md, "Limits set in
+ * the grants"): an entry keyed by a hash of (grant id, model digest),
+ * distinct from any grant id, whose `spent` is the number of evaluations
+ * made, charged by the same protocol before the report leaves.
+ *
  * Sealed blob (little-endian):
  *   "EMLLEDG1" | u16 version 1 | u16 0 | nonce[12] | AES-256-GCM(plain) |
  *   tag[16];  AAD = the first 12 bytes; key = HKDF-SHA256(seal secret,

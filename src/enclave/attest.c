@@ -99,13 +99,44 @@ eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
 #define FLAG_MAXEPS 1u
 #define FLAG_CFG 2u
 #define FLAG_OUTSOURCE 4u /* older enclaves refuse it: unknown flag */
+/* The extension's flags (after the recipients, 48 bytes when any is set):
+ * u32 max_evaluations | u32 0 | u64 min_examples | release_pk[32]. */
+#define FLAG_MAXEVAL 8u
+#define FLAG_MINEX 16u
+#define FLAG_RELEASE 32u
+#define FLAGS_EXT (FLAG_MAXEVAL | FLAG_MINEX | FLAG_RELEASE)
+#define FLAGS_ALL (FLAG_MAXEPS | FLAG_CFG | FLAG_OUTSOURCE | FLAGS_EXT)
 /* After the recipients: eph_pk[32] | wrapped_key[32] | tag[16]. */
 _Static_assert(OFF_RCPT + 32 + 32 + 16 == EML_GRANT_FIXED_BYTES,
                "grant layout");
 
-static size_t grant_len(unsigned n)
+static size_t grant_len(unsigned n, unsigned flags)
 {
-    return EML_GRANT_FIXED_BYTES + 32 * (size_t)n;
+    return EML_GRANT_FIXED_BYTES + 32 * (size_t)n +
+           ((flags & FLAGS_EXT) ? EML_GRANT_EXT_BYTES : 0);
+}
+
+/* Where eph_pk starts: after the recipients and the extension. */
+static size_t grant_off_eph(unsigned n, unsigned flags)
+{
+    return grant_len(n, flags) - 32 - 32 - 16;
+}
+
+static unsigned grant_flags(const eml_grant_info *info)
+{
+    return (info->has_max_epsilon ? FLAG_MAXEPS : 0) |
+           (info->has_cfg_digest ? FLAG_CFG : 0) |
+           (info->allow_outsource ? FLAG_OUTSOURCE : 0) |
+           (info->has_max_evaluations ? FLAG_MAXEVAL : 0) |
+           (info->has_min_examples ? FLAG_MINEX : 0) |
+           (info->has_release_to ? FLAG_RELEASE : 0);
+}
+
+static int all_zero32(const uint8_t p[32])
+{
+    uint8_t acc = 0;
+    for (int i = 0; i < 32; i++) acc |= p[i];
+    return acc == 0;
 }
 
 static eml_status wrap_key(uint8_t key[32], const uint8_t shared[32],
@@ -132,16 +163,14 @@ eml_status eml_grant_build(uint8_t out[EML_GRANT_MAX_BYTES], size_t *out_len,
     *out_len = 0;
     unsigned n = info->n_recipients;
     if (n < 1 || n > EML_GRANT_RECIPIENTS_MAX) return EML_ERR_INVALID;
-    size_t len = grant_len(n), off_eph = OFF_RCPT + 32 * (size_t)n;
+    unsigned flags = grant_flags(info);
+    size_t len = grant_len(n, flags), off_eph = grant_off_eph(n, flags);
     uint8_t eph_sk[32], shared[32], key[32];
     static const uint8_t zero_nonce[12];
     memset(out, 0, EML_GRANT_MAX_BYTES);
     memcpy(out, GRANT_MAGIC, 8);
     eml_put_le16(out + 8, EML_GRANT_VERSION);
-    eml_put_le16(out + OFF_FLAGS,
-                 (uint16_t)((info->has_max_epsilon ? FLAG_MAXEPS : 0) |
-                            (info->has_cfg_digest ? FLAG_CFG : 0) |
-                            (info->allow_outsource ? FLAG_OUTSOURCE : 0)));
+    eml_put_le16(out + OFF_FLAGS, (uint16_t)flags);
     memcpy(out + OFF_MEAS, info->measurement, 32);
     memcpy(out + OFF_EPK, info->enclave_pk, 32);
     memcpy(out + OFF_KEYID, info->key_id, 16);
@@ -153,6 +182,13 @@ eml_status eml_grant_build(uint8_t out[EML_GRANT_MAX_BYTES], size_t *out_len,
     eml_put_le16(out + OFF_NRCPT, (uint16_t)n);
     for (unsigned i = 0; i < n; i++)
         memcpy(out + OFF_RCPT + 32 * i, info->recipients[i], 32);
+    if (flags & FLAGS_EXT) {
+        uint8_t *x = out + OFF_RCPT + 32 * (size_t)n;
+        if (info->has_max_evaluations)
+            eml_put_le32(x, info->max_evaluations);
+        if (info->has_min_examples) eml_put_le64(x + 8, info->min_examples);
+        if (info->has_release_to) memcpy(x + 16, info->release_to, 32);
+    }
     eml_status st = eml_random(out + OFF_GID, 16);
     if (st == EML_OK) st = eml_x25519_keygen(eph_sk, out + off_eph);
     if (st == EML_OK) st = eml_x25519_shared(shared, eph_sk, info->enclave_pk);
@@ -195,18 +231,19 @@ eml_status eml_grant_parse(const uint8_t *buf, size_t len,
         return eml_err_set(err, EML_ERR_FORMAT,
                            "grant is %zu bytes, too short", len);
     unsigned flags = eml_get_le16(buf + OFF_FLAGS);
-    if (flags & ~(FLAG_MAXEPS | FLAG_CFG | FLAG_OUTSOURCE))
+    if (flags & ~FLAGS_ALL)
         return eml_err_set(err, EML_ERR_FORMAT, "grant has unknown flags");
     unsigned n = eml_get_le16(buf + OFF_NRCPT);
     if (n < 1 || n > EML_GRANT_RECIPIENTS_MAX)
         return eml_err_set(err, EML_ERR_FORMAT,
                            "grant names %u recipients (1..%d allowed)", n,
                            EML_GRANT_RECIPIENTS_MAX);
-    if (len != grant_len(n))
+    if (len != grant_len(n, flags))
         return eml_err_set(err, EML_ERR_FORMAT,
                            "grant is %zu bytes, expected %zu for %u "
-                           "recipient(s)",
-                           len, grant_len(n), n);
+                           "recipient(s)%s",
+                           len, grant_len(n, flags), n,
+                           (flags & FLAGS_EXT) ? " and its limits" : "");
     if (eml_get_le16(buf + OFF_NRCPT + 2) != 0)
         return eml_err_set(err, EML_ERR_FORMAT, "grant has reserved bits set");
     memcpy(info->measurement, buf + OFF_MEAS, 32);
@@ -238,6 +275,35 @@ eml_status eml_grant_parse(const uint8_t *buf, size_t len,
                 return eml_err_set(err, EML_ERR_FORMAT,
                                    "grant names recipient %u twice", j + 1);
     }
+    if (flags & FLAGS_EXT) {
+        const uint8_t *x = buf + OFF_RCPT + 32 * (size_t)n;
+        info->has_max_evaluations = (flags & FLAG_MAXEVAL) != 0;
+        info->has_min_examples = (flags & FLAG_MINEX) != 0;
+        info->has_release_to = (flags & FLAG_RELEASE) != 0;
+        info->max_evaluations = eml_get_le32(x);
+        info->min_examples = eml_get_le64(x + 8);
+        memcpy(info->release_to, x + 16, 32);
+        if (eml_get_le32(x + 4) != 0)
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "grant has reserved bits set");
+        if (info->has_max_evaluations != (info->max_evaluations != 0))
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "grant's max_evaluations is %s",
+                               info->has_max_evaluations
+                                   ? "0 (at least 1 allowed)"
+                                   : "set but has no flag");
+        if (info->has_min_examples != (info->min_examples != 0))
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "grant's min_examples is %s",
+                               info->has_min_examples
+                                   ? "0 (at least 1 allowed)"
+                                   : "set but has no flag");
+        if (info->has_release_to != !all_zero32(info->release_to))
+            return eml_err_set(err, EML_ERR_FORMAT,
+                               "grant's release key is %s",
+                               info->has_release_to ? "all zero"
+                                                    : "set but has no flag");
+    }
     return EML_OK;
 }
 
@@ -258,7 +324,8 @@ eml_status eml_grant_open(const uint8_t *buf, size_t len,
         return eml_err_set(err, EML_ERR_AUTH,
                            "grant was made for another enclave key (a grant "
                            "from an earlier identity, or a foreign one)");
-    size_t off_eph = OFF_RCPT + 32 * (size_t)info->n_recipients;
+    size_t off_eph =
+        grant_off_eph(info->n_recipients, grant_flags(info));
     uint8_t shared[32], key[32];
     st = eml_x25519_shared(shared, x25519_sk, buf + off_eph);
     if (st == EML_OK) st = wrap_key(key, shared, buf + OFF_GID);

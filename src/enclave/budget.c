@@ -3,7 +3,9 @@
  * read from the host and checked against the platform's monotonic
  * counter, the gate that admits a run only if every budgeted grant has its
  * planned epsilon left, and the charge made before a fresh run's first
- * step, under the counter's lock (docs/dp.md, "Budgets across runs").
+ * step, under the counter's lock (docs/dp.md, "Budgets across runs");
+ * and, in the same ledger by the same protocol, the evaluations of each
+ * model under a grant's max_evaluations (docs/evaluate.md).
  *
  * Trusted code: the ledger is sealed to the measurement; an old copy is
  * refused by the counter.
@@ -35,7 +37,8 @@ eml_status eml_rt_ledger_load(budget *b, int catch_up, eml_err *err)
     if (e->counter.read == NULL || e->counter.advance == NULL ||
         e->counter.lock == NULL || e->counter.unlock == NULL)
         return eml_err_set(err, EML_ERR_UNSUPPORTED,
-                           "a grant sets a privacy budget, but this platform "
+                           "a grant sets a privacy budget or an evaluation "
+                           "limit, but this platform "
                            "has no monotonic counter to keep the spend "
                            "ledger from being rolled back");
     uint64_t c = 0;
@@ -138,4 +141,88 @@ static eml_status charge_locked(budget *b, eml_err *err)
     /* Only now is the charge binding: the counter moves past every older
      * copy of the ledger. */
     return e->counter.advance(e->counter.user, next, err);
+}
+
+/* ==== evaluation limits across runs ==== */
+
+eml_status eml_rt_eval_key(uint8_t id[16], const uint8_t grant_id[16],
+                           const uint8_t model_sha256[32])
+{
+    /* Domain-separated from grant ids (random 16 bytes), which key the
+     * privacy budgets in the same ledger. */
+    static const char tag[] = "enclaveml evaluations v1";
+    uint8_t in[sizeof(tag) - 1 + 16 + 32], h[32];
+    memcpy(in, tag, sizeof(tag) - 1);
+    memcpy(in + sizeof(tag) - 1, grant_id, 16);
+    memcpy(in + sizeof(tag) - 1 + 16, model_sha256, 32);
+    eml_status st = eml_sha256(h, in, sizeof(in));
+    if (st == EML_OK) memcpy(id, h, 16);
+    return st;
+}
+
+/* Every limited grant must have an evaluation of this model left. */
+static eml_status eval_gate(const eml_ledger *l, const eml_rt_eval_limit *lim,
+                            size_t n, eml_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        double spent = eml_ledger_spent(l, lim[i].id);
+        if (spent + 1 > (double)lim[i].max)
+            return eml_err_set(err, EML_ERR_AUTH,
+                               "test set %u's owner allows %lu evaluation%s "
+                               "of this model; %.0f spent",
+                               lim[i].set + 1, (unsigned long)lim[i].max,
+                               lim[i].max == 1 ? "" : "s", spent);
+    }
+    return EML_OK;
+}
+
+static eml_status eval_charge_locked(budget *b, const eml_rt_eval_limit *lim,
+                                     size_t n, eml_err *err)
+{
+    eml_enclave *e = b->e;
+    eml_status st = eml_rt_ledger_load(b, 1, err);
+    if (st == EML_OK) st = eval_gate(&b->ledger, lim, n, err);
+    if (st != EML_OK) return st;
+    for (size_t i = 0; i < n && st == EML_OK; i++)
+        st = eml_ledger_charge(&b->ledger, lim[i].id, 1.0);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "the spend ledger is full");
+    uint64_t next = b->ledger.counter + 1;
+    b->ledger.counter = next;
+    uint8_t key[32], *blob = NULL;
+    size_t blen = 0;
+    st = ledger_key(e, key);
+    if (st == EML_OK) st = eml_ledger_seal(&b->ledger, key, &blob, &blen);
+    eml_wipe(key, sizeof(key));
+    if (st != EML_OK)
+        return eml_err_set(err, st, "cannot seal the spend ledger");
+    eml_ocall_ledger_write q = {{blob, blen}};
+    st = eml_rt_ocall(e, EML_MSG_LEDGER_WRITE, &q, sizeof(q), NULL, 0, err);
+    free(blob);
+    if (st != EML_OK) return st;
+    /* As for a privacy budget: binding once the counter has moved. */
+    return e->counter.advance(e->counter.user, next, err);
+}
+
+eml_status eml_rt_eval_limits(eml_enclave *e, const eml_rt_eval_limit *lim,
+                              size_t n, int charge, eml_err *err)
+{
+    if (n == 0) return EML_OK;
+    budget b;
+    memset(&b, 0, sizeof(b));
+    b.e = e;
+    eml_ledger_init(&b.ledger);
+    eml_status st;
+    if (!charge) {
+        st = eml_rt_ledger_load(&b, 0, err);
+        if (st == EML_OK) st = eval_gate(&b.ledger, lim, n, err);
+    } else {
+        st = e->counter.lock(e->counter.user, err);
+        if (st == EML_OK) {
+            st = eval_charge_locked(&b, lim, n, err);
+            e->counter.unlock(e->counter.user);
+        }
+    }
+    eml_ledger_free(&b.ledger);
+    return st;
 }

@@ -5,7 +5,11 @@
  * (accuracy, loss, per-class accuracy, the confusion matrix, and the
  * digests of the cfg, the model's file and every test file).  Every grant
  * is opened and checked before any test file is read; the files are
- * authenticated as owner_data.c reads them; only the report leaves.
+ * authenticated as owner_data.c reads them; only the report leaves, and,
+ * if the model's grant names a release key and the host asks for that
+ * key, the model encrypted to it.  A test set's grant may limit the
+ * evaluations of any one model (counted in the sealed spend ledger,
+ * budget.c, before anything leaves) and require a minimum of examples.
  *
  * Trusted code: no I/O but ocalls; the data keys live in locked memory and
  * are wiped once the files are decrypted; the decrypted test sets are
@@ -34,6 +38,11 @@ typedef struct eval_job {
     data_acc test;
     uint8_t digests[EML_OWNERS_MAX][2][32]; /* images, labels ciphertext */
     uint8_t dataset_ids[EML_OWNERS_MAX][EML_CONTAINER_DATASET_ID_BYTES];
+    /* The grants' limits on evaluations of this model (docs/evaluate.md,
+     * "Limits set in the grants"): counted in the sealed spend ledger. */
+    eml_rt_eval_limit limits[EML_OWNERS_MAX];
+    size_t n_limits;
+    uint8_t release_file_sha256[32]; /* q.release: the container sent */
     size_t k;            /* classes: the network's outputs */
     uint64_t *confusion; /* k x k: [true * k + predicted] */
     double loss, accuracy;
@@ -83,6 +92,37 @@ static eml_status check_grant(eval_job *j, size_t o, eml_err *err)
                            "private use (max epsilon %g); an evaluation's "
                            "figures are exact",
                            (unsigned)o + 1, g->max_epsilon);
+    if (g->has_release_to)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "test set %u's grant names a release key, which "
+                           "only the model's grant may",
+                           (unsigned)o + 1);
+    if (g->has_max_evaluations) {
+        eml_rt_eval_limit *l = &j->limits[j->n_limits];
+        st = eml_rt_eval_key(l->id, g->grant_id, eml_model_sha256(e->model));
+        if (st != EML_OK) return eml_err_set(err, st, "hash failed");
+        l->max = g->max_evaluations;
+        l->set = (unsigned)o;
+        j->n_limits++;
+    }
+    return EML_OK;
+}
+
+/* Every grant's min_examples: the test sets together must count that
+ * many, so that a report never singles out a few of an owner's examples.
+ * The message holds no number read from the decrypted files. */
+static eml_status check_min_examples(const eval_job *j, eml_err *err)
+{
+    for (size_t o = 0; o < j->n; o++) {
+        const eml_grant_info *g = &j->ginfo[o];
+        if (g->has_min_examples && (uint64_t)j->test.count < g->min_examples)
+            return eml_err_set(err, EML_ERR_AUTH,
+                               "test set %u's owner allows only evaluations "
+                               "that count at least %llu examples; these "
+                               "test sets hold fewer",
+                               (unsigned)o + 1,
+                               (unsigned long long)g->min_examples);
+    }
     return EML_OK;
 }
 
@@ -219,6 +259,31 @@ static void report_sets(const eval_job *j, char *body, size_t bcap,
         eml_rt_append(body, bcap, at, "%s%s", o ? "," : "", gh);
     }
     eml_rt_append(body, bcap, at, "\"");
+    if (j->q.release) {
+        char rh[65], fh[65];
+        eml_hex(rh, j->q.release_to, 32);
+        eml_hex(fh, j->release_file_sha256, 32);
+        eml_rt_append(body, bcap, at,
+                      ",\"released_to\":\"%s\",\"released_file_sha256\":"
+                      "\"%s\"",
+                      rh, fh);
+    }
+}
+
+/* The model's release key must be the one its owner's grant names. */
+static eml_status check_release(const eval_job *j, eml_err *err)
+{
+    const eml_enclave *e = j->e;
+    if (!j->q.release) return EML_OK;
+    if (!e->model_has_release || e->model_plain == NULL)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the model's grant allows no release (its owner "
+                           "named no release key: grant --release-to)");
+    if (!eml_ct_equal(e->model_release_to, j->q.release_to, 32))
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the model's grant allows a release to another "
+                           "key only");
+    return EML_OK;
 }
 
 /* The signed evaluation report, sent as EVALUATE_DONE. */
@@ -227,6 +292,7 @@ static eml_status send_report(eval_job *j, eml_err *err)
     eml_enclave *e = j->e;
     /* Every number below fits in 24 characters with its separator. */
     size_t bcap = 2048 + 2 * EML_NONCE_MAX + j->n * (2 * 65 + 34 + 34) +
+                  (j->q.release ? 256 : 0) +
                   j->k * 48 + j->k * j->k * 24;
     char *body = malloc(bcap);
     if (body == NULL)
@@ -304,8 +370,20 @@ eml_status eml_rt_ecall_evaluate(eml_enclave *e, eml_msg_any *req,
      * every one is opened and checked before the first ocall. */
     for (size_t o = 0; o < j->n && st == EML_OK; o++)
         st = check_grant(j, o, err);
+    /* A release the model's grant does not allow, and a spent limit, are
+     * refused before any file is read; the count is taken (ledger stored,
+     * counter advanced) before the model or the report leaves. */
+    if (st == EML_OK) st = check_release(j, err);
+    if (st == EML_OK)
+        st = eml_rt_eval_limits(e, j->limits, j->n_limits, 0, err);
     if (st == EML_OK) st = read_test_sets(j, err);
+    if (st == EML_OK) st = check_min_examples(j, err);
     if (st == EML_OK) st = run_eval(j, err);
+    if (st == EML_OK)
+        st = eml_rt_eval_limits(e, j->limits, j->n_limits, 1, err);
+    if (st == EML_OK && j->q.release)
+        st = eml_rt_send_model(e, e->model_plain, e->model_plain_len,
+                               j->q.release_to, j->release_file_sha256, err);
     if (st == EML_OK) st = send_report(j, err);
     job_free(j);
     return st;

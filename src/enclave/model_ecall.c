@@ -5,7 +5,9 @@
  * digest) allows only that one; the weights file must be encrypted under
  * the grant's key in the role "model".  The loaded model (model.h) stays
  * in the enclave until the next MODEL_LOAD; only its digest and size
- * leave (and, through EVALUATE, the digests of its cfg and file).
+ * leave (and, through EVALUATE, the digests of its cfg and file, and the
+ * model itself encrypted to the release key its owner's grant names, for
+ * which a copy of the decrypted weights stays in locked memory).
  *
  * Trusted code: the data key lives in locked memory and the decrypted
  * weights are wiped once the model holds them.
@@ -16,6 +18,17 @@
 #include "enclave/runtime.h"
 #include "enclaveml/crypto.h"
 #include "enclaveml/model.h"
+
+void eml_rt_model_release_free(eml_enclave *e)
+{
+    if (e->model_plain != NULL)
+        eml_secure_free(e->model_plain,
+                        e->model_plain_len ? e->model_plain_len : 1);
+    e->model_plain = NULL;
+    e->model_plain_len = 0;
+    e->model_has_release = 0;
+    memset(e->model_release_to, 0, 32);
+}
 
 /* Opens the grant; it must allow this network. */
 static eml_status open_model_grant(eml_enclave *e,
@@ -34,6 +47,10 @@ static eml_status open_model_grant(eml_enclave *e,
         return eml_err_set(err, EML_ERR_AUTH,
                            "the model's grant allows only another network "
                            "(its cfg digest differs from this cfg)");
+    if (gi->has_max_evaluations || gi->has_min_examples)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the model's grant sets evaluation limits, which "
+                           "only a test set's grant may");
     return EML_OK;
 }
 
@@ -76,11 +93,31 @@ eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
     if (st == EML_OK)
         st = eml_model_load(cfg, cfg_len, "cfg", f.plain, f.len, "the model",
                             &m, err);
+    /* A model its owner lets EVALUATE release keeps its weights as they
+     * were encrypted, so that the buyer gets the owner's file's contents. */
+    uint8_t *plain = NULL;
+    size_t plain_len = 0;
+    if (st == EML_OK && gi.has_release_to) {
+        plain_len = f.len;
+        plain = eml_secure_alloc(plain_len ? plain_len : 1);
+        if (plain == NULL)
+            st = eml_err_set(err, EML_ERR_NOMEM, "enclave heap exhausted");
+        else
+            memcpy(plain, f.plain, plain_len);
+    }
     eml_rt_owner_file_free(&f);
     free(cfg);
-    if (st != EML_OK) return st;
+    if (st != EML_OK) {
+        eml_model_free(m);
+        return st;
+    }
     eml_model_free(e->model);
+    eml_rt_model_release_free(e);
     e->model = m;
+    e->model_has_release = gi.has_release_to;
+    memcpy(e->model_release_to, gi.release_to, 32);
+    e->model_plain = plain;
+    e->model_plain_len = plain_len;
     memcpy(e->model_cfg_sha256, cfg_hash, 32);
     memcpy(e->model_file_sha256, file_hash, 32);
     memcpy(e->model_grant_id, gi.grant_id, 16);

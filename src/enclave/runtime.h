@@ -11,7 +11,8 @@
  *   owner_data.c    owners' encrypted files: streamed, authenticated,
  *                   checked for role and dataset, parsed
  *   mirror_proxy.c  the mirror's store, served by the host over ocalls
- *   budget.c        privacy budgets across runs: the spend ledger
+ *   budget.c        privacy budgets across runs: the spend ledger; the
+ *                   evaluation counts of grants' max_evaluations
  *   train_ecall.c   TRAIN: grants, plan, data, training, the model out,
  *                   the signed report
  *   model_ecall.c   MODEL_LOAD: a granted model for inference
@@ -83,6 +84,13 @@ struct eml_enclave {
      * and of the model's file as read, and the owner's grant id. */
     uint8_t model_cfg_sha256[32], model_file_sha256[32];
     uint8_t model_grant_id[16];
+    /* The model grant's release key (EVALUATE may re-encrypt the model to
+     * it), and then the weights as the owner encrypted them, locked
+     * memory, wiped when the model is replaced or the enclave ends. */
+    int model_has_release;
+    uint8_t model_release_to[32];
+    uint8_t *model_plain;
+    size_t model_plain_len;
     /* SERVE_START's (serve_ecall.c), or NULL */
     struct eml_tls_key *tls_key;
     struct eml_tls_server *tls;
@@ -207,7 +215,33 @@ eml_status eml_rt_ledger_load(budget *b, int catch_up, eml_err *err);
 eml_status eml_rt_budget_gate(const budget *b, eml_err *err);
 eml_status eml_rt_budget_charge(void *user, int resumed, eml_err *err);
 
+/* Evaluation limits (docs/evaluate.md), kept in the same ledger: one
+ * entry per (grant, model), keyed by eml_rt_eval_key, holding the count
+ * of evaluations made. */
+typedef struct eml_rt_eval_limit {
+    uint8_t id[16];   /* eml_rt_eval_key(grant id, model sha256) */
+    uint32_t max;     /* the grant's max_evaluations */
+    unsigned set;     /* its test set (0-based), for messages */
+} eml_rt_eval_limit;
+
+eml_status eml_rt_eval_key(uint8_t id[16], const uint8_t grant_id[16],
+                           const uint8_t model_sha256[32]);
+/* Every limit must have one evaluation left (charge 0: a check, as the
+ * ledger stands); with charge 1, under the counter's lock, checked again
+ * and each counted once more: the ledger stored, then the counter
+ * advanced, before the caller releases anything. */
+eml_status eml_rt_eval_limits(eml_enclave *e, const eml_rt_eval_limit *lim,
+                              size_t n, int charge, eml_err *err);
+
 /* ==== train_ecall.c, probe.c ==== */
+
+/* Encrypts pt to recipient (an X25519 key, role "model": the .emlm of
+ * `train --recipient`) and streams it out as OUTPUT stream 0; file_hash
+ * gets the SHA-256 of the container exactly as sent.  Shared by TRAIN and
+ * EVALUATE's release. */
+eml_status eml_rt_send_model(eml_enclave *e, const uint8_t *pt, size_t len,
+                             const uint8_t recipient[32],
+                             uint8_t file_hash[32], eml_err *err);
 
 /* Appends to a report body: snprintf that never runs past cap (a body is
  * sized for its contents; this keeps a mistake there from becoming an
@@ -246,6 +280,8 @@ void eml_rt_serve_free(eml_enclave *e);
 
 eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
                                    eml_err *err);
+/* The model's release state, wiped and freed. */
+void eml_rt_model_release_free(eml_enclave *e);
 eml_status eml_rt_ecall_evaluate(eml_enclave *e, eml_msg_any *req,
                                  eml_err *err);
 eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_any *req,

@@ -57,6 +57,7 @@ void eml_enclave_free(eml_enclave *e)
     eml_secure_free(e->sec, sizeof(secrets));
     eml_rt_serve_free(e); /* before the model it borrows */
     eml_model_free(e->model);
+    eml_rt_model_release_free(e);
     if (e->staging != NULL) {
         eml_wipe(e->staging, e->bulk_n); /* sealed bytes, but still */
         free(e->staging);

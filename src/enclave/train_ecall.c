@@ -41,7 +41,7 @@ static void send_progress(void *user, const eml_train_progress *p)
 
 /* Encrypts the weights to the recipient and streams them out; file_hash
  * gets the SHA-256 of the container exactly as sent (the model file). */
-static eml_status send_model(eml_enclave *e, const uint8_t *pt, size_t len,
+eml_status eml_rt_send_model(eml_enclave *e, const uint8_t *pt, size_t len,
                              const uint8_t recipient[32],
                              uint8_t file_hash[32], eml_err *err)
 {
@@ -149,6 +149,14 @@ static eml_status check_grant(train_job *j, uint64_t o, eml_err *err)
         return eml_err_set(err, EML_ERR_AUTH,
                            "grant %u allows only another network (its cfg "
                            "digest differs from this run's cfg)",
+                           (unsigned)o + 1);
+    /* Limits and a release key are for evaluations (docs/evaluate.md);
+     * training on such data would step around them. */
+    if (g->has_max_evaluations || g->has_min_examples || g->has_release_to)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "grant %u is for evaluations only (it sets "
+                           "evaluation limits or a release key): no "
+                           "training",
                            (unsigned)o + 1);
     if (g->has_max_epsilon) {
         if (!j->q.spec.dp.enabled)
@@ -369,8 +377,8 @@ static eml_status train_and_send(train_job *j, eml_err *err)
         return eml_err_set(err, st, "cannot encode the weights");
     st = eml_sha256(j->model_hash, weights, wlen);
     if (st == EML_OK)
-        st = send_model(e, weights, wlen, j->q.recipient, j->model_file_hash,
-                        err);
+        st = eml_rt_send_model(e, weights, wlen, j->q.recipient,
+                               j->model_file_hash, err);
     eml_wipe(weights, wlen);
     free(weights);
     return st;

@@ -39,7 +39,7 @@ enum {
     O_RECIPIENT, O_REPORT_OUT, O_EPOCHS, O_BATCH, O_LR, O_SEED, O_THREADS,
     O_KERNELS, O_QUIET, O_MODEL, O_REPORT_NONCE, O_CFG_DIGEST, O_ALLOW_NONE,
     O_ALLOW_OUTSOURCE,
-    O_FILES, O_TLS,
+    O_FILES, O_TLS, O_MAX_EVALS, O_MIN_EXAMPLES, O_RELEASE_TO,
 };
 
 static int opt_heap(const char *s, unsigned *out)
@@ -380,15 +380,18 @@ static int verify_evaluation(const char *path, const attested *a,
         eml_json_members(&o, j);
         eml_json_end(&o);
     } else {
-        char mh[65], ch[65];
+        char mh[65], ch[65], rel[64] = "";
         eml_hex(mh, want, 32);
         eml_hex(ch, cfg, 32);
+        const char *to = eml_flatjson_str(j, "released_to");
+        if (to != NULL)
+            snprintf(rel, sizeof(rel), ", model released to %.16s...", to);
         printf("evaluation report verified: signed by the attested "
                "enclave%s, accuracy %.2f%%, loss %.4f, %.0f examples in "
                "%.0f test set(s), %.0f classes, model file %.16s..., cfg "
-               "%.16s...\n",
+               "%.16s...%s\n",
                c->model != NULL ? ", about the model file" : "", 100.0 * acc,
-               loss, n, sets, classes, mh, ch);
+               loss, n, sets, classes, mh, ch, rel);
     }
     return 0;
 }
@@ -598,7 +601,9 @@ static const char grant_usage[] =
     "                       --recipient M.pub [--recipient M2.pub ...]\n"
     "                       [--cfg-digest HEX] [--max-epsilon E]\n"
     "                       [--nonce HEX] [--allow-sim] [--allow-none]\n"
-    "                       [--allow-outsource] --out NAME.grant\n"
+    "                       [--allow-outsource] [--max-evaluations N]\n"
+    "                       [--min-examples M] [--release-to ORG.pub]\n"
+    "                       --out NAME.grant\n"
     "\n"
     "Verifies the enclave's attestation report, then wraps the owner's data\n"
     "key to the enclave's X25519 key, bound to the measurement.  The grant\n"
@@ -617,7 +622,40 @@ static const char grant_usage[] =
     "  --allow-outsource   the run may send its linear layers' products to\n"
     "                      an untrusted worker (integrity mode: the worker\n"
     "                      sees activations, weights and gradients;\n"
-    "                      docs/outsource.md).  Off by default.\n";
+    "                      docs/outsource.md).  Off by default.\n"
+    "For `enclaveml evaluate` (docs/evaluate.md):\n"
+    "  --max-evaluations N a test-data owner's: at most N evaluations of any\n"
+    "                      one model on this data (counted in the sealed\n"
+    "                      spend ledger, across restarts)\n"
+    "  --min-examples M    a test-data owner's: an evaluation using this\n"
+    "                      grant must count at least M examples in all\n"
+    "  --release-to ORG.pub a model owner's: after an evaluation the enclave\n"
+    "                      may re-encrypt the model to this key (evaluate\n"
+    "                      --release-to), and to no other\n";
+
+/* The recipients' public keys (each once) and the release key into gi;
+ * 0, or 1 with the error printed. */
+static int load_grant_keys(eml_grant_info *gi, const char *const *recipients,
+                           const char *release)
+{
+    for (unsigned i = 0; i < gi->n_recipients; i++) {
+        eml_err rerr = {0};
+        eml_status rst = eml_pubfile_load(recipients[i], gi->recipients[i],
+                                          &rerr);
+        if (rst != EML_OK) return eml_fail_st(rst, &rerr);
+        for (unsigned p = 0; p < i; p++)
+            if (memcmp(gi->recipients[p], gi->recipients[i], 32) == 0)
+                return eml_fail("grant: %s names the same key as %s",
+                                recipients[i], recipients[p]);
+    }
+    if (release != NULL) {
+        eml_err rerr = {0};
+        eml_status rst = eml_pubfile_load(release, gi->release_to, &rerr);
+        if (rst != EML_OK) return eml_fail_st(rst, &rerr);
+        gi->has_release_to = 1;
+    }
+    return 0;
+}
 
 int eml_cmd_grant(int argc, char **argv)
 {
@@ -632,11 +670,15 @@ int eml_cmd_grant(int argc, char **argv)
         {"recipient", required_argument, 0, O_RECIPIENT},
         {"cfg-digest", required_argument, 0, O_CFG_DIGEST},
         {"allow-outsource", no_argument, 0, O_ALLOW_OUTSOURCE},
+        {"max-evaluations", required_argument, 0, O_MAX_EVALS},
+        {"min-examples", required_argument, 0, O_MIN_EXAMPLES},
+        {"release-to", required_argument, 0, O_RELEASE_TO},
         {"out", required_argument, 0, O_OUT},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
-    const char *key = NULL, *report = NULL, *out = NULL;
+    const char *key = NULL, *report = NULL, *out = NULL, *release = NULL;
     const char *recipients[EML_GRANT_RECIPIENTS_MAX];
+    long lv = 0;
     uint8_t meas[32], nonce[EML_NONCE_MAX];
     size_t nlen = 0;
     int have_meas = 0, have_nonce = 0, allow_sim = 0, opt;
@@ -675,6 +717,21 @@ int eml_cmd_grant(int argc, char **argv)
             gi.has_cfg_digest = 1;
             break;
         case O_ALLOW_OUTSOURCE: gi.allow_outsource = 1; break;
+        case O_MAX_EVALS:
+            if (eml_opt_long("--max-evaluations", optarg, 1, 1000000000L,
+                             &lv))
+                return 1;
+            gi.has_max_evaluations = 1;
+            gi.max_evaluations = (uint32_t)lv;
+            break;
+        case O_MIN_EXAMPLES:
+            if (eml_opt_u64("--min-examples", optarg, &gi.min_examples))
+                return 1;
+            if (gi.min_examples == 0)
+                return eml_fail("grant: --min-examples must be at least 1");
+            gi.has_min_examples = 1;
+            break;
+        case O_RELEASE_TO: release = optarg; break;
         case O_HELP: fputs(grant_usage, stdout); return 0;
         default: return eml_opt_unknown("grant", argc, argv);
         }
@@ -689,16 +746,7 @@ int eml_cmd_grant(int argc, char **argv)
                         "a model trained on this data may be encrypted to); "
                         "a grant naming none is refused, since the host "
                         "would then choose who gets the model");
-    for (unsigned i = 0; i < gi.n_recipients; i++) {
-        eml_err rerr = {0};
-        eml_status rst = eml_pubfile_load(recipients[i], gi.recipients[i],
-                                          &rerr);
-        if (rst != EML_OK) return eml_fail_st(rst, &rerr);
-        for (unsigned p = 0; p < i; p++)
-            if (memcmp(gi.recipients[p], gi.recipients[i], 32) == 0)
-                return eml_fail("grant: %s names the same key as %s",
-                                recipients[i], recipients[p]);
-    }
+    if (load_grant_keys(&gi, recipients, release)) return 1;
     attested a;
     if (verify_attestation(report, meas, nonce, nlen, have_nonce, allow_sim,
                            &a))

@@ -5,12 +5,15 @@
  * through their grant (MODEL_LOAD, as `serve` does), then evaluates it on
  * the test sets their owners grant to it (EVALUATE); this process serves
  * ciphertext only, and writes the signed report once it verifies against
- * the enclave it talked to.
+ * the enclave it talked to.  With --release-to, the enclave also sends
+ * the model encrypted to that key (if the model's grant names it), which
+ * is kept only once the report names the key and the file's SHA-256.
  *
  * Host side.  Every failure ends in one "enclaveml: error: ..." line and
  * leaves no report file.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@
 #include "host/cmd_serve.h"
 #include "host/fileio.h"
 #include "host/json.h"
+#include "host/keyfile.h"
 
 static const char evaluate_usage[] =
     "usage: enclaveml evaluate --cfg F --model M.emlc --model-grant GM\n"
@@ -33,6 +37,7 @@ static const char evaluate_usage[] =
     "                          [--report-nonce HEX] [--json]\n"
     "                          [--enclave sim|none] [--heap-mb M]\n"
     "                          [--threads N] [--quiet]\n"
+    "                          [--release-to ORG.pub --release-out F.emlm]\n"
     "\n"
     "Evaluates a model owner's encrypted model (M.emlc, `enclaveml encrypt\n"
     "--role model`, its key granted to this enclave in GM) on the test sets\n"
@@ -45,9 +50,16 @@ static const char evaluate_usage[] =
     "and the SHA-256 of the cfg, of the model's file and of every test\n"
     "file.  `enclaveml verify R.json --report ATTEST.json --measurement\n"
     "HEX` checks it.  --report-nonce puts a verifier's nonce in the\n"
-    "report.\n";
+    "report.\n"
+    "--release-to ORG.pub --release-out F.emlm: after the evaluation, the\n"
+    "enclave re-encrypts the model to ORG's key (`enclaveml decrypt --key\n"
+    "ORG.key` opens it), if the model's grant names that key (grant\n"
+    "--release-to); the report names the key and the file's SHA-256.\n"
+    "A test set's grant may limit how often any one model is evaluated on\n"
+    "it (grant --max-evaluations) and how few examples an evaluation may\n"
+    "count (grant --min-examples): the enclave refuses past them.\n";
 
-enum { O_MODEL = 3000, O_MODEL_GRANT };
+enum { O_MODEL = 3000, O_MODEL_GRANT, O_RELEASE_TO, O_RELEASE_OUT };
 
 #define MAX_SETS EML_OWNERS_MAX
 
@@ -56,6 +68,7 @@ static const char *const test_names[2] = {"t10k-images-idx3-ubyte.emlc",
 
 typedef struct evaluate_args {
     const char *cfg, *model, *model_grant, *report_out;
+    const char *release_to, *release_out;
     const char *dirs[MAX_SETS], *grants[MAX_SETS];
     int n_dirs, n_grants;
     uint8_t nonce[EML_NONCE_MAX];
@@ -71,6 +84,8 @@ static int take_opt(evaluate_args *a, int opt, const char *v)
     case OPT_CFG: a->cfg = v; return 0;
     case O_MODEL: a->model = v; return 0;
     case O_MODEL_GRANT: a->model_grant = v; return 0;
+    case O_RELEASE_TO: a->release_to = v; return 0;
+    case O_RELEASE_OUT: a->release_out = v; return 0;
     case OPT_REPORT_OUT: a->report_out = v; return 0;
     case OPT_DATA:
         if (a->n_dirs == MAX_SETS)
@@ -105,6 +120,8 @@ static int parse_args(int argc, char **argv, evaluate_args *a)
         {"cfg", required_argument, 0, OPT_CFG},
         {"model", required_argument, 0, O_MODEL},
         {"model-grant", required_argument, 0, O_MODEL_GRANT},
+        {"release-to", required_argument, 0, O_RELEASE_TO},
+        {"release-out", required_argument, 0, O_RELEASE_OUT},
         {"data", required_argument, 0, OPT_DATA},
         {"grant", required_argument, 0, OPT_GRANT},
         {"report-out", required_argument, 0, OPT_REPORT_OUT},
@@ -138,6 +155,9 @@ static int parse_args(int argc, char **argv, evaluate_args *a)
         return eml_fail("evaluate: %d --data directories but %d --grant "
                         "files: one grant per test set, after its --data",
                         a->n_dirs, a->n_grants);
+    if ((a->release_to == NULL) != (a->release_out == NULL))
+        return eml_fail("evaluate: --release-to and --release-out go "
+                        "together");
     return 0;
 }
 
@@ -170,12 +190,14 @@ static int test_files(const evaluate_args *a, char **paths, int *fds)
 static eml_status run_enclave(const evaluate_args *a, const uint8_t *cfg,
                               size_t cfg_len, uint8_t *const *grants,
                               const size_t *glen, char **paths, int *fds,
+                              const uint8_t *release_to, int out_fd,
                               char **report, size_t *rlen, eml_err *err)
 {
     eml_enclave_host h;
     eml_host_opts ho = {a->backend, (unsigned)a->heap_mb, (int)a->threads};
     eml_status st = eml_host_start(&h, &ho, err);
     if (st != EML_OK) return st;
+    h.out_fd = out_fd;
     st = eml_serve_model_load(&h, cfg, cfg_len, a->model, a->model_grant,
                               err);
     eml_ecall_evaluate *q = NULL;
@@ -191,6 +213,10 @@ static eml_status run_enclave(const evaluate_args *a, const uint8_t *cfg,
         }
         memcpy(q->report_nonce, a->nonce, a->nonce_len);
         q->report_nonce_len = a->nonce_len;
+        if (release_to != NULL) {
+            q->release = 1;
+            memcpy(q->release_to, release_to, 32);
+        }
         h.files.n = (size_t)a->n_dirs * EML_FILE_KINDS;
         h.files.paths = paths;
         h.files.fds = fds;
@@ -218,6 +244,51 @@ static eml_status run_enclave(const evaluate_args *a, const uint8_t *cfg,
         st = eml_err_set(err, EML_ERR_AUTH,
                          "the evaluation report does not verify");
     eml_host_stop(&h);
+    return st;
+}
+
+/* The released file grows in F.partial (0, or 1 after the error line). */
+static int open_release(const evaluate_args *a, char **tmp, int *fd)
+{
+    size_t cap = strlen(a->release_out) + 16;
+    *tmp = malloc(cap);
+    if (*tmp == NULL) return eml_fail("out of memory");
+    snprintf(*tmp, cap, "%s.partial", a->release_out);
+    *fd = open(*tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (*fd < 0) {
+        int e = errno;
+        free(*tmp);
+        *tmp = NULL;
+        return eml_fail("evaluate: %s.partial: %s", a->release_out,
+                        strerror(e));
+    }
+    return 0;
+}
+
+/* The signed report must name the release key asked for and the SHA-256
+ * of the file this process received. */
+static eml_status check_release(const evaluate_args *a, const char *report,
+                                size_t rlen, const uint8_t pk[32],
+                                const char *tmp, eml_err *err)
+{
+    eml_flatjson j;
+    eml_status st = eml_flatjson_parse(report, rlen, &j, err);
+    if (st != EML_OK) return st;
+    uint8_t to[32], want[32], got[32], *buf = NULL;
+    size_t len = 0;
+    if (eml_report_hex(&j, "released_to", to, 32, err) != EML_OK ||
+        eml_report_hex(&j, "released_file_sha256", want, 32, err) != EML_OK)
+        st = EML_ERR_FORMAT;
+    eml_flatjson_free(&j);
+    if (st == EML_OK) st = eml_file_read(tmp, &buf, &len, err);
+    if (st == EML_OK) st = eml_sha256(got, buf, len);
+    free(buf);
+    if (st == EML_OK &&
+        (!eml_ct_equal(to, pk, 32) || !eml_ct_equal(want, got, 32)))
+        st = eml_err_set(err, EML_ERR_AUTH,
+                         "%s: the report names another release key or "
+                         "file than the one received",
+                         a->release_out);
     return st;
 }
 
@@ -271,17 +342,50 @@ int eml_cmd_evaluate(int argc, char **argv)
         goto out;
     }
     if (test_files(&a, paths, fds)) goto out;
+    uint8_t release_pk[32];
+    char *tmp_release = NULL;
+    int out_fd = -1, released = 0;
+    if (a.release_to != NULL) {
+        st = eml_pubfile_load(a.release_to, release_pk, &err);
+        if (st != EML_OK) {
+            eml_fail_st(st, &err);
+            goto out;
+        }
+        if (open_release(&a, &tmp_release, &out_fd)) goto out;
+    }
     st = eml_file_read(a.cfg, &cfg, &cfg_len, &err);
     for (int i = 0; i < a.n_grants && st == EML_OK; i++)
         st = eml_file_read(a.grants[i], &grants[i], &glen[i], &err);
     if (st == EML_OK)
-        st = run_enclave(&a, cfg, cfg_len, grants, glen, paths, fds, &report,
-                         &rlen, &err);
+        st = run_enclave(&a, cfg, cfg_len, grants, glen, paths, fds,
+                         a.release_to != NULL ? release_pk : NULL, out_fd,
+                         &report, &rlen, &err);
     for (size_t i = 0; i < nf; i++)
         if (fds[i] >= 0) close(fds[i]);
+    if (out_fd >= 0) {
+        if (st == EML_OK && fsync(out_fd) != 0)
+            st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a.release_out,
+                             strerror(errno));
+        if (close(out_fd) != 0 && st == EML_OK)
+            st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a.release_out,
+                             strerror(errno));
+        if (st == EML_OK)
+            st = check_release(&a, report, rlen, release_pk, tmp_release,
+                               &err);
+        if (st == EML_OK && rename(tmp_release, a.release_out) != 0)
+            st = eml_err_set(&err, EML_ERR_IO, "%s: %s", a.release_out,
+                             strerror(errno));
+        if (st == EML_OK)
+            released = 1;
+        else
+            unlink(tmp_release);
+    }
     if (st == EML_OK)
         st = eml_file_write_atomic(a.report_out, (const uint8_t *)report,
                                    rlen, 0644, &err);
+    if (st != EML_OK && released)
+        unlink(a.release_out); /* the report could not be written */
+    free(tmp_release);
     if (st != EML_OK) {
         eml_fail("evaluate: %s", eml_err_msg(&err, st));
         goto out;

@@ -309,7 +309,12 @@ static eml_status start_sim(eml_enclave_host *h, int fd, eml_err *err)
     if (st != EML_OK) return st;
     char heap[16], threads[16];
     snprintf(heap, sizeof(heap), "%u", h->opts.heap_mb);
-    snprintf(threads, sizeof(threads), "%d", h->opts.threads);
+    /* 0 (a command's default): every online CPU; the enclave program
+     * takes 1 to 1024 */
+    long nt = h->opts.threads > 0 ? h->opts.threads
+                                  : sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(threads, sizeof(threads), "%ld",
+             nt < 1 ? 1 : nt > 1024 ? 1024 : nt);
     char *argv[] = {"enclaveml-enclave", "--fd", "3", "--home", h->home,
                     "--heap-mb", heap, "--threads", threads, "--bulk-fd", "4",
                     NULL};
