@@ -64,12 +64,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(info.n_recipients >= 1 &&
               info.n_recipients <= EML_GRANT_RECIPIENTS_MAX);
         int ext = info.has_max_evaluations || info.has_min_examples ||
-                  info.has_release_to;
+                  info.has_release_to || info.has_max_queries;
         CHECK(size == EML_GRANT_FIXED_BYTES +
                           32 * (size_t)info.n_recipients +
                           (ext ? EML_GRANT_EXT_BYTES : 0));
         CHECK(info.has_max_evaluations == (info.max_evaluations != 0));
         CHECK(info.has_min_examples == (info.min_examples != 0));
+        CHECK(info.has_max_queries == (info.max_queries != 0));
         CHECK(info.has_release_to == !all_zero(info.release_to, 32));
         CHECK(memcmp(data, "EMLGRNT1", 8) == 0);
         CHECK(data[8] == 2 && data[9] == 0);
@@ -123,6 +124,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
           info.min_examples == oi.min_examples);
     CHECK(info.has_release_to == oi.has_release_to &&
           memcmp(info.release_to, oi.release_to, 32) == 0);
+    CHECK(info.has_max_queries == oi.has_max_queries &&
+          info.max_queries == oi.max_queries);
     CHECK(memcmp(info.grant_id, oi.grant_id, 16) != 0); /* fresh id */
     eml_wipe(key, sizeof(key));
     eml_wipe(key2, sizeof(key2));

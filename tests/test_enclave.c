@@ -44,6 +44,7 @@
 #include "enclaveml/flatjson.h"
 #include "enclaveml/model.h"
 #include "enclaveml/net.h"
+#include "enclaveml/safetensors.h"
 #include "enclaveml/train.h"
 #include "host/enclave_host.h"
 #include "enclave_home.h"
@@ -2223,6 +2224,220 @@ static void test_attestation_check(void **state)
     eml_host_stop(&h);
 }
 
+/* ==== PREDICT ==== */
+
+/* PREDICT of the images at img (file id 2) with the user's grant g, the
+ * predictions to recipient (through h->out_fd). */
+static eml_status predict_call(eml_enclave_host *h, const char *img,
+                               const uint8_t *g, size_t glen,
+                               const uint8_t recipient[32],
+                               eml_reply_predict_done *done, eml_err *err)
+{
+    char *paths[EML_FILE_KINDS] = {NULL, NULL, (char *)img, NULL};
+    int fds[EML_FILE_KINDS] = {-1, -1, -1, -1};
+    h->files.n = EML_FILE_KINDS;
+    h->files.paths = paths;
+    h->files.fds = fds;
+    memset(err, 0, sizeof(*err));
+    eml_ecall_predict q;
+    memset(&q, 0, sizeof(q));
+    q.grant.p = g;
+    q.grant.n = glen;
+    memcpy(q.recipient, recipient, 32);
+    eml_status st = eml_host_call(h, EML_MSG_PREDICT, &q, sizeof(q), done,
+                                  sizeof(*done), err);
+    for (int i = 0; i < EML_FILE_KINDS; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    h->files.n = 0;
+    h->files.paths = NULL;
+    h->files.fds = NULL;
+    return st;
+}
+
+/* g's grant rebuilt under key: naming recipient, or (max_queries > 0)
+ * limiting queries. */
+static size_t regrant(const uint8_t *g, size_t glen, const uint8_t key[32],
+                      const uint8_t *recipient, uint32_t max_queries,
+                      uint8_t out[EML_GRANT_MAX_BYTES])
+{
+    eml_err err = {0};
+    eml_grant_info gi;
+    assert_int_equal(eml_grant_parse(g, glen, &gi, &err), EML_OK);
+    if (recipient != NULL) memcpy(gi.recipients[0], recipient, 32);
+    if (max_queries > 0) {
+        gi.has_max_queries = 1;
+        gi.max_queries = max_queries;
+    }
+    size_t len = 0;
+    assert_int_equal(eml_grant_build(out, &len, &gi, key), EML_OK);
+    return len;
+}
+
+/* The container the enclave wrote to fd, opened with the user's secret
+ * key: the predictions must be `want` (labels) and `outs` (outputs). */
+static void check_predictions(int fd, const uint8_t u_sk[32],
+                              const eml_reply_predict_done *done, size_t n,
+                              const uint32_t *want, const float *outs)
+{
+    eml_err err = {0};
+    struct stat sb;
+    assert_int_equal(fstat(fd, &sb), 0);
+    size_t clen = (size_t)sb.st_size;
+    uint8_t *c = malloc(clen), *pt = NULL, hash[32];
+    assert_non_null(c);
+    assert_int_equal(pread(fd, c, clen, 0), (ssize_t)clen);
+    assert_int_equal(eml_sha256(hash, c, clen), EML_OK);
+    assert_memory_equal(hash, done->file_sha256, 32);
+    eml_container_keys keys = {NULL, u_sk};
+    size_t plen = 0;
+    assert_int_equal(
+        eml_container_open_buffer(c, clen, &keys, &pt, &plen, &err), EML_OK);
+    eml_st *st = NULL;
+    assert_int_equal(eml_st_parse(pt, plen, &st, &err), EML_OK);
+    const eml_st_tensor *p = eml_st_find(st, "probabilities");
+    const eml_st_tensor *l = eml_st_find(st, "predictions");
+    assert_non_null(p);
+    assert_non_null(l);
+    assert_int_equal(p->count, n * 10);
+    assert_int_equal(l->count, n);
+    float *pv = malloc(n * 10 * sizeof(float)), *lv = malloc(n * sizeof(float));
+    assert_non_null(pv);
+    assert_non_null(lv);
+    eml_st_copy(pv, p);
+    eml_st_copy(lv, l);
+    for (size_t i = 0; i < n; i++) assert_true(lv[i] == (float)want[i]);
+    for (size_t i = 0; i < n * 10; i++)
+        assert_true(fabsf(pv[i] - outs[i]) <= 1e-6f);
+    free(pv);
+    free(lv);
+    eml_st_free(st);
+    eml_wipe(pt, plen);
+    free(pt);
+    free(c);
+}
+
+/* A provider's model on a user's images: the predictions come out
+ * encrypted to the user's key, the same as the same code computes here.
+ * Refused: PREDICT before MODEL_LOAD, a recipient the user's grant does
+ * not name, the model's grant as the user's, a file in another role, a
+ * second request past the model grant's max_queries (nothing written). */
+static void test_sim_predict(void **state)
+{
+    (void)state;
+    enum { N = 37 };
+    eml_err err = {0};
+    eml_netcfg *cfg = NULL;
+    eml_net *net = NULL;
+    assert_int_equal(eml_cfg_parse(small_cfg, strlen(small_cfg), "small",
+                                   &cfg, &err),
+                     EML_OK);
+    eml_net_opts o = {.kernels = EML_KERNELS_REF, .max_batch = 1, .seed = 1};
+    assert_int_equal(eml_net_new(cfg, &o, &net, &err), EML_OK);
+    eml_net_init_params(net, 11);
+    uint8_t *w = NULL;
+    size_t wlen = 0;
+    assert_int_equal(eml_weights_encode(net, &w, &wlen), EML_OK);
+    uint8_t mkey[32], ukey[32], cfg_hash[32], u_sk[32], u_pk[32], other[32];
+    assert_int_equal(eml_random(mkey, 32), EML_OK);
+    assert_int_equal(eml_random(ukey, 32), EML_OK);
+    assert_int_equal(eml_x25519_keygen(u_sk, u_pk), EML_OK);
+    memset(other, 0x33, 32);
+    assert_int_equal(eml_sha256(cfg_hash, small_cfg, strlen(small_cfg)),
+                     EML_OK);
+    static uint8_t pix[N * 784];
+    assert_int_equal(eml_random(pix, sizeof(pix)), EML_OK);
+    size_t ilen = 0;
+    uint8_t *ib = idx_bytes(pix, N, 1, &ilen);
+    char mpath[128], ipath[128], rpath[128], opath[160];
+    snprintf(mpath, sizeof(mpath), "%s/pred-model.emlc", g_home);
+    snprintf(ipath, sizeof(ipath), "%s/pred-images.emlc", g_home);
+    snprintf(rpath, sizeof(rpath), "%s/pred-role.emlc", g_home);
+    snprintf(opath, sizeof(opath), "%s/pred-out.emlc", g_home);
+    write_sealed(mpath, mkey, EML_CONTAINER_ROLE_MODEL, w, wlen);
+    write_sealed(ipath, ukey, EML_CONTAINER_ROLE_TEST_IMAGES, ib, ilen);
+    write_sealed(rpath, ukey, EML_CONTAINER_ROLE_TRAIN_IMAGES, ib, ilen);
+
+    /* What the enclave must send: the same code here. */
+    eml_model *m = NULL;
+    eml_net *ws = NULL;
+    eml_kernels_set_threads(1);
+    assert_int_equal(eml_model_load((const uint8_t *)small_cfg,
+                                    strlen(small_cfg), "small", w, wlen, "w",
+                                    &m, &err),
+                     EML_OK);
+    assert_int_equal(eml_model_workspace(m, EML_KERNELS_FAST, 256, &ws, &err),
+                     EML_OK);
+    static uint32_t want[N];
+    static float outs[N * 10];
+    assert_int_equal(eml_net_predict(ws, pix, N, 784, want, outs, &err),
+                     EML_OK);
+
+    eml_enclave_host h;
+    start(&h, EML_BACKEND_SIM, 256);
+    int fd = open(opath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    h.out_fd = fd;
+    uint8_t g0[EML_GRANT_MAX_BYTES], mg[EML_GRANT_MAX_BYTES];
+    uint8_t ug[EML_GRANT_MAX_BYTES];
+    size_t g0len = model_grant(&h, mkey, cfg_hash, g0);
+    size_t mglen = regrant(g0, g0len, mkey, NULL, N + N / 2, mg);
+    g0len = model_grant(&h, ukey, NULL, g0);
+    size_t uglen = regrant(g0, g0len, ukey, u_pk, 0, ug);
+    eml_reply_predict_done done;
+    assert_int_not_equal(
+        predict_call(&h, ipath, ug, uglen, u_pk, &done, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "MODEL_LOAD"));
+    eml_reply_model_loaded a;
+    assert_int_equal(model_load(&h, mpath, small_cfg, mg, mglen, &a, &err),
+                     EML_OK);
+    assert_int_not_equal(
+        predict_call(&h, ipath, ug, uglen, other, &done, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "does not name this recipient"));
+    assert_int_not_equal(
+        predict_call(&h, ipath, mg, mglen, u_pk, &done, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "the model's grant"));
+    assert_int_not_equal(
+        predict_call(&h, rpath, ug, uglen, u_pk, &done, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "role"));
+    struct stat sb;
+    assert_int_equal(fstat(fd, &sb), 0);
+    assert_int_equal(sb.st_size, 0); /* nothing left on refusals */
+
+    assert_int_equal(predict_call(&h, ipath, ug, uglen, u_pk, &done, &err),
+                     EML_OK);
+    assert_int_equal(done.count, N);
+    assert_int_equal(done.classes, 10);
+    assert_int_equal(done.queries_spent, N);
+    assert_int_equal(done.queries_max, N + N / 2);
+    check_predictions(fd, u_sk, &done, N, want, outs);
+    off_t size = 0;
+    assert_int_equal(fstat(fd, &sb), 0);
+    size = sb.st_size;
+    assert_int_not_equal(
+        predict_call(&h, ipath, ug, uglen, u_pk, &done, &err), EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "allows 55 predictions to this "
+                                    "recipient; 37 spent, this request "
+                                    "asks 37"));
+    assert_int_equal(fstat(fd, &sb), 0);
+    assert_int_equal(sb.st_size, size);
+    h.out_fd = -1;
+    close(fd);
+    unlink(opath);
+    eml_host_stop(&h);
+    eml_wipe(u_sk, 32);
+    free(ib);
+    eml_net_free(ws);
+    eml_model_free(m);
+    free(w);
+    eml_net_free(net);
+    eml_cfg_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2243,6 +2458,7 @@ int main(void)
         cmocka_unit_test(test_sim_reinit),
         cmocka_unit_test(test_sim_model_load),
         cmocka_unit_test(test_sim_evaluate),
+        cmocka_unit_test(test_sim_predict),
         cmocka_unit_test(test_sim_unparseable_frames),
         cmocka_unit_test(test_sim_host_eof),
         cmocka_unit_test(test_sim_heap_budget),

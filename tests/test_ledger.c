@@ -308,10 +308,10 @@ static void test_grant_refusals(void **state)
 }
 
 /* The evaluation extension (docs/evaluate.md): max_evaluations,
- * min_examples and a release key, 48 bytes after the recipients when any
- * is flagged; a grant without them has no extension (and loads as
- * before); a field without its flag, a flagged field of zero, reserved
- * bits or an unknown flag are refused; every bit of it is authenticated. */
+ * max_queries, min_examples and a release key, 48 bytes after the
+ * recipients when any is flagged; a grant without them has no extension
+ * (and loads as before); a field without its flag, a flagged field of
+ * zero or an unknown flag are refused; every bit of it is authenticated. */
 static void test_grant_extension(void **state)
 {
     (void)state;
@@ -323,18 +323,22 @@ static void test_grant_extension(void **state)
     uint8_t g[EML_GRANT_MAX_BYTES];
     size_t len = 0;
     eml_err err = {0};
-    /* Each field alone, then all three. */
-    for (int which = 0; which < 4; which++) {
+    /* Each field alone, then all four. */
+    for (int which = 0; which < 5; which++) {
         grant_info(&gi, pk, dk, 2);
-        if (which == 0 || which == 3) {
+        if (which == 3 || which == 4) {
+            gi.has_max_queries = 1;
+            gi.max_queries = 150;
+        }
+        if (which == 0 || which == 4) {
             gi.has_max_evaluations = 1;
             gi.max_evaluations = 3;
         }
-        if (which == 1 || which == 3) {
+        if (which == 1 || which == 4) {
             gi.has_min_examples = 1;
             gi.min_examples = (uint64_t)1 << 40;
         }
-        if (which == 2 || which == 3) {
+        if (which == 2 || which == 4) {
             gi.has_release_to = 1;
             memset(gi.release_to, 0x77, 32);
         }
@@ -351,7 +355,9 @@ static void test_grant_extension(void **state)
         assert_true(got.min_examples == gi.min_examples);
         assert_int_equal(got.has_release_to, gi.has_release_to);
         assert_memory_equal(got.release_to, gi.release_to, 32);
-        if (which != 3) continue;
+        assert_int_equal(got.has_max_queries, gi.has_max_queries);
+        assert_int_equal(got.max_queries, gi.max_queries);
+        if (which != 4) continue;
         /* Every single-bit flip of the extension: refused. */
         size_t ext = 152 + 64;
         for (size_t i = ext * 8; i < (ext + EML_GRANT_EXT_BYTES) * 8; i++) {
@@ -365,7 +371,7 @@ static void test_grant_extension(void **state)
         assert_int_equal(eml_grant_parse(g, len - EML_GRANT_EXT_BYTES, &got,
                                          &err),
                          EML_ERR_FORMAT);
-        /* A flagged max_evaluations of 0; reserved bits; a field without
+        /* A flagged max_evaluations or max_queries of 0; a field without
          * its flag; an unknown flag. */
         uint8_t save[4];
         memcpy(save, g + ext, 4);
@@ -374,21 +380,27 @@ static void test_grant_extension(void **state)
         assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_ERR_FORMAT);
         assert_non_null(strstr(err.msg, "max_evaluations is 0"));
         memcpy(g + ext, save, 4);
-        g[ext + 4] = 1;
+        memcpy(save, g + ext + 4, 4);
+        memset(g + ext + 4, 0, 4);
         memset(&err, 0, sizeof(err));
         assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_ERR_FORMAT);
-        assert_non_null(strstr(err.msg, "reserved"));
-        g[ext + 4] = 0;
+        assert_non_null(strstr(err.msg, "max_queries is 0"));
+        memcpy(g + ext + 4, save, 4);
+        g[10] &= (uint8_t)~64u; /* max_queries' flag */
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_ERR_FORMAT);
+        assert_non_null(strstr(err.msg, "max_queries is set but has no"));
+        g[10] |= 64u;
         g[10] &= (uint8_t)~16u; /* min_examples' flag */
         memset(&err, 0, sizeof(err));
         assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_ERR_FORMAT);
         assert_non_null(strstr(err.msg, "has no flag"));
         g[10] |= 16u;
-        g[10] |= 64u;
+        g[10] |= 128u;
         memset(&err, 0, sizeof(err));
         assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_ERR_FORMAT);
         assert_non_null(strstr(err.msg, "unknown flags"));
-        g[10] &= (uint8_t)~64u;
+        g[10] &= (uint8_t)~128u;
         assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_OK);
     }
     /* Without any: no extension, nothing set (an older grant). */
@@ -397,12 +409,15 @@ static void test_grant_extension(void **state)
     assert_int_equal(len, EML_GRANT_FIXED_BYTES + 32);
     assert_int_equal(eml_grant_parse(g, len, &got, &err), EML_OK);
     assert_false(got.has_max_evaluations || got.has_min_examples ||
-                 got.has_release_to);
+                 got.has_release_to || got.has_max_queries);
     /* Flagged but zero: not built. */
     gi.has_max_evaluations = 1;
     assert_int_not_equal(eml_grant_build(g, &len, &gi, dk), EML_OK);
     gi.has_max_evaluations = 0;
     gi.has_release_to = 1;
+    assert_int_not_equal(eml_grant_build(g, &len, &gi, dk), EML_OK);
+    gi.has_release_to = 0;
+    gi.has_max_queries = 1;
     assert_int_not_equal(eml_grant_build(g, &len, &gi, dk), EML_OK);
 }
 

@@ -79,8 +79,9 @@ typedef enum eml_container_role {
     EML_CONTAINER_ROLE_TEST_IMAGES = 3,
     EML_CONTAINER_ROLE_TEST_LABELS = 4,
     EML_CONTAINER_ROLE_MODEL = 5,
+    EML_CONTAINER_ROLE_PREDICTIONS = 6, /* predict's output (docs/evaluate.md) */
 } eml_container_role;
-#define EML_CONTAINER_ROLES 6 /* one past the last role */
+#define EML_CONTAINER_ROLES 7 /* one past the last role */
 
 #define EML_CONTAINER_VERSION 2
 #define EML_CONTAINER_KEY_BYTES 32
@@ -108,7 +109,7 @@ EML_MUST_CHECK eml_status eml_container_dataset_id(
     uint8_t id[EML_CONTAINER_DATASET_ID_BYTES], const char *name, size_t len);
 
 /* "none", "train-images", "train-labels", "test-images", "test-labels",
- * "model"; NULL for a value that is not a role. */
+ * "model", "predictions"; NULL for a value that is not a role. */
 const char *eml_container_role_name(eml_container_role role);
 /* The role named s (one of the names above); EML_ERR_INVALID otherwise. */
 EML_MUST_CHECK eml_status eml_container_role_parse(const char *s,

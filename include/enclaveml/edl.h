@@ -152,7 +152,9 @@ extern "C" {
     M(QWORKER_IO, 53, 1, ECALL, QWORKER_OUT, eml_ecall_qworker_io)           \
     M(QWORKER_OUT, 54, 1, REPLY, NONE, eml_reply_qworker_out)              \
     M(EVALUATE, 55, 2, ECALL, EVALUATE_DONE, eml_ecall_evaluate)             \
-    M(EVALUATE_DONE, 56, 1, REPLY, NONE, eml_reply_evaluate_done)
+    M(EVALUATE_DONE, 56, 1, REPLY, NONE, eml_reply_evaluate_done)         \
+    M(PREDICT, 57, 1, ECALL, PREDICT_DONE, eml_ecall_predict)                \
+    M(PREDICT_DONE, 58, 1, REPLY, NONE, eml_reply_predict_done)
 
 #define EML_MSG_ENUM_(NAME, type, ...) EML_MSG_##NAME = type,
 typedef enum eml_msg_type {
@@ -493,6 +495,28 @@ typedef struct eml_bytes {
     X(S, FIXED, release_to, 32)
 #define EML_FIELDS_EVALUATE_DONE(X, S)                                       \
     X(S, BYTES, report, EML_EVAL_REPORT_MAX)
+
+/* PREDICT (after MODEL_LOAD; docs/evaluate.md, "Private prediction"): the
+ * loaded model run on a user's images.  grant is the user's (it must name
+ * recipient among its recipients); the images are read through
+ * FILE_OPEN/FILE_READ as file id EML_FILE_TEST_IMAGES, in the role
+ * test-images, under the grant's key.  The model's grant's max_queries
+ * (per recipient) is counted in the spend ledger (LEDGER_* ocalls) before
+ * anything leaves; then the predictions leave as OUTPUT stream 0, a
+ * container encrypted to recipient (role predictions: safetensors with
+ * `probabilities` [n, classes] and `predictions` [n]).
+ * PREDICT_DONE: the count of images and classes, the SHA-256 of the
+ * container as sent, and the recipient's queries spent and allowed (0:
+ * no limit) after this request. */
+#define EML_FIELDS_PREDICT(X, S)                                             \
+    X(S, BYTES, grant, EML_GRANT_MAX)                                        \
+    X(S, FIXED, recipient, 32)
+#define EML_FIELDS_PREDICT_DONE(X, S)                                        \
+    X(S, U64, count, 0, UINT64_MAX)                                          \
+    X(S, U64, classes, 1, EML_EVAL_CLASSES_MAX)                              \
+    X(S, FIXED, file_sha256, 32)                                             \
+    X(S, U64, queries_spent, 0, UINT64_MAX)                                  \
+    X(S, U64, queries_max, 0, UINT32_MAX)
 
 /* ==== the structs: one per message with fields, made from its rows ==== */
 

@@ -110,12 +110,12 @@ EML_MUST_CHECK eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
  *   cfg_sha256) | measurement[32] | enclave_x25519_pk[32] | key_id[16] |
  *   f64 max_epsilon | grant_id[16] | cfg_sha256[32] | u16 n_recipients
  *   (1..EML_GRANT_RECIPIENTS_MAX) | u16 0 | n x recipient_x25519_pk[32] |
- *   [extension, if flags has bit 3, 4 or 5] | eph_pk[32] |
+ *   [extension, if flags has bit 3, 4, 5 or 6] | eph_pk[32] |
  *   wrapped_key[32] | tag[16]           (232 + 32 n bytes, + 48 with the
  *   extension)
  * extension (docs/evaluate.md; 48 bytes, a field without its flag zero):
- *   u32 max_evaluations (bit 3) | u32 0 | u64 min_examples (bit 4) |
- *   release_x25519_pk[32] (bit 5)
+ *   u32 max_evaluations (bit 3) | u32 max_queries (bit 6) |
+ *   u64 min_examples (bit 4) | release_x25519_pk[32] (bit 5)
  * Grants without these flags have no extension and load as before.
  * wrap key = HKDF(X25519(eph_sk, enclave_pk), salt = grant_id,
  *                 "enclaveml grant v2"), AAD = the bytes before wrapped_key,
@@ -155,6 +155,11 @@ typedef struct eml_grant_info {
      * model to this X25519 key (and to no other). */
     int has_release_to;
     uint8_t release_to[32];
+    /* A model owner's brake on extraction (docs/evaluate.md, "Private
+     * prediction"): at most max_queries (>= 1) predictions of this model
+     * to any one recipient key, counted in the sealed spend ledger. */
+    int has_max_queries;
+    uint32_t max_queries;
 } eml_grant_info;
 
 /* Builds a grant into out (*out_len bytes, at most EML_GRANT_MAX_BYTES);

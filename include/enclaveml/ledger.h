@@ -25,7 +25,10 @@
  * The same ledger counts evaluations (docs/evaluate.md, "Limits set in
  * the grants"): an entry keyed by a hash of (grant id, model digest),
  * distinct from any grant id, whose `spent` is the number of evaluations
- * made, charged by the same protocol before the report leaves.
+ * made, charged by the same protocol before the report leaves; and
+ * predictions (docs/evaluate.md, "Private prediction"): an entry keyed by
+ * a hash of (model grant id, recipient key) whose `spent` is the number of
+ * predictions sent, charged before they leave.
  *
  * Sealed blob (little-endian):
  *   "EMLLEDG1" | u16 version 1 | u16 0 | nonce[12] | AES-256-GCM(plain) |

@@ -41,9 +41,9 @@ _Static_assert(EML_CONTAINER_KEY_BYTES == EML_KEY_BYTES &&
 
 static const char *const role_names[EML_CONTAINER_ROLES] = {
     "none", "train-images", "train-labels", "test-images", "test-labels",
-    "model"};
+    "model", "predictions"};
 _Static_assert(sizeof(role_names) / sizeof(role_names[0]) ==
-                   EML_CONTAINER_ROLE_MODEL + 1,
+                   EML_CONTAINER_ROLE_PREDICTIONS + 1,
                "one name per role");
 
 const char *eml_container_role_name(eml_container_role role)

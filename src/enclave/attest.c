@@ -100,11 +100,13 @@ eml_status eml_measure(uint8_t out[EML_MEASUREMENT_BYTES],
 #define FLAG_CFG 2u
 #define FLAG_OUTSOURCE 4u /* older enclaves refuse it: unknown flag */
 /* The extension's flags (after the recipients, 48 bytes when any is set):
- * u32 max_evaluations | u32 0 | u64 min_examples | release_pk[32]. */
+ * u32 max_evaluations | u32 max_queries | u64 min_examples |
+ * release_pk[32]. */
 #define FLAG_MAXEVAL 8u
 #define FLAG_MINEX 16u
 #define FLAG_RELEASE 32u
-#define FLAGS_EXT (FLAG_MAXEVAL | FLAG_MINEX | FLAG_RELEASE)
+#define FLAG_MAXQ 64u
+#define FLAGS_EXT (FLAG_MAXEVAL | FLAG_MINEX | FLAG_RELEASE | FLAG_MAXQ)
 #define FLAGS_ALL (FLAG_MAXEPS | FLAG_CFG | FLAG_OUTSOURCE | FLAGS_EXT)
 /* After the recipients: eph_pk[32] | wrapped_key[32] | tag[16]. */
 _Static_assert(OFF_RCPT + 32 + 32 + 16 == EML_GRANT_FIXED_BYTES,
@@ -129,7 +131,8 @@ static unsigned grant_flags(const eml_grant_info *info)
            (info->allow_outsource ? FLAG_OUTSOURCE : 0) |
            (info->has_max_evaluations ? FLAG_MAXEVAL : 0) |
            (info->has_min_examples ? FLAG_MINEX : 0) |
-           (info->has_release_to ? FLAG_RELEASE : 0);
+           (info->has_release_to ? FLAG_RELEASE : 0) |
+           (info->has_max_queries ? FLAG_MAXQ : 0);
 }
 
 static int all_zero32(const uint8_t p[32])
@@ -186,6 +189,7 @@ eml_status eml_grant_build(uint8_t out[EML_GRANT_MAX_BYTES], size_t *out_len,
         uint8_t *x = out + OFF_RCPT + 32 * (size_t)n;
         if (info->has_max_evaluations)
             eml_put_le32(x, info->max_evaluations);
+        if (info->has_max_queries) eml_put_le32(x + 4, info->max_queries);
         if (info->has_min_examples) eml_put_le64(x + 8, info->min_examples);
         if (info->has_release_to) memcpy(x + 16, info->release_to, 32);
     }
@@ -280,12 +284,17 @@ eml_status eml_grant_parse(const uint8_t *buf, size_t len,
         info->has_max_evaluations = (flags & FLAG_MAXEVAL) != 0;
         info->has_min_examples = (flags & FLAG_MINEX) != 0;
         info->has_release_to = (flags & FLAG_RELEASE) != 0;
+        info->has_max_queries = (flags & FLAG_MAXQ) != 0;
         info->max_evaluations = eml_get_le32(x);
+        info->max_queries = eml_get_le32(x + 4);
         info->min_examples = eml_get_le64(x + 8);
         memcpy(info->release_to, x + 16, 32);
-        if (eml_get_le32(x + 4) != 0)
+        if (info->has_max_queries != (info->max_queries != 0))
             return eml_err_set(err, EML_ERR_FORMAT,
-                               "grant has reserved bits set");
+                               "grant's max_queries is %s",
+                               info->has_max_queries
+                                   ? "0 (at least 1 allowed)"
+                                   : "set but has no flag");
         if (info->has_max_evaluations != (info->max_evaluations != 0))
             return eml_err_set(err, EML_ERR_FORMAT,
                                "grant's max_evaluations is %s",

@@ -5,7 +5,8 @@
  * planned epsilon left, and the charge made before a fresh run's first
  * step, under the counter's lock (docs/dp.md, "Budgets across runs");
  * and, in the same ledger by the same protocol, the evaluations of each
- * model under a grant's max_evaluations (docs/evaluate.md).
+ * model under a grant's max_evaluations (docs/evaluate.md), and the
+ * predictions of a model to each recipient under its grant's max_queries.
  *
  * Trusted code: the ledger is sealed to the measurement; an old copy is
  * refused by the counter.
@@ -38,7 +39,7 @@ eml_status eml_rt_ledger_load(budget *b, int catch_up, eml_err *err)
         e->counter.lock == NULL || e->counter.unlock == NULL)
         return eml_err_set(err, EML_ERR_UNSUPPORTED,
                            "a grant sets a privacy budget or an evaluation "
-                           "limit, but this platform "
+                           "or query limit, but this platform "
                            "has no monotonic counter to keep the spend "
                            "ledger from being rolled back");
     uint64_t c = 0;
@@ -145,6 +146,27 @@ static eml_status charge_locked(budget *b, eml_err *err)
 
 /* ==== evaluation limits across runs ==== */
 
+/* The charged ledger stored, then the counter advanced (counter locked):
+ * binding once the counter has moved, as for a privacy budget. */
+static eml_status store_locked(budget *b, eml_err *err)
+{
+    eml_enclave *e = b->e;
+    uint64_t next = b->ledger.counter + 1;
+    b->ledger.counter = next;
+    uint8_t key[32], *blob = NULL;
+    size_t blen = 0;
+    eml_status st = ledger_key(e, key);
+    if (st == EML_OK) st = eml_ledger_seal(&b->ledger, key, &blob, &blen);
+    eml_wipe(key, sizeof(key));
+    if (st != EML_OK)
+        return eml_err_set(err, st, "cannot seal the spend ledger");
+    eml_ocall_ledger_write q = {{blob, blen}};
+    st = eml_rt_ocall(e, EML_MSG_LEDGER_WRITE, &q, sizeof(q), NULL, 0, err);
+    free(blob);
+    if (st != EML_OK) return st;
+    return e->counter.advance(e->counter.user, next, err);
+}
+
 eml_status eml_rt_eval_key(uint8_t id[16], const uint8_t grant_id[16],
                            const uint8_t model_sha256[32])
 {
@@ -179,7 +201,6 @@ static eml_status eval_gate(const eml_ledger *l, const eml_rt_eval_limit *lim,
 static eml_status eval_charge_locked(budget *b, const eml_rt_eval_limit *lim,
                                      size_t n, eml_err *err)
 {
-    eml_enclave *e = b->e;
     eml_status st = eml_rt_ledger_load(b, 1, err);
     if (st == EML_OK) st = eval_gate(&b->ledger, lim, n, err);
     if (st != EML_OK) return st;
@@ -187,21 +208,7 @@ static eml_status eval_charge_locked(budget *b, const eml_rt_eval_limit *lim,
         st = eml_ledger_charge(&b->ledger, lim[i].id, 1.0);
     if (st != EML_OK)
         return eml_err_set(err, st, "the spend ledger is full");
-    uint64_t next = b->ledger.counter + 1;
-    b->ledger.counter = next;
-    uint8_t key[32], *blob = NULL;
-    size_t blen = 0;
-    st = ledger_key(e, key);
-    if (st == EML_OK) st = eml_ledger_seal(&b->ledger, key, &blob, &blen);
-    eml_wipe(key, sizeof(key));
-    if (st != EML_OK)
-        return eml_err_set(err, st, "cannot seal the spend ledger");
-    eml_ocall_ledger_write q = {{blob, blen}};
-    st = eml_rt_ocall(e, EML_MSG_LEDGER_WRITE, &q, sizeof(q), NULL, 0, err);
-    free(blob);
-    if (st != EML_OK) return st;
-    /* As for a privacy budget: binding once the counter has moved. */
-    return e->counter.advance(e->counter.user, next, err);
+    return store_locked(b, err);
 }
 
 eml_status eml_rt_eval_limits(eml_enclave *e, const eml_rt_eval_limit *lim,
@@ -220,6 +227,76 @@ eml_status eml_rt_eval_limits(eml_enclave *e, const eml_rt_eval_limit *lim,
         st = e->counter.lock(e->counter.user, err);
         if (st == EML_OK) {
             st = eval_charge_locked(&b, lim, n, err);
+            e->counter.unlock(e->counter.user);
+        }
+    }
+    eml_ledger_free(&b.ledger);
+    return st;
+}
+
+/* ==== query limits across runs (PREDICT) ==== */
+
+eml_status eml_rt_query_key(uint8_t id[16], const uint8_t grant_id[16],
+                            const uint8_t recipient[32])
+{
+    /* Domain-separated from grant ids and evaluation keys. */
+    static const char tag[] = "enclaveml queries v1";
+    uint8_t in[sizeof(tag) - 1 + 16 + 32], h[32];
+    memcpy(in, tag, sizeof(tag) - 1);
+    memcpy(in + sizeof(tag) - 1, grant_id, 16);
+    memcpy(in + sizeof(tag) - 1 + 16, recipient, 32);
+    eml_status st = eml_sha256(h, in, sizeof(in));
+    if (st == EML_OK) memcpy(id, h, 16);
+    return st;
+}
+
+static eml_status query_gate(const eml_ledger *l, const uint8_t id[16],
+                             uint32_t max, uint64_t ask, uint64_t *spent,
+                             eml_err *err)
+{
+    double s = eml_ledger_spent(l, id);
+    *spent = s > 0 ? (uint64_t)s : 0;
+    if (*spent > max || ask > (uint64_t)max - *spent)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the model's owner allows %lu prediction%s to "
+                           "this recipient; %llu spent, this request asks "
+                           "%llu",
+                           (unsigned long)max, max == 1 ? "" : "s",
+                           (unsigned long long)*spent,
+                           (unsigned long long)ask);
+    return EML_OK;
+}
+
+static eml_status query_charge_locked(budget *b, const uint8_t id[16],
+                                      uint32_t max, uint64_t ask,
+                                      uint64_t *spent, eml_err *err)
+{
+    eml_status st = eml_rt_ledger_load(b, 1, err);
+    if (st == EML_OK) st = query_gate(&b->ledger, id, max, ask, spent, err);
+    if (st != EML_OK) return st;
+    st = eml_ledger_charge(&b->ledger, id, (double)ask);
+    if (st != EML_OK)
+        return eml_err_set(err, st, "the spend ledger is full");
+    return store_locked(b, err);
+}
+
+eml_status eml_rt_query_limit(eml_enclave *e, const uint8_t id[16],
+                              uint32_t max, uint64_t ask, int charge,
+                              uint64_t *spent, eml_err *err)
+{
+    budget b;
+    memset(&b, 0, sizeof(b));
+    b.e = e;
+    eml_ledger_init(&b.ledger);
+    eml_status st;
+    if (!charge) {
+        st = eml_rt_ledger_load(&b, 0, err);
+        if (st == EML_OK)
+            st = query_gate(&b.ledger, id, max, ask, spent, err);
+    } else {
+        st = e->counter.lock(e->counter.user, err);
+        if (st == EML_OK) {
+            st = query_charge_locked(&b, id, max, ask, spent, err);
             e->counter.unlock(e->counter.user);
         }
     }

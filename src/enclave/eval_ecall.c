@@ -92,10 +92,10 @@ static eml_status check_grant(eval_job *j, size_t o, eml_err *err)
                            "private use (max epsilon %g); an evaluation's "
                            "figures are exact",
                            (unsigned)o + 1, g->max_epsilon);
-    if (g->has_release_to)
+    if (g->has_release_to || g->has_max_queries)
         return eml_err_set(err, EML_ERR_AUTH,
-                           "test set %u's grant names a release key, which "
-                           "only the model's grant may",
+                           "test set %u's grant names a release key or a "
+                           "query limit, which only the model's grant may",
                            (unsigned)o + 1);
     if (g->has_max_evaluations) {
         eml_rt_eval_limit *l = &j->limits[j->n_limits];

@@ -7,7 +7,9 @@
  * in the enclave until the next MODEL_LOAD; only its digest and size
  * leave (and, through EVALUATE, the digests of its cfg and file, and the
  * model itself encrypted to the release key its owner's grant names, for
- * which a copy of the decrypted weights stays in locked memory).
+ * which a copy of the decrypted weights stays in locked memory; through
+ * PREDICT, its outputs on a user's images, to the user, as many as the
+ * grant's max_queries allows).
  *
  * Trusted code: the data key lives in locked memory and the decrypted
  * weights are wiped once the model holds them.
@@ -118,6 +120,7 @@ eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
     memcpy(e->model_release_to, gi.release_to, 32);
     e->model_plain = plain;
     e->model_plain_len = plain_len;
+    e->model_max_queries = gi.has_max_queries ? gi.max_queries : 0;
     memcpy(e->model_cfg_sha256, cfg_hash, 32);
     memcpy(e->model_file_sha256, file_hash, 32);
     memcpy(e->model_grant_id, gi.grant_id, 16);

@@ -16,6 +16,8 @@
  *   train_ecall.c   TRAIN: grants, plan, data, training, the model out,
  *                   the signed report
  *   model_ecall.c   MODEL_LOAD: a granted model for inference
+ *   predict_ecall.c PREDICT: the model on a user's images, the outputs
+ *                   encrypted to the user
  *   eval_ecall.c    EVALUATE: the loaded model on granted test sets,
  *                   the signed evaluation report
  *   serve_ecall.c   SERVE_START, SERVE_IO: the attested server; QUEUE_START:
@@ -91,6 +93,8 @@ struct eml_enclave {
     uint8_t model_release_to[32];
     uint8_t *model_plain;
     size_t model_plain_len;
+    /* The model grant's max_queries (PREDICT, per recipient), or 0. */
+    uint32_t model_max_queries;
     /* SERVE_START's (serve_ecall.c), or NULL */
     struct eml_tls_key *tls_key;
     struct eml_tls_server *tls;
@@ -233,6 +237,18 @@ eml_status eml_rt_eval_key(uint8_t id[16], const uint8_t grant_id[16],
 eml_status eml_rt_eval_limits(eml_enclave *e, const eml_rt_eval_limit *lim,
                               size_t n, int charge, eml_err *err);
 
+/* Query limits (PREDICT, docs/evaluate.md "Private prediction"): one
+ * entry per (model grant, recipient), keyed by eml_rt_query_key, holding
+ * the count of predictions sent.  eml_rt_query_limit: `ask` more must fit
+ * under max (charge 0: a check; charge 1: under the counter's lock,
+ * checked again and counted, the ledger stored and the counter advanced);
+ * *spent gets the count before this request. */
+eml_status eml_rt_query_key(uint8_t id[16], const uint8_t grant_id[16],
+                            const uint8_t recipient[32]);
+eml_status eml_rt_query_limit(eml_enclave *e, const uint8_t id[16],
+                              uint32_t max, uint64_t ask, int charge,
+                              uint64_t *spent, eml_err *err);
+
 /* ==== train_ecall.c, probe.c ==== */
 
 /* Encrypts pt to recipient (an X25519 key, role "model": the .emlm of
@@ -242,6 +258,11 @@ eml_status eml_rt_eval_limits(eml_enclave *e, const eml_rt_eval_limit *lim,
 eml_status eml_rt_send_model(eml_enclave *e, const uint8_t *pt, size_t len,
                              const uint8_t recipient[32],
                              uint8_t file_hash[32], eml_err *err);
+/* The same in any role (PREDICT's predictions). */
+eml_status eml_rt_send_sealed(eml_enclave *e, eml_container_role role,
+                              const uint8_t *pt, size_t len,
+                              const uint8_t recipient[32],
+                              uint8_t file_hash[32], eml_err *err);
 
 /* Appends to a report body: snprintf that never runs past cap (a body is
  * sized for its contents; this keeps a mistake there from becoming an
@@ -284,6 +305,8 @@ eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
 void eml_rt_model_release_free(eml_enclave *e);
 eml_status eml_rt_ecall_evaluate(eml_enclave *e, eml_msg_any *req,
                                  eml_err *err);
+eml_status eml_rt_ecall_predict(eml_enclave *e, eml_msg_any *req,
+                                eml_err *err);
 eml_status eml_rt_ecall_train(eml_enclave *e, eml_msg_any *req,
                               eml_err *err);
 eml_status eml_rt_ecall_probe(eml_enclave *e, eml_msg_any *req,

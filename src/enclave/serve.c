@@ -95,6 +95,7 @@ static const ecall_fn ecalls[EML_MSG_TYPE_END] = {
     [EML_MSG_TRAIN] = eml_rt_ecall_train,
     [EML_MSG_MODEL_LOAD] = eml_rt_ecall_model_load,
     [EML_MSG_EVALUATE] = eml_rt_ecall_evaluate,
+    [EML_MSG_PREDICT] = eml_rt_ecall_predict,
     [EML_MSG_SERVE_START] = eml_rt_ecall_serve_start,
     [EML_MSG_SERVE_IO] = eml_rt_ecall_serve_io,
     [EML_MSG_QUEUE_START] = eml_rt_ecall_queue_start,

@@ -57,6 +57,11 @@ eml_status eml_rt_ecall_serve_start(eml_enclave *e, eml_msg_any *req,
                            "no model to serve (MODEL_LOAD first)");
     if (e->server != NULL)
         return eml_err_set(err, EML_ERR_INVALID, "already serving");
+    if (e->model_max_queries != 0)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the model's grant limits predictions per "
+                           "recipient (grant --max-queries), which serving "
+                           "cannot count: use predict");
     if (!name_ok(q->name.p, q->name.n))
         return eml_err_set(err, EML_ERR_INVALID,
                            "a model name is 1 to 64 of A-Z a-z 0-9 . _ -");
@@ -164,6 +169,11 @@ eml_status eml_rt_ecall_qworker_start(eml_enclave *e, eml_msg_any *req,
                            "no model to serve (MODEL_LOAD first)");
     if (e->qworker != NULL || e->server != NULL)
         return eml_err_set(err, EML_ERR_INVALID, "already serving");
+    if (e->model_max_queries != 0)
+        return eml_err_set(err, EML_ERR_AUTH,
+                           "the model's grant limits predictions per "
+                           "recipient (grant --max-queries), which serving "
+                           "cannot count: use predict");
     eml_qworker_opts o;
     memset(&o, 0, sizeof(o));
     if (!take_name(o.stream, &q->stream) || !take_name(o.name, &q->name))

@@ -45,11 +45,20 @@ eml_status eml_rt_send_model(eml_enclave *e, const uint8_t *pt, size_t len,
                              const uint8_t recipient[32],
                              uint8_t file_hash[32], eml_err *err)
 {
+    return eml_rt_send_sealed(e, EML_CONTAINER_ROLE_MODEL, pt, len,
+                              recipient, file_hash, err);
+}
+
+eml_status eml_rt_send_sealed(eml_enclave *e, eml_container_role role,
+                              const uint8_t *pt, size_t len,
+                              const uint8_t recipient[32],
+                              uint8_t file_hash[32], eml_err *err)
+{
     eml_cw *w = NULL;
     eml_sha256_ctx *fh = NULL;
     uint8_t header[EML_CONTAINER_HEADER_MAX];
     size_t hlen = 0;
-    eml_container_meta meta = {EML_CONTAINER_ROLE_MODEL, {0}};
+    eml_container_meta meta = {role, {0}};
     eml_status st = eml_sha256_new(&fh);
     if (st != EML_OK) return eml_err_set(err, st, "hash failed");
     st = eml_cw_new(EML_CONTAINER_RECIPIENT, recipient, 0, &meta, &w, header,
@@ -152,11 +161,12 @@ static eml_status check_grant(train_job *j, uint64_t o, eml_err *err)
                            (unsigned)o + 1);
     /* Limits and a release key are for evaluations (docs/evaluate.md);
      * training on such data would step around them. */
-    if (g->has_max_evaluations || g->has_min_examples || g->has_release_to)
+    if (g->has_max_evaluations || g->has_min_examples || g->has_release_to ||
+        g->has_max_queries)
         return eml_err_set(err, EML_ERR_AUTH,
                            "grant %u is for evaluations only (it sets "
-                           "evaluation limits or a release key): no "
-                           "training",
+                           "evaluation or query limits or a release key): "
+                           "no training",
                            (unsigned)o + 1);
     if (g->has_max_epsilon) {
         if (!j->q.spec.dp.enabled)

@@ -333,8 +333,8 @@ static const char encrypt_usage[] =
     "The header records, authenticated, what the file is and which data set\n"
     "it belongs to; the enclave refuses a file served in another role.\n"
     "--role is one of train-images, train-labels, test-images, test-labels,\n"
-    "model, none.  Without --role it follows from FILE's name when that\n"
-    "starts with train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
+    "model, predictions, none.  Without --role it follows from FILE's name\n"
+    "when that starts with train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
     "t10k-images-idx3-ubyte or t10k-labels-idx1-ubyte (.gz or not); any\n"
     "other name needs --role.  --dataset NAME names the data set (its id is\n"
     "the first 16 bytes of SHA-256(\"enclaveml dataset id v1\" || NAME));\n"
@@ -379,14 +379,15 @@ static int encrypt_meta(encrypt_args *a, const char *role_s,
         if (eml_container_role_parse(role_s, &a->meta.role) != EML_OK)
             return eml_fail("encrypt: --role '%s' is not one of train-images, "
                             "train-labels, test-images, test-labels, model, "
-                            "none",
+                            "predictions, none",
                             role_s);
     } else {
         int r = role_from_name(a->in);
         if (r < 0)
             return eml_fail("encrypt: %s: cannot tell the file's role from "
                             "its name; pass --role train-images|"
-                            "train-labels|test-images|test-labels|model|none",
+                            "train-labels|test-images|test-labels|model|"
+                            "predictions|none",
                             a->in);
         a->meta.role = (eml_container_role)r;
     }

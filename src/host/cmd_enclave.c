@@ -40,6 +40,7 @@ enum {
     O_KERNELS, O_QUIET, O_MODEL, O_REPORT_NONCE, O_CFG_DIGEST, O_ALLOW_NONE,
     O_ALLOW_OUTSOURCE,
     O_FILES, O_TLS, O_MAX_EVALS, O_MIN_EXAMPLES, O_RELEASE_TO,
+    O_MAX_QUERIES,
 };
 
 static int opt_heap(const char *s, unsigned *out)
@@ -603,7 +604,7 @@ static const char grant_usage[] =
     "                       [--nonce HEX] [--allow-sim] [--allow-none]\n"
     "                       [--allow-outsource] [--max-evaluations N]\n"
     "                       [--min-examples M] [--release-to ORG.pub]\n"
-    "                       --out NAME.grant\n"
+    "                       [--max-queries N] --out NAME.grant\n"
     "\n"
     "Verifies the enclave's attestation report, then wraps the owner's data\n"
     "key to the enclave's X25519 key, bound to the measurement.  The grant\n"
@@ -631,7 +632,12 @@ static const char grant_usage[] =
     "                      grant must count at least M examples in all\n"
     "  --release-to ORG.pub a model owner's: after an evaluation the enclave\n"
     "                      may re-encrypt the model to this key (evaluate\n"
-    "                      --release-to), and to no other\n";
+    "                      --release-to), and to no other\n"
+    "For `enclaveml predict --model-grant` (docs/evaluate.md):\n"
+    "  --max-queries N     a model owner's: at most N predictions (images)\n"
+    "                      of this model to any one recipient key, counted\n"
+    "                      in the sealed spend ledger: a brake on model\n"
+    "                      extraction, not a proof against it\n";
 
 /* The recipients' public keys (each once) and the release key into gi;
  * 0, or 1 with the error printed. */
@@ -657,6 +663,32 @@ static int load_grant_keys(eml_grant_info *gi, const char *const *recipients,
     return 0;
 }
 
+/* --max-evaluations, --min-examples, --max-queries into gi; 0, or 1
+ * with the error printed. */
+static int limit_opt(eml_grant_info *gi, int opt, const char *v)
+{
+    long lv = 0;
+    switch (opt) {
+    case O_MAX_EVALS:
+        if (eml_opt_long("--max-evaluations", v, 1, 1000000000L, &lv))
+            return 1;
+        gi->has_max_evaluations = 1;
+        gi->max_evaluations = (uint32_t)lv;
+        return 0;
+    case O_MAX_QUERIES:
+        if (eml_opt_long("--max-queries", v, 1, 1000000000L, &lv)) return 1;
+        gi->has_max_queries = 1;
+        gi->max_queries = (uint32_t)lv;
+        return 0;
+    default:
+        if (eml_opt_u64("--min-examples", v, &gi->min_examples)) return 1;
+        if (gi->min_examples == 0)
+            return eml_fail("grant: --min-examples must be at least 1");
+        gi->has_min_examples = 1;
+        return 0;
+    }
+}
+
 int eml_cmd_grant(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -673,12 +705,12 @@ int eml_cmd_grant(int argc, char **argv)
         {"max-evaluations", required_argument, 0, O_MAX_EVALS},
         {"min-examples", required_argument, 0, O_MIN_EXAMPLES},
         {"release-to", required_argument, 0, O_RELEASE_TO},
+        {"max-queries", required_argument, 0, O_MAX_QUERIES},
         {"out", required_argument, 0, O_OUT},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
     const char *key = NULL, *report = NULL, *out = NULL, *release = NULL;
     const char *recipients[EML_GRANT_RECIPIENTS_MAX];
-    long lv = 0;
     uint8_t meas[32], nonce[EML_NONCE_MAX];
     size_t nlen = 0;
     int have_meas = 0, have_nonce = 0, allow_sim = 0, opt;
@@ -718,18 +750,9 @@ int eml_cmd_grant(int argc, char **argv)
             break;
         case O_ALLOW_OUTSOURCE: gi.allow_outsource = 1; break;
         case O_MAX_EVALS:
-            if (eml_opt_long("--max-evaluations", optarg, 1, 1000000000L,
-                             &lv))
-                return 1;
-            gi.has_max_evaluations = 1;
-            gi.max_evaluations = (uint32_t)lv;
-            break;
         case O_MIN_EXAMPLES:
-            if (eml_opt_u64("--min-examples", optarg, &gi.min_examples))
-                return 1;
-            if (gi.min_examples == 0)
-                return eml_fail("grant: --min-examples must be at least 1");
-            gi.has_min_examples = 1;
+        case O_MAX_QUERIES:
+            if (limit_opt(&gi, opt, optarg)) return 1;
             break;
         case O_RELEASE_TO: release = optarg; break;
         case O_HELP: fputs(grant_usage, stdout); return 0;

@@ -11,6 +11,7 @@
 
 #include "host/cli.h"
 #include "host/cmd_common.h"
+#include "host/cmd_enclave.h"
 #include "host/cmd_outsource.h"
 #include "host/fileio.h"
 #include "host/hostio.h"
@@ -187,7 +188,10 @@ static const char predict_usage[] =
     "(docs/outsource.md); private (the default) blinds the images with\n"
     "one-time pads, integrity shows them to the worker.  --precision int8\n"
     "calibrates on the first --calibrate N (1000) training images of DIR\n"
-    "(docs/cfg.md, \"Reduced precision\").\n";
+    "(docs/cfg.md, \"Reduced precision\").\n"
+    "With --model-grant, predict runs an owner's encrypted model on a\n"
+    "user's encrypted images inside the enclave (private prediction,\n"
+    "docs/evaluate.md; `predict --model-grant GM --help` lists its options).\n";
 
 /* predict's output: JSON (outputs, predictions, what was outsourced), or
  * one "index<TAB>class" line per image. */
@@ -221,6 +225,8 @@ static void print_predictions(const eml_common_opts *c,
 
 int eml_cmd_predict(int argc, char **argv)
 {
+    if (eml_predict_wants_enclave(argc, argv))
+        return eml_cmd_predict_enclave(argc, argv);
     static const struct option opts[] = {
         {"cfg", required_argument, 0, OPT_CFG},
         {"weights", required_argument, 0, OPT_WEIGHTS},
