@@ -88,3 +88,31 @@ int eml_build_net(const eml_common_opts *c, eml_netcfg **cfg, eml_net **net,
     return 0;
 }
 
+
+int eml_enclave_opt(eml_host_opts *o, const char *cmd, int opt,
+                    const char *v)
+{
+    long n = 0;
+    switch (opt) {
+    case OPT_ENCLAVE:
+        if (eml_backend_parse(v, &o->backend) == EML_OK) return 0;
+        return eml_fail("%s: --enclave: '%s' is not one of: sim, none", cmd,
+                        v);
+    case OPT_HEAP:
+        if (eml_opt_long("--heap-mb", v, 64, 1 << 20, &n) != 0) return 1;
+        o->heap_mb = (unsigned)n;
+        return 0;
+    case OPT_THREADS:
+        if (eml_opt_long("--threads", v, 1, 1024, &n) != 0) return 1;
+        o->threads = (int)n;
+        return 0;
+    default: return -1;
+    }
+}
+
+void eml_enclave_opts_init(eml_host_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->backend = EML_BACKEND_SIM;
+    o->heap_mb = EML_DEFAULT_HEAP_MB;
+}

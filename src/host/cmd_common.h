@@ -12,6 +12,7 @@
 #include "enclaveml/cfg.h"
 #include "enclaveml/kernels.h"
 #include "enclaveml/net.h"
+#include "host/enclave_host.h"
 
 /* Options shared by the engine commands. */
 typedef struct eml_common_opts {
@@ -74,6 +75,14 @@ int eml_common_opt(eml_common_opts *c, int opt, const char *arg,
                    const char *name);
 /* Defaults: the Debian Fashion-MNIST folder, fast kernels, all cores. */
 void eml_common_init(eml_common_opts *c);
+/* The options of the commands that start an enclave (evaluate, predict,
+ * serve, serve-worker): --enclave sim|none, --heap-mb M, --threads N,
+ * into o.  0 taken, 1 a bad value (the error line printed, naming cmd),
+ * -1 not one of them. */
+int eml_enclave_opt(eml_host_opts *o, const char *cmd, int opt,
+                    const char *v);
+/* Their defaults: sim, EML_DEFAULT_HEAP_MB, every online CPU (0). */
+void eml_enclave_opts_init(eml_host_opts *o);
 /* Loads the cfg and builds its net for at most max_batch examples (an
  * inference net, without gradients, if inference); 0, or 1 with the error
  * printed. */

@@ -73,8 +73,7 @@ typedef struct evaluate_args {
     int n_dirs, n_grants;
     uint8_t nonce[EML_NONCE_MAX];
     size_t nonce_len;
-    eml_backend backend;
-    long heap_mb, threads;
+    eml_host_opts host; /* --enclave, --heap-mb, --threads */
     int json, quiet;
 } evaluate_args;
 
@@ -101,15 +100,7 @@ static int take_opt(evaluate_args *a, int opt, const char *v)
         return eml_opt_nonce("--report-nonce", v, a->nonce, &a->nonce_len);
     case OPT_JSON: a->json = 1; return 0;
     case OPT_QUIET: a->quiet = 1; return 0;
-    case OPT_ENCLAVE:
-        if (eml_backend_parse(v, &a->backend) == EML_OK) return 0;
-        return eml_fail("evaluate: --enclave: '%s' is not one of: sim, none",
-                        v);
-    case OPT_HEAP:
-        return eml_opt_long("--heap-mb", v, 64, 1 << 20, &a->heap_mb) != 0;
-    case OPT_THREADS:
-        return eml_opt_long("--threads", v, 1, 1024, &a->threads) != 0;
-    default: return -1;
+    default: return eml_enclave_opt(&a->host, "evaluate", opt, v);
     }
 }
 
@@ -134,7 +125,7 @@ static int parse_args(int argc, char **argv, evaluate_args *a)
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
-    a->heap_mb = EML_DEFAULT_HEAP_MB;
+    eml_enclave_opts_init(&a->host);
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (opt == OPT_HELP) {
@@ -194,7 +185,7 @@ static eml_status run_enclave(const evaluate_args *a, const uint8_t *cfg,
                               char **report, size_t *rlen, eml_err *err)
 {
     eml_enclave_host h;
-    eml_host_opts ho = {a->backend, (unsigned)a->heap_mb, (int)a->threads};
+    eml_host_opts ho = a->host;
     eml_status st = eml_host_start(&h, &ho, err);
     if (st != EML_OK) return st;
     h.out_fd = out_fd;
@@ -315,7 +306,7 @@ static void print_done(const evaluate_args *a, const char *report,
                 "evaluated in the enclave (backend %s, measurement "
                 "%.16s...): accuracy %.2f%%, loss %.4f, %.0f examples in %d "
                 "test set(s); signed report written to %s\n",
-                a->backend == EML_BACKEND_SIM ? "sim" : "none",
+                a->host.backend == EML_BACKEND_SIM ? "sim" : "none",
                 m != NULL ? m : "?", 100.0 * acc, loss, n, a->n_dirs,
                 a->report_out);
     }

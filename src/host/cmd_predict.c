@@ -50,8 +50,7 @@ enum { O_MODEL = 3100, O_MODEL_GRANT };
 
 typedef struct predict_args {
     const char *cfg, *model, *model_grant, *images, *grant, *recipient, *out;
-    eml_backend backend;
-    long heap_mb, threads;
+    eml_host_opts host; /* --enclave, --heap-mb, --threads */
     int json, quiet;
 } predict_args;
 
@@ -67,15 +66,7 @@ static int take_opt(predict_args *a, int opt, const char *v)
     case OPT_OUT: a->out = v; return 0;
     case OPT_JSON: a->json = 1; return 0;
     case OPT_QUIET: a->quiet = 1; return 0;
-    case OPT_ENCLAVE:
-        if (eml_backend_parse(v, &a->backend) == EML_OK) return 0;
-        return eml_fail("predict: --enclave: '%s' is not one of: sim, none",
-                        v);
-    case OPT_HEAP:
-        return eml_opt_long("--heap-mb", v, 64, 1 << 20, &a->heap_mb) != 0;
-    case OPT_THREADS:
-        return eml_opt_long("--threads", v, 1, 1024, &a->threads) != 0;
-    default: return -1;
+    default: return eml_enclave_opt(&a->host, "predict", opt, v);
     }
 }
 
@@ -98,7 +89,7 @@ static int parse_args(int argc, char **argv, predict_args *a)
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
-    a->heap_mb = EML_DEFAULT_HEAP_MB;
+    eml_enclave_opts_init(&a->host);
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (opt == OPT_HELP) {
@@ -141,7 +132,7 @@ static eml_status run_enclave(const predict_args *a, const uint8_t *cfg,
                               eml_err *err)
 {
     eml_enclave_host h;
-    eml_host_opts ho = {a->backend, (unsigned)a->heap_mb, (int)a->threads};
+    eml_host_opts ho = a->host;
     eml_status st = eml_host_start(&h, &ho, err);
     if (st != EML_OK) return st;
     h.out_fd = out_fd;
@@ -218,7 +209,7 @@ static void print_done(const predict_args *a,
         fprintf(stderr,
                 "predicted in the enclave (backend %s): %llu image(s), %llu "
                 "classes; encrypted to the recipient in %s",
-                a->backend == EML_BACKEND_SIM ? "sim" : "none",
+                a->host.backend == EML_BACKEND_SIM ? "sim" : "none",
                 (unsigned long long)d->count, (unsigned long long)d->classes,
                 a->out);
         if (d->queries_max != 0)

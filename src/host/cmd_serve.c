@@ -80,8 +80,7 @@ typedef struct serve_args {
     eml_precision precision;
     long max_batch, max_wait, max_conns, header_timeout, idle_timeout;
     uint64_t max_body;
-    eml_backend backend;
-    long heap_mb, threads;
+    eml_host_opts host; /* --enclave, --heap-mb, --threads */
     int quiet;
 } serve_args;
 
@@ -133,14 +132,7 @@ static int take_opt(serve_args *a, int opt, const char *v)
         if (a->max_body < 1 || a->max_body > ((uint64_t)1 << 30))
             return eml_fail("serve: --max-body must be 1 to 1073741824");
         return 0;
-    case OPT_ENCLAVE:
-        if (eml_backend_parse(v, &a->backend) == EML_OK) return 0;
-        return eml_fail("serve: --enclave: '%s' is not one of: sim, none", v);
-    case OPT_HEAP:
-        return eml_opt_long("--heap-mb", v, 64, 1 << 20, &a->heap_mb) != 0;
-    case OPT_THREADS:
-        return eml_opt_long("--threads", v, 1, 1024, &a->threads) != 0;
-    default: return -1;
+    default: return eml_enclave_opt(&a->host, "serve", opt, v);
     }
 }
 
@@ -178,7 +170,7 @@ static int parse_args(int argc, char **argv, serve_args *a)
     a->header_timeout = 10000;
     a->idle_timeout = 60000;
     a->max_body = EML_HTTP_MAX_BODY_DEFAULT;
-    a->heap_mb = EML_DEFAULT_HEAP_MB;
+    eml_enclave_opts_init(&a->host);
     a->stream = "enclaveml";
     a->queue_timeout = 30000;
     int opt;
@@ -321,7 +313,7 @@ int eml_cmd_serve(int argc, char **argv)
     }
     (void)listen(lfd, 1024); /* a deeper backlog than the worker's */
     eml_enclave_host h;
-    eml_host_opts ho = {a.backend, (unsigned)a.heap_mb, (int)a.threads};
+    eml_host_opts ho = a.host;
     char pin[EML_TLS_PIN_LEN], fe_hex[EML_QUEUE_ID_HEX + 1] = "";
     eml_serve_queue *q = NULL;
     st = eml_host_start(&h, &ho, &err);
@@ -343,7 +335,7 @@ int eml_cmd_serve(int argc, char **argv)
                 "serving %s as '%s' on %s (enclave %s, measurement %s, TLS "
                 "key %s)\n",
                 a.cfg, a.name, bound,
-                a.backend == EML_BACKEND_SIM ? "sim" : "none", mh, pin);
+                a.host.backend == EML_BACKEND_SIM ? "sim" : "none", mh, pin);
         if (q != NULL)
             fprintf(stderr,
                     "queueing predicts to %s, stream %s, as front end %s "

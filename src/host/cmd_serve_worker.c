@@ -63,8 +63,8 @@ typedef struct worker_args {
     const char *queue, *cfg, *model, *grant, *stream;
     char consumer[EML_QUEUE_NAME_MAX + 1];
     eml_precision precision;
-    long max_batch, claim_idle, admit_timeout, heap_mb, threads;
-    eml_backend backend;
+    long max_batch, claim_idle, admit_timeout;
+    eml_host_opts host; /* --enclave, --heap-mb, --threads */
     int quiet;
 } worker_args;
 
@@ -112,15 +112,7 @@ static int take_opt(worker_args *a, int opt, const char *v)
     case W_ADMIT_TIMEOUT:
         return eml_opt_long("--admit-timeout-s", v, 1, 86400,
                             &a->admit_timeout) != 0;
-    case OPT_ENCLAVE:
-        if (eml_backend_parse(v, &a->backend) == EML_OK) return 0;
-        return eml_fail("serve-worker: --enclave: '%s' is not one of: sim, "
-                        "none", v);
-    case OPT_HEAP:
-        return eml_opt_long("--heap-mb", v, 64, 1 << 20, &a->heap_mb) != 0;
-    case OPT_THREADS:
-        return eml_opt_long("--threads", v, 1, 1024, &a->threads) != 0;
-    default: return -1;
+    default: return eml_enclave_opt(&a->host, "serve-worker", opt, v);
     }
 }
 
@@ -159,7 +151,7 @@ static int parse_args(int argc, char **argv, worker_args *a)
     a->max_batch = 64;
     a->claim_idle = 2000;
     a->admit_timeout = 30;
-    a->heap_mb = EML_DEFAULT_HEAP_MB;
+    eml_enclave_opts_init(&a->host);
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (opt == OPT_HELP) {
@@ -469,7 +461,7 @@ int eml_cmd_serve_worker(int argc, char **argv)
     w.a = &a;
     eml_http_buf_init(&w.ev, EML_SERVE_IO_MAX);
     eml_enclave_host h;
-    eml_host_opts ho = {a.backend, (unsigned)a.heap_mb, (int)a.threads};
+    eml_host_opts ho = a.host;
     int started = 0;
     st = eml_redis_open(a.queue, 5000, &w.r, &err);
     if (st == EML_OK) st = eml_redis_group_create(w.r, a.stream, &err);
