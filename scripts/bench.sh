@@ -141,3 +141,7 @@ fi
 echo
 echo "== 10. the attested inference server under load (issue 14)"
 bash scripts/bench-serve.sh "$build" "$quick"
+
+echo
+echo "== 11. verifiable evaluation and private prediction against plaintext eval and predict (issue 15)"
+bash scripts/bench-evaluate.sh "$build"
