@@ -3,6 +3,8 @@
 #   ok MSG / bad MSG        count a check and print it
 #   expect_error NAME NEEDLE CMD...
 #   mkidx SRC.gz DST COUNT ITEMBYTES NDIMS [FIRST]
+#   hexof, windows, leaks   the canary checks' byte searches
+#   num FILE KEY / str FILE KEY   members of a flat JSON object
 passed=0
 failed=0
 
@@ -52,3 +54,30 @@ mkidx() {
 port_base() {
   echo $((20000 + RANDOM % 12000))
 }
+
+# Lowercase hex of a file, one line.
+hexof() { od -An -v -tx1 "$1" | tr -d ' \n'; }
+# windows FILE OFFSET LENGTH WIDTH STEP: hex of every WIDTH-byte window of
+# FILE[OFFSET, OFFSET+LENGTH) starting STEP bytes apart, one per line.
+windows() {
+  local h i
+  h=$(tail -c +$(($2 + 1)) "$1" | head -c "$3" | od -An -v -tx1 | tr -d ' \n')
+  for ((i = 0; i + $4 <= $3; i += $5)); do echo "${h:2*i:2*$4}"; done
+}
+# leaks PATTERNS DIR [EXCLUDED...]: the files under DIR (but EXCLUDED) whose
+# bytes contain any of the hex windows in PATTERNS.
+leaks() {
+  local pat=$1 dir=$2 f x skip
+  shift 2
+  find "$dir" -type f | sort | while read -r f; do
+    skip=0
+    for x in "$@"; do [[ $f == "$x" ]] && skip=1; done
+    [[ $skip -eq 1 ]] && continue
+    if hexof "$f" | grep -qF -f "$pat"; then echo "$f"; fi
+  done
+}
+
+# num FILE KEY: a number member of a flat JSON object; str FILE KEY: a
+# string member.
+num() { sed -n "s/.*\"$2\":\\([-0-9.e+]*\\).*/\\1/p" "$1"; }
+str() { sed -n "s/.*\"$2\":\"\\([^\"]*\\)\".*/\\1/p" "$1"; }

@@ -25,28 +25,6 @@ export LC_ALL=C
 # ---- data: owner A (300 train with a canary record, 100 test), owner B
 # (200 train, 50 test, other images).  The owners' plaintext lives in
 # $plain; everything the untrusted side ever touches lives in $w.
-# Lowercase hex of a file, one line.
-hexof() { od -An -v -tx1 "$1" | tr -d ' \n'; }
-# windows FILE OFFSET LENGTH WIDTH STEP: hex of every WIDTH-byte window of
-# FILE[OFFSET, OFFSET+LENGTH) starting STEP bytes apart, one per line.
-windows() {
-  local h
-  h=$(tail -c +$(($2 + 1)) "$1" | head -c "$3" | od -An -v -tx1 | tr -d ' \n')
-  local i
-  for ((i = 0; i + $4 <= $3; i += $5)); do echo "${h:2*i:2*$4}"; done
-}
-# leaks PATTERNS DIR [EXCLUDED...]: the files under DIR (but EXCLUDED) whose
-# bytes contain any of the hex windows in PATTERNS.
-leaks() {
-  local pat=$1 dir=$2 f x skip
-  shift 2
-  find "$dir" -type f | sort | while read -r f; do
-    skip=0
-    for x in "$@"; do [[ $f == "$x" ]] && skip=1; done
-    [[ $skip -eq 1 ]] && continue
-    if hexof "$f" | grep -qF -f "$pat"; then echo "$f"; fi
-  done
-}
 
 plain=$tmp/plain
 w=$tmp/w

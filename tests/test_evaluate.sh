@@ -30,26 +30,6 @@ export LC_ALL=C
 # shellcheck source=tests/lib.sh
 . "$src/tests/lib.sh"
 
-# Lowercase hex of a file, one line.
-hexof() { od -An -v -tx1 "$1" | tr -d ' \n'; }
-# windows FILE OFFSET LENGTH WIDTH STEP: hex of every WIDTH-byte window of
-# FILE[OFFSET, OFFSET+LENGTH) starting STEP bytes apart, one per line.
-windows() {
-  local h i
-  h=$(tail -c +$(($2 + 1)) "$1" | head -c "$3" | od -An -v -tx1 | tr -d ' \n')
-  for ((i = 0; i + $4 <= $3; i += $5)); do echo "${h:2*i:2*$4}"; done
-}
-# leaks PATTERNS DIR: the files under DIR whose bytes hold any of the hex
-# windows in PATTERNS.
-leaks() {
-  find "$2" -type f | sort | while read -r f; do
-    if hexof "$f" | grep -qF -f "$1"; then echo "$f"; fi
-  done
-}
-# num FILE KEY: a number member of a flat JSON object.
-num() { sed -n "s/.*\"$2\":\\([-0-9.e+]*\\).*/\\1/p" "$1"; }
-# str FILE KEY: a string member.
-str() { sed -n "s/.*\"$2\":\"\\([^\"]*\\)\".*/\\1/p" "$1"; }
 same() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "" && b != "" && a - b < 1e-9 && b - a < 1e-9) }'; }
 
 # ---- the owners' plaintext lives in $plain, their keys in $keys;

@@ -27,19 +27,6 @@ export LC_ALL=C
 # shellcheck source=tests/lib.sh
 . "$src/tests/lib.sh"
 
-hexof() { od -An -v -tx1 "$1" | tr -d ' \n'; }
-# windows FILE OFFSET LENGTH WIDTH STEP (as in test_evaluate.sh)
-windows() {
-  local h i
-  h=$(tail -c +$(($2 + 1)) "$1" | head -c "$3" | od -An -v -tx1 | tr -d ' \n')
-  for ((i = 0; i + $4 <= $3; i += $5)); do echo "${h:2*i:2*$4}"; done
-}
-leaks() {
-  find "$2" -type f | sort | while read -r f; do
-    if hexof "$f" | grep -qF -f "$1"; then echo "$f"; fi
-  done
-}
-num() { sed -n "s/.*\"$2\":\\([-0-9.e+]*\\).*/\\1/p" "$1"; }
 # st_ints FILE NAME: a float32 tensor of a safetensors file, one integer a
 # line.
 st_ints() {
