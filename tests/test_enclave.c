@@ -1478,6 +1478,28 @@ static void test_sim_model_load(void **state)
                          EML_OK);
     printf("refused: %s\n", err.msg);
     assert_non_null(strstr(err.msg, "key"));
+
+    /* A queue worker borrows the loaded model: a second MODEL_LOAD, and
+     * a server beside it, are refused while it lives. */
+    glen = model_grant(&h, key, cfg_hash, g);
+    assert_int_equal(model_load(&h, path, small_cfg, g, glen, &a, &err),
+                     EML_OK);
+    eml_ecall_qworker_start qs = {{(const uint8_t *)"q", 1},
+                                  {(const uint8_t *)"w1", 2}, 0, 4, 64};
+    eml_reply_qworker_ready qr;
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(eml_host_call(&h, EML_MSG_QWORKER_START, &qs,
+                                   sizeof(qs), &qr, sizeof(qr), &err),
+                     EML_OK);
+    assert_int_not_equal(model_load(&h, path, small_cfg, g, glen, &a, &err),
+                         EML_OK);
+    printf("refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "cannot be replaced"));
+    memset(&err, 0, sizeof(err));
+    assert_int_not_equal(eml_host_call(&h, EML_MSG_QWORKER_START, &qs,
+                                       sizeof(qs), &qr, sizeof(qr), &err),
+                         EML_OK);
+    assert_non_null(strstr(err.msg, "already serving"));
     eml_host_stop(&h);
     eml_wipe(key, 32);
     free(w);

@@ -61,7 +61,8 @@ eml_status eml_rt_ecall_model_load(eml_enclave *e, eml_msg_any *req,
 {
     if (!e->has_identity)
         return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
-    if (e->server != NULL)
+    /* the server and a queue worker borrow the model */
+    if (e->server != NULL || e->qworker != NULL)
         return eml_err_set(err, EML_ERR_INVALID,
                            "the model being served cannot be replaced");
     eml_ecall_model_load q = req->m_MODEL_LOAD;

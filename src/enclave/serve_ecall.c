@@ -46,22 +46,32 @@ void eml_rt_serve_free(eml_enclave *e)
     e->tls_key = NULL;
 }
 
-eml_status eml_rt_ecall_serve_start(eml_enclave *e, eml_msg_any *req,
-                                    eml_err *err)
+/* SERVE_START's and QWORKER_START's preconditions: an identity, a loaded
+ * model whose grant does not count queries, and no server or worker yet
+ * (one per enclave). */
+static eml_status can_serve(const eml_enclave *e, eml_err *err)
 {
-    const eml_ecall_serve_start *q = &req->m_SERVE_START;
     if (!e->has_identity)
         return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
     if (e->model == NULL)
         return eml_err_set(err, EML_ERR_INVALID,
                            "no model to serve (MODEL_LOAD first)");
-    if (e->server != NULL)
+    if (e->server != NULL || e->qworker != NULL)
         return eml_err_set(err, EML_ERR_INVALID, "already serving");
     if (e->model_max_queries != 0)
         return eml_err_set(err, EML_ERR_AUTH,
                            "the model's grant limits predictions per "
                            "recipient (grant --max-queries), which serving "
                            "cannot count: use predict");
+    return EML_OK;
+}
+
+eml_status eml_rt_ecall_serve_start(eml_enclave *e, eml_msg_any *req,
+                                    eml_err *err)
+{
+    const eml_ecall_serve_start *q = &req->m_SERVE_START;
+    eml_status st = can_serve(e, err);
+    if (st != EML_OK) return st;
     if (!name_ok(q->name.p, q->name.n))
         return eml_err_set(err, EML_ERR_INVALID,
                            "a model name is 1 to 64 of A-Z a-z 0-9 . _ -");
@@ -82,7 +92,7 @@ eml_status eml_rt_ecall_serve_start(eml_enclave *e, eml_msg_any *req,
     uint8_t spki[32];
     char *report = NULL;
     size_t rlen = 0;
-    eml_status st = eml_tls_key_new(&e->tls_key, spki, err);
+    st = eml_tls_key_new(&e->tls_key, spki, err);
     if (st == EML_OK)
         st = eml_rt_make_report(e, spki, sizeof(spki), &report, &rlen, err);
     if (st == EML_OK)
@@ -162,18 +172,8 @@ eml_status eml_rt_ecall_qworker_start(eml_enclave *e, eml_msg_any *req,
                                       eml_err *err)
 {
     const eml_ecall_qworker_start *q = &req->m_QWORKER_START;
-    if (!e->has_identity)
-        return eml_err_set(err, EML_ERR_INVALID, "enclave not initialised");
-    if (e->model == NULL)
-        return eml_err_set(err, EML_ERR_INVALID,
-                           "no model to serve (MODEL_LOAD first)");
-    if (e->qworker != NULL || e->server != NULL)
-        return eml_err_set(err, EML_ERR_INVALID, "already serving");
-    if (e->model_max_queries != 0)
-        return eml_err_set(err, EML_ERR_AUTH,
-                           "the model's grant limits predictions per "
-                           "recipient (grant --max-queries), which serving "
-                           "cannot count: use predict");
+    eml_status st = can_serve(e, err);
+    if (st != EML_OK) return st;
     eml_qworker_opts o;
     memset(&o, 0, sizeof(o));
     if (!take_name(o.stream, &q->stream) || !take_name(o.name, &q->name))
@@ -184,7 +184,7 @@ eml_status eml_rt_ecall_qworker_start(eml_enclave *e, eml_msg_any *req,
     o.max_instances = (size_t)q->max_instances;
     o.kernels = EML_KERNELS_FAST;
     o.precision = (eml_precision)q->precision;
-    eml_status st = eml_qworker_new(e->model, &o, &e->qworker, err);
+    st = eml_qworker_new(e->model, &o, &e->qworker, err);
     if (st != EML_OK) return st;
     uint8_t nonce[48];
     eml_qworker_nonce(e->qworker, nonce);
